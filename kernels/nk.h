@@ -1,0 +1,203 @@
+/*
+ * nk.h: the kernel interface of pneumo. Math only, on raw pointers and shapes.
+ * Kernels never allocate, print or do I/O, and know nothing of tensors; libnet checks shapes
+ * before it calls them. kernels/ref/ is the specification (plain C, one thread); kernels/cpu/
+ * holds the fast CPU paths, tested against ref/ in tests/test_ops.c and tests/test_gemm.c.
+ *
+ * Layouts (project-wide): activations NHWC, conv weights HWIO = [R,S,C,K], dense weights [C,K].
+ * Shape letters: N batch, C in-channels, K out-channels, H W input size, P Q output size,
+ * R S filter size.
+ */
+#ifndef NK_H
+#define NK_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+// ---- deterministic hashing (shared with tests/gen_fixtures.py) ----
+//
+// Every random number pneumo draws for weights and dropout comes from these two functions,
+// so a Python script can reproduce them exactly:
+//   nk_mix64(z):   z ^= z >> 30; z *= 0xBF58476D1CE4E5B9; z ^= z >> 27;
+//                  z *= 0x94D049BB133111EB; z ^= z >> 31   (all mod 2^64; splitmix64's finaliser)
+//   nk_u01(key,i): (nk_mix64(key + 0x9E3779B97F4A7C15 * (i + 1)) >> 40) * 2^-24, in [0, 1)
+#define NK_GOLDEN 0x9E3779B97F4A7C15ULL
+
+static inline uint64_t nk_mix64(uint64_t z)
+{
+    z ^= z >> 30;
+    z *= 0xBF58476D1CE4E5B9ULL;
+    z ^= z >> 27;
+    z *= 0x94D049BB133111EBULL;
+    z ^= z >> 31;
+    return z;
+}
+
+static inline float nk_u01(uint64_t key, uint64_t i)
+{
+    return (float)(nk_mix64(key + NK_GOLDEN * (i + 1)) >> 40) * (1.0f / 16777216.0f);
+}
+
+// ---- execution context for fast kernels ----
+//
+// Fast kernels get the thread count and a scratch area from the caller (libnet owns it).
+// ws may be NULL when ws_floats is 0; a kernel that needs more than ws_floats says so through its
+// *_ws_floats() query, which the caller must consult first. Ref kernels take no nk_exec.
+typedef struct nk_exec {
+    int nthreads;
+    float *ws;
+    size_t ws_floats;
+} nk_exec;
+
+// ---- convolution ----
+//
+// x [N,H,W,C], w [R,S,C,K], b [K] (may be NULL), y [N,P,Q,K].
+// pad_h/pad_w are the zeros above/left of the input; the zeros below/right are whatever
+// P and Q imply: P = (H + pad_h + pad_bottom - R) / stride + 1. A tap that falls outside
+// [0,H)x[0,W) reads zero.
+typedef struct nk_conv_desc {
+    int N, H, W, C, K, R, S, P, Q;
+    int stride, pad_h, pad_w;
+} nk_conv_desc;
+
+void nk_conv2d_fwd_ref(const nk_conv_desc *d, const float *x, const float *w, const float *b,
+                       float *y);
+// dx = conv_transpose(dy, w); overwrites dx [N,H,W,C].
+void nk_conv2d_bwd_data_ref(const nk_conv_desc *d, const float *dy, const float *w, float *dx);
+// dw [R,S,C,K] and db [K] (db may be NULL) are overwritten.
+void nk_conv2d_bwd_filter_ref(const nk_conv_desc *d, const float *x, const float *dy, float *dw,
+                              float *db);
+
+// ---- batch normalisation over M = N*H*W rows of C channels ----
+//
+// Training: batch mean and biased variance; mean[C] and invstd[C] = 1/sqrt(var + eps) are
+// written for the backward pass and for the caller's moving-average update (var is recovered as
+// 1/invstd^2 - eps). Inference: y = gamma * (x - mmean) / sqrt(mvar + eps) + beta.
+void nk_bn_fwd_train_ref(int64_t M, int C, const float *x, const float *gamma, const float *beta,
+                         float eps, float *y, float *mean, float *invstd);
+void nk_bn_fwd_infer_ref(int64_t M, int C, const float *x, const float *gamma, const float *beta,
+                         const float *mmean, const float *mvar, float eps, float *y);
+// Backward of the training form. dx [M,C], dgamma [C], dbeta [C] are overwritten; dx may be NULL.
+void nk_bn_bwd_train_ref(int64_t M, int C, const float *x, const float *dy, const float *gamma,
+                         const float *mean, const float *invstd, float *dx, float *dgamma,
+                         float *dbeta);
+// Backward of the inference form (a per-channel affine map). Overwrites dx; dgamma/dbeta may be
+// NULL (frozen statistics), otherwise overwritten.
+void nk_bn_bwd_infer_ref(int64_t M, int C, const float *x, const float *dy, const float *gamma,
+                         const float *mmean, const float *mvar, float eps, float *dx,
+                         float *dgamma, float *dbeta);
+
+// ---- elementwise ----
+void nk_relu_fwd_ref(int64_t n, const float *x, float *y);
+// dx = dy where y > 0, else 0. In-place (dx == dy) is allowed.
+void nk_relu_bwd_ref(int64_t n, const float *y, const float *dy, float *dx);
+void nk_add_fwd_ref(int64_t n, const float *a, const float *b, float *y);
+
+// ---- zero padding (Keras ZeroPadding2D) ----
+// x [N,H,W,C] -> y [N,H+pt+pb,W+pl+pr,C]; backward crops.
+void nk_zeropad_fwd_ref(int N, int H, int W, int C, int pt, int pb, int pl, int pr, const float *x,
+                        float *y);
+void nk_zeropad_bwd_ref(int N, int H, int W, int C, int pt, int pb, int pl, int pr,
+                        const float *dy, float *dx);
+
+// ---- max pooling, no padding (Keras pads with a ZeroPadding2D layer first) ----
+// Uses nk_conv_desc with C == K; x [N,H,W,C] -> y [N,P,Q,C]. Backward routes each dy to the
+// first maximum of its window in row-major (r, s) order; dx is overwritten.
+void nk_maxpool_fwd_ref(const nk_conv_desc *d, const float *x, float *y);
+void nk_maxpool_bwd_ref(const nk_conv_desc *d, const float *x, const float *dy, float *dx);
+
+// ---- global average pooling ----
+// x [N,HW,C] -> y [N,C]; backward spreads dy/HW.
+void nk_gap_fwd_ref(int N, int HW, int C, const float *x, float *y);
+void nk_gap_bwd_ref(int N, int HW, int C, const float *dy, float *dx);
+
+// ---- dense ----
+// x [N,C], w [C,K], b [K] (may be NULL), y [N,K]. relu != 0 applies ReLU to y.
+void nk_dense_fwd_ref(int N, int C, int K, const float *x, const float *w, const float *b,
+                      int relu, float *y);
+// dx [N,C] = dy w^T (overwrites); dw [C,K] = x^T dy and db [K] = sum dy (overwrite; db may be
+// NULL). dy here is the gradient after the activation has been undone by the caller.
+void nk_dense_bwd_data_ref(int N, int C, int K, const float *dy, const float *w, float *dx);
+void nk_dense_bwd_filter_ref(int N, int C, int K, const float *x, const float *dy, float *dw,
+                             float *db);
+
+// ---- dropout (inverted: kept values scaled by 1/(1-rate)) ----
+// Element i is kept when nk_u01(key, i) >= rate. The mask is recomputed in backward from key.
+void nk_dropout_fwd_ref(int64_t n, float rate, uint64_t key, const float *x, float *y);
+void nk_dropout_bwd_ref(int64_t n, float rate, uint64_t key, const float *dy, float *dx);
+
+// ---- sigmoid fused with class-weighted binary cross-entropy (Keras semantics) ----
+// z [N] logits, t [N] labels in {0,1} (any value in [0,1] works), wt [N] per-sample weights or
+// NULL (all 1). p = sigmoid(z) clipped to [1e-7, 1-1e-7], as Keras clips; equivalently z is
+// clamped to +-NK_BCE_ZMAX. loss = sum_i wt_i * l_i / N, l_i = -(t log p + (1-t) log(1-p)).
+// Returns the loss (computed in double); writes p[N] when p != NULL.
+#define NK_BCE_EPS 1e-7
+double nk_bce_fwd_ref(int N, const float *z, const float *t, const float *wt, float *p);
+// dz_i = wt_i * (sigmoid(z_i) - t_i) / N inside the clip range, 0 outside it (the gradient of
+// the clipped form). Overwrites dz.
+void nk_bce_bwd_ref(int N, const float *z, const float *t, const float *wt, float *dz);
+
+// ---- GEMM (reference) ----
+// Row-major. C[M,N] = alpha * op(A) op(B) + beta * C, op(A) is [M,K] (A is [K,M] when ta),
+// op(B) is [K,N] (B is [N,K] when tb). beta == 0 ignores C's old contents (NaNs included).
+void nk_sgemm_ref(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
+                  const float *B, int ldb, float beta, float *C, int ldc);
+
+// ---- fast CPU paths (kernels/cpu/) ----
+//
+// CPU features found at run time. nk_cpu_detect() is cheap after the first call.
+typedef enum { NK_ISA_SCALAR = 0, NK_ISA_AVX2 = 1, NK_ISA_AVX512 = 2 } nk_isa;
+nk_isa nk_cpu_detect(void);
+const char *nk_isa_name(nk_isa isa);
+
+// Packed, register-blocked SGEMM with the same contract as nk_sgemm_ref. isa picks the
+// micro-kernel (pass nk_cpu_detect(); a lower one is always allowed). Threads with OpenMP over
+// ex->nthreads. Needs ex->ws of at least nk_sgemm_ws_floats(ex->nthreads) floats.
+size_t nk_sgemm_ws_floats(int nthreads);
+void nk_sgemm_cpu(nk_isa isa, const nk_exec *ex, int ta, int tb, int M, int N, int K, float alpha,
+                  const float *A, int lda, const float *B, int ldb, float beta, float *C,
+                  int ldc);
+
+// Convolution through GEMM (1x1 stride-1 directly, everything else through im2col in chunks).
+// Same contracts as the _ref versions. Scratch: nk_conv2d_ws_floats(d, nthreads).
+size_t nk_conv2d_ws_floats(const nk_conv_desc *d, int nthreads);
+void nk_conv2d_fwd_cpu(nk_isa isa, const nk_exec *ex, const nk_conv_desc *d, const float *x,
+                       const float *w, const float *b, float *y);
+void nk_conv2d_bwd_data_cpu(nk_isa isa, const nk_exec *ex, const nk_conv_desc *d,
+                            const float *dy, const float *w, float *dx);
+void nk_conv2d_bwd_filter_cpu(nk_isa isa, const nk_exec *ex, const nk_conv_desc *d,
+                              const float *x, const float *dy, float *dw, float *db);
+
+// Dense through GEMM. Same contracts as the _ref versions; scratch nk_sgemm_ws_floats.
+void nk_dense_fwd_cpu(nk_isa isa, const nk_exec *ex, int N, int C, int K, const float *x,
+                      const float *w, const float *b, int relu, float *y);
+void nk_dense_bwd_data_cpu(nk_isa isa, const nk_exec *ex, int N, int C, int K, const float *dy,
+                           const float *w, float *dx);
+void nk_dense_bwd_filter_cpu(nk_isa isa, const nk_exec *ex, int N, int C, int K, const float *x,
+                             const float *dy, float *dw, float *db);
+
+// Threaded elementwise and BN paths (OpenMP over ex->nthreads). Same contracts as _ref.
+void nk_bn_fwd_train_cpu(const nk_exec *ex, int64_t M, int C, const float *x, const float *gamma,
+                         const float *beta, float eps, float *y, float *mean, float *invstd);
+void nk_bn_fwd_infer_cpu(const nk_exec *ex, int64_t M, int C, const float *x, const float *gamma,
+                         const float *beta, const float *mmean, const float *mvar, float eps,
+                         float *y);
+void nk_bn_bwd_train_cpu(const nk_exec *ex, int64_t M, int C, const float *x, const float *dy,
+                         const float *gamma, const float *mean, const float *invstd, float *dx,
+                         float *dgamma, float *dbeta);
+void nk_relu_fwd_cpu(const nk_exec *ex, int64_t n, const float *x, float *y);
+void nk_relu_bwd_cpu(const nk_exec *ex, int64_t n, const float *y, const float *dy, float *dx);
+void nk_add_fwd_cpu(const nk_exec *ex, int64_t n, const float *a, const float *b, float *y);
+
+// Peak measurement: runs a register-only FMA loop on each of nthreads threads for about
+// `seconds` and returns the achieved GFLOP/s (fp32).
+double nk_fma_peak_gflops(nk_isa isa, int nthreads, double seconds);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

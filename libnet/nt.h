@@ -1,0 +1,334 @@
+/*
+ * nt.h: the public API of libnet, pneumo's deep-learning library.
+ * Contexts, tensors, status codes, layer graphs (the Keras ResNet50 v1 builder among them),
+ * forward/backward, losses, optimizers and safetensors model files. Math lives in kernels/;
+ * this layer checks shapes, owns memory and dispatches. Tests: tests/test_model.c,
+ * tests/test_fixtures.c, tests/test_safetensors.c.
+ */
+#ifndef NT_H
+#define NT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define NT_VERSION "0.1.0"
+
+// ---- status codes ----
+typedef enum {
+    NT_OK      = 0,
+    NT_EINVAL  = -1, // a bad argument, flag value or option
+    NT_ENOMEM  = -2, // an allocation failed (the message gives the byte count)
+    NT_EIO     = -3, // a file could not be read or written
+    NT_EDEVICE = -4, // the device (CUDA) failed or is missing
+    NT_ESHAPE  = -5, // shapes do not fit (the message names the layer and both shapes)
+    NT_EFORMAT = -6, // a file is corrupt, truncated or of the wrong architecture
+} nt_status;
+
+// A fixed name for a status, e.g. "shape mismatch". Never NULL.
+const char *nt_status_str(nt_status s);
+
+// ---- context ----
+typedef struct nt_ctx nt_ctx;
+
+typedef enum { NT_DEV_CPU = 0, NT_DEV_CUDA = 1 } nt_device;
+
+// Which kernels the context dispatches to: the fastest this CPU supports, or the plain
+// references in kernels/ref (for tests and debugging).
+typedef enum { NT_IMPL_AUTO = 0, NT_IMPL_REF = 1, NT_IMPL_AVX2 = 2 } nt_impl;
+
+typedef enum { NT_LOG_DEBUG = 0, NT_LOG_INFO = 1, NT_LOG_WARN = 2, NT_LOG_ERROR = 3 } nt_log_level;
+typedef void (*nt_log_fn)(void *user, nt_log_level level, const char *msg);
+
+typedef struct nt_ctx_opts {
+    nt_device device; // NT_DEV_CPU for now
+    int nthreads;     // 0: all online CPUs
+    uint64_t seed;    // seeds dropout and weight initialisation
+    nt_impl impl;
+    nt_log_fn log; // NULL: silent
+    void *log_user;
+} nt_ctx_opts;
+
+// Fills *o with the defaults (CPU, all threads, seed 0, NT_IMPL_AUTO, no log).
+void nt_ctx_opts_default(nt_ctx_opts *o);
+// Creates a context. Returns NT_OK, NT_EINVAL (bad options; *out is still set so that the
+// message can be read, and must be freed) or NT_ENOMEM.
+nt_status nt_ctx_new(const nt_ctx_opts *o, nt_ctx **out);
+void nt_ctx_free(nt_ctx *ctx);
+// The last error message, one line, never NULL ("" when none).
+const char *nt_ctx_errmsg(const nt_ctx *ctx);
+// Records an error message (printf-style) and returns s, so that callers can write
+// `return nt_ctx_seterr(ctx, NT_EINVAL, "...", ...)`. Used by libnet, data/ and weights/.
+nt_status nt_ctx_seterr(nt_ctx *ctx, nt_status s, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+// Logs through the context's callback (no-op without one).
+void nt_ctx_log(const nt_ctx *ctx, nt_log_level level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+int nt_ctx_nthreads(const nt_ctx *ctx);
+// Name of the kernel set in use, e.g. "avx512", "avx2" or "ref".
+const char *nt_ctx_impl_name(const nt_ctx *ctx);
+
+// ---- tensors ----
+typedef enum { NT_DTYPE_F32 = 0 } nt_dtype;
+
+#define NT_MAX_DIMS 4
+
+// A tensor is a plain view: shape plus data pointer. Who owns data is said where the tensor
+// comes from (model parameters belong to the model; nt_tensor_new allocates and
+// nt_tensor_free frees).
+typedef struct nt_tensor {
+    nt_dtype dtype;
+    nt_device device;
+    int ndim;
+    int64_t shape[NT_MAX_DIMS];
+    float *data;
+} nt_tensor;
+
+int64_t nt_tensor_numel(const nt_tensor *t);
+// Allocates a zeroed CPU float32 tensor (64-byte aligned). Returns NT_ENOMEM or NT_EINVAL.
+nt_status nt_tensor_new(nt_ctx *ctx, int ndim, const int64_t *shape, nt_tensor *out);
+// Frees data allocated by nt_tensor_new and clears t. NULL or empty tensors are fine.
+void nt_tensor_free(nt_tensor *t);
+// Writes "[2,224,224,3]" into buf (always terminated).
+const char *nt_shape_str(const nt_tensor *t, char *buf, size_t len);
+
+// ---- layer graphs ----
+//
+// A model is a list of layers in Keras order; each layer reads the outputs of earlier layers.
+// Layer 0 is always the input layer. Builders return the new layer's index, or -1 after
+// recording an error in the context (bad shape, duplicate name, ...).
+typedef struct nt_model nt_model;
+
+typedef enum {
+    NT_LAYER_INPUT = 0,
+    NT_LAYER_ZEROPAD,
+    NT_LAYER_CONV,
+    NT_LAYER_BN,
+    NT_LAYER_RELU,
+    NT_LAYER_MAXPOOL,
+    NT_LAYER_ADD,
+    NT_LAYER_GAP,
+    NT_LAYER_DENSE,
+    NT_LAYER_DROPOUT,
+} nt_layer_type;
+
+typedef enum { NT_ACT_NONE = 0, NT_ACT_RELU = 1, NT_ACT_SIGMOID = 2 } nt_act;
+
+// An empty model with an input layer of size H x W x C named `input_name`.
+nt_status nt_model_new(nt_ctx *ctx, const char *input_name, int H, int W, int C, nt_model **out);
+void nt_model_free(nt_model *m);
+
+int nt_layer_zeropad(nt_model *m, const char *name, int in, int pt, int pb, int pl, int pr);
+// Conv2D with bias; pad_h/pad_w as in nk_conv_desc (0 = Keras "valid"; (R-1)/2 for "same" at
+// stride 1).
+int nt_layer_conv(nt_model *m, const char *name, int in, int K, int R, int S, int stride,
+                  int pad_h, int pad_w);
+// BatchNormalization(axis=-1, momentum 0.99, epsilon 1.001e-5).
+int nt_layer_bn(nt_model *m, const char *name, int in);
+int nt_layer_relu(nt_model *m, const char *name, int in);
+int nt_layer_maxpool(nt_model *m, const char *name, int in, int R, int stride);
+int nt_layer_add(nt_model *m, const char *name, int a, int b);
+int nt_layer_gap(nt_model *m, const char *name, int in);
+// Dense(units, activation). A sigmoid layer must be the last one: its logits are the model
+// output and nt_model_loss applies the sigmoid fused with the loss.
+int nt_layer_dense(nt_model *m, const char *name, int in, int units, nt_act act);
+int nt_layer_dropout(nt_model *m, const char *name, int in, float rate);
+
+// ---- Keras ResNet50 v1 ----
+typedef enum {
+    NT_PRE_RESCALE = 0, // x / 255
+    NT_PRE_CAFFE   = 1, // RGB->BGR, minus [103.939, 116.779, 123.68]
+    NT_PRE_TORCH   = 2, // x/255, minus ImageNet mean, over ImageNet std
+} nt_preprocess;
+
+typedef struct nt_resnet_cfg {
+    int img_size;   // square input, default 224 (must be >= 32)
+    int head1;      // units of the first head Dense (ReLU), default 256
+    int head2;      // units of the second head Dense (ReLU), default 128
+    float dropout;  // rate of the head Dropout, default 0.5
+    int with_head;  // 0: the 175-layer backbone only (output conv5_block3_out)
+    int width_div;  // 1 (default): Keras's widths. k > 1 divides every channel count by k, for
+                    // small test networks of the same topology and names (64 must divide by k)
+} nt_resnet_cfg;
+
+void nt_resnet_cfg_default(nt_resnet_cfg *cfg);
+// Builds keras.applications.ResNet50(include_top=False) with Keras's layer names and order
+// (input_1, conv1_pad, conv1_conv, ..., conv5_block3_out: 175 layers, 23,587,712 parameters)
+// and, when with_head, GAP "global_average_pooling2d" -> Dense "dense" (ReLU) -> Dropout
+// "dropout" -> Dense "dense_1" (ReLU) -> Dense "dense_2" (1, sigmoid). Weights are zero until
+// nt_model_init or a load. Everything is trainable until nt_model_set_trainable_last.
+nt_status nt_resnet50_new(nt_ctx *ctx, const nt_resnet_cfg *cfg, nt_model **out);
+
+// ---- introspection ----
+typedef struct nt_layer_info {
+    const char *name;
+    nt_layer_type type;
+    const char *type_name; // Keras class name: "Conv2D", "BatchNormalization", ...
+    int ninputs;
+    int inputs[2];
+    int64_t out_shape[4]; // [N or -1, H, W, C] for maps, [N or -1, C] (ndim 2) for vectors
+    int out_ndim;
+    int64_t nparams;  // all parameters, BN moving statistics included
+    int64_t ntrain;   // trainable parameters (0 when frozen)
+    int trainable;
+} nt_layer_info;
+
+int nt_model_num_layers(const nt_model *m);
+void nt_model_layer(const nt_model *m, int i, nt_layer_info *info);
+// Index of the layer named `name`, or -1.
+int nt_model_find_layer(const nt_model *m, const char *name);
+
+// Parameters, in layer order. Names are Keras weight names without ":0":
+// "conv1_conv/kernel", "conv1_conv/bias", "conv1_bn/gamma", "conv1_bn/beta",
+// "conv1_bn/moving_mean", "conv1_bn/moving_variance", "dense/kernel", "dense/bias", ...
+// Shapes: conv kernel [R,S,C,K] (HWIO), dense kernel [C,K], vectors [K].
+typedef struct nt_param {
+    const char *name;
+    int layer;
+    nt_tensor *value;  // owned by the model
+    nt_tensor *grad;   // owned by the model; NULL when the parameter is not trainable
+    int trainable;     // moving statistics are never trainable
+} nt_param;
+
+int nt_model_num_params(const nt_model *m);
+void nt_model_param(const nt_model *m, int i, nt_param *p);
+// Index of the parameter named `name`, or -1.
+int nt_model_find_param(const nt_model *m, const char *name);
+int64_t nt_model_count_params(const nt_model *m, int64_t *trainable);
+
+// Keras-style freezing: the last n layers of the backbone (every layer except input and the
+// head, in Keras order) become trainable, plus the head; all earlier layers are frozen. n < 0
+// means all. Frozen BN layers run in inference mode, and nothing a frozen layer computes is kept
+// for backward. For models without a head (tests), "backbone" means every layer.
+nt_status nt_model_set_trainable_last(nt_model *m, int n);
+// The head's first layer index (the GAP), or nt_model_num_layers when there is no head.
+int nt_model_head_start(const nt_model *m);
+
+// ---- initialisation ----
+typedef enum {
+    NT_INIT_KERAS = 0, // glorot-uniform kernels, zero biases, gamma 1, beta 0, mean 0, var 1
+    NT_INIT_TEST  = 1, // He-uniform kernels, and small random biases, gammas, betas and
+                       // moving statistics, so that tests exercise every parameter
+} nt_init;
+
+// Deterministic initialisation. Parameter number p (in nt_model_param order), element i, draws
+// u = nk_u01(nk_mix64(seed + NK_GOLDEN * (p + 1)), i) and sets
+//   kernel:           (2u-1) * a, a = sqrt(6/(fan_in+fan_out)) for KERAS, sqrt(6/fan_in) for TEST
+//                     (conv fan_in = R*S*C, fan_out = R*S*K; dense fan_in = C, fan_out = K)
+//   bias:             0                | TEST: 0.1 * (2u-1)
+//   gamma:            1                | TEST: 1 + 0.2 * (2u-1)
+//   beta:             0                | TEST: 0.1 * (2u-1)
+//   moving_mean:      0                | TEST: 0.1 * (2u-1)
+//   moving_variance:  1                | TEST: 0.5 + u
+// tests/gen_fixtures.py reproduces this exactly.
+nt_status nt_model_init(nt_model *m, nt_init kind, uint64_t seed);
+
+// ---- running ----
+//
+// Forward over x [N,H,W,C] (already preprocessed). training != 0 uses batch statistics in
+// trainable BN layers (updating their moving averages), applies dropout and keeps what backward
+// needs; training == 0 is inference. The output (the last layer's: logits for a model with a
+// head) stays valid until the next forward and is read with nt_model_output.
+// `step` keys the dropout masks: layer l in step s keeps element i when
+// nk_u01(nk_mix64(seed + NK_GOLDEN * (s + 1)) ^ (l + 1), i) >= rate.
+nt_status nt_model_forward(nt_model *m, const nt_tensor *x, int training, uint64_t step);
+// The last forward's output of the final layer (a view owned by the model).
+const nt_tensor *nt_model_output(const nt_model *m);
+// The last forward's output of layer `layer`, or NULL when it was not kept (frozen inference
+// buffers are reused as soon as they are dead).
+const nt_tensor *nt_model_layer_output(const nt_model *m, int layer);
+
+// Sigmoid + class-weighted BCE on the last forward's logits (N x 1): Keras reduction
+// sum(w_i l_i)/N with p clipped to [1e-7, 1-1e-7]. labels [N]; weights [N] or NULL (all 1).
+// probs [N] (may be NULL) receives sigmoid(z). dlogits [N] (may be NULL) receives the gradient.
+nt_status nt_model_loss(nt_model *m, const float *labels, const float *weights, double *loss,
+                        float *probs, float *dlogits);
+
+// Backward from dy (same shape as the model output) after a training forward: fills the grad
+// tensor of every trainable parameter (overwriting) and, when dx != NULL (shape of the input),
+// the gradient with respect to the input. Needs want_input_grad for dx (so that the frozen
+// prefix keeps what it must).
+nt_status nt_model_backward(nt_model *m, const nt_tensor *dy, nt_tensor *dx);
+void nt_model_set_want_input_grad(nt_model *m, int on);
+
+// ---- optimizers ----
+typedef enum { NT_OPT_SGD = 0, NT_OPT_ADAM = 1 } nt_opt_kind;
+
+typedef struct nt_optim_cfg {
+    nt_opt_kind kind;
+    float lr;
+    float momentum;     // SGD
+    int nesterov;       // SGD
+    float beta1, beta2; // Adam: 0.9, 0.999 (Keras)
+    float eps;          // Adam: 1e-7 (Keras)
+    float weight_decay; // decoupled (AdamW-style / Keras `weight_decay`): w -= lr * wd * w
+} nt_optim_cfg;
+
+typedef struct nt_optim nt_optim;
+
+void nt_optim_cfg_default(nt_optim_cfg *cfg, nt_opt_kind kind);
+// State (momentum / moments) for every trainable parameter of m at this moment.
+nt_status nt_optim_new(nt_ctx *ctx, const nt_optim_cfg *cfg, nt_model *m, nt_optim **out);
+void nt_optim_free(nt_optim *o);
+// One update from the grads in m, with Keras's formulas:
+//  SGD:      v = momentum*v - lr*g; w += v (nesterov: w += momentum*v - lr*g)
+//  Adam:     t += 1; lr_t = lr*sqrt(1-b2^t)/(1-b1^t); m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2;
+//            w -= lr_t * m / (sqrt(v) + eps)
+nt_status nt_optim_step(nt_optim *o);
+void nt_optim_set_lr(nt_optim *o, float lr);
+float nt_optim_lr(const nt_optim *o);
+
+// ---- model files (safetensors) ----
+//
+// Writes every parameter of m (as F32, or F16 when fp16 != 0) under its Keras weight name,
+// with `metadata` (string key/value pairs, may be NULL/0) in "__metadata__". The write is atomic:
+// path.tmp, fsync, rename. Returns NT_EIO with the path and errno text on failure.
+typedef struct nt_kv {
+    const char *key;
+    const char *value;
+} nt_kv;
+
+nt_status nt_model_save(nt_model *m, const char *path, const nt_kv *metadata, int nmeta,
+                        int fp16);
+
+// A parsed safetensors file: its metadata and tensors (widened to F32 on load).
+typedef struct nt_st_file nt_st_file;
+
+// Reads and validates a whole safetensors file (header JSON, dtypes F32/F16/BF16, offsets within
+// the data, no overlaps). NT_EIO (cannot open/read) or NT_EFORMAT (what is wrong, where).
+nt_status nt_st_open(nt_ctx *ctx, const char *path, nt_st_file **out);
+void nt_st_close(nt_st_file *f);
+// Metadata value for key, or NULL.
+const char *nt_st_meta(const nt_st_file *f, const char *key);
+int nt_st_num_meta(const nt_st_file *f);
+void nt_st_meta_at(const nt_st_file *f, int i, const char **key, const char **value);
+int nt_st_num_tensors(const nt_st_file *f);
+// Tensor i: name, dtype name as stored ("F32", "F16", "BF16"), shape, data widened to F32
+// (owned by f).
+void nt_st_tensor_at(const nt_st_file *f, int i, const char **name, const char **dtype, int *ndim,
+                     const int64_t **shape, const float **data);
+// Index of tensor `name`, or -1.
+int nt_st_find(const nt_st_file *f, const char *name);
+
+// Copies every parameter of m from f, by name. Every parameter must be present with the same
+// shape (NT_EFORMAT names the first missing or mismatched one); extra tensors are an error too
+// unless allow_extra.
+nt_status nt_model_load_st(nt_model *m, const nt_st_file *f, int allow_extra);
+
+// Safetensors writer for arbitrary named tensors (used by nt_model_save and by tools).
+typedef struct nt_st_entry {
+    const char *name;
+    int ndim;
+    const int64_t *shape;
+    const float *data;
+} nt_st_entry;
+nt_status nt_st_write(nt_ctx *ctx, const char *path, const nt_st_entry *t, int nt,
+                      const nt_kv *metadata, int nmeta, int fp16);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
