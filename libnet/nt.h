@@ -155,6 +155,15 @@ typedef struct nt_resnet_cfg {
 } nt_resnet_cfg;
 
 void nt_resnet_cfg_default(nt_resnet_cfg *cfg);
+
+// Appends one Keras ResNet v1 bottleneck block named `prefix` (e.g. "conv3_block1") reading
+// layer `in`: 1x1 conv (f1, stride) -> BN -> ReLU -> 3x3 conv (f2, "same") -> BN -> ReLU ->
+// 1x1 conv (f3) -> BN, plus the shortcut (a 1x1 conv (f3, stride) + BN when `projection`, else
+// the identity), then add and ReLU. Layers come in Keras's order: _1_conv, _1_bn, _1_relu,
+// _2_conv, _2_bn, _2_relu, [_0_conv], _3_conv, [_0_bn], _3_bn, _add, _out. Returns the index of
+// the _out layer, or -1 (error in the context).
+int nt_resnet_block(nt_model *m, const char *prefix, int in, int f1, int f2, int f3, int stride,
+                    int projection);
 // Builds keras.applications.ResNet50(include_top=False) with Keras's layer names and order
 // (input_1, conv1_pad, conv1_conv, ..., conv5_block3_out: 175 layers, 23,587,712 parameters)
 // and, when with_head, GAP "global_average_pooling2d" -> Dense "dense" (ReLU) -> Dropout
