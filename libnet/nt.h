@@ -235,6 +235,10 @@ typedef enum {
 // tests/gen_fixtures.py reproduces this exactly.
 nt_status nt_model_init(nt_model *m, nt_init kind, uint64_t seed);
 
+// Keeps the output of `layer` alive after every forward (for reading it with
+// nt_model_layer_output, e.g. Grad-CAM's feature map), even where it would be reused.
+void nt_model_keep_output(nt_model *m, int layer, int on);
+
 // ---- running ----
 //
 // Forward over x [N,H,W,C] (already preprocessed). training != 0 uses batch statistics in
@@ -251,7 +255,8 @@ const nt_tensor *nt_model_output(const nt_model *m);
 const nt_tensor *nt_model_layer_output(const nt_model *m, int layer);
 
 // Sigmoid + class-weighted BCE on the last forward's logits (N x 1): Keras reduction
-// sum(w_i l_i)/N with p clipped to [1e-7, 1-1e-7]. labels [N]; weights [N] or NULL (all 1).
+// sum(w_i l_i)/N with p clipped to [1e-7, 1-1e-7]. labels [N] (NULL: only probs are computed,
+// loss and dlogits are left alone); weights [N] or NULL (all 1).
 // probs [N] (may be NULL) receives sigmoid(z). dlogits [N] (may be NULL) receives the gradient.
 nt_status nt_model_loss(nt_model *m, const float *labels, const float *weights, double *loss,
                         float *probs, float *dlogits);

@@ -1,0 +1,352 @@
+/*
+ * ctx.c: contexts (options, error messages, logging, kernel dispatch, scratch) and tensors.
+ * The dispatch table starts from the references in kernels/ref and is then overridden by the
+ * fast CPU kernels the machine supports (BLIS cntx_init style). Tests: tests/test_ctx.c.
+ */
+#include "libnet/nt_internal.h"
+
+#include <stdarg.h>
+#include <string.h>
+#include <unistd.h>
+
+const char *nt_status_str(nt_status s)
+{
+    switch (s) {
+    case NT_OK: return "ok";
+    case NT_EINVAL: return "invalid argument";
+    case NT_ENOMEM: return "out of memory";
+    case NT_EIO: return "i/o error";
+    case NT_EDEVICE: return "device error";
+    case NT_ESHAPE: return "shape mismatch";
+    case NT_EFORMAT: return "bad file format";
+    }
+    return "unknown status";
+}
+
+void *nt_alloc(size_t bytes)
+{
+    void *p = NULL;
+    if (bytes == 0) bytes = 64;
+    bytes = (bytes + 63) & ~(size_t)63;
+    if (posix_memalign(&p, 64, bytes) != 0) return NULL;
+    return p;
+}
+
+void nt_free(void *p)
+{
+    free(p);
+}
+
+// ---- reference adapters: the fast-kernel signature over the plain kernels ----
+
+static void ref_conv_fwd(const nk_exec *ex, const nk_conv_desc *d, const float *x, const float *w,
+                         const float *b, float *y)
+{
+    nk_conv2d_fwd_ref(d, x, w, b, y);
+}
+static void ref_conv_bwd_data(const nk_exec *ex, const nk_conv_desc *d, const float *dy,
+                              const float *w, float *dx)
+{
+    nk_conv2d_bwd_data_ref(d, dy, w, dx);
+}
+static void ref_conv_bwd_filter(const nk_exec *ex, const nk_conv_desc *d, const float *x,
+                                const float *dy, float *dw, float *db)
+{
+    nk_conv2d_bwd_filter_ref(d, x, dy, dw, db);
+}
+static size_t ref_conv_ws(const nk_conv_desc *d, int nthreads)
+{
+    return 0;
+}
+static void ref_dense_fwd(const nk_exec *ex, int N, int C, int K, const float *x, const float *w,
+                          const float *b, int relu, float *y)
+{
+    nk_dense_fwd_ref(N, C, K, x, w, b, relu, y);
+}
+static void ref_dense_bwd_data(const nk_exec *ex, int N, int C, int K, const float *dy,
+                               const float *w, float *dx)
+{
+    nk_dense_bwd_data_ref(N, C, K, dy, w, dx);
+}
+static void ref_dense_bwd_filter(const nk_exec *ex, int N, int C, int K, const float *x,
+                                 const float *dy, float *dw, float *db)
+{
+    nk_dense_bwd_filter_ref(N, C, K, x, dy, dw, db);
+}
+static size_t ref_dense_ws(int nthreads)
+{
+    return 0;
+}
+static void ref_bn_fwd_train(const nk_exec *ex, int64_t M, int C, const float *x,
+                             const float *gamma, const float *beta, float eps, float *y,
+                             float *mean, float *invstd)
+{
+    nk_bn_fwd_train_ref(M, C, x, gamma, beta, eps, y, mean, invstd);
+}
+static void ref_bn_fwd_infer(const nk_exec *ex, int64_t M, int C, const float *x,
+                             const float *gamma, const float *beta, const float *mmean,
+                             const float *mvar, float eps, float *y)
+{
+    nk_bn_fwd_infer_ref(M, C, x, gamma, beta, mmean, mvar, eps, y);
+}
+static void ref_bn_bwd_train(const nk_exec *ex, int64_t M, int C, const float *x,
+                             const float *dy, const float *gamma, const float *mean,
+                             const float *invstd, float *dx, float *dgamma, float *dbeta)
+{
+    nk_bn_bwd_train_ref(M, C, x, dy, gamma, mean, invstd, dx, dgamma, dbeta);
+}
+static void ref_relu_fwd(const nk_exec *ex, int64_t n, const float *x, float *y)
+{
+    nk_relu_fwd_ref(n, x, y);
+}
+static void ref_relu_bwd(const nk_exec *ex, int64_t n, const float *y, const float *dy, float *dx)
+{
+    nk_relu_bwd_ref(n, y, dy, dx);
+}
+static void ref_add_fwd(const nk_exec *ex, int64_t n, const float *a, const float *b, float *y)
+{
+    nk_add_fwd_ref(n, a, b, y);
+}
+
+// ---- fast adapters: bind the ISA chosen at context creation ----
+//
+// The fast conv/dense kernels take the ISA explicitly; the context stores it, and these adapters
+// read it from a file-level table indexed by ISA so that the dispatch entries stay plain
+// function pointers.
+#define FAST_ADAPTERS(ISA, SUF)                                                                    \
+    static void fast_conv_fwd_##SUF(const nk_exec *ex, const nk_conv_desc *d, const float *x,     \
+                                    const float *w, const float *b, float *y)                      \
+    {                                                                                              \
+        nk_conv2d_fwd_cpu(ISA, ex, d, x, w, b, y);                                                 \
+    }                                                                                              \
+    static void fast_conv_bwd_data_##SUF(const nk_exec *ex, const nk_conv_desc *d,                \
+                                         const float *dy, const float *w, float *dx)               \
+    {                                                                                              \
+        nk_conv2d_bwd_data_cpu(ISA, ex, d, dy, w, dx);                                             \
+    }                                                                                              \
+    static void fast_conv_bwd_filter_##SUF(const nk_exec *ex, const nk_conv_desc *d,              \
+                                           const float *x, const float *dy, float *dw, float *db)  \
+    {                                                                                              \
+        nk_conv2d_bwd_filter_cpu(ISA, ex, d, x, dy, dw, db);                                       \
+    }                                                                                              \
+    static void fast_dense_fwd_##SUF(const nk_exec *ex, int N, int C, int K, const float *x,      \
+                                     const float *w, const float *b, int relu, float *y)           \
+    {                                                                                              \
+        nk_dense_fwd_cpu(ISA, ex, N, C, K, x, w, b, relu, y);                                      \
+    }                                                                                              \
+    static void fast_dense_bwd_data_##SUF(const nk_exec *ex, int N, int C, int K,                 \
+                                          const float *dy, const float *w, float *dx)              \
+    {                                                                                              \
+        nk_dense_bwd_data_cpu(ISA, ex, N, C, K, dy, w, dx);                                        \
+    }                                                                                              \
+    static void fast_dense_bwd_filter_##SUF(const nk_exec *ex, int N, int C, int K,               \
+                                            const float *x, const float *dy, float *dw,            \
+                                            float *db)                                             \
+    {                                                                                              \
+        nk_dense_bwd_filter_cpu(ISA, ex, N, C, K, x, dy, dw, db);                                  \
+    }
+
+FAST_ADAPTERS(NK_ISA_SCALAR, scalar)
+FAST_ADAPTERS(NK_ISA_AVX2, avx2)
+FAST_ADAPTERS(NK_ISA_AVX512, avx512)
+
+#define SET_FAST(ops, SUF)                                                                         \
+    do {                                                                                           \
+        (ops)->conv_fwd         = fast_conv_fwd_##SUF;                                             \
+        (ops)->conv_bwd_data    = fast_conv_bwd_data_##SUF;                                        \
+        (ops)->conv_bwd_filter  = fast_conv_bwd_filter_##SUF;                                      \
+        (ops)->dense_fwd        = fast_dense_fwd_##SUF;                                            \
+        (ops)->dense_bwd_data   = fast_dense_bwd_data_##SUF;                                       \
+        (ops)->dense_bwd_filter = fast_dense_bwd_filter_##SUF;                                     \
+    } while (0)
+
+static size_t fast_dense_ws(int nthreads)
+{
+    return nk_sgemm_ws_floats(nthreads);
+}
+
+static void ops_init(nt_ctx *ctx)
+{
+    nt_ops *o = &ctx->ops;
+    o->conv_fwd         = ref_conv_fwd;
+    o->conv_bwd_data    = ref_conv_bwd_data;
+    o->conv_bwd_filter  = ref_conv_bwd_filter;
+    o->conv_ws          = ref_conv_ws;
+    o->dense_fwd        = ref_dense_fwd;
+    o->dense_bwd_data   = ref_dense_bwd_data;
+    o->dense_bwd_filter = ref_dense_bwd_filter;
+    o->dense_ws         = ref_dense_ws;
+    o->bn_fwd_train     = ref_bn_fwd_train;
+    o->bn_fwd_infer     = ref_bn_fwd_infer;
+    o->bn_bwd_train     = ref_bn_bwd_train;
+    o->relu_fwd         = ref_relu_fwd;
+    o->relu_bwd         = ref_relu_bwd;
+    o->add_fwd          = ref_add_fwd;
+    ctx->isa            = NK_ISA_SCALAR;
+    ctx->impl_name      = "ref";
+    if (ctx->opts.impl == NT_IMPL_REF) return;
+
+    nk_isa isa = nk_cpu_detect();
+    if (ctx->opts.impl == NT_IMPL_AVX2 && isa > NK_ISA_AVX2) isa = NK_ISA_AVX2;
+    ctx->isa       = isa;
+    ctx->impl_name = nk_isa_name(isa);
+    switch (isa) {
+    case NK_ISA_AVX512: SET_FAST(o, avx512); break;
+    case NK_ISA_AVX2: SET_FAST(o, avx2); break;
+    default: SET_FAST(o, scalar); break;
+    }
+    o->conv_ws      = nk_conv2d_ws_floats;
+    o->dense_ws     = fast_dense_ws;
+    o->bn_fwd_train = nk_bn_fwd_train_cpu;
+    o->bn_fwd_infer = nk_bn_fwd_infer_cpu;
+    o->bn_bwd_train = nk_bn_bwd_train_cpu;
+    o->relu_fwd     = nk_relu_fwd_cpu;
+    o->relu_bwd     = nk_relu_bwd_cpu;
+    o->add_fwd      = nk_add_fwd_cpu;
+}
+
+// ---- context ----
+
+void nt_ctx_opts_default(nt_ctx_opts *o)
+{
+    memset(o, 0, sizeof(*o));
+    o->device = NT_DEV_CPU;
+    o->impl   = NT_IMPL_AUTO;
+}
+
+nt_status nt_ctx_new(const nt_ctx_opts *o, nt_ctx **out)
+{
+    *out        = NULL;
+    nt_ctx *ctx = calloc(1, sizeof(*ctx));
+    if (!ctx) return NT_ENOMEM;
+    if (o)
+        ctx->opts = *o;
+    else
+        nt_ctx_opts_default(&ctx->opts);
+    *out = ctx;
+    if (ctx->opts.device != NT_DEV_CPU)
+        return nt_ctx_seterr(ctx, NT_EDEVICE,
+                             "context: device %d requested, but this build runs on the CPU only",
+                             (int)ctx->opts.device);
+    if (ctx->opts.nthreads < 0 || ctx->opts.nthreads > 1024)
+        return nt_ctx_seterr(ctx, NT_EINVAL, "context: nthreads must be in 0..1024, got %d",
+                             ctx->opts.nthreads);
+    long ncpu     = sysconf(_SC_NPROCESSORS_ONLN);
+    ctx->nthreads = ctx->opts.nthreads ? ctx->opts.nthreads : (ncpu > 0 ? (int)ncpu : 1);
+    ops_init(ctx);
+    return NT_OK;
+}
+
+void nt_ctx_free(nt_ctx *ctx)
+{
+    if (!ctx) return;
+    nt_free(ctx->ws);
+    free(ctx);
+}
+
+const char *nt_ctx_errmsg(const nt_ctx *ctx)
+{
+    return ctx ? ctx->errmsg : "no context";
+}
+
+nt_status nt_ctx_seterr(nt_ctx *ctx, nt_status s, const char *fmt, ...)
+{
+    if (!ctx) return s;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(ctx->errmsg, sizeof(ctx->errmsg), fmt, ap);
+    va_end(ap);
+    // One line: fold any newline a caller's text may carry.
+    for (char *p = ctx->errmsg; *p; p++)
+        if (*p == '\n' || *p == '\r') *p = ' ';
+    return s;
+}
+
+void nt_ctx_log(const nt_ctx *ctx, nt_log_level level, const char *fmt, ...)
+{
+    if (!ctx || !ctx->opts.log) return;
+    char buf[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof(buf), fmt, ap);
+    va_end(ap);
+    ctx->opts.log(ctx->opts.log_user, level, buf);
+}
+
+int nt_ctx_nthreads(const nt_ctx *ctx)
+{
+    return ctx->nthreads;
+}
+
+const char *nt_ctx_impl_name(const nt_ctx *ctx)
+{
+    return ctx->impl_name;
+}
+
+nt_status nt_ctx_exec(nt_ctx *ctx, size_t n, nk_exec *ex)
+{
+    if (n > ctx->ws_floats) {
+        float *p = nt_alloc(n * sizeof(float));
+        if (!p)
+            return nt_ctx_seterr(ctx, NT_ENOMEM, "scratch: cannot allocate %zu bytes",
+                                 n * sizeof(float));
+        nt_free(ctx->ws);
+        ctx->ws        = p;
+        ctx->ws_floats = n;
+    }
+    ex->nthreads  = ctx->nthreads;
+    ex->ws        = ctx->ws;
+    ex->ws_floats = ctx->ws_floats;
+    return NT_OK;
+}
+
+// ---- tensors ----
+
+int64_t nt_tensor_numel(const nt_tensor *t)
+{
+    int64_t n = 1;
+    for (int i = 0; i < t->ndim; i++) n *= t->shape[i];
+    return n;
+}
+
+nt_status nt_tensor_new(nt_ctx *ctx, int ndim, const int64_t *shape, nt_tensor *out)
+{
+    memset(out, 0, sizeof(*out));
+    if (ndim < 1 || ndim > NT_MAX_DIMS)
+        return nt_ctx_seterr(ctx, NT_EINVAL, "tensor: ndim must be 1..%d, got %d", NT_MAX_DIMS,
+                             ndim);
+    int64_t n = 1;
+    for (int i = 0; i < ndim; i++) {
+        if (shape[i] < 0 || shape[i] > ((int64_t)1 << 40))
+            return nt_ctx_seterr(ctx, NT_EINVAL, "tensor: dimension %d is %lld", i,
+                                 (long long)shape[i]);
+        n *= shape[i];
+        out->shape[i] = shape[i];
+    }
+    out->ndim  = ndim;
+    size_t b   = (size_t)n * sizeof(float);
+    out->data  = nt_alloc(b);
+    if (!out->data)
+        return nt_ctx_seterr(ctx, NT_ENOMEM, "tensor: cannot allocate %zu bytes", b);
+    memset(out->data, 0, b);
+    return NT_OK;
+}
+
+void nt_tensor_free(nt_tensor *t)
+{
+    if (!t) return;
+    nt_free(t->data);
+    memset(t, 0, sizeof(*t));
+}
+
+const char *nt_shape_str(const nt_tensor *t, char *buf, size_t len)
+{
+    size_t k = 0;
+    if (len == 0) return buf;
+    buf[0] = 0;
+    k += (size_t)snprintf(buf + k, len - k, "[");
+    for (int i = 0; i < t->ndim && k < len; i++)
+        k += (size_t)snprintf(buf + k, len - k, i ? ",%lld" : "%lld", (long long)t->shape[i]);
+    if (k < len) snprintf(buf + k, len - k, "]");
+    return buf;
+}

@@ -1,0 +1,84 @@
+/*
+ * model_internal.h: the fields of nt_model and its layers, shared by model.c (building,
+ * parameters), run.c (planning, forward, backward), resnet.c and optim.c. Not public.
+ */
+#ifndef MODEL_INTERNAL_H
+#define MODEL_INTERNAL_H
+
+#include "libnet/nt_internal.h"
+
+typedef enum {
+    NT_PK_KERNEL = 0,
+    NT_PK_BIAS,
+    NT_PK_GAMMA,
+    NT_PK_BETA,
+    NT_PK_MEAN, // BN moving statistics: parameters of the file, never trained
+    NT_PK_VAR,
+} nt_param_kind;
+
+static inline int param_is_trainable_kind(nt_param_kind k)
+{
+    return k != NT_PK_MEAN && k != NT_PK_VAR;
+}
+
+typedef struct nt_model_param_ {
+    char name[96];
+    int layer;
+    nt_param_kind kind;
+    nt_tensor value;
+    nt_tensor grad; // data == NULL while not trainable
+} nt_model_param_;
+
+typedef struct nt_layer {
+    char name[64];
+    nt_layer_type type;
+    int index;
+    int nin, in[2];
+    // Output per sample: H x W x C, or C when flat (H = W = 1).
+    int H, W, C, flat;
+    // Hyper-parameters.
+    int R, S, stride, pad_h, pad_w; // conv, maxpool
+    int pt, pb, pl, pr;             // zeropad
+    nt_act act;                     // dense
+    float rate;                     // dropout
+    int param0, nparam;
+    int trainable;
+    int keep; // output kept alive after forward (nt_model_keep_output)
+    // Batch statistics of the last training forward (BN), for backward.
+    float *bn_mean, *bn_invstd;
+    // Set per forward: did this BN use batch statistics?
+    int bn_batch_mode;
+    // Planned buffers (offsets in floats into m->buf; -1 when none).
+    int64_t out_off, grad_off;
+    int64_t out_death; // last plan step the output is alive
+    int grad_ready;    // the grad buffer has been written in this backward
+} nt_layer;
+
+struct nt_model {
+    nt_ctx *ctx;
+    nt_layer *layers;
+    int nlayers, cap_layers;
+    nt_model_param_ *params;
+    int nparams, cap_params;
+    int head_start; // first head layer (the GAP), -1 when none
+    int want_input_grad;
+
+    // Memory plan for batch planned_n in mode planned_training (0: not planned).
+    int planned_n, planned_training;
+    int bstart; // first layer whose backward runs (nlayers: none)
+    float *buf;
+    int64_t buf_floats;
+    int64_t scratch_off; // backward scratch (max activation size), -1 when none
+    size_t ws_floats;    // kernel workspace needed
+    void *plan; // run.c's plan items, kept for reuse
+
+    // State of the last forward.
+    int last_n, last_training, have_forward, have_backward_data;
+    uint64_t last_step;
+    nt_tensor out_view, layer_view;
+};
+
+nt_layer *model_add_layer(nt_model *m, const char *name, nt_layer_type type);
+nt_status model_sync_grads(nt_model *m);
+
+#endif

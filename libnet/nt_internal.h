@@ -1,0 +1,76 @@
+/*
+ * nt_internal.h: what libnet's own files share and nobody else sees: the context's fields,
+ * the kernel dispatch table and the model's layer records. Public contracts are in nt.h.
+ */
+#ifndef NT_INTERNAL_H
+#define NT_INTERNAL_H
+
+#include "kernels/nk.h"
+#include "libnet/nt.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+
+// Internal invariants only (never user input): prints file:line and aborts, like GGML_ASSERT.
+#define NT_ASSERT(x)                                                                               \
+    do {                                                                                           \
+        if (!(x)) {                                                                                \
+            fprintf(stderr, "NT_ASSERT %s:%d: %s\n", __FILE__, __LINE__, #x);                      \
+            abort();                                                                               \
+        }                                                                                          \
+    } while (0)
+
+// ---- kernel dispatch ----
+//
+// Every entry has the fast-kernel signature; ctx.c fills the table from the reference kernels
+// (through small adapters that drop the nk_exec) and then overrides what this CPU does faster.
+typedef struct nt_ops {
+    void (*conv_fwd)(const nk_exec *, const nk_conv_desc *, const float *x, const float *w,
+                     const float *b, float *y);
+    void (*conv_bwd_data)(const nk_exec *, const nk_conv_desc *, const float *dy, const float *w,
+                          float *dx);
+    void (*conv_bwd_filter)(const nk_exec *, const nk_conv_desc *, const float *x,
+                            const float *dy, float *dw, float *db);
+    size_t (*conv_ws)(const nk_conv_desc *, int nthreads);
+    void (*dense_fwd)(const nk_exec *, int N, int C, int K, const float *x, const float *w,
+                      const float *b, int relu, float *y);
+    void (*dense_bwd_data)(const nk_exec *, int N, int C, int K, const float *dy, const float *w,
+                           float *dx);
+    void (*dense_bwd_filter)(const nk_exec *, int N, int C, int K, const float *x,
+                             const float *dy, float *dw, float *db);
+    size_t (*dense_ws)(int nthreads);
+    void (*bn_fwd_train)(const nk_exec *, int64_t M, int C, const float *x, const float *gamma,
+                         const float *beta, float eps, float *y, float *mean, float *invstd);
+    void (*bn_fwd_infer)(const nk_exec *, int64_t M, int C, const float *x, const float *gamma,
+                         const float *beta, const float *mmean, const float *mvar, float eps,
+                         float *y);
+    void (*bn_bwd_train)(const nk_exec *, int64_t M, int C, const float *x, const float *dy,
+                         const float *gamma, const float *mean, const float *invstd, float *dx,
+                         float *dgamma, float *dbeta);
+    void (*relu_fwd)(const nk_exec *, int64_t n, const float *x, float *y);
+    void (*relu_bwd)(const nk_exec *, int64_t n, const float *y, const float *dy, float *dx);
+    void (*add_fwd)(const nk_exec *, int64_t n, const float *a, const float *b, float *y);
+} nt_ops;
+
+#define NT_ERRMSG_LEN 512
+
+struct nt_ctx {
+    nt_ctx_opts opts;
+    int nthreads;
+    nk_isa isa;
+    const char *impl_name;
+    nt_ops ops;
+    // Scratch for the fast kernels, grown on demand, never shrunk.
+    float *ws;
+    size_t ws_floats;
+    char errmsg[NT_ERRMSG_LEN];
+};
+
+// Makes sure ctx->ws holds at least n floats and fills *ex. NT_ENOMEM on failure.
+nt_status nt_ctx_exec(nt_ctx *ctx, size_t n, nk_exec *ex);
+
+// 64-byte aligned allocation (NULL on failure) and its free.
+void *nt_alloc(size_t bytes);
+void nt_free(void *p);
+
+#endif

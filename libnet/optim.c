@@ -1,0 +1,140 @@
+/*
+ * optim.c: SGD (momentum, Nesterov) and Adam with Keras's update formulas, decoupled weight
+ * decay, over the trainable parameters of a model. State is one float buffer per parameter.
+ * Checked by tests/test_train10.c (SGD against PyTorch) and tests/test_model.c (Adam by hand).
+ */
+#include "libnet/model_internal.h"
+
+#include <math.h>
+#include <string.h>
+
+typedef struct optim_slot {
+    nt_tensor *value, *grad;
+    float *m, *v;
+} optim_slot;
+
+struct nt_optim {
+    nt_ctx *ctx;
+    nt_optim_cfg cfg;
+    optim_slot *slots;
+    int nslots;
+    int64_t t; // Adam step count
+};
+
+void nt_optim_cfg_default(nt_optim_cfg *cfg, nt_opt_kind kind)
+{
+    memset(cfg, 0, sizeof(*cfg));
+    cfg->kind  = kind;
+    cfg->lr    = kind == NT_OPT_ADAM ? 1e-3f : 1e-2f;
+    cfg->beta1 = 0.9f;
+    cfg->beta2 = 0.999f;
+    cfg->eps   = 1e-7f;
+}
+
+void nt_optim_free(nt_optim *o)
+{
+    if (!o) return;
+    for (int i = 0; i < o->nslots; i++) {
+        nt_free(o->slots[i].m);
+        nt_free(o->slots[i].v);
+    }
+    free(o->slots);
+    free(o);
+}
+
+nt_status nt_optim_new(nt_ctx *ctx, const nt_optim_cfg *cfg, nt_model *m, nt_optim **out)
+{
+    *out = NULL;
+    if (cfg->kind != NT_OPT_SGD && cfg->kind != NT_OPT_ADAM)
+        return nt_ctx_seterr(ctx, NT_EINVAL, "optimizer: unknown kind %d", (int)cfg->kind);
+    if (!(cfg->lr > 0 && cfg->lr < 10))
+        return nt_ctx_seterr(ctx, NT_EINVAL, "optimizer: learning rate must be in (0, 10), got %g",
+                             (double)cfg->lr);
+    if (!(cfg->momentum >= 0 && cfg->momentum < 1) || !(cfg->beta1 >= 0 && cfg->beta1 < 1) ||
+        !(cfg->beta2 >= 0 && cfg->beta2 < 1) || !(cfg->eps > 0) || !(cfg->weight_decay >= 0))
+        return nt_ctx_seterr(ctx, NT_EINVAL,
+                             "optimizer: momentum, beta1, beta2 must be in [0, 1), eps > 0, "
+                             "weight decay >= 0");
+    nt_status s = model_sync_grads(m);
+    if (s != NT_OK) return s;
+    nt_optim *o = calloc(1, sizeof(*o));
+    if (!o) return nt_ctx_seterr(ctx, NT_ENOMEM, "optimizer: out of memory");
+    o->ctx = ctx;
+    o->cfg = *cfg;
+    o->slots = calloc((size_t)m->nparams + 1, sizeof(*o->slots));
+    if (!o->slots) {
+        nt_optim_free(o);
+        return nt_ctx_seterr(ctx, NT_ENOMEM, "optimizer: out of memory");
+    }
+    for (int i = 0; i < m->nparams; i++) {
+        nt_param p;
+        nt_model_param(m, i, &p);
+        if (!p.trainable) continue;
+        optim_slot *sl = &o->slots[o->nslots++];
+        sl->value      = p.value;
+        sl->grad       = p.grad;
+        size_t b       = (size_t)nt_tensor_numel(p.value) * sizeof(float);
+        int need_v     = cfg->kind == NT_OPT_ADAM;
+        int need_m     = need_v || cfg->momentum > 0;
+        if (need_m && !(sl->m = nt_alloc(b))) goto oom;
+        if (need_v && !(sl->v = nt_alloc(b))) goto oom;
+        if (sl->m) memset(sl->m, 0, b);
+        if (sl->v) memset(sl->v, 0, b);
+    }
+    *out = o;
+    return NT_OK;
+oom:
+    nt_optim_free(o);
+    return nt_ctx_seterr(ctx, NT_ENOMEM, "optimizer: out of memory for its state");
+}
+
+nt_status nt_optim_step(nt_optim *o)
+{
+    const nt_optim_cfg *c = &o->cfg;
+    double lr             = c->lr;
+    double lr_t           = lr;
+    if (c->kind == NT_OPT_ADAM) {
+        o->t++;
+        lr_t = lr * sqrt(1.0 - pow(c->beta2, (double)o->t)) / (1.0 - pow(c->beta1, (double)o->t));
+    }
+    for (int s = 0; s < o->nslots; s++) {
+        optim_slot *sl = &o->slots[s];
+        float *w = sl->value->data, *g = sl->grad->data;
+        int64_t n = nt_tensor_numel(sl->value);
+        float wd  = (float)(lr * c->weight_decay);
+        if (c->kind == NT_OPT_SGD) {
+            float mom = c->momentum, flr = (float)lr;
+            if (!sl->m) {
+                for (int64_t i = 0; i < n; i++) w[i] -= flr * g[i] + wd * w[i];
+            } else {
+                float *v = sl->m;
+                for (int64_t i = 0; i < n; i++) {
+                    float wi = w[i];
+                    v[i]     = mom * v[i] - flr * g[i];
+                    w[i]     = c->nesterov ? wi + mom * v[i] - flr * g[i] : wi + v[i];
+                    w[i] -= wd * wi;
+                }
+            }
+        } else {
+            float b1 = c->beta1, b2 = c->beta2, eps = c->eps, flr = (float)lr_t;
+            float *m = sl->m, *v = sl->v;
+            for (int64_t i = 0; i < n; i++) {
+                float wi = w[i];
+                m[i]     = b1 * m[i] + (1 - b1) * g[i];
+                v[i]     = b2 * v[i] + (1 - b2) * g[i] * g[i];
+                w[i]     = wi - flr * m[i] / (sqrtf(v[i]) + eps) - wd * wi;
+            }
+        }
+    }
+    return NT_OK;
+}
+
+void nt_optim_set_lr(nt_optim *o, float lr)
+{
+    o->cfg.lr = lr;
+}
+
+float nt_optim_lr(const nt_optim *o)
+{
+    return o->cfg.lr;
+}

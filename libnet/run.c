@@ -1,0 +1,555 @@
+/*
+ * run.c: running a model. A static memory plan per (batch size, mode): every layer output and
+ * every gradient buffer gets a lifetime on a timeline (forward steps 0..L-1, then backward steps
+ * L..2L-1) and an offset in one buffer, greedily first-fit, so that dead buffers are reused and
+ * nothing a frozen layer computes outlives its last reader. Then forward, backward and the loss.
+ * Tests: tests/test_model.c (plan, freezing), tests/test_fixtures.c (against PyTorch).
+ */
+#include "libnet/model_internal.h"
+
+#include <math.h>
+#include <string.h>
+
+#define BN_EPS      1.001e-5f
+#define BN_MOMENTUM 0.99f
+
+typedef struct plan_item {
+    int64_t size, birth, death, off;
+    int layer, is_grad;
+} plan_item;
+
+static int64_t layer_numel(const nt_layer *l, int N)
+{
+    return (int64_t)N * l->H * l->W * l->C;
+}
+
+static int64_t round16(int64_t n)
+{
+    return (n + 15) & ~(int64_t)15;
+}
+
+static int bn_batch_mode(const nt_layer *l, int training)
+{
+    return training && l->trainable;
+}
+
+// Does layer i's backward read its input k / its own output?
+static int bwd_needs_input(const nt_layer *l, int training)
+{
+    switch (l->type) {
+    case NT_LAYER_CONV:
+    case NT_LAYER_DENSE: return l->trainable;
+    case NT_LAYER_BN: return bn_batch_mode(l, training);
+    case NT_LAYER_MAXPOOL: return 1;
+    default: return 0;
+    }
+}
+
+static int bwd_needs_output(const nt_layer *l)
+{
+    return l->type == NT_LAYER_RELU || (l->type == NT_LAYER_DENSE && l->act == NT_ACT_RELU);
+}
+
+static int layer_has_trainable(const nt_model *m, const nt_layer *l)
+{
+    if (!l->trainable) return 0;
+    for (int k = 0; k < l->nparam; k++)
+        if (param_is_trainable_kind(m->params[l->param0 + k].kind)) return 1;
+    return 0;
+}
+
+static int cmp_birth(const void *a, const void *b)
+{
+    const plan_item *x = a, *y = b;
+    if (x->birth != y->birth) return x->birth < y->birth ? -1 : 1;
+    return x->layer - y->layer;
+}
+
+// First-fit placement in birth order; a block is free for an item born at t once its death < t.
+static int64_t place(plan_item *it, int n)
+{
+    qsort(it, (size_t)n, sizeof(*it), cmp_birth);
+    int64_t total = 0;
+    for (int i = 0; i < n; i++) {
+        // Live blocks are the earlier items with death >= birth; try offsets in increasing order:
+        // 0 and the end of each live block.
+        int64_t best = -1;
+        for (int c = -1; c < i; c++) {
+            int64_t off = c < 0 ? 0 : it[c].off + it[c].size;
+            if (c >= 0 && it[c].death < it[i].birth) continue;
+            if (best >= 0 && off >= best) continue;
+            int ok = 1;
+            for (int j = 0; j < i && ok; j++) {
+                if (it[j].death < it[i].birth) continue;
+                if (off < it[j].off + it[j].size && it[j].off < off + it[i].size) ok = 0;
+            }
+            if (ok) best = off;
+        }
+        it[i].off = best;
+        if (best + it[i].size > total) total = best + it[i].size;
+    }
+    return total;
+}
+
+static nk_conv_desc conv_desc(const nt_model *m, const nt_layer *l, int N)
+{
+    const nt_layer *src = &m->layers[l->in[0]];
+    nk_conv_desc d      = {.N      = N,
+                           .H      = src->H,
+                           .W      = src->W,
+                           .C      = src->C,
+                           .K      = l->C,
+                           .R      = l->R,
+                           .S      = l->S,
+                           .P      = l->H,
+                           .Q      = l->W,
+                           .stride = l->stride,
+                           .pad_h  = l->pad_h,
+                           .pad_w  = l->pad_w};
+    return d;
+}
+
+static nt_status plan(nt_model *m, int N, int training)
+{
+    if (m->planned_n == N && m->planned_training == training) return NT_OK;
+    nt_ctx *ctx = m->ctx;
+    int L       = m->nlayers;
+    int64_t T   = 2 * (int64_t)L; // backward step of layer i is T - 1 - i
+
+    // The backward region: from the first layer with trainable parameters (or everything when
+    // the input gradient is wanted); nothing in training mode means no backward at all.
+    int bstart = L;
+    if (training) {
+        if (m->want_input_grad)
+            bstart = 1;
+        else
+            for (int i = 1; i < L; i++)
+                if (layer_has_trainable(m, &m->layers[i])) {
+                    bstart = i;
+                    break;
+                }
+    }
+    m->bstart = bstart;
+
+    plan_item *it = calloc((size_t)(2 * L + 1), sizeof(*it));
+    if (!it) return nt_ctx_seterr(ctx, NT_ENOMEM, "model: out of memory planning");
+    int n          = 0;
+    int64_t maxact = 0;
+    size_t ws      = 0;
+    for (int i = 0; i < L; i++) {
+        nt_layer *l = &m->layers[i];
+        int64_t sz  = layer_numel(l, N);
+        if (sz > maxact) maxact = sz;
+        int64_t death = i;
+        if (i == L - 1) death = L; // the output is read after forward (loss, backward)
+        if (l->keep) death = T;
+        if (i >= bstart && bwd_needs_output(l) && T - 1 - i > death) death = T - 1 - i;
+        l->out_death = death;
+        l->grad_off  = -1;
+        if (l->type == NT_LAYER_CONV) {
+            nk_conv_desc d = conv_desc(m, l, N);
+            size_t w       = ctx->ops.conv_ws(&d, ctx->nthreads);
+            if (w > ws) ws = w;
+        } else if (l->type == NT_LAYER_DENSE) {
+            size_t w = ctx->ops.dense_ws(ctx->nthreads);
+            if (w > ws) ws = w;
+        }
+    }
+    // Extend each input's life to its last forward reader and, inside the backward region, to
+    // the backward step of a reader that needs it.
+    for (int i = 0; i < L; i++) {
+        nt_layer *l = &m->layers[i];
+        for (int k = 0; k < l->nin; k++) {
+            nt_layer *src = &m->layers[l->in[k]];
+            if (src->out_death < i) src->out_death = i;
+            if (i >= bstart && bwd_needs_input(l, training) && src->out_death < T - 1 - i)
+                src->out_death = T - 1 - i;
+        }
+    }
+    for (int i = 0; i < L; i++) {
+        it[n++] = (plan_item){.size  = round16(layer_numel(&m->layers[i], N)),
+                              .birth = i,
+                              .death = m->layers[i].out_death,
+                              .layer = i};
+    }
+    // Gradients: born at the backward step of the last reader, dead after the layer's own.
+    if (bstart < L) {
+        for (int j = 0; j < L; j++) {
+            int needs = j >= bstart || (j == 0 && m->want_input_grad);
+            if (!needs) continue;
+            int last = j == L - 1 ? j : -1;
+            for (int i = j + 1; i < L; i++)
+                for (int k = 0; k < m->layers[i].nin; k++)
+                    if (m->layers[i].in[k] == j) last = i;
+            if (last < 0) continue; // a dead end: nothing flows back into it
+            it[n++] = (plan_item){.size    = round16(layer_numel(&m->layers[j], N)),
+                                  .birth   = T - 1 - last,
+                                  .death   = T - 1 - j,
+                                  .layer   = j,
+                                  .is_grad = 1};
+        }
+        it[n++] = (plan_item){.size = round16(maxact), .birth = L, .death = T, .layer = -1};
+    }
+    int64_t total  = place(it, n);
+    m->scratch_off = -1;
+    for (int i = 0; i < n; i++) {
+        if (it[i].layer < 0)
+            m->scratch_off = it[i].off;
+        else if (it[i].is_grad)
+            m->layers[it[i].layer].grad_off = it[i].off;
+        else
+            m->layers[it[i].layer].out_off = it[i].off;
+    }
+    free(it);
+
+    if (total > m->buf_floats) {
+        nt_free(m->buf);
+        m->buf_floats = 0;
+        m->buf        = nt_alloc((size_t)total * sizeof(float));
+        if (!m->buf)
+            return nt_ctx_seterr(ctx, NT_ENOMEM,
+                                 "model: cannot allocate %lld MB of activations for batch %d; "
+                                 "try a smaller --batch",
+                                 (long long)(total * 4 >> 20), N);
+        m->buf_floats = total;
+    }
+    nk_exec ex;
+    nt_status s = nt_ctx_exec(ctx, ws, &ex);
+    if (s != NT_OK) return s;
+    m->ws_floats        = ws;
+    m->planned_n        = N;
+    m->planned_training = training;
+    nt_ctx_log(ctx, NT_LOG_DEBUG, "plan: batch %d %s: %lld MB activations, backward from layer %d",
+               N, training ? "training" : "inference", (long long)(total * 4 >> 20), bstart);
+    return NT_OK;
+}
+
+static float *out_of(nt_model *m, int i)
+{
+    return m->buf + m->layers[i].out_off;
+}
+
+static float *param(nt_model *m, const nt_layer *l, int k)
+{
+    return m->params[l->param0 + k].value.data;
+}
+
+static float *pgrad(nt_model *m, const nt_layer *l, int k)
+{
+    return m->params[l->param0 + k].grad.data;
+}
+
+static uint64_t dropout_key(const nt_model *m, uint64_t step, int layer)
+{
+    return nk_mix64(m->ctx->opts.seed + NK_GOLDEN * (step + 1)) ^ (uint64_t)(layer + 1);
+}
+
+nt_status nt_model_forward(nt_model *m, const nt_tensor *x, int training, uint64_t step)
+{
+    nt_ctx *ctx         = m->ctx;
+    const nt_layer *in0 = &m->layers[0];
+    char b1[64];
+    if (!x || !x->data || x->ndim != 4 || x->shape[1] != in0->H || x->shape[2] != in0->W ||
+        x->shape[3] != in0->C || x->shape[0] < 1 || x->shape[0] > 65536)
+        return nt_ctx_seterr(ctx, NT_ESHAPE,
+                             "forward: input \"%s\" expects [N,%d,%d,%d] with N in 1..65536, got %s",
+                             in0->name, in0->H, in0->W, in0->C,
+                             x ? nt_shape_str(x, b1, sizeof(b1)) : "nothing");
+    nt_status s = training ? model_sync_grads(m) : NT_OK;
+    if (s != NT_OK) return s;
+    int N = (int)x->shape[0];
+    s     = plan(m, N, training ? 1 : 0);
+    if (s != NT_OK) return s;
+    nk_exec ex;
+    nt_ctx_exec(ctx, m->ws_floats, &ex);
+    const nt_ops *o = &ctx->ops;
+
+    for (int i = 0; i < m->nlayers; i++) {
+        nt_layer *l      = &m->layers[i];
+        float *y         = out_of(m, i);
+        const nt_layer *src = l->nin ? &m->layers[l->in[0]] : NULL;
+        const float *xin = src ? out_of(m, l->in[0]) : NULL;
+        int64_t n        = layer_numel(l, N);
+        switch (l->type) {
+        case NT_LAYER_INPUT: memcpy(y, x->data, (size_t)n * sizeof(float)); break;
+        case NT_LAYER_ZEROPAD:
+            nk_zeropad_fwd_ref(N, src->H, src->W, src->C, l->pt, l->pb, l->pl, l->pr, xin, y);
+            break;
+        case NT_LAYER_CONV: {
+            nk_conv_desc d = conv_desc(m, l, N);
+            o->conv_fwd(&ex, &d, xin, param(m, l, 0), param(m, l, 1), y);
+        } break;
+        case NT_LAYER_BN: {
+            int64_t M = (int64_t)N * l->H * l->W;
+            l->bn_batch_mode = bn_batch_mode(l, training);
+            if (l->bn_batch_mode) {
+                o->bn_fwd_train(&ex, M, l->C, xin, param(m, l, 0), param(m, l, 1), BN_EPS, y,
+                                l->bn_mean, l->bn_invstd);
+                float *mm = param(m, l, 2), *mv = param(m, l, 3);
+                for (int c = 0; c < l->C; c++) {
+                    double is  = l->bn_invstd[c];
+                    double var = 1.0 / (is * is) - BN_EPS;
+                    mm[c] = (float)(mm[c] * BN_MOMENTUM + l->bn_mean[c] * (1.0 - BN_MOMENTUM));
+                    mv[c] = (float)(mv[c] * BN_MOMENTUM + var * (1.0 - BN_MOMENTUM));
+                }
+            } else {
+                o->bn_fwd_infer(&ex, M, l->C, xin, param(m, l, 0), param(m, l, 1),
+                                param(m, l, 2), param(m, l, 3), BN_EPS, y);
+            }
+        } break;
+        case NT_LAYER_RELU: o->relu_fwd(&ex, n, xin, y); break;
+        case NT_LAYER_MAXPOOL: {
+            nk_conv_desc d = conv_desc(m, l, N);
+            nk_maxpool_fwd_ref(&d, xin, y);
+        } break;
+        case NT_LAYER_ADD: o->add_fwd(&ex, n, xin, out_of(m, l->in[1]), y); break;
+        case NT_LAYER_GAP: nk_gap_fwd_ref(N, src->H * src->W, src->C, xin, y); break;
+        case NT_LAYER_DENSE:
+            o->dense_fwd(&ex, N, src->C, l->C, xin, param(m, l, 0), param(m, l, 1),
+                         l->act == NT_ACT_RELU, y);
+            break;
+        case NT_LAYER_DROPOUT:
+            if (training && l->rate > 0)
+                nk_dropout_fwd_ref(n, l->rate, dropout_key(m, step, i), xin, y);
+            else
+                memcpy(y, xin, (size_t)n * sizeof(float));
+            break;
+        }
+    }
+    m->last_n        = N;
+    m->last_training = training ? 1 : 0;
+    m->last_step     = step;
+    m->have_forward  = 1;
+    m->have_backward_data = training ? 1 : 0;
+    return NT_OK;
+}
+
+static void set_view(nt_tensor *v, const nt_layer *l, int N, float *data)
+{
+    memset(v, 0, sizeof(*v));
+    v->data = data;
+    if (l->flat) {
+        v->ndim     = 2;
+        v->shape[0] = N;
+        v->shape[1] = l->C;
+    } else {
+        v->ndim     = 4;
+        v->shape[0] = N;
+        v->shape[1] = l->H;
+        v->shape[2] = l->W;
+        v->shape[3] = l->C;
+    }
+}
+
+const nt_tensor *nt_model_output(const nt_model *m)
+{
+    if (!m->have_forward) return NULL;
+    nt_model *mm = (nt_model *)m;
+    int L        = m->nlayers;
+    set_view(&mm->out_view, &m->layers[L - 1], m->last_n, mm->buf + m->layers[L - 1].out_off);
+    return &mm->out_view;
+}
+
+const nt_tensor *nt_model_layer_output(const nt_model *m, int layer)
+{
+    if (!m->have_forward || layer < 0 || layer >= m->nlayers) return NULL;
+    const nt_layer *l = &m->layers[layer];
+    if (l->out_death < m->nlayers - 1) return NULL; // its buffer was reused
+    nt_model *mm = (nt_model *)m;
+    set_view(&mm->layer_view, l, m->last_n, mm->buf + l->out_off);
+    return &mm->layer_view;
+}
+
+// ---- loss ----
+
+nt_status nt_model_loss(nt_model *m, const float *labels, const float *weights, double *loss,
+                        float *probs, float *dlogits)
+{
+    const nt_tensor *z = nt_model_output(m);
+    if (!z) return nt_ctx_seterr(m->ctx, NT_EINVAL, "loss: run a forward pass first");
+    const nt_layer *last = &m->layers[m->nlayers - 1];
+    if (!last->flat || last->C != 1)
+        return nt_ctx_seterr(m->ctx, NT_ESHAPE,
+                             "loss: needs one logit per sample, but the last layer \"%s\" has %d "
+                             "outputs",
+                             last->name, last->C);
+    int N = m->last_n;
+    if (!labels) {
+        if (probs)
+            for (int i = 0; i < N; i++) probs[i] = (float)(1.0 / (1.0 + exp(-(double)z->data[i])));
+        return NT_OK;
+    }
+    for (int i = 0; i < N; i++)
+        if (!(labels[i] >= 0.0f && labels[i] <= 1.0f))
+            return nt_ctx_seterr(m->ctx, NT_EINVAL, "loss: label %d is %g, expected 0..1", i,
+                                 (double)labels[i]);
+    double v = nk_bce_fwd_ref(N, z->data, labels, weights, probs);
+    if (loss) *loss = v;
+    if (dlogits) nk_bce_bwd_ref(N, z->data, labels, weights, dlogits);
+    return NT_OK;
+}
+
+// ---- backward ----
+
+// Where layer j's gradient should be written: its own buffer the first time (overwrite), the
+// scratch buffer afterwards (the caller then adds it in with accumulate()).
+static float *grad_dst(nt_model *m, int j, int *acc)
+{
+    nt_layer *l = &m->layers[j];
+    if (!l->grad_ready) {
+        l->grad_ready = 1;
+        *acc          = 0;
+        return m->buf + l->grad_off;
+    }
+    *acc = 1;
+    return m->buf + m->scratch_off;
+}
+
+static void accumulate(nt_model *m, const nk_exec *ex, int j, int acc)
+{
+    if (!acc) return;
+    nt_layer *l = &m->layers[j];
+    float *g    = m->buf + l->grad_off;
+    m->ctx->ops.add_fwd(ex, layer_numel(l, m->last_n), g, m->buf + m->scratch_off, g);
+}
+
+static int wants_grad(const nt_model *m, int j)
+{
+    return m->layers[j].grad_off >= 0;
+}
+
+nt_status nt_model_backward(nt_model *m, const nt_tensor *dy, nt_tensor *dx)
+{
+    nt_ctx *ctx = m->ctx;
+    int L = m->nlayers, N = m->last_n;
+    char b1[64];
+    if (!m->have_forward || !m->have_backward_data)
+        return nt_ctx_seterr(ctx, NT_EINVAL, "backward: needs a training forward pass first");
+    if (m->bstart >= L)
+        return nt_ctx_seterr(ctx, NT_EINVAL,
+                             "backward: nothing is trainable and no input gradient was asked for");
+    const nt_layer *last = &m->layers[L - 1];
+    if (!dy || !dy->data || nt_tensor_numel(dy) != layer_numel(last, N) || dy->shape[0] != N)
+        return nt_ctx_seterr(ctx, NT_ESHAPE, "backward: dy must match the output of \"%s\" "
+                             "(batch %d, %lld values), got %s",
+                             last->name, N, (long long)layer_numel(last, N),
+                             dy ? nt_shape_str(dy, b1, sizeof(b1)) : "nothing");
+    if (dx && !m->want_input_grad)
+        return nt_ctx_seterr(ctx, NT_EINVAL,
+                             "backward: call nt_model_set_want_input_grad before the forward to "
+                             "get dx");
+    if (dx && (!dx->data || nt_tensor_numel(dx) != layer_numel(&m->layers[0], N)))
+        return nt_ctx_seterr(ctx, NT_ESHAPE, "backward: dx must have the input's shape, got %s",
+                             nt_shape_str(dx, b1, sizeof(b1)));
+    nk_exec ex;
+    nt_ctx_exec(ctx, m->ws_floats, &ex);
+    const nt_ops *o = &ctx->ops;
+    for (int i = 0; i < L; i++) m->layers[i].grad_ready = 0;
+    memcpy(m->buf + last->grad_off, dy->data, (size_t)layer_numel(last, N) * sizeof(float));
+    m->layers[L - 1].grad_ready = 1;
+
+    for (int i = L - 1; i >= m->bstart; i--) {
+        nt_layer *l = &m->layers[i];
+        NT_ASSERT(l->grad_ready);
+        float *g            = m->buf + l->grad_off;
+        int j               = l->nin ? l->in[0] : -1;
+        const nt_layer *src = j >= 0 ? &m->layers[j] : NULL;
+        int want            = j >= 0 && wants_grad(m, j);
+        int64_t n           = layer_numel(l, N);
+        int acc             = 0;
+        float *d;
+        switch (l->type) {
+        case NT_LAYER_INPUT: break;
+        case NT_LAYER_ZEROPAD:
+            if (!want) break;
+            d = grad_dst(m, j, &acc);
+            nk_zeropad_bwd_ref(N, src->H, src->W, src->C, l->pt, l->pb, l->pl, l->pr, g, d);
+            accumulate(m, &ex, j, acc);
+            break;
+        case NT_LAYER_CONV: {
+            nk_conv_desc cd = conv_desc(m, l, N);
+            if (l->trainable)
+                o->conv_bwd_filter(&ex, &cd, out_of(m, j), g, pgrad(m, l, 0), pgrad(m, l, 1));
+            if (!want) break;
+            d = grad_dst(m, j, &acc);
+            o->conv_bwd_data(&ex, &cd, g, param(m, l, 0), d);
+            accumulate(m, &ex, j, acc);
+        } break;
+        case NT_LAYER_BN: {
+            int64_t M = (int64_t)N * l->H * l->W;
+            if (l->bn_batch_mode) {
+                d = want ? grad_dst(m, j, &acc) : NULL;
+                o->bn_bwd_train(&ex, M, l->C, out_of(m, j), g, param(m, l, 0), l->bn_mean,
+                                l->bn_invstd, d, pgrad(m, l, 0), pgrad(m, l, 1));
+            } else {
+                if (!want) break;
+                // Frozen statistics: a per-channel scale.
+                d               = grad_dst(m, j, &acc);
+                const float *ga = param(m, l, 0), *mv = param(m, l, 3);
+                for (int64_t r = 0; r < M; r++)
+                    for (int c = 0; c < l->C; c++)
+                        d[r * l->C + c] =
+                            g[r * l->C + c] * ga[c] / sqrtf(mv[c] + BN_EPS);
+            }
+            if (want) accumulate(m, &ex, j, acc);
+        } break;
+        case NT_LAYER_RELU:
+            if (!want) break;
+            d = grad_dst(m, j, &acc);
+            o->relu_bwd(&ex, n, out_of(m, i), g, d);
+            accumulate(m, &ex, j, acc);
+            break;
+        case NT_LAYER_MAXPOOL: {
+            if (!want) break;
+            nk_conv_desc cd = conv_desc(m, l, N);
+            d               = grad_dst(m, j, &acc);
+            nk_maxpool_bwd_ref(&cd, out_of(m, j), g, d);
+            accumulate(m, &ex, j, acc);
+        } break;
+        case NT_LAYER_ADD:
+            for (int k = 0; k < 2; k++) {
+                int jk = l->in[k];
+                if (!wants_grad(m, jk)) continue;
+                d = grad_dst(m, jk, &acc);
+                if (acc)
+                    o->add_fwd(&ex, n, m->buf + m->layers[jk].grad_off, g,
+                               m->buf + m->layers[jk].grad_off);
+                else
+                    memcpy(d, g, (size_t)n * sizeof(float));
+            }
+            break;
+        case NT_LAYER_GAP:
+            if (!want) break;
+            d = grad_dst(m, j, &acc);
+            nk_gap_bwd_ref(N, src->H * src->W, src->C, g, d);
+            accumulate(m, &ex, j, acc);
+            break;
+        case NT_LAYER_DENSE:
+            // Undo the fused ReLU in place: g is read by nobody after this layer.
+            if (l->act == NT_ACT_RELU) o->relu_bwd(&ex, n, out_of(m, i), g, g);
+            if (l->trainable)
+                o->dense_bwd_filter(&ex, N, src->C, l->C, out_of(m, j), g, pgrad(m, l, 0),
+                                    pgrad(m, l, 1));
+            if (!want) break;
+            d = grad_dst(m, j, &acc);
+            o->dense_bwd_data(&ex, N, src->C, l->C, g, param(m, l, 0), d);
+            accumulate(m, &ex, j, acc);
+            break;
+        case NT_LAYER_DROPOUT:
+            if (!want) break;
+            d = grad_dst(m, j, &acc);
+            if (l->rate > 0)
+                nk_dropout_bwd_ref(n, l->rate, dropout_key(m, m->last_step, i), g, d);
+            else
+                memcpy(d, g, (size_t)n * sizeof(float));
+            accumulate(m, &ex, j, acc);
+            break;
+        }
+    }
+    if (dx) {
+        NT_ASSERT(m->layers[0].grad_ready);
+        memcpy(dx->data, m->buf + m->layers[0].grad_off,
+               (size_t)layer_numel(&m->layers[0], N) * sizeof(float));
+    }
+    return NT_OK;
+}
