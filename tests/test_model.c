@@ -1,0 +1,404 @@
+/*
+ * test_model.c: the Keras ResNet50 v1 layer list (names, order, shapes, parameter counts),
+ * Keras-style freezing, the memory plan (frozen outputs are not kept), an end-to-end
+ * finite-difference check of a small network's gradients through the whole graph, Adam and
+ * SGD updates by hand, and error messages for bad input. PyTorch parity is test_fixtures.c.
+ */
+#include "libnet/nt.h"
+#include "tests/check.h"
+
+#include <math.h>
+#include <string.h>
+
+// Finite differences on a float forward: eps large enough to beat float round-off.
+#define FD_EPS  1e-4 /* small: larger steps cross ReLU kinks (1e-3 gave 4% at one input) */
+#define FD_RTOL 3e-2 /* float loss differences over 2e-4 carry ~0.5% noise; exact checks: test_grad */
+
+static nt_ctx *new_ctx(nt_impl impl, uint64_t seed)
+{
+    nt_ctx_opts o;
+    nt_ctx_opts_default(&o);
+    o.impl     = impl;
+    o.seed     = seed;
+    o.nthreads = 2;
+    nt_ctx *ctx;
+    if (nt_ctx_new(&o, &ctx) != NT_OK) {
+        fprintf(stderr, "ctx: %s\n", nt_ctx_errmsg(ctx));
+        exit(1);
+    }
+    return ctx;
+}
+
+static void test_layer_list(nt_ctx *ctx)
+{
+    nt_resnet_cfg cfg;
+    nt_resnet_cfg_default(&cfg);
+    cfg.with_head = 0;
+    nt_model *m;
+    CHECK(nt_resnet50_new(ctx, &cfg, &m) == NT_OK);
+    CHECK(nt_model_num_layers(m) == 175);
+    nt_layer_info li;
+    static const char *first[] = {"input_1",    "conv1_pad",  "conv1_conv",
+                                  "conv1_bn",   "conv1_relu", "pool1_pad",
+                                  "pool1_pool", "conv2_block1_1_conv"};
+    for (int i = 0; i < 8; i++) {
+        nt_model_layer(m, i, &li);
+        CHECK_MSG(strcmp(li.name, first[i]) == 0, "layer %d is %s, expected %s", i, li.name,
+                  first[i]);
+    }
+    // Keras's order inside a projection block.
+    static const char *blk[] = {"conv2_block1_1_conv", "conv2_block1_1_bn", "conv2_block1_1_relu",
+                                "conv2_block1_2_conv", "conv2_block1_2_bn", "conv2_block1_2_relu",
+                                "conv2_block1_0_conv", "conv2_block1_3_conv", "conv2_block1_0_bn",
+                                "conv2_block1_3_bn",   "conv2_block1_add",  "conv2_block1_out"};
+    for (int i = 0; i < 12; i++) {
+        nt_model_layer(m, 7 + i, &li);
+        CHECK_MSG(strcmp(li.name, blk[i]) == 0, "layer %d is %s, expected %s", 7 + i, li.name,
+                  blk[i]);
+    }
+    nt_model_layer(m, 174, &li);
+    CHECK(strcmp(li.name, "conv5_block3_out") == 0);
+    CHECK(li.out_shape[1] == 7 && li.out_shape[2] == 7 && li.out_shape[3] == 2048);
+    nt_model_layer(m, nt_model_find_layer(m, "pool1_pool"), &li);
+    CHECK(li.out_shape[1] == 56 && li.out_shape[3] == 64);
+    nt_model_layer(m, nt_model_find_layer(m, "conv3_block1_1_conv"), &li);
+    CHECK_MSG(li.out_shape[1] == 28 && li.out_shape[3] == 128, "conv3_block1_1_conv is %lldx%lld",
+              (long long)li.out_shape[1], (long long)li.out_shape[3]);
+    CHECK(strcmp(li.type_name, "Conv2D") == 0);
+    nt_model_layer(m, nt_model_find_layer(m, "conv4_block6_out"), &li);
+    CHECK(li.out_shape[1] == 14 && li.out_shape[3] == 1024);
+
+    int64_t tr, total = nt_model_count_params(m, &tr);
+    CHECK_MSG(total == 23587712, "total params %lld", (long long)total);
+    CHECK_MSG(tr == 23534592, "trainable (all) %lld", (long long)tr);
+    CHECK(nt_model_set_trainable_last(m, 20) == NT_OK);
+    nt_model_count_params(m, &tr);
+    CHECK_MSG(tr == 8931328, "trainable (last 20) %lld", (long long)tr);
+    nt_model_layer(m, nt_model_find_layer(m, "conv5_block2_1_conv"), &li);
+    CHECK(li.trainable);
+    nt_model_layer(m, nt_model_find_layer(m, "conv5_block1_out"), &li);
+    CHECK(!li.trainable);
+    CHECK(nt_model_set_trainable_last(m, 0) == NT_OK);
+    nt_model_count_params(m, &tr);
+    CHECK(tr == 0);
+    CHECK(nt_model_set_trainable_last(m, 176) == NT_EINVAL);
+    CHECK(strstr(nt_ctx_errmsg(ctx), "175") != NULL);
+    nt_param p;
+    int pi = nt_model_find_param(m, "conv1_conv/kernel");
+    CHECK(pi == 0);
+    nt_model_param(m, pi, &p);
+    CHECK(p.value->ndim == 4 && p.value->shape[0] == 7 && p.value->shape[2] == 3 &&
+          p.value->shape[3] == 64);
+    CHECK(nt_model_find_param(m, "conv5_block3_3_bn/moving_variance") ==
+          nt_model_num_params(m) - 1);
+    nt_model_free(m);
+
+    // With the head: 5 more layers, 2048*256+256 + 256*128+128 + 128+1 parameters.
+    cfg.with_head = 1;
+    CHECK(nt_resnet50_new(ctx, &cfg, &m) == NT_OK);
+    CHECK(nt_model_num_layers(m) == 180);
+    CHECK(nt_model_head_start(m) == 175);
+    total = nt_model_count_params(m, &tr);
+    CHECK(total == 23587712 + 557569);
+    CHECK(nt_model_set_trainable_last(m, 20) == NT_OK);
+    nt_model_count_params(m, &tr);
+    CHECK_MSG(tr == 8931328 + 557569, "trainable with head %lld", (long long)tr);
+    nt_model_layer(m, 179, &li);
+    CHECK(strcmp(li.name, "dense_2") == 0 && li.out_ndim == 2 && li.out_shape[1] == 1);
+    nt_model_free(m);
+
+    // Bad configurations are refused with a message.
+    cfg.img_size = 16;
+    CHECK(nt_resnet50_new(ctx, &cfg, &m) == NT_EINVAL);
+    CHECK(strstr(nt_ctx_errmsg(ctx), "16") != NULL);
+    cfg.img_size = 224;
+    cfg.dropout  = 1.5f;
+    CHECK(nt_resnet50_new(ctx, &cfg, &m) == NT_EINVAL);
+}
+
+static nt_model *small_model(nt_ctx *ctx, int img, int unfreeze)
+{
+    nt_resnet_cfg cfg;
+    nt_resnet_cfg_default(&cfg);
+    cfg.img_size  = img;
+    cfg.width_div = 16;
+    cfg.head1     = 16;
+    cfg.head2     = 8;
+    cfg.dropout   = 0.25f;
+    nt_model *m;
+    if (nt_resnet50_new(ctx, &cfg, &m) != NT_OK) {
+        fprintf(stderr, "resnet: %s\n", nt_ctx_errmsg(ctx));
+        exit(1);
+    }
+    nt_model_init(m, NT_INIT_TEST, 99);
+    nt_model_set_trainable_last(m, unfreeze);
+    return m;
+}
+
+static void fill_input(nt_tensor *x, uint64_t key)
+{
+    int64_t n = nt_tensor_numel(x);
+    for (int64_t i = 0; i < n; i++) x->data[i] = 2.0f * (float)((i * 7919 + key) % 1000) / 1000.f - 1.0f;
+}
+
+static void test_plan_and_modes(nt_ctx *ctx)
+{
+    nt_model *m = small_model(ctx, 64, 20);
+    nt_tensor x;
+    int64_t shp[4] = {3, 64, 64, 3};
+    nt_tensor_new(ctx, 4, shp, &x);
+    fill_input(&x, 1);
+    int conv1 = nt_model_find_layer(m, "conv1_conv");
+    int c53   = nt_model_find_layer(m, "conv5_block3_1_conv");
+    int gap   = nt_model_find_layer(m, "global_average_pooling2d");
+
+    CHECK(nt_model_forward(m, &x, 0, 0) == NT_OK);
+    const nt_tensor *y = nt_model_output(m);
+    CHECK(y && y->ndim == 2 && y->shape[0] == 3 && y->shape[1] == 1);
+    float infer0[3];
+    memcpy(infer0, y->data, sizeof(infer0));
+    CHECK(nt_model_layer_output(m, conv1) == NULL); // frozen buffers are reused
+    // Inference is deterministic and the same when run again.
+    CHECK(nt_model_forward(m, &x, 0, 0) == NT_OK);
+    CHECK(memcmp(nt_model_output(m)->data, infer0, sizeof(infer0)) == 0);
+    // A kept layer survives.
+    nt_model_keep_output(m, conv1, 1);
+    CHECK(nt_model_forward(m, &x, 0, 0) == NT_OK);
+    const nt_tensor *k = nt_model_layer_output(m, conv1);
+    CHECK(k && k->shape[1] == 32 && k->shape[3] == 4);
+    nt_model_keep_output(m, conv1, 0);
+
+    // Training keeps what the trainable suffix needs, and nothing of the frozen prefix.
+    CHECK(nt_model_forward(m, &x, 1, 0) == NT_OK);
+    CHECK(nt_model_layer_output(m, conv1) == NULL);
+    CHECK(nt_model_layer_output(m, c53) != NULL);
+    CHECK(nt_model_layer_output(m, gap) != NULL);
+    // Frozen BN runs in inference mode: the backbone output before conv5_block2 matches
+    // inference, so only dropout and the trainable BNs differ; with batch stats it must differ.
+    float labels[3] = {0, 1, 1}, dl[3];
+    double loss     = 0;
+    CHECK(nt_model_loss(m, labels, NULL, &loss, NULL, dl) == NT_OK);
+    CHECK(isfinite(loss) && loss > 0);
+    // The frozen random backbone (inference BN) saturates the logits, where the clipped loss has
+    // no gradient: push ones back instead, which reaches every trainable parameter.
+    float ones[3] = {1, 1, 1};
+    nt_tensor dy  = {.ndim = 2, .shape = {3, 1}, .data = ones};
+    CHECK(nt_model_backward(m, &dy, NULL) == NT_OK);
+    // Frozen parameters have no gradient; trainable ones got one.
+    nt_param p;
+    nt_model_param(m, nt_model_find_param(m, "conv1_conv/kernel"), &p);
+    CHECK(p.grad == NULL && !p.trainable);
+    nt_model_param(m, nt_model_find_param(m, "conv5_block3_3_conv/kernel"), &p);
+    CHECK(p.grad != NULL && p.trainable);
+    double gn = 0;
+    for (int64_t i = 0; i < nt_tensor_numel(p.grad); i++) gn += fabs(p.grad->data[i]);
+    CHECK(gn > 0);
+    // dx without asking first is an error with a message.
+    nt_tensor dx;
+    nt_tensor_new(ctx, 4, shp, &dx);
+    CHECK(nt_model_backward(m, &dy, &dx) == NT_EINVAL);
+    // Wrong input shape.
+    int64_t bad[4] = {3, 32, 64, 3};
+    nt_tensor xb;
+    nt_tensor_new(ctx, 4, bad, &xb);
+    CHECK(nt_model_forward(m, &xb, 0, 0) == NT_ESHAPE);
+    CHECK_MSG(strstr(nt_ctx_errmsg(ctx), "input_1") && strstr(nt_ctx_errmsg(ctx), "[3,32,64,3]"),
+              "message: %s", nt_ctx_errmsg(ctx));
+    nt_tensor_free(&xb);
+    nt_tensor_free(&dx);
+    nt_tensor_free(&x);
+    nt_model_free(m);
+}
+
+// Loss of a training forward (fixed dropout step) as a function of the parameters.
+static double loss_at(nt_model *m, const nt_tensor *x, const float *labels, const float *w)
+{
+    double loss = 0;
+    nt_model_forward(m, x, 1, 5);
+    nt_model_loss(m, labels, w, &loss, NULL, NULL);
+    return loss;
+}
+
+// A shallow network with every layer type and both residual forms (projection and identity),
+// well conditioned enough for finite differences in float.
+static nt_model *mini_resnet(nt_ctx *ctx)
+{
+    nt_model *m;
+    int x = 0;
+    if (nt_model_new(ctx, "input_1", 20, 20, 3, &m) != NT_OK) exit(1);
+    x = nt_layer_zeropad(m, "conv1_pad", x, 3, 3, 3, 3);
+    x = nt_layer_conv(m, "conv1_conv", x, 8, 7, 7, 2, 0, 0);
+    x = nt_layer_bn(m, "conv1_bn", x);
+    x = nt_layer_relu(m, "conv1_relu", x);
+    x = nt_layer_zeropad(m, "pool1_pad", x, 1, 1, 1, 1);
+    x = nt_layer_maxpool(m, "pool1_pool", x, 3, 2);
+    x = nt_resnet_block(m, "conv2_block1", x, 4, 4, 16, 1, 1);
+    x = nt_resnet_block(m, "conv2_block2", x, 4, 4, 16, 1, 0);
+    x = nt_resnet_block(m, "conv3_block1", x, 8, 8, 32, 2, 1);
+    x = nt_layer_gap(m, "global_average_pooling2d", x);
+    x = nt_layer_dense(m, "dense", x, 16, NT_ACT_RELU);
+    x = nt_layer_dropout(m, "dropout", x, 0.25f);
+    x = nt_layer_dense(m, "dense_1", x, 8, NT_ACT_RELU);
+    x = nt_layer_dense(m, "dense_2", x, 1, NT_ACT_SIGMOID);
+    if (x < 0) {
+        fprintf(stderr, "mini: %s\n", nt_ctx_errmsg(ctx));
+        exit(1);
+    }
+    nt_model_init(m, NT_INIT_TEST, 99);
+    return m;
+}
+
+static void test_fd_gradients(nt_ctx *ctx)
+{
+    nt_model *m = mini_resnet(ctx);
+    nt_model_set_want_input_grad(m, 1);
+    int64_t shp[4] = {4, 20, 20, 3};
+    nt_tensor x, dx;
+    nt_tensor_new(ctx, 4, shp, &x);
+    nt_tensor_new(ctx, 4, shp, &dx);
+    fill_input(&x, 3);
+    float labels[4] = {1, 0, 0, 1}, w[4] = {0.7f, 1.9f, 1.9f, 0.7f}, dl[4];
+    double loss;
+    CHECK(nt_model_forward(m, &x, 1, 5) == NT_OK);
+    CHECK(nt_model_loss(m, labels, w, &loss, NULL, dl) == NT_OK);
+    nt_tensor dy = {.ndim = 2, .shape = {4, 1}, .data = dl};
+    CHECK(nt_model_backward(m, &dy, &dx) == NT_OK);
+
+    static const char *names[] = {"conv1_conv/kernel",          "conv1_bn/gamma",
+                                  "conv2_block1_0_conv/kernel", "conv2_block2_2_conv/kernel",
+                                  "conv3_block1_3_bn/beta",     "dense/kernel",
+                                  "dense_2/bias",               "dense_1/kernel"};
+    double worst = 0;
+    for (int t = 0; t < 8; t++) {
+        nt_param p;
+        int pi = nt_model_find_param(m, names[t]);
+        CHECK(pi >= 0);
+        if (pi < 0) continue;
+        nt_model_param(m, pi, &p);
+        int64_t n = nt_tensor_numel(p.value);
+        // The largest-gradient entry of the tensor: a clear signal over float noise.
+        int64_t best = 0;
+        for (int64_t i = 1; i < n; i++)
+            if (fabsf(p.grad->data[i]) > fabsf(p.grad->data[best])) best = i;
+        float save = p.value->data[best];
+        double a   = p.grad->data[best];
+        p.value->data[best] = save + (float)FD_EPS;
+        double lp           = loss_at(m, &x, labels, w);
+        p.value->data[best] = save - (float)FD_EPS;
+        double lm           = loss_at(m, &x, labels, w);
+        p.value->data[best] = save;
+        double num          = (lp - lm) / (2 * FD_EPS);
+        double rel          = fabs(a - num) / fmax(fmax(fabs(a), fabs(num)), 1e-8);
+        if (rel > worst) worst = rel;
+        CHECK_MSG(rel < FD_RTOL, "%s[%lld]: analytic %.6g numeric %.6g (rel %.3g)", names[t],
+                  (long long)best, a, num, rel);
+    }
+    // The input gradient at its largest entry.
+    int64_t n = nt_tensor_numel(&x), best = 0;
+    for (int64_t i = 1; i < n; i++)
+        if (fabsf(dx.data[i]) > fabsf(dx.data[best])) best = i;
+    float save       = x.data[best];
+    x.data[best]     = save + (float)FD_EPS;
+    double lp        = loss_at(m, &x, labels, w);
+    x.data[best]     = save - (float)FD_EPS;
+    double lm        = loss_at(m, &x, labels, w);
+    x.data[best]     = save;
+    double num = (lp - lm) / (2 * FD_EPS), a = dx.data[best];
+    double rel = fabs(a - num) / fmax(fmax(fabs(a), fabs(num)), 1e-8);
+    CHECK_MSG(rel < FD_RTOL, "dx[%lld]: analytic %.6g numeric %.6g", (long long)best, a, num);
+    if (rel > worst) worst = rel;
+    printf("finite differences through the whole graph: max rel error %.3g\n", worst);
+    nt_tensor_free(&x);
+    nt_tensor_free(&dx);
+    nt_model_free(m);
+}
+
+static void test_optimizers(nt_ctx *ctx)
+{
+    // A one-layer model: input 1x1x2 -> GAP -> Dense(1).
+    nt_model *m;
+    CHECK(nt_model_new(ctx, "in", 1, 1, 2, &m) == NT_OK);
+    int g = nt_layer_gap(m, "gap", 0);
+    CHECK(nt_layer_dense(m, "d", g, 1, NT_ACT_SIGMOID) == 2);
+    nt_param kp, bp;
+    nt_model_param(m, 0, &kp);
+    nt_model_param(m, 1, &bp);
+    kp.value->data[0] = 0.5f, kp.value->data[1] = -0.25f, bp.value->data[0] = 0.1f;
+    nt_optim_cfg oc;
+    nt_optim_cfg_default(&oc, NT_OPT_ADAM);
+    oc.lr = 0.01f;
+    nt_optim *o;
+    CHECK(nt_optim_new(ctx, &oc, m, &o) == NT_OK);
+    nt_model_param(m, 0, &kp);
+    CHECK(kp.grad != NULL);
+    kp.grad->data[0] = 0.3f, kp.grad->data[1] = -2.0f;
+    nt_model_param(m, 1, &bp);
+    bp.grad->data[0] = 0.0f;
+    for (int t = 1; t <= 2; t++) CHECK(nt_optim_step(o) == NT_OK);
+    // By hand, Keras's Adam with a constant gradient g over two steps.
+    double w0 = 0.5, g0 = 0.3, m1 = 0, v1 = 0;
+    for (int t = 1; t <= 2; t++) {
+        m1 = 0.9 * m1 + 0.1 * g0;
+        v1 = 0.999 * v1 + 0.001 * g0 * g0;
+        double lr_t = 0.01 * sqrt(1 - pow(0.999, t)) / (1 - pow(0.9, t));
+        w0 -= lr_t * m1 / (sqrt(v1) + 1e-7);
+    }
+    CHECK_MSG(fabs(kp.value->data[0] - w0) < 1e-6, "adam w %.8f expected %.8f", kp.value->data[0],
+              w0);
+    CHECK(bp.value->data[0] == 0.1f);
+    nt_optim_free(o);
+
+    nt_optim_cfg_default(&oc, NT_OPT_SGD);
+    oc.lr       = 0.1f;
+    oc.momentum = 0.9f;
+    oc.nesterov = 1;
+    CHECK(nt_optim_new(ctx, &oc, m, &o) == NT_OK);
+    float w  = kp.value->data[1];
+    double v = 0, wn = w, gg = -2.0;
+    for (int t = 0; t < 3; t++) {
+        CHECK(nt_optim_step(o) == NT_OK);
+        v  = 0.9 * v - 0.1 * gg;
+        wn = wn + 0.9 * v - 0.1 * gg;
+    }
+    CHECK_MSG(fabs(kp.value->data[1] - wn) < 1e-5, "sgd nesterov w %.7f expected %.7f",
+              kp.value->data[1], wn);
+    nt_optim_free(o);
+    oc.lr = -1;
+    CHECK(nt_optim_new(ctx, &oc, m, &o) == NT_EINVAL);
+    nt_model_free(m);
+}
+
+static void test_bad_graphs(nt_ctx *ctx)
+{
+    nt_model *m;
+    CHECK(nt_model_new(ctx, "in", 8, 8, 3, &m) == NT_OK);
+    CHECK(nt_layer_conv(m, "c", 0, 4, 9, 9, 1, 0, 0) == -1);
+    CHECK(strstr(nt_ctx_errmsg(ctx), "\"c\"") != NULL);
+    int a = nt_layer_conv(m, "a", 0, 4, 3, 3, 1, 1, 1);
+    int b = nt_layer_conv(m, "b", 0, 5, 3, 3, 1, 1, 1);
+    CHECK(a > 0 && b > 0);
+    CHECK(nt_layer_add(m, "sum", a, b) == -1);
+    CHECK_MSG(strstr(nt_ctx_errmsg(ctx), "differ") != NULL, "%s", nt_ctx_errmsg(ctx));
+    CHECK(nt_layer_conv(m, "a", 0, 4, 3, 3, 1, 1, 1) == -1); // duplicate name
+    CHECK(nt_layer_dense(m, "d", a, 4, NT_ACT_RELU) == -1);  // not flat
+    CHECK(nt_layer_dropout(m, "dr", a, 1.0f) == -1);
+    CHECK(nt_layer_relu(m, "r", 42) == -1);
+    nt_model_free(m);
+    CHECK(nt_model_new(ctx, "in", 0, 8, 3, &m) == NT_EINVAL);
+}
+
+int main(void)
+{
+    nt_ctx *ctx = new_ctx(NT_IMPL_AUTO, 11);
+    printf("kernels: %s, %d threads\n", nt_ctx_impl_name(ctx), nt_ctx_nthreads(ctx));
+    test_layer_list(ctx);
+    test_plan_and_modes(ctx);
+    test_optimizers(ctx);
+    test_bad_graphs(ctx);
+    nt_ctx *ref = new_ctx(NT_IMPL_REF, 11);
+    test_fd_gradients(ref);
+    test_fd_gradients(ctx);
+    nt_ctx_free(ref);
+    nt_ctx_free(ctx);
+    return check_summary("test_model");
+}
