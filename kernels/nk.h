@@ -135,7 +135,8 @@ void nk_dropout_bwd_ref(int64_t n, float rate, uint64_t key, const float *dy, fl
 // NULL (all 1). p = sigmoid(z) clipped to [1e-7, 1-1e-7], as Keras clips; equivalently z is
 // clamped to +-NK_BCE_ZMAX. loss = sum_i wt_i * l_i / N, l_i = -(t log p + (1-t) log(1-p)).
 // Returns the loss (computed in double); writes p[N] when p != NULL.
-#define NK_BCE_EPS 1e-7
+#define NK_BCE_EPS  1e-7
+#define NK_BCE_ZMAX 16.118095550958316 // log((1 - NK_BCE_EPS) / NK_BCE_EPS)
 double nk_bce_fwd_ref(int N, const float *z, const float *t, const float *wt, float *p);
 // dz_i = wt_i * (sigmoid(z_i) - t_i) / N inside the clip range, 0 outside it (the gradient of
 // the clipped form). Overwrites dz.

@@ -342,6 +342,35 @@ typedef struct nt_st_entry {
 nt_status nt_st_write(nt_ctx *ctx, const char *path, const nt_st_entry *t, int nt,
                       const nt_kv *metadata, int nmeta, int fp16);
 
+// ---- pneumo model files: a ResNet50 plus what predict and serve need to use it ----
+//
+// The metadata keys written to "__metadata__" (all values are strings, as safetensors wants):
+//   format "pneumo-model", format_version "1", architecture "resnet50_keras_v1",
+//   img_size, head1, head2, dropout, width_div, preprocess (rescale|caffe|torch),
+//   class_names (a JSON array of two names), threshold, and provenance (free text: command,
+//   version, date) when given.
+typedef struct nt_model_meta {
+    nt_resnet_cfg cfg;
+    nt_preprocess preprocess;
+    char class_names[2][64];
+    float threshold;
+    char provenance[1024];
+} nt_model_meta;
+
+void nt_model_meta_default(nt_model_meta *meta);
+const char *nt_preprocess_name(nt_preprocess p);
+// Parses "rescale", "caffe" or "torch". NT_EINVAL otherwise (message lists the choices).
+nt_status nt_preprocess_parse(nt_ctx *ctx, const char *s, nt_preprocess *out);
+// Applies preprocessing to n pixels of interleaved 8-bit RGB, writing n*3 floats (NHWC order).
+void nt_preprocess_apply(nt_preprocess p, const uint8_t *rgb, int64_t n, float *out);
+
+// Saves m with meta's metadata (atomic; see nt_model_save). fp16 stores F16 tensors.
+nt_status nt_model_save_file(nt_model *m, const nt_model_meta *meta, const char *path, int fp16);
+// Opens a pneumo model file: checks the metadata (format, architecture, sizes), builds the
+// ResNet50 it describes and loads every tensor with shape checks. On success *out is the model
+// and *meta its metadata. NT_EIO / NT_EFORMAT name the file and what is wrong.
+nt_status nt_model_load_file(nt_ctx *ctx, const char *path, nt_model **out, nt_model_meta *meta);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,0 +1,310 @@
+/*
+ * bench.c: `pneumo bench peak|gemm|model`: the machine's measured FMA peak, GEMM GFLOP/s on
+ * ResNet50 shapes, and whole-model images/s, each as a grep-able line with % of peak. Every
+ * fast result is checked before it is timed (GEMM: BLIS's C*t == A*(B*t) check; model: the
+ * fast kernels against the reference kernels at batch 1). bench/run.sh adds PyTorch beside it.
+ */
+#include "cmd/cli.h"
+#include "kernels/nk.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static double median(double *v, int n)
+{
+    qsort(v, (size_t)n, sizeof(double), cmp_double);
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+static int resolve_threads(int t)
+{
+    nt_ctx *ctx = cli_ctx("bench", t, 0);
+    if (!ctx) return 1;
+    int n = nt_ctx_nthreads(ctx);
+    nt_ctx_free(ctx);
+    return n;
+}
+
+static double measure_peak(nk_isa isa, int threads)
+{
+    return nk_fma_peak_gflops(isa, threads, 0.5);
+}
+
+// ---- gemm ----
+
+static int gemm_check(nk_isa isa, const nk_exec *ex, int M, int N, int K, const float *A,
+                      const float *B, const float *C)
+{
+    // C t == A (B t) for a random t, in double: O(n^2) instead of a full reference product.
+    double *t = malloc(sizeof(double) * (size_t)N), *bt = malloc(sizeof(double) * (size_t)K);
+    double worst = 0;
+    for (int j = 0; j < N; j++) t[j] = nk_u01(77, (uint64_t)j) - 0.5;
+    for (int k = 0; k < K; k++) {
+        double s = 0;
+        for (int j = 0; j < N; j++) s += (double)B[(size_t)k * N + j] * t[j];
+        bt[k] = s;
+    }
+    for (int i = 0; i < M; i++) {
+        double ct = 0, abt = 0, mag = 0;
+        for (int j = 0; j < N; j++) ct += (double)C[(size_t)i * N + j] * t[j];
+        for (int k = 0; k < K; k++) {
+            abt += (double)A[(size_t)i * K + k] * bt[k];
+            mag += fabs((double)A[(size_t)i * K + k] * bt[k]);
+        }
+        double e = fabs(ct - abt) / (mag + 1e-30);
+        if (e > worst) worst = e;
+    }
+    free(t);
+    free(bt);
+    return worst < 1e-4; // float products of K terms, compared against their magnitude
+}
+
+static int bench_gemm(int M, int N, int K, int threads, int repeat, double peak, nk_isa isa)
+{
+    float *A = malloc(sizeof(float) * (size_t)M * K), *B = malloc(sizeof(float) * (size_t)K * N);
+    float *C = malloc(sizeof(float) * (size_t)M * N);
+    size_t wsn = nk_sgemm_ws_floats(threads);
+    float *ws  = malloc(sizeof(float) * (wsn ? wsn : 1));
+    if (!A || !B || !C || !ws) {
+        free(A), free(B), free(C), free(ws);
+        return cli_fail("bench", EXIT_FAIL, "out of memory for M=%d N=%d K=%d", M, N, K);
+    }
+    for (size_t i = 0; i < (size_t)M * K; i++) A[i] = nk_u01(1, i) - 0.5f;
+    for (size_t i = 0; i < (size_t)K * N; i++) B[i] = nk_u01(2, i) - 0.5f;
+    nk_exec ex = {threads, ws, wsn};
+    nk_sgemm_cpu(isa, &ex, 0, 0, M, N, K, 1.0f, A, K, B, N, 0.0f, C, N);
+    int ok = gemm_check(isa, &ex, M, N, K, A, B, C);
+    if (!ok) {
+        printf("op=sgemm impl=%s M=%d N=%d K=%d threads=%d FAIL (result differs from A*(B*t))\n",
+               nk_isa_name(isa), M, N, K, threads);
+    } else {
+        double t[64];
+        for (int r = 0; r < repeat; r++) {
+            double t0 = now_s();
+            nk_sgemm_cpu(isa, &ex, 0, 0, M, N, K, 1.0f, A, K, B, N, 0.0f, C, N);
+            t[r] = now_s() - t0;
+        }
+        double s = median(t, repeat), gf = 2.0 * M * N * K / s * 1e-9;
+        printf("op=sgemm impl=%s M=%d N=%d K=%d threads=%d ms=%.3f gflops=%.1f pct_peak=%.1f\n",
+               nk_isa_name(isa), M, N, K, threads, s * 1e3, gf, 100 * gf / peak);
+    }
+    fflush(stdout);
+    free(A), free(B), free(C), free(ws);
+    return ok ? EXIT_OK : EXIT_FAIL;
+}
+
+// ---- model ----
+
+// FLOPs of one forward (conv and dense multiply-adds x 2) and of one training step.
+static void model_flops(nt_model *m, int N, double *fwd, double *train)
+{
+    int L = nt_model_num_layers(m), bstart = L;
+    double f = 0, t = 0;
+    for (int i = 0; i < L; i++) {
+        nt_layer_info li;
+        nt_model_layer(m, i, &li);
+        if (li.ntrain > 0 && bstart == L) bstart = i;
+    }
+    for (int i = 1; i < L; i++) {
+        nt_layer_info li, in;
+        nt_model_layer(m, i, &li);
+        nt_model_layer(m, li.inputs[0], &in);
+        double c = 0;
+        if (li.type == NT_LAYER_CONV) {
+            // MACs = P*Q*K * (R*S*C); R*S*C = kernel params / K (bias excluded)
+            double kparams = (double)(li.nparams - li.out_shape[3]);
+            c = 2.0 * N * (double)li.out_shape[1] * (double)li.out_shape[2] * kparams;
+        } else if (li.type == NT_LAYER_DENSE) {
+            c = 2.0 * N * (double)(li.nparams - li.out_shape[1]);
+        }
+        f += c;
+        t += c;
+        if (i >= bstart) t += (li.ntrain > 0 ? c : 0) + (i > bstart ? c : 0);
+    }
+    *fwd   = f;
+    *train = t;
+}
+
+static int bench_model(int batch, int threads, int img, int train, int unfreeze, int repeat,
+                       int warmup, double peak, int check)
+{
+    nt_ctx *ctx = cli_ctx("bench", threads, 1);
+    if (!ctx) return EXIT_FAIL;
+    nt_resnet_cfg cfg;
+    nt_resnet_cfg_default(&cfg);
+    cfg.img_size = img;
+    nt_model *m  = NULL;
+    nt_tensor x  = {0};
+    int rc       = EXIT_OK;
+    nt_status s  = nt_resnet50_new(ctx, &cfg, &m);
+    if (s == NT_OK) s = nt_model_init(m, NT_INIT_KERAS, 1);
+    if (s == NT_OK) s = nt_model_set_trainable_last(m, unfreeze);
+    int64_t shp[4] = {batch, img, img, 3};
+    if (s == NT_OK) s = nt_tensor_new(ctx, 4, shp, &x);
+    if (s != NT_OK) {
+        rc = cli_fail("bench", EXIT_FAIL, "%s", nt_ctx_errmsg(ctx));
+        goto out;
+    }
+    for (int64_t i = 0; i < nt_tensor_numel(&x); i++) x.data[i] = nk_u01(5, (uint64_t)i);
+
+    if (check) {
+        // The fast kernels against the reference kernels on one image.
+        nt_ctx_opts o;
+        nt_ctx_opts_default(&o);
+        o.impl = NT_IMPL_REF;
+        nt_ctx *rctx;
+        nt_model *rm = NULL;
+        nt_tensor x1 = x;
+        x1.shape[0]  = 1;
+        float a = 0, b = 0;
+        if (nt_ctx_new(&o, &rctx) == NT_OK && nt_resnet50_new(rctx, &cfg, &rm) == NT_OK &&
+            nt_model_init(rm, NT_INIT_KERAS, 1) == NT_OK && nt_model_forward(rm, &x1, 0, 0) == NT_OK &&
+            nt_model_forward(m, &x1, 0, 0) == NT_OK) {
+            a = nt_model_output(m)->data[0];
+            b = nt_model_output(rm)->data[0];
+        }
+        nt_model_free(rm);
+        nt_ctx_free(rctx);
+        double err = fabs((double)a - b) / fmax(fabs((double)b), 1e-3);
+        printf("check: %s kernels vs reference at batch 1: logit %.6g vs %.6g (rel %.2g) %s\n",
+               nt_ctx_impl_name(ctx), (double)a, (double)b, err, err < 1e-3 ? "ok" : "FAIL");
+        if (!(err < 1e-3)) {
+            printf("op=model FAIL: fast kernels disagree with the reference\n");
+            rc = EXIT_FAIL;
+            goto out;
+        }
+    }
+    double fwd, trn;
+    model_flops(m, batch, &fwd, &trn);
+    float *dl   = calloc((size_t)batch, sizeof(float));
+    float *lab  = calloc((size_t)batch, sizeof(float));
+    double t[64];
+    for (int r = -warmup; r < repeat; r++) {
+        double t0 = now_s();
+        s         = nt_model_forward(m, &x, train, (uint64_t)(r + warmup));
+        if (s == NT_OK && train) {
+            double loss;
+            s = nt_model_loss(m, lab, NULL, &loss, NULL, dl);
+            nt_tensor dy = {.ndim = 2, .shape = {batch, 1}, .data = dl};
+            for (int k = 0; k < batch; k++) dl[k] = 1.0f / (float)batch;
+            if (s == NT_OK) s = nt_model_backward(m, &dy, NULL);
+        }
+        if (s != NT_OK) break;
+        if (r >= 0) t[r] = now_s() - t0;
+    }
+    free(dl);
+    free(lab);
+    if (s != NT_OK) {
+        rc = cli_fail("bench", EXIT_FAIL, "%s", nt_ctx_errmsg(ctx));
+        goto out;
+    }
+    double sec = median(t, repeat), flops = train ? trn : fwd;
+    double gf  = flops / sec * 1e-9;
+    printf("op=model model=resnet50 mode=%s unfreeze=%d impl=%s batch=%d img=%d threads=%d "
+           "ms=%.1f images_per_s=%.2f gflop_per_image=%.2f gflops=%.1f pct_peak=%.1f\n",
+           train ? "train" : "infer", unfreeze, nt_ctx_impl_name(ctx), batch, img,
+           nt_ctx_nthreads(ctx), sec * 1e3, batch / sec, flops / batch * 1e-9, gf,
+           100 * gf / peak);
+out:
+    nt_tensor_free(&x);
+    nt_model_free(m);
+    nt_ctx_free(ctx);
+    return rc;
+}
+
+int cmd_bench(int argc, char **argv)
+{
+    const char *what = argc > 0 && argv[0][0] != '-' ? argv[0] : NULL;
+    int threads = 0, batch = 16, img = 224, train = 0, repeat = 5, warmup = 1, M = 0, N = 0,
+        K = 0, nocheck = 0;
+    double peak            = 0;
+    const char *unfreeze_s = "20", *isa_s = NULL;
+    cli_opt opts[]         = {
+        {"threads", OPT_INT, &threads, 0, 1024, "N", "threads, default all CPUs"},
+        {"batch", OPT_INT, &batch, 1, 4096, "N", "model: batch size, default 16"},
+        {"img-size", OPT_INT, &img, 32, 1024, "PX", "model: input size, default 224"},
+        {"train", OPT_FLAG, &train, 0, 0, NULL, "model: time a training step (forward+backward)"},
+        {"unfreeze", OPT_STR, &unfreeze_s, 0, 0, "N|all", "model --train: trainable layers (20)"},
+        {"repeat", OPT_INT, &repeat, 1, 64, "N", "timed repeats (median), default 5"},
+        {"warmup", OPT_INT, &warmup, 0, 16, "N", "untimed repeats first, default 1"},
+        {"m", OPT_INT, &M, 1, 1 << 20, "M", "gemm: rows of C (with --n, --k: one shape)"},
+        {"n", OPT_INT, &N, 1, 1 << 20, "N", "gemm: columns of C"},
+        {"k", OPT_INT, &K, 1, 1 << 20, "K", "gemm: inner dimension"},
+        {"isa", OPT_STR, &isa_s, 0, 0, "avx512|avx2|scalar", "gemm: micro-kernel, default best"},
+        {"peak", OPT_FLOAT, &peak, 1, 1e9, "GFLOPS", "peak to report against (default: measured)"},
+        {"no-check", OPT_FLAG, &nocheck, 0, 0, NULL, "model: skip the check against the reference"},
+    };
+    cli_cmd cmd = {"bench", "peak|gemm|model [options]",
+                   "Measure the FMA peak, GEMM and the whole ResNet50 (images/s, GFLOP/s, % of "
+                   "peak).",
+                   opts, (int)(sizeof(opts) / sizeof(opts[0])), 0, 0};
+    char *pos[argc + 1];
+    int npos, rc = cli_parse(&cmd, what ? argc - 1 : argc, what ? argv + 1 : argv, pos, &npos);
+    if (rc) return rc < 0 ? EXIT_OK : rc;
+    if (!what || (strcmp(what, "peak") && strcmp(what, "gemm") && strcmp(what, "model")))
+        return cli_fail("bench", EXIT_USAGE, "expected peak, gemm or model, got %s%s%s",
+                        what ? "\"" : "", what ? what : "nothing", what ? "\"" : "");
+    int unfreeze;
+    if ((rc = cli_parse_unfreeze("bench", unfreeze_s, &unfreeze))) return rc;
+    threads    = resolve_threads(threads);
+    nk_isa isa = nk_cpu_detect();
+    if (isa_s) {
+        nk_isa want = strcmp(isa_s, "avx512") == 0 ? NK_ISA_AVX512
+                      : strcmp(isa_s, "avx2") == 0 ? NK_ISA_AVX2
+                      : strcmp(isa_s, "scalar") == 0
+                          ? NK_ISA_SCALAR
+                          : (nk_isa)-1;
+        if ((int)want < 0)
+            return cli_fail("bench", EXIT_USAGE, "--isa expects avx512, avx2 or scalar, got \"%s\"",
+                            isa_s);
+        if (want > isa)
+            return cli_fail("bench", EXIT_USAGE, "--isa %s: this CPU supports at most %s", isa_s,
+                            nk_isa_name(isa));
+        isa = want;
+    }
+    if (peak <= 0) {
+        peak = measure_peak(nk_cpu_detect(), threads);
+        printf("op=peak impl=%s threads=%d gflops=%.1f (measured FMA loop)\n",
+               nk_isa_name(nk_cpu_detect()), threads, peak);
+        fflush(stdout);
+    }
+    if (strcmp(what, "peak") == 0) {
+        if (threads > 1) {
+            double p1 = measure_peak(nk_cpu_detect(), 1);
+            printf("op=peak impl=%s threads=1 gflops=%.1f scaling=%.2fx\n",
+                   nk_isa_name(nk_cpu_detect()), p1, peak / p1);
+        }
+        return EXIT_OK;
+    }
+    if (strcmp(what, "gemm") == 0) {
+        if (M && N && K) return bench_gemm(M, N, K, threads, repeat, peak, isa);
+        if (M || N || K) return cli_fail("bench", EXIT_USAGE, "give all of --m, --n, --k or none");
+        // ResNet50 GEMMs at batch 16 (M = 16*P*Q), plus a square one.
+        static const int shapes[][3] = {
+            {2048, 2048, 2048}, {50176, 64, 64},    {50176, 256, 64}, {50176, 64, 576},
+            {12544, 512, 128},  {12544, 128, 1152}, {3136, 1024, 256}, {3136, 256, 2304},
+            {784, 2048, 512},   {784, 512, 4608},
+        };
+        for (size_t i = 0; i < sizeof(shapes) / sizeof(shapes[0]); i++) {
+            int r = bench_gemm(shapes[i][0], shapes[i][1], shapes[i][2], threads, repeat, peak, isa);
+            if (r) rc = r;
+        }
+        return rc;
+    }
+    return bench_model(batch, threads, img, train, unfreeze, repeat, warmup, peak, !nocheck);
+}

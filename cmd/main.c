@@ -1,0 +1,54 @@
+/*
+ * main.c: the `pneumo` command: dispatches to a subcommand. Only cmd/ has main(), parses argv
+ * and decides exit codes (0 success, 1 failure, 2 usage error). See README.md for the reference.
+ */
+#include "cmd/cli.h"
+
+#include <string.h>
+
+static const struct {
+    const char *name;
+    int (*fn)(int, char **);
+    const char *summary;
+} commands[] = {
+    {"info", cmd_info, "print a model's layer table, parameter counts and metadata"},
+    {"init", cmd_init, "write a new model file with Keras's initialisation"},
+    {"weights", cmd_weights, "import pretrained weights (weights import KERAS.h5 --out M)"},
+    {"predict", cmd_predict, "run a model over image files and print the probabilities"},
+    {"bench", cmd_bench, "measure kernels and the whole model (bench peak|gemm|model)"},
+};
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: pneumo COMMAND [OPTIONS]\n\n"
+               "pneumo fine-tunes and runs a Keras ResNet50 v1 that detects pneumonia in chest "
+               "X-rays.\n\ncommands:\n");
+    for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
+        fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].summary);
+    fprintf(f, "  %-10s %s\n", "version", "print the version");
+    fprintf(f, "\nRun `pneumo COMMAND --help` for a command's options. Environment: "
+               "PNEUMO_VERBOSE=1 logs to stderr;\nPNEUMO_KERNELS=ref|avx2 forces a kernel set.\n");
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage(stderr);
+        return EXIT_USAGE;
+    }
+    const char *c = argv[1];
+    if (strcmp(c, "--help") == 0 || strcmp(c, "-h") == 0 || strcmp(c, "help") == 0) {
+        usage(stdout);
+        return EXIT_OK;
+    }
+    if (strcmp(c, "version") == 0 || strcmp(c, "--version") == 0) {
+        printf("pneumo %s\n", NT_VERSION);
+        return EXIT_OK;
+    }
+    for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
+        if (strcmp(c, commands[i].name) == 0) return commands[i].fn(argc - 2, argv + 2);
+    fprintf(stderr, "pneumo: unknown command \"%s\"; expected one of info, init, weights, "
+                    "predict, bench, version (see pneumo --help)\n",
+            c);
+    return EXIT_USAGE;
+}
