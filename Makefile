@@ -66,7 +66,7 @@ LIBNET  = $(BUILD)/libnet.a
 LIBDATA = $(BUILD)/libpneumo.a
 PNEUMO  = $(BUILD)/pneumo
 
-.PHONY: all test bench asan format format-check clean install info-line
+.PHONY: all test bench asan format format-check clean install info-line demo
 all: info-line $(LIBNET) $(LIBDATA) $(PNEUMO) $(BUILD)/libnet.pc
 
 info-line:
@@ -101,7 +101,7 @@ $(PNEUMO): $(CMD_OBJS) $(LIBDATA) $(LIBNET)
 
 $(BUILD)/libnet.pc: Makefile
 	@mkdir -p $(dir $@)
-	@printf 'prefix=%s\nlibdir=$${prefix}/lib\nincludedir=$${prefix}/include/pneumo\n\nName: libnet\nDescription: pneumo deep-learning library (tensors, ops, Keras ResNet50 v1)\nVersion: 0.1.0\nCflags: -I$${includedir} -fopenmp\nLibs: -L$${libdir} -lnet -fopenmp -lm\nRequires.private: jansson\n' '$(PREFIX)' > $@
+	@printf 'prefix=%s\nlibdir=$${prefix}/lib\nincludedir=$${prefix}/include/pneumo\n\nName: libnet\nDescription: pneumo deep-learning library (tensors, ops, Keras ResNet50 v1)\nVersion: 0.1.0\nCflags: -I$${includedir} -fopenmp\nLibs: -L$${libdir} -lnet -ljansson -fopenmp -lm\n' '$(PREFIX)' > $@
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/include/pneumo/libnet $(DESTDIR)$(PREFIX)/include/pneumo/kernels $(DESTDIR)$(PREFIX)/bin
@@ -115,6 +115,12 @@ $(BUILD)/tests/%: tests/%.c $(TEST_HOBJS) $(REF64_OBJS) $(LIBDATA) $(LIBNET)
 	@mkdir -p $(dir $@)
 	$(CC) $(BASE_CFLAGS) $(PKG_CFLAGS) -o $@ $< $(TEST_HOBJS) $(REF64_OBJS) $(LIBDATA) $(LIBNET) $(LDLIBS)
 
+# Benchmarks compare against OpenBLAS when it is installed (scripts/install-deps.sh --bench).
+HAVE_OPENBLAS := $(shell test -f /usr/include/x86_64-linux-gnu/cblas.h -o -f /usr/include/cblas.h && echo 1)
+ifeq ($(HAVE_OPENBLAS),1)
+BENCH_LIBS ?= -DHAVE_OPENBLAS -lopenblas
+endif
+
 $(BUILD)/bench/%: bench/%.c $(LIBDATA) $(LIBNET)
 	@mkdir -p $(dir $@)
 	$(CC) $(BASE_CFLAGS) $(PKG_CFLAGS) -o $@ $< $(LIBDATA) $(LIBNET) $(LDLIBS) $(BENCH_LIBS)
@@ -123,6 +129,13 @@ test: all $(TEST_BINS)
 	@PNEUMO=$(PNEUMO) BUILD=$(BUILD) sh tests/run.sh $(TEST_BINS)
 
 bench: all $(BENCH_BINS)
+
+# The README's main job on local defaults: a model file, its summary, and a forward pass over
+# the shipped sample X-rays.
+demo: all
+	@test -f $(BUILD)/demo.safetensors || $(PNEUMO) init --out $(BUILD)/demo.safetensors
+	$(PNEUMO) info $(BUILD)/demo.safetensors | tail -n 7
+	$(PNEUMO) predict --model $(BUILD)/demo.safetensors --format table data/samples/*.jpeg
 
 asan:
 	$(MAKE) BUILD=build-asan CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer" test

@@ -1,0 +1,54 @@
+#!/bin/sh
+# Command-line tests of `pneumo`: exit codes (0 ok, 1 failure, 2 usage), one-line messages that
+# name the flag or file, and the main job (init -> info -> predict) on the shipped samples.
+P=${PNEUMO:-build/pneumo}
+T=$(mktemp -d); trap 'rm -rf "$T"' EXIT
+fails=0; n=0
+# expect CODE PATTERN -- command...: runs it, checks the exit code and that stdout+stderr match.
+expect() {
+    code=$1; pat=$2; shift 3; n=$((n+1))
+    out=$("$@" 2>&1); rc=$?
+    if [ "$rc" != "$code" ] || ! printf '%s' "$out" | grep -qE -- "$pat"; then
+        fails=$((fails+1)); echo "FAIL: $* -> exit $rc (want $code), output:"; printf '%s\n' "$out" | head -5 | sed 's/^/    /'
+    else echo "ok   $*"; fi
+}
+expect 2 "usage: pneumo" -- $P
+expect 2 'unknown command "frobnicate"' -- $P frobnicate
+expect 0 "pneumo [0-9]" -- $P version
+expect 2 'unknown option "--bogus"' -- $P info --bogus x
+expect 2 "expected one argument" -- $P info
+expect 2 '--img-size expects an integer in 32..4096, got "abc"' -- $P init --out $T/m.st --img-size abc
+expect 2 '--img-size expects an integer in 32..4096, got "10"' -- $P init --out $T/m.st --img-size 10
+expect 2 '--dropout expects a number in \[0, 0.99\], got "1.5"' -- $P init --out $T/m.st --dropout 1.5
+expect 2 "--out FILE is required" -- $P init
+expect 2 '--preprocess.*expected rescale, caffe or torch, got "bgr"' -- $P init --out $T/m.st --preprocess bgr
+expect 1 "No such file or directory" -- $P init --out $T/nodir/m.st
+expect 0 "24,145,281 parameters" -- $P init --out $T/m.st --seed 3
+expect 0 "Trainable params: 9,488,897 \(--unfreeze 20\)" -- $P info $T/m.st
+expect 0 "Total params: 24,145,281" -- $P info $T/m.st --unfreeze all
+expect 0 "Trainable params: 24,092,161" -- $P info $T/m.st --unfreeze all
+expect 0 "Trainable params: 557,569" -- $P info $T/m.st --unfreeze 0
+expect 0 "conv5_block3_out \(Activation\) +\(None, 7, 7, 2048\)" -- $P info $T/m.st
+expect 0 '"total_params": 24145281' -- $P info $T/m.st --json
+expect 2 "unfreeze: 200 layers asked for, but the backbone has 175" -- $P info $T/m.st --unfreeze 200
+expect 2 '--unfreeze expects a layer count >= 0 or "all", got "-3"' -- $P info $T/m.st --unfreeze -3
+# Damaged model files: a clear error naming the file, exit 1.
+head -c 100000 $T/m.st > $T/trunc.st
+expect 1 "trunc.st" -- $P info $T/trunc.st
+: > $T/empty.st
+expect 1 "empty.st" -- $P info $T/empty.st
+expect 1 "No such file" -- $P info $T/missing.st
+expect 0 "12,0[0-9][0-9],[0-9][0-9][0-9] parameters|parameters \(float16\)" -- $P init --out $T/h.st --fp16 --img-size 64
+expect 0 "input 64x64x3" -- $P info $T/h.st
+# predict: the main job on the shipped samples, then bad images among good ones.
+expect 0 '"label":"(NORMAL|PNEUMONIA)"' -- $P predict --model $T/m.st --format jsonl data/samples/IM-0115-0001.jpeg data/samples/NORMAL2-IM-1438-0001.jpeg
+printf 'not an image' > $T/bad.jpg
+head -c 3000 data/samples/IM-0115-0001.jpeg > $T/cut.jpeg
+expect 1 '"error":"image .*bad.jpg: expected a JPEG or PNG file' -- $P predict --model $T/m.st --format jsonl $T/bad.jpg data/samples/person1000_bacteria_2931.jpeg
+expect 1 'person1000_bacteria_2931.jpeg","probability"' -- $P predict --model $T/m.st --format jsonl $T/bad.jpg data/samples/person1000_bacteria_2931.jpeg
+expect 1 'cut.jpeg.*(corrupt|not a readable) JPEG' -- $P predict --model $T/m.st --format jsonl $T/cut.jpeg
+expect 2 '--resize expects|resize: expected nearest, bilinear or area, got "cubic"' -- $P predict --model $T/m.st --resize cubic data/samples/IM-0115-0001.jpeg
+expect 1 "weights import.*missing.h5" -- $P weights import $T/missing.h5 --out $T/w.st
+expect 2 "expected peak, gemm or model" -- $P bench nothing
+echo "cli.sh: $n checks, $fails failed"
+[ $fails -eq 0 ]
