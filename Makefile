@@ -38,7 +38,7 @@ ifneq ($(strip $(CUDA_SRCS)),)
 CUDA_OBJS  := $(CUDA_SRCS:%.cu=$(BUILD)/%.o)
 BASE_CFLAGS += -DNT_HAVE_CUDA
 CUDA_HOME  := $(patsubst %/bin/nvcc,%,$(NVCC))
-LDLIBS     += -L$(CUDA_HOME)/lib64 -lcudart -lcublas
+LDLIBS     += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcudart -lstdc++
 endif
 
 # ---- sources ----

@@ -3,6 +3,7 @@
  * and decides exit codes (0 success, 1 failure, 2 usage error). See README.md for the reference.
  */
 #include "cmd/cli.h"
+#include "kernels/nk.h"
 
 #include <string.h>
 
@@ -42,7 +43,15 @@ int main(int argc, char **argv)
         return EXIT_OK;
     }
     if (strcmp(c, "version") == 0 || strcmp(c, "--version") == 0) {
-        printf("pneumo %s\n", NT_VERSION);
+        printf("pneumo %s\ncpu kernels: %s\n", NT_VERSION, nk_isa_name(nk_cpu_detect()));
+#ifdef NT_HAVE_CUDA
+        int ndev = nk_cuda_device_count();
+        char name[256] = "";
+        if (ndev > 0) nk_cuda_device_name(0, name, sizeof(name));
+        printf("cuda: built, %d device%s%s%s\n", ndev, ndev == 1 ? "" : "s", ndev ? ": " : "", name);
+#else
+        printf("cuda: not built\n");
+#endif
         return EXIT_OK;
     }
     for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)

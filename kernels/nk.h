@@ -198,6 +198,23 @@ void nk_add_fwd_cpu(const nk_exec *ex, int64_t n, const float *a, const float *b
 // `seconds` and returns the achieved GFLOP/s (fp32).
 double nk_fma_peak_gflops(nk_isa isa, int nthreads, double seconds);
 
+// ---- CUDA (kernels/cuda/*.cu; built when nvcc is found, and then NT_HAVE_CUDA is defined) ----
+//
+// The first pieces of the CUDA backend: device discovery, the device-memory primitives that
+// backend buffers will be made of, and elementwise kernels. Functions return 0 or a CUDA error
+// code (nk_cuda_errstr names it); pointers named d_* are device pointers. Kernels run on the
+// default stream and return after it is synchronised.
+int nk_cuda_device_count(void); // 0 when there is no driver or no GPU
+int nk_cuda_device_name(int dev, char *buf, size_t len);
+const char *nk_cuda_errstr(int err);
+int nk_cuda_malloc(void **d_p, size_t bytes);
+void nk_cuda_free(void *d_p);
+int nk_cuda_h2d(void *d_dst, const void *src, size_t bytes);
+int nk_cuda_d2h(void *dst, const void *d_src, size_t bytes);
+int nk_relu_fwd_cuda(int64_t n, const float *d_x, float *d_y);
+int nk_relu_bwd_cuda(int64_t n, const float *d_y, const float *d_dy, float *d_dx);
+int nk_add_fwd_cuda(int64_t n, const float *d_a, const float *d_b, float *d_y);
+
 #ifdef __cplusplus
 }
 #endif
