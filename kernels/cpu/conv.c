@@ -1,0 +1,213 @@
+/*
+ * conv.c: convolution through nk_sgemm_cpu. NHWC x and HWIO w make the forward pass
+ * y[N*P*Q, K] = col[N*P*Q, R*S*C] w[R*S*C, K] (+ bias): a 1x1 stride-1 convolution is that GEMM
+ * on x itself; every other one builds col (im2col) a chunk of output rows at a time in the
+ * workspace. Backward data is dcol = dy w^T then a col2im gather; backward filter is
+ * dw = col^T dy summed over chunks. Plain C + OpenMP; the specification is kernels/ref/conv2d.c
+ * and tests/test_ops.c compares the two.
+ */
+#include <omp.h>
+#include <string.h>
+
+#include "kernels/cpu/cpu_internal.h"
+#include "kernels/nk.h"
+
+// im2col chunk target: 2 Mi floats (8 MiB) stays in L3 between im2col and packing...
+#define COL_CHUNK_FLOATS (2u << 20)
+// ...but never fewer rows than this, or repacking w for each chunk costs more than the copy.
+#define COL_CHUNK_MIN_ROWS 768
+
+static int is_direct(const nk_conv_desc *d)
+{
+    return d->R == 1 && d->S == 1 && d->stride == 1 && d->pad_h == 0 && d->pad_w == 0 &&
+           d->P == d->H && d->Q == d->W;
+}
+
+// Output lines (one (n, p) pair, Q rows of col) per chunk.
+static int64_t chunk_lines(const nk_conv_desc *d)
+{
+    const int64_t rsc = (int64_t)d->R * d->S * d->C, lines = (int64_t)d->N * d->P;
+    int64_t rows = (int64_t)COL_CHUNK_FLOATS / (rsc > 0 ? rsc : 1);
+    if (rows < COL_CHUNK_MIN_ROWS) rows = COL_CHUNK_MIN_ROWS;
+    int64_t l = rows / (d->Q > 0 ? d->Q : 1);
+    if (l < 1) l = 1;
+    if (l >= lines) return lines;
+    // Equal chunks: a short last chunk would run a GEMM too small to keep threads busy.
+    const int64_t chunks = (lines + l - 1) / l;
+    return (lines + chunks - 1) / chunks;
+}
+
+// Workspace floats per buffer, rounded so the col buffer after the GEMM's starts 64-byte aligned
+// whenever ws itself is.
+static size_t gemm_part(int nthreads)
+{
+    return (nk_sgemm_ws_floats(nthreads) + 15) & ~(size_t)15;
+}
+
+size_t nk_conv2d_ws_floats(const nk_conv_desc *d, int nthreads)
+{
+    size_t g = gemm_part(nthreads);
+    if (is_direct(d)) return g;
+    return g + (size_t)chunk_lines(d) * d->Q * d->R * d->S * d->C;
+}
+
+static int nthreads_of(const nk_exec *ex)
+{
+    return ex && ex->nthreads > 0 ? ex->nthreads : 1;
+}
+
+// col[(l - l0)*Q + q, (r*S + s)*C + c] = x[n, p*stride - pad_h + r, q*stride - pad_w + s, c]
+// (zero outside the image) for the output lines l = n*P + p in [l0, l1).
+static void im2col(const nk_conv_desc *d, const float *x, int64_t l0, int64_t l1, float *col,
+                   int nt)
+{
+    const int H = d->H, W = d->W, C = d->C, R = d->R, S = d->S, P = d->P, Q = d->Q;
+    const int64_t rsc = (int64_t)R * S * C;
+#pragma omp parallel for num_threads(nt) schedule(static)
+    for (int64_t l = l0; l < l1; l++) {
+        const int n = (int)(l / P), p = (int)(l % P);
+        for (int q = 0; q < Q; q++) {
+            float *dst    = col + ((l - l0) * Q + q) * rsc;
+            const int iw0 = q * d->stride - d->pad_w;
+            for (int r = 0; r < R; r++, dst += (int64_t)S * C) {
+                const int ih = p * d->stride - d->pad_h + r;
+                if (ih < 0 || ih >= H) {
+                    memset(dst, 0, sizeof(float) * (size_t)S * C);
+                    continue;
+                }
+                const float *src = x + ((int64_t)n * H + ih) * W * C;
+                if (iw0 >= 0 && iw0 + S <= W) {
+                    // The whole filter row is inside: S*C contiguous floats (NHWC).
+                    memcpy(dst, src + (int64_t)iw0 * C, sizeof(float) * (size_t)S * C);
+                    continue;
+                }
+                for (int s = 0; s < S; s++) {
+                    const int iw = iw0 + s;
+                    if (iw < 0 || iw >= W)
+                        memset(dst + s * C, 0, sizeof(float) * (size_t)C);
+                    else
+                        memcpy(dst + s * C, src + (int64_t)iw * C, sizeof(float) * (size_t)C);
+                }
+            }
+        }
+    }
+}
+
+// The adjoint of im2col, accumulated: dx[n, ih, iw, c] += col[...] over the output lines
+// [l0, l1). Written as a gather over input rows (n, ih), so no two threads touch one dx row.
+static void col2im_add(const nk_conv_desc *d, const float *col, int64_t l0, int64_t l1, float *dx,
+                       int nt)
+{
+    const int H = d->H, W = d->W, C = d->C, R = d->R, S = d->S, P = d->P, Q = d->Q;
+    const int64_t rsc = (int64_t)R * S * C;
+    const int n0 = (int)(l0 / P), n1 = (int)((l1 - 1) / P);
+#pragma omp parallel for num_threads(nt) schedule(static)
+    for (int64_t t = 0; t < (int64_t)(n1 - n0 + 1) * H; t++) {
+        const int n = n0 + (int)(t / H), ih = (int)(t % H);
+        // Output rows of image n inside this chunk.
+        const int p_lo = n == n0 ? (int)(l0 % P) : 0;
+        const int p_hi = n == n1 ? (int)((l1 - 1) % P) : P - 1;
+        float *drow    = dx + ((int64_t)n * H + ih) * W * C;
+        for (int r = 0; r < R; r++) {
+            // Output row p reads ih through tap r when p*stride == ih + pad_h - r.
+            const int ph = ih + d->pad_h - r;
+            if (ph < 0 || ph % d->stride) continue;
+            const int p = ph / d->stride;
+            if (p < p_lo || p > p_hi) continue;
+            const float *crow = col + (((int64_t)n * P + p - l0) * Q) * rsc + (int64_t)r * S * C;
+            for (int q = 0; q < Q; q++) {
+                for (int s = 0; s < S; s++) {
+                    const int iw = q * d->stride - d->pad_w + s;
+                    if (iw < 0 || iw >= W) continue;
+                    const float *src = crow + q * rsc + (int64_t)s * C;
+                    float *dst       = drow + (int64_t)iw * C;
+                    for (int c = 0; c < C; c++)
+                        dst[c] += src[c];
+                }
+            }
+        }
+    }
+}
+
+// Splits ex's workspace into the GEMM's part and the col buffer.
+static float *split_ws(const nk_exec *ex, nk_exec *gex)
+{
+    const int nt   = nthreads_of(ex);
+    const size_t g = gemm_part(nt);
+    *gex           = (nk_exec){nt, ex->ws, g};
+    return ex->ws + g;
+}
+
+void nk_conv2d_fwd_cpu(nk_isa isa, const nk_exec *ex, const nk_conv_desc *d, const float *x,
+                       const float *w, const float *b, float *y)
+{
+    const int K   = d->K;
+    const int rsc = d->R * d->S * d->C;
+    if (is_direct(d)) {
+        nk_sgemm_cpu_epi(isa, ex, 0, 0, d->N * d->H * d->W, K, d->C, 1.0f, x, d->C, w, K, 0.0f, y,
+                         K, b, 0);
+        return;
+    }
+    nk_exec gex;
+    float *col          = split_ws(ex, &gex);
+    const int64_t lines = (int64_t)d->N * d->P, step = chunk_lines(d);
+    for (int64_t l0 = 0; l0 < lines; l0 += step) {
+        const int64_t l1 = l0 + step < lines ? l0 + step : lines;
+        im2col(d, x, l0, l1, col, gex.nthreads);
+        const int rows = (int)((l1 - l0) * d->Q);
+        nk_sgemm_cpu_epi(isa, &gex, 0, 0, rows, K, rsc, 1.0f, col, rsc, w, K, 0.0f,
+                         y + l0 * d->Q * K, K, b, 0);
+    }
+}
+
+void nk_conv2d_bwd_data_cpu(nk_isa isa, const nk_exec *ex, const nk_conv_desc *d, const float *dy,
+                            const float *w, float *dx)
+{
+    const int K = d->K, C = d->C;
+    const int rsc = d->R * d->S * C;
+    if (is_direct(d)) {
+        // dx[NHW, C] = dy[NHW, K] w[C, K]^T.
+        nk_sgemm_cpu(isa, ex, 0, 1, d->N * d->H * d->W, C, K, 1.0f, dy, K, w, K, 0.0f, dx, C);
+        return;
+    }
+    nk_exec gex;
+    float *col       = split_ws(ex, &gex);
+    const int64_t nx = (int64_t)d->N * d->H * d->W * C;
+#pragma omp parallel for num_threads(gex.nthreads) schedule(static)
+    for (int64_t i = 0; i < nx; i++)
+        dx[i] = 0.0f;
+    const int64_t lines = (int64_t)d->N * d->P, step = chunk_lines(d);
+    for (int64_t l0 = 0; l0 < lines; l0 += step) {
+        const int64_t l1 = l0 + step < lines ? l0 + step : lines;
+        const int rows   = (int)((l1 - l0) * d->Q);
+        // dcol[rows, RSC] = dy[rows, K] w[RSC, K]^T.
+        nk_sgemm_cpu(isa, &gex, 0, 1, rows, rsc, K, 1.0f, dy + l0 * d->Q * K, K, w, K, 0.0f, col,
+                     rsc);
+        col2im_add(d, col, l0, l1, dx, gex.nthreads);
+    }
+}
+
+void nk_conv2d_bwd_filter_cpu(nk_isa isa, const nk_exec *ex, const nk_conv_desc *d, const float *x,
+                              const float *dy, float *dw, float *db)
+{
+    const int K = d->K, C = d->C;
+    const int rsc          = d->R * d->S * C;
+    const int64_t rows_all = (int64_t)d->N * d->P * d->Q;
+    if (db) nk_colsum_cpu(ex, rows_all, K, dy, db);
+    if (is_direct(d)) {
+        // dw[C, K] = x[NHW, C]^T dy[NHW, K].
+        nk_sgemm_cpu(isa, ex, 1, 0, C, K, (int)rows_all, 1.0f, x, C, dy, K, 0.0f, dw, K);
+        return;
+    }
+    nk_exec gex;
+    float *col          = split_ws(ex, &gex);
+    const int64_t lines = (int64_t)d->N * d->P, step = chunk_lines(d);
+    for (int64_t l0 = 0; l0 < lines; l0 += step) {
+        const int64_t l1 = l0 + step < lines ? l0 + step : lines;
+        const int rows   = (int)((l1 - l0) * d->Q);
+        im2col(d, x, l0, l1, col, gex.nthreads);
+        // dw[RSC, K] (+)= col[rows, RSC]^T dy[rows, K].
+        nk_sgemm_cpu(isa, &gex, 1, 0, rsc, K, rows, 1.0f, col, rsc, dy + l0 * d->Q * K, K,
+                     l0 == 0 ? 0.0f : 1.0f, dw, K);
+    }
+}

@@ -1,0 +1,107 @@
+/*
+ * cpu.c: run-time CPU feature detection for the fast CPU paths (nk_cpu_detect, nk_isa_name) and
+ * the FMA peak measurement (nk_fma_peak_gflops) that benchmarks divide by. Plain C: the SIMD
+ * loops live in gemm_avx512.c / gemm_avx2.c. NK_ISA=scalar|avx2|avx512 in the environment caps
+ * the detected level (for tests); it can never raise it.
+ */
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels/cpu/cpu_internal.h"
+#include "kernels/nk.h"
+
+static nk_isa detect_hw(void)
+{
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+        __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl") &&
+        __builtin_cpu_supports("fma"))
+        return NK_ISA_AVX512;
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return NK_ISA_AVX2;
+    return NK_ISA_SCALAR;
+}
+
+// Cached after the first call; racing first calls compute the same value, so a relaxed atomic is
+// enough. -1 means not detected yet.
+static int isa_cached = -1;
+
+nk_isa nk_cpu_detect(void)
+{
+    int v = __atomic_load_n(&isa_cached, __ATOMIC_RELAXED);
+    if (v >= 0) return (nk_isa)v;
+    nk_isa isa      = detect_hw();
+    const char *env = getenv("NK_ISA");
+    if (env) {
+        nk_isa cap = isa;
+        if (strcmp(env, "scalar") == 0)
+            cap = NK_ISA_SCALAR;
+        else if (strcmp(env, "avx2") == 0)
+            cap = NK_ISA_AVX2;
+        else if (strcmp(env, "avx512") == 0)
+            cap = NK_ISA_AVX512;
+        if (cap < isa) isa = cap;
+    }
+    __atomic_store_n(&isa_cached, (int)isa, __ATOMIC_RELAXED);
+    return isa;
+}
+
+const char *nk_isa_name(nk_isa isa)
+{
+    switch (isa) {
+    case NK_ISA_SCALAR:
+        return "scalar";
+    case NK_ISA_AVX2:
+        return "avx2";
+    case NK_ISA_AVX512:
+        return "avx512";
+    }
+    return "unknown";
+}
+
+// ---- peak ----
+
+double nk_fma_loop_scalar(int64_t iters)
+{
+    // 8 independent chains of scalar multiply-adds (fmaf would be a libm call without -mfma).
+    float x0 = 0, x1 = 1, x2 = 2, x3 = 3, x4 = 4, x5 = 5, x6 = 6, x7 = 7;
+    for (int64_t it = 0; it < iters; it++) {
+        x0 = x0 * 0.999999f + 1e-7f;
+        x1 = x1 * 0.999999f + 1e-7f;
+        x2 = x2 * 0.999999f + 1e-7f;
+        x3 = x3 * 0.999999f + 1e-7f;
+        x4 = x4 * 0.999999f + 1e-7f;
+        x5 = x5 * 0.999999f + 1e-7f;
+        x6 = x6 * 0.999999f + 1e-7f;
+        x7 = x7 * 0.999999f + 1e-7f;
+        // Keep the compiler from folding the loop; no code is emitted.
+        __asm__ volatile("" : "+x"(x0), "+x"(x1), "+x"(x2), "+x"(x3));
+        __asm__ volatile("" : "+x"(x4), "+x"(x5), "+x"(x6), "+x"(x7));
+    }
+    volatile float keep = x0 + x1 + x2 + x3 + x4 + x5 + x6 + x7;
+    (void)keep;
+    return (double)iters * 8 * 2;
+}
+
+double nk_fma_peak_gflops(nk_isa isa, int nthreads, double seconds)
+{
+    nk_isa have = nk_cpu_detect();
+    if (isa > have) isa = have;
+    if (nthreads < 1) nthreads = 1;
+    double (*loop)(int64_t) = isa == NK_ISA_AVX512 ? nk_fma_loop_avx512
+                              : isa == NK_ISA_AVX2 ? nk_fma_loop_avx2
+                                                   : nk_fma_loop_scalar;
+    double total = 0, wall = 0;
+#pragma omp parallel num_threads(nthreads) reduction(+ : total) reduction(max : wall)
+    {
+        loop(1000); // warm the clocks up
+#pragma omp barrier
+        double t0 = omp_get_wtime(), t = 0;
+        do {
+            total += loop(1 << 20);
+            t = omp_get_wtime() - t0;
+        } while (t < seconds);
+        wall = t;
+    }
+    return wall > 0 ? total / wall * 1e-9 : 0.0;
+}

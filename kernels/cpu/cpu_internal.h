@@ -1,0 +1,61 @@
+/*
+ * cpu_internal.h: what the plain C drivers in kernels/cpu/ (gemm.c, conv.c, cpu.c) need from the
+ * ISA-specific files (*_avx512.c, *_avx2.c). Not a public header: libnet sees only kernels/nk.h.
+ * The drivers never use intrinsics; they pick one of these tables at run time (BLIS cntx_init
+ * style). Tests: tests/test_gemm.c and tests/test_ops.c.
+ */
+#ifndef NK_CPU_INTERNAL_H
+#define NK_CPU_INTERNAL_H
+
+#include <stdint.h>
+
+#include "kernels/nk.h"
+
+// Micro-kernel: C[0:m,0:n] = alpha * Apanel Bpanel + beta * C, for m <= mr, n <= nr.
+// a is a packed panel a[p*mr + i] (i < mr, rows >= m are zero), b a packed panel b[p*nr + j]
+// (columns >= n are zero), both kc long. beta == 0 never reads C (so NaNs there are ignored).
+typedef void (*nk_gemm_ukr_fn)(int64_t kc, const float *a, const float *b, float *c, int64_t ldc,
+                               float alpha, float beta, int m, int n);
+
+// Packers. pack_a writes ceil(mc/mr) panels of mr x kc from op(A) (ta: A is stored [K,M]) whose
+// element (0,0) is at A; pack_b writes ceil(nc/nr) panels of kc x nr from op(B) (tb: B stored
+// [N,K]). Partial panels are zero-padded, so the micro-kernel always runs full mr x nr tiles.
+typedef void (*nk_gemm_pack_a_fn)(int ta, int mc, int kc, const float *A, int64_t lda, float *dst);
+typedef void (*nk_gemm_pack_b_fn)(int tb, int kc, int nc, const float *B, int64_t ldb, float *dst);
+
+// One ISA's GEMM: register block mr x nr and cache blocks mc (A block in L2), kc (depth),
+// nc (B block in L3). mc is a multiple of mr and nc a multiple of nr.
+typedef struct nk_gemm_kernel {
+    int mr, nr, mc, kc, nc;
+    nk_gemm_ukr_fn ukr;
+    nk_gemm_pack_a_fn pack_a;
+    nk_gemm_pack_b_fn pack_b;
+} nk_gemm_kernel;
+
+// Largest blocks any table uses; nk_sgemm_ws_floats sizes the workspace from these.
+#define NK_GEMM_MAX_MC 480
+#define NK_GEMM_MAX_KC 256
+#define NK_GEMM_MAX_NC 3072
+
+extern const nk_gemm_kernel nk_gemm_kernel_scalar;
+extern const nk_gemm_kernel nk_gemm_kernel_avx2;
+extern const nk_gemm_kernel nk_gemm_kernel_avx512;
+
+// nk_sgemm_cpu with a fused epilogue: C = alpha op(A) op(B) + beta C, then + bias[N] (may be
+// NULL) and ReLU when relu != 0, applied per tile while it is in L1. With a bias, beta must be
+// 0 (callers here only ever add a bias to a fresh output). Same workspace as nk_sgemm_cpu.
+void nk_sgemm_cpu_epi(nk_isa isa, const nk_exec *ex, int ta, int tb, int M, int N, int K,
+                      float alpha, const float *A, int lda, const float *B, int ldb, float beta,
+                      float *C, int ldc, const float *bias, int relu);
+
+// out[N] = column sums of x[M,N] (row-major), accumulated in double; threads over columns, so
+// the result is the same for any thread count. Used for bias gradients.
+void nk_colsum_cpu(const nk_exec *ex, int64_t M, int N, const float *x, float *out);
+
+// FMA throughput loops for nk_fma_peak_gflops: run `iters` iterations of independent FMAs on
+// registers only and return the number of floating-point operations done.
+double nk_fma_loop_scalar(int64_t iters);
+double nk_fma_loop_avx2(int64_t iters);
+double nk_fma_loop_avx512(int64_t iters);
+
+#endif

@@ -1,0 +1,302 @@
+/*
+ * gemm.c: the BLIS-style SGEMM driver (nk_sgemm_cpu). C is cut into work units (blocks of rows x
+ * columns, see plan_units); OpenMP threads take units from an atomic counter, and each unit runs
+ * pc (kc, pack B) -> ic (mc, pack A) -> jr (nr) -> ir (mr) around an ISA micro-kernel picked at
+ * run time. Plain C: the SIMD micro-kernels and packers live in gemm_avx512.c and gemm_avx2.c;
+ * the scalar table below is the fallback. Also the column sums used for bias gradients. The
+ * specification is nk_sgemm_ref (kernels/ref/gemm.c); tests in tests/test_gemm.c, benchmark in
+ * bench/bench_gemm.c.
+ */
+#include <omp.h>
+#include <stdint.h>
+
+#include "kernels/cpu/cpu_internal.h"
+#include "kernels/nk.h"
+
+// ---- scalar fallback (4 x 8) ----
+
+#define SMR 4
+#define SNR 8
+
+static void ukr_scalar(int64_t kc, const float *a, const float *b, float *c, int64_t ldc,
+                       float alpha, float beta, int m, int n)
+{
+    float acc[SMR][SNR] = {{0}};
+    for (int64_t p = 0; p < kc; p++, a += SMR, b += SNR)
+        for (int i = 0; i < SMR; i++)
+            for (int j = 0; j < SNR; j++)
+                acc[i][j] += a[i] * b[j];
+    for (int i = 0; i < m; i++) {
+        for (int j = 0; j < n; j++) {
+            float r        = alpha * acc[i][j];
+            c[i * ldc + j] = beta != 0.0f ? r + beta * c[i * ldc + j] : r;
+        }
+    }
+}
+
+static void pack_a_scalar(int ta, int mc, int kc, const float *A, int64_t lda, float *dst)
+{
+    for (int i0 = 0; i0 < mc; i0 += SMR, dst += (int64_t)SMR * kc)
+        for (int p = 0; p < kc; p++)
+            for (int i = 0; i < SMR; i++) {
+                int64_t r        = i0 + i;
+                dst[p * SMR + i] = r >= mc ? 0.0f : ta ? A[p * lda + r] : A[r * lda + p];
+            }
+}
+
+static void pack_b_scalar(int tb, int kc, int nc, const float *B, int64_t ldb, float *dst)
+{
+    for (int j0 = 0; j0 < nc; j0 += SNR, dst += (int64_t)SNR * kc)
+        for (int p = 0; p < kc; p++)
+            for (int j = 0; j < SNR; j++) {
+                int64_t q        = j0 + j;
+                dst[p * SNR + j] = q >= nc ? 0.0f : tb ? B[q * ldb + p] : B[p * ldb + q];
+            }
+}
+
+const nk_gemm_kernel nk_gemm_kernel_scalar = {
+    .mr     = SMR,
+    .nr     = SNR,
+    .mc     = 128,
+    .kc     = 256,
+    .nc     = 1024,
+    .ukr    = ukr_scalar,
+    .pack_a = pack_a_scalar,
+    .pack_b = pack_b_scalar,
+};
+
+// ---- workspace ----
+
+// Each buffer starts on a 64-byte boundary; this many floats of slack per buffer cover that.
+#define WS_ALIGN_FLOATS 16
+
+size_t nk_sgemm_ws_floats(int nthreads)
+{
+    if (nthreads < 1) nthreads = 1;
+    // Every thread packs its own A and B blocks (no sharing, hence no barriers).
+    size_t b = (size_t)NK_GEMM_MAX_KC * NK_GEMM_MAX_NC + WS_ALIGN_FLOATS;
+    size_t a = (size_t)NK_GEMM_MAX_MC * NK_GEMM_MAX_KC + WS_ALIGN_FLOATS;
+    // + one more slack: the driver first rounds ws itself up to 64 bytes.
+    return (size_t)nthreads * (a + b) + WS_ALIGN_FLOATS;
+}
+
+static float *align64(float *p)
+{
+    uintptr_t u = (uintptr_t)p;
+    return (float *)((u + 63) & ~(uintptr_t)63);
+}
+
+// ---- driver ----
+
+static const nk_gemm_kernel *kernel_for(nk_isa isa)
+{
+    nk_isa have = nk_cpu_detect();
+    if (isa > have) isa = have;
+    if (isa == NK_ISA_AVX512) return &nk_gemm_kernel_avx512;
+    if (isa == NK_ISA_AVX2) return &nk_gemm_kernel_avx2;
+    return &nk_gemm_kernel_scalar;
+}
+
+// C = beta * C (+ bias, then ReLU) over an M x N block, the whole GEMM when K == 0 or
+// alpha == 0. beta == 0 writes without reading C.
+static void scale_c(int nt, int M, int N, float beta, float *C, int64_t ldc, const float *bias,
+                    int relu)
+{
+#pragma omp parallel for num_threads(nt) schedule(static)
+    for (int i = 0; i < M; i++) {
+        float *c = C + i * ldc;
+        if (beta == 0.0f)
+            for (int j = 0; j < N; j++)
+                c[j] = 0.0f;
+        else if (beta != 1.0f)
+            for (int j = 0; j < N; j++)
+                c[j] *= beta;
+        if (bias)
+            for (int j = 0; j < N; j++)
+                c[j] += bias[j];
+        if (relu)
+            for (int j = 0; j < N; j++)
+                c[j] = c[j] > 0.0f ? c[j] : 0.0f;
+    }
+}
+
+// Work units: C is cut into m_units x n_units blocks of mc_u rows and nc_u columns, each computed
+// whole (all of K) by one thread that packs its own A and B blocks, so threads never wait for
+// each other: one that the OS deschedules on a shared machine just takes fewer units. More units
+// balance better but repack more (each row unit packs all of B's columns it touches, each column
+// unit all of A's rows), so the grid minimises the busiest thread's flops plus the packing,
+// costed at GEMM_PACK_FLOPS per float packed (about 0.4 ns against a 100 GFLOP/s core).
+#define GEMM_PACK_FLOPS 40.0
+// Grids with up to this many units per thread are considered.
+#define GEMM_MAX_UNITS_PER_THREAD 8
+
+typedef struct {
+    int m_units, n_units, mc_u, nc_u;
+} gemm_units;
+
+// Splits `len` into about `parts` blocks of whole `tile`s; writes the block length, returns the
+// block count.
+static int split_len(int len, int parts, int tile, int *block)
+{
+    int tiles = (len + tile - 1) / tile;
+    if (parts > tiles) parts = tiles;
+    if (parts < 1) parts = 1;
+    *block = (tiles + parts - 1) / parts * tile;
+    return (len + *block - 1) / *block;
+}
+
+static gemm_units plan_units(const nk_gemm_kernel *kr, int M, int N, int K, int nt)
+{
+    gemm_units best  = {1, 1, M, N};
+    double best_t    = -1;
+    int best_units   = 0;
+    const int lim    = nt > 1 ? GEMM_MAX_UNITS_PER_THREAD * nt : 1;
+    const int nu_min = (N + kr->nc - 1) / kr->nc; // nc bounds the packed B block
+    // Pass 0 finds the cheapest grid; pass 1 takes the one with most units within 2% of it,
+    // since more units rebalance when a thread is descheduled.
+    for (int pass = 0; pass < 2; pass++) {
+        for (int mu = 1; mu <= lim; mu++) {
+            for (int nu = nu_min; nu <= nu_min + lim - 1; nu++) {
+                gemm_units u;
+                u.m_units = split_len(M, mu, kr->mr, &u.mc_u);
+                u.n_units = split_len(N, nu, kr->nr, &u.nc_u);
+                if (u.m_units != mu || u.n_units != nu) continue; // a smaller pair's grid
+                const int units = mu * nu, per_thread = (units + nt - 1) / nt;
+                const double work = 2.0 * per_thread * (double)u.mc_u * u.nc_u * K;
+                const double pack =
+                    GEMM_PACK_FLOPS * ((double)mu * K * N + (double)nu * M * K) / nt;
+                const double t = work + pack;
+                if (pass == 0 && (best_t < 0 || t < best_t)) best_t = t;
+                if (pass == 1 && t <= best_t * 1.02 && units > best_units) {
+                    best_units = units;
+                    best       = u;
+                }
+            }
+        }
+    }
+    return best;
+}
+
+// Below this many flops the OpenMP fork costs more than it gains; run on one thread.
+#define GEMM_MIN_FLOPS_PER_THREAD 2e5
+
+// Epilogue on one finished m x n tile of C (still in L1): ReLU, NaN included (NaN -> 0 as ref).
+static void tile_relu(float *c, int64_t ldc, int m, int n)
+{
+    for (int i = 0; i < m; i++)
+        for (int j = 0; j < n; j++)
+            c[i * ldc + j] = c[i * ldc + j] > 0.0f ? c[i * ldc + j] : 0.0f;
+}
+
+// Prologue for the first k block when a bias is added: C tile = bias rows (beta is then 1).
+static void tile_bias(float *c, int64_t ldc, int m, int n, const float *bias)
+{
+    for (int i = 0; i < m; i++)
+        for (int j = 0; j < n; j++)
+            c[i * ldc + j] = bias[j];
+}
+
+void nk_sgemm_cpu_epi(nk_isa isa, const nk_exec *ex, int ta, int tb, int M, int N, int K,
+                      float alpha, const float *A, int lda, const float *B, int ldb, float beta,
+                      float *C, int ldc, const float *bias, int relu)
+{
+    if (M <= 0 || N <= 0) return;
+    int nt       = ex && ex->nthreads > 0 ? ex->nthreads : 1;
+    double flops = 2.0 * M * N * (double)K;
+    if (flops < GEMM_MIN_FLOPS_PER_THREAD * nt) nt = 1;
+    if (K <= 0 || alpha == 0.0f) {
+        scale_c(nt, M, N, beta, C, ldc, bias, relu);
+        return;
+    }
+    const nk_gemm_kernel *kr = kernel_for(isa);
+    const int MR = kr->mr, NR = kr->nr, MC = kr->mc, KC = kr->kc, NC = kr->nc;
+    const gemm_units u = plan_units(kr, M, N, K, nt);
+    const int total    = u.m_units * u.n_units;
+    if (nt > total) nt = total;
+    float *ws               = align64(ex->ws);
+    const size_t per_thread = (size_t)KC * NC + (size_t)MC * KC + 2 * WS_ALIGN_FLOATS;
+    int next                = 0; // next unfinished unit, taken with an atomic add
+
+#pragma omp parallel num_threads(nt)
+    {
+        const int tid = omp_get_thread_num();
+        float *bbuf   = align64(ws + (size_t)tid * per_thread);
+        float *abuf   = align64(bbuf + (size_t)KC * NC + WS_ALIGN_FLOATS);
+        for (;;) {
+            const int unit = __atomic_fetch_add(&next, 1, __ATOMIC_RELAXED);
+            if (unit >= total) break;
+            // Consecutive units share a row block, so its A rows are still in cache.
+            const int64_t i0 = (int64_t)(unit / u.n_units) * u.mc_u;
+            const int j0     = (unit % u.n_units) * u.nc_u;
+            const int mcb    = (int)(M - i0 < u.mc_u ? M - i0 : u.mc_u);
+            const int ncb    = N - j0 < u.nc_u ? N - j0 : u.nc_u;
+            for (int pc = 0; pc < K; pc += KC) {
+                const int kcb   = K - pc < KC ? K - pc : KC;
+                const int first = pc == 0, last = pc + kcb == K;
+                const float beta_eff = first && !bias ? beta : 1.0f;
+                const float *bsrc    = tb ? B + (int64_t)j0 * ldb + pc : B + (int64_t)pc * ldb + j0;
+                kr->pack_b(tb, kcb, ncb, bsrc, ldb, bbuf);
+                // mc_u may exceed MC for a few rows' balance; pack at most MC rows at a time.
+                for (int ic = 0; ic < mcb; ic += MC) {
+                    const int mcc     = mcb - ic < MC ? mcb - ic : MC;
+                    const int64_t row = i0 + ic;
+                    const float *asrc = ta ? A + (int64_t)pc * lda + row : A + row * lda + pc;
+                    kr->pack_a(ta, mcc, kcb, asrc, lda, abuf);
+                    for (int j = 0; j < ncb; j += NR) {
+                        const int n     = ncb - j < NR ? ncb - j : NR;
+                        const float *bp = bbuf + (int64_t)j * kcb;
+                        for (int ir = 0; ir < mcc; ir += MR) {
+                            const int m = mcc - ir < MR ? mcc - ir : MR;
+                            float *c    = C + (row + ir) * ldc + j0 + j;
+                            if (first && bias) tile_bias(c, ldc, m, n, bias + j0 + j);
+                            kr->ukr(kcb, abuf + (int64_t)ir * kcb, bp, c, ldc, alpha, beta_eff, m,
+                                    n);
+                            if (last && relu) tile_relu(c, ldc, m, n);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+void nk_sgemm_cpu(nk_isa isa, const nk_exec *ex, int ta, int tb, int M, int N, int K, float alpha,
+                  const float *A, int lda, const float *B, int ldb, float beta, float *C, int ldc)
+{
+    nk_sgemm_cpu_epi(isa, ex, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, NULL, 0);
+}
+
+// ---- column sums (bias gradients) ----
+
+// Rows are summed in fp32 blocks of this many, then the block sums in double: vectorisable and
+// still accurate to a few ulp for millions of rows.
+#define COLSUM_BLOCK 64
+
+void nk_colsum_cpu(const nk_exec *ex, int64_t M, int N, const float *x, float *out)
+{
+    int nt = ex && ex->nthreads > 0 ? ex->nthreads : 1;
+    if ((double)M * N < 1e5) nt = 1;
+        // Threads own disjoint column ranges, so the result does not depend on the thread count.
+#pragma omp parallel num_threads(nt)
+    {
+        const int tid = omp_get_thread_num(), nth = omp_get_num_threads();
+        const int j0 = (int)((int64_t)N * tid / nth), j1 = (int)((int64_t)N * (tid + 1) / nth);
+        for (int jb = j0; jb < j1; jb += 64) {
+            const int w    = j1 - jb < 64 ? j1 - jb : 64;
+            double acc[64] = {0};
+            float part[64];
+            for (int64_t i0 = 0; i0 < M; i0 += COLSUM_BLOCK) {
+                const int64_t i1 = M - i0 < COLSUM_BLOCK ? M : i0 + COLSUM_BLOCK;
+                for (int j = 0; j < w; j++)
+                    part[j] = 0.0f;
+                for (int64_t i = i0; i < i1; i++)
+                    for (int j = 0; j < w; j++)
+                        part[j] += x[i * N + jb + j];
+                for (int j = 0; j < w; j++)
+                    acc[j] += part[j];
+            }
+            for (int j = 0; j < w; j++)
+                out[jb + j] = (float)acc[j];
+        }
+    }
+}

@@ -1,0 +1,258 @@
+/*
+ * gemm_avx512.c: the AVX-512 SGEMM micro-kernel (MR x NR fp32 register block, broadcast A,
+ * vector B) and its packers, plus the 512-bit FMA peak loop. Compiled with -mavx512f/bw/dq/vl;
+ * only reached through nk_gemm_kernel_avx512 after run-time detection (cpu.c). The driver that
+ * blocks and threads around it is gemm.c; tests in tests/test_gemm.c.
+ */
+#include <immintrin.h>
+
+#include "kernels/cpu/cpu_internal.h"
+
+// 12 x 32: 24 zmm accumulators, 2 for B, 1 broadcast. On Zen 4 it matched 6x64 and 14x32 on
+// large squares (~100 GFLOP/s per core, ~88% of the measured FMA peak) and beat them on the
+// N = 64 ResNet shapes; 8x48 wastes a third of each tile there. The macros let a tuning build
+// (-DNK_AVX512_MR=... -DNK_AVX512_NV=...) try others; mc % mr must stay 0.
+#ifndef NK_AVX512_MR
+#    define NK_AVX512_MR 12
+#    define NK_AVX512_NV 2
+#endif
+#ifndef NK_AVX512_MC
+#    define NK_AVX512_MC 480
+#    define NK_AVX512_KC 256
+#    define NK_AVX512_NC 3072
+#endif
+_Static_assert(NK_AVX512_MC <= NK_GEMM_MAX_MC && NK_AVX512_KC <= NK_GEMM_MAX_KC &&
+                   NK_AVX512_NC <= NK_GEMM_MAX_NC && NK_AVX512_MC % NK_AVX512_MR == 0,
+               "AVX-512 blocks must fit the workspace nk_sgemm_ws_floats reserves");
+#define MR NK_AVX512_MR
+#define NV NK_AVX512_NV // zmm vectors per row
+#define NR (16 * NV)
+
+// ---- micro-kernel ----
+
+static inline __mmask16 col_mask(int n, int v)
+{
+    int left = n - 16 * v;
+    if (left >= 16) return (__mmask16)0xFFFF;
+    if (left <= 0) return 0;
+    return (__mmask16)((1u << left) - 1u);
+}
+
+static void ukr_avx512(int64_t kc, const float *a, const float *b, float *c, int64_t ldc,
+                       float alpha, float beta, int m, int n)
+{
+    __m512 acc[MR][NV];
+#pragma GCC unroll 16
+    for (int i = 0; i < MR; i++) {
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; v++)
+            acc[i][v] = _mm512_setzero_ps();
+    }
+    for (int i = 0; i < m; i++)
+        _mm_prefetch((const char *)(c + i * ldc), _MM_HINT_T0);
+
+#pragma GCC unroll 4
+    for (int64_t p = 0; p < kc; p++) {
+        __m512 bv[NV];
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; v++)
+            bv[v] = _mm512_loadu_ps(b + 16 * v);
+#pragma GCC unroll 16
+        for (int i = 0; i < MR; i++) {
+            __m512 av = _mm512_set1_ps(a[i]);
+#pragma GCC unroll 4
+            for (int v = 0; v < NV; v++)
+                acc[i][v] = _mm512_fmadd_ps(av, bv[v], acc[i][v]);
+        }
+        a += MR;
+        b += NR;
+    }
+
+    __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
+    if (m == MR && n == NR) {
+#pragma GCC unroll 16
+        for (int i = 0; i < MR; i++) {
+#pragma GCC unroll 4
+            for (int v = 0; v < NV; v++) {
+                float *cp = c + i * ldc + 16 * v;
+                __m512 r  = _mm512_mul_ps(va, acc[i][v]);
+                if (beta != 0.0f) r = _mm512_fmadd_ps(vb, _mm512_loadu_ps(cp), r);
+                _mm512_storeu_ps(cp, r);
+            }
+        }
+        return;
+    }
+    // Edge tile: rows past m are skipped, columns past n masked off.
+#pragma GCC unroll 16
+    for (int i = 0; i < MR; i++) {
+        if (i >= m) break;
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; v++) {
+            __mmask16 k = col_mask(n, v);
+            float *cp   = c + i * ldc + 16 * v;
+            __m512 r    = _mm512_mul_ps(va, acc[i][v]);
+            if (beta != 0.0f) r = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(k, cp), r);
+            _mm512_mask_storeu_ps(cp, k, r);
+        }
+    }
+}
+
+// ---- packing ----
+
+// In-register transpose of a 16x16 block: r[i] holds row i on entry, column i on exit.
+static inline __attribute__((always_inline)) void transpose16(__m512 r[16])
+{
+    __m512 t[16];
+    for (int i = 0; i < 16; i += 2) {
+        t[i]     = _mm512_unpacklo_ps(r[i], r[i + 1]);
+        t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+    }
+    for (int i = 0; i < 16; i += 4) {
+        for (int j = 0; j < 2; j++) {
+            __m512d x = _mm512_castps_pd(t[i + j]), y = _mm512_castps_pd(t[i + 2 + j]);
+            r[i + j]     = _mm512_castpd_ps(_mm512_unpacklo_pd(x, y));
+            r[i + 2 + j] = _mm512_castpd_ps(_mm512_unpackhi_pd(x, y));
+        }
+    }
+    // r[i..i+3] now hold 4x4 blocks per 128-bit lane; interleave lanes across groups of 4 rows.
+    for (int i = 0; i < 4; i++) {
+        __m512 a0 = r[i], a1 = r[4 + i], a2 = r[8 + i], a3 = r[12 + i];
+        __m512 b0 = _mm512_shuffle_f32x4(a0, a1, 0x88); // lanes 0,2 of a0 | 0,2 of a1
+        __m512 b1 = _mm512_shuffle_f32x4(a0, a1, 0xDD); // lanes 1,3
+        __m512 b2 = _mm512_shuffle_f32x4(a2, a3, 0x88);
+        __m512 b3 = _mm512_shuffle_f32x4(a2, a3, 0xDD);
+        t[i]      = _mm512_shuffle_f32x4(b0, b2, 0x88); // lane 0 of each
+        t[8 + i]  = _mm512_shuffle_f32x4(b0, b2, 0xDD); // lane 2
+        t[4 + i]  = _mm512_shuffle_f32x4(b1, b3, 0x88); // lane 1
+        t[12 + i] = _mm512_shuffle_f32x4(b1, b3, 0xDD); // lane 3
+    }
+    // After the two in-lane steps, lane L of r[4g + i] holds rows 4g..4g+3 of columns 4L + i'
+    // where i' follows the unpack order (0, 2, 1, 3); undo that permutation here.
+    static const int perm[4] = {0, 2, 1, 3};
+    for (int L = 0; L < 4; L++)
+        for (int i = 0; i < 4; i++)
+            r[4 * L + perm[i]] = t[4 * L + i];
+}
+
+static void pack_a_avx512(int ta, int mc, int kc, const float *A, int64_t lda, float *dst)
+{
+    for (int i0 = 0; i0 < mc; i0 += MR, dst += (int64_t)MR * kc) {
+        int mr = mc - i0 < MR ? mc - i0 : MR;
+        if (ta) {
+            // A stored [K,M]: each k gives mr contiguous floats.
+            __mmask16 km     = (__mmask16)((1u << mr) - 1u);
+            const float *src = A + i0;
+            for (int p = 0; p < kc; p++)
+                _mm512_mask_storeu_ps(dst + p * MR, (__mmask16)((1u << MR) - 1u),
+                                      _mm512_maskz_loadu_ps(km, src + p * lda));
+            continue;
+        }
+        // A stored [M,K]: transpose 16 k at a time (rows past mr read as zero; the k tail
+        // through masked loads).
+        const float *src = A + (int64_t)i0 * lda;
+        for (int p = 0; p < kc; p += 16) {
+            const int w        = kc - p < 16 ? kc - p : 16;
+            const __mmask16 kw = (__mmask16)((1u << w) - 1u);
+            __m512 r[16];
+            for (int i = 0; i < 16; i++)
+                r[i] = i < mr ? _mm512_maskz_loadu_ps(kw, src + i * lda + p) : _mm512_setzero_ps();
+            // The next panel's rows: A often streams from DRAM here (large M, small N).
+            for (int i = 0; i < MR; i++)
+                _mm_prefetch((const char *)(src + (MR + i) * lda + p), _MM_HINT_T0);
+            transpose16(r);
+            for (int q = 0; q < w; q++)
+                _mm512_mask_storeu_ps(dst + (p + q) * MR, (__mmask16)((1u << MR) - 1u), r[q]);
+        }
+    }
+}
+
+static void pack_b_avx512(int tb, int kc, int nc, const float *B, int64_t ldb, float *dst)
+{
+    for (int j0 = 0; j0 < nc; j0 += NR, dst += (int64_t)NR * kc) {
+        int nr = nc - j0 < NR ? nc - j0 : NR;
+        if (!tb) {
+            // B stored [K,N]: each k gives nr contiguous floats.
+            const float *src = B + j0;
+            if (nr == NR) {
+                for (int p = 0; p < kc; p++)
+                    for (int v = 0; v < NV; v++)
+                        _mm512_storeu_ps(dst + p * NR + 16 * v,
+                                         _mm512_loadu_ps(src + p * ldb + 16 * v));
+            } else {
+                for (int p = 0; p < kc; p++)
+                    for (int v = 0; v < NV; v++)
+                        _mm512_storeu_ps(
+                            dst + p * NR + 16 * v,
+                            _mm512_maskz_loadu_ps(col_mask(nr, v), src + p * ldb + 16 * v));
+            }
+            continue;
+        }
+        // B stored [N,K]: transpose 16 columns x 16 k at a time.
+        const float *src = B + (int64_t)j0 * ldb;
+        int p            = 0;
+        for (; p + 16 <= kc; p += 16) {
+            for (int v = 0; v < NV; v++) {
+                __m512 r[16];
+                for (int j = 0; j < 16; j++)
+                    r[j] = 16 * v + j < nr ? _mm512_loadu_ps(src + (16 * v + j) * ldb + p)
+                                           : _mm512_setzero_ps();
+                transpose16(r);
+                for (int q = 0; q < 16; q++)
+                    _mm512_storeu_ps(dst + (p + q) * NR + 16 * v, r[q]);
+            }
+        }
+        for (; p < kc; p++)
+            for (int j = 0; j < NR; j++)
+                dst[p * NR + j] = j < nr ? src[j * ldb + p] : 0.0f;
+    }
+}
+
+// mc = 480 keeps the packed A block (480 x 256 x 4 B = 480 KiB) in half the 1 MiB L2. kc = 256
+// measured best (192 and 384 were 1-6% slower): the 12 x 256 A micro-panel (12 KiB) and the
+// 256 x 32 B micro-panel (32 KiB) stream from L1/L2 at 176 B per 24 FMAs.
+const nk_gemm_kernel nk_gemm_kernel_avx512 = {
+    .mr     = MR,
+    .nr     = NR,
+    .mc     = NK_AVX512_MC,
+    .kc     = NK_AVX512_KC,
+    .nc     = NK_AVX512_NC,
+    .ukr    = ukr_avx512,
+    .pack_a = pack_a_avx512,
+    .pack_b = pack_b_avx512,
+};
+
+// ---- peak ----
+
+double nk_fma_loop_avx512(int64_t iters)
+{
+    // 12 independent chains cover FMA latency (4 cycles) x 2 pipes with room to spare. Named
+    // variables, not an array: with an array GCC keeps the chains in memory around the asm.
+    const __m512 m = _mm512_set1_ps(0.999999f), a = _mm512_set1_ps(1e-7f);
+    __m512 x0 = _mm512_set1_ps(0.0f), x1 = _mm512_set1_ps(1.0f), x2 = _mm512_set1_ps(2.0f);
+    __m512 x3 = _mm512_set1_ps(3.0f), x4 = _mm512_set1_ps(4.0f), x5 = _mm512_set1_ps(5.0f);
+    __m512 x6 = _mm512_set1_ps(6.0f), x7 = _mm512_set1_ps(7.0f), x8 = _mm512_set1_ps(8.0f);
+    __m512 x9 = _mm512_set1_ps(9.0f), x10 = _mm512_set1_ps(10.0f), x11 = _mm512_set1_ps(11.0f);
+    for (int64_t it = 0; it < iters; it++) {
+        x0  = _mm512_fmadd_ps(x0, m, a);
+        x1  = _mm512_fmadd_ps(x1, m, a);
+        x2  = _mm512_fmadd_ps(x2, m, a);
+        x3  = _mm512_fmadd_ps(x3, m, a);
+        x4  = _mm512_fmadd_ps(x4, m, a);
+        x5  = _mm512_fmadd_ps(x5, m, a);
+        x6  = _mm512_fmadd_ps(x6, m, a);
+        x7  = _mm512_fmadd_ps(x7, m, a);
+        x8  = _mm512_fmadd_ps(x8, m, a);
+        x9  = _mm512_fmadd_ps(x9, m, a);
+        x10 = _mm512_fmadd_ps(x10, m, a);
+        x11 = _mm512_fmadd_ps(x11, m, a);
+        // Keep the compiler from folding the loop; no code is emitted.
+        __asm__ volatile("" : "+v"(x0), "+v"(x1), "+v"(x2), "+v"(x3), "+v"(x4), "+v"(x5));
+        __asm__ volatile("" : "+v"(x6), "+v"(x7), "+v"(x8), "+v"(x9), "+v"(x10), "+v"(x11));
+    }
+    __m512 s = _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(x0, x1), _mm512_add_ps(x2, x3)),
+                             _mm512_add_ps(_mm512_add_ps(x4, x5), _mm512_add_ps(x6, x7)));
+    s        = _mm512_add_ps(s, _mm512_add_ps(_mm512_add_ps(x8, x9), _mm512_add_ps(x10, x11)));
+    volatile float keep = _mm512_reduce_add_ps(s);
+    (void)keep;
+    return (double)iters * 12 * 16 * 2;
+}

@@ -1,0 +1,328 @@
+/*
+ * test_ops.c: every fast CPU op in kernels/cpu/ against its specification in kernels/ref/
+ * (the ggml test-backend-ops pattern): convolution forward / backward data / backward filter on
+ * a shape table (1x1 s1, 1x1 s2, 3x3 s1 p1, 3x3 s2 with asymmetric padding, 7x7 s2, odd sizes,
+ * N = 1 and 3, a case split into several im2col chunks), dense, batch norm, ReLU and add, for
+ * every ISA this machine has (NK_ISA caps it) and 1 and 2 threads. GEMM itself: test_gemm.c.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels/nk.h"
+#include "tests/check.h"
+
+// Inputs are uniform in [-1, 1); a sum of T products has fp32 rounding error growing like
+// sqrt(T) eps, and the ref sums in double, so T * 1e-6 is a wide margin for GEMM-based ops.
+#define TOL_SUM_ATOL_PER_TERM 1e-6
+// Relative part for GEMM-based ops (different summation order from the ref).
+#define TOL_SUM_RTOL 1e-5
+// Batch norm: fp32 block sums then double, vs the ref's double; outputs are O(1).
+#define TOL_BN_ATOL 2e-5
+#define TOL_BN_RTOL 1e-5
+// BN gradients are sums of M terms of dy*xh.
+#define TOL_BN_GRAD_ATOL_PER_ROW 1e-6
+// ReLU and add are exact in fp32: the fast path must agree bit for bit.
+#define TOL_EXACT 0.0
+
+static float *xmalloc(size_t n)
+{
+    float *p = malloc((n ? n : 1) * sizeof(float));
+    if (!p) {
+        fprintf(stderr, "out of memory (%zu floats)\n", n);
+        exit(1);
+    }
+    return p;
+}
+
+static void fill(float *p, size_t n, uint64_t key, float lo, float hi)
+{
+    for (size_t i = 0; i < n; i++)
+        p[i] = lo + (hi - lo) * nk_u01(key, i);
+}
+
+static void poison(float *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        p[i] = NAN;
+}
+
+// ---- convolution ----
+
+typedef struct {
+    int N, H, W, C, K, R, S, stride, pad_h, pad_w, pad_b, pad_r;
+} conv_case;
+
+static const conv_case convs[] = {
+    // N  H   W   C   K   R  S  st ph pw pb pr
+    {1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0},     // 1x1 s1, all ones
+    {3, 7, 7, 33, 7, 1, 1, 1, 0, 0, 0, 0},    // 1x1 s1 (direct GEMM)
+    {1, 8, 6, 64, 33, 1, 1, 1, 0, 0, 0, 0},   // 1x1 s1, rectangular
+    {3, 7, 7, 33, 7, 1, 1, 2, 0, 0, 0, 0},    // 1x1 s2 (downsample shortcut)
+    {1, 8, 8, 7, 33, 1, 1, 2, 0, 0, 0, 0},    // 1x1 s2, even size
+    {3, 7, 7, 7, 33, 3, 3, 1, 1, 1, 1, 1},    // 3x3 s1 p1
+    {1, 33, 33, 7, 7, 3, 3, 1, 1, 1, 1, 1},   // 3x3 s1 p1, odd size
+    {3, 7, 9, 5, 7, 3, 3, 2, 0, 0, 1, 1},     // 3x3 s2, pad only bottom/right
+    {1, 33, 33, 3, 7, 7, 7, 2, 3, 3, 3, 3},   // 7x7 s2 p3 (conv1)
+    {3, 7, 7, 1, 1, 7, 7, 2, 3, 3, 2, 2},     // 7x7 s2, one channel
+    {3, 40, 40, 64, 16, 3, 3, 1, 1, 1, 1, 1}, // 4800 rows x 576: several im2col chunks
+    {1, 1, 1, 1023, 1, 1, 1, 1, 0, 0, 0, 0},  // long reduction
+};
+
+static void test_conv(const conv_case *cc)
+{
+    nk_conv_desc d  = {.N      = cc->N,
+                       .H      = cc->H,
+                       .W      = cc->W,
+                       .C      = cc->C,
+                       .K      = cc->K,
+                       .R      = cc->R,
+                       .S      = cc->S,
+                       .stride = cc->stride,
+                       .pad_h  = cc->pad_h,
+                       .pad_w  = cc->pad_w};
+    d.P             = (d.H + cc->pad_h + cc->pad_b - d.R) / d.stride + 1;
+    d.Q             = (d.W + cc->pad_w + cc->pad_r - d.S) / d.stride + 1;
+    const size_t nx = (size_t)d.N * d.H * d.W * d.C, ny = (size_t)d.N * d.P * d.Q * d.K;
+    const size_t nw = (size_t)d.R * d.S * d.C * d.K;
+    float *x = xmalloc(nx), *w = xmalloc(nw), *b = xmalloc(d.K), *dy = xmalloc(ny);
+    float *y_ref = xmalloc(ny), *dx_ref = xmalloc(nx), *dw_ref = xmalloc(nw),
+          *db_ref = xmalloc(d.K);
+    float *y = xmalloc(ny), *dx = xmalloc(nx), *dw = xmalloc(nw), *db = xmalloc(d.K);
+    fill(x, nx, 21, -1, 1);
+    fill(w, nw, 22, -1, 1);
+    fill(b, d.K, 23, -1, 1);
+    fill(dy, ny, 24, -1, 1);
+    nk_conv2d_fwd_ref(&d, x, w, b, y_ref);
+    nk_conv2d_bwd_data_ref(&d, dy, w, dx_ref);
+    nk_conv2d_bwd_filter_ref(&d, x, dy, dw_ref, db_ref);
+
+    size_t wsn = nk_conv2d_ws_floats(&d, 2);
+    CHECK(wsn >= nk_conv2d_ws_floats(&d, 1));
+    float *ws                   = xmalloc(wsn);
+    const double tol_fwd        = TOL_SUM_ATOL_PER_TERM * (d.R * d.S * d.C + 1);
+    const double tol_bwd_data   = TOL_SUM_ATOL_PER_TERM * (d.R * d.S * d.K + 1);
+    const double tol_bwd_filter = TOL_SUM_ATOL_PER_TERM * ((double)d.N * d.P * d.Q + 1);
+    for (int isa = 0; isa <= (int)nk_cpu_detect(); isa++) {
+        for (int nt = 1; nt <= 2; nt++) {
+            nk_exec ex = {nt, ws, wsn};
+            char what[200];
+#define NAME(op)                                                                                   \
+    snprintf(what, sizeof what,                                                                    \
+             "conv2d_%s %s t%d N=%d H=%d W=%d C=%d K=%d R=%d S=%d st=%d P=%d "                     \
+             "Q=%d",                                                                               \
+             op, nk_isa_name((nk_isa)isa), nt, d.N, d.H, d.W, d.C, d.K, d.R, d.S, d.stride, d.P,   \
+             d.Q)
+            poison(y, ny);
+            nk_conv2d_fwd_cpu((nk_isa)isa, &ex, &d, x, w, b, y);
+            NAME("fwd");
+            CHECK_CLOSE(what, y, y_ref, (int64_t)ny, tol_fwd, TOL_SUM_RTOL);
+            // Without bias as well (b == NULL means zero bias).
+            poison(y, ny);
+            nk_conv2d_fwd_cpu((nk_isa)isa, &ex, &d, x, w, NULL, y);
+            for (size_t i = 0; i < ny; i++)
+                y[i] += b[i % (size_t)d.K];
+            NAME("fwd_nobias");
+            CHECK_CLOSE(what, y, y_ref, (int64_t)ny, tol_fwd, TOL_SUM_RTOL);
+
+            poison(dx, nx);
+            nk_conv2d_bwd_data_cpu((nk_isa)isa, &ex, &d, dy, w, dx);
+            NAME("bwd_data");
+            CHECK_CLOSE(what, dx, dx_ref, (int64_t)nx, tol_bwd_data, TOL_SUM_RTOL);
+
+            poison(dw, nw);
+            poison(db, d.K);
+            nk_conv2d_bwd_filter_cpu((nk_isa)isa, &ex, &d, x, dy, dw, db);
+            NAME("bwd_filter_dw");
+            CHECK_CLOSE(what, dw, dw_ref, (int64_t)nw, tol_bwd_filter, TOL_SUM_RTOL);
+            NAME("bwd_filter_db");
+            CHECK_CLOSE(what, db, db_ref, d.K, tol_bwd_filter, TOL_SUM_RTOL);
+            poison(dw, nw);
+            nk_conv2d_bwd_filter_cpu((nk_isa)isa, &ex, &d, x, dy, dw, NULL);
+            NAME("bwd_filter_nodb");
+            CHECK_CLOSE(what, dw, dw_ref, (int64_t)nw, tol_bwd_filter, TOL_SUM_RTOL);
+#undef NAME
+        }
+    }
+    free(x), free(w), free(b), free(dy), free(y_ref), free(dx_ref), free(dw_ref), free(db_ref);
+    free(y), free(dx), free(dw), free(db), free(ws);
+}
+
+// ---- dense ----
+
+static void test_dense(int N, int C, int K)
+{
+    float *x = xmalloc((size_t)N * C), *w = xmalloc((size_t)C * K), *b = xmalloc(K);
+    float *dy    = xmalloc((size_t)N * K);
+    float *y_ref = xmalloc((size_t)N * K), *y = xmalloc((size_t)N * K);
+    float *dx_ref = xmalloc((size_t)N * C), *dx = xmalloc((size_t)N * C);
+    float *dw_ref = xmalloc((size_t)C * K), *dw = xmalloc((size_t)C * K);
+    float *db_ref = xmalloc(K), *db = xmalloc(K);
+    fill(x, (size_t)N * C, 31, -1, 1);
+    fill(w, (size_t)C * K, 32, -1, 1);
+    fill(b, K, 33, -1, 1);
+    fill(dy, (size_t)N * K, 34, -1, 1);
+    size_t wsn = nk_sgemm_ws_floats(2);
+    float *ws  = xmalloc(wsn);
+    nk_dense_bwd_data_ref(N, C, K, dy, w, dx_ref);
+    nk_dense_bwd_filter_ref(N, C, K, x, dy, dw_ref, db_ref);
+    for (int isa = 0; isa <= (int)nk_cpu_detect(); isa++) {
+        for (int nt = 1; nt <= 2; nt++) {
+            nk_exec ex = {nt, ws, wsn};
+            char what[160];
+            for (int variant = 0; variant < 4; variant++) {
+                const float *bias = variant & 1 ? b : NULL;
+                const int relu    = variant >> 1;
+                nk_dense_fwd_ref(N, C, K, x, w, bias, relu, y_ref);
+                poison(y, (size_t)N * K);
+                nk_dense_fwd_cpu((nk_isa)isa, &ex, N, C, K, x, w, bias, relu, y);
+                snprintf(what, sizeof what, "dense_fwd %s t%d N=%d C=%d K=%d bias=%d relu=%d",
+                         nk_isa_name((nk_isa)isa), nt, N, C, K, bias != NULL, relu);
+                CHECK_CLOSE(what, y, y_ref, (int64_t)N * K, TOL_SUM_ATOL_PER_TERM * (C + 1),
+                            TOL_SUM_RTOL);
+            }
+            poison(dx, (size_t)N * C);
+            nk_dense_bwd_data_cpu((nk_isa)isa, &ex, N, C, K, dy, w, dx);
+            snprintf(what, sizeof what, "dense_bwd_data %s t%d N=%d C=%d K=%d",
+                     nk_isa_name((nk_isa)isa), nt, N, C, K);
+            CHECK_CLOSE(what, dx, dx_ref, (int64_t)N * C, TOL_SUM_ATOL_PER_TERM * (K + 1),
+                        TOL_SUM_RTOL);
+            poison(dw, (size_t)C * K);
+            poison(db, K);
+            nk_dense_bwd_filter_cpu((nk_isa)isa, &ex, N, C, K, x, dy, dw, db);
+            snprintf(what, sizeof what, "dense_bwd_filter %s t%d N=%d C=%d K=%d",
+                     nk_isa_name((nk_isa)isa), nt, N, C, K);
+            CHECK_CLOSE(what, dw, dw_ref, (int64_t)C * K, TOL_SUM_ATOL_PER_TERM * (N + 1),
+                        TOL_SUM_RTOL);
+            CHECK_CLOSE(what, db, db_ref, K, TOL_SUM_ATOL_PER_TERM * (N + 1), TOL_SUM_RTOL);
+        }
+    }
+    free(x), free(w), free(b), free(dy), free(y_ref), free(y), free(dx_ref), free(dx);
+    free(dw_ref), free(dw), free(db_ref), free(db), free(ws);
+}
+
+// ---- batch norm ----
+
+static void test_bn(int64_t M, int C)
+{
+    const size_t n  = (size_t)M * C;
+    const float eps = 1e-3f;
+    float *x = xmalloc(n), *dy = xmalloc(n), *g = xmalloc(C), *be = xmalloc(C);
+    float *mm = xmalloc(C), *mv = xmalloc(C);
+    float *y_ref = xmalloc(n), *y = xmalloc(n), *dx_ref = xmalloc(n), *dx = xmalloc(n);
+    float *mean_ref = xmalloc(C), *mean = xmalloc(C), *is_ref = xmalloc(C), *is = xmalloc(C);
+    float *dg_ref = xmalloc(C), *dg = xmalloc(C), *db_ref = xmalloc(C), *db = xmalloc(C);
+    // An offset mean (2..4) exercises the cancellation a one-pass variance would suffer.
+    fill(x, n, 41, 2, 4);
+    fill(dy, n, 42, -1, 1);
+    fill(g, C, 43, 0.5f, 1.5f);
+    fill(be, C, 44, -1, 1);
+    fill(mm, C, 45, 2.5f, 3.5f);
+    fill(mv, C, 46, 0.1f, 1);
+    nk_bn_fwd_train_ref(M, C, x, g, be, eps, y_ref, mean_ref, is_ref);
+    nk_bn_bwd_train_ref(M, C, x, dy, g, mean_ref, is_ref, dx_ref, dg_ref, db_ref);
+    const double tol_grad = TOL_BN_GRAD_ATOL_PER_ROW * (double)(M + 1);
+    for (int nt = 1; nt <= 2; nt++) {
+        nk_exec ex = {nt, NULL, 0};
+        char what[120];
+        poison(y, n);
+        nk_bn_fwd_train_cpu(&ex, M, C, x, g, be, eps, y, mean, is);
+        snprintf(what, sizeof what, "bn_fwd_train_y t%d M=%lld C=%d", nt, (long long)M, C);
+        CHECK_CLOSE(what, y, y_ref, (int64_t)n, TOL_BN_ATOL, TOL_BN_RTOL);
+        snprintf(what, sizeof what, "bn_fwd_train_mean t%d M=%lld C=%d", nt, (long long)M, C);
+        CHECK_CLOSE(what, mean, mean_ref, C, TOL_BN_ATOL, TOL_BN_RTOL);
+        snprintf(what, sizeof what, "bn_fwd_train_invstd t%d M=%lld C=%d", nt, (long long)M, C);
+        CHECK_CLOSE(what, is, is_ref, C, TOL_BN_ATOL, TOL_BN_RTOL);
+
+        // Backward from the ref's statistics, so only the backward itself is compared.
+        poison(dx, n);
+        nk_bn_bwd_train_cpu(&ex, M, C, x, dy, g, mean_ref, is_ref, dx, dg, db);
+        snprintf(what, sizeof what, "bn_bwd_train_dx t%d M=%lld C=%d", nt, (long long)M, C);
+        CHECK_CLOSE(what, dx, dx_ref, (int64_t)n, TOL_BN_ATOL, TOL_BN_RTOL);
+        snprintf(what, sizeof what, "bn_bwd_train_dgamma t%d M=%lld C=%d", nt, (long long)M, C);
+        CHECK_CLOSE(what, dg, dg_ref, C, tol_grad, TOL_BN_RTOL);
+        snprintf(what, sizeof what, "bn_bwd_train_dbeta t%d M=%lld C=%d", nt, (long long)M, C);
+        CHECK_CLOSE(what, db, db_ref, C, tol_grad, TOL_BN_RTOL);
+        poison(dg, C);
+        nk_bn_bwd_train_cpu(&ex, M, C, x, dy, g, mean_ref, is_ref, NULL, dg, db);
+        snprintf(what, sizeof what, "bn_bwd_train_nodx t%d M=%lld C=%d", nt, (long long)M, C);
+        CHECK_CLOSE(what, dg, dg_ref, C, tol_grad, TOL_BN_RTOL);
+
+        nk_bn_fwd_infer_ref(M, C, x, g, be, mm, mv, eps, y_ref);
+        poison(y, n);
+        nk_bn_fwd_infer_cpu(&ex, M, C, x, g, be, mm, mv, eps, y);
+        snprintf(what, sizeof what, "bn_fwd_infer t%d M=%lld C=%d", nt, (long long)M, C);
+        CHECK_CLOSE(what, y, y_ref, (int64_t)n, TOL_BN_ATOL, TOL_BN_RTOL);
+        // Restore the training output for the next thread count's comparison.
+        nk_bn_fwd_train_ref(M, C, x, g, be, eps, y_ref, mean_ref, is_ref);
+    }
+    free(x), free(dy), free(g), free(be), free(mm), free(mv), free(y_ref), free(y);
+    free(dx_ref), free(dx), free(mean_ref), free(mean), free(is_ref), free(is);
+    free(dg_ref), free(dg), free(db_ref), free(db);
+}
+
+// ---- elementwise ----
+
+static void test_eltwise(int64_t n)
+{
+    float *a = xmalloc(n), *b = xmalloc(n), *r = xmalloc(n), *o = xmalloc(n), *g = xmalloc(n);
+    fill(a, n, 51, -1, 1);
+    fill(b, n, 52, -1, 1);
+    fill(g, n, 53, -1, 1);
+    // Exact zeros and a NaN: ReLU must treat them as the ref does (both give 0).
+    for (int64_t i = 0; i < n; i += 5)
+        a[i] = 0.0f;
+    if (n > 3) a[3] = NAN;
+    for (int nt = 1; nt <= 2; nt++) {
+        nk_exec ex = {nt, NULL, 0};
+        char what[80];
+        nk_relu_fwd_ref(n, a, r);
+        poison(o, n);
+        nk_relu_fwd_cpu(&ex, n, a, o);
+        snprintf(what, sizeof what, "relu_fwd t%d n=%lld", nt, (long long)n);
+        CHECK_CLOSE(what, o, r, n, TOL_EXACT, TOL_EXACT);
+        if (n > 3) CHECK(o[3] == 0.0f);
+
+        nk_relu_bwd_ref(n, a, g, r);
+        poison(o, n);
+        nk_relu_bwd_cpu(&ex, n, a, g, o);
+        snprintf(what, sizeof what, "relu_bwd t%d n=%lld", nt, (long long)n);
+        CHECK_CLOSE(what, o, r, n, TOL_EXACT, TOL_EXACT);
+        // In place: dx == dy.
+        memcpy(o, g, sizeof(float) * (size_t)n);
+        nk_relu_bwd_cpu(&ex, n, a, o, o);
+        snprintf(what, sizeof what, "relu_bwd_inplace t%d n=%lld", nt, (long long)n);
+        CHECK_CLOSE(what, o, r, n, TOL_EXACT, TOL_EXACT);
+
+        nk_add_fwd_ref(n, a, b, r);
+        poison(o, n);
+        nk_add_fwd_cpu(&ex, n, a, b, o);
+        snprintf(what, sizeof what, "add_fwd t%d n=%lld", nt, (long long)n);
+        CHECK_CLOSE(what, o, r, n, TOL_EXACT, TOL_EXACT);
+    }
+    free(a), free(b), free(r), free(o), free(g);
+}
+
+int main(void)
+{
+    printf("isa detected: %s\n", nk_isa_name(nk_cpu_detect()));
+    for (size_t i = 0; i < sizeof convs / sizeof convs[0]; i++)
+        test_conv(&convs[i]);
+
+    static const int dn[][3] = {{1, 1, 1},     {7, 33, 1},  {1, 1023, 7},
+                                {33, 7, 1023}, {3, 64, 33}, {16, 2048, 14}};
+    for (size_t i = 0; i < sizeof dn / sizeof dn[0]; i++)
+        test_dense(dn[i][0], dn[i][1], dn[i][2]);
+
+    static const int64_t bm[] = {1, 7, 33 * 33, 20000};
+    static const int bc[]     = {1, 7, 33, 300};
+    for (size_t i = 0; i < 4; i++)
+        for (size_t j = 0; j < 4; j++)
+            if (bm[i] * bc[j] <= 2000000) test_bn(bm[i], bc[j]);
+
+    static const int64_t en[] = {1, 7, 1023, 100003};
+    for (size_t i = 0; i < 4; i++)
+        test_eltwise(en[i]);
+    return check_summary("test_ops");
+}
