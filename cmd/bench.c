@@ -140,8 +140,52 @@ static void model_flops(nt_model *m, int N, double *fwd, double *train)
     *train = t;
 }
 
+typedef struct prof_row {
+    int layer;
+    double s;
+} prof_row;
+
+static int cmp_prof(const void *a, const void *b)
+{
+    double x = ((const prof_row *)a)->s, y = ((const prof_row *)b)->s;
+    return x < y ? 1 : x > y ? -1 : 0;
+}
+
+// Per-layer-type totals and the slowest layers, per step (summed over `repeat` steps).
+static void print_profile(nt_model *m, int repeat, double step_s)
+{
+    int L         = nt_model_num_layers(m);
+    prof_row *row = calloc((size_t)L, sizeof(*row));
+    double by_type[16][2] = {{0}};
+    const char *names[16] = {0};
+    for (int i = 0; i < L; i++) {
+        nt_layer_info li;
+        double f, b;
+        nt_model_layer(m, i, &li);
+        nt_model_layer_time(m, i, &f, &b);
+        row[i] = (prof_row){i, (f + b) / repeat};
+        by_type[li.type][0] += f / repeat;
+        by_type[li.type][1] += b / repeat;
+        names[li.type] = li.type_name;
+    }
+    printf("profile: per step (%.1f ms), by layer type: forward ms / backward ms / %% of step\n",
+           step_s * 1e3);
+    for (int t = 0; t < 16; t++)
+        if (names[t] && by_type[t][0] + by_type[t][1] > 0)
+            printf("  %-24s %9.1f %9.1f %6.1f%%\n", names[t], by_type[t][0] * 1e3,
+                   by_type[t][1] * 1e3, 100 * (by_type[t][0] + by_type[t][1]) / step_s);
+    qsort(row, (size_t)L, sizeof(*row), cmp_prof);
+    printf("profile: slowest layers (forward + backward ms per step)\n");
+    for (int i = 0; i < 12 && i < L; i++) {
+        nt_layer_info li;
+        nt_model_layer(m, row[i].layer, &li);
+        printf("  %-28s %-20s %9.2f\n", li.name, li.type_name, row[i].s * 1e3);
+    }
+    free(row);
+}
+
 static int bench_model(int batch, int threads, int img, int train, int unfreeze, int repeat,
-                       int warmup, double peak, int check)
+                       int warmup, double peak, int check, int profile)
 {
     nt_ctx *ctx = cli_ctx("bench", threads, 1);
     if (!ctx) return EXIT_FAIL;
@@ -206,7 +250,9 @@ static int bench_model(int batch, int threads, int img, int train, int unfreeze,
         }
         if (s != NT_OK) break;
         if (r >= 0) t[r] = now_s() - t0;
+        if (r == -1 && profile) nt_model_set_profile(m, 1); // count the timed steps only
     }
+    if (profile && warmup == 0) printf("profile: needs --warmup >= 1\n");
     free(dl);
     free(lab);
     if (s != NT_OK) {
@@ -220,6 +266,7 @@ static int bench_model(int batch, int threads, int img, int train, int unfreeze,
            train ? "train" : "infer", unfreeze, nt_ctx_impl_name(ctx), batch, img,
            nt_ctx_nthreads(ctx), sec * 1e3, batch / sec, flops / batch * 1e-9, gf,
            100 * gf / peak);
+    if (profile && warmup > 0) print_profile(m, repeat, sec);
 out:
     nt_tensor_free(&x);
     nt_model_free(m);
@@ -231,7 +278,7 @@ int cmd_bench(int argc, char **argv)
 {
     const char *what = argc > 0 && argv[0][0] != '-' ? argv[0] : NULL;
     int threads = 0, batch = 16, img = 224, train = 0, repeat = 5, warmup = 1, M = 0, N = 0,
-        K = 0, nocheck = 0;
+        K = 0, nocheck = 0, profile = 0;
     double peak            = 0;
     const char *unfreeze_s = "20", *isa_s = NULL;
     cli_opt opts[]         = {
@@ -248,6 +295,7 @@ int cmd_bench(int argc, char **argv)
         {"isa", OPT_STR, &isa_s, 0, 0, "avx512|avx2|scalar", "gemm: micro-kernel, default best"},
         {"peak", OPT_FLOAT, &peak, 1, 1e9, "GFLOPS", "peak to report against (default: measured)"},
         {"no-check", OPT_FLAG, &nocheck, 0, 0, NULL, "model: skip the check against the reference"},
+        {"profile", OPT_FLAG, &profile, 0, 0, NULL, "model: time every layer (by type, slowest)"},
     };
     cli_cmd cmd = {"bench", "peak|gemm|model [options]",
                    "Measure the FMA peak, GEMM and the whole ResNet50 (images/s, GFLOP/s, % of "
@@ -306,5 +354,5 @@ int cmd_bench(int argc, char **argv)
         }
         return rc;
     }
-    return bench_model(batch, threads, img, train, unfreeze, repeat, warmup, peak, !nocheck);
+    return bench_model(batch, threads, img, train, unfreeze, repeat, warmup, peak, !nocheck, profile);
 }

@@ -52,6 +52,7 @@ typedef struct nt_layer {
     int64_t out_off, grad_off;
     int64_t out_death; // last plan step the output is alive
     int grad_ready;    // the grad buffer has been written in this backward
+    double prof_fwd, prof_bwd; // seconds spent, summed since nt_model_set_profile
 } nt_layer;
 
 struct nt_model {
@@ -62,6 +63,7 @@ struct nt_model {
     int nparams, cap_params;
     int head_start; // first head layer (the GAP), -1 when none
     int want_input_grad;
+    int profile;
 
     // Memory plan for batch planned_n in mode planned_training (0: not planned).
     int planned_n, planned_training;

@@ -268,6 +268,11 @@ nt_status nt_model_loss(nt_model *m, const float *labels, const float *weights, 
 nt_status nt_model_backward(nt_model *m, const nt_tensor *dy, nt_tensor *dx);
 void nt_model_set_want_input_grad(nt_model *m, int on);
 
+// Per-layer timing: while on, forward and backward add each layer's wall time (seconds) to its
+// counters; turning it on (again) zeroes them. nt_model_layer_time reads them.
+void nt_model_set_profile(nt_model *m, int on);
+void nt_model_layer_time(const nt_model *m, int layer, double *fwd_s, double *bwd_s);
+
 // ---- optimizers ----
 typedef enum { NT_OPT_SGD = 0, NT_OPT_ADAM = 1 } nt_opt_kind;
 

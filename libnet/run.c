@@ -9,6 +9,7 @@
 
 #include <math.h>
 #include <string.h>
+#include <time.h>
 
 #define BN_EPS      1.001e-5f
 #define BN_MOMENTUM 0.99f
@@ -224,6 +225,25 @@ static nt_status plan(nt_model *m, int N, int training)
     return NT_OK;
 }
 
+static double prof_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+void nt_model_set_profile(nt_model *m, int on)
+{
+    m->profile = on ? 1 : 0;
+    for (int i = 0; i < m->nlayers; i++) m->layers[i].prof_fwd = m->layers[i].prof_bwd = 0;
+}
+
+void nt_model_layer_time(const nt_model *m, int layer, double *fwd_s, double *bwd_s)
+{
+    *fwd_s = m->layers[layer].prof_fwd;
+    *bwd_s = m->layers[layer].prof_bwd;
+}
+
 static float *out_of(nt_model *m, int i)
 {
     return m->buf + m->layers[i].out_off;
@@ -265,6 +285,7 @@ nt_status nt_model_forward(nt_model *m, const nt_tensor *x, int training, uint64
     const nt_ops *o = &ctx->ops;
 
     for (int i = 0; i < m->nlayers; i++) {
+        double t0        = m->profile ? prof_now() : 0;
         nt_layer *l      = &m->layers[i];
         float *y         = out_of(m, i);
         const nt_layer *src = l->nin ? &m->layers[l->in[0]] : NULL;
@@ -315,6 +336,7 @@ nt_status nt_model_forward(nt_model *m, const nt_tensor *x, int training, uint64
                 memcpy(y, xin, (size_t)n * sizeof(float));
             break;
         }
+        if (m->profile) l->prof_fwd += prof_now() - t0;
     }
     m->last_n        = N;
     m->last_training = training ? 1 : 0;
@@ -449,6 +471,7 @@ nt_status nt_model_backward(nt_model *m, const nt_tensor *dy, nt_tensor *dx)
     m->layers[L - 1].grad_ready = 1;
 
     for (int i = L - 1; i >= m->bstart; i--) {
+        double t0   = m->profile ? prof_now() : 0;
         nt_layer *l = &m->layers[i];
         NT_ASSERT(l->grad_ready);
         float *g            = m->buf + l->grad_off;
@@ -545,6 +568,7 @@ nt_status nt_model_backward(nt_model *m, const nt_tensor *dy, nt_tensor *dx)
             accumulate(m, &ex, j, acc);
             break;
         }
+        if (m->profile) l->prof_bwd += prof_now() - t0;
     }
     if (dx) {
         NT_ASSERT(m->layers[0].grad_ready);
