@@ -61,6 +61,7 @@ BENCH_BINS  := $(BENCH_SRCS:bench/%.c=$(BUILD)/bench/%)
 # The reference kernels compiled a second time in double precision (symbols suffixed _f64),
 # for the gradient checks of tests/test_grad.c.
 REF64_OBJS := $(patsubst kernels/ref/%.c,$(BUILD)/ref64/%.o,$(wildcard kernels/ref/*.c))
+.SECONDARY: $(REF64_OBJS) $(TEST_HOBJS)
 
 LIBNET  = $(BUILD)/libnet.a
 LIBDATA = $(BUILD)/libpneumo.a

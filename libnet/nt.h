@@ -246,7 +246,8 @@ void nt_model_keep_output(nt_model *m, int layer, int on);
 // needs; training == 0 is inference. The output (the last layer's: logits for a model with a
 // head) stays valid until the next forward and is read with nt_model_output.
 // `step` keys the dropout masks: layer l in step s keeps element i when
-// nk_u01(nk_mix64(seed + NK_GOLDEN * (s + 1)) ^ (l + 1), i) >= rate.
+// nk_u01(nk_mix64(seed + NK_GOLDEN * (s + 1)) ^ (l + 1), i) >= rate, where seed is the
+// context's (nt_ctx_opts.seed), not nt_model_init's.
 nt_status nt_model_forward(nt_model *m, const nt_tensor *x, int training, uint64_t step);
 // The last forward's output of the final layer (a view owned by the model).
 const nt_tensor *nt_model_output(const nt_model *m);
@@ -257,7 +258,8 @@ const nt_tensor *nt_model_layer_output(const nt_model *m, int layer);
 // Sigmoid + class-weighted BCE on the last forward's logits (N x 1): Keras reduction
 // sum(w_i l_i)/N with p clipped to [1e-7, 1-1e-7]. labels [N] (NULL: only probs are computed,
 // loss and dlogits are left alone); weights [N] or NULL (all 1).
-// probs [N] (may be NULL) receives sigmoid(z). dlogits [N] (may be NULL) receives the gradient.
+// probs [N] (may be NULL) receives sigmoid(z), unclipped (the clip is the loss's business).
+// dlogits [N] (may be NULL) receives the gradient. Errors go to the model's context.
 nt_status nt_model_loss(nt_model *m, const float *labels, const float *weights, double *loss,
                         float *probs, float *dlogits);
 
@@ -310,6 +312,7 @@ typedef struct nt_kv {
     const char *value;
 } nt_kv;
 
+// Errors (NT_EIO, NT_EINVAL, NT_ENOMEM) go to the context the model was created with.
 nt_status nt_model_save(nt_model *m, const char *path, const nt_kv *metadata, int nmeta,
                         int fp16);
 

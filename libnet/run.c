@@ -396,16 +396,14 @@ nt_status nt_model_loss(nt_model *m, const float *labels, const float *weights, 
                              "outputs",
                              last->name, last->C);
     int N = m->last_n;
-    if (!labels) {
-        if (probs)
-            for (int i = 0; i < N; i++) probs[i] = (float)(1.0 / (1.0 + exp(-(double)z->data[i])));
-        return NT_OK;
-    }
+    if (probs) // the model's output probability: plain sigmoid, not the loss's clipped p
+        for (int i = 0; i < N; i++) probs[i] = (float)(1.0 / (1.0 + exp(-(double)z->data[i])));
+    if (!labels) return NT_OK;
     for (int i = 0; i < N; i++)
         if (!(labels[i] >= 0.0f && labels[i] <= 1.0f))
             return nt_ctx_seterr(m->ctx, NT_EINVAL, "loss: label %d is %g, expected 0..1", i,
                                  (double)labels[i]);
-    double v = nk_bce_fwd_ref(N, z->data, labels, weights, probs);
+    double v = nk_bce_fwd_ref(N, z->data, labels, weights, NULL);
     if (loss) *loss = v;
     if (dlogits) nk_bce_bwd_ref(N, z->data, labels, weights, dlogits);
     return NT_OK;
