@@ -173,6 +173,28 @@ void nk_conv2d_bwd_data_cpu(nk_isa isa, const nk_exec *ex, const nk_conv_desc *d
 void nk_conv2d_bwd_filter_cpu(nk_isa isa, const nk_exec *ex, const nk_conv_desc *d,
                               const float *x, const float *dy, float *dw, float *db);
 
+// Fused forward epilogue, applied to each output tile while it is in cache: after the bias,
+// y = y * scale[k] + shift[k] when scale != NULL (an inference-mode BatchNormalization folded in:
+// scale = gamma / sqrt(var + eps), shift = beta - mean * scale), then ReLU when relu != 0.
+typedef struct nk_epilogue {
+    const float *scale, *shift;
+    int relu;
+} nk_epilogue;
+
+// nk_conv2d_fwd_cpu followed by the epilogue (ep may be NULL: plain convolution).
+void nk_conv2d_fwd_epi_cpu(nk_isa isa, const nk_exec *ex, const nk_conv_desc *d, const float *x,
+                           const float *w, const float *b, const nk_epilogue *ep, float *y);
+
+// Threaded pooling, padding and add+ReLU (same contracts as the _ref versions).
+void nk_maxpool_fwd_cpu(const nk_exec *ex, const nk_conv_desc *d, const float *x, float *y);
+void nk_maxpool_bwd_cpu(const nk_exec *ex, const nk_conv_desc *d, const float *x, const float *dy,
+                        float *dx);
+void nk_zeropad_fwd_cpu(const nk_exec *ex, int N, int H, int W, int C, int pt, int pb, int pl,
+                        int pr, const float *x, float *y);
+void nk_gap_fwd_cpu(const nk_exec *ex, int N, int HW, int C, const float *x, float *y);
+// y = max(a + b, 0): a residual add fused with the ReLU that follows it.
+void nk_add_relu_fwd_cpu(const nk_exec *ex, int64_t n, const float *a, const float *b, float *y);
+
 // Dense through GEMM. Same contracts as the _ref versions; scratch nk_sgemm_ws_floats.
 void nk_dense_fwd_cpu(nk_isa isa, const nk_exec *ex, int N, int C, int K, const float *x,
                       const float *w, const float *b, int relu, float *y);

@@ -108,6 +108,46 @@ static void ref_add_fwd(const nk_exec *ex, int64_t n, const float *a, const floa
     nk_add_fwd_ref(n, a, b, y);
 }
 
+static void ref_add_relu_fwd(const nk_exec *ex, int64_t n, const float *a, const float *b,
+                             float *y)
+{
+    nk_add_fwd_ref(n, a, b, y);
+    nk_relu_fwd_ref(n, y, y);
+}
+// The reference form of the fused epilogue: the plain conv, then the map, then ReLU.
+static void ref_conv_fwd_epi(const nk_exec *ex, const nk_conv_desc *d, const float *x,
+                             const float *w, const float *b, const nk_epilogue *ep, float *y)
+{
+    nk_conv2d_fwd_ref(d, x, w, b, y);
+    if (!ep) return;
+    int64_t rows = (int64_t)d->N * d->P * d->Q;
+    for (int64_t r = 0; r < rows; r++)
+        for (int k = 0; k < d->K; k++) {
+            float v = y[r * d->K + k];
+            if (ep->scale) v = v * ep->scale[k] + ep->shift[k];
+            if (ep->relu && !(v > 0.0f)) v = 0.0f;
+            y[r * d->K + k] = v;
+        }
+}
+static void ref_maxpool_fwd(const nk_exec *ex, const nk_conv_desc *d, const float *x, float *y)
+{
+    nk_maxpool_fwd_ref(d, x, y);
+}
+static void ref_maxpool_bwd(const nk_exec *ex, const nk_conv_desc *d, const float *x,
+                            const float *dy, float *dx)
+{
+    nk_maxpool_bwd_ref(d, x, dy, dx);
+}
+static void ref_zeropad_fwd(const nk_exec *ex, int N, int H, int W, int C, int pt, int pb, int pl,
+                            int pr, const float *x, float *y)
+{
+    nk_zeropad_fwd_ref(N, H, W, C, pt, pb, pl, pr, x, y);
+}
+static void ref_gap_fwd(const nk_exec *ex, int N, int HW, int C, const float *x, float *y)
+{
+    nk_gap_fwd_ref(N, HW, C, x, y);
+}
+
 // ---- fast adapters: bind the ISA chosen at context creation ----
 //
 // The fast conv/dense kernels take the ISA explicitly; the context stores it, and these adapters
@@ -128,6 +168,12 @@ static void ref_add_fwd(const nk_exec *ex, int64_t n, const float *a, const floa
                                            const float *x, const float *dy, float *dw, float *db)  \
     {                                                                                              \
         nk_conv2d_bwd_filter_cpu(ISA, ex, d, x, dy, dw, db);                                       \
+    }                                                                                              \
+    static void fast_conv_fwd_epi_##SUF(const nk_exec *ex, const nk_conv_desc *d,                 \
+                                        const float *x, const float *w, const float *b,            \
+                                        const nk_epilogue *ep, float *y)                           \
+    {                                                                                              \
+        nk_conv2d_fwd_epi_cpu(ISA, ex, d, x, w, b, ep, y);                                         \
     }                                                                                              \
     static void fast_dense_fwd_##SUF(const nk_exec *ex, int N, int C, int K, const float *x,      \
                                      const float *w, const float *b, int relu, float *y)           \
@@ -153,6 +199,7 @@ FAST_ADAPTERS(NK_ISA_AVX512, avx512)
 #define SET_FAST(ops, SUF)                                                                         \
     do {                                                                                           \
         (ops)->conv_fwd         = fast_conv_fwd_##SUF;                                             \
+        (ops)->conv_fwd_epi     = fast_conv_fwd_epi_##SUF;                                         \
         (ops)->conv_bwd_data    = fast_conv_bwd_data_##SUF;                                        \
         (ops)->conv_bwd_filter  = fast_conv_bwd_filter_##SUF;                                      \
         (ops)->dense_fwd        = fast_dense_fwd_##SUF;                                            \
@@ -182,6 +229,12 @@ static void ops_init(nt_ctx *ctx)
     o->relu_fwd         = ref_relu_fwd;
     o->relu_bwd         = ref_relu_bwd;
     o->add_fwd          = ref_add_fwd;
+    o->add_relu_fwd     = ref_add_relu_fwd;
+    o->conv_fwd_epi     = ref_conv_fwd_epi;
+    o->maxpool_fwd      = ref_maxpool_fwd;
+    o->maxpool_bwd      = ref_maxpool_bwd;
+    o->zeropad_fwd      = ref_zeropad_fwd;
+    o->gap_fwd          = ref_gap_fwd;
     ctx->isa            = NK_ISA_SCALAR;
     ctx->impl_name      = "ref";
     if (ctx->opts.impl == NT_IMPL_REF) return;
@@ -203,6 +256,11 @@ static void ops_init(nt_ctx *ctx)
     o->relu_fwd     = nk_relu_fwd_cpu;
     o->relu_bwd     = nk_relu_bwd_cpu;
     o->add_fwd      = nk_add_fwd_cpu;
+    o->add_relu_fwd = nk_add_relu_fwd_cpu;
+    o->maxpool_fwd  = nk_maxpool_fwd_cpu;
+    o->maxpool_bwd  = nk_maxpool_bwd_cpu;
+    o->zeropad_fwd  = nk_zeropad_fwd_cpu;
+    o->gap_fwd      = nk_gap_fwd_cpu;
 }
 
 // ---- context ----

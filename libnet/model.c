@@ -51,6 +51,7 @@ void nt_model_free(nt_model *m)
     for (int i = 0; i < m->nlayers; i++) {
         free(m->layers[i].bn_mean);
         free(m->layers[i].bn_invstd);
+        free(m->layers[i].fold_scale);
     }
     free(m->params);
     free(m->layers);
@@ -195,9 +196,11 @@ int nt_layer_bn(nt_model *m, const char *name, int in)
     if (add_param(m, l, "beta", NT_PK_BETA, 1, s) < 0) return -1;
     if (add_param(m, l, "moving_mean", NT_PK_MEAN, 1, s) < 0) return -1;
     if (add_param(m, l, "moving_variance", NT_PK_VAR, 1, s) < 0) return -1;
-    l->bn_mean   = calloc((size_t)C, sizeof(float));
-    l->bn_invstd = calloc((size_t)C, sizeof(float));
-    if (!l->bn_mean || !l->bn_invstd) {
+    l->bn_mean    = calloc((size_t)C, sizeof(float));
+    l->bn_invstd  = calloc((size_t)C, sizeof(float));
+    l->fold_scale = calloc(2 * (size_t)C, sizeof(float));
+    l->fold_shift = l->fold_scale ? l->fold_scale + C : NULL;
+    if (!l->bn_mean || !l->bn_invstd || !l->fold_scale) {
         nt_ctx_seterr(m->ctx, NT_ENOMEM, "BatchNormalization \"%s\": out of memory", name);
         return -1;
     }

@@ -46,9 +46,17 @@ typedef struct nt_layer {
     int keep; // output kept alive after forward (nt_model_keep_output)
     // Batch statistics of the last training forward (BN), for backward.
     float *bn_mean, *bn_invstd;
+    // Inference BN folded into the conv before it: scale and shift per channel (BN only).
+    float *fold_scale, *fold_shift;
+    // Fusion decided by the plan (inference parts only): a conv computes the BN (fuse_bn) and
+    // the ReLU (fuse_relu) after it in its epilogue; an add computes the ReLU after it. Layers
+    // computed by another one have `fused` set and are skipped; their values land in the last
+    // fused layer's buffer. -1 when none.
+    int fuse_bn, fuse_relu, fused;
     // Set per forward: did this BN use batch statistics?
     int bn_batch_mode;
-    // Planned buffers (offsets in floats into m->buf; -1 when none).
+    // Planned buffers (offsets in floats into m->buf; -1 when none: out_off is -1 for an
+    // output that is never materialised because a fused epilogue skipped it).
     int64_t out_off, grad_off;
     int64_t out_death; // last plan step the output is alive
     int grad_ready;    // the grad buffer has been written in this backward

@@ -50,6 +50,15 @@ typedef struct nt_ops {
     void (*relu_fwd)(const nk_exec *, int64_t n, const float *x, float *y);
     void (*relu_bwd)(const nk_exec *, int64_t n, const float *y, const float *dy, float *dx);
     void (*add_fwd)(const nk_exec *, int64_t n, const float *a, const float *b, float *y);
+    void (*add_relu_fwd)(const nk_exec *, int64_t n, const float *a, const float *b, float *y);
+    void (*conv_fwd_epi)(const nk_exec *, const nk_conv_desc *, const float *x, const float *w,
+                         const float *b, const nk_epilogue *ep, float *y);
+    void (*maxpool_fwd)(const nk_exec *, const nk_conv_desc *, const float *x, float *y);
+    void (*maxpool_bwd)(const nk_exec *, const nk_conv_desc *, const float *x, const float *dy,
+                        float *dx);
+    void (*zeropad_fwd)(const nk_exec *, int N, int H, int W, int C, int pt, int pb, int pl,
+                        int pr, const float *x, float *y);
+    void (*gap_fwd)(const nk_exec *, int N, int HW, int C, const float *x, float *y);
 } nt_ops;
 
 #define NT_ERRMSG_LEN 512

@@ -110,6 +110,47 @@ static nk_conv_desc conv_desc(const nt_model *m, const nt_layer *l, int N)
     return d;
 }
 
+// Fusion in the inference parts of the graph (before the backward region): a conv whose only
+// reader is an inference BN computes it in its epilogue (and the ReLU after it, when that is the
+// BN's only reader); an add whose only reader is a ReLU computes it too. Fills born[i]: the step
+// at which layer i's output is written, or -1 when it is never materialised.
+static void fuse(nt_model *m, int training, const int *ncons, const int *cons, int *born)
+{
+    int L = m->nlayers;
+    for (int i = 0; i < L; i++) {
+        nt_layer *l  = &m->layers[i];
+        l->fuse_bn   = -1;
+        l->fuse_relu = -1;
+        l->fused     = 0;
+        born[i]      = i;
+    }
+    for (int i = 1; i < L; i++) {
+        nt_layer *l = &m->layers[i];
+        if (i >= m->bstart || l->keep || ncons[i] != 1) continue;
+        int j       = cons[i];
+        nt_layer *c = &m->layers[j];
+        if (l->type == NT_LAYER_CONV && c->type == NT_LAYER_BN && j < m->bstart &&
+            !bn_batch_mode(c, training)) {
+            l->fuse_bn = j;
+            c->fused   = 1;
+            born[i]    = -1;
+            born[j]    = i;
+            int k      = cons[j];
+            if (!c->keep && ncons[j] == 1 && m->layers[k].type == NT_LAYER_RELU && k < m->bstart) {
+                l->fuse_relu        = k;
+                m->layers[k].fused  = 1;
+                born[j]             = -1;
+                born[k]             = i;
+            }
+        } else if (l->type == NT_LAYER_ADD && c->type == NT_LAYER_RELU && j < m->bstart) {
+            l->fuse_relu = j;
+            c->fused     = 1;
+            born[i]      = -1;
+            born[j]      = i;
+        }
+    }
+}
+
 static nt_status plan(nt_model *m, int N, int training)
 {
     if (m->planned_n == N && m->planned_training == training) return NT_OK;
@@ -133,7 +174,18 @@ static nt_status plan(nt_model *m, int N, int training)
     m->bstart = bstart;
 
     plan_item *it = calloc((size_t)(2 * L + 1), sizeof(*it));
-    if (!it) return nt_ctx_seterr(ctx, NT_ENOMEM, "model: out of memory planning");
+    int *ncons = calloc((size_t)L, sizeof(int)), *cons = calloc((size_t)L, sizeof(int));
+    int *born  = calloc((size_t)L, sizeof(int));
+    if (!it || !ncons || !cons || !born) {
+        free(it), free(ncons), free(cons), free(born);
+        return nt_ctx_seterr(ctx, NT_ENOMEM, "model: out of memory planning");
+    }
+    for (int i = 0; i < L; i++)
+        for (int k = 0; k < m->layers[i].nin; k++) {
+            ncons[m->layers[i].in[k]]++;
+            cons[m->layers[i].in[k]] = i;
+        }
+    fuse(m, training, ncons, cons, born);
     int n          = 0;
     int64_t maxact = 0;
     size_t ws      = 0;
@@ -147,6 +199,7 @@ static nt_status plan(nt_model *m, int N, int training)
         if (i >= bstart && bwd_needs_output(l) && T - 1 - i > death) death = T - 1 - i;
         l->out_death = death;
         l->grad_off  = -1;
+        l->out_off   = -1;
         if (l->type == NT_LAYER_CONV) {
             nk_conv_desc d = conv_desc(m, l, N);
             size_t w       = ctx->ops.conv_ws(&d, ctx->nthreads);
@@ -167,12 +220,15 @@ static nt_status plan(nt_model *m, int N, int training)
                 src->out_death = T - 1 - i;
         }
     }
+    // Outputs that a fused epilogue skips get no buffer; the rest are born when computed.
     for (int i = 0; i < L; i++) {
+        if (born[i] < 0) continue;
         it[n++] = (plan_item){.size  = round16(layer_numel(&m->layers[i], N)),
-                              .birth = i,
+                              .birth = born[i],
                               .death = m->layers[i].out_death,
                               .layer = i};
     }
+    free(ncons), free(cons), free(born);
     // Gradients: born at the backward step of the last reader, dead after the layer's own.
     if (bstart < L) {
         for (int j = 0; j < L; j++) {
@@ -287,18 +343,35 @@ nt_status nt_model_forward(nt_model *m, const nt_tensor *x, int training, uint64
     for (int i = 0; i < m->nlayers; i++) {
         double t0        = m->profile ? prof_now() : 0;
         nt_layer *l      = &m->layers[i];
-        float *y         = out_of(m, i);
+        if (l->fused) continue; // computed by the layer it is fused into
+        float *y         = l->out_off >= 0 ? out_of(m, i) : NULL;
         const nt_layer *src = l->nin ? &m->layers[l->in[0]] : NULL;
         const float *xin = src ? out_of(m, l->in[0]) : NULL;
         int64_t n        = layer_numel(l, N);
         switch (l->type) {
         case NT_LAYER_INPUT: memcpy(y, x->data, (size_t)n * sizeof(float)); break;
         case NT_LAYER_ZEROPAD:
-            nk_zeropad_fwd_ref(N, src->H, src->W, src->C, l->pt, l->pb, l->pl, l->pr, xin, y);
+            o->zeropad_fwd(&ex, N, src->H, src->W, src->C, l->pt, l->pb, l->pl, l->pr, xin, y);
             break;
         case NT_LAYER_CONV: {
             nk_conv_desc d = conv_desc(m, l, N);
-            o->conv_fwd(&ex, &d, xin, param(m, l, 0), param(m, l, 1), y);
+            if (l->fuse_bn < 0) {
+                o->conv_fwd(&ex, &d, xin, param(m, l, 0), param(m, l, 1), y);
+                break;
+            }
+            // The inference BN after it as a per-channel map: scale = gamma / sqrt(var + eps),
+            // shift = beta - mean * scale.
+            nt_layer *bn      = &m->layers[l->fuse_bn];
+            const float *ga = param(m, bn, 0), *be = param(m, bn, 1);
+            const float *mm = param(m, bn, 2), *mv = param(m, bn, 3);
+            for (int c = 0; c < bn->C; c++) {
+                double sc          = ga[c] / sqrt((double)mv[c] + BN_EPS);
+                bn->fold_scale[c]  = (float)sc;
+                bn->fold_shift[c]  = (float)(be[c] - mm[c] * sc);
+            }
+            nk_epilogue ep = {bn->fold_scale, bn->fold_shift, l->fuse_relu >= 0};
+            o->conv_fwd_epi(&ex, &d, xin, param(m, l, 0), param(m, l, 1), &ep,
+                            out_of(m, l->fuse_relu >= 0 ? l->fuse_relu : l->fuse_bn));
         } break;
         case NT_LAYER_BN: {
             int64_t M = (int64_t)N * l->H * l->W;
@@ -321,10 +394,15 @@ nt_status nt_model_forward(nt_model *m, const nt_tensor *x, int training, uint64
         case NT_LAYER_RELU: o->relu_fwd(&ex, n, xin, y); break;
         case NT_LAYER_MAXPOOL: {
             nk_conv_desc d = conv_desc(m, l, N);
-            nk_maxpool_fwd_ref(&d, xin, y);
+            o->maxpool_fwd(&ex, &d, xin, y);
         } break;
-        case NT_LAYER_ADD: o->add_fwd(&ex, n, xin, out_of(m, l->in[1]), y); break;
-        case NT_LAYER_GAP: nk_gap_fwd_ref(N, src->H * src->W, src->C, xin, y); break;
+        case NT_LAYER_ADD:
+            if (l->fuse_relu >= 0)
+                o->add_relu_fwd(&ex, n, xin, out_of(m, l->in[1]), out_of(m, l->fuse_relu));
+            else
+                o->add_fwd(&ex, n, xin, out_of(m, l->in[1]), y);
+            break;
+        case NT_LAYER_GAP: o->gap_fwd(&ex, N, src->H * src->W, src->C, xin, y); break;
         case NT_LAYER_DENSE:
             o->dense_fwd(&ex, N, src->C, l->C, xin, param(m, l, 0), param(m, l, 1),
                          l->act == NT_ACT_RELU, y);
@@ -376,7 +454,7 @@ const nt_tensor *nt_model_layer_output(const nt_model *m, int layer)
 {
     if (!m->have_forward || layer < 0 || layer >= m->nlayers) return NULL;
     const nt_layer *l = &m->layers[layer];
-    if (l->out_death < m->nlayers - 1) return NULL; // its buffer was reused
+    if (l->out_off < 0 || l->out_death < m->nlayers - 1) return NULL; // fused away or reused
     nt_model *mm = (nt_model *)m;
     set_view(&mm->layer_view, l, m->last_n, mm->buf + l->out_off);
     return &mm->layer_view;
@@ -524,7 +602,7 @@ nt_status nt_model_backward(nt_model *m, const nt_tensor *dy, nt_tensor *dx)
             if (!want) break;
             nk_conv_desc cd = conv_desc(m, l, N);
             d               = grad_dst(m, j, &acc);
-            nk_maxpool_bwd_ref(&cd, out_of(m, j), g, d);
+            o->maxpool_bwd(&ex, &cd, out_of(m, j), g, d);
             accumulate(m, &ex, j, acc);
         } break;
         case NT_LAYER_ADD:

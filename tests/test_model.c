@@ -167,6 +167,19 @@ static void test_plan_and_modes(nt_ctx *ctx)
     const nt_tensor *k = nt_model_layer_output(m, conv1);
     CHECK(k && k->shape[1] == 32 && k->shape[3] == 4);
     nt_model_keep_output(m, conv1, 0);
+    // Fused inference (conv+BN+ReLU epilogues, add+ReLU) against the unfused graph: keeping
+    // every output disables fusion.
+    {
+        nt_model *u = small_model(ctx, 64, 20);
+        for (int i = 0; i < nt_model_num_layers(u); i++) nt_model_keep_output(u, i, 1);
+        CHECK(nt_model_forward(u, &x, 0, 0) == NT_OK);
+        CHECK(nt_model_forward(m, &x, 0, 0) == NT_OK);
+        CHECK(nt_model_layer_output(m, conv1) == NULL); // fused: never materialised
+        CHECK(nt_model_layer_output(u, conv1) != NULL);
+        CHECK_CLOSE("fused vs unfused inference logits", nt_model_output(u)->data, infer0, 3,
+                    1e-3, 1e-5); // logits are ~1e3 here; rounding of the folded BN only
+        nt_model_free(u);
+    }
 
     // Training keeps what the trainable suffix needs, and nothing of the frozen prefix.
     CHECK(nt_model_forward(m, &x, 1, 0) == NT_OK);

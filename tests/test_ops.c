@@ -126,6 +126,25 @@ static void test_conv(const conv_case *cc)
             NAME("fwd_nobias");
             CHECK_CLOSE(what, y, y_ref, (int64_t)ny, tol_fwd, TOL_SUM_RTOL);
 
+            // With the fused epilogue (an inference BN as scale/shift, then ReLU) against the
+            // plain reference conv followed by the same map.
+            {
+                float *sc = xmalloc(d.K), *sh = xmalloc(d.K), *ye = xmalloc(ny);
+                fill(sc, d.K, 25, 0.5f, 1.5f);
+                fill(sh, d.K, 26, -0.5f, 0.5f);
+                for (size_t i = 0; i < ny; i++) {
+                    const size_t k = i % (size_t)d.K;
+                    const float v  = y_ref[i] * sc[k] + sh[k];
+                    ye[i]          = v > 0.0f ? v : 0.0f;
+                }
+                const nk_epilogue ep = {sc, sh, 1};
+                poison(y, ny);
+                nk_conv2d_fwd_epi_cpu((nk_isa)isa, &ex, &d, x, w, b, &ep, y);
+                NAME("fwd_bn_relu");
+                CHECK_CLOSE(what, y, ye, (int64_t)ny, tol_fwd * 1.5, TOL_SUM_RTOL);
+                free(sc), free(sh), free(ye);
+            }
+
             poison(dx, nx);
             nk_conv2d_bwd_data_cpu((nk_isa)isa, &ex, &d, dy, w, dx);
             NAME("bwd_data");
@@ -300,8 +319,63 @@ static void test_eltwise(int64_t n)
         nk_add_fwd_cpu(&ex, n, a, b, o);
         snprintf(what, sizeof what, "add_fwd t%d n=%lld", nt, (long long)n);
         CHECK_CLOSE(what, o, r, n, TOL_EXACT, TOL_EXACT);
+
+        nk_relu_fwd_ref(n, r, r);
+        poison(o, n);
+        nk_add_relu_fwd_cpu(&ex, n, a, b, o);
+        snprintf(what, sizeof what, "add_relu_fwd t%d n=%lld", nt, (long long)n);
+        CHECK_CLOSE(what, o, r, n, TOL_EXACT, TOL_EXACT);
     }
     free(a), free(b), free(r), free(o), free(g);
+}
+
+// ---- pooling and padding ----
+
+static void test_pool(int N, int H, int W, int C, int R, int stride)
+{
+    nk_conv_desc d = {.N = N, .H = H, .W = W, .C = C, .K = C, .R = R, .S = R, .stride = stride};
+    d.P = (H - R) / stride + 1;
+    d.Q = (W - R) / stride + 1;
+    const size_t nx = (size_t)N * H * W * C, ny = (size_t)N * d.P * d.Q * C;
+    float *x = xmalloc(nx), *dy = xmalloc(ny), *r = xmalloc(nx), *o = xmalloc(nx);
+    fill(x, nx, 61, -1, 1);
+    fill(dy, ny, 62, -1, 1);
+    // Ties (after a ReLU most values are 0): backward must pick the first maximum as the ref.
+    for (size_t i = 0; i < nx; i += 3)
+        x[i] = 0.0f;
+    for (int nt = 1; nt <= 2; nt++) {
+        nk_exec ex = {nt, NULL, 0};
+        char what[120];
+        nk_maxpool_fwd_ref(&d, x, r);
+        poison(o, ny);
+        nk_maxpool_fwd_cpu(&ex, &d, x, o);
+        snprintf(what, sizeof what, "maxpool_fwd t%d N=%d H=%d C=%d R=%d s=%d", nt, N, H, C, R,
+                 stride);
+        CHECK_CLOSE(what, o, r, (int64_t)ny, TOL_EXACT, TOL_EXACT);
+        nk_maxpool_bwd_ref(&d, x, dy, r);
+        poison(o, nx);
+        nk_maxpool_bwd_cpu(&ex, &d, x, dy, o);
+        snprintf(what, sizeof what, "maxpool_bwd t%d N=%d H=%d C=%d R=%d s=%d", nt, N, H, C, R,
+                 stride);
+        CHECK_CLOSE(what, o, r, (int64_t)nx, 1e-6, 1e-6); // overlapping windows sum in any order
+
+        const int pt = 1, pb = 2, pl = 3, pr = 0;
+        const size_t np = (size_t)N * (H + pt + pb) * (W + pl + pr) * C;
+        float *pref = xmalloc(np), *pgot = xmalloc(np);
+        nk_zeropad_fwd_ref(N, H, W, C, pt, pb, pl, pr, x, pref);
+        poison(pgot, np);
+        nk_zeropad_fwd_cpu(&ex, N, H, W, C, pt, pb, pl, pr, x, pgot);
+        snprintf(what, sizeof what, "zeropad_fwd t%d N=%d H=%d C=%d", nt, N, H, C);
+        CHECK_CLOSE(what, pgot, pref, (int64_t)np, TOL_EXACT, TOL_EXACT);
+        free(pref), free(pgot);
+
+        nk_gap_fwd_ref(N, H * W, C, x, r);
+        poison(o, (size_t)N * C);
+        nk_gap_fwd_cpu(&ex, N, H * W, C, x, o);
+        snprintf(what, sizeof what, "gap_fwd t%d N=%d HW=%d C=%d", nt, N, H * W, C);
+        CHECK_CLOSE(what, o, r, (int64_t)N * C, TOL_EXACT, TOL_EXACT); // same double sums
+    }
+    free(x), free(dy), free(r), free(o);
 }
 
 int main(void)
@@ -320,6 +394,11 @@ int main(void)
     for (size_t i = 0; i < 4; i++)
         for (size_t j = 0; j < 4; j++)
             if (bm[i] * bc[j] <= 2000000) test_bn(bm[i], bc[j]);
+
+    test_pool(1, 3, 3, 1, 3, 2);
+    test_pool(3, 7, 7, 33, 3, 2);
+    test_pool(2, 33, 33, 7, 3, 2);
+    test_pool(1, 9, 9, 130, 2, 1);
 
     static const int64_t en[] = {1, 7, 1023, 100003};
     for (size_t i = 0; i < 4; i++)

@@ -141,11 +141,17 @@ static float *split_ws(const nk_exec *ex, nk_exec *gex)
 void nk_conv2d_fwd_cpu(nk_isa isa, const nk_exec *ex, const nk_conv_desc *d, const float *x,
                        const float *w, const float *b, float *y)
 {
+    nk_conv2d_fwd_epi_cpu(isa, ex, d, x, w, b, NULL, y);
+}
+
+void nk_conv2d_fwd_epi_cpu(nk_isa isa, const nk_exec *ex, const nk_conv_desc *d, const float *x,
+                           const float *w, const float *b, const nk_epilogue *ep, float *y)
+{
     const int K   = d->K;
     const int rsc = d->R * d->S * d->C;
     if (is_direct(d)) {
         nk_sgemm_cpu_epi(isa, ex, 0, 0, d->N * d->H * d->W, K, d->C, 1.0f, x, d->C, w, K, 0.0f, y,
-                         K, b, 0);
+                         K, b, ep);
         return;
     }
     nk_exec gex;
@@ -156,7 +162,7 @@ void nk_conv2d_fwd_cpu(nk_isa isa, const nk_exec *ex, const nk_conv_desc *d, con
         im2col(d, x, l0, l1, col, gex.nthreads);
         const int rows = (int)((l1 - l0) * d->Q);
         nk_sgemm_cpu_epi(isa, &gex, 0, 0, rows, K, rsc, 1.0f, col, rsc, w, K, 0.0f,
-                         y + l0 * d->Q * K, K, b, 0);
+                         y + l0 * d->Q * K, K, b, ep);
     }
 }
 

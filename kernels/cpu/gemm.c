@@ -100,8 +100,10 @@ static const nk_gemm_kernel *kernel_for(nk_isa isa)
 // C = beta * C (+ bias, then ReLU) over an M x N block, the whole GEMM when K == 0 or
 // alpha == 0. beta == 0 writes without reading C.
 static void scale_c(int nt, int M, int N, float beta, float *C, int64_t ldc, const float *bias,
-                    int relu)
+                    const nk_epilogue *ep)
 {
+    const float *sc = ep ? ep->scale : NULL, *sh = ep ? ep->shift : NULL;
+    const int relu  = ep && ep->relu;
 #pragma omp parallel for num_threads(nt) schedule(static)
     for (int i = 0; i < M; i++) {
         float *c = C + i * ldc;
@@ -114,6 +116,9 @@ static void scale_c(int nt, int M, int N, float beta, float *C, int64_t ldc, con
         if (bias)
             for (int j = 0; j < N; j++)
                 c[j] += bias[j];
+        if (sc)
+            for (int j = 0; j < N; j++)
+                c[j] = c[j] * sc[j] + sh[j];
         if (relu)
             for (int j = 0; j < N; j++)
                 c[j] = c[j] > 0.0f ? c[j] : 0.0f;
@@ -188,6 +193,14 @@ static void tile_relu(float *c, int64_t ldc, int m, int n)
             c[i * ldc + j] = c[i * ldc + j] > 0.0f ? c[i * ldc + j] : 0.0f;
 }
 
+// Epilogue: a per-column affine map (a folded inference BN).
+static void tile_affine(float *c, int64_t ldc, int m, int n, const float *sc, const float *sh)
+{
+    for (int i = 0; i < m; i++)
+        for (int j = 0; j < n; j++)
+            c[i * ldc + j] = c[i * ldc + j] * sc[j] + sh[j];
+}
+
 // Prologue for the first k block when a bias is added: C tile = bias rows (beta is then 1).
 static void tile_bias(float *c, int64_t ldc, int m, int n, const float *bias)
 {
@@ -198,14 +211,15 @@ static void tile_bias(float *c, int64_t ldc, int m, int n, const float *bias)
 
 void nk_sgemm_cpu_epi(nk_isa isa, const nk_exec *ex, int ta, int tb, int M, int N, int K,
                       float alpha, const float *A, int lda, const float *B, int ldb, float beta,
-                      float *C, int ldc, const float *bias, int relu)
+                      float *C, int ldc, const float *bias, const nk_epilogue *ep)
 {
     if (M <= 0 || N <= 0) return;
+    const int relu = ep && ep->relu;
     int nt       = ex && ex->nthreads > 0 ? ex->nthreads : 1;
     double flops = 2.0 * M * N * (double)K;
     if (flops < GEMM_MIN_FLOPS_PER_THREAD * nt) nt = 1;
     if (K <= 0 || alpha == 0.0f) {
-        scale_c(nt, M, N, beta, C, ldc, bias, relu);
+        scale_c(nt, M, N, beta, C, ldc, bias, ep);
         return;
     }
     const nk_gemm_kernel *kr = kernel_for(isa);
@@ -251,6 +265,8 @@ void nk_sgemm_cpu_epi(nk_isa isa, const nk_exec *ex, int ta, int tb, int M, int 
                             if (first && bias) tile_bias(c, ldc, m, n, bias + j0 + j);
                             kr->ukr(kcb, abuf + (int64_t)ir * kcb, bp, c, ldc, alpha, beta_eff, m,
                                     n);
+                            if (last && ep && ep->scale)
+                                tile_affine(c, ldc, m, n, ep->scale + j0 + j, ep->shift + j0 + j);
                             if (last && relu) tile_relu(c, ldc, m, n);
                         }
                     }
@@ -263,7 +279,7 @@ void nk_sgemm_cpu_epi(nk_isa isa, const nk_exec *ex, int ta, int tb, int M, int 
 void nk_sgemm_cpu(nk_isa isa, const nk_exec *ex, int ta, int tb, int M, int N, int K, float alpha,
                   const float *A, int lda, const float *B, int ldb, float beta, float *C, int ldc)
 {
-    nk_sgemm_cpu_epi(isa, ex, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, NULL, 0);
+    nk_sgemm_cpu_epi(isa, ex, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, NULL, NULL);
 }
 
 // ---- column sums (bias gradients) ----

@@ -1,0 +1,127 @@
+/*
+ * pool.c: threaded max pooling (forward and backward), zero padding, global average pooling and
+ * the fused residual add + ReLU, on NHWC. Plain C with OpenMP: the inner loops run over
+ * channels, contiguous in NHWC, and vectorise. Contracts in kernels/nk.h; tested against
+ * kernels/ref in tests/test_ops.c.
+ */
+#include "kernels/nk.h"
+
+#include <string.h>
+
+static int threads_of(const nk_exec *ex)
+{
+    return ex && ex->nthreads > 0 ? ex->nthreads : 1;
+}
+
+void nk_maxpool_fwd_cpu(const nk_exec *ex, const nk_conv_desc *d, const float *x, float *y)
+{
+    const int C = d->C;
+    // One output row (n, p) per iteration.
+#pragma omp parallel for num_threads(threads_of(ex)) schedule(static)
+    for (int64_t np = 0; np < (int64_t)d->N * d->P; np++) {
+        const int n = (int)(np / d->P), p = (int)(np % d->P);
+        for (int q = 0; q < d->Q; q++) {
+            float *o   = y + ((np * d->Q) + q) * C;
+            int first  = 1;
+            for (int r = 0; r < d->R; r++) {
+                const int h = p * d->stride - d->pad_h + r;
+                if (h < 0 || h >= d->H) continue;
+                for (int s = 0; s < d->S; s++) {
+                    const int w = q * d->stride - d->pad_w + s;
+                    if (w < 0 || w >= d->W) continue;
+                    const float *i = x + (((int64_t)n * d->H + h) * d->W + w) * C;
+                    if (first) {
+                        memcpy(o, i, (size_t)C * sizeof(float));
+                        first = 0;
+                    } else {
+                        for (int c = 0; c < C; c++) o[c] = i[c] > o[c] ? i[c] : o[c];
+                    }
+                }
+            }
+            if (first) memset(o, 0, (size_t)C * sizeof(float)); // an empty window, as the ref
+        }
+    }
+}
+
+void nk_maxpool_bwd_cpu(const nk_exec *ex, const nk_conv_desc *d, const float *x, const float *dy,
+                        float *dx)
+{
+    const int C = d->C;
+    // Windows overlap inside an image, so each thread owns whole images (and channel blocks).
+    const int cb = 16, nblk = (C + cb - 1) / cb;
+#pragma omp parallel for num_threads(threads_of(ex)) schedule(static)
+    for (int64_t job = 0; job < (int64_t)d->N * nblk; job++) {
+        const int n = (int)(job / nblk), c0 = (int)(job % nblk) * cb;
+        const int c1 = c0 + cb < C ? c0 + cb : C;
+        float *dxn = dx + (int64_t)n * d->H * d->W * C;
+        for (int64_t i = 0; i < (int64_t)d->H * d->W; i++)
+            for (int c = c0; c < c1; c++) dxn[i * C + c] = 0.0f;
+        for (int p = 0; p < d->P; p++)
+            for (int q = 0; q < d->Q; q++) {
+                const float *g = dy + (((int64_t)n * d->P + p) * d->Q + q) * C;
+                for (int c = c0; c < c1; c++) {
+                    // The first maximum in row-major (r, s) order, as the reference.
+                    float best = 0;
+                    int64_t at = -1;
+                    for (int r = 0; r < d->R; r++) {
+                        const int h = p * d->stride - d->pad_h + r;
+                        if (h < 0 || h >= d->H) continue;
+                        for (int s = 0; s < d->S; s++) {
+                            const int w = q * d->stride - d->pad_w + s;
+                            if (w < 0 || w >= d->W) continue;
+                            const int64_t idx = ((int64_t)h * d->W + w) * C + c;
+                            const float v     = x[(int64_t)n * d->H * d->W * C + idx];
+                            if (at < 0 || v > best) best = v, at = idx;
+                        }
+                    }
+                    if (at >= 0) dxn[at] += g[c];
+                }
+            }
+    }
+}
+
+void nk_zeropad_fwd_cpu(const nk_exec *ex, int N, int H, int W, int C, int pt, int pb, int pl,
+                        int pr, const float *x, float *y)
+{
+    const int Ho = H + pt + pb, Wo = W + pl + pr;
+#pragma omp parallel for num_threads(threads_of(ex)) schedule(static)
+    for (int64_t nh = 0; nh < (int64_t)N * Ho; nh++) {
+        const int n = (int)(nh / Ho), h = (int)(nh % Ho) - pt;
+        float *o    = y + nh * Wo * C;
+        if (h < 0 || h >= H) {
+            memset(o, 0, (size_t)Wo * C * sizeof(float));
+            continue;
+        }
+        memset(o, 0, (size_t)pl * C * sizeof(float));
+        memcpy(o + (int64_t)pl * C, x + (((int64_t)n * H + h) * W) * C,
+               (size_t)W * C * sizeof(float));
+        memset(o + (int64_t)(pl + W) * C, 0, (size_t)pr * C * sizeof(float));
+    }
+}
+
+void nk_gap_fwd_cpu(const nk_exec *ex, int N, int HW, int C, const float *x, float *y)
+{
+    // Per (n, c) in double, as the reference, so the result does not depend on threads.
+#pragma omp parallel for num_threads(threads_of(ex)) schedule(static)
+    for (int n = 0; n < N; n++) {
+        double acc[64];
+        for (int c0 = 0; c0 < C; c0 += 64) {
+            const int c1 = c0 + 64 < C ? c0 + 64 : C;
+            for (int c = c0; c < c1; c++) acc[c - c0] = 0;
+            for (int i = 0; i < HW; i++) {
+                const float *xi = x + ((int64_t)n * HW + i) * C;
+                for (int c = c0; c < c1; c++) acc[c - c0] += xi[c];
+            }
+            for (int c = c0; c < c1; c++) y[(int64_t)n * C + c] = (float)(acc[c - c0] / HW);
+        }
+    }
+}
+
+void nk_add_relu_fwd_cpu(const nk_exec *ex, int64_t n, const float *a, const float *b, float *y)
+{
+#pragma omp parallel for num_threads(threads_of(ex)) schedule(static)
+    for (int64_t i = 0; i < n; i++) {
+        const float v = a[i] + b[i];
+        y[i]          = v > 0.0f ? v : 0.0f;
+    }
+}
