@@ -150,7 +150,7 @@ out:
 // ---- options shared by init and weights import ----
 
 typedef struct model_flags {
-    int img_size, head1, head2, fp16;
+    int img_size, head1, head2, fp16, width_div;
     double dropout, seed;
     const char *preprocess;
 } model_flags;
@@ -163,6 +163,8 @@ typedef struct model_flags {
         {"seed", OPT_FLOAT, &(f).seed, 0, 9007199254740992.0, "N",                                 \
          "seed of the initialisation, default 0"},                                                 \
         {"fp16", OPT_FLAG, &(f).fp16, 0, 0, NULL, "store tensors as float16 (half the size)"},     \
+        {"width-div", OPT_INT, &(f).width_div, 1, 64, "K",                                         \
+         "divide every channel count by K (small test networks; default 1)"},                      \
     {                                                                                              \
         "preprocess", OPT_STR, &(f).preprocess, 0, 0, "rescale|caffe|torch",                       \
             "input preprocessing stored in the model"                                              \
@@ -176,6 +178,7 @@ static int build_meta(const char *cmdname, nt_ctx *ctx, const model_flags *f, in
     meta->cfg.head1    = f->head1;
     meta->cfg.head2    = f->head2;
     meta->cfg.dropout  = (float)f->dropout;
+    meta->cfg.width_div = f->width_div;
     if (nt_preprocess_parse(ctx, f->preprocess, &meta->preprocess) != NT_OK)
         return cli_fail(cmdname, EXIT_USAGE, "--%s", nt_ctx_errmsg(ctx));
     // Provenance: the command and version, so that a file says how it was made.
@@ -195,7 +198,7 @@ static int build_meta(const char *cmdname, nt_ctx *ctx, const model_flags *f, in
 
 int cmd_init(int argc, char **argv)
 {
-    model_flags f      = {224, 256, 128, 0, 0.5, 0, "rescale"};
+    model_flags f      = {224, 256, 128, 0, 1, 0.5, 0, "rescale"};
     const char *out    = NULL;
     cli_opt opts[]     = {{"out", OPT_STR, &out, 0, 0, "FILE", "model file to write (required)"},
                           MODEL_FLAG_OPTS(f)};
@@ -242,7 +245,7 @@ int cmd_weights(int argc, char **argv)
                         "FILE`, got %s%s%s",
                         argc ? "\"" : "", argc ? argv[0] : "nothing", argc ? "\"" : "");
     }
-    model_flags f   = {224, 256, 128, 0, 0.5, 0, "caffe"};
+    model_flags f   = {224, 256, 128, 0, 1, 0.5, 0, "caffe"};
     const char *out = NULL;
     cli_opt opts[]  = {{"out", OPT_STR, &out, 0, 0, "FILE", "model file to write (required)"},
                        MODEL_FLAG_OPTS(f)};

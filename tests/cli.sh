@@ -49,6 +49,12 @@ expect 1 'person1000_bacteria_2931.jpeg","probability"' -- $P predict --model $T
 expect 1 'cut.jpeg.*(corrupt|not a readable) JPEG' -- $P predict --model $T/m.st --format jsonl $T/cut.jpeg
 expect 2 '--resize expects|resize: expected nearest, bilinear or area, got "cubic"' -- $P predict --model $T/m.st --resize cubic data/samples/IM-0115-0001.jpeg
 expect 1 "weights import.*missing.h5" -- $P weights import $T/missing.h5 --out $T/w.st
+# Keras .h5 import through the command, on the small files of the real layout (channels / 16).
+expect 0 "imported .* tensors .*current layer names" -- $P weights import tests/fixtures/keras_resnet50_w16_current.h5 --width-div 16 --out $T/w.st
+expect 0 "Preprocess: caffe" -- $P info $T/w.st
+expect 0 "imported .* tensors .*2017" -- $P weights import tests/fixtures/keras_resnet50_w16_2017.h5 --width-div 16 --out $T/w17.st
+expect 1 "shape" -- $P weights import tests/fixtures/keras_resnet50_w16_current.h5 --width-div 8 --out $T/w8.st
+expect 0 '"probability"' -- $P predict --model $T/w.st --format jsonl data/samples/IM-0115-0001.jpeg
 expect 2 "expected peak, gemm or model" -- $P bench nothing
 echo "cli.sh: $n checks, $fails failed"
 [ $fails -eq 0 ]
