@@ -53,15 +53,18 @@ static int gemm_check(nk_isa isa, const nk_exec *ex, int M, int N, int K, const 
     // C t == A (B t) for a random t, in double: O(n^2) instead of a full reference product.
     double *t = malloc(sizeof(double) * (size_t)N), *bt = malloc(sizeof(double) * (size_t)K);
     double worst = 0;
-    for (int j = 0; j < N; j++) t[j] = nk_u01(77, (uint64_t)j) - 0.5;
+    for (int j = 0; j < N; j++)
+        t[j] = nk_u01(77, (uint64_t)j) - 0.5;
     for (int k = 0; k < K; k++) {
         double s = 0;
-        for (int j = 0; j < N; j++) s += (double)B[(size_t)k * N + j] * t[j];
+        for (int j = 0; j < N; j++)
+            s += (double)B[(size_t)k * N + j] * t[j];
         bt[k] = s;
     }
     for (int i = 0; i < M; i++) {
         double ct = 0, abt = 0, mag = 0;
-        for (int j = 0; j < N; j++) ct += (double)C[(size_t)i * N + j] * t[j];
+        for (int j = 0; j < N; j++)
+            ct += (double)C[(size_t)i * N + j] * t[j];
         for (int k = 0; k < K; k++) {
             abt += (double)A[(size_t)i * K + k] * bt[k];
             mag += fabs((double)A[(size_t)i * K + k] * bt[k]);
@@ -77,15 +80,17 @@ static int gemm_check(nk_isa isa, const nk_exec *ex, int M, int N, int K, const 
 static int bench_gemm(int M, int N, int K, int threads, int repeat, double peak, nk_isa isa)
 {
     float *A = malloc(sizeof(float) * (size_t)M * K), *B = malloc(sizeof(float) * (size_t)K * N);
-    float *C = malloc(sizeof(float) * (size_t)M * N);
+    float *C   = malloc(sizeof(float) * (size_t)M * N);
     size_t wsn = nk_sgemm_ws_floats(threads);
     float *ws  = malloc(sizeof(float) * (wsn ? wsn : 1));
     if (!A || !B || !C || !ws) {
         free(A), free(B), free(C), free(ws);
         return cli_fail("bench", EXIT_FAIL, "out of memory for M=%d N=%d K=%d", M, N, K);
     }
-    for (size_t i = 0; i < (size_t)M * K; i++) A[i] = nk_u01(1, i) - 0.5f;
-    for (size_t i = 0; i < (size_t)K * N; i++) B[i] = nk_u01(2, i) - 0.5f;
+    for (size_t i = 0; i < (size_t)M * K; i++)
+        A[i] = nk_u01(1, i) - 0.5f;
+    for (size_t i = 0; i < (size_t)K * N; i++)
+        B[i] = nk_u01(2, i) - 0.5f;
     nk_exec ex = {threads, ws, wsn};
     nk_sgemm_cpu(isa, &ex, 0, 0, M, N, K, 1.0f, A, K, B, N, 0.0f, C, N);
     int ok = gemm_check(isa, &ex, M, N, K, A, B, C);
@@ -128,7 +133,7 @@ static void model_flops(nt_model *m, int N, double *fwd, double *train)
         if (li.type == NT_LAYER_CONV) {
             // MACs = P*Q*K * (R*S*C); R*S*C = kernel params / K (bias excluded)
             double kparams = (double)(li.nparams - li.out_shape[3]);
-            c = 2.0 * N * (double)li.out_shape[1] * (double)li.out_shape[2] * kparams;
+            c              = 2.0 * N * (double)li.out_shape[1] * (double)li.out_shape[2] * kparams;
         } else if (li.type == NT_LAYER_DENSE) {
             c = 2.0 * N * (double)(li.nparams - li.out_shape[1]);
         }
@@ -154,8 +159,8 @@ static int cmp_prof(const void *a, const void *b)
 // Per-layer-type totals and the slowest layers, per step (summed over `repeat` steps).
 static void print_profile(nt_model *m, int repeat, double step_s)
 {
-    int L         = nt_model_num_layers(m);
-    prof_row *row = calloc((size_t)L, sizeof(*row));
+    int L                 = nt_model_num_layers(m);
+    prof_row *row         = calloc((size_t)L, sizeof(*row));
     double by_type[16][2] = {{0}};
     const char *names[16] = {0};
     for (int i = 0; i < L; i++) {
@@ -204,7 +209,8 @@ static int bench_model(int batch, int threads, int img, int train, int unfreeze,
         rc = cli_fail("bench", EXIT_FAIL, "%s", nt_ctx_errmsg(ctx));
         goto out;
     }
-    for (int64_t i = 0; i < nt_tensor_numel(&x); i++) x.data[i] = nk_u01(5, (uint64_t)i);
+    for (int64_t i = 0; i < nt_tensor_numel(&x); i++)
+        x.data[i] = nk_u01(5, (uint64_t)i);
 
     if (check) {
         // The fast kernels against the reference kernels on one image.
@@ -217,8 +223,8 @@ static int bench_model(int batch, int threads, int img, int train, int unfreeze,
         x1.shape[0]  = 1;
         float a = 0, b = 0;
         if (nt_ctx_new(&o, &rctx) == NT_OK && nt_resnet50_new(rctx, &cfg, &rm) == NT_OK &&
-            nt_model_init(rm, NT_INIT_KERAS, 1) == NT_OK && nt_model_forward(rm, &x1, 0, 0) == NT_OK &&
-            nt_model_forward(m, &x1, 0, 0) == NT_OK) {
+            nt_model_init(rm, NT_INIT_KERAS, 1) == NT_OK &&
+            nt_model_forward(rm, &x1, 0, 0) == NT_OK && nt_model_forward(m, &x1, 0, 0) == NT_OK) {
             a = nt_model_output(m)->data[0];
             b = nt_model_output(rm)->data[0];
         }
@@ -235,17 +241,18 @@ static int bench_model(int batch, int threads, int img, int train, int unfreeze,
     }
     double fwd, trn;
     model_flops(m, batch, &fwd, &trn);
-    float *dl   = calloc((size_t)batch, sizeof(float));
-    float *lab  = calloc((size_t)batch, sizeof(float));
+    float *dl  = calloc((size_t)batch, sizeof(float));
+    float *lab = calloc((size_t)batch, sizeof(float));
     double t[64];
     for (int r = -warmup; r < repeat; r++) {
         double t0 = now_s();
         s         = nt_model_forward(m, &x, train, (uint64_t)(r + warmup));
         if (s == NT_OK && train) {
             double loss;
-            s = nt_model_loss(m, lab, NULL, &loss, NULL, dl);
+            s            = nt_model_loss(m, lab, NULL, &loss, NULL, dl);
             nt_tensor dy = {.ndim = 2, .shape = {batch, 1}, .data = dl};
-            for (int k = 0; k < batch; k++) dl[k] = 1.0f / (float)batch;
+            for (int k = 0; k < batch; k++)
+                dl[k] = 1.0f / (float)batch;
             if (s == NT_OK) s = nt_model_backward(m, &dy, NULL);
         }
         if (s != NT_OK) break;
@@ -260,12 +267,11 @@ static int bench_model(int batch, int threads, int img, int train, int unfreeze,
         goto out;
     }
     double sec = median(t, repeat), flops = train ? trn : fwd;
-    double gf  = flops / sec * 1e-9;
+    double gf = flops / sec * 1e-9;
     printf("op=model model=resnet50 mode=%s unfreeze=%d impl=%s batch=%d img=%d threads=%d "
            "ms=%.1f images_per_s=%.2f gflop_per_image=%.2f gflops=%.1f pct_peak=%.1f\n",
            train ? "train" : "infer", unfreeze, nt_ctx_impl_name(ctx), batch, img,
-           nt_ctx_nthreads(ctx), sec * 1e3, batch / sec, flops / batch * 1e-9, gf,
-           100 * gf / peak);
+           nt_ctx_nthreads(ctx), sec * 1e3, batch / sec, flops / batch * 1e-9, gf, 100 * gf / peak);
     if (profile && warmup > 0) print_profile(m, repeat, sec);
 out:
     nt_tensor_free(&x);
@@ -277,11 +283,11 @@ out:
 int cmd_bench(int argc, char **argv)
 {
     const char *what = argc > 0 && argv[0][0] != '-' ? argv[0] : NULL;
-    int threads = 0, batch = 16, img = 224, train = 0, repeat = 5, warmup = 1, M = 0, N = 0,
-        K = 0, nocheck = 0, profile = 0;
+    int threads = 0, batch = 16, img = 224, train = 0, repeat = 5, warmup = 1, M = 0, N = 0, K = 0,
+        nocheck = 0, profile = 0;
     double peak            = 0;
     const char *unfreeze_s = "20", *isa_s = NULL;
-    cli_opt opts[]         = {
+    cli_opt opts[] = {
         {"threads", OPT_INT, &threads, 0, 1024, "N", "threads, default all CPUs"},
         {"batch", OPT_INT, &batch, 1, 4096, "N", "model: batch size, default 16"},
         {"img-size", OPT_INT, &img, 32, 1024, "PX", "model: input size, default 224"},
@@ -297,10 +303,14 @@ int cmd_bench(int argc, char **argv)
         {"no-check", OPT_FLAG, &nocheck, 0, 0, NULL, "model: skip the check against the reference"},
         {"profile", OPT_FLAG, &profile, 0, 0, NULL, "model: time every layer (by type, slowest)"},
     };
-    cli_cmd cmd = {"bench", "peak|gemm|model [options]",
+    cli_cmd cmd = {"bench",
+                   "peak|gemm|model [options]",
                    "Measure the FMA peak, GEMM and the whole ResNet50 (images/s, GFLOP/s, % of "
                    "peak).",
-                   opts, (int)(sizeof(opts) / sizeof(opts[0])), 0, 0};
+                   opts,
+                   (int)(sizeof(opts) / sizeof(opts[0])),
+                   0,
+                   0};
     char *pos[argc + 1];
     int npos, rc = cli_parse(&cmd, what ? argc - 1 : argc, what ? argv + 1 : argv, pos, &npos);
     if (rc) return rc < 0 ? EXIT_OK : rc;
@@ -312,11 +322,10 @@ int cmd_bench(int argc, char **argv)
     threads    = resolve_threads(threads);
     nk_isa isa = nk_cpu_detect();
     if (isa_s) {
-        nk_isa want = strcmp(isa_s, "avx512") == 0 ? NK_ISA_AVX512
-                      : strcmp(isa_s, "avx2") == 0 ? NK_ISA_AVX2
-                      : strcmp(isa_s, "scalar") == 0
-                          ? NK_ISA_SCALAR
-                          : (nk_isa)-1;
+        nk_isa want = strcmp(isa_s, "avx512") == 0   ? NK_ISA_AVX512
+                      : strcmp(isa_s, "avx2") == 0   ? NK_ISA_AVX2
+                      : strcmp(isa_s, "scalar") == 0 ? NK_ISA_SCALAR
+                                                     : (nk_isa)-1;
         if ((int)want < 0)
             return cli_fail("bench", EXIT_USAGE, "--isa expects avx512, avx2 or scalar, got \"%s\"",
                             isa_s);
@@ -344,15 +353,17 @@ int cmd_bench(int argc, char **argv)
         if (M || N || K) return cli_fail("bench", EXIT_USAGE, "give all of --m, --n, --k or none");
         // ResNet50 GEMMs at batch 16 (M = 16*P*Q), plus a square one.
         static const int shapes[][3] = {
-            {2048, 2048, 2048}, {50176, 64, 64},    {50176, 256, 64}, {50176, 64, 576},
+            {2048, 2048, 2048}, {50176, 64, 64},    {50176, 256, 64},  {50176, 64, 576},
             {12544, 512, 128},  {12544, 128, 1152}, {3136, 1024, 256}, {3136, 256, 2304},
             {784, 2048, 512},   {784, 512, 4608},
         };
         for (size_t i = 0; i < sizeof(shapes) / sizeof(shapes[0]); i++) {
-            int r = bench_gemm(shapes[i][0], shapes[i][1], shapes[i][2], threads, repeat, peak, isa);
+            int r =
+                bench_gemm(shapes[i][0], shapes[i][1], shapes[i][2], threads, repeat, peak, isa);
             if (r) rc = r;
         }
         return rc;
     }
-    return bench_model(batch, threads, img, train, unfreeze, repeat, warmup, peak, !nocheck, profile);
+    return bench_model(batch, threads, img, train, unfreeze, repeat, warmup, peak, !nocheck,
+                       profile);
 }

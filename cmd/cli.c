@@ -46,7 +46,9 @@ static int set_opt(const cli_cmd *cmd, const cli_opt *o, const char *val)
 {
     char *end;
     switch (o->type) {
-    case OPT_FLAG: *(int *)o->dst = 1; return 0;
+    case OPT_FLAG:
+        *(int *)o->dst = 1;
+        return 0;
     case OPT_STR:
         if (!*val) return cli_fail(cmd->name, EXIT_USAGE, "--%s needs a non-empty value", o->name);
         *(const char **)o->dst = val;
@@ -55,8 +57,9 @@ static int set_opt(const cli_cmd *cmd, const cli_opt *o, const char *val)
         errno  = 0;
         long v = strtol(val, &end, 10);
         if (errno || end == val || *end || v < o->lo || v > o->hi)
-            return cli_fail(cmd->name, EXIT_USAGE, "--%s expects an integer in %.0f..%.0f, got \"%s\"",
-                            o->name, o->lo, o->hi, val);
+            return cli_fail(cmd->name, EXIT_USAGE,
+                            "--%s expects an integer in %.0f..%.0f, got \"%s\"", o->name, o->lo,
+                            o->hi, val);
         *(int *)o->dst = (int)v;
         return 0;
     }
@@ -75,7 +78,7 @@ static int set_opt(const cli_cmd *cmd, const cli_opt *o, const char *val)
 
 int cli_parse(const cli_cmd *cmd, int argc, char **argv, char **pos, int *npos)
 {
-    *npos     = 0;
+    *npos       = 0;
     int no_more = 0;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
@@ -92,8 +95,10 @@ int cli_parse(const cli_cmd *cmd, int argc, char **argv, char **pos, int *npos)
             return -1;
         }
         if (a[1] != '-')
-            return cli_fail(cmd->name, EXIT_USAGE, "unknown option \"%s\" (options are --long; see "
-                            "pneumo %s --help)", a, cmd->name);
+            return cli_fail(cmd->name, EXIT_USAGE,
+                            "unknown option \"%s\" (options are --long; see "
+                            "pneumo %s --help)",
+                            a, cmd->name);
         const char *name = a + 2, *eq = strchr(name, '=');
         size_t nlen      = eq ? (size_t)(eq - name) : strlen(name);
         const cli_opt *o = NULL;
@@ -101,8 +106,9 @@ int cli_parse(const cli_cmd *cmd, int argc, char **argv, char **pos, int *npos)
             if (strlen(cmd->opts[k].name) == nlen && strncmp(cmd->opts[k].name, name, nlen) == 0)
                 o = &cmd->opts[k];
         if (!o)
-            return cli_fail(cmd->name, EXIT_USAGE, "unknown option \"--%.*s\" (see pneumo %s --help)",
-                            (int)nlen, name, cmd->name);
+            return cli_fail(cmd->name, EXIT_USAGE,
+                            "unknown option \"--%.*s\" (see pneumo %s --help)", (int)nlen, name,
+                            cmd->name);
         const char *val = NULL;
         if (o->type == OPT_FLAG) {
             if (eq) return cli_fail(cmd->name, EXIT_USAGE, "--%s takes no value", o->name);
@@ -120,10 +126,11 @@ int cli_parse(const cli_cmd *cmd, int argc, char **argv, char **pos, int *npos)
     if (*npos < cmd->min_pos || (cmd->max_pos >= 0 && *npos > cmd->max_pos)) {
         if (cmd->max_pos == 0)
             return cli_fail(cmd->name, EXIT_USAGE, "takes no arguments, got \"%s\"", pos[0]);
-        return cli_fail(cmd->name, EXIT_USAGE, "expected %s, got %d argument%s (usage: pneumo %s %s)",
+        return cli_fail(cmd->name, EXIT_USAGE,
+                        "expected %s, got %d argument%s (usage: pneumo %s %s)",
                         cmd->min_pos == cmd->max_pos && cmd->min_pos == 1 ? "one argument"
-                        : cmd->min_pos ? "more arguments"
-                                       : "fewer arguments",
+                        : cmd->min_pos                                    ? "more arguments"
+                                                                          : "fewer arguments",
                         *npos, *npos == 1 ? "" : "s", cmd->name, cmd->synopsis);
     }
     return 0;
@@ -139,8 +146,8 @@ nt_ctx *cli_ctx(const char *cmd, int threads, unsigned long long seed)
 {
     nt_ctx_opts o;
     nt_ctx_opts_default(&o);
-    o.nthreads = threads;
-    o.seed     = seed;
+    o.nthreads    = threads;
+    o.seed        = seed;
     const char *v = getenv("PNEUMO_VERBOSE");
     if (v && *v && strcmp(v, "0") != 0) o.log = log_stderr;
     const char *impl = getenv("PNEUMO_KERNELS");
@@ -165,8 +172,8 @@ int cli_parse_unfreeze(const char *cmd, const char *s, int *out)
     errno  = 0;
     long v = strtol(s, &end, 10);
     if (errno || end == s || *end || v < 0 || v > 100000)
-        return cli_fail(cmd, EXIT_USAGE, "--unfreeze expects a layer count >= 0 or \"all\", got \"%s\"",
-                        s);
+        return cli_fail(cmd, EXIT_USAGE,
+                        "--unfreeze expects a layer count >= 0 or \"all\", got \"%s\"", s);
     *out = (int)v;
     return 0;
 }

@@ -19,8 +19,8 @@ typedef enum { OPT_FLAG, OPT_INT, OPT_FLOAT, OPT_STR } opt_type;
 typedef struct cli_opt {
     const char *name; // without the leading "--"
     opt_type type;
-    void *dst;        // int* for FLAG and INT, double* for FLOAT, const char** for STR
-    double lo, hi;    // range for INT and FLOAT
+    void *dst;     // int* for FLAG and INT, double* for FLOAT, const char** for STR
+    double lo, hi; // range for INT and FLOAT
     const char *metavar;
     const char *help;
 } cli_opt;

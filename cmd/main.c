@@ -45,10 +45,11 @@ int main(int argc, char **argv)
     if (strcmp(c, "version") == 0 || strcmp(c, "--version") == 0) {
         printf("pneumo %s\ncpu kernels: %s\n", NT_VERSION, nk_isa_name(nk_cpu_detect()));
 #ifdef NT_HAVE_CUDA
-        int ndev = nk_cuda_device_count();
+        int ndev       = nk_cuda_device_count();
         char name[256] = "";
         if (ndev > 0) nk_cuda_device_name(0, name, sizeof(name));
-        printf("cuda: built, %d device%s%s%s\n", ndev, ndev == 1 ? "" : "s", ndev ? ": " : "", name);
+        printf("cuda: built, %d device%s%s%s\n", ndev, ndev == 1 ? "" : "s", ndev ? ": " : "",
+               name);
 #else
         printf("cuda: not built\n");
 #endif
@@ -56,8 +57,9 @@ int main(int argc, char **argv)
     }
     for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
         if (strcmp(c, commands[i].name) == 0) return commands[i].fn(argc - 2, argv + 2);
-    fprintf(stderr, "pneumo: unknown command \"%s\"; expected one of info, init, weights, "
-                    "predict, bench, version (see pneumo --help)\n",
+    fprintf(stderr,
+            "pneumo: unknown command \"%s\"; expected one of info, init, weights, "
+            "predict, bench, version (see pneumo --help)\n",
             c);
     return EXIT_USAGE;
 }

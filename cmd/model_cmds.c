@@ -42,16 +42,20 @@ int cmd_info(int argc, char **argv)
 {
     int json = 0, params = 0;
     const char *unfreeze_s = "20";
-    cli_opt opts[] = {
-        {"unfreeze", OPT_STR, &unfreeze_s, 0, 0, "N|all",
-         "show trainability as `pneumo train --unfreeze N` would set it (default 20)"},
-        {"params", OPT_FLAG, &params, 0, 0, NULL, "also list every parameter tensor"},
-        {"json", OPT_FLAG, &json, 0, 0, NULL, "print JSON instead of a table"},
+    cli_opt opts[]         = {
+                {"unfreeze", OPT_STR, &unfreeze_s, 0, 0, "N|all",
+                 "show trainability as `pneumo train --unfreeze N` would set it (default 20)"},
+                {"params", OPT_FLAG, &params, 0, 0, NULL, "also list every parameter tensor"},
+                {"json", OPT_FLAG, &json, 0, 0, NULL, "print JSON instead of a table"},
     };
-    cli_cmd cmd = {"info", "MODEL [--unfreeze N|all] [--params] [--json]",
+    cli_cmd cmd = {"info",
+                   "MODEL [--unfreeze N|all] [--params] [--json]",
                    "Print a model file's layer table (name, type, output shape, parameters, "
                    "trainable), totals and metadata.",
-                   opts, 3, 1, 1};
+                   opts,
+                   3,
+                   1,
+                   1};
     char *pos[argc + 1];
     int npos, rc = cli_parse(&cmd, argc, argv, pos, &npos);
     if (rc) return rc < 0 ? EXIT_OK : rc;
@@ -83,20 +87,21 @@ int cmd_info(int argc, char **argv)
             json_array_append_new(sh, json_null());
             for (int d = 1; d < li.out_ndim; d++)
                 json_array_append_new(sh, json_integer(li.out_shape[d]));
-            json_array_append_new(layers, json_pack("{s:s,s:s,s:o,s:I,s:I,s:b}", "name", li.name,
-                                                    "type", li.type_name, "output_shape", sh,
-                                                    "params", (json_int_t)li.nparams, "trainable_params",
-                                                    (json_int_t)li.ntrain, "trainable", li.trainable));
+            json_array_append_new(layers,
+                                  json_pack("{s:s,s:s,s:o,s:I,s:I,s:b}", "name", li.name, "type",
+                                            li.type_name, "output_shape", sh, "params",
+                                            (json_int_t)li.nparams, "trainable_params",
+                                            (json_int_t)li.ntrain, "trainable", li.trainable));
         }
         json_object_set_new(md, "preprocess", json_string(nt_preprocess_name(meta.preprocess)));
-        json_object_set_new(md, "class_names", json_pack("[ss]", meta.class_names[0],
-                                                         meta.class_names[1]));
+        json_object_set_new(md, "class_names",
+                            json_pack("[ss]", meta.class_names[0], meta.class_names[1]));
         json_object_set_new(md, "threshold", json_real(meta.threshold));
         json_object_set_new(md, "provenance", json_string(meta.provenance));
         json_object_set_new(o, "file", json_string(pos[0]));
         json_object_set_new(o, "architecture", json_string("resnet50_keras_v1"));
-        json_object_set_new(o, "input_shape", json_pack("[n,i,i,i]", meta.cfg.img_size,
-                                                        meta.cfg.img_size, 3));
+        json_object_set_new(o, "input_shape",
+                            json_pack("[n,i,i,i]", meta.cfg.img_size, meta.cfg.img_size, 3));
         json_object_set_new(o, "layers", layers);
         json_object_set_new(o, "total_params", json_integer(total));
         json_object_set_new(o, "trainable_params", json_integer(trainable));
@@ -120,13 +125,14 @@ int cmd_info(int argc, char **argv)
         snprintf(name, sizeof(name), "%s (%s)", li.name, li.type_name);
         printf("%-4d %-40s %-24s %12s  %s\n", i, name, shape_text(&li, b2, sizeof(b2)),
                commas(li.nparams, b1, sizeof(b1)),
-               li.nparams == 0 ? "-" : li.ntrain ? "yes" : "no");
+               li.nparams == 0 ? "-"
+               : li.ntrain     ? "yes"
+                               : "no");
     }
     int hs = nt_model_head_start(m);
     printf("Backbone: %d layers (input included); head: %d layers\n", hs, L - hs);
     printf("Total params: %s\n", commas(total, b1, sizeof(b1)));
-    printf("Trainable params: %s (--unfreeze %s)\n", commas(trainable, b1, sizeof(b1)),
-           unfreeze_s);
+    printf("Trainable params: %s (--unfreeze %s)\n", commas(trainable, b1, sizeof(b1)), unfreeze_s);
     printf("Non-trainable params: %s\n", commas(total - trainable, b3, sizeof(b3)));
     printf("Preprocess: %s; classes: 0=%s 1=%s; threshold: %g\n",
            nt_preprocess_name(meta.preprocess), meta.class_names[0], meta.class_names[1],
@@ -155,34 +161,51 @@ typedef struct model_flags {
     const char *preprocess;
 } model_flags;
 
-#define MODEL_FLAG_OPTS(f)                                                                         \
-    {"img-size", OPT_INT, &(f).img_size, 32, 4096, "PX", "input size (square), default 224"},     \
+#define MODEL_FLAG_OPTS(f)                                                                           \
+    {"img-size", OPT_INT, &(f).img_size, 32, 4096, "PX", "input size (square), default 224"},        \
         {"head1", OPT_INT, &(f).head1, 1, 65536, "N", "units of the first head Dense, default 256"}, \
-        {"head2", OPT_INT, &(f).head2, 1, 65536, "N", "units of the second head Dense, default 128"}, \
-        {"dropout", OPT_FLOAT, &(f).dropout, 0, 0.99, "RATE", "head dropout rate, default 0.5"},  \
-        {"seed", OPT_FLOAT, &(f).seed, 0, 9007199254740992.0, "N",                                 \
-         "seed of the initialisation, default 0"},                                                 \
-        {"fp16", OPT_FLAG, &(f).fp16, 0, 0, NULL, "store tensors as float16 (half the size)"},     \
-        {"width-div", OPT_INT, &(f).width_div, 1, 64, "K",                                         \
-         "divide every channel count by K (small test networks; default 1)"},                      \
-    {                                                                                              \
-        "preprocess", OPT_STR, &(f).preprocess, 0, 0, "rescale|caffe|torch",                       \
-            "input preprocessing stored in the model"                                              \
+        {"head2",                                                                                    \
+         OPT_INT,                                                                                    \
+         &(f).head2,                                                                                 \
+         1,                                                                                          \
+         65536,                                                                                      \
+         "N",                                                                                        \
+         "units of the second head Dense, default 128"},                                             \
+        {"dropout", OPT_FLOAT, &(f).dropout, 0, 0.99, "RATE", "head dropout rate, default 0.5"},     \
+        {"seed",                                                                                     \
+         OPT_FLOAT,                                                                                  \
+         &(f).seed,                                                                                  \
+         0,                                                                                          \
+         9007199254740992.0,                                                                         \
+         "N",                                                                                        \
+         "seed of the initialisation, default 0"},                                                   \
+        {"fp16", OPT_FLAG, &(f).fp16, 0, 0, NULL, "store tensors as float16 (half the size)"},       \
+        {"width-div",                                                                                \
+         OPT_INT,                                                                                    \
+         &(f).width_div,                                                                             \
+         1,                                                                                          \
+         64,                                                                                         \
+         "K",                                                                                        \
+         "divide every channel count by K (small test networks; default 1)"},                        \
+    {                                                                                                \
+        "preprocess", OPT_STR, &(f).preprocess, 0, 0, "rescale|caffe|torch",                         \
+            "input preprocessing stored in the model"                                                \
     }
 
-static int build_meta(const char *cmdname, nt_ctx *ctx, const model_flags *f, int argc,
-                      char **argv, nt_model_meta *meta)
+static int build_meta(const char *cmdname, nt_ctx *ctx, const model_flags *f, int argc, char **argv,
+                      nt_model_meta *meta)
 {
     nt_model_meta_default(meta);
-    meta->cfg.img_size = f->img_size;
-    meta->cfg.head1    = f->head1;
-    meta->cfg.head2    = f->head2;
-    meta->cfg.dropout  = (float)f->dropout;
+    meta->cfg.img_size  = f->img_size;
+    meta->cfg.head1     = f->head1;
+    meta->cfg.head2     = f->head2;
+    meta->cfg.dropout   = (float)f->dropout;
     meta->cfg.width_div = f->width_div;
     if (nt_preprocess_parse(ctx, f->preprocess, &meta->preprocess) != NT_OK)
         return cli_fail(cmdname, EXIT_USAGE, "--%s", nt_ctx_errmsg(ctx));
     // Provenance: the command and version, so that a file says how it was made.
-    size_t k = (size_t)snprintf(meta->provenance, sizeof(meta->provenance), "pneumo %s:", NT_VERSION);
+    size_t k =
+        (size_t)snprintf(meta->provenance, sizeof(meta->provenance), "pneumo %s:", NT_VERSION);
     for (int i = -1; i < argc && k < sizeof(meta->provenance); i++)
         k += (size_t)snprintf(meta->provenance + k, sizeof(meta->provenance) - k, " %s",
                               i < 0 ? cmdname : argv[i]);
@@ -198,14 +221,18 @@ static int build_meta(const char *cmdname, nt_ctx *ctx, const model_flags *f, in
 
 int cmd_init(int argc, char **argv)
 {
-    model_flags f      = {224, 256, 128, 0, 1, 0.5, 0, "rescale"};
-    const char *out    = NULL;
-    cli_opt opts[]     = {{"out", OPT_STR, &out, 0, 0, "FILE", "model file to write (required)"},
-                          MODEL_FLAG_OPTS(f)};
-    cli_cmd cmd        = {"init", "--out FILE [--img-size PX] [--head1 N] [--head2 N] ...",
-                          "Write a new model file: the Keras ResNet50 v1 and head with Keras's "
-                          "initialisation (glorot-uniform kernels, zero biases).",
-                          opts, (int)(sizeof(opts) / sizeof(opts[0])), 0, 0};
+    model_flags f   = {224, 256, 128, 0, 1, 0.5, 0, "rescale"};
+    const char *out = NULL;
+    cli_opt opts[]  = {{"out", OPT_STR, &out, 0, 0, "FILE", "model file to write (required)"},
+                       MODEL_FLAG_OPTS(f)};
+    cli_cmd cmd     = {"init",
+                       "--out FILE [--img-size PX] [--head1 N] [--head2 N] ...",
+                       "Write a new model file: the Keras ResNet50 v1 and head with Keras's "
+                           "initialisation (glorot-uniform kernels, zero biases).",
+                       opts,
+                       (int)(sizeof(opts) / sizeof(opts[0])),
+                       0,
+                       0};
     char *pos[argc + 1];
     int npos, rc = cli_parse(&cmd, argc, argv, pos, &npos);
     if (rc) return rc < 0 ? EXIT_OK : rc;
@@ -241,7 +268,8 @@ int cmd_weights(int argc, char **argv)
             printf("usage: pneumo weights import KERAS.h5 --out FILE [options]\n");
             return EXIT_OK;
         }
-        return cli_fail("weights", EXIT_USAGE, "expected `pneumo weights import KERAS.h5 --out "
+        return cli_fail("weights", EXIT_USAGE,
+                        "expected `pneumo weights import KERAS.h5 --out "
                         "FILE`, got %s%s%s",
                         argc ? "\"" : "", argc ? argv[0] : "nothing", argc ? "\"" : "");
     }
@@ -249,12 +277,16 @@ int cmd_weights(int argc, char **argv)
     const char *out = NULL;
     cli_opt opts[]  = {{"out", OPT_STR, &out, 0, 0, "FILE", "model file to write (required)"},
                        MODEL_FLAG_OPTS(f)};
-    cli_cmd cmd     = {"weights import", "KERAS.h5 --out FILE [--img-size PX] [--preprocess P] ...",
+    cli_cmd cmd     = {"weights import",
+                       "KERAS.h5 --out FILE [--img-size PX] [--preprocess P] ...",
                        "Import resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5 (current or "
-                       "2017 layer names) into a model file; the head gets Keras's "
-                       "initialisation and preprocessing defaults to caffe, as those weights "
-                       "expect.",
-                       opts, (int)(sizeof(opts) / sizeof(opts[0])), 1, 1};
+                           "2017 layer names) into a model file; the head gets Keras's "
+                           "initialisation and preprocessing defaults to caffe, as those weights "
+                           "expect.",
+                       opts,
+                       (int)(sizeof(opts) / sizeof(opts[0])),
+                       1,
+                       1};
     char *pos[argc + 1];
     int npos, rc = cli_parse(&cmd, argc - 1, argv + 1, pos, &npos);
     if (rc) return rc < 0 ? EXIT_OK : rc;

@@ -22,14 +22,14 @@ static double now_s(void)
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-static void emit(int json, const char *src, double p, const nt_model_meta *meta,
-                 const char *model, double ms)
+static void emit(int json, const char *src, double p, const nt_model_meta *meta, const char *model,
+                 double ms)
 {
     int label = p >= meta->threshold;
     if (json) {
-        json_t *o = json_pack("{s:s,s:f,s:s,s:f,s:s,s:f}", "source", src, "probability", p,
-                              "label", meta->class_names[label], "threshold",
-                              (double)meta->threshold, "model", model, "latency_ms", ms);
+        json_t *o = json_pack("{s:s,s:f,s:s,s:f,s:s,s:f}", "source", src, "probability", p, "label",
+                              meta->class_names[label], "threshold", (double)meta->threshold,
+                              "model", model, "latency_ms", ms);
         json_dumpf(o, stdout, JSON_COMPACT);
         fputc('\n', stdout);
         json_decref(o);
@@ -66,9 +66,13 @@ int cmd_predict(int argc, char **argv)
         {"format", OPT_STR, &format, 0, 0, "jsonl|table",
          "output format; default table on a terminal, else jsonl"},
     };
-    cli_cmd cmd = {"predict", "[--model FILE] [options] IMAGE...",
-                   "Predict the probability of pneumonia for each JPEG/PNG image.", opts,
-                   (int)(sizeof(opts) / sizeof(opts[0])), 1, -1};
+    cli_cmd cmd = {"predict",
+                   "[--model FILE] [options] IMAGE...",
+                   "Predict the probability of pneumonia for each JPEG/PNG image.",
+                   opts,
+                   (int)(sizeof(opts) / sizeof(opts[0])),
+                   1,
+                   -1};
     char *pos[argc + 1];
     int npos, rc = cli_parse(&cmd, argc, argv, pos, &npos);
     if (rc) return rc < 0 ? EXIT_OK : rc;
@@ -114,8 +118,7 @@ int cmd_predict(int argc, char **argv)
         rc = cli_fail("predict", EXIT_FAIL, "out of memory for a batch of %d", batch);
         goto out;
     }
-    if (!json)
-        printf("%-50s %8s  %s\n", "image", "p", "label");
+    if (!json) printf("%-50s %8s  %s\n", "image", "p", "label");
     int failed = 0, done = 0;
     for (int i = 0; i < npos;) {
         int n     = 0;
@@ -148,7 +151,8 @@ int cmd_predict(int argc, char **argv)
             goto out;
         }
         double ms = (now_s() - t0) * 1e3 / n;
-        for (int k = 0; k < n; k++) emit(json, src[k], probs[k], &meta, model, ms);
+        for (int k = 0; k < n; k++)
+            emit(json, src[k], probs[k], &meta, model, ms);
         done += n;
     }
     if (failed)

@@ -92,19 +92,17 @@ static void png_on_error(png_structp png, png_const_charp msg)
     png_longjmp(png, 1);
 }
 
-static void png_on_warning(png_structp png, png_const_charp msg)
-{
-}
+static void png_on_warning(png_structp png, png_const_charp msg) {}
 
 static nt_status decode_png(nt_ctx *ctx, const uint8_t *buf, size_t len, const char *name,
                             nd_image *out)
 {
-    png_err err      = {{0}};
-    png_src src      = {buf, len, 0};
-    png_structp png  = png_create_read_struct(PNG_LIBPNG_VER_STRING, &err, png_on_error,
-                                              png_on_warning);
-    png_infop info   = png ? png_create_info_struct(png) : NULL;
-    uint8_t *volatile pix = NULL;
+    png_err err = {{0}};
+    png_src src = {buf, len, 0};
+    png_structp png =
+        png_create_read_struct(PNG_LIBPNG_VER_STRING, &err, png_on_error, png_on_warning);
+    png_infop info           = png ? png_create_info_struct(png) : NULL;
+    uint8_t *volatile pix    = NULL;
     png_bytep *volatile rows = NULL;
     if (!png || !info) {
         png_destroy_read_struct(&png, &info, NULL);
@@ -120,7 +118,7 @@ static nt_status decode_png(nt_ctx *ctx, const uint8_t *buf, size_t len, const c
     png_set_user_limits(png, 65535, 65535);
     png_read_info(png, info);
     png_uint_32 w = png_get_image_width(png, info), h = png_get_image_height(png, info);
-    nt_status s   = check_dims(ctx, name, (long)w, (long)h);
+    nt_status s = check_dims(ctx, name, (long)w, (long)h);
     if (s != NT_OK) {
         png_destroy_read_struct(&png, &info, NULL);
         return s;
@@ -138,7 +136,8 @@ static nt_status decode_png(nt_ctx *ctx, const uint8_t *buf, size_t len, const c
     pix  = malloc((size_t)w * h * 3);
     rows = malloc(sizeof(png_bytep) * h);
     if (!pix || !rows) png_error(png, "out of memory");
-    for (png_uint_32 y = 0; y < h; y++) rows[y] = pix + (size_t)y * w * 3;
+    for (png_uint_32 y = 0; y < h; y++)
+        rows[y] = pix + (size_t)y * w * 3;
     png_read_image(png, rows);
     png_read_end(png, NULL);
     png_destroy_read_struct(&png, &info, NULL);
@@ -157,8 +156,7 @@ nt_status nd_image_decode(nt_ctx *ctx, const uint8_t *buf, size_t len, const cha
         return decode_jpeg(ctx, buf, len, name, out);
     static const uint8_t png_magic[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1A, '\n'};
     if (len >= 8 && memcmp(buf, png_magic, 8) == 0) return decode_png(ctx, buf, len, name, out);
-    return nt_ctx_seterr(ctx, NT_EFORMAT,
-                         "image %s: expected a JPEG or PNG file, got %s", name,
+    return nt_ctx_seterr(ctx, NT_EFORMAT, "image %s: expected a JPEG or PNG file, got %s", name,
                          len == 0 ? "an empty file" : "something else (unknown magic bytes)");
 }
 
@@ -171,8 +169,8 @@ nt_status nd_image_load(nt_ctx *ctx, const char *path, nd_image *out)
     size_t len = 0, cap = 0;
     for (;;) {
         if (len == cap) {
-            cap          = cap ? 2 * cap : 1 << 16;
-            uint8_t *nb  = cap > ((size_t)512 << 20) ? NULL : realloc(buf, cap);
+            cap         = cap ? 2 * cap : 1 << 16;
+            uint8_t *nb = cap > ((size_t)512 << 20) ? NULL : realloc(buf, cap);
             if (!nb) {
                 free(buf);
                 fclose(f);
@@ -211,9 +209,12 @@ nt_status nd_resize_parse(nt_ctx *ctx, const char *s, nd_resize *out)
 const char *nd_resize_name(nd_resize r)
 {
     switch (r) {
-    case ND_RESIZE_NEAREST: return "nearest";
-    case ND_RESIZE_BILINEAR: return "bilinear";
-    case ND_RESIZE_AREA: return "area";
+    case ND_RESIZE_NEAREST:
+        return "nearest";
+    case ND_RESIZE_BILINEAR:
+        return "bilinear";
+    case ND_RESIZE_AREA:
+        return "area";
     }
     return "?";
 }
@@ -280,13 +281,15 @@ nt_status nd_image_resize(nt_ctx *ctx, const nd_image *src, int w, int h, nd_res
                 for (int iy = y0; iy <= y1; iy++) {
                     double wy = iy == y0 ? ay0 : iy == y1 ? ay1 : 1.0;
                     for (int ix = x0; ix <= x1; ix++) {
-                        double wx = ix == x0 ? ax0 : ix == x1 ? ax1 : 1.0;
+                        double wx        = ix == x0 ? ax0 : ix == x1 ? ax1 : 1.0;
                         const uint8_t *p = S + ((size_t)iy * src->w + ix) * 3;
-                        for (int c = 0; c < 3; c++) acc[c] += wx * wy * p[c];
+                        for (int c = 0; c < 3; c++)
+                            acc[c] += wx * wy * p[c];
                         wsum += wx * wy;
                     }
                 }
-                for (int c = 0; c < 3; c++) o[c] = clamp_u8(acc[c] / wsum);
+                for (int c = 0; c < 3; c++)
+                    o[c] = clamp_u8(acc[c] / wsum);
             }
         }
     }

@@ -88,8 +88,8 @@ void nk_bn_bwd_train_ref(int64_t M, int C, const float *x, const float *dy, cons
 // Backward of the inference form (a per-channel affine map). Overwrites dx; dgamma/dbeta may be
 // NULL (frozen statistics), otherwise overwritten.
 void nk_bn_bwd_infer_ref(int64_t M, int C, const float *x, const float *dy, const float *gamma,
-                         const float *mmean, const float *mvar, float eps, float *dx,
-                         float *dgamma, float *dbeta);
+                         const float *mmean, const float *mvar, float eps, float *dx, float *dgamma,
+                         float *dbeta);
 
 // ---- elementwise ----
 void nk_relu_fwd_ref(int64_t n, const float *x, float *y);
@@ -101,8 +101,8 @@ void nk_add_fwd_ref(int64_t n, const float *a, const float *b, float *y);
 // x [N,H,W,C] -> y [N,H+pt+pb,W+pl+pr,C]; backward crops.
 void nk_zeropad_fwd_ref(int N, int H, int W, int C, int pt, int pb, int pl, int pr, const float *x,
                         float *y);
-void nk_zeropad_bwd_ref(int N, int H, int W, int C, int pt, int pb, int pl, int pr,
-                        const float *dy, float *dx);
+void nk_zeropad_bwd_ref(int N, int H, int W, int C, int pt, int pb, int pl, int pr, const float *dy,
+                        float *dx);
 
 // ---- max pooling, no padding (Keras pads with a ZeroPadding2D layer first) ----
 // Uses nk_conv_desc with C == K; x [N,H,W,C] -> y [N,P,Q,C]. Backward routes each dy to the
@@ -117,8 +117,8 @@ void nk_gap_bwd_ref(int N, int HW, int C, const float *dy, float *dx);
 
 // ---- dense ----
 // x [N,C], w [C,K], b [K] (may be NULL), y [N,K]. relu != 0 applies ReLU to y.
-void nk_dense_fwd_ref(int N, int C, int K, const float *x, const float *w, const float *b,
-                      int relu, float *y);
+void nk_dense_fwd_ref(int N, int C, int K, const float *x, const float *w, const float *b, int relu,
+                      float *y);
 // dx [N,C] = dy w^T (overwrites); dw [C,K] = x^T dy and db [K] = sum dy (overwrite; db may be
 // NULL). dy here is the gradient after the activation has been undone by the caller.
 void nk_dense_bwd_data_ref(int N, int C, int K, const float *dy, const float *w, float *dx);
@@ -160,18 +160,17 @@ const char *nk_isa_name(nk_isa isa);
 // ex->nthreads. Needs ex->ws of at least nk_sgemm_ws_floats(ex->nthreads) floats.
 size_t nk_sgemm_ws_floats(int nthreads);
 void nk_sgemm_cpu(nk_isa isa, const nk_exec *ex, int ta, int tb, int M, int N, int K, float alpha,
-                  const float *A, int lda, const float *B, int ldb, float beta, float *C,
-                  int ldc);
+                  const float *A, int lda, const float *B, int ldb, float beta, float *C, int ldc);
 
 // Convolution through GEMM (1x1 stride-1 directly, everything else through im2col in chunks).
 // Same contracts as the _ref versions. Scratch: nk_conv2d_ws_floats(d, nthreads).
 size_t nk_conv2d_ws_floats(const nk_conv_desc *d, int nthreads);
 void nk_conv2d_fwd_cpu(nk_isa isa, const nk_exec *ex, const nk_conv_desc *d, const float *x,
                        const float *w, const float *b, float *y);
-void nk_conv2d_bwd_data_cpu(nk_isa isa, const nk_exec *ex, const nk_conv_desc *d,
-                            const float *dy, const float *w, float *dx);
-void nk_conv2d_bwd_filter_cpu(nk_isa isa, const nk_exec *ex, const nk_conv_desc *d,
-                              const float *x, const float *dy, float *dw, float *db);
+void nk_conv2d_bwd_data_cpu(nk_isa isa, const nk_exec *ex, const nk_conv_desc *d, const float *dy,
+                            const float *w, float *dx);
+void nk_conv2d_bwd_filter_cpu(nk_isa isa, const nk_exec *ex, const nk_conv_desc *d, const float *x,
+                              const float *dy, float *dw, float *db);
 
 // Fused forward epilogue, applied to each output tile while it is in cache: after the bias,
 // y = y * scale[k] + shift[k] when scale != NULL (an inference-mode BatchNormalization folded in:

@@ -12,13 +12,20 @@
 const char *nt_status_str(nt_status s)
 {
     switch (s) {
-    case NT_OK: return "ok";
-    case NT_EINVAL: return "invalid argument";
-    case NT_ENOMEM: return "out of memory";
-    case NT_EIO: return "i/o error";
-    case NT_EDEVICE: return "device error";
-    case NT_ESHAPE: return "shape mismatch";
-    case NT_EFORMAT: return "bad file format";
+    case NT_OK:
+        return "ok";
+    case NT_EINVAL:
+        return "invalid argument";
+    case NT_ENOMEM:
+        return "out of memory";
+    case NT_EIO:
+        return "i/o error";
+    case NT_EDEVICE:
+        return "device error";
+    case NT_ESHAPE:
+        return "shape mismatch";
+    case NT_EFORMAT:
+        return "bad file format";
     }
     return "unknown status";
 }
@@ -89,9 +96,9 @@ static void ref_bn_fwd_infer(const nk_exec *ex, int64_t M, int C, const float *x
 {
     nk_bn_fwd_infer_ref(M, C, x, gamma, beta, mmean, mvar, eps, y);
 }
-static void ref_bn_bwd_train(const nk_exec *ex, int64_t M, int C, const float *x,
-                             const float *dy, const float *gamma, const float *mean,
-                             const float *invstd, float *dx, float *dgamma, float *dbeta)
+static void ref_bn_bwd_train(const nk_exec *ex, int64_t M, int C, const float *x, const float *dy,
+                             const float *gamma, const float *mean, const float *invstd, float *dx,
+                             float *dgamma, float *dbeta)
 {
     nk_bn_bwd_train_ref(M, C, x, dy, gamma, mean, invstd, dx, dgamma, dbeta);
 }
@@ -108,8 +115,7 @@ static void ref_add_fwd(const nk_exec *ex, int64_t n, const float *a, const floa
     nk_add_fwd_ref(n, a, b, y);
 }
 
-static void ref_add_relu_fwd(const nk_exec *ex, int64_t n, const float *a, const float *b,
-                             float *y)
+static void ref_add_relu_fwd(const nk_exec *ex, int64_t n, const float *a, const float *b, float *y)
 {
     nk_add_fwd_ref(n, a, b, y);
     nk_relu_fwd_ref(n, y, y);
@@ -154,40 +160,39 @@ static void ref_gap_fwd(const nk_exec *ex, int N, int HW, int C, const float *x,
 // read it from a file-level table indexed by ISA so that the dispatch entries stay plain
 // function pointers.
 #define FAST_ADAPTERS(ISA, SUF)                                                                    \
-    static void fast_conv_fwd_##SUF(const nk_exec *ex, const nk_conv_desc *d, const float *x,     \
+    static void fast_conv_fwd_##SUF(const nk_exec *ex, const nk_conv_desc *d, const float *x,      \
                                     const float *w, const float *b, float *y)                      \
     {                                                                                              \
         nk_conv2d_fwd_cpu(ISA, ex, d, x, w, b, y);                                                 \
     }                                                                                              \
-    static void fast_conv_bwd_data_##SUF(const nk_exec *ex, const nk_conv_desc *d,                \
+    static void fast_conv_bwd_data_##SUF(const nk_exec *ex, const nk_conv_desc *d,                 \
                                          const float *dy, const float *w, float *dx)               \
     {                                                                                              \
         nk_conv2d_bwd_data_cpu(ISA, ex, d, dy, w, dx);                                             \
     }                                                                                              \
-    static void fast_conv_bwd_filter_##SUF(const nk_exec *ex, const nk_conv_desc *d,              \
+    static void fast_conv_bwd_filter_##SUF(const nk_exec *ex, const nk_conv_desc *d,               \
                                            const float *x, const float *dy, float *dw, float *db)  \
     {                                                                                              \
         nk_conv2d_bwd_filter_cpu(ISA, ex, d, x, dy, dw, db);                                       \
     }                                                                                              \
-    static void fast_conv_fwd_epi_##SUF(const nk_exec *ex, const nk_conv_desc *d,                 \
-                                        const float *x, const float *w, const float *b,            \
-                                        const nk_epilogue *ep, float *y)                           \
+    static void fast_conv_fwd_epi_##SUF(const nk_exec *ex, const nk_conv_desc *d, const float *x,  \
+                                        const float *w, const float *b, const nk_epilogue *ep,     \
+                                        float *y)                                                  \
     {                                                                                              \
         nk_conv2d_fwd_epi_cpu(ISA, ex, d, x, w, b, ep, y);                                         \
     }                                                                                              \
-    static void fast_dense_fwd_##SUF(const nk_exec *ex, int N, int C, int K, const float *x,      \
+    static void fast_dense_fwd_##SUF(const nk_exec *ex, int N, int C, int K, const float *x,       \
                                      const float *w, const float *b, int relu, float *y)           \
     {                                                                                              \
         nk_dense_fwd_cpu(ISA, ex, N, C, K, x, w, b, relu, y);                                      \
     }                                                                                              \
-    static void fast_dense_bwd_data_##SUF(const nk_exec *ex, int N, int C, int K,                 \
-                                          const float *dy, const float *w, float *dx)              \
+    static void fast_dense_bwd_data_##SUF(const nk_exec *ex, int N, int C, int K, const float *dy, \
+                                          const float *w, float *dx)                               \
     {                                                                                              \
         nk_dense_bwd_data_cpu(ISA, ex, N, C, K, dy, w, dx);                                        \
     }                                                                                              \
-    static void fast_dense_bwd_filter_##SUF(const nk_exec *ex, int N, int C, int K,               \
-                                            const float *x, const float *dy, float *dw,            \
-                                            float *db)                                             \
+    static void fast_dense_bwd_filter_##SUF(const nk_exec *ex, int N, int C, int K,                \
+                                            const float *x, const float *dy, float *dw, float *db) \
     {                                                                                              \
         nk_dense_bwd_filter_cpu(ISA, ex, N, C, K, x, dy, dw, db);                                  \
     }
@@ -214,7 +219,7 @@ static size_t fast_dense_ws(int nthreads)
 
 static void ops_init(nt_ctx *ctx)
 {
-    nt_ops *o = &ctx->ops;
+    nt_ops *o           = &ctx->ops;
     o->conv_fwd         = ref_conv_fwd;
     o->conv_bwd_data    = ref_conv_bwd_data;
     o->conv_bwd_filter  = ref_conv_bwd_filter;
@@ -244,9 +249,15 @@ static void ops_init(nt_ctx *ctx)
     ctx->isa       = isa;
     ctx->impl_name = nk_isa_name(isa);
     switch (isa) {
-    case NK_ISA_AVX512: SET_FAST(o, avx512); break;
-    case NK_ISA_AVX2: SET_FAST(o, avx2); break;
-    default: SET_FAST(o, scalar); break;
+    case NK_ISA_AVX512:
+        SET_FAST(o, avx512);
+        break;
+    case NK_ISA_AVX2:
+        SET_FAST(o, avx2);
+        break;
+    default:
+        SET_FAST(o, scalar);
+        break;
     }
     o->conv_ws      = nk_conv2d_ws_floats;
     o->dense_ws     = fast_dense_ws;
@@ -363,7 +374,8 @@ nt_status nt_ctx_exec(nt_ctx *ctx, size_t n, nk_exec *ex)
 int64_t nt_tensor_numel(const nt_tensor *t)
 {
     int64_t n = 1;
-    for (int i = 0; i < t->ndim; i++) n *= t->shape[i];
+    for (int i = 0; i < t->ndim; i++)
+        n *= t->shape[i];
     return n;
 }
 
@@ -381,11 +393,10 @@ nt_status nt_tensor_new(nt_ctx *ctx, int ndim, const int64_t *shape, nt_tensor *
         n *= shape[i];
         out->shape[i] = shape[i];
     }
-    out->ndim  = ndim;
-    size_t b   = (size_t)n * sizeof(float);
-    out->data  = nt_alloc(b);
-    if (!out->data)
-        return nt_ctx_seterr(ctx, NT_ENOMEM, "tensor: cannot allocate %zu bytes", b);
+    out->ndim = ndim;
+    size_t b  = (size_t)n * sizeof(float);
+    out->data = nt_alloc(b);
+    if (!out->data) return nt_ctx_seterr(ctx, NT_ENOMEM, "tensor: cannot allocate %zu bytes", b);
     memset(out->data, 0, b);
     return NT_OK;
 }

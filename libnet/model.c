@@ -9,13 +9,12 @@
 #include <math.h>
 #include <string.h>
 
-
 static const char *type_names[] = {
-    [NT_LAYER_INPUT] = "InputLayer",  [NT_LAYER_ZEROPAD] = "ZeroPadding2D",
-    [NT_LAYER_CONV] = "Conv2D",       [NT_LAYER_BN] = "BatchNormalization",
-    [NT_LAYER_RELU] = "Activation",   [NT_LAYER_MAXPOOL] = "MaxPooling2D",
-    [NT_LAYER_ADD] = "Add",           [NT_LAYER_GAP] = "GlobalAveragePooling2D",
-    [NT_LAYER_DENSE] = "Dense",       [NT_LAYER_DROPOUT] = "Dropout",
+    [NT_LAYER_INPUT] = "InputLayer", [NT_LAYER_ZEROPAD] = "ZeroPadding2D",
+    [NT_LAYER_CONV] = "Conv2D",      [NT_LAYER_BN] = "BatchNormalization",
+    [NT_LAYER_RELU] = "Activation",  [NT_LAYER_MAXPOOL] = "MaxPooling2D",
+    [NT_LAYER_ADD] = "Add",          [NT_LAYER_GAP] = "GlobalAveragePooling2D",
+    [NT_LAYER_DENSE] = "Dense",      [NT_LAYER_DROPOUT] = "Dropout",
 };
 
 // ---- building ----
@@ -24,8 +23,7 @@ nt_status nt_model_new(nt_ctx *ctx, const char *input_name, int H, int W, int C,
 {
     *out = NULL;
     if (H < 1 || W < 1 || C < 1 || H > 16384 || W > 16384 || C > 65536)
-        return nt_ctx_seterr(ctx, NT_EINVAL, "model: input size %dx%dx%d is out of range", H, W,
-                             C);
+        return nt_ctx_seterr(ctx, NT_EINVAL, "model: input size %dx%dx%d is out of range", H, W, C);
     nt_model *m = calloc(1, sizeof(*m));
     if (!m) return nt_ctx_seterr(ctx, NT_ENOMEM, "model: out of memory");
     m->ctx        = ctx;
@@ -97,7 +95,7 @@ static int add_param(nt_model *m, nt_layer *l, const char *suffix, nt_param_kind
                      const int64_t *shape)
 {
     if (m->nparams == m->cap_params) {
-        int cap           = m->cap_params ? 2 * m->cap_params : 128;
+        int cap             = m->cap_params ? 2 * m->cap_params : 128;
         nt_model_param_ *np = realloc(m->params, (size_t)cap * sizeof(*np));
         if (!np) return nt_ctx_seterr(m->ctx, NT_ENOMEM, "model: out of memory"), -1;
         m->params     = np;
@@ -148,8 +146,8 @@ int nt_layer_zeropad(nt_model *m, const char *name, int in, int pt, int pb, int 
     return l->index;
 }
 
-int nt_layer_conv(nt_model *m, const char *name, int in, int K, int R, int S, int stride,
-                  int pad_h, int pad_w)
+int nt_layer_conv(nt_model *m, const char *name, int in, int K, int R, int S, int stride, int pad_h,
+                  int pad_w)
 {
     nt_layer *src = check_input(m, name, in, "Conv2D");
     if (!src) return -1;
@@ -165,9 +163,10 @@ int nt_layer_conv(nt_model *m, const char *name, int in, int K, int R, int S, in
     int P = (src->H + 2 * pad_h - R) / stride + 1;
     int Q = (src->W + 2 * pad_w - S) / stride + 1;
     if (src->H + 2 * pad_h < R || src->W + 2 * pad_w < S) {
-        nt_ctx_seterr(m->ctx, NT_ESHAPE,
-                      "Conv2D \"%s\": a %dx%d kernel does not fit an input of %dx%d (padding %d,%d)",
-                      name, R, S, src->H, src->W, pad_h, pad_w);
+        nt_ctx_seterr(
+            m->ctx, NT_ESHAPE,
+            "Conv2D \"%s\": a %dx%d kernel does not fit an input of %dx%d (padding %d,%d)", name, R,
+            S, src->H, src->W, pad_h, pad_w);
         return -1;
     }
     int C       = src->C;
@@ -207,8 +206,7 @@ int nt_layer_bn(nt_model *m, const char *name, int in)
     return l->index;
 }
 
-static int simple_layer(nt_model *m, const char *name, int in, nt_layer_type type,
-                        const char *what)
+static int simple_layer(nt_model *m, const char *name, int in, nt_layer_type type, const char *what)
 {
     nt_layer *src = check_input(m, name, in, what);
     if (!src) return -1;
@@ -229,8 +227,7 @@ int nt_layer_maxpool(nt_model *m, const char *name, int in, int R, int stride)
 {
     nt_layer *src = check_input(m, name, in, "MaxPooling2D");
     if (!src) return -1;
-    if (!is_map(src) || R < 1 || stride < 1 || R > src->H || R > src->W || R > 64 ||
-        stride > 64) {
+    if (!is_map(src) || R < 1 || stride < 1 || R > src->H || R > src->W || R > 64 || stride > 64) {
         nt_ctx_seterr(m->ctx, NT_ESHAPE,
                       "MaxPooling2D \"%s\": a %dx%d window (stride %d) does not fit an input of "
                       "%dx%d",
@@ -270,8 +267,10 @@ int nt_layer_gap(nt_model *m, const char *name, int in)
     nt_layer *src = check_input(m, name, in, "GlobalAveragePooling2D");
     if (!src) return -1;
     if (!is_map(src)) {
-        nt_ctx_seterr(m->ctx, NT_ESHAPE, "GlobalAveragePooling2D \"%s\": input \"%s\" is not a "
-                      "feature map", name, src->name);
+        nt_ctx_seterr(m->ctx, NT_ESHAPE,
+                      "GlobalAveragePooling2D \"%s\": input \"%s\" is not a "
+                      "feature map",
+                      name, src->name);
         return -1;
     }
     int C       = src->C;
@@ -287,8 +286,7 @@ int nt_layer_dense(nt_model *m, const char *name, int in, int units, nt_act act)
 {
     nt_layer *src = check_input(m, name, in, "Dense");
     if (!src) return -1;
-    if (!src->flat || units < 1 || units > (1 << 20) || act < NT_ACT_NONE ||
-        act > NT_ACT_SIGMOID) {
+    if (!src->flat || units < 1 || units > (1 << 20) || act < NT_ACT_NONE || act > NT_ACT_SIGMOID) {
         nt_ctx_seterr(m->ctx, NT_EINVAL,
                       "Dense \"%s\": needs a flat input and 1..1048576 units; got input \"%s\" "
                       "(%s) and %d units",
@@ -415,7 +413,7 @@ nt_status model_sync_grads(nt_model *m)
 {
     for (int i = 0; i < m->nparams; i++) {
         nt_model_param_ *p = &m->params[i];
-        int want = m->layers[p->layer].trainable && param_is_trainable_kind(p->kind);
+        int want           = m->layers[p->layer].trainable && param_is_trainable_kind(p->kind);
         if (want && !p->grad.data) {
             nt_status s = nt_tensor_new(m->ctx, p->value.ndim, p->value.shape, &p->grad);
             if (s != NT_OK) return s;
@@ -435,7 +433,8 @@ nt_status nt_model_set_trainable_last(nt_model *m, int n)
                              "included); use a number in 0..%d or all",
                              n, hs, hs);
     int first = n < 0 ? 0 : hs - n;
-    for (int i = 0; i < m->nlayers; i++) m->layers[i].trainable = (i >= first);
+    for (int i = 0; i < m->nlayers; i++)
+        m->layers[i].trainable = (i >= first);
     m->planned_n = 0;
     return model_sync_grads(m);
 }
@@ -479,15 +478,27 @@ nt_status nt_model_init(nt_model *m, nt_init kind, uint64_t seed)
             a = test ? sqrt(6.0 / fan_in) : sqrt(6.0 / (fan_in + fan_out));
         }
         for (int64_t i = 0; i < n; i++) {
-            float u = test || q->kind == NT_PK_KERNEL ? nk_u01(key, (uint64_t)i) : 0.0f;
+            float u   = test || q->kind == NT_PK_KERNEL ? nk_u01(key, (uint64_t)i) : 0.0f;
             double du = u, v = 0; // in double, as tests/gen_fixtures.py computes it
             switch (q->kind) {
-            case NT_PK_KERNEL: v = (2.0 * du - 1.0) * a; break;
-            case NT_PK_BIAS: v = test ? 0.1 * (2.0 * du - 1.0) : 0.0; break;
-            case NT_PK_GAMMA: v = test ? 1.0 + 0.2 * (2.0 * du - 1.0) : 1.0; break;
-            case NT_PK_BETA: v = test ? 0.1 * (2.0 * du - 1.0) : 0.0; break;
-            case NT_PK_MEAN: v = test ? 0.1 * (2.0 * du - 1.0) : 0.0; break;
-            case NT_PK_VAR: v = test ? 0.5 + du : 1.0; break;
+            case NT_PK_KERNEL:
+                v = (2.0 * du - 1.0) * a;
+                break;
+            case NT_PK_BIAS:
+                v = test ? 0.1 * (2.0 * du - 1.0) : 0.0;
+                break;
+            case NT_PK_GAMMA:
+                v = test ? 1.0 + 0.2 * (2.0 * du - 1.0) : 1.0;
+                break;
+            case NT_PK_BETA:
+                v = test ? 0.1 * (2.0 * du - 1.0) : 0.0;
+                break;
+            case NT_PK_MEAN:
+                v = test ? 0.1 * (2.0 * du - 1.0) : 0.0;
+                break;
+            case NT_PK_VAR:
+                v = test ? 0.5 + du : 1.0;
+                break;
             }
             t->data[i] = (float)v;
         }

@@ -58,8 +58,8 @@ typedef struct nt_layer {
     // Planned buffers (offsets in floats into m->buf; -1 when none: out_off is -1 for an
     // output that is never materialised because a fused epilogue skipped it).
     int64_t out_off, grad_off;
-    int64_t out_death; // last plan step the output is alive
-    int grad_ready;    // the grad buffer has been written in this backward
+    int64_t out_death;         // last plan step the output is alive
+    int grad_ready;            // the grad buffer has been written in this backward
     double prof_fwd, prof_bwd; // seconds spent, summed since nt_model_set_profile
 } nt_layer;
 
@@ -80,7 +80,7 @@ struct nt_model {
     int64_t buf_floats;
     int64_t scratch_off; // backward scratch (max activation size), -1 when none
     size_t ws_floats;    // kernel workspace needed
-    void *plan; // run.c's plan items, kept for reuse
+    void *plan;          // run.c's plan items, kept for reuse
 
     // State of the last forward.
     int last_n, last_training, have_forward, have_backward_data;

@@ -24,9 +24,12 @@ void nt_model_meta_default(nt_model_meta *meta)
 const char *nt_preprocess_name(nt_preprocess p)
 {
     switch (p) {
-    case NT_PRE_RESCALE: return "rescale";
-    case NT_PRE_CAFFE: return "caffe";
-    case NT_PRE_TORCH: return "torch";
+    case NT_PRE_RESCALE:
+        return "rescale";
+    case NT_PRE_CAFFE:
+        return "caffe";
+    case NT_PRE_TORCH:
+        return "torch";
     }
     return "?";
 }
@@ -38,8 +41,8 @@ nt_status nt_preprocess_parse(nt_ctx *ctx, const char *s, nt_preprocess *out)
             *out = (nt_preprocess)p;
             return NT_OK;
         }
-    return nt_ctx_seterr(ctx, NT_EINVAL,
-                         "preprocess: expected rescale, caffe or torch, got \"%s\"", s ? s : "");
+    return nt_ctx_seterr(ctx, NT_EINVAL, "preprocess: expected rescale, caffe or torch, got \"%s\"",
+                         s ? s : "");
 }
 
 void nt_preprocess_apply(nt_preprocess p, const uint8_t *rgb, int64_t n, float *out)
@@ -52,10 +55,12 @@ void nt_preprocess_apply(nt_preprocess p, const uint8_t *rgb, int64_t n, float *
         float *o          = out + 3 * i;
         switch (p) {
         case NT_PRE_RESCALE:
-            for (int c = 0; c < 3; c++) o[c] = (float)px[c] * (1.0f / 255.0f);
+            for (int c = 0; c < 3; c++)
+                o[c] = (float)px[c] * (1.0f / 255.0f);
             break;
         case NT_PRE_CAFFE: // RGB -> BGR, then minus the ImageNet means (no scaling)
-            for (int c = 0; c < 3; c++) o[c] = (float)px[2 - c] - caffe_mean[c];
+            for (int c = 0; c < 3; c++)
+                o[c] = (float)px[2 - c] - caffe_mean[c];
             break;
         case NT_PRE_TORCH:
             for (int c = 0; c < 3; c++)
@@ -104,7 +109,8 @@ static nt_status meta_int(nt_ctx *ctx, const nt_st_file *f, const char *path, co
                           int lo, int hi, int *out)
 {
     const char *s = nt_st_meta(f, key);
-    if (!s) return nt_ctx_seterr(ctx, NT_EFORMAT, "model file %s: metadata has no \"%s\"", path, key);
+    if (!s)
+        return nt_ctx_seterr(ctx, NT_EFORMAT, "model file %s: metadata has no \"%s\"", path, key);
     char *end;
     errno  = 0;
     long v = strtol(s, &end, 10);
@@ -121,7 +127,8 @@ static nt_status meta_float(nt_ctx *ctx, const nt_st_file *f, const char *path, 
                             double lo, double hi, float *out)
 {
     const char *s = nt_st_meta(f, key);
-    if (!s) return nt_ctx_seterr(ctx, NT_EFORMAT, "model file %s: metadata has no \"%s\"", path, key);
+    if (!s)
+        return nt_ctx_seterr(ctx, NT_EFORMAT, "model file %s: metadata has no \"%s\"", path, key);
     char *end;
     errno    = 0;
     double v = strtod(s, &end);
@@ -142,7 +149,7 @@ nt_status nt_model_load_file(nt_ctx *ctx, const char *path, nt_model **out, nt_m
     nt_status s = nt_st_open(ctx, path, &f);
     if (s != NT_OK) return s;
     const char *fmt = nt_st_meta(f, "format"), *arch = nt_st_meta(f, "architecture");
-    nt_model *m     = NULL;
+    nt_model *m = NULL;
     if (!fmt || strcmp(fmt, "pneumo-model") != 0) {
         s = nt_ctx_seterr(ctx, NT_EFORMAT,
                           "model file %s: not a pneumo model (metadata \"format\" is %s%s%s, "

@@ -124,8 +124,8 @@ void nt_model_free(nt_model *m);
 int nt_layer_zeropad(nt_model *m, const char *name, int in, int pt, int pb, int pl, int pr);
 // Conv2D with bias; pad_h/pad_w as in nk_conv_desc (0 = Keras "valid"; (R-1)/2 for "same" at
 // stride 1).
-int nt_layer_conv(nt_model *m, const char *name, int in, int K, int R, int S, int stride,
-                  int pad_h, int pad_w);
+int nt_layer_conv(nt_model *m, const char *name, int in, int K, int R, int S, int stride, int pad_h,
+                  int pad_w);
 // BatchNormalization(axis=-1, momentum 0.99, epsilon 1.001e-5).
 int nt_layer_bn(nt_model *m, const char *name, int in);
 int nt_layer_relu(nt_model *m, const char *name, int in);
@@ -145,13 +145,13 @@ typedef enum {
 } nt_preprocess;
 
 typedef struct nt_resnet_cfg {
-    int img_size;   // square input, default 224 (must be >= 32)
-    int head1;      // units of the first head Dense (ReLU), default 256
-    int head2;      // units of the second head Dense (ReLU), default 128
-    float dropout;  // rate of the head Dropout, default 0.5
-    int with_head;  // 0: the 175-layer backbone only (output conv5_block3_out)
-    int width_div;  // 1 (default): Keras's widths. k > 1 divides every channel count by k, for
-                    // small test networks of the same topology and names (64 must divide by k)
+    int img_size;  // square input, default 224 (must be >= 32)
+    int head1;     // units of the first head Dense (ReLU), default 256
+    int head2;     // units of the second head Dense (ReLU), default 128
+    float dropout; // rate of the head Dropout, default 0.5
+    int with_head; // 0: the 175-layer backbone only (output conv5_block3_out)
+    int width_div; // 1 (default): Keras's widths. k > 1 divides every channel count by k, for
+                   // small test networks of the same topology and names (64 must divide by k)
 } nt_resnet_cfg;
 
 void nt_resnet_cfg_default(nt_resnet_cfg *cfg);
@@ -180,8 +180,8 @@ typedef struct nt_layer_info {
     int inputs[2];
     int64_t out_shape[4]; // [N or -1, H, W, C] for maps, [N or -1, C] (ndim 2) for vectors
     int out_ndim;
-    int64_t nparams;  // all parameters, BN moving statistics included
-    int64_t ntrain;   // trainable parameters (0 when frozen)
+    int64_t nparams; // all parameters, BN moving statistics included
+    int64_t ntrain;  // trainable parameters (0 when frozen)
     int trainable;
 } nt_layer_info;
 
@@ -197,9 +197,9 @@ int nt_model_find_layer(const nt_model *m, const char *name);
 typedef struct nt_param {
     const char *name;
     int layer;
-    nt_tensor *value;  // owned by the model
-    nt_tensor *grad;   // owned by the model; NULL when the parameter is not trainable
-    int trainable;     // moving statistics are never trainable
+    nt_tensor *value; // owned by the model
+    nt_tensor *grad;  // owned by the model; NULL when the parameter is not trainable
+    int trainable;    // moving statistics are never trainable
 } nt_param;
 
 int nt_model_num_params(const nt_model *m);
@@ -313,8 +313,7 @@ typedef struct nt_kv {
 } nt_kv;
 
 // Errors (NT_EIO, NT_EINVAL, NT_ENOMEM) go to the context the model was created with.
-nt_status nt_model_save(nt_model *m, const char *path, const nt_kv *metadata, int nmeta,
-                        int fp16);
+nt_status nt_model_save(nt_model *m, const char *path, const nt_kv *metadata, int nmeta, int fp16);
 
 // A parsed safetensors file: its metadata and tensors (widened to F32 on load).
 typedef struct nt_st_file nt_st_file;

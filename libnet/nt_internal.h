@@ -29,15 +29,15 @@ typedef struct nt_ops {
                      const float *b, float *y);
     void (*conv_bwd_data)(const nk_exec *, const nk_conv_desc *, const float *dy, const float *w,
                           float *dx);
-    void (*conv_bwd_filter)(const nk_exec *, const nk_conv_desc *, const float *x,
-                            const float *dy, float *dw, float *db);
+    void (*conv_bwd_filter)(const nk_exec *, const nk_conv_desc *, const float *x, const float *dy,
+                            float *dw, float *db);
     size_t (*conv_ws)(const nk_conv_desc *, int nthreads);
     void (*dense_fwd)(const nk_exec *, int N, int C, int K, const float *x, const float *w,
                       const float *b, int relu, float *y);
     void (*dense_bwd_data)(const nk_exec *, int N, int C, int K, const float *dy, const float *w,
                            float *dx);
-    void (*dense_bwd_filter)(const nk_exec *, int N, int C, int K, const float *x,
-                             const float *dy, float *dw, float *db);
+    void (*dense_bwd_filter)(const nk_exec *, int N, int C, int K, const float *x, const float *dy,
+                             float *dw, float *db);
     size_t (*dense_ws)(int nthreads);
     void (*bn_fwd_train)(const nk_exec *, int64_t M, int C, const float *x, const float *gamma,
                          const float *beta, float eps, float *y, float *mean, float *invstd);
@@ -56,8 +56,8 @@ typedef struct nt_ops {
     void (*maxpool_fwd)(const nk_exec *, const nk_conv_desc *, const float *x, float *y);
     void (*maxpool_bwd)(const nk_exec *, const nk_conv_desc *, const float *x, const float *dy,
                         float *dx);
-    void (*zeropad_fwd)(const nk_exec *, int N, int H, int W, int C, int pt, int pb, int pl,
-                        int pr, const float *x, float *y);
+    void (*zeropad_fwd)(const nk_exec *, int N, int H, int W, int C, int pt, int pb, int pl, int pr,
+                        const float *x, float *y);
     void (*gap_fwd)(const nk_exec *, int N, int HW, int C, const float *x, float *y);
 } nt_ops;
 

@@ -59,8 +59,8 @@ nt_status nt_optim_new(nt_ctx *ctx, const nt_optim_cfg *cfg, nt_model *m, nt_opt
     if (s != NT_OK) return s;
     nt_optim *o = calloc(1, sizeof(*o));
     if (!o) return nt_ctx_seterr(ctx, NT_ENOMEM, "optimizer: out of memory");
-    o->ctx = ctx;
-    o->cfg = *cfg;
+    o->ctx   = ctx;
+    o->cfg   = *cfg;
     o->slots = calloc((size_t)m->nparams + 1, sizeof(*o->slots));
     if (!o->slots) {
         nt_optim_free(o);
@@ -105,7 +105,8 @@ nt_status nt_optim_step(nt_optim *o)
         if (c->kind == NT_OPT_SGD) {
             float mom = c->momentum, flr = (float)lr;
             if (!sl->m) {
-                for (int64_t i = 0; i < n; i++) w[i] -= flr * g[i] + wd * w[i];
+                for (int64_t i = 0; i < n; i++)
+                    w[i] -= flr * g[i] + wd * w[i];
             } else {
                 float *v = sl->m;
                 for (int64_t i = 0; i < n; i++) {

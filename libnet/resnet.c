@@ -39,9 +39,8 @@ int nt_resnet_block(nt_model *m, const char *prefix, int in, int f1, int f2, int
                     int projection)
 {
     char n[12][96];
-    static const char *suf[12] = {"_1_conv", "_1_bn",   "_1_relu", "_2_conv",
-                                  "_2_bn",   "_2_relu", "_0_conv", "_3_conv",
-                                  "_0_bn",   "_3_bn",   "_add",    "_out"};
+    static const char *suf[12] = {"_1_conv", "_1_bn",   "_1_relu", "_2_conv", "_2_bn", "_2_relu",
+                                  "_0_conv", "_3_conv", "_0_bn",   "_3_bn",   "_add",  "_out"};
     for (int i = 0; i < 12; i++)
         if (conv_bn_relu_name(m, prefix, suf[i], n[i], sizeof(n[i])) < 0) return -1;
     int x, shortcut = in, c0 = -1;
@@ -76,8 +75,7 @@ nt_status nt_resnet50_new(nt_ctx *ctx, const nt_resnet_cfg *cfg_in, nt_model **o
                              cfg.img_size);
     if (k < 1 || 64 % k != 0)
         return nt_ctx_seterr(ctx, NT_EINVAL, "resnet50: width_div must divide 64, got %d", k);
-    if (cfg.with_head &&
-        (cfg.head1 < 1 || cfg.head2 < 1 || cfg.head1 > 65536 || cfg.head2 > 65536))
+    if (cfg.with_head && (cfg.head1 < 1 || cfg.head2 < 1 || cfg.head1 > 65536 || cfg.head2 > 65536))
         return nt_ctx_seterr(ctx, NT_EINVAL, "resnet50: head sizes must be 1..65536, got %d and %d",
                              cfg.head1, cfg.head2);
     if (cfg.with_head && !(cfg.dropout >= 0.0f && cfg.dropout < 1.0f))

@@ -39,10 +39,14 @@ static int bwd_needs_input(const nt_layer *l, int training)
 {
     switch (l->type) {
     case NT_LAYER_CONV:
-    case NT_LAYER_DENSE: return l->trainable;
-    case NT_LAYER_BN: return bn_batch_mode(l, training);
-    case NT_LAYER_MAXPOOL: return 1;
-    default: return 0;
+    case NT_LAYER_DENSE:
+        return l->trainable;
+    case NT_LAYER_BN:
+        return bn_batch_mode(l, training);
+    case NT_LAYER_MAXPOOL:
+        return 1;
+    default:
+        return 0;
     }
 }
 
@@ -137,10 +141,10 @@ static void fuse(nt_model *m, int training, const int *ncons, const int *cons, i
             born[j]    = i;
             int k      = cons[j];
             if (!c->keep && ncons[j] == 1 && m->layers[k].type == NT_LAYER_RELU && k < m->bstart) {
-                l->fuse_relu        = k;
-                m->layers[k].fused  = 1;
-                born[j]             = -1;
-                born[k]             = i;
+                l->fuse_relu       = k;
+                m->layers[k].fused = 1;
+                born[j]            = -1;
+                born[k]            = i;
             }
         } else if (l->type == NT_LAYER_ADD && c->type == NT_LAYER_RELU && j < m->bstart) {
             l->fuse_relu = j;
@@ -175,7 +179,7 @@ static nt_status plan(nt_model *m, int N, int training)
 
     plan_item *it = calloc((size_t)(2 * L + 1), sizeof(*it));
     int *ncons = calloc((size_t)L, sizeof(int)), *cons = calloc((size_t)L, sizeof(int));
-    int *born  = calloc((size_t)L, sizeof(int));
+    int *born = calloc((size_t)L, sizeof(int));
     if (!it || !ncons || !cons || !born) {
         free(it), free(ncons), free(cons), free(born);
         return nt_ctx_seterr(ctx, NT_ENOMEM, "model: out of memory planning");
@@ -291,7 +295,8 @@ static double prof_now(void)
 void nt_model_set_profile(nt_model *m, int on)
 {
     m->profile = on ? 1 : 0;
-    for (int i = 0; i < m->nlayers; i++) m->layers[i].prof_fwd = m->layers[i].prof_bwd = 0;
+    for (int i = 0; i < m->nlayers; i++)
+        m->layers[i].prof_fwd = m->layers[i].prof_bwd = 0;
 }
 
 void nt_model_layer_time(const nt_model *m, int layer, double *fwd_s, double *bwd_s)
@@ -327,10 +332,9 @@ nt_status nt_model_forward(nt_model *m, const nt_tensor *x, int training, uint64
     char b1[64];
     if (!x || !x->data || x->ndim != 4 || x->shape[1] != in0->H || x->shape[2] != in0->W ||
         x->shape[3] != in0->C || x->shape[0] < 1 || x->shape[0] > 65536)
-        return nt_ctx_seterr(ctx, NT_ESHAPE,
-                             "forward: input \"%s\" expects [N,%d,%d,%d] with N in 1..65536, got %s",
-                             in0->name, in0->H, in0->W, in0->C,
-                             x ? nt_shape_str(x, b1, sizeof(b1)) : "nothing");
+        return nt_ctx_seterr(
+            ctx, NT_ESHAPE, "forward: input \"%s\" expects [N,%d,%d,%d] with N in 1..65536, got %s",
+            in0->name, in0->H, in0->W, in0->C, x ? nt_shape_str(x, b1, sizeof(b1)) : "nothing");
     nt_status s = training ? model_sync_grads(m) : NT_OK;
     if (s != NT_OK) return s;
     int N = (int)x->shape[0];
@@ -341,15 +345,17 @@ nt_status nt_model_forward(nt_model *m, const nt_tensor *x, int training, uint64
     const nt_ops *o = &ctx->ops;
 
     for (int i = 0; i < m->nlayers; i++) {
-        double t0        = m->profile ? prof_now() : 0;
-        nt_layer *l      = &m->layers[i];
+        double t0   = m->profile ? prof_now() : 0;
+        nt_layer *l = &m->layers[i];
         if (l->fused) continue; // computed by the layer it is fused into
-        float *y         = l->out_off >= 0 ? out_of(m, i) : NULL;
+        float *y            = l->out_off >= 0 ? out_of(m, i) : NULL;
         const nt_layer *src = l->nin ? &m->layers[l->in[0]] : NULL;
-        const float *xin = src ? out_of(m, l->in[0]) : NULL;
-        int64_t n        = layer_numel(l, N);
+        const float *xin    = src ? out_of(m, l->in[0]) : NULL;
+        int64_t n           = layer_numel(l, N);
         switch (l->type) {
-        case NT_LAYER_INPUT: memcpy(y, x->data, (size_t)n * sizeof(float)); break;
+        case NT_LAYER_INPUT:
+            memcpy(y, x->data, (size_t)n * sizeof(float));
+            break;
         case NT_LAYER_ZEROPAD:
             o->zeropad_fwd(&ex, N, src->H, src->W, src->C, l->pt, l->pb, l->pl, l->pr, xin, y);
             break;
@@ -361,20 +367,20 @@ nt_status nt_model_forward(nt_model *m, const nt_tensor *x, int training, uint64
             }
             // The inference BN after it as a per-channel map: scale = gamma / sqrt(var + eps),
             // shift = beta - mean * scale.
-            nt_layer *bn      = &m->layers[l->fuse_bn];
+            nt_layer *bn    = &m->layers[l->fuse_bn];
             const float *ga = param(m, bn, 0), *be = param(m, bn, 1);
             const float *mm = param(m, bn, 2), *mv = param(m, bn, 3);
             for (int c = 0; c < bn->C; c++) {
-                double sc          = ga[c] / sqrt((double)mv[c] + BN_EPS);
-                bn->fold_scale[c]  = (float)sc;
-                bn->fold_shift[c]  = (float)(be[c] - mm[c] * sc);
+                double sc         = ga[c] / sqrt((double)mv[c] + BN_EPS);
+                bn->fold_scale[c] = (float)sc;
+                bn->fold_shift[c] = (float)(be[c] - mm[c] * sc);
             }
             nk_epilogue ep = {bn->fold_scale, bn->fold_shift, l->fuse_relu >= 0};
             o->conv_fwd_epi(&ex, &d, xin, param(m, l, 0), param(m, l, 1), &ep,
                             out_of(m, l->fuse_relu >= 0 ? l->fuse_relu : l->fuse_bn));
         } break;
         case NT_LAYER_BN: {
-            int64_t M = (int64_t)N * l->H * l->W;
+            int64_t M        = (int64_t)N * l->H * l->W;
             l->bn_batch_mode = bn_batch_mode(l, training);
             if (l->bn_batch_mode) {
                 o->bn_fwd_train(&ex, M, l->C, xin, param(m, l, 0), param(m, l, 1), BN_EPS, y,
@@ -383,15 +389,17 @@ nt_status nt_model_forward(nt_model *m, const nt_tensor *x, int training, uint64
                 for (int c = 0; c < l->C; c++) {
                     double is  = l->bn_invstd[c];
                     double var = 1.0 / (is * is) - BN_EPS;
-                    mm[c] = (float)(mm[c] * BN_MOMENTUM + l->bn_mean[c] * (1.0 - BN_MOMENTUM));
-                    mv[c] = (float)(mv[c] * BN_MOMENTUM + var * (1.0 - BN_MOMENTUM));
+                    mm[c]      = (float)(mm[c] * BN_MOMENTUM + l->bn_mean[c] * (1.0 - BN_MOMENTUM));
+                    mv[c]      = (float)(mv[c] * BN_MOMENTUM + var * (1.0 - BN_MOMENTUM));
                 }
             } else {
-                o->bn_fwd_infer(&ex, M, l->C, xin, param(m, l, 0), param(m, l, 1),
-                                param(m, l, 2), param(m, l, 3), BN_EPS, y);
+                o->bn_fwd_infer(&ex, M, l->C, xin, param(m, l, 0), param(m, l, 1), param(m, l, 2),
+                                param(m, l, 3), BN_EPS, y);
             }
         } break;
-        case NT_LAYER_RELU: o->relu_fwd(&ex, n, xin, y); break;
+        case NT_LAYER_RELU:
+            o->relu_fwd(&ex, n, xin, y);
+            break;
         case NT_LAYER_MAXPOOL: {
             nk_conv_desc d = conv_desc(m, l, N);
             o->maxpool_fwd(&ex, &d, xin, y);
@@ -402,7 +410,9 @@ nt_status nt_model_forward(nt_model *m, const nt_tensor *x, int training, uint64
             else
                 o->add_fwd(&ex, n, xin, out_of(m, l->in[1]), y);
             break;
-        case NT_LAYER_GAP: o->gap_fwd(&ex, N, src->H * src->W, src->C, xin, y); break;
+        case NT_LAYER_GAP:
+            o->gap_fwd(&ex, N, src->H * src->W, src->C, xin, y);
+            break;
         case NT_LAYER_DENSE:
             o->dense_fwd(&ex, N, src->C, l->C, xin, param(m, l, 0), param(m, l, 1),
                          l->act == NT_ACT_RELU, y);
@@ -416,10 +426,10 @@ nt_status nt_model_forward(nt_model *m, const nt_tensor *x, int training, uint64
         }
         if (m->profile) l->prof_fwd += prof_now() - t0;
     }
-    m->last_n        = N;
-    m->last_training = training ? 1 : 0;
-    m->last_step     = step;
-    m->have_forward  = 1;
+    m->last_n             = N;
+    m->last_training      = training ? 1 : 0;
+    m->last_step          = step;
+    m->have_forward       = 1;
     m->have_backward_data = training ? 1 : 0;
     return NT_OK;
 }
@@ -475,7 +485,8 @@ nt_status nt_model_loss(nt_model *m, const float *labels, const float *weights, 
                              last->name, last->C);
     int N = m->last_n;
     if (probs) // the model's output probability: plain sigmoid, not the loss's clipped p
-        for (int i = 0; i < N; i++) probs[i] = (float)(1.0 / (1.0 + exp(-(double)z->data[i])));
+        for (int i = 0; i < N; i++)
+            probs[i] = (float)(1.0 / (1.0 + exp(-(double)z->data[i])));
     if (!labels) return NT_OK;
     for (int i = 0; i < N; i++)
         if (!(labels[i] >= 0.0f && labels[i] <= 1.0f))
@@ -528,7 +539,8 @@ nt_status nt_model_backward(nt_model *m, const nt_tensor *dy, nt_tensor *dx)
                              "backward: nothing is trainable and no input gradient was asked for");
     const nt_layer *last = &m->layers[L - 1];
     if (!dy || !dy->data || nt_tensor_numel(dy) != layer_numel(last, N) || dy->shape[0] != N)
-        return nt_ctx_seterr(ctx, NT_ESHAPE, "backward: dy must match the output of \"%s\" "
+        return nt_ctx_seterr(ctx, NT_ESHAPE,
+                             "backward: dy must match the output of \"%s\" "
                              "(batch %d, %lld values), got %s",
                              last->name, N, (long long)layer_numel(last, N),
                              dy ? nt_shape_str(dy, b1, sizeof(b1)) : "nothing");
@@ -542,7 +554,8 @@ nt_status nt_model_backward(nt_model *m, const nt_tensor *dy, nt_tensor *dx)
     nk_exec ex;
     nt_ctx_exec(ctx, m->ws_floats, &ex);
     const nt_ops *o = &ctx->ops;
-    for (int i = 0; i < L; i++) m->layers[i].grad_ready = 0;
+    for (int i = 0; i < L; i++)
+        m->layers[i].grad_ready = 0;
     memcpy(m->buf + last->grad_off, dy->data, (size_t)layer_numel(last, N) * sizeof(float));
     m->layers[L - 1].grad_ready = 1;
 
@@ -558,7 +571,8 @@ nt_status nt_model_backward(nt_model *m, const nt_tensor *dy, nt_tensor *dx)
         int acc             = 0;
         float *d;
         switch (l->type) {
-        case NT_LAYER_INPUT: break;
+        case NT_LAYER_INPUT:
+            break;
         case NT_LAYER_ZEROPAD:
             if (!want) break;
             d = grad_dst(m, j, &acc);
@@ -587,8 +601,7 @@ nt_status nt_model_backward(nt_model *m, const nt_tensor *dy, nt_tensor *dx)
                 const float *ga = param(m, l, 0), *mv = param(m, l, 3);
                 for (int64_t r = 0; r < M; r++)
                     for (int c = 0; c < l->C; c++)
-                        d[r * l->C + c] =
-                            g[r * l->C + c] * ga[c] / sqrtf(mv[c] + BN_EPS);
+                        d[r * l->C + c] = g[r * l->C + c] * ga[c] / sqrtf(mv[c] + BN_EPS);
             }
             if (want) accumulate(m, &ex, j, acc);
         } break;

@@ -13,7 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-static int check_nfail_ = 0;
+static int check_nfail_  = 0;
 static int check_ncheck_ = 0;
 
 #define CHECK(cond)                                                                                \
@@ -21,7 +21,7 @@ static int check_ncheck_ = 0;
         check_ncheck_++;                                                                           \
         if (!(cond)) {                                                                             \
             check_nfail_++;                                                                        \
-            fprintf(stderr, "FAIL %s:%d: %s\n", __FILE__, __LINE__, #cond);                      \
+            fprintf(stderr, "FAIL %s:%d: %s\n", __FILE__, __LINE__, #cond);                        \
         }                                                                                          \
     } while (0)
 
@@ -30,7 +30,7 @@ static int check_ncheck_ = 0;
         check_ncheck_++;                                                                           \
         if (!(cond)) {                                                                             \
             check_nfail_++;                                                                        \
-            fprintf(stderr, "FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond);                      \
+            fprintf(stderr, "FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond);                        \
             fprintf(stderr, __VA_ARGS__);                                                          \
             fputc('\n', stderr);                                                                   \
         }                                                                                          \
@@ -41,7 +41,7 @@ static int check_ncheck_ = 0;
 static inline int check_close_f32(const char *what, const float *got, const float *ref, int64_t n,
                                   double atol, double rtol, const char *file, int line)
 {
-    int64_t bad = 0;
+    int64_t bad    = 0;
     double max_abs = 0, max_rel = 0;
     check_ncheck_++;
     for (int64_t i = 0; i < n; i++) {
@@ -58,8 +58,8 @@ static inline int check_close_f32(const char *what, const float *got, const floa
             bad++;
         }
     }
-    printf("%s %s: n=%lld max_abs=%.3g max_rel=%.3g (atol %.1g rtol %.1g)\n",
-           bad ? "FAIL" : "ok  ", what, (long long)n, max_abs, max_rel, atol, rtol);
+    printf("%s %s: n=%lld max_abs=%.3g max_rel=%.3g (atol %.1g rtol %.1g)\n", bad ? "FAIL" : "ok  ",
+           what, (long long)n, max_abs, max_rel, atol, rtol);
     if (bad) {
         fprintf(stderr, "FAIL %s:%d: %s: %lld of %lld elements differ\n", file, line, what,
                 (long long)bad, (long long)n);

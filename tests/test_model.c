@@ -11,8 +11,9 @@
 #include <string.h>
 
 // Finite differences on a float forward: eps large enough to beat float round-off.
-#define FD_EPS  1e-4 /* small: larger steps cross ReLU kinks (1e-3 gave 4% at one input) */
-#define FD_RTOL 3e-2 /* float loss differences over 2e-4 carry ~0.5% noise; exact checks: test_grad */
+#define FD_EPS 1e-4 /* small: larger steps cross ReLU kinks (1e-3 gave 4% at one input) */
+#define FD_RTOL                                                                                    \
+    3e-2 /* float loss differences over 2e-4 carry ~0.5% noise; exact checks: test_grad */
 
 static nt_ctx *new_ctx(nt_impl impl, uint64_t seed)
 {
@@ -38,19 +39,18 @@ static void test_layer_list(nt_ctx *ctx)
     CHECK(nt_resnet50_new(ctx, &cfg, &m) == NT_OK);
     CHECK(nt_model_num_layers(m) == 175);
     nt_layer_info li;
-    static const char *first[] = {"input_1",    "conv1_pad",  "conv1_conv",
-                                  "conv1_bn",   "conv1_relu", "pool1_pad",
-                                  "pool1_pool", "conv2_block1_1_conv"};
+    static const char *first[] = {"input_1",    "conv1_pad", "conv1_conv", "conv1_bn",
+                                  "conv1_relu", "pool1_pad", "pool1_pool", "conv2_block1_1_conv"};
     for (int i = 0; i < 8; i++) {
         nt_model_layer(m, i, &li);
         CHECK_MSG(strcmp(li.name, first[i]) == 0, "layer %d is %s, expected %s", i, li.name,
                   first[i]);
     }
     // Keras's order inside a projection block.
-    static const char *blk[] = {"conv2_block1_1_conv", "conv2_block1_1_bn", "conv2_block1_1_relu",
-                                "conv2_block1_2_conv", "conv2_block1_2_bn", "conv2_block1_2_relu",
+    static const char *blk[] = {"conv2_block1_1_conv", "conv2_block1_1_bn",   "conv2_block1_1_relu",
+                                "conv2_block1_2_conv", "conv2_block1_2_bn",   "conv2_block1_2_relu",
                                 "conv2_block1_0_conv", "conv2_block1_3_conv", "conv2_block1_0_bn",
-                                "conv2_block1_3_bn",   "conv2_block1_add",  "conv2_block1_out"};
+                                "conv2_block1_3_bn",   "conv2_block1_add",    "conv2_block1_out"};
     for (int i = 0; i < 12; i++) {
         nt_model_layer(m, 7 + i, &li);
         CHECK_MSG(strcmp(li.name, blk[i]) == 0, "layer %d is %s, expected %s", 7 + i, li.name,
@@ -138,7 +138,8 @@ static nt_model *small_model(nt_ctx *ctx, int img, int unfreeze)
 static void fill_input(nt_tensor *x, uint64_t key)
 {
     int64_t n = nt_tensor_numel(x);
-    for (int64_t i = 0; i < n; i++) x->data[i] = 2.0f * (float)((i * 7919 + key) % 1000) / 1000.f - 1.0f;
+    for (int64_t i = 0; i < n; i++)
+        x->data[i] = 2.0f * (float)((i * 7919 + key) % 1000) / 1000.f - 1.0f;
 }
 
 static void test_plan_and_modes(nt_ctx *ctx)
@@ -171,13 +172,14 @@ static void test_plan_and_modes(nt_ctx *ctx)
     // every output disables fusion.
     {
         nt_model *u = small_model(ctx, 64, 20);
-        for (int i = 0; i < nt_model_num_layers(u); i++) nt_model_keep_output(u, i, 1);
+        for (int i = 0; i < nt_model_num_layers(u); i++)
+            nt_model_keep_output(u, i, 1);
         CHECK(nt_model_forward(u, &x, 0, 0) == NT_OK);
         CHECK(nt_model_forward(m, &x, 0, 0) == NT_OK);
         CHECK(nt_model_layer_output(m, conv1) == NULL); // fused: never materialised
         CHECK(nt_model_layer_output(u, conv1) != NULL);
-        CHECK_CLOSE("fused vs unfused inference logits", nt_model_output(u)->data, infer0, 3,
-                    1e-3, 1e-5); // logits are ~1e3 here; rounding of the folded BN only
+        CHECK_CLOSE("fused vs unfused inference logits", nt_model_output(u)->data, infer0, 3, 1e-3,
+                    1e-5); // logits are ~1e3 here; rounding of the folded BN only
         nt_model_free(u);
     }
 
@@ -204,7 +206,8 @@ static void test_plan_and_modes(nt_ctx *ctx)
     nt_model_param(m, nt_model_find_param(m, "conv5_block3_3_conv/kernel"), &p);
     CHECK(p.grad != NULL && p.trainable);
     double gn = 0;
-    for (int64_t i = 0; i < nt_tensor_numel(p.grad); i++) gn += fabs(p.grad->data[i]);
+    for (int64_t i = 0; i < nt_tensor_numel(p.grad); i++)
+        gn += fabs(p.grad->data[i]);
     CHECK(gn > 0);
     // dx without asking first is an error with a message.
     nt_tensor dx;
@@ -277,11 +280,15 @@ static void test_fd_gradients(nt_ctx *ctx)
     nt_tensor dy = {.ndim = 2, .shape = {4, 1}, .data = dl};
     CHECK(nt_model_backward(m, &dy, &dx) == NT_OK);
 
-    static const char *names[] = {"conv1_conv/kernel",          "conv1_bn/gamma",
-                                  "conv2_block1_0_conv/kernel", "conv2_block2_2_conv/kernel",
-                                  "conv3_block1_3_bn/beta",     "dense/kernel",
-                                  "dense_2/bias",               "dense_1/kernel"};
-    double worst = 0;
+    static const char *names[] = {"conv1_conv/kernel",
+                                  "conv1_bn/gamma",
+                                  "conv2_block1_0_conv/kernel",
+                                  "conv2_block2_2_conv/kernel",
+                                  "conv3_block1_3_bn/beta",
+                                  "dense/kernel",
+                                  "dense_2/bias",
+                                  "dense_1/kernel"};
+    double worst               = 0;
     for (int t = 0; t < 8; t++) {
         nt_param p;
         int pi = nt_model_find_param(m, names[t]);
@@ -293,8 +300,8 @@ static void test_fd_gradients(nt_ctx *ctx)
         int64_t best = 0;
         for (int64_t i = 1; i < n; i++)
             if (fabsf(p.grad->data[i]) > fabsf(p.grad->data[best])) best = i;
-        float save = p.value->data[best];
-        double a   = p.grad->data[best];
+        float save          = p.value->data[best];
+        double a            = p.grad->data[best];
         p.value->data[best] = save + (float)FD_EPS;
         double lp           = loss_at(m, &x, labels, w);
         p.value->data[best] = save - (float)FD_EPS;
@@ -310,12 +317,12 @@ static void test_fd_gradients(nt_ctx *ctx)
     int64_t n = nt_tensor_numel(&x), best = 0;
     for (int64_t i = 1; i < n; i++)
         if (fabsf(dx.data[i]) > fabsf(dx.data[best])) best = i;
-    float save       = x.data[best];
-    x.data[best]     = save + (float)FD_EPS;
-    double lp        = loss_at(m, &x, labels, w);
-    x.data[best]     = save - (float)FD_EPS;
-    double lm        = loss_at(m, &x, labels, w);
-    x.data[best]     = save;
+    float save   = x.data[best];
+    x.data[best] = save + (float)FD_EPS;
+    double lp    = loss_at(m, &x, labels, w);
+    x.data[best] = save - (float)FD_EPS;
+    double lm    = loss_at(m, &x, labels, w);
+    x.data[best] = save;
     double num = (lp - lm) / (2 * FD_EPS), a = dx.data[best];
     double rel = fabs(a - num) / fmax(fmax(fabs(a), fabs(num)), 1e-8);
     CHECK_MSG(rel < FD_RTOL, "dx[%lld]: analytic %.6g numeric %.6g", (long long)best, a, num);
@@ -347,12 +354,13 @@ static void test_optimizers(nt_ctx *ctx)
     kp.grad->data[0] = 0.3f, kp.grad->data[1] = -2.0f;
     nt_model_param(m, 1, &bp);
     bp.grad->data[0] = 0.0f;
-    for (int t = 1; t <= 2; t++) CHECK(nt_optim_step(o) == NT_OK);
+    for (int t = 1; t <= 2; t++)
+        CHECK(nt_optim_step(o) == NT_OK);
     // By hand, Keras's Adam with a constant gradient g over two steps.
     double w0 = 0.5, g0 = 0.3, m1 = 0, v1 = 0;
     for (int t = 1; t <= 2; t++) {
-        m1 = 0.9 * m1 + 0.1 * g0;
-        v1 = 0.999 * v1 + 0.001 * g0 * g0;
+        m1          = 0.9 * m1 + 0.1 * g0;
+        v1          = 0.999 * v1 + 0.001 * g0 * g0;
         double lr_t = 0.01 * sqrt(1 - pow(0.999, t)) / (1 - pow(0.9, t));
         w0 -= lr_t * m1 / (sqrt(v1) + 1e-7);
     }

@@ -333,9 +333,9 @@ static void test_eltwise(int64_t n)
 
 static void test_pool(int N, int H, int W, int C, int R, int stride)
 {
-    nk_conv_desc d = {.N = N, .H = H, .W = W, .C = C, .K = C, .R = R, .S = R, .stride = stride};
-    d.P = (H - R) / stride + 1;
-    d.Q = (W - R) / stride + 1;
+    nk_conv_desc d  = {.N = N, .H = H, .W = W, .C = C, .K = C, .R = R, .S = R, .stride = stride};
+    d.P             = (H - R) / stride + 1;
+    d.Q             = (W - R) / stride + 1;
     const size_t nx = (size_t)N * H * W * C, ny = (size_t)N * d.P * d.Q * C;
     float *x = xmalloc(nx), *dy = xmalloc(ny), *r = xmalloc(nx), *o = xmalloc(nx);
     fill(x, nx, 61, -1, 1);

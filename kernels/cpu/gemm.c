@@ -103,7 +103,7 @@ static void scale_c(int nt, int M, int N, float beta, float *C, int64_t ldc, con
                     const nk_epilogue *ep)
 {
     const float *sc = ep ? ep->scale : NULL, *sh = ep ? ep->shift : NULL;
-    const int relu  = ep && ep->relu;
+    const int relu = ep && ep->relu;
 #pragma omp parallel for num_threads(nt) schedule(static)
     for (int i = 0; i < M; i++) {
         float *c = C + i * ldc;
@@ -215,8 +215,8 @@ void nk_sgemm_cpu_epi(nk_isa isa, const nk_exec *ex, int ta, int tb, int M, int 
 {
     if (M <= 0 || N <= 0) return;
     const int relu = ep && ep->relu;
-    int nt       = ex && ex->nthreads > 0 ? ex->nthreads : 1;
-    double flops = 2.0 * M * N * (double)K;
+    int nt         = ex && ex->nthreads > 0 ? ex->nthreads : 1;
+    double flops   = 2.0 * M * N * (double)K;
     if (flops < GEMM_MIN_FLOPS_PER_THREAD * nt) nt = 1;
     if (K <= 0 || alpha == 0.0f) {
         scale_c(nt, M, N, beta, C, ldc, bias, ep);

@@ -21,8 +21,8 @@ void nk_maxpool_fwd_cpu(const nk_exec *ex, const nk_conv_desc *d, const float *x
     for (int64_t np = 0; np < (int64_t)d->N * d->P; np++) {
         const int n = (int)(np / d->P), p = (int)(np % d->P);
         for (int q = 0; q < d->Q; q++) {
-            float *o   = y + ((np * d->Q) + q) * C;
-            int first  = 1;
+            float *o  = y + ((np * d->Q) + q) * C;
+            int first = 1;
             for (int r = 0; r < d->R; r++) {
                 const int h = p * d->stride - d->pad_h + r;
                 if (h < 0 || h >= d->H) continue;
@@ -34,7 +34,8 @@ void nk_maxpool_fwd_cpu(const nk_exec *ex, const nk_conv_desc *d, const float *x
                         memcpy(o, i, (size_t)C * sizeof(float));
                         first = 0;
                     } else {
-                        for (int c = 0; c < C; c++) o[c] = i[c] > o[c] ? i[c] : o[c];
+                        for (int c = 0; c < C; c++)
+                            o[c] = i[c] > o[c] ? i[c] : o[c];
                     }
                 }
             }
@@ -53,9 +54,10 @@ void nk_maxpool_bwd_cpu(const nk_exec *ex, const nk_conv_desc *d, const float *x
     for (int64_t job = 0; job < (int64_t)d->N * nblk; job++) {
         const int n = (int)(job / nblk), c0 = (int)(job % nblk) * cb;
         const int c1 = c0 + cb < C ? c0 + cb : C;
-        float *dxn = dx + (int64_t)n * d->H * d->W * C;
+        float *dxn   = dx + (int64_t)n * d->H * d->W * C;
         for (int64_t i = 0; i < (int64_t)d->H * d->W; i++)
-            for (int c = c0; c < c1; c++) dxn[i * C + c] = 0.0f;
+            for (int c = c0; c < c1; c++)
+                dxn[i * C + c] = 0.0f;
         for (int p = 0; p < d->P; p++)
             for (int q = 0; q < d->Q; q++) {
                 const float *g = dy + (((int64_t)n * d->P + p) * d->Q + q) * C;
@@ -87,7 +89,7 @@ void nk_zeropad_fwd_cpu(const nk_exec *ex, int N, int H, int W, int C, int pt, i
 #pragma omp parallel for num_threads(threads_of(ex)) schedule(static)
     for (int64_t nh = 0; nh < (int64_t)N * Ho; nh++) {
         const int n = (int)(nh / Ho), h = (int)(nh % Ho) - pt;
-        float *o    = y + nh * Wo * C;
+        float *o = y + nh * Wo * C;
         if (h < 0 || h >= H) {
             memset(o, 0, (size_t)Wo * C * sizeof(float));
             continue;
@@ -107,12 +109,15 @@ void nk_gap_fwd_cpu(const nk_exec *ex, int N, int HW, int C, const float *x, flo
         double acc[64];
         for (int c0 = 0; c0 < C; c0 += 64) {
             const int c1 = c0 + 64 < C ? c0 + 64 : C;
-            for (int c = c0; c < c1; c++) acc[c - c0] = 0;
+            for (int c = c0; c < c1; c++)
+                acc[c - c0] = 0;
             for (int i = 0; i < HW; i++) {
                 const float *xi = x + ((int64_t)n * HW + i) * C;
-                for (int c = c0; c < c1; c++) acc[c - c0] += xi[c];
+                for (int c = c0; c < c1; c++)
+                    acc[c - c0] += xi[c];
             }
-            for (int c = c0; c < c1; c++) y[(int64_t)n * C + c] = (float)(acc[c - c0] / HW);
+            for (int c = c0; c < c1; c++)
+                y[(int64_t)n * C + c] = (float)(acc[c - c0] / HW);
         }
     }
 }
