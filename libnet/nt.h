@@ -319,16 +319,18 @@ nt_status nt_model_save(nt_model *m, const char *path, const nt_kv *metadata, in
 typedef struct nt_st_file nt_st_file;
 
 // Reads and validates a whole safetensors file (header JSON, dtypes F32/F16/BF16, offsets within
-// the data, no overlaps). NT_EIO (cannot open/read) or NT_EFORMAT (what is wrong, where).
+// the data, no overlaps). NT_EIO (cannot open/read), NT_EFORMAT (what is wrong, where),
+// NT_ENOMEM, or NT_EINVAL for a NULL path. Not thread-safe on one ctx (the error buffer).
 nt_status nt_st_open(nt_ctx *ctx, const char *path, nt_st_file **out);
 void nt_st_close(nt_st_file *f);
 // Metadata value for key, or NULL.
 const char *nt_st_meta(const nt_st_file *f, const char *key);
 int nt_st_num_meta(const nt_st_file *f);
+// Metadata entry i (0 <= i < nt_st_num_meta; an index out of range is a caller bug and aborts).
 void nt_st_meta_at(const nt_st_file *f, int i, const char **key, const char **value);
 int nt_st_num_tensors(const nt_st_file *f);
-// Tensor i: name, dtype name as stored ("F32", "F16", "BF16"), shape, data widened to F32
-// (owned by f).
+// Tensor i (0 <= i < nt_st_num_tensors, in data order): name, dtype name as stored ("F32",
+// "F16", "BF16"), shape, data widened to F32 (owned by f).
 void nt_st_tensor_at(const nt_st_file *f, int i, const char **name, const char **dtype, int *ndim,
                      const int64_t **shape, const float **data);
 // Index of tensor `name`, or -1.
@@ -336,7 +338,8 @@ int nt_st_find(const nt_st_file *f, const char *name);
 
 // Copies every parameter of m from f, by name. Every parameter must be present with the same
 // shape (NT_EFORMAT names the first missing or mismatched one); extra tensors are an error too
-// unless allow_extra.
+// unless allow_extra. Everything is checked before anything is copied, so a refused file leaves
+// the model unchanged. Errors (NT_EFORMAT, NT_ENOMEM) go to the model's context.
 nt_status nt_model_load_st(nt_model *m, const nt_st_file *f, int allow_extra);
 
 // Safetensors writer for arbitrary named tensors (used by nt_model_save and by tools).

@@ -11,6 +11,7 @@
 #include "kernels/nk.h"
 #include "tests/check.h"
 #include "tests/fixture.h"
+#include "tests/testutil.h"
 
 #include <math.h>
 #include <string.h>
@@ -76,15 +77,9 @@ static nt_ctx *new_ctx(nt_impl impl, uint64_t seed)
 {
     nt_ctx_opts o;
     nt_ctx_opts_default(&o);
-    o.impl      = impl;
-    o.seed      = seed; // keys dropout; the fixtures use the init seed for it too
-    nt_ctx *ctx = NULL;
-    if (nt_ctx_new(&o, &ctx) != NT_OK) {
-        fprintf(stderr, "FAIL ctx: %s\n", ctx ? nt_ctx_errmsg(ctx) : "no context");
-        nt_ctx_free(ctx);
-        return NULL;
-    }
-    return ctx;
+    o.impl = impl;
+    o.seed = seed; // keys dropout; the fixtures use the init seed for it too
+    return tu_ctx_new(&o);
 }
 
 static fx_file *open_fixture(const char *file)
@@ -136,12 +131,6 @@ static nt_tensor tensor_from(nt_ctx *ctx, const fx_tensor *r)
     return t;
 }
 
-static int ends_with(const char *s, const char *suffix)
-{
-    size_t a = strlen(s), b = strlen(suffix);
-    return a >= b && strcmp(s + a - b, suffix) == 0;
-}
-
 // "X_conv/bias" -> "X_bn/beta" (the BN this conv feeds, by Keras's naming).
 static void beta_of_bias(const char *bias, char *out, size_t len)
 {
@@ -181,7 +170,8 @@ static void check_moving(const nt_model *m, const fx_file *f, double tol, const 
     for (int i = 0; i < nt_model_num_params(m); i++) {
         nt_param p;
         nt_model_param(m, i, &p);
-        if (!ends_with(p.name, "/moving_mean") && !ends_with(p.name, "/moving_variance")) continue;
+        if (!tu_ends_with(p.name, "/moving_mean") && !tu_ends_with(p.name, "/moving_variance"))
+            continue;
         char key[256];
         snprintf(key, sizeof key, "moving/%s", p.name);
         const fx_tensor *r = fx_find(f, key);
@@ -374,7 +364,7 @@ static void test_block(nt_impl impl, const char *tag)
         }
         ngrad++;
         snprintf(what, sizeof what, "block %s", key);
-        if (ends_with(p.name, "_conv/bias")) {
+        if (tu_ends_with(p.name, "_conv/bias")) {
             char beta[256];
             beta_of_bias(key, beta, sizeof beta);
             const fx_tensor *rb = fx_find(f, beta);
@@ -478,15 +468,7 @@ static void test_full(nt_impl impl, const deep_tols *tol)
         goto done;
     }
 
-    nt_resnet_cfg cfg;
-    nt_resnet_cfg_default(&cfg);
-    cfg.img_size  = 64;
-    cfg.head1     = 256;
-    cfg.head2     = 128;
-    cfg.dropout   = 0.5f;
-    cfg.with_head = 1;
-    cfg.width_div = 1;
-    CHECK_MSG(nt_resnet50_new(ctx, &cfg, &m) == NT_OK, "resnet50: %s", nt_ctx_errmsg(ctx));
+    m = tu_fixture_resnet(ctx);
     if (!m) goto done;
     CHECK(nt_model_set_trainable_last(m, -1) == NT_OK);
     check_order(m, f);
@@ -558,7 +540,7 @@ static void test_full(nt_impl impl, const deep_tols *tol)
             if (!(fabs(g[k]) <= mx)) mx = fabs(g[k]);
         }
         nrm = sqrt(nrm);
-        if (ends_with(p.name, "_conv/bias")) {
+        if (tu_ends_with(p.name, "_conv/bias")) {
             char beta[200];
             beta_of_bias(p.name, beta, sizeof beta);
             snprintf(key, sizeof key, "gstat/%s", beta);

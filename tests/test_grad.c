@@ -12,6 +12,7 @@
 
 #include "kernels/nk.h"
 #include "tests/check.h"
+#include "tests/testutil.h"
 #include "tests/ref64.h"
 
 #define GRAD_EPS         1e-3 // central-difference step (STYLE.md section 6)
@@ -23,34 +24,6 @@
 static double max_rel_all = 0.0; // over every check, printed at the end
 
 // ---- helpers ----
-
-static double *alloc(int64_t n)
-{
-    double *p = calloc((size_t)(n > 0 ? n : 1), sizeof(double));
-    if (!p) {
-        fprintf(stderr, "test_grad: out of memory (%lld doubles)\n", (long long)n);
-        exit(1);
-    }
-    return p;
-}
-
-// Uniform values in [lo, hi) from the project hash, so every run sees the same numbers.
-static double *rand_new(int64_t n, uint64_t key, double lo, double hi)
-{
-    double *p = alloc(n);
-    for (int64_t i = 0; i < n; i++)
-        p[i] = lo + (hi - lo) * nk_u01(key, (uint64_t)i);
-    return p;
-}
-
-// A buffer that a kernel must overwrite: filled with NaN so that a skipped entry fails the check.
-static double *nan_new(int64_t n)
-{
-    double *p = alloc(n);
-    for (int64_t i = 0; i < n; i++)
-        p[i] = NAN;
-    return p;
-}
 
 static double dot(const double *a, const double *b, int64_t n)
 {
@@ -130,16 +103,16 @@ static void check_conv(const char *name, nk_conv_desc d, int pt, int pb, int pl,
     const int64_t nx0 = (int64_t)d.N * H0 * W0 * d.C, nx = (int64_t)d.N * d.H * d.W * d.C;
     const int64_t nw = (int64_t)d.R * d.S * d.C * d.K, ny = (int64_t)d.N * d.P * d.Q * d.K;
     const int padded = pt || pb || pl || pr;
-    s.x0             = rand_new(nx0, seed + 1, -1, 1);
-    s.x              = padded ? alloc(nx) : s.x0;
-    s.w              = rand_new(nw, seed + 2, -1, 1);
-    s.b              = with_bias ? rand_new(d.K, seed + 3, -1, 1) : NULL;
-    s.y              = alloc(ny);
-    s.R              = rand_new(ny, seed + 4, -1, 1);
+    s.x0             = tu_rand_f64(nx0, seed + 1, -1, 1);
+    s.x              = padded ? tu_zeros_f64(nx) : s.x0;
+    s.w              = tu_rand_f64(nw, seed + 2, -1, 1);
+    s.b              = with_bias ? tu_rand_f64(d.K, seed + 3, -1, 1) : NULL;
+    s.y              = tu_zeros_f64(ny);
+    s.R              = tu_rand_f64(ny, seed + 4, -1, 1);
     conv_loss(&s); // fills s.x when padded
 
-    double *dx = nan_new(nx), *dx0 = padded ? nan_new(nx0) : dx;
-    double *dw = nan_new(nw), *db = nan_new(d.K);
+    double *dx = tu_nan_f64(nx), *dx0 = padded ? tu_nan_f64(nx0) : dx;
+    double *dw = tu_nan_f64(nw), *db = tu_nan_f64(d.K);
     nk_conv2d_bwd_data_ref_f64(&d, s.R, s.w, dx);
     if (padded) nk_zeropad_bwd_ref_f64(d.N, H0, W0, d.C, pt, pb, pl, pr, dx, dx0);
     nk_conv2d_bwd_filter_ref_f64(&d, s.x, s.R, dw, with_bias ? db : NULL);
@@ -238,18 +211,18 @@ static void check_bn(int train, int64_t M, int C, uint64_t seed)
 {
     bn_st s         = {.M = M, .C = C, .train = train, .eps = 1.001e-5}; // Keras ResNet50's epsilon
     const int64_t n = M * C;
-    s.x             = rand_new(n, seed + 1, -1, 3);
-    s.gamma         = rand_new(C, seed + 2, 0.5, 2);
-    s.beta          = rand_new(C, seed + 3, -1, 1);
-    s.mmean         = rand_new(C, seed + 4, 0, 2);
-    s.mvar          = rand_new(C, seed + 5, 0.5, 2);
-    s.y             = alloc(n);
-    s.mean          = alloc(C);
-    s.invstd        = alloc(C);
-    s.R             = rand_new(n, seed + 6, -1, 1);
+    s.x             = tu_rand_f64(n, seed + 1, -1, 3);
+    s.gamma         = tu_rand_f64(C, seed + 2, 0.5, 2);
+    s.beta          = tu_rand_f64(C, seed + 3, -1, 1);
+    s.mmean         = tu_rand_f64(C, seed + 4, 0, 2);
+    s.mvar          = tu_rand_f64(C, seed + 5, 0.5, 2);
+    s.y             = tu_zeros_f64(n);
+    s.mean          = tu_zeros_f64(C);
+    s.invstd        = tu_zeros_f64(C);
+    s.R             = tu_rand_f64(n, seed + 6, -1, 1);
     bn_loss(&s);
 
-    double *dx = nan_new(n), *dgamma = nan_new(C), *dbeta = nan_new(C);
+    double *dx = tu_nan_f64(n), *dgamma = tu_nan_f64(C), *dbeta = tu_nan_f64(C);
     if (train) {
         nk_bn_bwd_train_ref_f64(M, C, s.x, s.R, s.gamma, s.mean, s.invstd, dx, dgamma, dbeta);
     } else {
@@ -265,7 +238,7 @@ static void check_bn(int train, int64_t M, int C, uint64_t seed)
     grad_check(what, bn_loss, &s, s.beta, dbeta, C, seed + 9);
 
     // dx == NULL (training) and dgamma/dbeta == NULL (inference) are allowed and change nothing.
-    double *dx2 = nan_new(n), *dg2 = nan_new(C), *db2 = nan_new(C);
+    double *dx2 = tu_nan_f64(n), *dg2 = tu_nan_f64(C), *db2 = tu_nan_f64(C);
     int same = 1;
     if (train) {
         nk_bn_bwd_train_ref_f64(M, C, s.x, s.R, s.gamma, s.mean, s.invstd, NULL, dg2, db2);
@@ -336,17 +309,17 @@ static void test_relu(void)
 {
     const int64_t n = 7 * 33 * 7;
     unary_st s      = {.nx = n, .ny = n, .fwd = relu_fwd, .args = &n};
-    s.x             = rand_new(n, 700, -1, 1);
+    s.x             = tu_rand_f64(n, 700, -1, 1);
     for (int64_t i = 0; i < n; i++) // keep 2*GRAD_EPS away from the kink at 0
         if (fabs(s.x[i]) < 0.01) s.x[i] = s.x[i] < 0 ? -0.01 : 0.01;
-    s.y = alloc(n);
-    s.R = rand_new(n, 701, -1, 1);
+    s.y = tu_zeros_f64(n);
+    s.R = tu_rand_f64(n, 701, -1, 1);
     unary_loss(&s);
-    double *dx = nan_new(n);
+    double *dx = tu_nan_f64(n);
     nk_relu_bwd_ref_f64(n, s.y, s.R, dx);
     unary_check("relu n1617 dx", &s, dx, 702);
     // In place (dx == dy) must give the same result.
-    double *g = alloc(n);
+    double *g = tu_zeros_f64(n);
     memcpy(g, s.R, (size_t)n * sizeof *g);
     nk_relu_bwd_ref_f64(n, s.y, g, g);
     CHECK(memcmp(g, dx, (size_t)n * sizeof *g) == 0);
@@ -374,10 +347,10 @@ static double add_loss(void *p)
 static void test_add(void)
 {
     add_st s = {.n = 33};
-    s.a      = rand_new(s.n, 710, -1, 1);
-    s.b      = rand_new(s.n, 711, -1, 1);
-    s.y      = alloc(s.n);
-    s.R      = rand_new(s.n, 712, -1, 1);
+    s.a      = tu_rand_f64(s.n, 710, -1, 1);
+    s.b      = tu_rand_f64(s.n, 711, -1, 1);
+    s.y      = tu_zeros_f64(s.n);
+    s.R      = tu_rand_f64(s.n, 712, -1, 1);
     grad_check("add n33 da (= dy)", add_loss, &s, s.a, s.R, s.n, 713);
     grad_check("add n33 db (= dy)", add_loss, &s, s.b, s.R, s.n, 714);
     free(s.a);
@@ -401,10 +374,10 @@ static void check_zeropad(pad_args a, uint64_t seed)
     const int64_t nx = (int64_t)a.N * a.H * a.W * a.C;
     const int64_t ny = (int64_t)a.N * (a.H + a.pt + a.pb) * (a.W + a.pl + a.pr) * a.C;
     unary_st s       = {.nx = nx, .ny = ny, .fwd = zeropad_fwd, .args = &a};
-    s.x              = rand_new(nx, seed, -1, 1);
-    s.y              = alloc(ny);
-    s.R              = rand_new(ny, seed + 1, -1, 1);
-    double *dx       = nan_new(nx);
+    s.x              = tu_rand_f64(nx, seed, -1, 1);
+    s.y              = tu_zeros_f64(ny);
+    s.R              = tu_rand_f64(ny, seed + 1, -1, 1);
+    double *dx       = tu_nan_f64(nx);
     nk_zeropad_bwd_ref_f64(a.N, a.H, a.W, a.C, a.pt, a.pb, a.pl, a.pr, s.R, dx);
     char what[96];
     snprintf(what, sizeof what, "zeropad N%d %dx%d C%d (%d,%d,%d,%d) dx", a.N, a.H, a.W, a.C, a.pt,
@@ -434,13 +407,13 @@ static void check_maxpool(nk_conv_desc d, uint64_t seed)
     unary_st s = {.nx = nx, .ny = ny, .fwd = maxpool_fwd, .args = &d};
     // Distinct values 0.01 apart in a scrambled order: no ties, and a +-GRAD_EPS step never
     // changes which input is a window's maximum (the kinks of max).
-    s.x                = alloc(nx);
+    s.x                = tu_zeros_f64(nx);
     const int64_t mult = 7919; // prime, so i -> i*mult mod nx is a permutation when nx % 7919 != 0
     for (int64_t i = 0; i < nx; i++)
         s.x[i] = 0.01 * (double)((i * mult) % nx) - 0.005 * nx;
-    s.y        = alloc(ny);
-    s.R        = rand_new(ny, seed, -1, 1);
-    double *dx = nan_new(nx);
+    s.y        = tu_zeros_f64(ny);
+    s.R        = tu_rand_f64(ny, seed, -1, 1);
+    double *dx = tu_nan_f64(nx);
     nk_maxpool_bwd_ref_f64(&d, s.x, s.R, dx);
     char what[96];
     snprintf(what, sizeof what, "maxpool %dx%d s%d N%d %dx%d C%d dx", d.R, d.S, d.stride, d.N, d.H,
@@ -476,10 +449,10 @@ static void test_gap(void)
     const gap_args a = {7, 33, 7};
     const int64_t nx = (int64_t)a.N * a.HW * a.C, ny = (int64_t)a.N * a.C;
     unary_st s = {.nx = nx, .ny = ny, .fwd = gap_fwd, .args = &a};
-    s.x        = rand_new(nx, 780, -1, 1);
-    s.y        = alloc(ny);
-    s.R        = rand_new(ny, 781, -1, 1);
-    double *dx = nan_new(nx);
+    s.x        = tu_rand_f64(nx, 780, -1, 1);
+    s.y        = tu_zeros_f64(ny);
+    s.R        = tu_rand_f64(ny, 781, -1, 1);
+    double *dx = tu_nan_f64(nx);
     nk_gap_bwd_ref_f64(a.N, a.HW, a.C, s.R, dx);
     unary_check("gap N7 HW33 C7 dx", &s, dx, 782);
     free(s.x);
@@ -504,10 +477,10 @@ static void check_dropout(double rate, uint64_t seed)
 {
     const drop_args a = {7 * 33 * 7, rate, seed * 2654435761u};
     unary_st s        = {.nx = a.n, .ny = a.n, .fwd = dropout_fwd, .args = &a};
-    s.x               = rand_new(a.n, seed, -1, 1);
-    s.y               = alloc(a.n);
-    s.R               = rand_new(a.n, seed + 1, -1, 1);
-    double *dx        = nan_new(a.n);
+    s.x               = tu_rand_f64(a.n, seed, -1, 1);
+    s.y               = tu_zeros_f64(a.n);
+    s.R               = tu_rand_f64(a.n, seed + 1, -1, 1);
+    double *dx        = tu_nan_f64(a.n);
     nk_dropout_bwd_ref_f64(a.n, rate, a.key, s.R, dx);
     char what[96];
     snprintf(what, sizeof what, "dropout rate %.2f n%lld dx", rate, (long long)a.n);
@@ -543,12 +516,12 @@ static void check_dense(int N, int C, int K, int with_bias, uint64_t seed)
 {
     dense_st s       = {.N = N, .C = C, .K = K};
     const int64_t nx = (int64_t)N * C, nw = (int64_t)C * K, ny = (int64_t)N * K;
-    s.x        = rand_new(nx, seed, -1, 1);
-    s.w        = rand_new(nw, seed + 1, -1, 1);
-    s.b        = with_bias ? rand_new(K, seed + 2, -1, 1) : NULL;
-    s.y        = alloc(ny);
-    s.R        = rand_new(ny, seed + 3, -1, 1);
-    double *dx = nan_new(nx), *dw = nan_new(nw), *db = nan_new(K);
+    s.x        = tu_rand_f64(nx, seed, -1, 1);
+    s.w        = tu_rand_f64(nw, seed + 1, -1, 1);
+    s.b        = with_bias ? tu_rand_f64(K, seed + 2, -1, 1) : NULL;
+    s.y        = tu_zeros_f64(ny);
+    s.R        = tu_rand_f64(ny, seed + 3, -1, 1);
+    double *dx = tu_nan_f64(nx), *dw = tu_nan_f64(nw), *db = tu_nan_f64(K);
     nk_dense_bwd_data_ref_f64(N, C, K, s.R, s.w, dx);
     nk_dense_bwd_filter_ref_f64(N, C, K, s.x, s.R, dw, with_bias ? db : NULL);
     char what[96];
@@ -596,15 +569,15 @@ static double bce_loss(void *p)
 static void check_bce(int N, double zlo, double zhi, int weighted, int clipped, uint64_t seed)
 {
     bce_st s = {.N = N};
-    s.z      = rand_new(N, seed, zlo, zhi);
-    s.t      = alloc(N);
+    s.z      = tu_rand_f64(N, seed, zlo, zhi);
+    s.t      = tu_zeros_f64(N);
     for (int i = 0; i < N; i++) // hard labels plus some soft ones
         s.t[i] = i % 3 == 0 ? 0.0 : i % 3 == 1 ? 1.0 : nk_u01(seed + 1, (uint64_t)i);
     if (clipped) // both sides of the clip range, never within 2*GRAD_EPS of +-16.118
         for (int i = 0; i < N; i += 2)
             s.z[i] = -s.z[i];
-    s.wt       = weighted ? rand_new(N, seed + 2, 0.5, 2) : NULL;
-    double *dz = nan_new(N);
+    s.wt       = weighted ? tu_rand_f64(N, seed + 2, 0.5, 2) : NULL;
+    double *dz = tu_nan_f64(N);
     nk_bce_bwd_ref_f64(N, s.z, s.t, s.wt, dz);
     char what[96];
     snprintf(what, sizeof what, "bce N%d z %s[%g,%g] %s dz", N, clipped ? "+-" : "", zlo, zhi,

@@ -8,6 +8,7 @@
  */
 #include "libnet/nt.h"
 #include "tests/check.h"
+#include "tests/testutil.h"
 #include "weights/nw.h"
 
 #include <hdf5.h>
@@ -19,72 +20,18 @@
 #define FIX_OLD "tests/fixtures/keras_resnet50_w16_2017.h5"
 
 static nt_ctx *ctx;
-static char dir[64];
-
-static char *paths[256];
-static int npaths;
-static const char *tpath(const char *name)
-{
-    char *p = malloc(strlen(dir) + strlen(name) + 2);
-    if (!p || npaths == 256) abort();
-    sprintf(p, "%s/%s", dir, name);
-    return paths[npaths++] = p;
-}
-
-static unsigned char *slurp(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    unsigned char *p = malloc((size_t)n + 1);
-    if (!p || fread(p, 1, (size_t)n, f) != (size_t)n) {
-        free(p);
-        fclose(f);
-        return NULL;
-    }
-    fclose(f);
-    *len = (size_t)n;
-    return p;
-}
-
-static void spit(const char *path, const void *p, size_t len)
-{
-    FILE *f = fopen(path, "wb");
-    CHECK(f != NULL);
-    if (!f) return;
-    CHECK(fwrite(p, 1, len, f) == len);
-    fclose(f);
-}
+static const char *dir; // the temporary directory
 
 static void copy_file(const char *src, const char *dst)
 {
     size_t n;
-    unsigned char *b = slurp(src, &n);
+    unsigned char *b = tu_slurp(src, &n);
     CHECK_MSG(b != NULL, "cannot read %s", src);
-    if (b) spit(dst, b, n);
+    if (b) tu_spit(dst, b, n);
     free(b);
 }
 
 // ---- models and the value pattern ----
-
-static nt_model *resnet(int width_div, int with_head)
-{
-    nt_resnet_cfg cfg;
-    nt_resnet_cfg_default(&cfg);
-    cfg.img_size  = 32;
-    cfg.width_div = width_div;
-    cfg.with_head = with_head;
-    cfg.head1     = 8;
-    cfg.head2     = 4;
-    nt_model *m   = NULL;
-    nt_status s   = nt_resnet50_new(ctx, &cfg, &m);
-    CHECK_MSG(s == NT_OK, "nt_resnet50_new: %s", nt_ctx_errmsg(ctx));
-    if (s) return NULL;
-    CHECK(nt_model_init(m, NT_INIT_TEST, 7) == NT_OK);
-    return m;
-}
 
 // Value of element i of parameter number r of model layer L (see tests/gen_h5.py).
 static float pattern(int L, int r, int64_t i)
@@ -166,7 +113,7 @@ static void snap_free(snap *s)
 
 static void test_import(const char *path, nw_naming naming, const char *version)
 {
-    nt_model *m = resnet(16, 0);
+    nt_model *m = tu_small_resnet(ctx, 16, 0, 7);
     if (!m) return;
     nw_import_report rep;
     nt_status s = nw_import_keras_h5(ctx, m, path, &rep);
@@ -188,7 +135,7 @@ static void test_import(const char *path, nw_naming naming, const char *version)
     nt_model_free(m);
 
     // With a head: the backbone comes from the file, the head stays as initialised.
-    m = resnet(16, 1);
+    m = tu_small_resnet(ctx, 16, 1, 7);
     if (!m) return;
     snap before = snap_take(m);
     s           = nw_import_keras_h5(ctx, m, path, &rep);
@@ -219,7 +166,7 @@ static void expect_fail(nt_model *m, const char *path, nt_status want, const cha
 
 static void test_errors(void)
 {
-    nt_model *w8 = resnet(8, 0), *m = resnet(16, 0);
+    nt_model *w8 = tu_small_resnet(ctx, 8, 0, 7), *m = tu_small_resnet(ctx, 16, 0, 7);
     if (!w8 || !m) goto out;
     expect_fail(w8, FIX_CUR, NT_EFORMAT,
                 "layer \"conv1_conv\" dataset \"conv1_conv/kernel:0\" has shape [7,7,3,4] but the "
@@ -229,15 +176,15 @@ static void test_errors(void)
                 "layer \"conv1\" dataset \"conv1_W:0\" has shape [7,7,3,4] but the model's "
                 "\"conv1_conv/kernel\" expects [7,7,3,8]",
                 "width_div 8, 2017");
-    expect_fail(m, tpath("nope.h5"), NT_EIO, "No such file", "missing file");
+    expect_fail(m, tu_path("nope.h5"), NT_EIO, "No such file", "missing file");
     expect_fail(m, dir, NT_EIO, "Is a directory", "directory");
-    spit(tpath("text.h5"), "this is not HDF5\n", 17);
-    expect_fail(m, tpath("text.h5"), NT_EFORMAT, "not an HDF5 file", "text file");
-    spit(tpath("empty.h5"), "", 0);
-    expect_fail(m, tpath("empty.h5"), NT_EFORMAT, "not an HDF5 file", "empty file");
+    tu_spit(tu_path("text.h5"), "this is not HDF5\n", 17);
+    expect_fail(m, tu_path("text.h5"), NT_EFORMAT, "not an HDF5 file", "text file");
+    tu_spit(tu_path("empty.h5"), "", 0);
+    expect_fail(m, tu_path("empty.h5"), NT_EFORMAT, "not an HDF5 file", "empty file");
 
     size_t len;
-    unsigned char *raw = slurp(FIX_CUR, &len);
+    unsigned char *raw = tu_slurp(FIX_CUR, &len);
     CHECK_MSG(raw != NULL, "cannot read %s (run /usr/bin/python3 tests/gen_h5.py)", FIX_CUR);
     if (raw) {
         size_t cuts[] = {8, 600, 4096, len / 3, len / 2, len - 4096, len - 1};
@@ -245,8 +192,8 @@ static void test_errors(void)
             char name[64], what[64];
             snprintf(name, sizeof(name), "cut%zu.h5", i);
             snprintf(what, sizeof(what), "truncated at %zu/%zu", cuts[i], len);
-            const char *p = tpath(name);
-            spit(p, raw, cuts[i]);
+            const char *p = tu_path(name);
+            tu_spit(p, raw, cuts[i]);
             expect_fail(m, p, NT_EFORMAT, NULL, what);
         }
         free(raw);
@@ -330,14 +277,14 @@ static int find_name(char **v, int n, const char *s)
 
 static void test_modified(void)
 {
-    nt_model *m = resnet(16, 0);
+    nt_model *m = tu_small_resnet(ctx, 16, 0, 7);
     if (!m) return;
     nw_import_report rep;
     char **ln;
     int n;
 
     // A dataset listed in weight_names is gone.
-    const char *p = tpath("nodset.h5");
+    const char *p = tu_path("nodset.h5");
     copy_file(FIX_CUR, p);
     hid_t f = H5Fopen(p, H5F_ACC_RDWR, H5P_DEFAULT);
     CHECK(H5Ldelete(f, "/conv5_block3_3_bn/conv5_block3_3_bn/moving_variance:0", H5P_DEFAULT) >= 0);
@@ -347,7 +294,7 @@ static void test_modified(void)
                 "missing dataset");
 
     // A layer is missing from layer_names: its parameters are not provided.
-    p = tpath("nolayer.h5");
+    p = tu_path("nolayer.h5");
     copy_file(FIX_CUR, p);
     f     = H5Fopen(p, H5F_ACC_RDWR, H5P_DEFAULT);
     n     = get_names(f, "layer_names", &ln);
@@ -362,7 +309,7 @@ static void test_modified(void)
                 "missing layer");
 
     // The same layer listed twice.
-    p = tpath("twice.h5");
+    p = tu_path("twice.h5");
     copy_file(FIX_CUR, p);
     f     = H5Fopen(p, H5F_ACC_RDWR, H5P_DEFAULT);
     n     = get_names(f, "layer_names", &ln);
@@ -374,7 +321,7 @@ static void test_modified(void)
     expect_fail(m, p, NT_EFORMAT, "already provided", "duplicate layer");
 
     // A NaN in a kernel.
-    p = tpath("nan.h5");
+    p = tu_path("nan.h5");
     copy_file(FIX_CUR, p);
     f = H5Fopen(p, H5F_ACC_RDWR, H5P_DEFAULT);
     {
@@ -394,7 +341,7 @@ static void test_modified(void)
 
     // Layers in reverse order, a BN layer's weight_names in another order, and layer_names split
     // into layer_names0/1 as Keras does for large attributes: all still import by name.
-    p = tpath("reordered.h5");
+    p = tu_path("reordered.h5");
     copy_file(FIX_OLD, p);
     f = H5Fopen(p, H5F_ACC_RDWR, H5P_DEFAULT);
     n = get_names(f, "layer_names", &ln);
@@ -423,7 +370,7 @@ static void test_modified(void)
     nt_model_free(m);
 
     // layer_names and one weight_names as variable-length strings.
-    p = tpath("vlen.h5");
+    p = tu_path("vlen.h5");
     copy_file(FIX_CUR, p);
     f = H5Fopen(p, H5F_ACC_RDWR, H5P_DEFAULT);
     n = get_names(f, "layer_names", &ln);
@@ -435,7 +382,7 @@ static void test_modified(void)
     free_names(wn, nw);
     H5Gclose(g);
     H5Fclose(f);
-    m = resnet(16, 0);
+    m = tu_small_resnet(ctx, 16, 0, 7);
     if (m) {
         s = nw_import_keras_h5(ctx, m, p, &rep);
         CHECK_MSG(s == NT_OK, "vlen strings: %s", nt_ctx_errmsg(ctx));
@@ -447,7 +394,7 @@ static void test_modified(void)
     // A whole-model file of a fine-tuned app: weights under /model_weights, the backbone a nested
     // model group "resnet50" whose weight_names list every layer's weights (trainable ones first,
     // as Keras orders a nested model), plus a classifier layer the model does not have.
-    p          = tpath("wholemodel.h5");
+    p          = tu_path("wholemodel.h5");
     hid_t src  = H5Fopen(FIX_CUR, H5F_ACC_RDONLY, H5P_DEFAULT);
     hid_t dst  = H5Fcreate(p, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
     hid_t mw   = H5Gcreate2(dst, "model_weights", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
@@ -515,7 +462,7 @@ static void test_modified(void)
     H5Gclose(mw);
     H5Fclose(dst);
     H5Fclose(src);
-    m = resnet(16, 1);
+    m = tu_small_resnet(ctx, 16, 1, 7);
     if (m) {
         s = nw_import_keras_h5(ctx, m, p, &rep);
         CHECK_MSG(s == NT_OK, "whole-model file: %s", nt_ctx_errmsg(ctx));
@@ -529,33 +476,19 @@ static void test_modified(void)
 
 int main(void)
 {
-    nt_ctx_opts o;
-    nt_ctx_opts_default(&o);
-    o.nthreads = 1;
-    if (nt_ctx_new(&o, &ctx) != NT_OK) {
-        fprintf(stderr, "context: %s\n", nt_ctx_errmsg(ctx));
-        return 1;
-    }
+    if (!(ctx = tu_ctx_new1())) return 1;
     if (access(FIX_CUR, R_OK) != 0 || access(FIX_OLD, R_OK) != 0) {
         fprintf(stderr, "FAIL: fixtures missing; run /usr/bin/python3 tests/gen_h5.py\n");
         return 1;
     }
-    snprintf(dir, sizeof(dir), "/tmp/pneumo_h5_XXXXXX");
-    if (!mkdtemp(dir)) {
-        perror("mkdtemp");
-        return 1;
-    }
+    if (!(dir = tu_tmpdir_new("h5"))) return 1;
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL); // the test's own HDF5 calls stay quiet too
     test_import(FIX_CUR, NW_NAMING_CURRENT, "2.2.4");
     test_import(FIX_OLD, NW_NAMING_2017, "1.2.2");
     test_errors();
     test_modified();
 
-    char cmd[128];
-    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
-    if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", dir);
-    for (int i = 0; i < npaths; i++)
-        free(paths[i]);
+    tu_tmpdir_free();
     nt_ctx_free(ctx);
     return check_summary("test_h5import");
 }

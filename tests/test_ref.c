@@ -11,6 +11,7 @@
 
 #include "kernels/nk.h"
 #include "tests/check.h"
+#include "tests/testutil.h"
 #include "tests/ref64.h"
 
 // Tolerances (atol, rtol), each with its reason:
@@ -27,40 +28,9 @@
 
 // ---- helpers ----
 
-static float *falloc(int64_t n)
-{
-    float *p = calloc((size_t)(n > 0 ? n : 1), sizeof(float));
-    if (!p) {
-        fprintf(stderr, "test_ref: out of memory (%lld floats)\n", (long long)n);
-        exit(1);
-    }
-    return p;
-}
-
-static float *frand(int64_t n, uint64_t key, float lo, float hi)
-{
-    float *p = falloc(n);
-    for (int64_t i = 0; i < n; i++)
-        p[i] = lo + (hi - lo) * nk_u01(key, (uint64_t)i);
-    return p;
-}
-
-// An output buffer the kernel must overwrite completely: NaN everywhere.
-static float *fnan(int64_t n)
-{
-    float *p = falloc(n);
-    for (int64_t i = 0; i < n; i++)
-        p[i] = NAN;
-    return p;
-}
-
 static double *to_f64(const float *x, int64_t n)
 {
-    double *p = calloc((size_t)(n > 0 ? n : 1), sizeof(double));
-    if (!p) {
-        fprintf(stderr, "test_ref: out of memory (%lld doubles)\n", (long long)n);
-        exit(1);
-    }
+    double *p = tu_zeros_f64(n);
     for (int64_t i = 0; i < n; i++)
         p[i] = x[i];
     return p;
@@ -68,7 +38,7 @@ static double *to_f64(const float *x, int64_t n)
 
 static float *to_f32(const double *x, int64_t n)
 {
-    float *p = falloc(n);
+    float *p = tu_zeros_f32(n);
     for (int64_t i = 0; i < n; i++)
         p[i] = (float)x[i];
     return p;
@@ -130,7 +100,7 @@ static void conv_naive(const nk_conv_desc *d, const float *x, const float *w, co
                        float *y)
 {
     const int Hp = (d->P - 1) * d->stride + d->R, Wp = (d->Q - 1) * d->stride + d->S;
-    float *xp = falloc((int64_t)d->N * Hp * Wp * d->C);
+    float *xp = tu_zeros_f32((int64_t)d->N * Hp * Wp * d->C);
     for (int n = 0; n < d->N; n++)
         for (int h = 0; h < d->H; h++)
             for (int ww = 0; ww < d->W; ww++)
@@ -171,9 +141,10 @@ static void check_conv_desc(const char *name, nk_conv_desc d, uint64_t seed)
 {
     const int64_t nx = (int64_t)d.N * d.H * d.W * d.C, nw = (int64_t)d.R * d.S * d.C * d.K;
     const int64_t ny = (int64_t)d.N * d.P * d.Q * d.K;
-    float *x = frand(nx, seed, -1, 1), *w = frand(nw, seed + 1, -1, 1);
-    float *b = frand(d.K, seed + 2, -1, 1), *dy = frand(ny, seed + 3, -1, 1);
-    float *y = fnan(ny), *y_naive = fnan(ny), *dx = fnan(nx), *dw = fnan(nw), *db = fnan(d.K);
+    float *x = tu_rand_f32(nx, seed, -1, 1), *w = tu_rand_f32(nw, seed + 1, -1, 1);
+    float *b = tu_rand_f32(d.K, seed + 2, -1, 1), *dy = tu_rand_f32(ny, seed + 3, -1, 1);
+    float *y = tu_nan_f32(ny), *y_naive = tu_nan_f32(ny), *dx = tu_nan_f32(nx),
+          *dw = tu_nan_f32(nw), *db = tu_nan_f32(d.K);
     char what[96];
 
     nk_conv2d_fwd_ref(&d, x, w, b, y);
@@ -192,7 +163,7 @@ static void check_conv_desc(const char *name, nk_conv_desc d, uint64_t seed)
     printf("ok   conv %s adjoint: <y,dy>=%.6f <x,dx>=%.6f <w,dw>=%.6f\n", name, lhs, rx, rw);
 
     // db = sum of dy over N, P, Q.
-    float *db_naive = falloc(d.K);
+    float *db_naive = tu_zeros_f32(d.K);
     for (int64_t i = 0; i < ny; i++)
         db_naive[i % d.K] += dy[i];
     snprintf(what, sizeof what, "conv %s db", name);
@@ -251,8 +222,9 @@ static void test_bn(void)
     const int64_t M = 7 * 5 * 3;
     const int C     = 7;
     const float eps = 1.001e-5f;
-    float *x = frand(M * C, 100, -2, 5), *y = fnan(M * C);
-    float *gamma = falloc(C), *beta = falloc(C), *mean = fnan(C), *invstd = fnan(C);
+    float *x = tu_rand_f32(M * C, 100, -2, 5), *y = tu_nan_f32(M * C);
+    float *gamma = tu_zeros_f32(C), *beta = tu_zeros_f32(C), *mean = tu_nan_f32(C),
+          *invstd = tu_nan_f32(C);
     for (int c = 0; c < C; c++)
         gamma[c] = 1;
     nk_bn_fwd_train_ref(M, C, x, gamma, beta, eps, y, mean, invstd);
@@ -278,7 +250,8 @@ static void test_bn(void)
     CHECK(worst_var < 1e-5);
 
     // Backward: dx of a normalised channel is orthogonal to 1 and to xhat (both sums vanish).
-    float *dy = frand(M * C, 101, -1, 1), *dx = fnan(M * C), *dg = fnan(C), *dbeta = fnan(C);
+    float *dy = tu_rand_f32(M * C, 101, -1, 1), *dx = tu_nan_f32(M * C), *dg = tu_nan_f32(C),
+          *dbeta = tu_nan_f32(C);
     for (int c = 0; c < C; c++)
         gamma[c] = 1.5f;
     nk_bn_bwd_train_ref(M, C, x, dy, gamma, mean, invstd, dx, dg, dbeta);
@@ -454,9 +427,9 @@ static void test_dense(void)
 
     // Larger, against the double twin.
     const int N = 7, C = 33, K = 5;
-    float *xs = frand(N * C, 200, -1, 1), *ws = frand(C * K, 201, -1, 1),
-          *bs   = frand(K, 202, -1, 1);
-    float *ys   = fnan(N * K);
+    float *xs = tu_rand_f32(N * C, 200, -1, 1), *ws = tu_rand_f32(C * K, 201, -1, 1),
+          *bs   = tu_rand_f32(K, 202, -1, 1);
+    float *ys   = tu_nan_f32(N * K);
     double *x64 = to_f64(xs, N * C), *w64 = to_f64(ws, C * K), *b64 = to_f64(bs, K);
     double *y64 = calloc((size_t)(N * K), sizeof(double));
     nk_dense_fwd_ref(N, C, K, xs, ws, bs, 1, ys);
@@ -470,7 +443,7 @@ static void test_dense(void)
 static void test_dropout(void)
 {
     const int64_t n = 200000;
-    float *x = falloc(n), *y = fnan(n), *dx = fnan(n);
+    float *x = tu_zeros_f32(n), *y = tu_nan_f32(n), *dx = tu_nan_f32(n);
     for (int64_t i = 0; i < n; i++)
         x[i] = 1;
     const float rates[3] = {0.5f, 0.3f, 0.9f};
@@ -511,7 +484,7 @@ static void test_dropout(void)
     CHECK(wrong == 0);
 
     // Double twin, same mask.
-    float *xr   = frand(n, 300, -1, 1);
+    float *xr   = tu_rand_f32(n, 300, -1, 1);
     double *x64 = to_f64(xr, n), *y64 = calloc((size_t)n, sizeof(double));
     nk_dropout_fwd_ref(n, 0.3f, 99, xr, y);
     nk_dropout_fwd_ref_f64(n, (double)0.3f, 99, x64, y64);
@@ -577,10 +550,11 @@ static void test_bce(void)
 
     // Double twin.
     const int N = 33;
-    float *zr = frand(N, 400, -20, 20), *tr = frand(N, 401, 0, 1), *wr = frand(N, 402, 0.5f, 2);
+    float *zr = tu_rand_f32(N, 400, -20, 20), *tr = tu_rand_f32(N, 401, 0, 1),
+          *wr   = tu_rand_f32(N, 402, 0.5f, 2);
     double *z64 = to_f64(zr, N), *t64 = to_f64(tr, N), *w64 = to_f64(wr, N);
     double *dz64     = calloc(N, sizeof(double));
-    float *dzr       = fnan(N);
+    float *dzr       = tu_nan_f32(N);
     const double l32 = nk_bce_fwd_ref(N, zr, tr, wr, NULL);
     const double l64 = nk_bce_fwd_ref_f64(N, z64, t64, w64, NULL);
     CHECK_MSG(fabs(l32 - l64) <= 1e-12 * fabs(l64), "bce f32 %.15g vs f64 %.15g", l32, l64);
@@ -598,9 +572,10 @@ static void test_gemm(void)
     for (int ta = 0; ta < 2; ta++) {
         for (int tb = 0; tb < 2; tb++) {
             const int lda = (ta ? M : K) + pad, ldb = (tb ? K : N) + pad, ldc = N + pad;
-            float *A = frand((int64_t)(ta ? K : M) * lda, 500, -1, 1);
-            float *B = frand((int64_t)(tb ? N : K) * ldb, 501, -1, 1);
-            float *C = frand((int64_t)M * ldc, 502, -1, 1), *want = falloc((int64_t)M * ldc);
+            float *A    = tu_rand_f32((int64_t)(ta ? K : M) * lda, 500, -1, 1);
+            float *B    = tu_rand_f32((int64_t)(tb ? N : K) * ldb, 501, -1, 1);
+            float *C    = tu_rand_f32((int64_t)M * ldc, 502, -1, 1),
+                  *want = tu_zeros_f32((int64_t)M * ldc);
             memcpy(want, C, sizeof(float) * (size_t)(M * ldc));
             const float alpha = 1.5f, beta = 0.5f;
             for (int i = 0; i < M; i++)

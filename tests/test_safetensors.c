@@ -7,6 +7,7 @@
  */
 #include "libnet/nt.h"
 #include "tests/check.h"
+#include "tests/testutil.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -15,49 +16,11 @@
 #include <unistd.h>
 
 static nt_ctx *ctx;
-static char dir[64];
+static const char *dir; // the temporary directory
 static int have_python = -1;
 static int n_rejects;
 
 // ---- helpers ----
-
-// A path in the test's temporary directory; each call returns a new string, freed at exit.
-static char *paths[1024];
-static int npaths;
-static const char *tpath(const char *name)
-{
-    char *p = malloc(strlen(dir) + strlen(name) + 2);
-    if (!p || npaths == 1024) abort();
-    sprintf(p, "%s/%s", dir, name);
-    return paths[npaths++] = p;
-}
-
-static unsigned char *slurp(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    unsigned char *p = malloc((size_t)n + 1);
-    if (!p || fread(p, 1, (size_t)n, f) != (size_t)n) {
-        free(p);
-        fclose(f);
-        return NULL;
-    }
-    fclose(f);
-    *len = (size_t)n;
-    return p;
-}
-
-static void spit(const char *path, const void *p, size_t len)
-{
-    FILE *f = fopen(path, "wb");
-    CHECK(f != NULL);
-    if (!f) return;
-    CHECK(fwrite(p, 1, len, f) == len);
-    fclose(f);
-}
 
 // Writes a hand-made safetensors file: header `json` padded with spaces to a multiple of 8
 // (unless pad == 0), then dlen bytes of data.
@@ -70,7 +33,7 @@ static void craft(const char *path, const char *json, const void *data, size_t d
     memcpy(b + 8, json, hl);
     memset(b + 8 + hl, ' ', padded - hl);
     if (dlen) memcpy(b + 8 + padded, data, dlen);
-    spit(path, b, 8 + padded + dlen);
+    tu_spit(path, b, 8 + padded + dlen);
     free(b);
 }
 
@@ -165,13 +128,13 @@ static void test_roundtrip_f32(void)
     nt_kv meta[3] = {{"arch", "resnet50"},
                      {"classes", "[\"NORMAL\",\"PNEUMONIA\"]"},
                      {"note", "ünïcode \\ \"quoted\"\tand a\nnewline"}};
-    const char *p = tpath("a.safetensors");
+    const char *p = tu_path("a.safetensors");
     nt_status s   = nt_st_write(ctx, p, e, 6, meta, 3, 0);
     CHECK_MSG(s == NT_OK, "%s", nt_ctx_errmsg(ctx));
-    CHECK(access(tpath("a.safetensors.tmp"), F_OK) != 0);
+    CHECK(access(tu_path("a.safetensors.tmp"), F_OK) != 0);
 
     size_t len;
-    unsigned char *raw = slurp(p, &len);
+    unsigned char *raw = tu_slurp(p, &len);
     CHECK(raw && len >= 8 && rd_le64(raw) % 8 == 0);
     free(raw);
 
@@ -221,21 +184,21 @@ static void test_roundtrip_f32(void)
     CHECK(rc == 1 || rc == -1);
 
     // Overwriting an existing file (and a stale .tmp from an earlier crash) works.
-    spit(tpath("a.safetensors.tmp"), "stale", 5);
+    tu_spit(tu_path("a.safetensors.tmp"), "stale", 5);
     s = nt_st_write(ctx, p, e, 2, NULL, 0, 0);
     CHECK_MSG(s == NT_OK, "%s", nt_ctx_errmsg(ctx));
-    CHECK(access(tpath("a.safetensors.tmp"), F_OK) != 0);
+    CHECK(access(tu_path("a.safetensors.tmp"), F_OK) != 0);
     CHECK_PY_OK(p, "--expect-count 2");
     // No tensors and no metadata is a valid file too.
-    s = nt_st_write(ctx, tpath("empty.safetensors"), NULL, 0, NULL, 0, 0);
+    s = nt_st_write(ctx, tu_path("empty.safetensors"), NULL, 0, NULL, 0, 0);
     CHECK(s == NT_OK);
-    if (nt_st_open(ctx, tpath("empty.safetensors"), &f) == NT_OK) {
+    if (nt_st_open(ctx, tu_path("empty.safetensors"), &f) == NT_OK) {
         CHECK(nt_st_num_tensors(f) == 0 && nt_st_num_meta(f) == 0);
         nt_st_close(f);
     } else {
         CHECK_MSG(0, "%s", nt_ctx_errmsg(ctx));
     }
-    CHECK_PY_OK(tpath("empty.safetensors"), "--expect-count 0");
+    CHECK_PY_OK(tu_path("empty.safetensors"), "--expect-count 0");
     free(g);
 }
 
@@ -252,11 +215,11 @@ static void test_f16(void)
     uint16_t *all = malloc(65536 * 2);
     for (int i = 0; i < 65536; i++)
         all[i] = (uint16_t)i; // little-endian host assumed here
-    craft(tpath("all16.safetensors"),
+    craft(tu_path("all16.safetensors"),
           "{\"h\":{\"dtype\":\"F16\",\"shape\":[256,256],\"data_offsets\":[0,131072]}}", all,
           131072, 1);
     nt_st_file *f = NULL;
-    nt_status s   = nt_st_open(ctx, tpath("all16.safetensors"), &f);
+    nt_status s   = nt_st_open(ctx, tu_path("all16.safetensors"), &f);
     CHECK_MSG(s == NT_OK, "%s", nt_ctx_errmsg(ctx));
     if (f) {
         const float *d;
@@ -274,10 +237,10 @@ static void test_f16(void)
 
         int64_t sh[1]    = {65536};
         nt_st_entry e[1] = {{"h", 1, sh, d}};
-        s                = nt_st_write(ctx, tpath("all16b.safetensors"), e, 1, NULL, 0, 1);
+        s                = nt_st_write(ctx, tu_path("all16b.safetensors"), e, 1, NULL, 0, 1);
         CHECK_MSG(s == NT_OK, "%s", nt_ctx_errmsg(ctx));
         size_t len;
-        unsigned char *raw = slurp(tpath("all16b.safetensors"), &len);
+        unsigned char *raw = tu_slurp(tu_path("all16b.safetensors"), &len);
         if (raw) {
             const unsigned char *q = f16_data(raw);
             bad                    = 0;
@@ -329,10 +292,10 @@ static void test_f16(void)
     xs[NT_]          = NAN;
     int64_t sh[1]    = {NT_ + 1};
     nt_st_entry e[1] = {{"t", 1, sh, xs}};
-    s                = nt_st_write(ctx, tpath("tab16.safetensors"), e, 1, NULL, 0, 1);
+    s                = nt_st_write(ctx, tu_path("tab16.safetensors"), e, 1, NULL, 0, 1);
     CHECK(s == NT_OK);
     size_t len;
-    unsigned char *raw = slurp(tpath("tab16.safetensors"), &len);
+    unsigned char *raw = tu_slurp(tu_path("tab16.safetensors"), &len);
     if (raw) {
         const unsigned char *q = f16_data(raw);
         for (int i = 0; i < NT_; i++) {
@@ -345,7 +308,7 @@ static void test_f16(void)
         free(raw);
     }
     // Python's own half decoder (struct 'e') reads the same values.
-    CHECK_PY_OK(tpath("tab16.safetensors"),
+    CHECK_PY_OK(tu_path("tab16.safetensors"),
                 "--tol 0 --expect-name t --expect-dtype F16 --expect-values 1,1,1.001953125,"
                 "1.0009765625,0.0999755859375,-2,65504,65504,inf,inf,-inf,inf,-inf");
 
@@ -360,9 +323,9 @@ static void test_f16(void)
     }
     sh[0] = NR;
     e[0]  = (nt_st_entry){"r", 1, sh, x};
-    s     = nt_st_write(ctx, tpath("r16.safetensors"), e, 1, NULL, 0, 1);
+    s     = nt_st_write(ctx, tu_path("r16.safetensors"), e, 1, NULL, 0, 1);
     CHECK(s == NT_OK);
-    raw = slurp(tpath("r16.safetensors"), &len);
+    raw = tu_slurp(tu_path("r16.safetensors"), &len);
     if (raw) {
         const unsigned char *q = f16_data(raw);
         int bad                = 0;
@@ -397,7 +360,7 @@ static void test_f16(void)
     }
     // And the loader widens them back within half precision.
     nt_st_file *g = NULL;
-    if (nt_st_open(ctx, tpath("r16.safetensors"), &g) == NT_OK) {
+    if (nt_st_open(ctx, tu_path("r16.safetensors"), &g) == NT_OK) {
         const float *d;
         nt_st_tensor_at(g, 0, NULL, NULL, NULL, NULL, &d);
         int bad = 0;
@@ -428,13 +391,13 @@ static void test_bf16(void)
     float one = 7.0f;
     memcpy(d + 14, &one, 4);
     memset(d + 18, 0, 4);
-    craft(tpath("bf16.safetensors"),
+    craft(tu_path("bf16.safetensors"),
           "{\"__metadata__\":{\"format\":\"pt\"},\"x\":{\"dtype\":\"F32\",\"shape\":[2],"
           "\"data_offsets\":[14,22]},\"w\":{\"dtype\":\"BF16\",\"shape\":[7],"
           "\"data_offsets\":[0,14]}}",
           d, sizeof(d), 1);
     nt_st_file *f = NULL;
-    nt_status s   = nt_st_open(ctx, tpath("bf16.safetensors"), &f);
+    nt_status s   = nt_st_open(ctx, tu_path("bf16.safetensors"), &f);
     CHECK_MSG(s == NT_OK, "%s", nt_ctx_errmsg(ctx));
     if (!f) return;
     CHECK(nt_st_num_tensors(f) == 2);
@@ -459,7 +422,7 @@ static void test_bf16(void)
     CHECK(nt_st_meta(f, "format") && strcmp(nt_st_meta(f, "format"), "pt") == 0);
     nt_st_close(f);
     CHECK_PY_OK(
-        tpath("bf16.safetensors"),
+        tu_path("bf16.safetensors"),
         "--tol 0 --expect-name w --expect-dtype BF16 --expect-values 1,-2,0.25,inf,3.140625");
 }
 
@@ -483,10 +446,10 @@ static void expect_bad(const char *path, nt_status want, const char *needle, int
     if (py) {
         // Kept under its own name for one batched st_check.py --expect-invalid run.
         size_t len;
-        unsigned char *b = slurp(path, &len);
+        unsigned char *b = tu_slurp(path, &len);
         char name[32];
         snprintf(name, sizeof(name), "rej_%02d.safetensors", n_rejects++);
-        if (b) spit(tpath(name), b, len);
+        if (b) tu_spit(tu_path(name), b, len);
         free(b);
     }
 }
@@ -512,42 +475,42 @@ static void test_corrupt(void)
     float a[6] = {1, 2, 3, 4, 5, 6}, b[5] = {-1, -2, -3, -4, -5};
     nt_st_entry e[2] = {{"a", 2, sa, a}, {"b", 1, sb, b}};
     nt_kv meta[1]    = {{"k", "v"}};
-    const char *base = tpath("base.safetensors");
+    const char *base = tu_path("base.safetensors");
     CHECK(nt_st_write(ctx, base, e, 2, meta, 1, 0) == NT_OK);
     size_t len;
-    unsigned char *raw = slurp(base, &len);
+    unsigned char *raw = tu_slurp(base, &len);
     if (!raw) return;
     size_t hl       = (size_t)rd_le64(raw);
-    const char *bad = tpath("bad.safetensors");
+    const char *bad = tu_path("bad.safetensors");
 
-    spit(bad, raw, 0);
+    tu_spit(bad, raw, 0);
     expect_bad(bad, NT_EFORMAT, "empty", 1, "empty file");
     size_t cuts[] = {4, 8, 8 + hl / 2, 8 + hl, 8 + hl + 10, len - 1};
     for (size_t i = 0; i < sizeof(cuts) / sizeof(cuts[0]); i++) {
         char what[64];
         snprintf(what, sizeof(what), "truncated at %zu of %zu", cuts[i], len);
-        spit(bad, raw, cuts[i]);
+        tu_spit(bad, raw, cuts[i]);
         expect_bad(bad, NT_EFORMAT, NULL, 1, what);
     }
     // Trailing garbage.
     unsigned char *big = malloc(len + 3);
     memcpy(big, raw, len);
     memcpy(big + len, "xyz", 3);
-    spit(bad, big, len + 3);
+    tu_spit(bad, big, len + 3);
     expect_bad(bad, NT_EFORMAT, "trailing", 1, "trailing bytes");
     // Header length beyond the file, and beyond the 100 MB limit.
     memcpy(big, raw, len);
     for (int i = 0; i < 8; i++)
         big[i] = (unsigned char)((uint64_t)len >> (8 * i));
-    spit(bad, big, len);
+    tu_spit(bad, big, len);
     expect_bad(bad, NT_EFORMAT, "beyond the end", 1, "header length > file");
     for (int i = 0; i < 8; i++)
         big[i] = (unsigned char)(((uint64_t)1 << 60) >> (8 * i));
-    spit(bad, big, len);
+    tu_spit(bad, big, len);
     expect_bad(bad, NT_EFORMAT, "limit", 1, "header length 2^60");
     for (int i = 0; i < 8; i++)
         big[i] = 0xff;
-    spit(bad, big, len);
+    tu_spit(bad, big, len);
     expect_bad(bad, NT_EFORMAT, "limit", 1, "header length 2^64-1");
     free(big);
     free(raw);
@@ -624,7 +587,7 @@ static void test_corrupt(void)
     // Header length 0 and a header that is not padded (the latter is valid for the Python
     // package, so our reader accepts it; st_check.py, which checks our writer, does not).
     unsigned char zero[8] = {0};
-    spit(bad, zero, 8);
+    tu_spit(bad, zero, 8);
     expect_bad(bad, NT_EFORMAT, "length is 0", 1, "header length 0");
     craft(bad, "{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}", four, 4, 0);
     nt_st_file *f = NULL;
@@ -634,7 +597,7 @@ static void test_corrupt(void)
     check_rejects_py();
 
     // I/O errors.
-    expect_bad(tpath("does-not-exist.safetensors"), NT_EIO, "No such file", 0, "missing file");
+    expect_bad(tu_path("does-not-exist.safetensors"), NT_EIO, "No such file", 0, "missing file");
     expect_bad(dir, NT_EIO, "directory", 0, "a directory");
     CHECK(strstr(nt_ctx_errmsg(ctx), "Is a directory") != NULL);
 }
@@ -650,15 +613,15 @@ static void test_fuzz(void)
         a[i] = (float)i * 0.5f;
     nt_st_entry e[3] = {{"layer/kernel", 3, sa, a}, {"layer/bias", 1, sb, b}, {"z", 2, sc, NULL}};
     nt_kv meta[2]    = {{"arch", "resnet50"}, {"size", "224"}};
-    const char *base = tpath("fuzz_base.safetensors");
+    const char *base = tu_path("fuzz_base.safetensors");
     for (int fp16 = 0; fp16 < 2; fp16++) {
         CHECK(nt_st_write(ctx, base, e, 3, meta, 2, fp16) == NT_OK);
         size_t len;
-        unsigned char *raw = slurp(base, &len);
+        unsigned char *raw = tu_slurp(base, &len);
         if (!raw) return;
         size_t hl          = (size_t)rd_le64(raw);
         unsigned char *buf = malloc(len + 64);
-        const char *p      = tpath("fuzz.safetensors");
+        const char *p      = tu_path("fuzz.safetensors");
         int n_ok = 0, n_bad = 0, n_other = 0;
         for (int it = 0; it < 3000; it++) {
             size_t n = len;
@@ -677,7 +640,7 @@ static void test_fuzz(void)
                 size_t at = (size_t)(xrand() % (8 + hl));
                 buf[at]   = "{}[]\":,0123456789-.e \\"[xrand() % 22];
             }
-            spit(p, buf, n);
+            tu_spit(p, buf, n);
             nt_st_file *f = NULL;
             nt_status s   = nt_st_open(ctx, p, &f);
             if (s == NT_OK) {
@@ -728,25 +691,25 @@ static void test_atomic(void)
     int64_t sa[1] = {3};
     float a[3] = {1, 2, 3}, b[3] = {4, 5, 6};
     nt_st_entry e1[1] = {{"a", 1, sa, a}}, e2[1] = {{"a", 1, sa, b}};
-    const char *p = tpath("atomic.safetensors");
+    const char *p = tu_path("atomic.safetensors");
     CHECK(nt_st_write(ctx, p, e1, 1, NULL, 0, 0) == NT_OK);
     size_t len1, len2;
-    unsigned char *old = slurp(p, &len1);
+    unsigned char *old = tu_slurp(p, &len1);
 
     // The temporary cannot be created (a directory sits at path.tmp): NT_EIO, old file intact.
-    const char *tmp = tpath("atomic.safetensors.tmp");
+    const char *tmp = tu_path("atomic.safetensors.tmp");
     CHECK(mkdir(tmp, 0700) == 0);
     nt_status s = nt_st_write(ctx, p, e2, 1, NULL, 0, 0);
     CHECK_MSG(s == NT_EIO, "status %d", s);
     CHECK_MSG(strstr(nt_ctx_errmsg(ctx), ".tmp") != NULL, "%s", nt_ctx_errmsg(ctx));
     printf("ok   unwritable temp -> %s\n", nt_ctx_errmsg(ctx));
-    unsigned char *now = slurp(p, &len2);
+    unsigned char *now = tu_slurp(p, &len2);
     CHECK(now && old && len1 == len2 && memcmp(old, now, len1) == 0);
     free(now);
     rmdir(tmp);
 
     // The target directory does not exist.
-    s = nt_st_write(ctx, tpath("no/such/dir.safetensors"), e2, 1, NULL, 0, 0);
+    s = nt_st_write(ctx, tu_path("no/such/dir.safetensors"), e2, 1, NULL, 0, 0);
     CHECK(s == NT_EIO && strstr(nt_ctx_errmsg(ctx), "No such file"));
 
     // A full disk: path.tmp is a link to /dev/full, so every write fails with ENOSPC. The error
@@ -756,7 +719,7 @@ static void test_atomic(void)
         CHECK_MSG(s == NT_EIO && strstr(nt_ctx_errmsg(ctx), "No space left"), "status %d: %s", s,
                   nt_ctx_errmsg(ctx));
         printf("ok   full disk -> %s\n", nt_ctx_errmsg(ctx));
-        now = slurp(p, &len2);
+        now = tu_slurp(p, &len2);
         CHECK(now && len1 == len2 && memcmp(old, now, len1) == 0);
         free(now);
         CHECK(access(tmp, F_OK) != 0);
@@ -767,13 +730,13 @@ static void test_atomic(void)
 
     s = nt_st_write(ctx, p, e2, 1, NULL, 0, 0);
     CHECK(s == NT_OK && access(tmp, F_OK) != 0);
-    now = slurp(p, &len2);
+    now = tu_slurp(p, &len2);
     CHECK(now && len2 == len1 && memcmp(now, old, len1) != 0);
     free(now);
     free(old);
 
     // Argument errors: nothing is written.
-    const char *q   = tpath("args.safetensors");
+    const char *q   = tu_path("args.safetensors");
     int64_t neg[1]  = {-2};
     nt_st_entry d[] = {{"a", 1, sa, a}, {"a", 1, sa, b}};
     CHECK(nt_st_write(ctx, q, d, 2, NULL, 0, 0) == NT_EINVAL);
@@ -816,34 +779,16 @@ static int params_equal(const nt_model *a, const nt_model *b, double tol, int qu
     return bad == 0;
 }
 
-static nt_model *small_resnet(int width_div, int with_head, uint64_t seed)
-{
-    nt_resnet_cfg cfg;
-    nt_resnet_cfg_default(&cfg);
-    cfg.img_size  = 32;
-    cfg.width_div = width_div;
-    cfg.with_head = with_head;
-    cfg.head1     = 8;
-    cfg.head2     = 4;
-    nt_model *m   = NULL;
-    nt_status s   = nt_resnet50_new(ctx, &cfg, &m);
-    CHECK_MSG(s == NT_OK, "nt_resnet50_new: %s", nt_ctx_errmsg(ctx));
-    if (s) return NULL;
-    s = nt_model_init(m, NT_INIT_TEST, seed);
-    CHECK_MSG(s == NT_OK, "nt_model_init: %s", nt_ctx_errmsg(ctx));
-    return m;
-}
-
 static void test_model(void)
 {
-    nt_model *a = small_resnet(16, 1, 1), *b = small_resnet(16, 1, 2);
+    nt_model *a = tu_small_resnet(ctx, 16, 1, 1), *b = tu_small_resnet(ctx, 16, 1, 2);
     if (!a || !b) goto out;
     CHECK(!params_equal(a, b, 0, 1));
     nt_kv meta[2] = {{"arch", "resnet50"}, {"preprocess", "caffe"}};
-    const char *p = tpath("model.safetensors");
+    const char *p = tu_path("model.safetensors");
     nt_status s   = nt_model_save(a, p, meta, 2, 0);
     CHECK_MSG(s == NT_OK, "%s", nt_ctx_errmsg(ctx));
-    CHECK(access(tpath("model.safetensors.tmp"), F_OK) != 0);
+    CHECK(access(tu_path("model.safetensors.tmp"), F_OK) != 0);
 
     nt_param p0, plast;
     nt_model_param(a, 0, &p0);
@@ -875,7 +820,7 @@ static void test_model(void)
 
     // Shape mismatch: the width_div 8 model refuses, names the tensor and both shapes, and is
     // left untouched.
-    nt_model *w8 = small_resnet(8, 1, 3), *w8c = small_resnet(8, 1, 3);
+    nt_model *w8 = tu_small_resnet(ctx, 8, 1, 3), *w8c = tu_small_resnet(ctx, 8, 1, 3);
     if (w8 && w8c) {
         s = nt_model_load_st(w8, f, 0);
         CHECK(s == NT_EFORMAT);
@@ -890,7 +835,7 @@ static void test_model(void)
     nt_model_free(w8c);
 
     // A backbone-only model: the head tensors are extra (an error unless allow_extra).
-    nt_model *nh = small_resnet(16, 0, 4);
+    nt_model *nh = tu_small_resnet(ctx, 16, 0, 4);
     if (nh) {
         s = nt_model_load_st(nh, f, 0);
         CHECK(s == NT_EFORMAT && strstr(nt_ctx_errmsg(ctx), "dense"));
@@ -905,9 +850,9 @@ static void test_model(void)
                   0);
         }
         // And the other way: a file without the head is missing tensors for a model with one.
-        CHECK(nt_model_save(nh, tpath("nohead.safetensors"), NULL, 0, 0) == NT_OK);
+        CHECK(nt_model_save(nh, tu_path("nohead.safetensors"), NULL, 0, 0) == NT_OK);
         nt_st_file *g = NULL;
-        if (nt_st_open(ctx, tpath("nohead.safetensors"), &g) == NT_OK) {
+        if (nt_st_open(ctx, tu_path("nohead.safetensors"), &g) == NT_OK) {
             s = nt_model_load_st(b, g, 1);
             CHECK(s == NT_EFORMAT && strstr(nt_ctx_errmsg(ctx), "dense"));
             printf("ok   missing tensors -> %s\n", nt_ctx_errmsg(ctx));
@@ -918,7 +863,7 @@ static void test_model(void)
     nt_st_close(f);
 
     // F16 model file: every parameter back within half precision.
-    p = tpath("model16.safetensors");
+    p = tu_path("model16.safetensors");
     s = nt_model_save(a, p, NULL, 0, 1);
     CHECK_MSG(s == NT_OK, "%s", nt_ctx_errmsg(ctx));
     CHECK_PY_OK(p,
@@ -926,7 +871,7 @@ static void test_model(void)
                 "--expect-first %.9g",
                 (double)p0.value->data[0]);
     if (nt_st_open(ctx, p, &f) == NT_OK) {
-        nt_model *c = small_resnet(16, 1, 5);
+        nt_model *c = tu_small_resnet(ctx, 16, 1, 5);
         if (c) {
             CHECK(nt_model_load_st(c, f, 0) == NT_OK);
             CHECK_MSG(params_equal(a, c, 0x1p-11, 0), "F16 load outside half precision");
@@ -937,35 +882,16 @@ static void test_model(void)
         CHECK_MSG(0, "%s", nt_ctx_errmsg(ctx));
     }
     // A failed save reports NT_EIO.
-    CHECK(nt_model_save(a, tpath("no/dir/m.safetensors"), NULL, 0, 0) == NT_EIO);
+    CHECK(nt_model_save(a, tu_path("no/dir/m.safetensors"), NULL, 0, 0) == NT_EIO);
 out:
     nt_model_free(a);
     nt_model_free(b);
 }
 
-static void cleanup(void)
-{
-    char cmd[128];
-    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
-    if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", dir);
-    for (int i = 0; i < npaths; i++)
-        free(paths[i]);
-}
-
 int main(void)
 {
-    nt_ctx_opts o;
-    nt_ctx_opts_default(&o);
-    o.nthreads = 1;
-    if (nt_ctx_new(&o, &ctx) != NT_OK) {
-        fprintf(stderr, "context: %s\n", nt_ctx_errmsg(ctx));
-        return 1;
-    }
-    snprintf(dir, sizeof(dir), "/tmp/pneumo_st_XXXXXX");
-    if (!mkdtemp(dir)) {
-        perror("mkdtemp");
-        return 1;
-    }
+    if (!(ctx = tu_ctx_new1())) return 1;
+    if (!(dir = tu_tmpdir_new("st"))) return 1;
     test_roundtrip_f32();
     test_f16();
     test_bf16();
@@ -973,7 +899,7 @@ int main(void)
     test_fuzz();
     test_atomic();
     test_model();
-    cleanup();
+    tu_tmpdir_free();
     nt_ctx_free(ctx);
     return check_summary("test_safetensors");
 }

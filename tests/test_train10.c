@@ -9,6 +9,7 @@
 #include "libnet/nt.h"
 #include "tests/check.h"
 #include "tests/fixture.h"
+#include "tests/testutil.h"
 
 #include <math.h>
 #include <string.h>
@@ -44,12 +45,6 @@ static const double T10_AUTO_TOL_LOSS[10] = {1e-4, 1e-3, 1e-2, 1e-1, 0.3, 0.3, 0
 
 #define SEED   7
 #define NSTEPS 10
-
-static int ends_with(const char *s, const char *suffix)
-{
-    size_t a = strlen(s), b = strlen(suffix);
-    return a >= b && strcmp(s + a - b, suffix) == 0;
-}
 
 // A copy of parameter `name`'s values (NULL when there is no such parameter).
 static float *snapshot(const nt_model *m, const char *name, int64_t *n)
@@ -116,15 +111,7 @@ static void run(nt_impl impl, const char *tag, const double *tol_loss, double to
     }
     printf("-- train10.bin, impl %s (%s)\n", tag, nt_ctx_impl_name(ctx));
 
-    nt_resnet_cfg cfg;
-    nt_resnet_cfg_default(&cfg);
-    cfg.img_size  = 64;
-    cfg.head1     = 256;
-    cfg.head2     = 128;
-    cfg.dropout   = 0.5f;
-    cfg.with_head = 1;
-    cfg.width_div = 1;
-    CHECK_MSG(nt_resnet50_new(ctx, &cfg, &m) == NT_OK, "resnet50: %s", nt_ctx_errmsg(ctx));
+    m = tu_fixture_resnet(ctx);
     if (!m) goto done;
     CHECK(nt_model_set_trainable_last(m, 20) == NT_OK);
     int64_t tr;
@@ -136,7 +123,7 @@ static void run(nt_impl impl, const char *tag, const double *tol_loss, double to
     for (int i = 0; i < nt_model_num_params(m); i++) {
         nt_param p;
         nt_model_param(m, i, &p);
-        if (!ends_with(p.name, "_0_bn/gamma") && !ends_with(p.name, "_3_bn/gamma")) continue;
+        if (!tu_ends_with(p.name, "_0_bn/gamma") && !tu_ends_with(p.name, "_3_bn/gamma")) continue;
         for (int64_t k = 0; k < nt_tensor_numel(p.value); k++)
             p.value->data[k] *= RESIDUAL_GAMMA_SCALE;
         nscaled++;
