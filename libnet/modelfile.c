@@ -45,29 +45,38 @@ nt_status nt_preprocess_parse(nt_ctx *ctx, const char *s, nt_preprocess *out)
                          s ? s : "");
 }
 
+static const float caffe_mean[3] = {103.939f, 116.779f, 123.68f}; // B, G, R
+static const float torch_mean[3] = {0.485f, 0.456f, 0.406f};
+static const float torch_std[3]  = {0.229f, 0.224f, 0.225f};
+
+// One pixel; px and o may alias (BGR swaps read both ends first).
+static inline void preprocess_px(nt_preprocess p, float r, float g, float b, float *o)
+{
+    switch (p) {
+    case NT_PRE_RESCALE:
+        o[0] = r * (1.0f / 255.0f), o[1] = g * (1.0f / 255.0f), o[2] = b * (1.0f / 255.0f);
+        break;
+    case NT_PRE_CAFFE: // RGB -> BGR, then minus the ImageNet means (no scaling)
+        o[0] = b - caffe_mean[0], o[1] = g - caffe_mean[1], o[2] = r - caffe_mean[2];
+        break;
+    case NT_PRE_TORCH:
+        o[0] = (r * (1.0f / 255.0f) - torch_mean[0]) / torch_std[0];
+        o[1] = (g * (1.0f / 255.0f) - torch_mean[1]) / torch_std[1];
+        o[2] = (b * (1.0f / 255.0f) - torch_mean[2]) / torch_std[2];
+        break;
+    }
+}
+
 void nt_preprocess_apply(nt_preprocess p, const uint8_t *rgb, int64_t n, float *out)
 {
-    static const float caffe_mean[3] = {103.939f, 116.779f, 123.68f}; // B, G, R
-    static const float torch_mean[3] = {0.485f, 0.456f, 0.406f};
-    static const float torch_std[3]  = {0.229f, 0.224f, 0.225f};
-    for (int64_t i = 0; i < n; i++) {
-        const uint8_t *px = rgb + 3 * i;
-        float *o          = out + 3 * i;
-        switch (p) {
-        case NT_PRE_RESCALE:
-            for (int c = 0; c < 3; c++)
-                o[c] = (float)px[c] * (1.0f / 255.0f);
-            break;
-        case NT_PRE_CAFFE: // RGB -> BGR, then minus the ImageNet means (no scaling)
-            for (int c = 0; c < 3; c++)
-                o[c] = (float)px[2 - c] - caffe_mean[c];
-            break;
-        case NT_PRE_TORCH:
-            for (int c = 0; c < 3; c++)
-                o[c] = ((float)px[c] * (1.0f / 255.0f) - torch_mean[c]) / torch_std[c];
-            break;
-        }
-    }
+    for (int64_t i = 0; i < n; i++)
+        preprocess_px(p, rgb[3 * i], rgb[3 * i + 1], rgb[3 * i + 2], out + 3 * i);
+}
+
+void nt_preprocess_apply_f32(nt_preprocess p, const float *rgb, int64_t n, float *out)
+{
+    for (int64_t i = 0; i < n; i++)
+        preprocess_px(p, rgb[3 * i], rgb[3 * i + 1], rgb[3 * i + 2], out + 3 * i);
 }
 
 nt_status nt_model_save_file(nt_model *m, const nt_model_meta *meta, const char *path, int fp16)

@@ -373,6 +373,8 @@ const char *nt_preprocess_name(nt_preprocess p);
 nt_status nt_preprocess_parse(nt_ctx *ctx, const char *s, nt_preprocess *out);
 // Applies preprocessing to n pixels of interleaved 8-bit RGB, writing n*3 floats (NHWC order).
 void nt_preprocess_apply(nt_preprocess p, const uint8_t *rgb, int64_t n, float *out);
+// The same from float RGB on the 0..255 scale (augmented images); in-place (out == rgb) is fine.
+void nt_preprocess_apply_f32(nt_preprocess p, const float *rgb, int64_t n, float *out);
 
 // Saves m with meta's metadata (atomic; see nt_model_save). fp16 stores F16 tensors.
 nt_status nt_model_save_file(nt_model *m, const nt_model_meta *meta, const char *path, int fp16);
