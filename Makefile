@@ -54,6 +54,8 @@ KERNEL_OBJS := $(KERNEL_SRCS:%.c=$(BUILD)/%.o)
 LIBNET_OBJS := $(LIBNET_SRCS:%.c=$(BUILD)/%.o)
 DATA_OBJS   := $(DATA_SRCS:%.c=$(BUILD)/%.o)
 CMD_OBJS    := $(CMD_SRCS:%.c=$(BUILD)/%.o)
+# Everything of cmd/ but main(), so that tests can call the command-side code (event files, ...).
+CMD_LIB_OBJS := $(filter-out $(BUILD)/cmd/main.o,$(CMD_OBJS))
 TEST_BINS   := $(TEST_SRCS:tests/%.c=$(BUILD)/tests/%)
 TEST_HOBJS  := $(TEST_HELPERS:%.c=$(BUILD)/%.o)
 BENCH_BINS  := $(BENCH_SRCS:bench/%.c=$(BUILD)/bench/%)
@@ -65,6 +67,7 @@ REF64_OBJS := $(patsubst kernels/ref/%.c,$(BUILD)/ref64/%.o,$(wildcard kernels/r
 
 LIBNET  = $(BUILD)/libnet.a
 LIBDATA = $(BUILD)/libpneumo.a
+LIBCMD  = $(BUILD)/libcmd.a
 PNEUMO  = $(BUILD)/pneumo
 
 .PHONY: all test bench asan format format-check clean install info-line demo
@@ -97,6 +100,10 @@ $(LIBDATA): $(DATA_OBJS)
 	@mkdir -p $(dir $@)
 	rm -f $@ && ar rcs $@ $^
 
+$(LIBCMD): $(CMD_LIB_OBJS)
+	@mkdir -p $(dir $@)
+	rm -f $@ && ar rcs $@ $^
+
 $(PNEUMO): $(CMD_OBJS) $(LIBDATA) $(LIBNET)
 	$(CC) $(CFLAGS) -o $@ $(CMD_OBJS) $(LIBDATA) $(LIBNET) $(LDLIBS)
 
@@ -112,9 +119,9 @@ install: all
 	install -m 644 kernels/nk.h $(DESTDIR)$(PREFIX)/include/pneumo/kernels/
 	install -m 755 $(PNEUMO) $(DESTDIR)$(PREFIX)/bin/
 
-$(BUILD)/tests/%: tests/%.c $(TEST_HOBJS) $(REF64_OBJS) $(LIBDATA) $(LIBNET)
+$(BUILD)/tests/%: tests/%.c $(TEST_HOBJS) $(REF64_OBJS) $(LIBCMD) $(LIBDATA) $(LIBNET)
 	@mkdir -p $(dir $@)
-	$(CC) $(BASE_CFLAGS) $(PKG_CFLAGS) -o $@ $< $(TEST_HOBJS) $(REF64_OBJS) $(LIBDATA) $(LIBNET) $(LDLIBS)
+	$(CC) $(BASE_CFLAGS) $(PKG_CFLAGS) -o $@ $< $(TEST_HOBJS) $(REF64_OBJS) $(LIBCMD) $(LIBDATA) $(LIBNET) $(LDLIBS)
 
 # Benchmarks compare against OpenBLAS when it is installed (scripts/install-deps.sh --bench).
 HAVE_OPENBLAS := $(shell test -f /usr/include/x86_64-linux-gnu/cblas.h -o -f /usr/include/cblas.h && echo 1)
