@@ -302,6 +302,15 @@ nt_status nt_optim_step(nt_optim *o);
 void nt_optim_set_lr(nt_optim *o, float lr);
 float nt_optim_lr(const nt_optim *o);
 
+// Optimizer state, for checkpoints that resume exactly: state tensor i is named
+// "optimizer/<parameter>/m" or ".../v" (Adam moments) or ".../momentum" (SGD), and *view points
+// at the optimizer's own buffer (writable: a resume copies the saved values in). The Adam step
+// count is nt_optim_iterations.
+int nt_optim_num_state(const nt_optim *o);
+void nt_optim_state_at(const nt_optim *o, int i, char *name, size_t len, nt_tensor *view);
+int64_t nt_optim_iterations(const nt_optim *o);
+void nt_optim_set_iterations(nt_optim *o, int64_t t);
+
 // ---- metrics (binary classification) ----
 //
 // Accumulates (probability, label) pairs over an epoch and reports what Keras's metrics report:

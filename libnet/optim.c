@@ -9,6 +9,7 @@
 #include <string.h>
 
 typedef struct optim_slot {
+    const char *name;
     nt_tensor *value, *grad;
     float *m, *v;
 } optim_slot;
@@ -71,6 +72,7 @@ nt_status nt_optim_new(nt_ctx *ctx, const nt_optim_cfg *cfg, nt_model *m, nt_opt
         nt_model_param(m, i, &p);
         if (!p.trainable) continue;
         optim_slot *sl = &o->slots[o->nslots++];
+        sl->name       = p.name;
         sl->value      = p.value;
         sl->grad       = p.grad;
         size_t b       = (size_t)nt_tensor_numel(p.value) * sizeof(float);
@@ -138,4 +140,43 @@ void nt_optim_set_lr(nt_optim *o, float lr)
 float nt_optim_lr(const nt_optim *o)
 {
     return o->cfg.lr;
+}
+
+// ---- state for checkpoints ----
+
+// State tensors in slot order: m then v for each slot that has them.
+int nt_optim_num_state(const nt_optim *o)
+{
+    int n = 0;
+    for (int s = 0; s < o->nslots; s++)
+        n += (o->slots[s].m != NULL) + (o->slots[s].v != NULL);
+    return n;
+}
+
+void nt_optim_state_at(const nt_optim *o, int i, char *name, size_t len, nt_tensor *view)
+{
+    for (int s = 0; s < o->nslots; s++) {
+        const optim_slot *sl = &o->slots[s];
+        float *bufs[2]       = {sl->m, sl->v};
+        const char *sfx[2]   = {o->cfg.kind == NT_OPT_ADAM ? "m" : "momentum", "v"};
+        for (int k = 0; k < 2; k++) {
+            if (!bufs[k]) continue;
+            if (i-- > 0) continue;
+            snprintf(name, len, "optimizer/%s/%s", sl->name, sfx[k]);
+            *view      = *sl->value;
+            view->data = bufs[k];
+            return;
+        }
+    }
+    NT_ASSERT(0 && "optimizer state index out of range");
+}
+
+int64_t nt_optim_iterations(const nt_optim *o)
+{
+    return o->t;
+}
+
+void nt_optim_set_iterations(nt_optim *o, int64_t t)
+{
+    o->t = t;
 }

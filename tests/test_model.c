@@ -366,6 +366,33 @@ static void test_optimizers(nt_ctx *ctx)
     }
     CHECK_MSG(fabs(kp.value->data[0] - w0) < 1e-6, "adam w %.8f expected %.8f", kp.value->data[0],
               w0);
+    // State round trip: a second optimizer given the first one's state and step count takes
+    // exactly the same next step.
+    {
+        CHECK(nt_optim_num_state(o) == 4 && nt_optim_iterations(o) == 2);
+        nt_optim *o2;
+        CHECK(nt_optim_new(ctx, &oc, m, &o2) == NT_OK);
+        for (int i = 0; i < nt_optim_num_state(o); i++) {
+            char n1[128], n2[128];
+            nt_tensor a, b;
+            nt_optim_state_at(o, i, n1, sizeof(n1), &a);
+            nt_optim_state_at(o2, i, n2, sizeof(n2), &b);
+            CHECK(strcmp(n1, n2) == 0);
+            memcpy(b.data, a.data, (size_t)nt_tensor_numel(&a) * sizeof(float));
+        }
+        char n0[128];
+        nt_tensor t0;
+        nt_optim_state_at(o, 0, n0, sizeof(n0), &t0);
+        CHECK_MSG(strcmp(n0, "optimizer/d/kernel/m") == 0, "%s", n0);
+        nt_optim_set_iterations(o2, nt_optim_iterations(o));
+        float w_before = kp.value->data[0];
+        CHECK(nt_optim_step(o) == NT_OK);
+        float w1          = kp.value->data[0];
+        kp.value->data[0] = w_before;
+        CHECK(nt_optim_step(o2) == NT_OK);
+        CHECK_MSG(kp.value->data[0] == w1, "resumed step %.9g vs %.9g", kp.value->data[0], w1);
+        nt_optim_free(o2);
+    }
     CHECK(bp.value->data[0] == 0.1f);
     nt_optim_free(o);
 
