@@ -81,6 +81,13 @@ void nt_preprocess_apply_f32(nt_preprocess p, const float *rgb, int64_t n, float
 
 nt_status nt_model_save_file(nt_model *m, const nt_model_meta *meta, const char *path, int fp16)
 {
+    return nt_model_save_file_ex(m, meta, path, fp16, NULL, 0, NULL, 0);
+}
+
+nt_status nt_model_save_file_ex(nt_model *m, const nt_model_meta *meta, const char *path, int fp16,
+                                const nt_st_entry *extra, int nextra, const nt_kv *extra_meta,
+                                int nextra_meta)
+{
     char v[8][64];
     const nt_resnet_cfg *c = &meta->cfg;
     snprintf(v[0], sizeof(v[0]), "%d", c->img_size);
@@ -92,8 +99,14 @@ nt_status nt_model_save_file(nt_model *m, const nt_model_meta *meta, const char 
     json_t *names = json_pack("[ss]", meta->class_names[0], meta->class_names[1]);
     char *cls     = names ? json_dumps(names, JSON_COMPACT) : NULL;
     json_decref(names);
-    if (!cls) return nt_ctx_seterr(m->ctx, NT_ENOMEM, "model file: out of memory");
-    nt_kv kv[12] = {
+    int np           = nt_model_num_params(m);
+    nt_kv *kv        = calloc((size_t)(12 + nextra_meta), sizeof(*kv));
+    nt_st_entry *ent = calloc((size_t)(np + nextra), sizeof(*ent));
+    if (!cls || !kv || !ent) {
+        free(cls), free(kv), free(ent);
+        return nt_ctx_seterr(m->ctx, NT_ENOMEM, "model file: out of memory");
+    }
+    const nt_kv base[12] = {
         {"format", "pneumo-model"},
         {"format_version", "1"},
         {"architecture", ARCH},
@@ -107,9 +120,19 @@ nt_status nt_model_save_file(nt_model *m, const nt_model_meta *meta, const char 
         {"threshold", v[5]},
         {"provenance", meta->provenance},
     };
-    int nkv     = meta->provenance[0] ? 12 : 11;
-    nt_status s = nt_model_save(m, path, kv, nkv, fp16);
-    free(cls);
+    int nkv = meta->provenance[0] ? 12 : 11;
+    memcpy(kv, base, sizeof(nt_kv) * (size_t)nkv);
+    for (int i = 0; i < nextra_meta; i++)
+        kv[nkv++] = extra_meta[i];
+    for (int i = 0; i < np; i++) {
+        nt_param p;
+        nt_model_param(m, i, &p);
+        ent[i] = (nt_st_entry){p.name, p.value->ndim, p.value->shape, p.value->data};
+    }
+    for (int i = 0; i < nextra; i++)
+        ent[np + i] = extra[i];
+    nt_status s = nt_st_write(m->ctx, path, ent, np + nextra, kv, nkv, fp16);
+    free(cls), free(kv), free(ent);
     return s;
 }
 
@@ -152,7 +175,14 @@ static nt_status meta_float(nt_ctx *ctx, const nt_st_file *f, const char *path, 
 
 nt_status nt_model_load_file(nt_ctx *ctx, const char *path, nt_model **out, nt_model_meta *meta)
 {
+    return nt_model_load_file_ex(ctx, path, 0, out, meta, NULL);
+}
+
+nt_status nt_model_load_file_ex(nt_ctx *ctx, const char *path, int allow_extra, nt_model **out,
+                                nt_model_meta *meta, nt_st_file **file_out)
+{
     *out = NULL;
+    if (file_out) *file_out = NULL;
     nt_model_meta_default(meta);
     nt_st_file *f;
     nt_status s = nt_st_open(ctx, path, &f);
@@ -210,7 +240,7 @@ nt_status nt_model_load_file(nt_ctx *ctx, const char *path, nt_model **out, nt_m
     const char *prov = nt_st_meta(f, "provenance");
     if (prov) snprintf(meta->provenance, sizeof(meta->provenance), "%s", prov);
     if ((s = nt_resnet50_new(ctx, c, &m)) != NT_OK) goto done;
-    if ((s = nt_model_load_st(m, f, 0)) != NT_OK) {
+    if ((s = nt_model_load_st(m, f, allow_extra)) != NT_OK) {
         nt_model_free(m);
         m = NULL;
         goto done;
@@ -218,6 +248,10 @@ nt_status nt_model_load_file(nt_ctx *ctx, const char *path, nt_model **out, nt_m
     // Inference users need no gradients; trainers call nt_model_set_trainable_last.
     nt_model_set_trainable_last(m, 0);
     *out = m;
+    if (file_out) {
+        *file_out = f;
+        return NT_OK;
+    }
 done:
     nt_st_close(f);
     return s;

@@ -473,6 +473,16 @@ nt_status nt_model_save_file(nt_model *m, const nt_model_meta *meta, const char 
 // and *meta its metadata. NT_EIO / NT_EFORMAT name the file and what is wrong.
 nt_status nt_model_load_file(nt_ctx *ctx, const char *path, nt_model **out, nt_model_meta *meta);
 
+// Checkpoints: a model file plus `extra` tensors (optimizer state, ...) and metadata entries
+// (epoch, RNG and callback state, ...), written in the same atomic way.
+nt_status nt_model_save_file_ex(nt_model *m, const nt_model_meta *meta, const char *path, int fp16,
+                                const nt_st_entry *extra, int nextra, const nt_kv *extra_meta,
+                                int nextra_meta);
+// Opens a model file that may carry extra tensors (allow_extra) and, when file_out != NULL,
+// hands the parsed file to the caller (close it with nt_st_close) to read them.
+nt_status nt_model_load_file_ex(nt_ctx *ctx, const char *path, int allow_extra, nt_model **out,
+                                nt_model_meta *meta, nt_st_file **file_out);
+
 #ifdef __cplusplus
 }
 #endif
