@@ -5,6 +5,7 @@
 #include "cmd/cli.h"
 #include "kernels/nk.h"
 
+#include <signal.h>
 #include <string.h>
 
 static const struct {
@@ -34,6 +35,8 @@ static void usage(FILE *f)
 
 int main(int argc, char **argv)
 {
+    // libcurl runs with CURLOPT_NOSIGNAL: a peer that closes a socket must not kill us.
+    signal(SIGPIPE, SIG_IGN);
     if (argc < 2) {
         usage(stderr);
         return EXIT_USAGE;

@@ -1,17 +1,35 @@
 #!/bin/sh
 # Installs what pneumo needs on Debian 12 to build and run its tests (and, with --bench, the
-# peers the benchmarks compare against: OpenBLAS and PyTorch). Safe to run again.
+# peers the benchmarks compare against: OpenBLAS and PyTorch), then the test-only npm packages
+# pinned in package-lock.json (the local S3 server of tests/s3.sh). Safe to run again.
 set -e
 SUDO=
 [ "$(id -u)" -eq 0 ] || SUDO=sudo
-PKGS="build-essential pkg-config python3 libhdf5-dev libjansson-dev libpng-dev libturbojpeg0-dev libjpeg62-turbo-dev libcurl4-openssl-dev libexpat1-dev"
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+# libssl-dev: libcrypto's SHA-256 for signed S3 uploads; awscli and node: tests/s3.sh.
+PKGS="build-essential pkg-config python3 libhdf5-dev libjansson-dev libpng-dev libturbojpeg0-dev libjpeg62-turbo-dev libcurl4-openssl-dev libexpat1-dev libssl-dev awscli"
 [ "${1:-}" = "--bench" ] && PKGS="$PKGS libopenblas-dev python3-torch"
+# A node already on PATH (NodeSource's package, nvm) is kept.
+command -v node >/dev/null 2>&1 || PKGS="$PKGS nodejs"
+updated=
+apt_install() {
+    echo "installing: $*"
+    [ -n "$updated" ] || $SUDO apt-get update -qq
+    updated=1
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "$@"
+}
 missing=
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
 done
-if [ -n "$missing" ]; then
-    echo "installing:$missing"
-    $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $missing
+[ -z "$missing" ] || apt_install $missing
+# Debian's nodejs comes without npm; NodeSource's bundles it, and Debian's npm package conflicts
+# with that one: so npm only when there is still none after nodejs is in.
+command -v npm >/dev/null 2>&1 || apt_install npm
+# The npm packages exactly as locked, when node_modules is missing or older than the lock file.
+lock="$ROOT/node_modules/.package-lock.json"
+if [ -f "$ROOT/package-lock.json" ] && { [ ! -f "$lock" ] ||
+    [ "$ROOT/package-lock.json" -nt "$lock" ] || [ "$ROOT/package.json" -nt "$lock" ]; }; then
+    echo "npm ci (package-lock.json)"
+    (cd "$ROOT" && npm ci --no-audit --no-fund --loglevel=error)
 fi
