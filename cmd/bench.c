@@ -4,6 +4,7 @@
  * fast result is checked before it is timed (GEMM: BLIS's C*t == A*(B*t) check; model: the
  * fast kernels against the reference kernels at batch 1). bench/run.sh adds PyTorch beside it.
  */
+#include "cmd/bench_data.h"
 #include "cmd/cli.h"
 #include "kernels/nk.h"
 
@@ -283,6 +284,7 @@ out:
 int cmd_bench(int argc, char **argv)
 {
     const char *what = argc > 0 && argv[0][0] != '-' ? argv[0] : NULL;
+    if (what && strcmp(what, "data") == 0) return bench_data(argc - 1, argv + 1);
     int threads = 0, batch = 16, img = 224, train = 0, repeat = 5, warmup = 1, M = 0, N = 0, K = 0,
         nocheck = 0, profile = 0;
     double peak            = 0;
@@ -304,7 +306,7 @@ int cmd_bench(int argc, char **argv)
         {"profile", OPT_FLAG, &profile, 0, 0, NULL, "model: time every layer (by type, slowest)"},
     };
     cli_cmd cmd = {"bench",
-                   "peak|gemm|model [options]",
+                   "peak|gemm|model|data [options]",
                    "Measure the FMA peak, GEMM and the whole ResNet50 (images/s, GFLOP/s, % of "
                    "peak).",
                    opts,
@@ -315,7 +317,7 @@ int cmd_bench(int argc, char **argv)
     int npos, rc = cli_parse(&cmd, what ? argc - 1 : argc, what ? argv + 1 : argv, pos, &npos);
     if (rc) return rc < 0 ? EXIT_OK : rc;
     if (!what || (strcmp(what, "peak") && strcmp(what, "gemm") && strcmp(what, "model")))
-        return cli_fail("bench", EXIT_USAGE, "expected peak, gemm or model, got %s%s%s",
+        return cli_fail("bench", EXIT_USAGE, "expected peak, gemm, model or data, got %s%s%s",
                         what ? "\"" : "", what ? what : "nothing", what ? "\"" : "");
     int unfreeze;
     if ((rc = cli_parse_unfreeze("bench", unfreeze_s, &unfreeze))) return rc;

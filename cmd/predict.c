@@ -124,14 +124,15 @@ int cmd_predict(int argc, char **argv)
         int n     = 0;
         double t0 = now_s();
         for (; i < npos && n < batch; i++) {
-            nd_image img, small;
-            if (nd_image_load(ctx, pos[i], &img) != NT_OK) {
-                emit_error(json, pos[i], nt_ctx_errmsg(ctx));
-                failed++;
-                continue;
-            }
-            nt_status s = nd_image_resize(ctx, &img, S, S, resize, &small);
-            nd_image_free(&img);
+            // The loader's path (DCT-scaled decode for large originals, then the resize), so
+            // that predictions see what training saw.
+            nd_image small;
+            uint8_t *buf = NULL;
+            size_t len   = 0;
+            nt_status s  = nd_file_read(ctx, pos[i], 0, &buf, &len);
+            if (s == NT_OK)
+                s = nd_image_decode_resized(ctx, buf, len, pos[i], S, S, resize, &small);
+            free(buf);
             if (s != NT_OK) {
                 emit_error(json, pos[i], nt_ctx_errmsg(ctx));
                 failed++;
