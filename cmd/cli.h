@@ -62,5 +62,6 @@ int cmd_weights(int argc, char **argv);
 int cmd_predict(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_augment(int argc, char **argv);
+int cmd_train(int argc, char **argv);
 
 #endif

@@ -1,0 +1,82 @@
+#!/bin/sh
+# `pneumo train` end to end on a small data set (the shipped samples, copied under patient-like
+# names) with a narrow network (--width-div 16, 64 px): outputs and Keras's CSV columns, the
+# TensorBoard file read back by an independent parser, bit-exact --resume after an interrupt,
+# frozen weights left bit-identical, a full disk leaving the previous checkpoint intact, and
+# clear errors for bad flags and bad data.
+P=${PNEUMO:-build/pneumo}
+T=$(mktemp -d); trap 'rm -rf "$T"' EXIT
+fails=0; n=0
+ok()  { n=$((n+1)); echo "ok   $*"; }
+bad() { n=$((n+1)); fails=$((fails+1)); echo "FAIL $*"; }
+# expect CODE PATTERN -- command...
+expect() {
+    code=$1; pat=$2; shift 3; n=$((n+1))
+    out=$("$@" 2>&1); rc=$?
+    if [ "$rc" != "$code" ] || ! printf '%s' "$out" | grep -qE -- "$pat"; then
+        fails=$((fails+1)); echo "FAIL: $* -> exit $rc (want $code):"; printf '%s\n' "$out" | tail -5 | sed 's/^/    /'
+    else echo "ok   $*"; fi
+}
+# 24 images per class: the three samples under distinct patient names.
+D=$T/data
+mkdir -p $D/NORMAL $D/PNEUMONIA
+i=0
+for k in 1 2 3 4 5 6 7 8; do
+    for s in data/samples/*.jpeg; do
+        i=$((i+1))
+        cp "$s" $D/NORMAL/IM-$((1000+i))-0001.jpeg
+        cp "$s" $D/PNEUMONIA/person$((100+i))_bacteria_$i.jpeg
+    done
+done
+ARGS="--data $D --img-size 64 --width-div 16 --batch 8 --epochs 3 --seed 1 --threads 2 \
+--early-stopping-patience 2 --reduce-lr-patience 1 --restore-best-weights --horizontal-flip \
+--rotation-range 10 --val-split 0.25"
+
+expect 0 "best val_loss" -- $P train $ARGS --out $T/a
+for f in best.safetensors last.ckpt.safetensors log.csv command.json; do
+    [ -f $T/a/$f ] && ok "run folder has $f" || bad "run folder lacks $f"
+done
+head -n 1 $T/a/log.csv | grep -qx "epoch,accuracy,auc,learning_rate,loss,precision,recall,val_accuracy,val_auc,val_loss,val_precision,val_recall" \
+    && ok "CSVLogger columns" || bad "CSV header: $(head -n 1 $T/a/log.csv)"
+[ "$(wc -l < $T/a/log.csv)" -eq 4 ] && ok "3 epoch rows" || bad "log.csv has $(wc -l < $T/a/log.csv) lines"
+if command -v python3 >/dev/null; then
+    ev=$(ls $T/a/events.out.tfevents.*)
+    python3 tests/tb_check.py "$ev" > $T/tb.txt 2>&1 && grep -q "^2 val_loss " $T/tb.txt \
+        && ok "TensorBoard file parses, val_loss at epoch 2" || bad "tb_check: $(tail -n 2 $T/tb.txt)"
+    # Interrupted after step 13 (mid epoch 3) and resumed: bit-identical to the uninterrupted run.
+    PNEUMO_STOP_AFTER_STEPS=13 $P train $ARGS --out $T/b > $T/b.txt 2>&1; rc=$?
+    [ $rc -eq 130 ] && grep -qE "interrupted at epoch [0-9]+ step [0-9]+" $T/b.txt && ok "interrupt exits 130" \
+        || bad "interrupt: exit $rc, $(tail -n 1 $T/b.txt)"
+    expect 0 "resuming .* at epoch [0-9]+, step [1-9]" -- $P train --resume $T/b
+    python3 tests/st_diff.py $T/a/last.ckpt.safetensors $T/b/last.ckpt.safetensors > $T/d.txt \
+        && ok "resume is bit-exact (weights, optimizer, BN statistics)" || bad "resume differs: $(head -n 3 $T/d.txt)"
+    cmp -s $T/a/log.csv $T/b/log.csv && ok "resumed log.csv identical" || bad "log.csv differs"
+    # --unfreeze 0: only the head moves; every backbone tensor (BN statistics too) is unchanged.
+    $P init --out $T/init.st --img-size 64 --width-div 16 --seed 5 > /dev/null
+    expect 0 "trainable: 3 layers" -- $P train --data $D --weights $T/init.st --unfreeze 0 --epochs 1 --batch 8 --val-split 0.25 --out $T/c
+    python3 tests/st_diff.py $T/init.st $T/c/best.safetensors --skip dense > $T/f.txt \
+        && ok "frozen backbone bit-identical" || bad "frozen weights moved: $(head -n 3 $T/f.txt)"
+    python3 tests/st_diff.py $T/init.st $T/c/best.safetensors > /dev/null \
+        && bad "the head did not train" || ok "the head trained"
+else
+    echo "SKIP part: no python3 for the safetensors/TensorBoard parsers"
+fi
+# A full disk at checkpoint time: a clear error, and the previous checkpoint survives.
+cp $T/a/last.ckpt.safetensors $T/prev.st
+ln -s /dev/full $T/a/last.ckpt.safetensors.tmp
+expect 1 "No space left" -- $P train --resume $T/a --epochs 4
+cmp -s $T/a/last.ckpt.safetensors $T/prev.st && ok "previous checkpoint intact" || bad "checkpoint changed"
+rm -f $T/a/last.ckpt.safetensors.tmp
+# Bad input.
+expect 2 '--data DIR\|s3://bucket/prefix/ is required' -- $P train --epochs 1
+expect 2 '--epochs expects an integer in 1..100000, got "0"' -- $P train --data $D --epochs 0
+expect 2 "give --val or --val-split, not both" -- $P train --data $D --val $D --val-split 0.2
+expect 2 '--optimizer expects adam or sgd, got "rmsprop"' -- $P train --data $D --optimizer rmsprop
+expect 2 '--class-weight expects balanced, none or 0:W0,1:W1, got "heavy"' -- $P train --data $D --class-weight heavy --img-size 64 --width-div 16 --val-split 0.25 --out $T/x
+expect 2 '--monitor expects' -- $P train --data $D --monitor val_f2
+expect 1 "missing" -- $P train --data $T/missing --out $T/y
+mkdir -p $T/empty/NORMAL $T/empty/PNEUMONIA
+expect 1 "empty|no images" -- $P train --data $T/empty --out $T/z
+expect 1 "no stored command|last.ckpt" -- $P train --resume $T/nothing
+echo "train.sh: $n checks, $fails failed"
+[ $fails -eq 0 ]
