@@ -138,12 +138,13 @@ test: all $(TEST_BINS)
 
 bench: all $(BENCH_BINS)
 
-# The README's main job on local defaults: a model file, its summary, and a forward pass over
-# the shipped sample X-rays.
+# The README's main job on local defaults: the shipped model (or, without one, a freshly
+# initialised network), its summary, and a prediction over the shipped sample X-rays.
+DEMO_MODEL = $(if $(wildcard weights/pneumo-resnet50.safetensors),weights/pneumo-resnet50.safetensors,$(BUILD)/demo.safetensors)
 demo: all
-	@test -f $(BUILD)/demo.safetensors || $(PNEUMO) init --out $(BUILD)/demo.safetensors
-	$(PNEUMO) info $(BUILD)/demo.safetensors | tail -n 7
-	$(PNEUMO) predict --model $(BUILD)/demo.safetensors --format table data/samples/*.jpeg
+	@test -f $(DEMO_MODEL) || $(PNEUMO) init --out $(DEMO_MODEL)
+	$(PNEUMO) info $(DEMO_MODEL) | tail -n 7
+	$(PNEUMO) predict --model $(DEMO_MODEL) --format table data/samples/*.jpeg
 
 asan:
 	$(MAKE) BUILD=build-asan CFLAGS="-O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer" test
