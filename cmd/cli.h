@@ -60,6 +60,7 @@ int cmd_info(int argc, char **argv);
 int cmd_init(int argc, char **argv);
 int cmd_weights(int argc, char **argv);
 int cmd_predict(int argc, char **argv);
+int cmd_eval(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_augment(int argc, char **argv);
 int cmd_train(int argc, char **argv);

@@ -17,6 +17,7 @@ static const struct {
     {"init", cmd_init, "write a new model file with Keras's initialisation"},
     {"weights", cmd_weights, "import pretrained weights (weights import KERAS.h5 --out M)"},
     {"train", cmd_train, "fine-tune the ResNet50 on class folders (local or S3)"},
+    {"eval", cmd_eval, "evaluate a model on class folders: metrics, curves, HTML report"},
     {"predict", cmd_predict, "run a model over image files and print the probabilities"},
     {"augment", cmd_augment, "show what training sees: transform an image as augmentation does"},
     {"bench", cmd_bench, "measure kernels and the whole model (bench peak|gemm|model)"},
@@ -64,7 +65,7 @@ int main(int argc, char **argv)
         if (strcmp(c, commands[i].name) == 0) return commands[i].fn(argc - 2, argv + 2);
     fprintf(stderr,
             "pneumo: unknown command \"%s\"; expected one of info, init, weights, "
-            "train, predict, augment, bench, version (see pneumo --help)\n",
+            "train, predict, eval, augment, bench, version (see pneumo --help)\n",
             c);
     return EXIT_USAGE;
 }
