@@ -163,6 +163,9 @@ if command -v node > /dev/null && [ -f node_modules/@20minutes/s3rver/package.js
         expect 0 '"n":24,' -- $P eval --model $M --data s3://evalb/set/ --json --threshold 0 --mistakes 2 --report $T/s3.html --threads 1 --boot 0
         [ "$(grep -o 'data:image/png;base64,' $T/s3.html | wc -l)" -eq 2 ] && grep -q 'title="s3://evalb/set/NORMAL/IM-' $T/s3.html \
             && ok "S3 thumbnails" || bad "S3 report: $(grep -o 'class="missing"[^<]*' $T/s3.html | head -n 1)"
+        # pneumo train reads the same bucket, and a missing bucket is a clear error.
+        expect 0 "best val_loss" -- $P train --data s3://evalb/set/ --img-size 64 --width-div 16 --epochs 1 --batch 8 --val-split 0.25 --threads 1 --out $T/s3run
+        expect 1 "NoSuchBucket" -- $P train --data s3://no-such-bucket/set/ --img-size 64 --width-div 16 --epochs 1 --out $T/s3run2
     else
         bad "s3rver did not start or awscli could not seed it: $(tail -n 3 $T/s3rver.log)"
     fi
