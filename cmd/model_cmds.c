@@ -261,16 +261,53 @@ out:
 
 // ---- pneumo weights import ----
 
+// ---- pneumo weights convert ----
+
+static int weights_convert(int argc, char **argv)
+{
+    const char *out = NULL;
+    int fp16 = 0;
+    double threshold = -1;
+    cli_opt opts[]   = {
+        {"out", OPT_STR, &out, 0, 0, "FILE", "model file to write (required)"},
+        {"fp16", OPT_FLAG, &fp16, 0, 0, NULL, "store float16 (half the size; loads as float32)"},
+        {"threshold", OPT_FLOAT, &threshold, 0, 1, "T", "replace the stored decision threshold"},
+    };
+    cli_cmd cmd = {"weights convert", "MODEL --out FILE [--fp16] [--threshold T]",
+                   "Rewrite a model file, e.g. as float16 for shipping.", opts, 3, 1, 1};
+    char *pos[argc + 1];
+    int npos, rc = cli_parse(&cmd, argc, argv, pos, &npos);
+    if (rc) return rc < 0 ? EXIT_OK : rc;
+    if (!out) return cli_fail("weights convert", EXIT_USAGE, "--out FILE is required");
+    nt_ctx *ctx = cli_ctx("weights convert", 1, 0);
+    if (!ctx) return EXIT_FAIL;
+    nt_model *m = NULL;
+    nt_model_meta meta;
+    nt_status s = nt_model_load_file(ctx, pos[0], &m, &meta);
+    if (s == NT_OK && threshold >= 0) meta.threshold = (float)threshold;
+    if (s == NT_OK) s = nt_model_save_file(m, &meta, out, fp16);
+    if (s != NT_OK)
+        rc = cli_fail("weights convert", EXIT_FAIL, "%s", nt_ctx_errmsg(ctx));
+    else
+        printf("wrote %s (%s, threshold %g)\n", out, fp16 ? "float16" : "float32",
+               (double)meta.threshold);
+    nt_model_free(m);
+    nt_ctx_free(ctx);
+    return rc;
+}
+
 int cmd_weights(int argc, char **argv)
 {
+    if (argc >= 1 && strcmp(argv[0], "convert") == 0) return weights_convert(argc - 1, argv + 1);
     if (argc < 1 || strcmp(argv[0], "import") != 0) {
         if (argc >= 1 && (strcmp(argv[0], "--help") == 0 || strcmp(argv[0], "-h") == 0)) {
-            printf("usage: pneumo weights import KERAS.h5 --out FILE [options]\n");
+            printf("usage: pneumo weights import KERAS.h5 --out FILE [options]\n"
+                   "       pneumo weights convert MODEL --out FILE [--fp16] [--threshold T]\n");
             return EXIT_OK;
         }
         return cli_fail("weights", EXIT_USAGE,
-                        "expected `pneumo weights import KERAS.h5 --out "
-                        "FILE`, got %s%s%s",
+                        "expected `pneumo weights import KERAS.h5 --out FILE` or `pneumo weights "
+                        "convert MODEL --out FILE`, got %s%s%s",
                         argc ? "\"" : "", argc ? argv[0] : "nothing", argc ? "\"" : "");
     }
     model_flags f   = {224, 256, 128, 0, 1, 0.5, 0, "caffe"};

@@ -40,6 +40,9 @@ expect 1 "empty.st" -- $P info $T/empty.st
 expect 1 "No such file" -- $P info $T/missing.st
 expect 0 "12,0[0-9][0-9],[0-9][0-9][0-9] parameters|parameters \(float16\)" -- $P init --out $T/h.st --fp16 --img-size 64
 expect 0 "input 64x64x3" -- $P info $T/h.st
+expect 0 "wrote .*float16, threshold 0.25" -- $P weights convert $T/m.st --out $T/m16.st --fp16 --threshold 0.25
+expect 0 "threshold: 0.25" -- $P info $T/m16.st
+expect 2 '--threshold expects a number in \[0, 1\], got "3"' -- $P weights convert $T/m.st --out $T/x.st --threshold 3
 # predict: the main job on the shipped samples, then bad images among good ones.
 expect 0 '"label":"(NORMAL|PNEUMONIA)"' -- $P predict --model $T/m.st --format jsonl data/samples/IM-0115-0001.jpeg data/samples/NORMAL2-IM-1438-0001.jpeg
 printf 'not an image' > $T/bad.jpg
