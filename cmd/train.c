@@ -695,6 +695,16 @@ int cmd_train(int argc, char **argv)
         printf("trainable: %d layers with weights, %s ... %s: %lld of %lld parameters "
                "(--unfreeze %s)\n",
                nt, fl.name, ll.name, (long long)trn, (long long)tot, o->unfreeze);
+        // The list itself when it is short enough to read (the default fine-tune: 15 layers).
+        if (nt > 0 && nt <= 40) {
+            printf("trainable layers:");
+            for (int i = 0; i < L; i++) {
+                nt_layer_info li;
+                nt_model_layer(r->m, i, &li);
+                if (li.trainable && li.ntrain > 0) printf(" %s", li.name);
+            }
+            printf("\n");
+        }
     }
 
     // Optimizer, callbacks, metrics.
