@@ -3,18 +3,8 @@
 # right size, the contact sheet, the same seed giving the same bytes, and exit codes (0 ok,
 # 1 failure such as a missing image, 2 usage error naming the flag). The pixels themselves are
 # checked against Keras + scipy in tests/test_augment.c.
-P=${PNEUMO:-build/pneumo}
-T=$(mktemp -d); trap 'rm -rf "$T"' EXIT
+. tests/lib.sh
 IMG=data/samples/person1000_bacteria_2931.jpeg
-fails=0; n=0
-# expect CODE PATTERN -- command...: runs it, checks the exit code and that stdout+stderr match.
-expect() {
-    code=$1; pat=$2; shift 3; n=$((n+1))
-    out=$("$@" 2>&1); rc=$?
-    if [ "$rc" != "$code" ] || ! printf '%s' "$out" | grep -qE -- "$pat"; then
-        fails=$((fails+1)); echo "FAIL: $* -> exit $rc (want $code), output:"; printf '%s\n' "$out" | head -5 | sed 's/^/    /'
-    else echo "ok   $*"; fi
-}
 # check NAME CONDITION...: a plain test.
 check() {
     name=$1; shift; n=$((n+1))
@@ -78,5 +68,4 @@ expect 1 "missing.jpeg.*No such file" -- $P augment $T/missing.jpeg --out $T/x.p
 printf 'not an image' > $T/bad.jpg
 expect 1 "bad.jpg: expected a JPEG or PNG" -- $P augment $T/bad.jpg --out $T/x.png
 expect 1 "cannot write $T/nodir/x.png: No such file" -- $P augment $IMG --out $T/nodir/x.png
-echo "augment.sh: $n checks, $fails failed"
-[ $fails -eq 0 ]
+finish augment.sh

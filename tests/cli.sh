@@ -1,17 +1,7 @@
 #!/bin/sh
 # Command-line tests of `pneumo`: exit codes (0 ok, 1 failure, 2 usage), one-line messages that
 # name the flag or file, and the main job (init -> info -> predict) on the shipped samples.
-P=${PNEUMO:-build/pneumo}
-T=$(mktemp -d); trap 'rm -rf "$T"' EXIT
-fails=0; n=0
-# expect CODE PATTERN -- command...: runs it, checks the exit code and that stdout+stderr match.
-expect() {
-    code=$1; pat=$2; shift 3; n=$((n+1))
-    out=$("$@" 2>&1); rc=$?
-    if [ "$rc" != "$code" ] || ! printf '%s' "$out" | grep -qE -- "$pat"; then
-        fails=$((fails+1)); echo "FAIL: $* -> exit $rc (want $code), output:"; printf '%s\n' "$out" | head -5 | sed 's/^/    /'
-    else echo "ok   $*"; fi
-}
+. tests/lib.sh
 expect 2 "usage: pneumo" -- $P
 expect 2 'unknown command "frobnicate"' -- $P frobnicate
 expect 0 "pneumo [0-9]" -- $P version
@@ -59,5 +49,4 @@ expect 0 "imported .* tensors .*2017" -- $P weights import tests/fixtures/keras_
 expect 1 "shape" -- $P weights import tests/fixtures/keras_resnet50_w16_current.h5 --width-div 8 --out $T/w8.st
 expect 0 '"probability"' -- $P predict --model $T/w.st --format jsonl data/samples/IM-0115-0001.jpeg
 expect 2 "expected peak, gemm, model or data" -- $P bench nothing
-echo "cli.sh: $n checks, $fails failed"
-[ $fails -eq 0 ]
+finish cli.sh

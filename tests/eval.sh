@@ -4,20 +4,7 @@
 # consistency, the HTML report (self-contained: inline SVG, base64 PNG thumbnails that decode, no
 # URLs, escaped file names, attribution, training curves from a run's log.csv), the atomic write,
 # and exit codes 1 (unreadable model, data, log) and 2 (usage).
-P=${PNEUMO:-build/pneumo}
-T=$(mktemp -d); spid=
-trap '[ -n "$spid" ] && kill $spid 2>/dev/null; rm -rf "$T"' EXIT
-fails=0; n=0
-ok()  { n=$((n+1)); echo "ok   $*"; }
-bad() { n=$((n+1)); fails=$((fails+1)); echo "FAIL $*"; }
-# expect CODE PATTERN -- command...
-expect() {
-    code=$1; pat=$2; shift 3; n=$((n+1))
-    out=$("$@" 2>&1); rc=$?
-    if [ "$rc" != "$code" ] || ! printf '%s' "$out" | grep -qE -- "$pat"; then
-        fails=$((fails+1)); echo "FAIL: $* -> exit $rc (want $code):"; printf '%s\n' "$out" | tail -5 | sed 's/^/    /'
-    else echo "ok   $*"; fi
-}
+. tests/lib.sh
 # 12 images per class: the three samples under distinct Kermany-style names.
 D=$T/data
 mkdir -p $D/NORMAL $D/PNEUMONIA
@@ -195,5 +182,4 @@ expect 2 "give --csv or --run, not both" -- $P eval --model $M --data $D --csv a
 expect 2 '--boot expects an integer' -- $P eval --model $M --data $D --boot -1
 expect 2 '--resize expects area, bilinear or nearest, got "cubic"' -- $P eval --model $M --data $D --resize cubic
 expect 0 "usage: pneumo eval" -- $P eval --help
-echo "eval.sh: $n checks, $fails failed"
-[ $fails -eq 0 ]
+finish eval.sh

@@ -16,7 +16,7 @@ run_one() {
 }
 for t in "$@"; do run_one "$(basename "$t")" "$t"; done
 for s in tests/*.sh; do
-    [ "$s" = tests/run.sh ] && continue
+    case "$s" in tests/run.sh|tests/lib.sh) continue ;; esac
     [ -f "$s" ] || continue
     run_one "$(basename "$s" .sh)" sh "$s"
 done

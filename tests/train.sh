@@ -4,19 +4,7 @@
 # TensorBoard file read back by an independent parser, bit-exact --resume after an interrupt,
 # frozen weights left bit-identical, a full disk leaving the previous checkpoint intact, and
 # clear errors for bad flags and bad data.
-P=${PNEUMO:-build/pneumo}
-T=$(mktemp -d); trap 'rm -rf "$T"' EXIT
-fails=0; n=0
-ok()  { n=$((n+1)); echo "ok   $*"; }
-bad() { n=$((n+1)); fails=$((fails+1)); echo "FAIL $*"; }
-# expect CODE PATTERN -- command...
-expect() {
-    code=$1; pat=$2; shift 3; n=$((n+1))
-    out=$("$@" 2>&1); rc=$?
-    if [ "$rc" != "$code" ] || ! printf '%s' "$out" | grep -qE -- "$pat"; then
-        fails=$((fails+1)); echo "FAIL: $* -> exit $rc (want $code):"; printf '%s\n' "$out" | tail -5 | sed 's/^/    /'
-    else echo "ok   $*"; fi
-}
+. tests/lib.sh
 # 24 images per class: the three samples under distinct patient names.
 D=$T/data
 mkdir -p $D/NORMAL $D/PNEUMONIA
@@ -78,5 +66,4 @@ expect 1 "missing" -- $P train --data $T/missing --out $T/y
 mkdir -p $T/empty/NORMAL $T/empty/PNEUMONIA
 expect 1 "empty|no images" -- $P train --data $T/empty --out $T/z
 expect 1 "no stored command|last.ckpt" -- $P train --resume $T/nothing
-echo "train.sh: $n checks, $fails failed"
-[ $fails -eq 0 ]
+finish train.sh
