@@ -29,9 +29,7 @@ Fixture tensors:
   border/NAME/MODE       [k]          flat pixel indices row * 36 + col of the border pixels
 """
 import os
-import struct
 import sys
-import zlib
 
 import numpy as np
 from PIL import Image
@@ -150,38 +148,11 @@ def make_input(root):
     ).astype(np.float32)
 
 
-# ---- fixture file (format: tests/fixture.h; the writer of tests/gen_fixtures.py) ----
+# ---- fixture file: tests/pnfx.py ----
 
-FX_MAGIC = b"PNFX"
-FX_END = b"PNFE"
-FX_VERSION = 1
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from pnfx import write_fixture  # noqa: E402
 
-
-def write_fixture(path, tensors):
-    """tensors: list of (name, array). Little-endian; see tests/fixture.h."""
-    names = set()
-    out = bytearray()
-    out += FX_MAGIC + struct.pack("<III", FX_VERSION, len(tensors), 0)
-    for name, a in tensors:
-        a = np.asarray(a, dtype=np.float64)
-        assert name not in names, name
-        names.add(name)
-        nb = name.encode("ascii")
-        assert 1 <= len(nb) <= 255 and all(32 < c < 127 for c in nb), name
-        assert a.ndim <= 8
-        assert np.all(np.isfinite(a)), name
-        out += struct.pack("<I", len(nb)) + nb + struct.pack("<I", a.ndim)
-        out += struct.pack("<%dq" % a.ndim, *a.shape)
-        out += a.astype("<f4").tobytes(order="C")
-    crc = zlib.crc32(bytes(out)) & 0xFFFFFFFF
-    out += FX_END + struct.pack("<I", crc)
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
-        f.write(out)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    return len(out)
 
 
 def main():

@@ -81,11 +81,9 @@ network, and each flip moves the gradients above it by ~1%.
 
 import math
 import os
-import struct
 import subprocess
 import sys
 import tempfile
-import zlib
 
 import numpy as np
 import torch
@@ -422,34 +420,8 @@ def leaf_params(m, vals, trainable):
 
 # ---- fixture file (format: tests/fixture.h) ----
 
-FX_MAGIC = b"PNFX"
-FX_END = b"PNFE"
-FX_VERSION = 1
-
-
-def write_fixture(path, tensors):
-    """tensors: list of (name, array). Little-endian; see tests/fixture.h."""
-    names = set()
-    out = bytearray()
-    out += FX_MAGIC + struct.pack("<III", FX_VERSION, len(tensors), 0)
-    for name, a in tensors:
-        a = np.asarray(a, dtype=np.float64)
-        assert name not in names, name
-        names.add(name)
-        nb = name.encode("ascii")
-        assert 1 <= len(nb) <= 255 and all(32 < c < 127 for c in nb), name
-        assert a.ndim <= 8
-        assert np.all(np.isfinite(a)), name
-        out += struct.pack("<I", len(nb)) + nb + struct.pack("<I", a.ndim)
-        out += struct.pack("<%dq" % a.ndim, *a.shape)
-        out += a.astype("<f4").tobytes(order="C")
-    crc = zlib.crc32(bytes(out)) & 0xFFFFFFFF
-    out += FX_END + struct.pack("<I", crc)
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
-        f.write(out)
-    os.replace(tmp, path)
-    return len(out)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from pnfx import write_fixture  # noqa: E402 (the shared writer; tests/fixture.h)
 
 
 # ---- tolerances of the C tests (mirrored in tests/test_fixtures.c and tests/test_train10.c) ----
