@@ -265,16 +265,21 @@ out:
 
 static int weights_convert(int argc, char **argv)
 {
-    const char *out = NULL;
-    int fp16 = 0;
+    const char *out  = NULL;
+    int fp16         = 0;
     double threshold = -1;
     cli_opt opts[]   = {
-        {"out", OPT_STR, &out, 0, 0, "FILE", "model file to write (required)"},
-        {"fp16", OPT_FLAG, &fp16, 0, 0, NULL, "store float16 (half the size; loads as float32)"},
-        {"threshold", OPT_FLOAT, &threshold, 0, 1, "T", "replace the stored decision threshold"},
+          {"out", OPT_STR, &out, 0, 0, "FILE", "model file to write (required)"},
+          {"fp16", OPT_FLAG, &fp16, 0, 0, NULL, "store float16 (half the size; loads as float32)"},
+          {"threshold", OPT_FLOAT, &threshold, 0, 1, "T", "replace the stored decision threshold"},
     };
-    cli_cmd cmd = {"weights convert", "MODEL --out FILE [--fp16] [--threshold T]",
-                   "Rewrite a model file, e.g. as float16 for shipping.", opts, 3, 1, 1};
+    cli_cmd cmd = {"weights convert",
+                   "MODEL --out FILE [--fp16] [--threshold T]",
+                   "Rewrite a model file, e.g. as float16 for shipping.",
+                   opts,
+                   3,
+                   1,
+                   1};
     char *pos[argc + 1];
     int npos, rc = cli_parse(&cmd, argc, argv, pos, &npos);
     if (rc) return rc < 0 ? EXIT_OK : rc;
