@@ -1,0 +1,75 @@
+/*
+ * results.h: pneumo's Redis results layer (hiredis 0.14, sync API, redisCommandArgv-style argv
+ * commands): connect from a redis:// URL (AUTH, SELECT), cache look-ups, and pipelined writes
+ * with bounded retries (reconnect, exponential backoff with jitter). Not thread-safe per handle:
+ * give each thread its own. Used by cmd/predict.c; tests: tests/predict.sh (real redis-server).
+ *
+ * Key schema (also in README.md, "Redis key schema"); <mid> is the model id (the first 16 hex
+ * digits of the SHA-256 of the model file), <sha> the SHA-256 of the image bytes (64 hex):
+ *   pneumo:result:<mid>:<sha>   hash: probability, label, threshold, model_id, model_sha256,
+ *                               model, source (the first source seen), time, latency_ms, run_id
+ *   pneumo:source:<mid>:<src>   string: the <sha> the source (path or s3:// URI) had last time
+ *   pneumo:run:<run_id>         hash: the run's summary (status running|done|incomplete, model,
+ *                               model_id, total, done, cached, failed, elapsed_s, started, ...)
+ *   pneumo:fail:<run_id>        hash: source -> reason, one field per failed image
+ *   pneumo:runs                 sorted set: run_id scored by its start time (Unix seconds)
+ * With a TTL (--ttl) result, source and fail keys expire; run summaries and the index do not.
+ */
+#ifndef CMD_RESULTS_H
+#define CMD_RESULTS_H
+
+#include <stddef.h>
+
+typedef struct pr_redis pr_redis;
+
+typedef struct pr_redis_opts {
+    int retries;      // reconnect attempts after a failed command batch (default 4)
+    double backoff_s; // first backoff; doubles each retry, with jitter (default 0.2)
+    double timeout_s; // connect and I/O timeout (default 5)
+} pr_redis_opts;
+
+void pr_redis_opts_default(pr_redis_opts *o);
+
+// Connects to url = redis://[[user]:password@]host[:port][/db] (port 6379, db 0 by default),
+// sends AUTH and SELECT when asked, then PING. Returns NULL with a one-line reason in err
+// (malformed URL, connection refused, bad password, ...). Only one try: the caller decides.
+pr_redis *pr_redis_open(const char *url, const pr_redis_opts *o, char *err, size_t errlen);
+void pr_redis_close(pr_redis *r);
+// "host:port/db" for messages (never the password).
+const char *pr_redis_where(const pr_redis *r);
+// The last error (never NULL).
+const char *pr_redis_errstr(const pr_redis *r);
+
+// Looks up pneumo:result:<model_id>:<sha>. Returns 1 on a hit (*prob, label, *threshold set),
+// 0 on a miss, -1 on a connection or protocol error (no retries: a failed look-up is a miss).
+int pr_redis_lookup(pr_redis *r, const char *model_id, const char *sha, double *prob, char *label,
+                    size_t label_len, double *threshold);
+
+// A batch of commands, sent as one pipeline by pr_redis_exec. Arguments are copied.
+typedef struct pr_batch pr_batch;
+pr_batch *pr_batch_new(void);
+void pr_batch_free(pr_batch *b);
+void pr_batch_clear(pr_batch *b);
+int pr_batch_len(const pr_batch *b);
+// Appends one command of argc NUL-terminated words.
+void pr_batch_add(pr_batch *b, int argc, const char **argv);
+
+typedef struct pr_result {
+    const char *source, *sha256, *label, *model_id, *model_sha256, *model, *run_id, *time;
+    double probability, threshold, latency_ms;
+} pr_result;
+
+// The commands that store a result (the result hash, the source index), with EXPIRE when
+// ttl_s > 0. Idempotent: replays and at-least-once deliveries write the same values.
+void pr_batch_result(pr_batch *b, const pr_result *res, long ttl_s);
+// A failure: HSET pneumo:fail:<run_id> source reason (EXPIRE when ttl_s > 0).
+void pr_batch_fail(pr_batch *b, const char *run_id, const char *source, const char *reason,
+                   long ttl_s);
+
+// Sends the batch as a pipeline and reads every reply. On a connection error it reconnects and
+// resends the whole batch (every command is idempotent), up to opts.retries times with backoff.
+// Returns 0 on success (the batch is then cleared), -1 when Redis stayed unreachable or
+// answered an error (pr_redis_errstr says which; the batch is kept for the caller).
+int pr_redis_exec(pr_redis *r, pr_batch *b);
+
+#endif
