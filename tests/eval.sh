@@ -133,32 +133,16 @@ expect 1 "full.html.tmp.*No space left" -- $P eval --model $M --data $D --report
 [ -e $T/full.html.tmp ] && bad "temporary left behind after a failure" || ok "temporary removed"
 
 # S3: the same images through the local S3 server of tests/s3.sh; thumbnails come back through S3.
-if command -v node > /dev/null && [ -f node_modules/@20minutes/s3rver/package.json ] &&
-   command -v aws > /dev/null && aws --version > /dev/null 2>&1; then
-    mkdir -p $T/s3
-    node --openssl-legacy-provider tests/s3rver.js $T/s3 $T/port evalb > $T/s3rver.log 2>&1 &
-    spid=$!
-    i=0
-    while [ ! -s $T/port ] && [ $i -lt 150 ] && kill -0 $spid 2> /dev/null; do i=$((i+1)); sleep 0.1; done
-    for v in AWS_PROFILE AWS_DEFAULT_PROFILE AWS_SESSION_TOKEN AWS_ENDPOINT_URL AWS_MAX_ATTEMPTS \
-             AWS_IGNORE_CONFIGURED_ENDPOINT_URLS; do unset $v; done
-    export AWS_ACCESS_KEY_ID=S3RVER AWS_SECRET_ACCESS_KEY=S3RVER AWS_REGION=us-east-1
-    export AWS_ENDPOINT_URL_S3="http://127.0.0.1:$(cat $T/port 2> /dev/null)"
-    export AWS_CONFIG_FILE=$T/no-config AWS_SHARED_CREDENTIALS_FILE=$T/no-credentials
-    export AWS_EC2_METADATA_DISABLED=true AWS_REQUEST_CHECKSUM_CALCULATION=when_required
-    if [ -s $T/port ] && aws --endpoint-url $AWS_ENDPOINT_URL_S3 s3 cp --recursive --only-show-errors $D s3://evalb/set/; then
+if s3_start evalb; then
+    if s3_seed $D s3://evalb/set/; then
         expect 0 '"n":24,' -- $P eval --model $M --data s3://evalb/set/ --json --threshold 0 --mistakes 2 --report $T/s3.html --threads 1 --boot 0
         [ "$(grep -o 'data:image/png;base64,' $T/s3.html | wc -l)" -eq 2 ] && grep -q 'title="s3://evalb/set/NORMAL/IM-' $T/s3.html \
             && ok "S3 thumbnails" || bad "S3 report: $(grep -o 'class="missing"[^<]*' $T/s3.html | head -n 1)"
         # pneumo train reads the same bucket, and a missing bucket is a clear error.
         expect 0 "best val_loss" -- $P train --data s3://evalb/set/ --img-size 64 --width-div 16 --epochs 1 --batch 8 --val-split 0.25 --threads 1 --out $T/s3run
         expect 1 "NoSuchBucket" -- $P train --data s3://no-such-bucket/set/ --img-size 64 --width-div 16 --epochs 1 --out $T/s3run2
-    else
-        bad "s3rver did not start or awscli could not seed it: $(tail -n 3 $T/s3rver.log)"
     fi
-    kill $spid 2> /dev/null; wait $spid 2> /dev/null; spid=
-else
-    echo "SKIP part: S3 (needs node, node_modules/@20minutes/s3rver and awscli)"
+    s3_stop
 fi
 
 # Class names: different names warn; another class count is an error.

@@ -22,3 +22,37 @@ finish() {
     echo "$1: $n checks, $fails failed"
     [ $fails -eq 0 ]
 }
+# s3_start BUCKET: starts the local S3 server (tests/s3rver.js, @20minutes/s3rver) on a free
+# loopback port with BUCKET, points the AWS variables at it (AWS_ENDPOINT_URL_S3, keys S3RVER)
+# and sets $spid. Returns 1 after printing "SKIP part" when node, the npm package or awscli is
+# missing; a server that does not come up is a failed check (and returns 1).
+s3_start() {
+    if ! command -v node > /dev/null || [ ! -f node_modules/@20minutes/s3rver/package.json ] ||
+       ! command -v aws > /dev/null || ! aws --version > /dev/null 2>&1; then
+        echo "SKIP part: S3 (needs node, node_modules/@20minutes/s3rver and awscli)"
+        return 1
+    fi
+    mkdir -p $T/s3
+    node --openssl-legacy-provider tests/s3rver.js $T/s3 $T/s3port "$1" > $T/s3rver.log 2>&1 &
+    spid=$!
+    i=0
+    while [ ! -s $T/s3port ] && [ $i -lt 150 ] && kill -0 $spid 2> /dev/null; do i=$((i+1)); sleep 0.1; done
+    for v in AWS_PROFILE AWS_DEFAULT_PROFILE AWS_SESSION_TOKEN AWS_ENDPOINT_URL AWS_MAX_ATTEMPTS \
+             AWS_IGNORE_CONFIGURED_ENDPOINT_URLS; do unset $v; done
+    export AWS_ACCESS_KEY_ID=S3RVER AWS_SECRET_ACCESS_KEY=S3RVER AWS_REGION=us-east-1
+    export AWS_ENDPOINT_URL_S3="http://127.0.0.1:$(cat $T/s3port 2> /dev/null)"
+    export AWS_CONFIG_FILE=$T/no-config AWS_SHARED_CREDENTIALS_FILE=$T/no-credentials
+    export AWS_EC2_METADATA_DISABLED=true AWS_REQUEST_CHECKSUM_CALCULATION=when_required
+    [ -s $T/s3port ] && return 0
+    bad "s3rver did not start: $(tail -n 3 $T/s3rver.log)"
+    return 1
+}
+# s3_seed DIR S3URI: uploads DIR recursively with the Debian awscli (a second, independent client).
+s3_seed() {
+    aws --endpoint-url $AWS_ENDPOINT_URL_S3 s3 cp --recursive --only-show-errors "$1" "$2" && return 0
+    bad "awscli could not seed $2: $(tail -n 3 $T/s3rver.log)"
+    return 1
+}
+s3_stop() {
+    kill $spid 2> /dev/null; wait $spid 2> /dev/null; spid=
+}

@@ -93,20 +93,8 @@ if [ -f weights/pneumo-resnet50.safetensors ]; then
 fi
 
 # S3 prefix (recursive) through the local S3 server.
-if command -v node > /dev/null && [ -f node_modules/@20minutes/s3rver/package.json ] &&
-   command -v aws > /dev/null && aws --version > /dev/null 2>&1; then
-    mkdir -p $T/s3
-    node --openssl-legacy-provider tests/s3rver.js $T/s3 $T/s3port predb > $T/s3rver.log 2>&1 &
-    spid=$!
-    i=0
-    while [ ! -s $T/s3port ] && [ $i -lt 150 ] && kill -0 $spid 2> /dev/null; do i=$((i+1)); sleep 0.1; done
-    for v in AWS_PROFILE AWS_DEFAULT_PROFILE AWS_SESSION_TOKEN AWS_ENDPOINT_URL AWS_MAX_ATTEMPTS \
-             AWS_IGNORE_CONFIGURED_ENDPOINT_URLS; do unset $v; done
-    export AWS_ACCESS_KEY_ID=S3RVER AWS_SECRET_ACCESS_KEY=S3RVER AWS_REGION=us-east-1
-    export AWS_ENDPOINT_URL_S3="http://127.0.0.1:$(cat $T/s3port 2> /dev/null)"
-    export AWS_CONFIG_FILE=$T/no-config AWS_SHARED_CREDENTIALS_FILE=$T/no-credentials
-    export AWS_EC2_METADATA_DISABLED=true AWS_REQUEST_CHECKSUM_CALCULATION=when_required
-    if [ -s $T/s3port ] && aws --endpoint-url $AWS_ENDPOINT_URL_S3 s3 cp --recursive --only-show-errors $D s3://predb/x/; then
+if s3_start predb; then
+    if s3_seed $D s3://predb/x/; then
         $P predict --model $M2 --redis $URL --threads 1 s3://predb/x/ > $T/s3.jsonl 2> $T/s3.err; rc=$?
         [ $rc -eq 1 ] && [ "$(grep -c '"source":"s3://predb/x/.*"probability"' $T/s3.jsonl)" -eq 4 ] &&
             grep -q '"source":"s3://predb/x/sub/deeper/dup.jpeg"' $T/s3.jsonl && ok "S3 prefix, recursive" \
@@ -114,12 +102,8 @@ if command -v node > /dev/null && [ -f node_modules/@20minutes/s3rver/package.js
         [ "$(grep -c '"cached":true' $T/s3.jsonl)" -eq 4 ] && ok "S3 copies hit the cache by content" || bad "S3 cache hits: $(grep -c '"cached":true' $T/s3.jsonl)"
         [ "$($R get "pneumo:source:$MID2:s3://predb/x/IM-0115-0001.jpeg")" = "$S1" ] && ok "S3 source index" || bad "S3 source index"
         expect 1 'NoSuchBucket' -- $P predict --model $M2 --redis $URL --threads 1 s3://nobucket/x/
-    else
-        bad "s3rver did not start or awscli could not seed it: $(tail -n 3 $T/s3rver.log)"
     fi
-    kill $spid 2> /dev/null; wait $spid 2> /dev/null; spid=
-else
-    echo "SKIP part: S3 (needs node, node_modules/@20minutes/s3rver and awscli)"
+    s3_stop
 fi
 
 # Redis unreachable at start: a clear error before any work (no records, no output file).
