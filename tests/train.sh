@@ -49,6 +49,16 @@ if command -v python3 >/dev/null; then
 else
     echo "SKIP part: no python3 for the safetensors/TensorBoard parsers"
 fi
+# A real Ctrl-C (SIGINT) in the middle of a long run: the step finishes, the checkpoint is saved,
+# exit 130, and the run resumes from it.
+$P train $ARGS --epochs 400 --early-stopping-patience 0 --out $T/sig > $T/sig.txt 2>&1 &
+tp=$!
+sleep 1.5
+kill -INT $tp; wait $tp; rc=$?
+[ $rc -eq 130 ] && grep -qE "interrupted at epoch [0-9]+ step" $T/sig.txt && [ -f $T/sig/last.ckpt.safetensors ] \
+    && ok "SIGINT saves and exits 130" || bad "SIGINT: exit $rc, $(tail -n 1 $T/sig.txt)"
+expect 0 "resuming .* at epoch" -- $P train --resume $T/sig --epochs 2
+
 # A full disk at checkpoint time: a clear error, and the previous checkpoint survives.
 cp $T/a/last.ckpt.safetensors $T/prev.st
 ln -s /dev/full $T/a/last.ckpt.safetensors.tmp
