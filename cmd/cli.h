@@ -64,5 +64,6 @@ int cmd_eval(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_augment(int argc, char **argv);
 int cmd_train(int argc, char **argv);
+int cmd_worker(int argc, char **argv);
 
 #endif

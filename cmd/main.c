@@ -19,6 +19,7 @@ static const struct {
     {"train", cmd_train, "fine-tune the ResNet50 on class folders (local or S3)"},
     {"eval", cmd_eval, "evaluate a model on class folders: metrics, curves, HTML report"},
     {"predict", cmd_predict, "run a model over image files and print the probabilities"},
+    {"worker", cmd_worker, "consume a prediction queue from Redis (many workers share one batch)"},
     {"augment", cmd_augment, "show what training sees: transform an image as augmentation does"},
     {"bench", cmd_bench, "measure kernels and the whole model (bench peak|gemm|model)"},
 };

@@ -4,7 +4,9 @@
  * REDIS_URL, into Redis (key schema: cmd/results.h and README.md), where results are cached by
  * image SHA-256 and model id. Loader threads read, hash, look up and decode while the main thread
  * runs the model. `--replay FILE` writes a previous run's JSON lines to Redis.
- * Not here: workers and streams (issue 5, later). Tests: tests/predict.sh, tests/cli.sh.
+ * `--enqueue --queue NAME` lists the same inputs into a Redis Stream for `pneumo worker`
+ * (cmd/worker.c, which reuses pr_load_image below). Tests: tests/predict.sh, tests/cli.sh,
+ * tests/workers.sh.
  */
 #include "cmd/cli.h"
 #include "cmd/results.h"
@@ -13,6 +15,7 @@
 #include "data/s3.h"
 
 #include <dirent.h>
+#include <hiredis/hiredis.h>
 #include <errno.h>
 #include <jansson.h>
 #include <openssl/evp.h>
@@ -77,6 +80,16 @@ static int sha256_file(const char *path, char out[65])
     if (bad) return -1;
     hex(md, n, out);
     return 0;
+}
+
+int pr_sha256_file(const char *path, char out[65])
+{
+    return sha256_file(path, out);
+}
+
+void pr_iso_now(char *buf, size_t len)
+{
+    iso_now(buf, len);
 }
 
 // ---- inputs ----
@@ -198,6 +211,58 @@ static void add_input(nt_ctx *ctx, nd_s3 **s3, items *it, const char *in)
         items_add(it, in, NULL); // a file (or a missing one: its read fails and is recorded)
 }
 
+// ---- one image: read (file or s3://), hash, look up, decode and preprocess ----
+
+int pr_load_image(nt_ctx *ctx, nd_s3 **s3, pr_load *lo, const char *source, float *x, char sha[65],
+                  double *prob, char *label, size_t label_len, double *threshold, char *err,
+                  size_t errlen, double *prep_ms)
+{
+    double t0    = now_s();
+    uint8_t *buf = NULL;
+    size_t len   = 0;
+    nt_status st = NT_OK;
+    int kind     = PR_LOAD_FAILED;
+    sha[0]       = 0;
+    err[0]       = 0;
+    if (strncmp(source, "s3://", 5) == 0) {
+        char *bucket = NULL, *key = NULL;
+        if (!*s3) st = nd_s3_new(ctx, NULL, s3);
+        if (st == NT_OK) st = nd_s3_parse_uri(ctx, source, &bucket, &key);
+        if (st == NT_OK) st = nd_s3_get(*s3, bucket, key, &buf, &len);
+        free(bucket);
+        free(key);
+    } else {
+        st = nd_file_read(ctx, source, 0, &buf, &len);
+    }
+    if (st != NT_OK) {
+        snprintf(err, errlen, "%s", nt_ctx_errmsg(ctx));
+        goto done;
+    }
+    sha256_hex(buf, len, sha);
+    if (lo->r) {
+        // A failed look-up is a miss; lookup_failed tells the caller.
+        int hit = pr_redis_lookup(lo->r, lo->model_id, sha, prob, label, label_len, threshold);
+        if (hit < 0) lo->lookup_failed = 1;
+        if (hit == 1) {
+            kind = PR_LOAD_CACHED;
+            goto done;
+        }
+    }
+    nd_image small;
+    st = nd_image_decode_resized(ctx, buf, len, source, lo->S, lo->S, lo->resize, &small);
+    if (st != NT_OK) {
+        snprintf(err, errlen, "%s", nt_ctx_errmsg(ctx));
+        goto done;
+    }
+    nt_preprocess_apply(lo->pre, small.rgb, (int64_t)lo->S * lo->S, x);
+    nd_image_free(&small);
+    kind = PR_LOAD_COMPUTE;
+done:
+    free(buf);
+    *prep_ms = (now_s() - t0) * 1e3;
+    return kind;
+}
+
 // ---- loader threads: read, hash, look up, decode and preprocess into a bounded ring ----
 
 enum { SLOT_COMPUTE, SLOT_CACHED, SLOT_FAILED };
@@ -258,57 +323,28 @@ static void *loader_main(void *arg)
 
         slot *s         = &ps->slots[i % ps->Q];
         const item *itm = &ps->it->v[i];
-        double t0       = now_s();
-        s->sha[0]       = 0;
-        s->err[0]       = 0;
-        s->kind         = SLOT_FAILED;
-        uint8_t *buf    = NULL;
-        size_t len      = 0;
-        nt_status st    = NT_OK;
+        pr_load lo      = {
+                 ps->S, ps->resize, ps->pre, ps->model_id, lookups_ok && !ps->redis_lost ? r : NULL, 0};
+        int kind;
         if (!ctx) {
+            kind = PR_LOAD_FAILED;
             snprintf(s->err, sizeof(s->err), "out of memory for a loader context");
-            goto done;
-        }
-        if (itm->err) {
+            s->sha[0]  = 0;
+            s->prep_ms = 0;
+        } else if (itm->err) {
+            kind = PR_LOAD_FAILED;
             snprintf(s->err, sizeof(s->err), "%s", itm->err);
-            goto done;
-        }
-        if (strncmp(itm->source, "s3://", 5) == 0) {
-            char *bucket = NULL, *key = NULL;
-            if (!s3) st = nd_s3_new(ctx, NULL, &s3);
-            if (st == NT_OK) st = nd_s3_parse_uri(ctx, itm->source, &bucket, &key);
-            if (st == NT_OK) st = nd_s3_get(s3, bucket, key, &buf, &len);
-            free(bucket);
-            free(key);
+            s->sha[0]  = 0;
+            s->prep_ms = 0;
         } else {
-            st = nd_file_read(ctx, itm->source, 0, &buf, &len);
+            kind =
+                pr_load_image(ctx, &s3, &lo, itm->source, s->x, s->sha, &s->prob, s->label,
+                              sizeof(s->label), &s->threshold, s->err, sizeof(s->err), &s->prep_ms);
+            if (lo.lookup_failed) lookups_ok = 0; // a failed look-up is a miss; the writer reports
         }
-        if (st != NT_OK) {
-            snprintf(s->err, sizeof(s->err), "%s", nt_ctx_errmsg(ctx));
-            goto done;
-        }
-        sha256_hex(buf, len, s->sha);
-        if (lookups_ok && !ps->redis_lost) {
-            int hit = pr_redis_lookup(r, ps->model_id, s->sha, &s->prob, s->label, sizeof(s->label),
-                                      &s->threshold);
-            if (hit < 0) lookups_ok = 0; // a failed look-up is a miss; the writer reports
-            if (hit == 1) {
-                s->kind = SLOT_CACHED;
-                goto done;
-            }
-        }
-        nd_image small;
-        st = nd_image_decode_resized(ctx, buf, len, itm->source, ps->S, ps->S, ps->resize, &small);
-        if (st != NT_OK) {
-            snprintf(s->err, sizeof(s->err), "%s", nt_ctx_errmsg(ctx));
-            goto done;
-        }
-        nt_preprocess_apply(ps->pre, small.rgb, (int64_t)ps->S * ps->S, s->x);
-        nd_image_free(&small);
-        s->kind = SLOT_COMPUTE;
-    done:
-        free(buf);
-        s->prep_ms = (now_s() - t0) * 1e3;
+        s->kind = kind == PR_LOAD_COMPUTE  ? SLOT_COMPUTE
+                  : kind == PR_LOAD_CACHED ? SLOT_CACHED
+                                           : SLOT_FAILED;
         pthread_mutex_lock(&ps->mu);
         s->idx   = i;
         s->ready = 1;
@@ -467,18 +503,7 @@ static void w_record(writer *w, const run_info *ri, const rec *r)
         pr_batch_fail(w->b, ri->run_id, r->source, r->err, w->ttl);
     } else if (r->cached) {
         // A duplicate or re-run: the result is there; point this source at it.
-        size_t klen = strlen(r->source) + 64;
-        char *key   = malloc(klen);
-        snprintf(key, klen, "pneumo:source:%s:%s", ri->model_id, r->source);
-        const char *a[] = {"SET", key, r->sha};
-        pr_batch_add(w->b, 3, a);
-        if (w->ttl > 0) {
-            char t[32];
-            snprintf(t, sizeof(t), "%ld", w->ttl);
-            const char *e[] = {"EXPIRE", key, t};
-            pr_batch_add(w->b, 3, e);
-        }
-        free(key);
+        pr_batch_source(w->b, ri->model_id, r->source, r->sha, w->ttl);
     } else {
         pr_result res = {r->source,  r->sha,  r->label, ri->model_id, ri->model_sha256, ri->model,
                          ri->run_id, r->time, r->prob,  r->threshold, r->latency_ms};
@@ -587,13 +612,113 @@ static int replay(const char *file, const char *url, const pr_redis_opts *ro, lo
     return rc;
 }
 
+// ---- --enqueue: one stream entry per image for `pneumo worker` ----
+
+static void read_inputs(nt_ctx *ctx, nd_s3 **s3, items *it, int npos, char **pos)
+{
+    for (int i = 0; i < npos; i++) {
+        if (strcmp(pos[i], "-") != 0) {
+            add_input(ctx, s3, it, pos[i]);
+            continue;
+        }
+        char *line = NULL;
+        size_t cap = 0;
+        ssize_t k;
+        while ((k = getline(&line, &cap, stdin)) > 0) {
+            while (k > 0 && (line[k - 1] == '\n' || line[k - 1] == '\r' || line[k - 1] == ' '))
+                line[--k] = 0;
+            if (k > 0 && line[0] != '#') add_input(ctx, s3, it, line);
+        }
+        free(line);
+    }
+}
+
+static int enqueue(const char *queue, const char *url, const pr_redis_opts *ro, int npos,
+                   char **pos)
+{
+    char err[600];
+    pr_redis *r = pr_redis_open(url, ro, err, sizeof(err));
+    if (!r)
+        return cli_fail("predict", EXIT_FAIL, "%s; start Redis or check --redis / REDIS_URL", err);
+    nt_ctx *ctx = cli_ctx("predict", 1, 0);
+    if (!ctx) {
+        pr_redis_close(r);
+        return EXIT_FAIL;
+    }
+    items it  = {0};
+    nd_s3 *s3 = NULL;
+    read_inputs(ctx, &s3, &it, npos, pos);
+    nd_s3_free(s3);
+    size_t ql    = strlen(queue) + 32;
+    char *stream = malloc(ql), *meta = malloc(ql);
+    snprintf(stream, ql, "pneumo:queue:%s", queue);
+    snprintf(meta, ql, "pneumo:queue:%s:meta", queue);
+    int rc = EXIT_OK, nq = 0, nbad = 0;
+    // The group first, at 0: workers see every entry, including ones added before they start.
+    const char *g[] = {"XGROUP", "CREATE", stream, "workers", "0", "MKSTREAM"};
+    redisReply *rep = pr_redis_command(r, 6, g);
+    if (!rep || (rep->type == REDIS_REPLY_ERROR && !strstr(rep->str, "BUSYGROUP"))) {
+        rc = cli_fail("predict", EXIT_FAIL, "--enqueue: XGROUP CREATE %s: %s", stream,
+                      rep ? rep->str : pr_redis_errstr(r));
+        if (rep) freeReplyObject(rep);
+        goto out;
+    }
+    freeReplyObject(rep);
+    pr_batch *b = pr_batch_new();
+    char now[40];
+    pr_iso_now(now, sizeof(now));
+    const char *c[] = {"HSETNX", meta, "created", now};
+    pr_batch_add(b, 4, c);
+    for (int i = 0; i < it.n; i++) {
+        if (it.v[i].err) {
+            fprintf(stderr, "pneumo predict: %s (not enqueued)\n", it.v[i].err);
+            nbad++;
+            continue;
+        }
+        // Not idempotent on a resend after a lost connection: an entry may then be queued
+        // twice, which workers absorb (a result is keyed by image, done is a set).
+        const char *a[] = {"XADD", stream, "*", "source", it.v[i].source};
+        pr_batch_add(b, 5, a);
+        nq++;
+        if (pr_batch_len(b) >= 512 && pr_redis_exec(r, b) != 0) break;
+    }
+    char t[32];
+    snprintf(t, sizeof(t), "%d", nq);
+    const char *h[] = {"HINCRBY", meta, "total", t};
+    pr_batch_add(b, 4, h);
+    const char *u[] = {"HSET", meta, "updated", now};
+    pr_batch_add(b, 4, u);
+    if (pr_redis_exec(r, b) != 0)
+        rc = cli_fail("predict", EXIT_FAIL, "--enqueue: %s (some entries may not be queued)",
+                      pr_redis_errstr(r));
+    else {
+        fprintf(stderr, "enqueued %d images to %s at %s\n", nq, stream, pr_redis_where(r));
+        if (nbad)
+            rc = cli_fail("predict", EXIT_FAIL, "%d inputs could not be listed", nbad);
+        else if (nq == 0)
+            rc = cli_fail("predict", EXIT_FAIL, "no images found in the inputs given");
+    }
+    pr_batch_free(b);
+out:
+    for (int k = 0; k < it.n; k++) {
+        free(it.v[k].source);
+        free(it.v[k].err);
+    }
+    free(it.v);
+    free(stream);
+    free(meta);
+    nt_ctx_free(ctx);
+    pr_redis_close(r);
+    return rc;
+}
+
 // ---- the command ----
 
 int cmd_predict(int argc, char **argv)
 {
     const char *model = NULL, *resize_s = "area", *format = NULL, *out_path = NULL;
-    const char *redis_url = NULL, *replay_file = NULL;
-    int threads = 0, batch = 8, loaders = 2, force = 0, ttl = 0, retries = 4;
+    const char *redis_url = NULL, *replay_file = NULL, *queue = NULL;
+    int threads = 0, batch = 8, loaders = 2, force = 0, ttl = 0, retries = 4, enq = 0;
     cli_opt opts[] = {
         {"model", OPT_STR, &model, 0, 0, "FILE", "model file (default " DEFAULT_MODEL ")"},
         {"batch", OPT_INT, &batch, 1, 1024, "N", "images per forward pass, default 8"},
@@ -614,6 +739,9 @@ int cmd_predict(int argc, char **argv)
          "reconnects before Redis counts as lost, default 4"},
         {"replay", OPT_STR, &replay_file, 0, 0, "FILE",
          "write the JSON lines of an earlier run (\"-\": stdin) to Redis, then exit"},
+        {"enqueue", OPT_FLAG, &enq, 0, 0, NULL,
+         "list the inputs into the Redis queue --queue for `pneumo worker`, then exit"},
+        {"queue", OPT_STR, &queue, 0, 0, "NAME", "the queue for --enqueue"},
     };
     cli_cmd cmd = {"predict",
                    "[--model FILE] [options] IMAGE|FOLDER|s3://bucket/prefix/|-...",
@@ -639,6 +767,16 @@ int cmd_predict(int argc, char **argv)
         if (!redis_url)
             return cli_fail("predict", EXIT_USAGE, "--replay needs --redis URL or REDIS_URL");
         return replay(replay_file, redis_url, &ropts, ttl);
+    }
+    if (enq || queue) {
+        if (!enq || !queue || !*queue)
+            return cli_fail("predict", EXIT_USAGE, "--enqueue and --queue NAME go together");
+        if (npos == 0)
+            return cli_fail("predict", EXIT_USAGE,
+                            "--enqueue expects images, folders, s3:// prefixes or -");
+        if (!redis_url)
+            return cli_fail("predict", EXIT_USAGE, "--enqueue needs --redis URL or REDIS_URL");
+        return enqueue(queue, redis_url, &ropts, npos, pos);
     }
     if (npos == 0)
         return cli_fail("predict", EXIT_USAGE,
@@ -713,21 +851,7 @@ int cmd_predict(int argc, char **argv)
     memcpy(model_id, model_sha, 16);
     model_id[16] = 0;
     // Inputs.
-    for (int i = 0; i < npos; i++) {
-        if (strcmp(pos[i], "-") != 0) {
-            add_input(ctx, &s3, &it, pos[i]);
-            continue;
-        }
-        char *line = NULL;
-        size_t cap = 0;
-        ssize_t k;
-        while ((k = getline(&line, &cap, stdin)) > 0) {
-            while (k > 0 && (line[k - 1] == '\n' || line[k - 1] == '\r' || line[k - 1] == ' '))
-                line[--k] = 0;
-            if (k > 0 && line[0] != '#') add_input(ctx, &s3, &it, line);
-        }
-        free(line);
-    }
+    read_inputs(ctx, &s3, &it, npos, pos);
     nd_s3_free(s3);
     s3 = NULL;
     if (out_path && !(out = fopen(out_path, "w"))) {

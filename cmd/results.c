@@ -363,6 +363,18 @@ void pr_batch_fail(pr_batch *b, const char *run_id, const char *source, const ch
     add_expire(b, key, ttl_s);
 }
 
+void pr_batch_source(pr_batch *b, const char *model_id, const char *source, const char *sha,
+                     long ttl_s)
+{
+    size_t klen = strlen(source) + strlen(model_id) + 32;
+    char *key   = xmalloc(klen);
+    snprintf(key, klen, "pneumo:source:%s:%s", model_id, source);
+    const char *a[] = {"SET", key, sha};
+    pr_batch_add(b, 3, a);
+    add_expire(b, key, ttl_s);
+    free(key);
+}
+
 static void backoff(double base, int i)
 {
     double hi = base;
@@ -413,6 +425,22 @@ int pr_redis_exec(pr_redis *r, pr_batch *b)
             return 0;
         }
         if (rc == -2 || i >= r->o.retries) return -1;
+        backoff(r->o.backoff_s, i);
+    }
+}
+
+void *pr_redis_command(pr_redis *r, int argc, const char **argv)
+{
+    for (int i = 0;; i++) {
+        if (r->c || do_connect(r) == 0) {
+            redisReply *rep = redisCommandArgv(r->c, argc, argv, NULL);
+            if (rep) return rep;
+            snprintf(r->err, sizeof(r->err), "lost the connection to Redis at %s: %s", r->where,
+                     r->c->errstr[0] ? r->c->errstr : "connection closed");
+            redisFree(r->c);
+            r->c = NULL;
+        }
+        if (i >= r->o.retries) return NULL;
         backoff(r->o.backoff_s, i);
     }
 }

@@ -14,9 +14,22 @@
  *   pneumo:fail:<run_id>        hash: source -> reason, one field per failed image
  *   pneumo:runs                 sorted set: run_id scored by its start time (Unix seconds)
  * With a TTL (--ttl) result, source and fail keys expire; run summaries and the index do not.
+ * Work queues (`pneumo predict --enqueue --queue <q>`, `pneumo worker --queue <q>`):
+ *   pneumo:queue:<q>            stream: one entry per image, field source; consumer group
+ *                               "workers" (XREADGROUP, XACK, XAUTOCLAIM for a dead worker's work)
+ *   pneumo:queue:<q>:meta       hash: total (entries ever enqueued), created, updated
+ *   pneumo:queue:<q>:done       set: the sources whose result is stored (one member per image)
+ *   pneumo:queue:<q>:dead       stream: dead letters: source, id (the queue entry), reason,
+ *                               deliveries, consumer, time
+ * Workers write results exactly as predict does (result hash, source index, run_id "queue:<q>"):
+ * delivery is at least once, and a redelivered image rewrites the same key.
  */
 #ifndef CMD_RESULTS_H
 #define CMD_RESULTS_H
+
+#include "data/dataset.h"
+#include "data/s3.h"
+#include "libnet/nt.h"
 
 #include <stddef.h>
 
@@ -71,5 +84,39 @@ void pr_batch_fail(pr_batch *b, const char *run_id, const char *source, const ch
 // Returns 0 on success (the batch is then cleared), -1 when Redis stayed unreachable or
 // answered an error (pr_redis_errstr says which; the batch is kept for the caller).
 int pr_redis_exec(pr_redis *r, pr_batch *b);
+
+// The source index alone (a cache hit under this source): SET pneumo:source:<mid>:<source> sha.
+void pr_batch_source(pr_batch *b, const char *model_id, const char *source, const char *sha,
+                     long ttl_s);
+
+// One command with its reply (a struct redisReply *, free with freeReplyObject), reconnecting
+// and resending up to opts.retries times on a connection error. NULL when Redis stayed
+// unreachable (pr_redis_errstr says why). An error reply is returned as such.
+void *pr_redis_command(pr_redis *r, int argc, const char **argv);
+
+// ---- shared with `pneumo worker` (implemented in cmd/predict.c) ----
+
+enum { PR_LOAD_COMPUTE, PR_LOAD_CACHED, PR_LOAD_FAILED };
+
+typedef struct pr_load {
+    int S; // model input size
+    nd_resize resize;
+    nt_preprocess pre;
+    const char *model_id;
+    pr_redis *r;       // cache look-ups here, or NULL (no look-up)
+    int lookup_failed; // out: set when a look-up failed (counted as a miss)
+} pr_load;
+
+// Reads source (a file or s3:// URI; *s3 is created on first use), hashes it into sha, looks
+// the result up (lo->r), and on a miss decodes, resizes and preprocesses into x (S*S*3 floats).
+// Returns PR_LOAD_CACHED (*prob, label, *threshold set), PR_LOAD_COMPUTE (x set) or
+// PR_LOAD_FAILED (err set). *prep_ms: the time it took.
+int pr_load_image(nt_ctx *ctx, nd_s3 **s3, pr_load *lo, const char *source, float *x, char sha[65],
+                  double *prob, char *label, size_t label_len, double *threshold, char *err,
+                  size_t errlen, double *prep_ms);
+// SHA-256 of a file as 64 hex digits; 0 or -1 (errno set).
+int pr_sha256_file(const char *path, char out[65]);
+// The current UTC time as 2026-01-02T03:04:05.678Z.
+void pr_iso_now(char *buf, size_t len);
 
 #endif

@@ -1,0 +1,418 @@
+/*
+ * worker.c: `pneumo worker --queue NAME`: consumes the Redis Stream that `pneumo predict
+ * --enqueue --queue NAME` filled (keys: cmd/results.h, README.md "Redis key schema"). Any number
+ * of workers, on any machine that reaches Redis and the images, share one consumer group
+ * ("workers"): each loop first takes over entries another consumer has held longer than
+ * --claim-idle-ms (XAUTOCLAIM: a dead or stuck worker's work), else reads new ones (XREADGROUP >,
+ * BLOCK). Each image goes through predict's own loading code (pr_load_image: read, hash, cache
+ * look-up, decode) and model; its result is written with predict's idempotent writes, then the
+ * source joins pneumo:queue:NAME:done and the entry is XACKed, in that order, in one pipeline.
+ * Delivery is at least once (a worker killed after the write and before the XACK has its entry
+ * redelivered), and results stay exactly one per image because they are keyed by image content.
+ * A failed image stays pending (another delivery may succeed: S3 hiccups); once an entry has
+ * been delivered --max-deliveries times without success it goes to pneumo:queue:NAME:dead and
+ * is acknowledged. Exits 0 when the queue is drained (nothing pending, nothing new) unless
+ * --follow; 1 when Redis is lost, the model cannot run, or this worker dead-lettered entries.
+ * Test: tests/workers.sh.
+ */
+#include "cmd/cli.h"
+#include "cmd/results.h"
+
+#include <errno.h>
+#include <hiredis/hiredis.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#define DEFAULT_MODEL "weights/pneumo-resnet50.safetensors"
+
+typedef struct entry {
+    char id[64];
+    char *source;
+    long deliveries;
+} entry;
+
+typedef struct wk {
+    pr_redis *r;
+    pr_batch *b;
+    const char *consumer, *stream, *done_key, *dead_key, *model, *queue;
+    char model_id[17], model_sha[65], run_id[300];
+    long ttl;
+    int max_del, ndone, ncached, nfailed, ndead, nclaimed;
+} wk;
+
+static void ack(wk *w, const entry *e)
+{
+    const char *a[] = {"XACK", w->stream, "workers", e->id};
+    pr_batch_add(w->b, 4, a);
+}
+
+static void mark_done(wk *w, const entry *e)
+{
+    const char *a[] = {"SADD", w->done_key, e->source};
+    pr_batch_add(w->b, 3, a);
+    ack(w, e);
+}
+
+static void dead_letter(wk *w, const entry *e, const char *reason)
+{
+    char d[32], now[40];
+    snprintf(d, sizeof(d), "%ld", e->deliveries);
+    pr_iso_now(now, sizeof(now));
+    const char *a[] = {"XADD", w->dead_key,  "*", "source",   e->source,   "id",   e->id, "reason",
+                       reason, "deliveries", d,   "consumer", w->consumer, "time", now};
+    pr_batch_add(w->b, (int)(sizeof(a) / sizeof(a[0])), a);
+    ack(w, e);
+    w->ndead++;
+    fprintf(stderr, "pneumo worker %s: dead-lettered %s after %ld deliveries: %s\n", w->consumer,
+            e->source, e->deliveries, reason);
+}
+
+// Entries of an XREADGROUP / XAUTOCLAIM list: [[id, [field, value, ...]], ...].
+static int parse_entries(const redisReply *list, entry *out, int max)
+{
+    int n = 0;
+    if (!list || list->type != REDIS_REPLY_ARRAY) return 0;
+    for (size_t i = 0; i < list->elements && n < max; i++) {
+        const redisReply *e = list->element[i];
+        if (!e || e->type != REDIS_REPLY_ARRAY || e->elements < 2 ||
+            e->element[0]->type != REDIS_REPLY_STRING)
+            continue; // a deleted entry (nil)
+        const redisReply *f = e->element[1];
+        const char *src     = NULL;
+        if (f && f->type == REDIS_REPLY_ARRAY)
+            for (size_t k = 0; k + 1 < f->elements; k += 2)
+                if (f->element[k]->type == REDIS_REPLY_STRING &&
+                    strcmp(f->element[k]->str, "source") == 0 &&
+                    f->element[k + 1]->type == REDIS_REPLY_STRING)
+                    src = f->element[k + 1]->str;
+        snprintf(out[n].id, sizeof(out[n].id), "%s", e->element[0]->str);
+        out[n].source     = strdup(src ? src : "");
+        out[n].deliveries = 1;
+        n++;
+    }
+    return n;
+}
+
+// The delivery count of a pending entry (XPENDING stream group id id 1), or 1 when unknown.
+static long deliveries(wk *w, const char *id)
+{
+    const char *a[] = {"XPENDING", w->stream, "workers", id, id, "1"};
+    redisReply *rep = pr_redis_command(w->r, 6, a);
+    long n          = 1;
+    if (rep && rep->type == REDIS_REPLY_ARRAY && rep->elements == 1 &&
+        rep->element[0]->type == REDIS_REPLY_ARRAY && rep->element[0]->elements >= 4)
+        n = (long)rep->element[0]->element[3]->integer;
+    if (rep) freeReplyObject(rep);
+    return n;
+}
+
+int cmd_worker(int argc, char **argv)
+{
+    const char *model = NULL, *redis_url = NULL, *queue = NULL, *consumer = NULL;
+    const char *resize_s = "area";
+    int threads = 0, count = 8, claim_ms = 30000, max_del = 3, follow = 0, ttl = 0, retries = 4;
+    cli_opt opts[] = {
+        {"queue", OPT_STR, &queue, 0, 0, "NAME", "the queue to consume (required)"},
+        {"model", OPT_STR, &model, 0, 0, "FILE", "model file (default " DEFAULT_MODEL ")"},
+        {"redis", OPT_STR, &redis_url, 0, 0, "URL",
+         "redis://[:password@]host:port/db (default $REDIS_URL)"},
+        {"consumer", OPT_STR, &consumer, 0, 0, "NAME",
+         "this worker's name in the group (default HOST-PID)"},
+        {"count", OPT_INT, &count, 1, 1024, "N",
+         "entries per read, also the batch size; default 8"},
+        {"claim-idle-ms", OPT_INT, &claim_ms, 1, 2147483647.0, "MS",
+         "take over entries another worker has held this long, default 30000"},
+        {"max-deliveries", OPT_INT, &max_del, 1, 1000000, "N",
+         "dead-letter an entry after this many deliveries without success, default 3"},
+        {"follow", OPT_FLAG, &follow, 0, 0, NULL, "keep waiting for new entries when drained"},
+        {"threads", OPT_INT, &threads, 0, 1024, "N", "compute threads, default all CPUs"},
+        {"resize", OPT_STR, &resize_s, 0, 0, "nearest|bilinear|area",
+         "how images are resized to the model's input, default area"},
+        {"ttl", OPT_INT, &ttl, 0, 2147483647.0, "SECONDS",
+         "expire results and source index after this long (default 0: never)"},
+        {"redis-retries", OPT_INT, &retries, 0, 100, "N",
+         "reconnects before Redis counts as lost, default 4"},
+    };
+    cli_cmd cmd = {"worker",
+                   "--queue NAME [--model FILE] [--redis URL] [options]",
+                   "Consume a prediction queue filled by `pneumo predict --enqueue`; many workers "
+                   "share one queue.",
+                   opts,
+                   (int)(sizeof(opts) / sizeof(opts[0])),
+                   0,
+                   0};
+    char *pos[argc + 1];
+    int npos, rc = cli_parse(&cmd, argc, argv, pos, &npos);
+    if (rc) return rc < 0 ? EXIT_OK : rc;
+    if (!queue || !*queue) return cli_fail("worker", EXIT_USAGE, "--queue NAME is required");
+    if (!redis_url) {
+        const char *env = getenv("REDIS_URL");
+        if (env && *env) redis_url = env;
+    }
+    if (!redis_url) return cli_fail("worker", EXIT_USAGE, "needs --redis URL or REDIS_URL");
+    if (!model) {
+        if (access(DEFAULT_MODEL, R_OK) != 0)
+            return cli_fail("worker", EXIT_USAGE, "no --model given and the default %s is not here",
+                            DEFAULT_MODEL);
+        model = DEFAULT_MODEL;
+    }
+    char cname[320];
+    if (!consumer) {
+        char host[256] = "host";
+        gethostname(host, sizeof(host) - 1);
+        host[sizeof(host) - 1] = 0;
+        snprintf(cname, sizeof(cname), "%s-%ld", host, (long)getpid());
+        consumer = cname;
+    }
+    pr_redis_opts ropts;
+    pr_redis_opts_default(&ropts);
+    ropts.retries = retries;
+    char err[600];
+    wk w = {0};
+    w.r  = pr_redis_open(redis_url, &ropts, err, sizeof(err));
+    if (!w.r)
+        return cli_fail("worker", EXIT_FAIL, "%s; start Redis or check --redis / REDIS_URL", err);
+    size_t ql    = strlen(queue) + 32;
+    char *stream = malloc(ql), *done_key = malloc(ql), *dead_key = malloc(ql);
+    snprintf(stream, ql, "pneumo:queue:%s", queue);
+    snprintf(done_key, ql, "pneumo:queue:%s:done", queue);
+    snprintf(dead_key, ql, "pneumo:queue:%s:dead", queue);
+    w.b        = pr_batch_new();
+    w.consumer = consumer;
+    w.stream   = stream;
+    w.done_key = done_key;
+    w.dead_key = dead_key;
+    w.model    = model;
+    w.queue    = queue;
+    w.ttl      = ttl;
+    w.max_del  = max_del;
+    snprintf(w.run_id, sizeof(w.run_id), "queue:%s", queue);
+
+    nt_ctx *ctx  = NULL;
+    nt_model *m  = NULL;
+    nt_tensor x  = {0};
+    float *probs = NULL, *xs = NULL;
+    entry *es       = NULL;
+    int *bidx       = NULL;
+    char(*shas)[65] = NULL;
+    double *prep    = NULL;
+    nd_s3 *s3       = NULL;
+    redisReply *rep = NULL;
+    int ne          = 0;
+    nt_model_meta meta;
+    nd_resize resize;
+    // The group (a worker may start before the first --enqueue).
+    {
+        const char *g[] = {"XGROUP", "CREATE", stream, "workers", "0", "MKSTREAM"};
+        rep             = pr_redis_command(w.r, 6, g);
+        if (!rep || (rep->type == REDIS_REPLY_ERROR && !strstr(rep->str, "BUSYGROUP"))) {
+            rc = cli_fail("worker", EXIT_FAIL, "XGROUP CREATE %s: %s", stream,
+                          rep ? rep->str : pr_redis_errstr(w.r));
+            goto out;
+        }
+        freeReplyObject(rep);
+        rep = NULL;
+    }
+    if (!(ctx = cli_ctx("worker", threads, 0))) {
+        rc = EXIT_FAIL;
+        goto out;
+    }
+    if (nd_resize_parse(ctx, resize_s, &resize) != NT_OK) {
+        rc = cli_fail("worker", EXIT_USAGE, "--%s", nt_ctx_errmsg(ctx));
+        goto out;
+    }
+    if (nt_model_load_file(ctx, model, &m, &meta) != NT_OK) {
+        rc = cli_fail("worker", EXIT_FAIL, "%s", nt_ctx_errmsg(ctx));
+        goto out;
+    }
+    if (pr_sha256_file(model, w.model_sha) != 0) {
+        rc = cli_fail("worker", EXIT_FAIL, "cannot read %s to hash it: %s", model, strerror(errno));
+        goto out;
+    }
+    memcpy(w.model_id, w.model_sha, 16);
+    w.model_id[16] = 0;
+    int S          = meta.cfg.img_size;
+    size_t img     = (size_t)S * S * 3;
+    int64_t shp[4] = {count, S, S, 3};
+    probs          = malloc(sizeof(float) * (size_t)count);
+    bidx           = malloc(sizeof(int) * (size_t)count);
+    es             = calloc((size_t)count, sizeof(entry));
+    shas           = malloc(sizeof(*shas) * (size_t)count);
+    prep           = malloc(sizeof(double) * (size_t)count);
+    if (nt_tensor_new(ctx, 4, shp, &x) != NT_OK || !probs || !bidx || !es || !shas || !prep) {
+        rc = cli_fail("worker", EXIT_FAIL, "out of memory for a batch of %d", count);
+        goto out;
+    }
+    xs           = x.data;
+    pr_load lo   = {S, resize, meta.preprocess, w.model_id, w.r, 0};
+    char cur[64] = "0-0", cnt[16], idle[32], blk[16];
+    snprintf(cnt, sizeof(cnt), "%d", count);
+    snprintf(idle, sizeof(idle), "%d", claim_ms);
+    snprintf(blk, sizeof(blk), "%d", claim_ms < 1000 ? claim_ms : 1000);
+    fprintf(stderr, "pneumo worker %s: consuming %s at %s (model %s)\n", consumer, stream,
+            pr_redis_where(w.r), w.model_id);
+    for (;;) {
+        // 1. A dead or stuck worker's entries (XAUTOCLAIM counts a delivery).
+        const char *ca[] = {"XAUTOCLAIM", stream, "workers", consumer, idle, cur, "COUNT", cnt};
+        rep              = pr_redis_command(w.r, 8, ca);
+        if (!rep || rep->type != REDIS_REPLY_ARRAY || rep->elements < 2) {
+            rc = cli_fail("worker", EXIT_FAIL, "XAUTOCLAIM %s: %s", stream,
+                          rep && rep->type == REDIS_REPLY_ERROR ? rep->str : pr_redis_errstr(w.r));
+            goto out;
+        }
+        snprintf(cur, sizeof(cur), "%s",
+                 rep->element[0]->type == REDIS_REPLY_STRING ? rep->element[0]->str : "0-0");
+        ne = parse_entries(rep->element[1], es, count);
+        freeReplyObject(rep);
+        rep = NULL;
+        if (ne > 0) {
+            w.nclaimed += ne;
+            fprintf(stderr, "pneumo worker %s: claimed %d entries idle for over %d ms\n", consumer,
+                    ne, claim_ms);
+            for (int i = 0; i < ne; i++)
+                es[i].deliveries = deliveries(&w, es[i].id);
+        } else {
+            // 2. New entries.
+            const char *ra[] = {"XREADGROUP", "GROUP", "workers", consumer, "COUNT", cnt,
+                                "BLOCK",      blk,     "STREAMS", stream,   ">"};
+            rep              = pr_redis_command(w.r, 11, ra);
+            if (!rep || rep->type == REDIS_REPLY_ERROR) {
+                rc = cli_fail("worker", EXIT_FAIL, "XREADGROUP %s: %s", stream,
+                              rep ? rep->str : pr_redis_errstr(w.r));
+                goto out;
+            }
+            if (rep->type == REDIS_REPLY_ARRAY && rep->elements > 0 &&
+                rep->element[0]->type == REDIS_REPLY_ARRAY && rep->element[0]->elements >= 2)
+                ne = parse_entries(rep->element[0]->element[1], es, count);
+            freeReplyObject(rep);
+            rep = NULL;
+        }
+        if (ne == 0) {
+            // 3. Drained: nothing new and nothing pending anywhere in the group.
+            const char *pa[] = {"XPENDING", stream, "workers"};
+            rep              = pr_redis_command(w.r, 3, pa);
+            if (!rep || rep->type != REDIS_REPLY_ARRAY || rep->elements < 1) {
+                rc = cli_fail("worker", EXIT_FAIL, "XPENDING %s: %s", stream,
+                              rep && rep->type == REDIS_REPLY_ERROR ? rep->str
+                                                                    : pr_redis_errstr(w.r));
+                goto out;
+            }
+            long pending = (long)rep->element[0]->integer;
+            freeReplyObject(rep);
+            rep = NULL;
+            if (pending == 0 && !follow) break;
+            if (pending > 0) {
+                struct timespec ts = {0, 100 * 1000000L}; // others hold entries: wait, re-check
+                nanosleep(&ts, NULL);
+            }
+            continue;
+        }
+        // 4. Load (predict's code), predict the misses, write, mark done, acknowledge.
+        int n = 0;
+        for (int i = 0; i < ne; i++) {
+            entry *e = &es[i];
+            if (e->deliveries > max_del) {
+                dead_letter(&w, e,
+                            "delivered more times than --max-deliveries (a worker died "
+                            "on it?)");
+                continue;
+            }
+            double p = 0, thr = 0;
+            char label[64], lerr[768];
+            lo.lookup_failed = 0;
+            int kind = pr_load_image(ctx, &s3, &lo, e->source, xs + (size_t)n * img, shas[n], &p,
+                                     label, sizeof(label), &thr, lerr, sizeof(lerr), &prep[n]);
+            if (kind == PR_LOAD_CACHED) {
+                pr_batch_source(w.b, w.model_id, e->source, shas[n], ttl);
+                mark_done(&w, e);
+                w.ncached++;
+                w.ndone++;
+            } else if (kind == PR_LOAD_FAILED) {
+                w.nfailed++;
+                if (e->deliveries >= max_del)
+                    dead_letter(&w, e, lerr);
+                else
+                    fprintf(stderr,
+                            "pneumo worker %s: %s (delivery %ld of %d; left pending for a "
+                            "retry)\n",
+                            consumer, lerr, e->deliveries, max_del);
+            } else {
+                bidx[n++] = i;
+            }
+        }
+        if (n > 0) {
+            double t0 = 0;
+            struct timespec ts;
+            clock_gettime(CLOCK_MONOTONIC, &ts);
+            t0           = (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+            nt_tensor xb = x;
+            xb.shape[0]  = n;
+            if (nt_model_forward(m, &xb, 0, 0) != NT_OK ||
+                nt_model_loss(m, NULL, NULL, NULL, probs, NULL) != NT_OK) {
+                rc = cli_fail("worker", EXIT_FAIL, "%s", nt_ctx_errmsg(ctx));
+                goto out;
+            }
+            clock_gettime(CLOCK_MONOTONIC, &ts);
+            double fwd_ms = ((double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec - t0) * 1e3 / n;
+            char tnow[40];
+            pr_iso_now(tnow, sizeof(tnow));
+            for (int k = 0; k < n; k++) {
+                entry *e      = &es[bidx[k]];
+                int lab       = probs[k] >= meta.threshold;
+                pr_result res = {e->source,
+                                 shas[k],
+                                 meta.class_names[lab],
+                                 w.model_id,
+                                 w.model_sha,
+                                 model,
+                                 w.run_id,
+                                 tnow,
+                                 probs[k],
+                                 meta.threshold,
+                                 prep[k] + fwd_ms};
+                pr_batch_result(w.b, &res, ttl);
+                mark_done(&w, e);
+                w.ndone++;
+            }
+        }
+        if (pr_redis_exec(w.r, w.b) != 0) {
+            rc = cli_fail("worker", EXIT_FAIL,
+                          "%s; the entries of this batch stay pending and another worker takes "
+                          "them over",
+                          pr_redis_errstr(w.r));
+            goto out;
+        }
+        for (int i = 0; i < ne; i++) {
+            free(es[i].source);
+            es[i].source = NULL;
+        }
+        ne = 0;
+    }
+    fprintf(stderr,
+            "pneumo worker %s: %s drained: %d done (%d cached), %d failed deliveries, %d "
+            "dead-lettered, %d claimed\n",
+            consumer, stream, w.ndone, w.ncached, w.nfailed, w.ndead, w.nclaimed);
+    if (w.ndead)
+        rc = cli_fail("worker", EXIT_FAIL, "%d entries dead-lettered (see %s)", w.ndead, dead_key);
+out:
+    if (rep) freeReplyObject(rep);
+    for (int i = 0; es && i < ne; i++)
+        free(es[i].source);
+    free(es);
+    free(probs);
+    free(bidx);
+    free(shas);
+    free(prep);
+    nt_tensor_free(&x);
+    nt_model_free(m);
+    nd_s3_free(s3);
+    nt_ctx_free(ctx);
+    pr_batch_free(w.b);
+    pr_redis_close(w.r);
+    free(stream);
+    free(done_key);
+    free(dead_key);
+    return rc;
+}
