@@ -82,9 +82,16 @@ static int sha256_file(const char *path, char out[65])
     return 0;
 }
 
-int pr_sha256_file(const char *path, char out[65])
+int pr_model_open(const char *cmd, nt_ctx *ctx, const char *path, nt_model **m, nt_model_meta *meta,
+                  char sha[65], char id[17])
 {
-    return sha256_file(path, out);
+    if (nt_model_load_file(ctx, path, m, meta) != NT_OK)
+        return cli_fail(cmd, EXIT_FAIL, "%s", nt_ctx_errmsg(ctx));
+    if (sha256_file(path, sha) != 0)
+        return cli_fail(cmd, EXIT_FAIL, "cannot read %s to hash it: %s", path, strerror(errno));
+    memcpy(id, sha, 16);
+    id[16] = 0;
+    return 0;
 }
 
 void pr_iso_now(char *buf, size_t len)
@@ -839,17 +846,7 @@ int cmd_predict(int argc, char **argv)
         rc = cli_fail("predict", EXIT_USAGE, "--%s", nt_ctx_errmsg(ctx));
         goto out;
     }
-    if (nt_model_load_file(ctx, model, &m, &meta) != NT_OK) {
-        rc = cli_fail("predict", EXIT_FAIL, "%s", nt_ctx_errmsg(ctx));
-        goto out;
-    }
-    if (sha256_file(model, model_sha) != 0) {
-        rc =
-            cli_fail("predict", EXIT_FAIL, "cannot read %s to hash it: %s", model, strerror(errno));
-        goto out;
-    }
-    memcpy(model_id, model_sha, 16);
-    model_id[16] = 0;
+    if ((rc = pr_model_open("predict", ctx, model, &m, &meta, model_sha, model_id))) goto out;
     // Inputs.
     read_inputs(ctx, &s3, &it, npos, pos);
     nd_s3_free(s3);

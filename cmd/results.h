@@ -114,8 +114,10 @@ typedef struct pr_load {
 int pr_load_image(nt_ctx *ctx, nd_s3 **s3, pr_load *lo, const char *source, float *x, char sha[65],
                   double *prob, char *label, size_t label_len, double *threshold, char *err,
                   size_t errlen, double *prep_ms);
-// SHA-256 of a file as 64 hex digits; 0 or -1 (errno set).
-int pr_sha256_file(const char *path, char out[65]);
+// Loads the model file at path and its identity: sha = SHA-256 of the file (64 hex digits), id =
+// its first 16. Returns 0, or the exit code after printing a one-line error as `pneumo CMD`.
+int pr_model_open(const char *cmd, nt_ctx *ctx, const char *path, nt_model **m, nt_model_meta *meta,
+                  char sha[65], char id[17]);
 // The current UTC time as 2026-01-02T03:04:05.678Z.
 void pr_iso_now(char *buf, size_t len);
 

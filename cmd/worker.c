@@ -223,16 +223,7 @@ int cmd_worker(int argc, char **argv)
         rc = cli_fail("worker", EXIT_USAGE, "--%s", nt_ctx_errmsg(ctx));
         goto out;
     }
-    if (nt_model_load_file(ctx, model, &m, &meta) != NT_OK) {
-        rc = cli_fail("worker", EXIT_FAIL, "%s", nt_ctx_errmsg(ctx));
-        goto out;
-    }
-    if (pr_sha256_file(model, w.model_sha) != 0) {
-        rc = cli_fail("worker", EXIT_FAIL, "cannot read %s to hash it: %s", model, strerror(errno));
-        goto out;
-    }
-    memcpy(w.model_id, w.model_sha, 16);
-    w.model_id[16] = 0;
+    if ((rc = pr_model_open("worker", ctx, model, &m, &meta, w.model_sha, w.model_id))) goto out;
     int S          = meta.cfg.img_size;
     size_t img     = (size_t)S * S * 3;
     int64_t shp[4] = {count, S, S, 3};
