@@ -28,17 +28,22 @@ BASE_CFLAGS = -std=c11 -D_GNU_SOURCE -fopenmp -fPIC -I. $(WARN) $(CFLAGS) -MMD -
 LDLIBS      = $(PKG_LIBS) -fopenmp -lm -lpthread
 
 # ---- CUDA (optional) ----
+# nvcc may be a wrapper script (e.g. /usr/local/bin/nvcc), so the toolkit root is
+# the first of (nvcc's ../, /usr/local/cuda) that holds libcudart; without one,
+# CUDA is left out rather than failing at link time.
 NVCC ?= $(shell command -v nvcc 2>/dev/null || ls /usr/local/cuda/bin/nvcc 2>/dev/null)
 CUDA_ARCH ?= sm_90
 ifeq ($(CUDA),0)
 NVCC :=
 endif
-CUDA_SRCS := $(if $(NVCC),$(wildcard kernels/cuda/*.cu),)
+CUDA_LIBDIR_OF = $(firstword $(dir $(wildcard $(1)/lib64/libcudart.so $(1)/targets/*/lib/libcudart.so)))
+CUDA_HOME ?= $(firstword $(foreach d,$(patsubst %/bin/nvcc,%,$(realpath $(NVCC))) /usr/local/cuda,$(if $(call CUDA_LIBDIR_OF,$(d)),$(d))))
+CUDA_LIBDIR := $(if $(NVCC),$(if $(CUDA_HOME),$(call CUDA_LIBDIR_OF,$(CUDA_HOME))))
+CUDA_SRCS := $(if $(CUDA_LIBDIR),$(wildcard kernels/cuda/*.cu),)
 ifneq ($(strip $(CUDA_SRCS)),)
 CUDA_OBJS  := $(CUDA_SRCS:%.cu=$(BUILD)/%.o)
 BASE_CFLAGS += -DNT_HAVE_CUDA
-CUDA_HOME  := $(patsubst %/bin/nvcc,%,$(NVCC))
-LDLIBS     += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcudart -lstdc++
+LDLIBS     += -L$(CUDA_LIBDIR) -Wl,-rpath,$(CUDA_LIBDIR) -lcudart -lstdc++
 endif
 
 # ---- sources ----
@@ -74,7 +79,7 @@ PNEUMO  = $(BUILD)/pneumo
 all: info-line $(LIBNET) $(LIBDATA) $(PNEUMO) $(BUILD)/libnet.pc
 
 info-line:
-	@echo "cuda: $(if $(strip $(CUDA_SRCS)),yes ($(CUDA_ARCH)),no$(if $(NVCC), (no .cu sources), (nvcc not found or CUDA=0))) | openmp: yes | cc: $(CC)"
+	@echo "cuda: $(if $(strip $(CUDA_SRCS)),yes ($(CUDA_ARCH)),no$(if $(NVCC),$(if $(CUDA_LIBDIR), (no .cu sources), (nvcc found but no libcudart)), (nvcc not found or CUDA=0))) | openmp: yes | cc: $(CC)"
 
 # SIMD files get their own flags; dispatch is at run time (kernels/cpu/cpu.c).
 $(BUILD)/kernels/cpu/%_avx512.o: BASE_CFLAGS += -mavx512f -mavx512bw -mavx512dq -mavx512vl -mfma -mavx2
