@@ -20,7 +20,7 @@ ifeq ($(NATIVE),1)
 CFLAGS  += -march=native
 endif
 
-PKGS     = hdf5 jansson libpng libturbojpeg libcurl expat libcrypto hiredis
+PKGS     = hdf5 jansson libpng libturbojpeg libcurl expat libcrypto hiredis libmicrohttpd
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 

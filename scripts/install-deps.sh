@@ -7,8 +7,10 @@ SUDO=
 [ "$(id -u)" -eq 0 ] || SUDO=sudo
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 # libssl-dev: libcrypto's SHA-256 for signed S3 uploads and image hashes; awscli and node:
-# tests/s3.sh; libhiredis-dev: predict's Redis results; redis-server: tests/predict.sh.
-PKGS="build-essential pkg-config python3 libhdf5-dev libjansson-dev libpng-dev libturbojpeg0-dev libjpeg62-turbo-dev libcurl4-openssl-dev libexpat1-dev libssl-dev libhiredis-dev redis-server awscli"
+# tests/s3.sh; libhiredis-dev: predict's Redis results; redis-server: tests/predict.sh;
+# libmicrohttpd-dev: pneumo serve; nginx, openssl: deploy/stack.sh (TLS in front of serve);
+# chromium: the page's browser test (driven by npm playwright-core); wrk: the serve load bench.
+PKGS="build-essential pkg-config python3 libhdf5-dev libjansson-dev libpng-dev libturbojpeg0-dev libjpeg62-turbo-dev libcurl4-openssl-dev libexpat1-dev libssl-dev libhiredis-dev libmicrohttpd-dev redis-server awscli nginx openssl curl chromium wrk"
 [ "${1:-}" = "--bench" ] && PKGS="$PKGS libopenblas-dev python3-torch"
 # A node already on PATH (NodeSource's package, nvm) is kept.
 command -v node >/dev/null 2>&1 || PKGS="$PKGS nodejs"
