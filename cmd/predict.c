@@ -640,6 +640,22 @@ static void read_inputs(nt_ctx *ctx, nd_s3 **s3, items *it, int npos, char **pos
     }
 }
 
+// KEYS: the stream, its set of sources, its meta hash; ARGV: one source. Adds the entry only
+// when the source is new to this queue, and counts it in meta's total.
+#define ENQUEUE_LUA                                                                                \
+    "if redis.call('SADD', KEYS[2], ARGV[1]) == 1 then "                                           \
+    "redis.call('XADD', KEYS[1], '*', 'source', ARGV[1]); "                                        \
+    "redis.call('HINCRBY', KEYS[3], 'total', 1); return 1 end return 0"
+
+static long queue_total(pr_redis *r, const char *meta)
+{
+    const char *a[] = {"HGET", meta, "total"};
+    redisReply *rep = pr_redis_command(r, 3, a);
+    long n          = rep && rep->type == REDIS_REPLY_STRING ? atol(rep->str) : 0;
+    if (rep) freeReplyObject(rep);
+    return n;
+}
+
 static int enqueue(const char *queue, const char *url, const pr_redis_opts *ro, int npos,
                    char **pos)
 {
@@ -657,9 +673,10 @@ static int enqueue(const char *queue, const char *url, const pr_redis_opts *ro, 
     read_inputs(ctx, &s3, &it, npos, pos);
     nd_s3_free(s3);
     size_t ql    = strlen(queue) + 32;
-    char *stream = malloc(ql), *meta = malloc(ql);
+    char *stream = malloc(ql), *meta = malloc(ql), *sources = malloc(ql);
     snprintf(stream, ql, "pneumo:queue:%s", queue);
     snprintf(meta, ql, "pneumo:queue:%s:meta", queue);
+    snprintf(sources, ql, "pneumo:queue:%s:sources", queue);
     int rc = EXIT_OK, nq = 0, nbad = 0;
     // The group first, at 0: workers see every entry, including ones added before they start.
     const char *g[] = {"XGROUP", "CREATE", stream, "workers", "0", "MKSTREAM"};
@@ -676,30 +693,30 @@ static int enqueue(const char *queue, const char *url, const pr_redis_opts *ro, 
     pr_iso_now(now, sizeof(now));
     const char *c[] = {"HSETNX", meta, "created", now};
     pr_batch_add(b, 4, c);
+    long before = queue_total(r, meta);
     for (int i = 0; i < it.n; i++) {
         if (it.v[i].err) {
             fprintf(stderr, "pneumo predict: %s (not enqueued)\n", it.v[i].err);
             nbad++;
             continue;
         }
-        // Not idempotent on a resend after a lost connection: an entry may then be queued
-        // twice, which workers absorb (a result is keyed by image, done is a set).
-        const char *a[] = {"XADD", stream, "*", "source", it.v[i].source};
-        pr_batch_add(b, 5, a);
+        // Idempotent (a resend after a lost connection queues nothing twice), and a source
+        // already in this queue is skipped: re-running an --enqueue adds only what is new.
+        const char *a[] = {"EVAL", ENQUEUE_LUA, "3", stream, sources, meta, it.v[i].source};
+        pr_batch_add(b, 7, a);
         nq++;
         if (pr_batch_len(b) >= 512 && pr_redis_exec(r, b) != 0) break;
     }
-    char t[32];
-    snprintf(t, sizeof(t), "%d", nq);
-    const char *h[] = {"HINCRBY", meta, "total", t};
-    pr_batch_add(b, 4, h);
     const char *u[] = {"HSET", meta, "updated", now};
     pr_batch_add(b, 4, u);
     if (pr_redis_exec(r, b) != 0)
         rc = cli_fail("predict", EXIT_FAIL, "--enqueue: %s (some entries may not be queued)",
                       pr_redis_errstr(r));
     else {
-        fprintf(stderr, "enqueued %d images to %s at %s\n", nq, stream, pr_redis_where(r));
+        long added = queue_total(r, meta) - before;
+        fprintf(stderr, "enqueued %ld images to %s at %s", added, stream, pr_redis_where(r));
+        if (added < nq) fprintf(stderr, " (%ld already in the queue)", nq - added);
+        fprintf(stderr, "\n");
         if (nbad)
             rc = cli_fail("predict", EXIT_FAIL, "%d inputs could not be listed", nbad);
         else if (nq == 0)
@@ -714,6 +731,7 @@ out:
     free(it.v);
     free(stream);
     free(meta);
+    free(sources);
     nt_ctx_free(ctx);
     pr_redis_close(r);
     return rc;

@@ -17,10 +17,13 @@
  * Work queues (`pneumo predict --enqueue --queue <q>`, `pneumo worker --queue <q>`):
  *   pneumo:queue:<q>            stream: one entry per image, field source; consumer group
  *                               "workers" (XREADGROUP, XACK, XAUTOCLAIM for a dead worker's work)
+ *   pneumo:queue:<q>:sources    set: every source ever enqueued (a source is queued once)
  *   pneumo:queue:<q>:meta       hash: total (entries ever enqueued), created, updated
  *   pneumo:queue:<q>:done       set: the sources whose result is stored (one member per image)
  *   pneumo:queue:<q>:dead       stream: dead letters: source, id (the queue entry), reason,
  *                               deliveries, consumer, time
+ *   pneumo:run:queue:<q>, pneumo:fail:queue:<q>: the queue's summary (recomputed by workers
+ *                               from done, fail and total) and its dead-lettered sources
  * Workers write results exactly as predict does (result hash, source index, run_id "queue:<q>"):
  * delivery is at least once, and a redelivered image rewrites the same key.
  */

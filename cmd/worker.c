@@ -20,6 +20,7 @@
 
 #include <errno.h>
 #include <hiredis/hiredis.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -63,10 +64,45 @@ static void dead_letter(wk *w, const entry *e, const char *reason)
     const char *a[] = {"XADD", w->dead_key,  "*", "source",   e->source,   "id",   e->id, "reason",
                        reason, "deliveries", d,   "consumer", w->consumer, "time", now};
     pr_batch_add(w->b, (int)(sizeof(a) / sizeof(a[0])), a);
+    pr_batch_fail(w->b, w->run_id, e->source, reason, w->ttl);
     ack(w, e);
     w->ndead++;
     fprintf(stderr, "pneumo worker %s: dead-lettered %s after %ld deliveries: %s\n", w->consumer,
             e->source, e->deliveries, reason);
+}
+
+// The queue's run summary pneumo:run:queue:<q>, recomputed from idempotent truths (the done set,
+// the failure hash, meta's total), so that redeliveries and many workers never skew it.
+// KEYS: run, done, fail, meta, runs; ARGV: now (ISO), model, model_id, now (Unix s), queue, run_id.
+#define RUN_LUA                                                                                    \
+    "local total = tonumber(redis.call('HGET', KEYS[4], 'total') or '0') "                         \
+    "local done = redis.call('SCARD', KEYS[2]) "                                                   \
+    "local failed = redis.call('HLEN', KEYS[3]) "                                                  \
+    "redis.call('HSETNX', KEYS[1], 'started', ARGV[1]) "                                           \
+    "redis.call('HSET', KEYS[1], 'status', (done + failed >= total) and 'done' or 'running', "     \
+    "'total', total, 'done', done, 'failed', failed, 'updated', ARGV[1], 'model', ARGV[2], "       \
+    "'model_id', ARGV[3], 'queue', ARGV[5]) "                                                      \
+    "redis.call('ZADD', KEYS[5], 'NX', ARGV[4], ARGV[6]) return done"
+
+static void run_summary(wk *w)
+{
+    char now[40], secs[32], run_key[320], fail_key[320], meta_key[320];
+    pr_iso_now(now, sizeof(now));
+    snprintf(secs, sizeof(secs), "%ld", (long)time(NULL));
+    snprintf(run_key, sizeof(run_key), "pneumo:run:%s", w->run_id);
+    snprintf(fail_key, sizeof(fail_key), "pneumo:fail:%s", w->run_id);
+    snprintf(meta_key, sizeof(meta_key), "%s:meta", w->stream);
+    const char *a[] = {"EVAL",      RUN_LUA,  "5",           run_key,  w->done_key,
+                       fail_key,    meta_key, "pneumo:runs", now,      w->model,
+                       w->model_id, secs,     w->queue,      w->run_id};
+    pr_batch_add(w->b, (int)(sizeof(a) / sizeof(a[0])), a);
+}
+
+static volatile sig_atomic_t wk_stop;
+static void on_stop(int sig)
+{
+    (void)sig;
+    wk_stop = 1;
 }
 
 // Entries of an XREADGROUP / XAUTOCLAIM list: [[id, [field, value, ...]], ...].
@@ -203,6 +239,13 @@ int cmd_worker(int argc, char **argv)
     int ne          = 0;
     nt_model_meta meta;
     nd_resize resize;
+    struct sigaction sa = {0}, old_int, old_term;
+    sa.sa_handler       = on_stop;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = SA_RESTART;
+    sigaction(SIGINT, &sa, &old_int);
+    sigaction(SIGTERM, &sa, &old_term);
+    wk_stop = 0; // SIGINT/SIGTERM: finish the batch at hand, then exit
     // The group (a worker may start before the first --enqueue).
     {
         const char *g[] = {"XGROUP", "CREATE", stream, "workers", "0", "MKSTREAM"};
@@ -245,6 +288,10 @@ int cmd_worker(int argc, char **argv)
     fprintf(stderr, "pneumo worker %s: consuming %s at %s (model %s)\n", consumer, stream,
             pr_redis_where(w.r), w.model_id);
     for (;;) {
+        if (wk_stop) { // between batches: nothing is half done
+            fprintf(stderr, "pneumo worker %s: stopped by a signal\n", consumer);
+            break;
+        }
         // 1. A dead or stuck worker's entries (XAUTOCLAIM counts a delivery).
         const char *ca[] = {"XAUTOCLAIM", stream, "workers", consumer, idle, cur, "COUNT", cnt};
         rep              = pr_redis_command(w.r, 8, ca);
@@ -368,6 +415,7 @@ int cmd_worker(int argc, char **argv)
                 w.ndone++;
             }
         }
+        run_summary(&w);
         if (pr_redis_exec(w.r, w.b) != 0) {
             rc = cli_fail("worker", EXIT_FAIL,
                           "%s; the entries of this batch stay pending and another worker takes "
@@ -381,13 +429,20 @@ int cmd_worker(int argc, char **argv)
         }
         ne = 0;
     }
+    run_summary(&w);
+    if (pr_redis_exec(w.r, w.b) != 0)
+        fprintf(stderr, "pneumo worker %s: run summary not written: %s\n", consumer,
+                pr_redis_errstr(w.r));
     fprintf(stderr,
-            "pneumo worker %s: %s drained: %d done (%d cached), %d failed deliveries, %d "
+            "pneumo worker %s: %s %s: %d done (%d cached), %d failed deliveries, %d "
             "dead-lettered, %d claimed\n",
-            consumer, stream, w.ndone, w.ncached, w.nfailed, w.ndead, w.nclaimed);
+            consumer, stream, wk_stop ? "stopped" : "drained", w.ndone, w.ncached, w.nfailed,
+            w.ndead, w.nclaimed);
     if (w.ndead)
         rc = cli_fail("worker", EXIT_FAIL, "%d entries dead-lettered (see %s)", w.ndead, dead_key);
 out:
+    sigaction(SIGINT, &old_int, NULL);
+    sigaction(SIGTERM, &old_term, NULL);
     if (rep) freeReplyObject(rep);
     for (int i = 0; es && i < ne; i++)
         free(es[i].source);

@@ -83,6 +83,14 @@ NCL=$(grep -o "claimed [0-9]*" $T/claims | awk '{s += $2} END {print s + 0}')
 [ "$($R exists $Q:dead)" = 0 ] && ok "no dead letters" || bad "dead: $($R xrange $Q:dead - +)"
 S0=$(sha256sum $T/img/x-0.png | cut -d' ' -f1)
 [ "$($R hget pneumo:result:$MID:$S0 run_id)" = "queue:batch" ] && ok "result hash has run_id queue:batch" || bad "result: $($R hgetall pneumo:result:$MID:$S0 | tr '\n' ' ')"
+# A second --enqueue of the same inputs queues nothing twice (a resend is idempotent too).
+expect 0 "enqueued 0 images .*\($NIMG already in the queue\)" -- $P predict --enqueue --queue batch --redis $URL $T/img
+[ "$($R xlen $Q)" = "$NIMG" ] && [ "$($R hget $Q:meta total)" = "$NIMG" ] && ok "re-enqueue added nothing" || bad "after re-enqueue: xlen $($R xlen $Q), total $($R hget $Q:meta total)"
+# The queue's run summary, recomputed from the done set and the failures.
+RS=pneumo:run:queue:batch
+[ "$($R hget $RS status)" = done ] && [ "$($R hget $RS done)" = "$NIMG" ] && [ "$($R hget $RS total)" = "$NIMG" ] &&
+    [ "$($R hget $RS failed)" = 0 ] && ok "run summary: done $NIMG of $NIMG" || bad "run summary: $($R hgetall $RS | tr '\n' ' ')"
+[ -n "$($R zscore pneumo:runs queue:batch)" ] && ok "queue run listed in pneumo:runs" || bad "not in pneumo:runs"
 # A second worker on a drained queue exits 0 at once.
 expect 0 "drained: 0 done" -- $W --consumer w4
 
@@ -94,9 +102,44 @@ $R xrange pneumo:queue:bad:dead - + | grep -q "corrupt.png" && ok "corrupt file 
 $R xrange pneumo:queue:bad:dead - + | grep -q "expected a JPEG or PNG\|image" && ok "dead letter has a reason" || bad "no reason"
 [ "$($R xpending pneumo:queue:bad workers | head -n 1)" = 0 ] && ok "dead letter acknowledged" || bad "bad queue pending"
 [ "$($R sismember pneumo:queue:bad:done $T/img/x-1.png)" = 1 ] && ok "good image done (cached)" || bad "x-1 not done"
+[ "$($R hget pneumo:run:queue:bad failed)" = 1 ] && [ "$($R hget pneumo:run:queue:bad done)" = 1 ] &&
+    [ "$($R hget pneumo:run:queue:bad status)" = done ] && ok "bad queue summary: 1 done, 1 failed" || bad "bad summary: $($R hgetall pneumo:run:queue:bad | tr '\n' ' ')"
+$R hget pneumo:fail:queue:bad $T/corrupt.png | grep -q . && ok "failure recorded in pneumo:fail:queue:bad" || bad "fail hash: $($R hgetall pneumo:fail:queue:bad | tr '\n' ' ')"
 # --max-deliveries 2: the first failure stays pending, the second delivery (a claim) dead-letters.
 expect 0 "enqueued 1 images" -- $P predict --enqueue --queue bad2 --redis $URL $T/corrupt.png
 expect 1 "dead-lettered .*corrupt.png after 2 deliveries" -- $P worker --queue bad2 --redis $URL --model $M --max-deliveries 2 --claim-idle-ms 300
+
+# --follow: a drained worker keeps waiting, takes new work, and SIGTERM ends it cleanly (exit 0).
+$W --consumer f1 --queue fq --follow > $T/f1.log 2>&1 & pf=$!
+wpids=$pf
+$P predict --enqueue --queue fq --redis $URL $T/img/x-1*.png > /dev/null 2>&1
+NF=$($R hget pneumo:queue:fq:meta total)
+i=0; while [ "$($R scard pneumo:queue:fq:done)" != "$NF" ] && [ $i -lt 300 ]; do i=$((i+1)); sleep 0.05; done
+sleep 0.3
+kill -0 $pf 2> /dev/null && ok "--follow worker still running after draining $NF" || bad "--follow worker exited: $(tail -n 2 $T/f1.log)"
+$P predict --enqueue --queue fq --redis $URL $T/img/x-2*.png > /dev/null 2>&1
+NF2=$($R hget pneumo:queue:fq:meta total)
+i=0; while [ "$($R scard pneumo:queue:fq:done)" != "$NF2" ] && [ $i -lt 300 ]; do i=$((i+1)); sleep 0.05; done
+[ "$NF2" -gt "$NF" ] && [ "$($R scard pneumo:queue:fq:done)" = "$NF2" ] && ok "--follow worker took the second batch ($NF2 done)" || bad "fq done $($R scard pneumo:queue:fq:done) of $NF2"
+kill -TERM $pf
+i=0; while kill -0 $pf 2> /dev/null && [ $i -lt 100 ]; do i=$((i+1)); sleep 0.05; done
+wait $pf; rf=$?; wpids=
+[ $rf -eq 0 ] && grep -q "stopped" $T/f1.log && ok "SIGTERM: exit 0, stopped" || bad "SIGTERM: exit $rf: $(tail -n 2 $T/f1.log)"
+
+# Redis lost mid-run: bounded retries, then exit 1 saying the batch stays pending.
+P2=$(free_port)
+redis-server --port $P2 --bind 127.0.0.1 --save '' --appendonly no > $T/redis2.log 2>&1 & rpid2=$!
+i=0; until redis-cli -p $P2 ping > /dev/null 2>&1; do i=$((i+1)); [ $i -gt 100 ] && break; sleep 0.05; done
+U2=redis://127.0.0.1:$P2/0
+$P predict --enqueue --queue lost --redis $U2 $T/img > /dev/null 2>&1
+$P worker --queue lost --redis $U2 --model $M --threads 1 --count 2 --redis-retries 2 > $T/lost.log 2>&1 & pl=$!
+wpids=$pl
+i=0; while [ "$(redis-cli -p $P2 scard pneumo:queue:lost:done 2> /dev/null || echo 0)" -lt 10 ] && [ $i -lt 400 ]; do i=$((i+1)); sleep 0.02; done
+kill $rpid2; wait $rpid2 2> /dev/null
+i=0; while kill -0 $pl 2> /dev/null && [ $i -lt 300 ]; do i=$((i+1)); sleep 0.05; done
+kill -0 $pl 2> /dev/null && { bad "worker still running 15 s after Redis went away"; kill $pl; }
+wait $pl; rl=$?; wpids=
+[ $rl -eq 1 ] && grep -q "Redis" $T/lost.log && ok "Redis lost mid-run: exit 1 after retries: $(tail -n 1 $T/lost.log)" || bad "Redis lost: exit $rl: $(tail -n 2 $T/lost.log)"
 
 # An s3:// prefix through the local S3 server: enqueued by listing, fetched by the worker.
 if s3_start qb; then
