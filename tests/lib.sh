@@ -56,3 +56,27 @@ s3_seed() {
 s3_stop() {
     kill $spid 2> /dev/null; wait $spid 2> /dev/null; spid=
 }
+# free_port: a free loopback TCP port, as the kernel picks it.
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+# stack_need: exits 77 (SKIP, with the reason) when deploy/stack.sh's programs are missing.
+stack_need() {
+    for c in redis-server redis-cli nginx openssl curl python3 "$@"; do
+        command -v $c > /dev/null || { echo "SKIP $c not installed (./scripts/install-deps.sh)"; exit 77; }
+    done
+}
+# stack_up: deploy/stack.sh up in $T/stack on free loopback ports (more PNEUMO_* settings may be
+# exported by the caller). Sets $SDIR, $URL (https://127.0.0.1:PORT), $CA, $TOKEN and the
+# PNEUMO_*_PORT variables; returns 1 after printing the log when the stack does not come up.
+# stack_down stops it (call it from the EXIT trap).
+stack_up() {
+    SDIR=$T/stack
+    export PNEUMO_STACK_DIR=$SDIR PNEUMO_HTTPS_PORT=$(free_port) PNEUMO_HTTP_PORT=$(free_port) \
+        PNEUMO_SERVE_PORT=$(free_port) PNEUMO_REDIS_PORT=$(free_port) PNEUMO_S3_PORT=$(free_port)
+    if ! deploy/stack.sh up > $T/stack-up.log 2>&1; then
+        echo "deploy/stack.sh up failed:"; sed 's/^/    /' $T/stack-up.log
+        for f in $SDIR/*.log $SDIR/nginx/logs/error.log; do [ -f "$f" ] && { echo "== $f"; tail -n 5 "$f"; }; done
+        return 1
+    fi
+    URL=https://127.0.0.1:$PNEUMO_HTTPS_PORT; CA=$SDIR/tls/ca.crt; TOKEN=$(cat $SDIR/token)
+}
+stack_down() { [ -n "${SDIR:-}" ] && [ -d "$SDIR" ] && deploy/stack.sh down > /dev/null 2>&1; }

@@ -97,8 +97,14 @@ function addCard(file) {
   const url = URL.createObjectURL(file);
   blobUrls.push(url);
   const preview = $('.preview', card);
-  preview.src = url;
   preview.alt = `X-ray ${file.name}`;
+  preview.addEventListener('error', () => {
+    const none = document.createElement('div');
+    none.className = 'no-preview';
+    none.textContent = 'No preview';
+    preview.replaceWith(none);
+  }, { once: true });
+  preview.src = url;
   $('.name', card).textContent = file.name;
   $('#results').prepend(card);
   $('#results-empty').hidden = true;
@@ -111,13 +117,15 @@ function showResult(card, r) {
   $('.status', card).hidden = true;
   const label = $('.label', card);
   label.className = `label ${v.cls}`;
-  label.textContent = `${v.text}: ${r.label}`;
+  label.textContent = v.text;
   card.classList.add(v.cls);
   const bar = $('.bar', card);
   bar.style.setProperty('--p', String(r.probability));
   bar.style.setProperty('--t', String(r.threshold));
-  $('.prob', card).textContent = `Probability of pneumonia ${pct(r.probability)}, ${v.why} the ` +
-    `decision threshold of ${pct(r.threshold)}.`;
+  const prob = $('.prob', card);
+  prob.replaceChildren('Probability of pneumonia ', Object.assign(document.createElement('strong'),
+    { textContent: pct(r.probability) }), `, ${v.why} the decision threshold of ${pct(r.threshold)}.`);
+  $('.raw', card).textContent = r.label;
   $('.model', card).textContent = r.model || r.model_id || 'unknown';
   $('.model', card).title = r.model_id ? `model id ${r.model_id}` : '';
   $('.cached', card).textContent = r.cached ? 'from cache (analysed before)'
