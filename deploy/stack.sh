@@ -56,8 +56,10 @@ alive() {
 # wait_for NAME SECONDS CMD...: polls CMD until it succeeds; fails when NAME's process died.
 wait_for() {
     name=$1; secs=$2; shift 2; i=0
+    pid=$(cat "$DIR/$name.pid")
     while ! "$@" > /dev/null 2>&1; do
-        alive "$name" || { say "$name exited; the end of $DIR/$name.log:"; tail -n 5 "$DIR/$name.log"; return 1; }
+        # kill -0 only: just after the fork, the child may not have exec'd its program yet.
+        kill -0 "$pid" 2> /dev/null || { say "$name exited; the end of $DIR/$name.log:"; tail -n 5 "$DIR/$name.log"; return 1; }
         i=$((i + 1)); [ $i -gt $((secs * 10)) ] && { say "$name not ready after ${secs}s (see $DIR/$name.log)"; return 1; }
         sleep 0.1
     done

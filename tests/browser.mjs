@@ -81,7 +81,7 @@ try {
   ok((label === 'Pneumonia suspected' && raw === 'PNEUMONIA') || (label === 'No pneumonia detected' && raw === 'NORMAL'),
      `result in words: "${label}" (label ${raw})`);
   const prob = await good.locator('.prob').innerText();
-  ok(/Probability of pneumonia \d+\.\d %, (above|below) the decision threshold of \d+\.\d %/.test(prob),
+  ok(/Probability of pneumonia ([<>] )?\d+\.\d %, (above|below) the decision threshold of \d+\.\d %/.test(prob),
      `probability: "${prob}"`);
   const width = await good.locator('.fill').evaluate((e) => e.getBoundingClientRect().width);
   ok(width >= 0 && Number.isFinite(width), `probability bar drawn (${width.toFixed(0)} px)`);
@@ -91,7 +91,7 @@ try {
 
   const broken = page.locator('.card', { hasText: 'broken.png' });
   await broken.locator('.status.error').waitFor({ timeout: 30000 });
-  ok(/could not be read|Only JPEG and PNG/.test(await broken.locator('.status').innerText()),
+  ok(/could not be read|not a JPEG or PNG image/.test(await broken.locator('.status').innerText()),
      `broken file: "${await broken.locator('.status').innerText()}"`);
 
   // The heat map toggle, by keyboard: Tab-reachable button, Space presses it.

@@ -10,6 +10,7 @@ const $ = (sel, root = document) => root.querySelector(sel);
 
 let token = sessionStorage.getItem(TOKEN_KEY);
 let blobUrls = [];
+const names = new Map(); // sha256 -> file name, for this tab's uploads (the server keeps no names)
 let refreshTimer = null;
 
 // ---- sign in / out ----
@@ -62,12 +63,12 @@ async function signIn(event) {
 
 function describe(err) {
   if (!(err instanceof ApiError)) return `Unexpected error: ${err.message}`;
-  const detail = err.message ? ` (${err.message})` : '';
+  const detail = err.message ? ` (server: ${err.message})` : '';
   switch (err.status) {
     case 0: return err.message;
     case 400: return `The file could not be read as an image${detail}.`;
     case 413: return 'The file is too large (at most 20 MB).';
-    case 415: return `Only JPEG and PNG images can be analysed${detail}.`;
+    case 415: return `This file is not a JPEG or PNG image${detail}.`;
     case 429: return 'Too many requests in a short time. Wait a moment and try again.';
     case 503: return `The server is busy; try again${err.retryAfter ? ` in ${err.retryAfter} s` : ''}.`;
     default: return `The server answered ${err.status}${detail}.`;
@@ -84,7 +85,8 @@ function handleAuth(err) {
 
 // ---- results ----
 
-const pct = (p) => `${(p * 100).toFixed(1)} %`;
+// One decimal; a saturated probability is not shown as a certainty.
+const pct = (p) => (p > 0.999 ? '> 99.9 %' : p < 0.001 ? '< 0.1 %' : `${(p * 100).toFixed(1)} %`);
 
 function verdict(r) {
   return r.label === 'PNEUMONIA'
@@ -176,7 +178,9 @@ async function analyse(file, card) {
     return;
   }
   try {
-    showResult(card, await predict(token, file));
+    const r = await predict(token, file);
+    names.set(r.sha256, file.name);
+    showResult(card, r);
   } catch (err) {
     if (!handleAuth(err)) showError(card, err);
   }
@@ -219,8 +223,9 @@ function renderHistory(items) {
     const row = body.insertRow();
     const time = r.time ? r.time.replace('T', ' ').replace(/\.\d+/, '').replace('Z', '') : '';
     cell(row, time);
-    const name = r.source && r.source !== 'upload' ? r.source.split('/').pop() : '';
-    cell(row, name || `${(r.sha256 || r.id || '').slice(0, 12)}…`, 'mono').title = r.sha256 || r.id || '';
+    const sha = r.sha256 || r.id || '';
+    const name = names.get(sha) || (r.source && r.source !== 'upload' ? r.source.split('/').pop() : '');
+    cell(row, name || `${sha.slice(0, 12)}…`, name ? '' : 'mono').title = sha;
     cell(row, pct(r.probability), 'num');
     cell(row, verdict(r).text, `tag ${verdict(r).cls}`);
     cell(row, r.model || r.model_id || '');
