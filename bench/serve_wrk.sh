@@ -1,0 +1,78 @@
+#!/bin/sh
+# serve_wrk.sh: load test of the whole stack: wrk through nginx (TLS) to `pneumo serve` with the
+# shipped model, POSTing real X-rays (bench/serve_wrk.lua), beside `pneumo predict`'s batch
+# throughput on the same images. Not part of `make test`. Usage:
+#   sh bench/serve_wrk.sh [SECONDS (30)] [--no-results]
+# Runs: 8 and 32 connections with distinct images (every request a new image: inference, not
+# the cache), then 32 connections re-sending one image (cache hits: nginx + serve + Redis only).
+# Brings up its own stack in a temporary folder on free ports, with the /api rate limit raised
+# out of the way; appends or replaces the section in bench/RESULTS.md.
+. tests/lib.sh
+DUR=${1:-30}
+stack_need wrk
+SRC=../shared/data/chest_xray/train
+[ -d $SRC ] || { echo "needs the training images in $SRC"; exit 1; }
+export PNEUMO_API_RATE=100000r/s PNEUMO_API_BURST=100000
+trap 'stack_down; rm -rf "$T"' EXIT
+stack_up || exit 1
+echo "stack up at $URL"
+# 224 px JPEGs of the train set, sorted; disjoint slices per run so nothing is a cache hit.
+find $SRC -name '*.jpeg' | sort > $T/all
+sed -n '1,2000p' $T/all > $T/list8
+sed -n '2001,4000p' $T/all > $T/list32
+head -n 1 $T/all > $T/list1; head -n 1 $T/all >> $T/list1   # one image for each wrk thread
+sed -n '4001,4256p' $T/all > $T/listp
+
+run() {   # CONNECTIONS SECONDS LIST
+    wrk -t2 -c$1 -d$2s --timeout 60s -s bench/serve_wrk.lua "$URL/api/v1/predictions" -- $3 "$TOKEN" 2 > $T/wrk.out 2>&1
+    grep '^RESULT' $T/wrk.out || { cat $T/wrk.out; exit 1; }
+}
+val() { printf '%s\n' "$1" | tr ' ' '\n' | grep "^$2=" | cut -d= -f2; }
+r8=$(run 8 $DUR $T/list8); echo "c=8  distinct: $r8"
+r32=$(run 32 $DUR $T/list32); echo "c=32 distinct: $r32"
+curl -sS --cacert $CA -H "Authorization: Bearer $TOKEN" -F "image=@$(head -n 1 $T/all);type=image/jpeg" -o /dev/null $URL/api/v1/predictions   # stored first
+rc=$(run 32 $(( DUR < 10 ? DUR : 10 )) $T/list1); echo "c=32 cached:   $rc"
+stack_down
+# The same kind of images through `pneumo predict` (files, batch 8, all CPUs, no Redis).
+start=$(date +%s.%N)
+$P predict --batch 8 --format jsonl - < $T/listp > $T/pred.jsonl 2> $T/pred.err || { cat $T/pred.err; exit 1; }
+pred=$(python3 -c "import sys; print('%.1f' % (256 / ($(date +%s.%N) - $start)))")
+echo "pneumo predict: 256 images, $pred images/s (wall clock, model loading included)"
+
+[ "${2:-}" = --no-results ] && exit 0
+CPU=$(lscpu | sed -n 's/^Model name: *//p' | head -n 1)
+DATE=$(date -u +%Y-%m-%d)
+python3 - "$DATE" "$CPU" "$(nproc)" "$DUR" "$pred" "$r8" "$r32" "$rc" <<'PY'
+import re, sys
+date, cpu, ncpu, dur, pred, *runs = sys.argv[1:]
+def kv(s): return dict(x.split('=') for x in s.split()[1:])
+r8, r32, rc = map(kv, runs)
+def row(name, r):
+    errs = int(r['non200']) + int(r['socket_errors']) + int(r['timeouts'])
+    return (f"| {name} | {float(r['rps']):.1f} | {r['p50_ms']} | {r['p99_ms']} | {r['requests']} | "
+            f"{errs} | {r['cached']} |")
+sec = f"""## pneumo serve through nginx (wrk), {date}
+
+Machine: {cpu}, {ncpu} vCPUs; wrk, nginx, `pneumo serve` (shipped model, default `--max-batch 8`)
+and Redis all on the same cores. Command: `sh bench/serve_wrk.sh {dur}` (wrk -t2, HTTPS through
+nginx, multipart uploads of the 224 px train JPEGs, bench/serve_wrk.lua; {dur} s per run).
+"distinct" sends every request a different image (so each is a real inference); "cached"
+re-sends one image (answered from Redis: nginx + serve + Redis only). Errors: non-200 answers
+plus socket errors and timeouts.
+
+| run | requests/s | p50 ms | p99 ms | requests | errors | cached answers |
+|---|---|---|---|---|---|---|
+{row('8 connections, distinct', r8)}
+{row('32 connections, distinct', r32)}
+{row('32 connections, cached', rc)}
+
+`pneumo predict --batch 8` over 256 of the same kind of images (files, no Redis, wall clock
+including loading the model): {pred} images/s.
+"""
+path = 'bench/RESULTS.md'
+text = open(path).read()
+text = re.sub(r'## pneumo serve through nginx \(wrk\).*?(?=\n## |\Z)', '', text, flags=re.S)
+i = text.index('\n## ') + 1
+open(path, 'w').write(text[:i] + sec + '\n' + text[i:].lstrip('\n'))
+print('bench/RESULTS.md updated')
+PY
