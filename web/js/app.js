@@ -86,7 +86,8 @@ function handleAuth(err) {
 // ---- results ----
 
 // One decimal; a saturated probability is not shown as a certainty.
-const pct = (p) => (p > 0.999 ? '> 99.9 %' : p < 0.001 ? '< 0.1 %' : `${(p * 100).toFixed(1)} %`);
+// A no-break space keeps the number and its unit together.
+const pct = (p) => (p > 0.999 ? '>\u00a099.9\u00a0%' : p < 0.001 ? '<\u00a00.1\u00a0%' : `${(p * 100).toFixed(1)}\u00a0%`);
 
 function verdict(r) {
   return r.label === 'PNEUMONIA'
