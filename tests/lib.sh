@@ -56,8 +56,6 @@ s3_seed() {
 s3_stop() {
     kill $spid 2> /dev/null; wait $spid 2> /dev/null; spid=
 }
-# free_port: a free loopback TCP port, as the kernel picks it.
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 # stack_need: exits 77 (SKIP, with the reason) when deploy/stack.sh's programs are missing.
 stack_need() {
     for c in redis-server redis-cli nginx openssl curl python3 "$@"; do
@@ -70,8 +68,16 @@ stack_need() {
 # stack_down stops it (call it from the EXIT trap).
 stack_up() {
     SDIR=$T/stack
-    export PNEUMO_STACK_DIR=$SDIR PNEUMO_HTTPS_PORT=$(free_port) PNEUMO_HTTP_PORT=$(free_port) \
-        PNEUMO_SERVE_PORT=$(free_port) PNEUMO_REDIS_PORT=$(free_port) PNEUMO_S3_PORT=$(free_port)
+    # Five distinct free ports: all five sockets are bound at once.
+    ports=$(python3 -c 'import socket
+ss = [socket.socket() for _ in range(5)]
+for s in ss: s.bind(("127.0.0.1", 0))
+print(" ".join(str(s.getsockname()[1]) for s in ss))')
+    set -- $ports
+    PNEUMO_STACK_DIR=$SDIR PNEUMO_HTTPS_PORT=$1 PNEUMO_HTTP_PORT=$2 PNEUMO_SERVE_PORT=$3 \
+        PNEUMO_REDIS_PORT=$4 PNEUMO_S3_PORT=$5
+    export PNEUMO_STACK_DIR PNEUMO_HTTPS_PORT PNEUMO_HTTP_PORT PNEUMO_SERVE_PORT PNEUMO_REDIS_PORT \
+        PNEUMO_S3_PORT
     if ! deploy/stack.sh up > $T/stack-up.log 2>&1; then
         echo "deploy/stack.sh up failed:"; sed 's/^/    /' $T/stack-up.log
         for f in $SDIR/*.log $SDIR/nginx/logs/error.log; do [ -f "$f" ] && { echo "== $f"; tail -n 5 "$f"; }; done
