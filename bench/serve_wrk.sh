@@ -9,6 +9,7 @@
 # out of the way; appends or replaces the section in bench/RESULTS.md.
 . tests/lib.sh
 DUR=${1:-30}
+LOAD=$(cut -d' ' -f1 /proc/loadavg)   # the machine may be shared: recorded with the results
 stack_need wrk
 SRC=../shared/data/chest_xray/train
 [ -d $SRC ] || { echo "needs the training images in $SRC"; exit 1; }
@@ -42,9 +43,9 @@ echo "pneumo predict: 256 images, $pred images/s (wall clock, model loading incl
 [ "${2:-}" = --no-results ] && exit 0
 CPU=$(lscpu | sed -n 's/^Model name: *//p' | head -n 1)
 DATE=$(date -u +%Y-%m-%d)
-python3 - "$DATE" "$CPU" "$(nproc)" "$DUR" "$pred" "$r8" "$r32" "$rc" <<'PY'
+python3 - "$DATE" "$CPU" "$(nproc)" "$DUR" "$pred" "$LOAD" "$r8" "$r32" "$rc" <<'PY'
 import re, sys
-date, cpu, ncpu, dur, pred, *runs = sys.argv[1:]
+date, cpu, ncpu, dur, pred, load, *runs = sys.argv[1:]
 def kv(s): return dict(x.split('=') for x in s.split()[1:])
 r8, r32, rc = map(kv, runs)
 def row(name, r):
@@ -53,11 +54,11 @@ def row(name, r):
             f"{errs} | {r['cached']} |")
 sec = f"""## pneumo serve through nginx (wrk), {date}
 
-Machine: {cpu}, {ncpu} vCPUs; wrk, nginx, `pneumo serve` (shipped model, default `--max-batch 8`)
-and Redis all on the same cores. Command: `sh bench/serve_wrk.sh {dur}` (wrk -t2, HTTPS through
+Machine: {cpu}, {ncpu} vCPUs (load average {load} before the run); wrk, nginx, `pneumo serve`
+(shipped model, default `--max-batch 8`) and Redis all on the same cores. Command: `sh bench/serve_wrk.sh {dur}` (wrk -t2, HTTPS through
 nginx, multipart uploads of the 224 px train JPEGs, bench/serve_wrk.lua; {dur} s per run).
 "distinct" sends every request a different image (so each is a real inference); "cached"
-re-sends one image (answered from Redis: nginx + serve + Redis only). Errors: non-200 answers
+re-sends one image (answered from serve's cache, without the model: nginx + serve only). Errors: non-200 answers
 plus socket errors and timeouts.
 
 | run | requests/s | p50 ms | p99 ms | requests | errors | cached answers |
