@@ -77,7 +77,8 @@ $C -H "$AUTH" "$URL/api/v1/predictions?limit=5" | grep -q "$SHA" && ok "history 
 
 # ---- limits and bad input ----
 head -c $((21 * 1024 * 1024)) /dev/zero > $T/big.jpeg
-[ "$(code /api/v1/predictions -H "$AUTH" -F "image=@$T/big.jpeg;type=image/jpeg")" = 413 ] && ok "413 over client_max_body_size" || bad "21 MB upload not refused"
+$C -H "$AUTH" -F "image=@$T/big.jpeg;type=image/jpeg" -o $T/413 -w '%{http_code}' $URL/api/v1/predictions > $T/c
+[ "$(cat $T/c)" = 413 ] && grep -q '"error"' $T/413 && ok "413 + JSON over client_max_body_size" || bad "21 MB upload: $(cat $T/c) $(head -c 200 $T/413)"
 head -c 3000 $IMG > $T/trunc.jpeg
 $C -H "$AUTH" -F "image=@$T/trunc.jpeg;type=image/jpeg" -o $T/bad.json -w '%{http_code}' $URL/api/v1/predictions > $T/c
 [ "$(cat $T/c)" = 400 ] && grep -q '"error"' $T/bad.json && ok "truncated JPEG -> 400 $(cat $T/bad.json)" || bad "truncated: $(cat $T/c) $(cat $T/bad.json)"
@@ -110,9 +111,21 @@ i=0; while [ "$(code /readyz)" != 200 ] && [ $i -lt 100 ]; do i=$((i+1)); sleep 
 [ "$(code /readyz)" = 200 ] && ok "Redis back -> /readyz 200" || bad "/readyz after Redis restart: $(code /readyz)"
 PIDS="$PIDS $(cat $SDIR/redis.pid)"
 
+# ---- serve down: 502 as JSON; up starts it again ----
+kill "$(cat $SDIR/serve1.pid)"; i=0
+while [ "$(code /healthz)" != 502 ] && [ $i -lt 100 ]; do i=$((i+1)); sleep 0.1; done
+$C -H "$AUTH" -o $T/502 -w '%{http_code}' "$URL/api/v1/predictions?limit=1" > $T/c
+[ "$(cat $T/c)" = 502 ] && grep -q '"error"' $T/502 && ok "serve stopped -> 502 + JSON" || bad "serve stopped: $(cat $T/c) $(head -c 200 $T/502)"
+deploy/stack.sh up > $T/up4 2>&1 && grep -q "^serve1 .*up" $T/up4 && [ "$(code /api/v1/predictions?limit=1 -H "$AUTH")" = 200 ] &&
+    ok "up restarts serve" || bad "up after serve stop: $(cat $T/up4)"
+PIDS="$PIDS $(cat $SDIR/serve1.pid)"
+sleep 2   # the rate limiter's bucket drains
+
 # ---- rate limit: past rate + burst -> 429 ----
 i=0; while [ $i -lt 60 ]; do printf 'url = "%s"\noutput = "/dev/null"\n' "$URL/api/v1/predictions?limit=1"; i=$((i+1)); done > $T/many
 $C -H "$AUTH" -w '%{http_code}\n' -K $T/many > $T/codes
+$C -H "$AUTH" -o $T/429 $URL/api/v1/predictions?limit=1
+grep -q '"error":"too many' $T/429 && ok "429 answered as JSON" || bad "429 body: $(head -c 200 $T/429)"
 n429=$(grep -cx 429 $T/codes); n200=$(grep -cx 200 $T/codes)
 [ $n429 -gt 0 ] && [ $n200 -ge 20 ] && ok "rate limit: $n200 x 200 then $n429 x 429" || bad "rate limit: $(sort $T/codes | uniq -c | tr '\n' ' ')"
 
