@@ -54,5 +54,6 @@ s3_seed() {
     return 1
 }
 s3_stop() {
+    [ -n "$spid" ] || return 0 # a bare `wait` would wait for every child (redis-server too)
     kill $spid 2> /dev/null; wait $spid 2> /dev/null; spid=
 }
