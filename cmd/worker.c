@@ -20,6 +20,7 @@
 
 #include <errno.h>
 #include <hiredis/hiredis.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -98,6 +99,80 @@ static void run_summary(wk *w)
     pr_batch_add(w->b, (int)(sizeof(a) / sizeof(a[0])), a);
 }
 
+// ---- loading a batch with --loader-threads threads, each with its own context, S3 handle (kept
+// across batches: its connections stay open) and Redis connection for the cache look-ups ----
+
+enum { LK_TODO = -1, LK_SKIP = -2 }; // besides PR_LOAD_COMPUTE / CACHED / FAILED
+
+typedef struct loader {
+    nt_ctx *ctx;
+    nd_s3 *s3;
+    pr_redis *r; // NULL: no look-ups (it could not connect, or a look-up failed)
+} loader;
+
+typedef struct load_batch_t {
+    loader *ls;
+    int nl;
+    pr_load lo; // S, resize, pre, model_id (r is per loader)
+    float *xs;  // entry i decodes into xs + i * img
+    size_t img;
+    int *lk; // per entry: LK_TODO in, PR_LOAD_* out (LK_SKIP left alone)
+    char (*shas)[65];
+    char (*lerrs)[768];
+    double *prep;
+    const entry *es;
+    int ne, next;
+} load_batch_t;
+
+typedef struct {
+    load_batch_t *b;
+    loader *l;
+} load_arg;
+
+static void *load_main(void *arg)
+{
+    load_arg *a     = arg;
+    load_batch_t *b = a->b;
+    loader *l       = a->l;
+    for (;;) {
+        int i = __atomic_fetch_add(&b->next, 1, __ATOMIC_RELAXED);
+        if (i >= b->ne) break;
+        if (b->lk[i] != LK_TODO) continue;
+        double p = 0, thr = 0;
+        char label[64];
+        pr_load lo = b->lo;
+        lo.r       = l->r;
+        b->lk[i]   = pr_load_image(l->ctx, &l->s3, &lo, b->es[i].source, b->xs + (size_t)i * b->img,
+                                   b->shas[i], &p, label, sizeof(label), &thr, b->lerrs[i],
+                                   sizeof(b->lerrs[i]), &b->prep[i]);
+        if (lo.lookup_failed) { // a failed look-up is a miss; stop asking this connection
+            pr_redis_close(l->r);
+            l->r = NULL;
+        }
+    }
+    return NULL;
+}
+
+static void load_batch(load_batch_t *b, const entry *es, int ne)
+{
+    b->es   = es;
+    b->ne   = ne;
+    b->next = 0;
+    int nt  = b->nl < ne ? b->nl : ne;
+    pthread_t th[64];
+    load_arg args[64];
+    int started = 0;
+    for (int t = 1; t < nt; t++) {
+        args[t] = (load_arg){b, &b->ls[t]};
+        if (pthread_create(&th[t], NULL, load_main, &args[t]) != 0) break;
+        started = t;
+    }
+    args[0] = (load_arg){b, &b->ls[0]};
+    load_main(&args[0]); // this thread is a loader too
+    for (int t = 1; t <= started; t++)
+        pthread_join(th[t], NULL);
+}
+
 static volatile sig_atomic_t wk_stop;
 static void on_stop(int sig)
 {
@@ -149,6 +224,7 @@ int cmd_worker(int argc, char **argv)
     const char *model = NULL, *redis_url = NULL, *queue = NULL, *consumer = NULL;
     const char *resize_s = "area";
     int threads = 0, count = 8, claim_ms = 30000, max_del = 3, follow = 0, ttl = 0, retries = 4;
+    int nloaders   = 2;
     cli_opt opts[] = {
         {"queue", OPT_STR, &queue, 0, 0, "NAME", "the queue to consume (required)"},
         {"model", OPT_STR, &model, 0, 0, "FILE", "model file (default " DEFAULT_MODEL ")"},
@@ -164,6 +240,8 @@ int cmd_worker(int argc, char **argv)
          "dead-letter an entry after this many deliveries without success, default 3"},
         {"follow", OPT_FLAG, &follow, 0, 0, NULL, "keep waiting for new entries when drained"},
         {"threads", OPT_INT, &threads, 0, 1024, "N", "compute threads, default all CPUs"},
+        {"loader-threads", OPT_INT, &nloaders, 1, 64, "N",
+         "threads that read, look up and decode a batch's images, default 2"},
         {"resize", OPT_STR, &resize_s, 0, 0, "nearest|bilinear|area",
          "how images are resized to the model's input, default area"},
         {"ttl", OPT_INT, &ttl, 0, 2147483647.0, "SECONDS",
@@ -230,13 +308,15 @@ int cmd_worker(int argc, char **argv)
     nt_model *m  = NULL;
     nt_tensor x  = {0};
     float *probs = NULL, *xs = NULL;
-    entry *es       = NULL;
-    int *bidx       = NULL;
-    char(*shas)[65] = NULL;
-    double *prep    = NULL;
-    nd_s3 *s3       = NULL;
-    redisReply *rep = NULL;
-    int ne          = 0;
+    entry *es         = NULL;
+    int *bidx         = NULL;
+    char(*shas)[65]   = NULL;
+    double *prep      = NULL;
+    int *lk           = NULL;
+    char(*lerrs)[768] = NULL;
+    loader *ls        = NULL;
+    redisReply *rep   = NULL;
+    int ne            = 0;
     nt_model_meta meta;
     nd_resize resize;
     struct sigaction sa = {0}, old_int, old_term;
@@ -275,13 +355,31 @@ int cmd_worker(int argc, char **argv)
     es             = calloc((size_t)count, sizeof(entry));
     shas           = malloc(sizeof(*shas) * (size_t)count);
     prep           = malloc(sizeof(double) * (size_t)count);
-    if (nt_tensor_new(ctx, 4, shp, &x) != NT_OK || !probs || !bidx || !es || !shas || !prep) {
+    lk             = malloc(sizeof(int) * (size_t)count);
+    lerrs          = malloc(sizeof(*lerrs) * (size_t)count);
+    ls             = calloc((size_t)nloaders, sizeof(loader));
+    if (nt_tensor_new(ctx, 4, shp, &x) != NT_OK || !probs || !bidx || !es || !shas || !prep ||
+        !lk || !lerrs || !ls) {
         rc = cli_fail("worker", EXIT_FAIL, "out of memory for a batch of %d", count);
         goto out;
     }
-    xs           = x.data;
-    pr_load lo   = {S, resize, meta.preprocess, w.model_id, w.r, 0};
-    char cur[64] = "0-0", cnt[16], idle[32], blk[16];
+    xs = x.data;
+    for (int t = 0; t < nloaders; t++) {
+        nt_ctx_opts co;
+        nt_ctx_opts_default(&co);
+        co.nthreads = 1;
+        char rerr[600];
+        if (nt_ctx_new(&co, &ls[t].ctx) != NT_OK) {
+            rc = cli_fail("worker", EXIT_FAIL, "out of memory for loader contexts");
+            goto out;
+        }
+        ls[t].r = pr_redis_open(redis_url, &ropts, rerr, sizeof(rerr)); // NULL: no look-ups
+    }
+    load_batch_t lb = {ls,   nloaders, {S, resize, meta.preprocess, w.model_id, NULL, 0},
+                       xs,   img,      lk,
+                       shas, lerrs,    prep,
+                       NULL, 0,        0};
+    char cur[64]    = "0-0", cnt[16], idle[32], blk[16];
     snprintf(cnt, sizeof(cnt), "%d", count);
     snprintf(idle, sizeof(idle), "%d", claim_ms);
     snprintf(blk, sizeof(blk), "%d", claim_ms < 1000 ? claim_ms : 1000);
@@ -347,36 +445,37 @@ int cmd_worker(int argc, char **argv)
             }
             continue;
         }
-        // 4. Load (predict's code), predict the misses, write, mark done, acknowledge.
+        // 4. Load (predict's code, --loader-threads at once), predict the misses, write, mark
+        // done, acknowledge.
+        for (int i = 0; i < ne; i++)
+            lk[i] = es[i].deliveries > max_del ? LK_SKIP : LK_TODO;
+        load_batch(&lb, es, ne);
         int n = 0;
         for (int i = 0; i < ne; i++) {
             entry *e = &es[i];
-            if (e->deliveries > max_del) {
+            if (lk[i] == LK_SKIP) {
                 dead_letter(&w, e,
                             "delivered more times than --max-deliveries (a worker died "
                             "on it?)");
                 continue;
             }
-            double p = 0, thr = 0;
-            char label[64], lerr[768];
-            lo.lookup_failed = 0;
-            int kind = pr_load_image(ctx, &s3, &lo, e->source, xs + (size_t)n * img, shas[n], &p,
-                                     label, sizeof(label), &thr, lerr, sizeof(lerr), &prep[n]);
-            if (kind == PR_LOAD_CACHED) {
-                pr_batch_source(w.b, w.model_id, e->source, shas[n], ttl);
+            if (lk[i] == PR_LOAD_CACHED) {
+                pr_batch_source(w.b, w.model_id, e->source, shas[i], ttl);
                 mark_done(&w, e);
                 w.ncached++;
                 w.ndone++;
-            } else if (kind == PR_LOAD_FAILED) {
+            } else if (lk[i] == PR_LOAD_FAILED) {
                 w.nfailed++;
                 if (e->deliveries >= max_del)
-                    dead_letter(&w, e, lerr);
+                    dead_letter(&w, e, lerrs[i]);
                 else
                     fprintf(stderr,
                             "pneumo worker %s: %s (delivery %ld of %d; left pending for a "
                             "retry)\n",
-                            consumer, lerr, e->deliveries, max_del);
+                            consumer, lerrs[i], e->deliveries, max_del);
             } else {
+                if (n != i)
+                    memmove(xs + (size_t)n * img, xs + (size_t)i * img, img * sizeof(float));
                 bidx[n++] = i;
             }
         }
@@ -400,7 +499,7 @@ int cmd_worker(int argc, char **argv)
                 entry *e      = &es[bidx[k]];
                 int lab       = probs[k] >= meta.threshold;
                 pr_result res = {e->source,
-                                 shas[k],
+                                 shas[bidx[k]],
                                  meta.class_names[lab],
                                  w.model_id,
                                  w.model_sha,
@@ -409,7 +508,7 @@ int cmd_worker(int argc, char **argv)
                                  tnow,
                                  probs[k],
                                  meta.threshold,
-                                 prep[k] + fwd_ms};
+                                 prep[bidx[k]] + fwd_ms};
                 pr_batch_result(w.b, &res, ttl);
                 mark_done(&w, e);
                 w.ndone++;
@@ -451,9 +550,16 @@ out:
     free(bidx);
     free(shas);
     free(prep);
+    free(lk);
+    free(lerrs);
+    for (int t = 0; ls && t < nloaders; t++) {
+        nd_s3_free(ls[t].s3);
+        pr_redis_close(ls[t].r);
+        nt_ctx_free(ls[t].ctx);
+    }
+    free(ls);
     nt_tensor_free(&x);
     nt_model_free(m);
-    nd_s3_free(s3);
     nt_ctx_free(ctx);
     pr_batch_free(w.b);
     pr_redis_close(w.r);

@@ -54,6 +54,7 @@ s3_seed() {
     return 1
 }
 s3_stop() {
+    [ -n "$spid" ] || return 0 # a bare `wait` would wait for every child (redis-server too)
     kill $spid 2> /dev/null; wait $spid 2> /dev/null; spid=
 }
 # stack_need: exits 77 (SKIP, with the reason) when deploy/stack.sh's programs are missing.

@@ -102,6 +102,17 @@ if s3_start predb; then
         [ "$(grep -c '"cached":true' $T/s3.jsonl)" -eq 4 ] && ok "S3 copies hit the cache by content" || bad "S3 cache hits: $(grep -c '"cached":true' $T/s3.jsonl)"
         [ "$($R get "pneumo:source:$MID2:s3://predb/x/IM-0115-0001.jpeg")" = "$S1" ] && ok "S3 source index" || bad "S3 source index"
         expect 1 'NoSuchBucket' -- $P predict --model $M2 --redis $URL --threads 1 s3://nobucket/x/
+        # A missing object among good ones (a list on stdin): recorded with its reason, the rest done.
+        printf 's3://predb/x/IM-0115-0001.jpeg\ns3://predb/x/gone.jpeg\n' |
+            $P predict --model $M2 --redis $URL --threads 1 --force - > $T/s3m.jsonl 2> $T/s3m.err; rc=$?
+        [ $rc -eq 1 ] && grep -q '"source":"s3://predb/x/gone.jpeg".*"error":".*\(NoSuchKey\|404\|not found\|no objects under\)' $T/s3m.jsonl &&
+            grep -q '"source":"s3://predb/x/IM-0115-0001.jpeg".*"probability"' $T/s3m.jsonl &&
+            ok "S3: a missing object is recorded, the rest done" || bad "S3 missing object: exit $rc: $(cat $T/s3m.jsonl $T/s3m.err | tail -n 3)"
+        RUNM=$(sed -n 's/.*run \([0-9TZ]*-[0-9a-f]*\).*/\1/p' $T/s3m.err | tail -n 1)
+        $R hget "pneumo:fail:$RUNM" s3://predb/x/gone.jpeg | grep -q . && ok "S3 failure in pneumo:fail:<run>" || bad "fail hash for run '$RUNM': $($R hgetall "pneumo:fail:$RUNM" | tr '\n' ' ')"
+        # The S3 server gone mid-list: every object fails with a reason after retries, exit 1.
+        s3_stop
+        expect 1 's3://predb/x/IM-0115-0001.jpeg' -- $P predict --model $M2 --threads 1 --force s3://predb/x/IM-0115-0001.jpeg
     fi
     s3_stop
 fi
