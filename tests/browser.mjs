@@ -48,6 +48,7 @@ try {
   await page.keyboard.press('Enter');
   await page.locator('#signin-error').filter({ hasText: /not accepted/ }).waitFor({ timeout: 10000 });
   ok(true, 'wrong token refused (401) with a message');
+  await page.screenshot({ path: join(shots, 'signin.png') });
 
   await page.fill('#token', token);
   await page.keyboard.press('Tab');

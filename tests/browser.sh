@@ -1,7 +1,7 @@
 #!/bin/sh
 # The doctor's page in a real headless Chromium (tests/browser.mjs, playwright-core driving
 # Debian's /usr/bin/chromium) against the real stack: nginx with TLS, `pneumo serve` with the
-# shipped model, Redis. Screenshots go to tests/artifacts/ (page.png, page-tablet.png).
+# shipped model, Redis. Screenshots go to tests/artifacts/ (signin.png, page.png, page-tablet.png).
 . tests/lib.sh
 stack_need node
 [ -f node_modules/playwright-core/package.json ] || { echo "SKIP node_modules/playwright-core missing (./scripts/install-deps.sh)"; exit 77; }
@@ -18,5 +18,5 @@ node tests/browser.mjs $URL/ "$TOKEN" $IMG tests/artifacts > $T/browser.out 2>&1
 cat $T/browser.out
 n=$((n + $(grep -c '^ok' $T/browser.out))); fails=$((fails + $(grep -c '^FAIL' $T/browser.out)))
 [ $rc -eq 0 ] || [ $fails -gt 0 ] || bad "browser.mjs exited $rc"
-echo "screenshots: tests/artifacts/page.png tests/artifacts/page-tablet.png"
+echo "screenshots: tests/artifacts/signin.png page.png page-tablet.png"
 finish browser
