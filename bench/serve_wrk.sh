@@ -52,14 +52,21 @@ def row(name, r):
     errs = int(r['non200']) + int(r['socket_errors']) + int(r['timeouts'])
     return (f"| {name} | {float(r['rps']):.1f} | {r['p50_ms']} | {r['p99_ms']} | {r['requests']} | "
             f"{errs} | {r['cached']} |")
+import textwrap
+fill = lambda t: textwrap.fill(' '.join(t.split()), 100)
+intro = fill(f"""Machine: {cpu}, {ncpu} vCPUs (load average {load} before the run); wrk, nginx, `pneumo serve`
+(shipped model, default `--max-batch 8`) and Redis all on the same cores. Command: `sh
+bench/serve_wrk.sh {dur}` (wrk -t2, HTTPS through nginx, multipart uploads of the 224 px train
+JPEGs, bench/serve_wrk.lua; {dur} s per run). "distinct" sends every request a different image
+(so each is a real inference, with its heat map); "cached" re-sends one image (answered from
+serve's cache, without the model: nginx + serve only). Errors: non-200 answers plus socket errors
+and timeouts.""")
+outro = fill(f"""`pneumo predict --batch 8` over 256 of the same images (files, no Redis, wall clock including
+loading the model): {pred} images/s; serve through nginx at 8 connections reaches
+{float(r8['rps']) / float(pred):.2f}x that, at 32 connections {float(r32['rps']) / float(pred):.2f}x.""")
 sec = f"""## pneumo serve through nginx (wrk), {date}
 
-Machine: {cpu}, {ncpu} vCPUs (load average {load} before the run); wrk, nginx, `pneumo serve`
-(shipped model, default `--max-batch 8`) and Redis all on the same cores. Command: `sh bench/serve_wrk.sh {dur}` (wrk -t2, HTTPS through
-nginx, multipart uploads of the 224 px train JPEGs, bench/serve_wrk.lua; {dur} s per run).
-"distinct" sends every request a different image (so each is a real inference); "cached"
-re-sends one image (answered from serve's cache, without the model: nginx + serve only). Errors: non-200 answers
-plus socket errors and timeouts.
+{intro}
 
 | run | requests/s | p50 ms | p99 ms | requests | errors | cached answers |
 |---|---|---|---|---|---|---|
@@ -67,14 +74,12 @@ plus socket errors and timeouts.
 {row('32 connections, distinct', r32)}
 {row('32 connections, cached', rc)}
 
-`pneumo predict --batch 8` over 256 of the same images (files, no Redis, wall clock including
-loading the model): {pred} images/s; serve through nginx at 8 connections reaches
-{float(r8['rps']) / float(pred):.2f}x that, at 32 connections {float(r32['rps']) / float(pred):.2f}x.
+{outro}
 """
 path = 'bench/RESULTS.md'
 text = open(path).read()
 text = re.sub(r'## pneumo serve through nginx \(wrk\).*?(?=\n## |\Z)', '', text, flags=re.S)
 i = text.index('\n## ') + 1
-open(path, 'w').write(text[:i] + sec + '\n' + text[i:].lstrip('\n'))
+open(path, 'w').write(text[:i].rstrip('\n') + '\n\n' + sec + '\n' + text[i:].lstrip('\n'))
 print('bench/RESULTS.md updated')
 PY
