@@ -74,6 +74,7 @@ try {
   await page.setInputFiles('#files', [
     { name: basename(image), mimeType: 'image/jpeg', buffer: readFileSync(image) },
     { name: 'broken.png', mimeType: 'image/png', buffer: Buffer.from('this is not a PNG image') },
+    { name: 'truncated.jpeg', mimeType: 'image/jpeg', buffer: readFileSync(image).subarray(0, 3000) },
   ]);
   const good = page.locator('.card', { hasText: basename(image) });
   await good.locator('.label').waitFor({ state: 'visible', timeout: 60000 });
@@ -90,10 +91,12 @@ try {
   ok(/computed now|from cache/.test(await good.locator('.cached').innerText()), 'cached or not shown');
   ok(await page.locator('#results').getAttribute('aria-live') === 'polite', 'results are an aria-live region');
 
-  const broken = page.locator('.card', { hasText: 'broken.png' });
-  await broken.locator('.status.error').waitFor({ timeout: 30000 });
-  ok(/could not be read|not a JPEG or PNG image/.test(await broken.locator('.status').innerText()),
-     `broken file: "${await broken.locator('.status').innerText()}"`);
+  for (const [name, want] of [['broken.png', /not a JPEG or PNG image/], ['truncated.jpeg', /could not be read/]]) {
+    const card = page.locator('.card', { hasText: name });
+    await card.locator('.status.error').waitFor({ timeout: 30000 });
+    const text = await card.locator('.status').innerText();
+    ok(want.test(text), `${name}: "${text}"`);
+  }
 
   // The heat map toggle, by keyboard: Tab-reachable button, Space presses it.
   const toggle = good.locator('.toggle');
@@ -106,6 +109,18 @@ try {
   ok(/^blob:/.test(await heat.getAttribute('src')), 'heat map shown through a blob: URL');
   ok(await toggle.getAttribute('aria-pressed') === 'true', 'toggle says pressed');
 
+  // Drag and drop: the same X-ray dropped on the zone is answered from the cache.
+  const drop = await page.evaluateHandle((b64) => {
+    const dt = new DataTransfer();
+    const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+    dt.items.add(new File([bytes], 'dropped.jpeg', { type: 'image/jpeg' }));
+    return dt;
+  }, readFileSync(image).toString('base64'));
+  await page.dispatchEvent('#drop', 'drop', { dataTransfer: drop });
+  const dropped = page.locator('.card', { hasText: 'dropped.jpeg' });
+  await dropped.locator('.label').waitFor({ state: 'visible', timeout: 60000 });
+  ok(/from cache/.test(await dropped.locator('.cached').innerText()), 'dropped file analysed, answered from the cache');
+
   // The history table gets the new row.
   await page.locator(`#history td[title="${sha}"]`).first().waitFor({ timeout: 10000 });
   ok(true, 'history table has the uploaded image');
@@ -115,6 +130,15 @@ try {
   ok(await page.evaluate(() => document.documentElement.scrollWidth <= window.innerWidth),
      'no horizontal scrolling at tablet width (768 px)');
   await page.screenshot({ path: join(shots, 'page-tablet.png'), fullPage: true });
+
+  // A token the server no longer accepts sends the doctor back to sign in, saying why.
+  await page.evaluate(() => sessionStorage.setItem('pneumo.token', 'pn_revoked'));
+  await page.reload();
+  await page.locator('#signin-error').filter({ hasText: /no longer valid/ }).waitFor({ timeout: 10000 });
+  ok(await page.locator('#signin').isVisible(), 'a refused session token returns to sign-in');
+  await page.fill('#token', token);
+  await page.press('#token', 'Enter');
+  await page.locator('#workspace').waitFor({ state: 'visible', timeout: 10000 });
 
   await page.click('#signout');
   await page.locator('#signin').waitFor({ state: 'visible' });
