@@ -125,10 +125,12 @@ try {
   await page.locator(`#history td[title="${sha}"]`).first().waitFor({ timeout: 10000 });
   ok(true, 'history table has the uploaded image');
 
+  await page.evaluate(() => window.scrollTo(0, 0)); // the sticky notice at the top of the shot
   await page.screenshot({ path: join(shots, 'page.png'), fullPage: true });
   await page.setViewportSize({ width: 768, height: 1024 });
   ok(await page.evaluate(() => document.documentElement.scrollWidth <= window.innerWidth),
      'no horizontal scrolling at tablet width (768 px)');
+  await page.evaluate(() => window.scrollTo(0, 0));
   await page.screenshot({ path: join(shots, 'page-tablet.png'), fullPage: true });
 
   // A token the server no longer accepts sends the doctor back to sign in, saying why.
