@@ -65,7 +65,7 @@ static const char *route_names[RT_N] = {"/api/v1/predictions",
                                         "/readyz",
                                         "/metrics",
                                         "static"};
-static const double dur_buckets[] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10};
+static const double dur_buckets[]    = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10};
 #define NDUR (int)(sizeof(dur_buckets) / sizeof(dur_buckets[0]))
 static const double batch_buckets[] = {1, 2, 4, 8, 16, 32, 64};
 #define NBATCH (int)(sizeof(batch_buckets) / sizeof(batch_buckets[0]))
@@ -149,8 +149,8 @@ static void tokens_reload(server *sv, int force)
     pthread_mutex_unlock(&sv->tok_mu);
     if (!due) return;
     struct stat st;
-    time_t mt = stat(sv->tokens_path, &st) == 0 ? st.st_mtim.tv_sec * 1000000000L + st.st_mtim.tv_nsec
-                                                : 0;
+    time_t mt =
+        stat(sv->tokens_path, &st) == 0 ? st.st_mtim.tv_sec * 1000000000L + st.st_mtim.tv_nsec : 0;
     pthread_mutex_lock(&sv->tok_mu);
     int changed = force || mt != sv->tok_mtime;
     pthread_mutex_unlock(&sv->tok_mu);
@@ -167,7 +167,8 @@ static void tokens_reload(server *sv, int force)
     sv->tokens    = t;
     sv->tok_mtime = mt;
     pthread_mutex_unlock(&sv->tok_mu);
-    if (!sv->quiet) fprintf(stderr, "pneumo serve: %d tokens loaded from %s\n", t.n, sv->tokens_path);
+    if (!sv->quiet)
+        fprintf(stderr, "pneumo serve: %d tokens loaded from %s\n", t.n, sv->tokens_path);
 }
 
 static int authorized(server *sv, struct MHD_Connection *c)
@@ -209,7 +210,8 @@ static pr_redis *redis_get(server *sv)
     char err[600];
     pr_redis *r = pr_redis_open(sv->redis_url, &o, err, sizeof(err));
     pthread_mutex_lock(&sv->r_mu);
-    if (!r && sv->r_up) fprintf(stderr, "pneumo serve: Redis is down (%s); serving uncached\n", err);
+    if (!r && sv->r_up)
+        fprintf(stderr, "pneumo serve: Redis is down (%s); serving uncached\n", err);
     if (r && !sv->r_up) fprintf(stderr, "pneumo serve: Redis is up at %s\n", pr_redis_where(r));
     sv->r_up = r != NULL;
     pthread_mutex_unlock(&sv->r_mu);
@@ -389,10 +391,10 @@ static json_t *record_json(server *sv, const char *sha, double prob, const char 
 {
     char hm[160];
     snprintf(hm, sizeof(hm), "/api/v1/predictions/%s/heatmap.png", sha);
-    return json_pack("{s:s, s:s, s:f, s:s, s:f, s:s, s:s, s:b, s:f, s:s, s:s}", "id", sha,
-                     "sha256", sha, "probability", prob, "label", label, "threshold", thr, "model",
-                     model, "model_id", mid, "cached", cached, "latency_ms",
-                     round(lat * 1000) / 1000, "time", tm, "heatmap", hm);
+    return json_pack("{s:s, s:s, s:f, s:s, s:f, s:s, s:s, s:b, s:f, s:s, s:s}", "id", sha, "sha256",
+                     sha, "probability", prob, "label", label, "threshold", thr, "model", model,
+                     "model_id", mid, "cached", cached, "latency_ms", round(lat * 1000) / 1000,
+                     "time", tm, "heatmap", hm);
 }
 
 // The record of pneumo:result:<mid>:<sha> as JSON (cached: true), or NULL (missing or down).
@@ -400,8 +402,8 @@ static json_t *redis_record(server *sv, const char *mid, const char *sha, int *d
 {
     char key[160];
     snprintf(key, sizeof(key), "pneumo:result:%s:%s", mid, sha);
-    const char *a[] = {"HMGET",    key,   "probability", "label",     "threshold",
-                       "model", "time", "latency_ms", "model_id"};
+    const char *a[] = {"HMGET", key,    "probability", "label",   "threshold",
+                       "model", "time", "latency_ms",  "model_id"};
     redisReply *rep = redis_cmd(sv, 9, a, NULL);
     if (down) *down = rep == NULL;
     if (!rep) return NULL;
@@ -603,9 +605,9 @@ static enum MHD_Result upload_finish(server *sv, struct MHD_Connection *c, req *
         pr_batch *b = pr_batch_new();
         if (b) {
             if (!r->cached_prob) {
-                pr_result res = {"upload",          r->sha, r->label,      sv->model_id,
-                                 sv->model_sha,     sv->model_name, "serve", tm,
-                                 r->prob,           r->thr,         lat};
+                pr_result res = {"upload",      r->sha,         r->label, sv->model_id,
+                                 sv->model_sha, sv->model_name, "serve",  tm,
+                                 r->prob,       r->thr,         lat};
                 pr_batch_result(b, &res, sv->ttl);
             }
             history_add(sv, b, r->sha);
@@ -616,15 +618,14 @@ static enum MHD_Result upload_finish(server *sv, struct MHD_Connection *c, req *
             char key[160], ttl[32];
             snprintf(key, sizeof(key), "pneumo:heatmap:%s:%s", sv->model_id, r->sha);
             snprintf(ttl, sizeof(ttl), "%ld", sv->ttl);
-            const char *a[]  = {"SET", key, (const char *)png, "EX", ttl};
-            size_t lens[]    = {3, strlen(key), plen, 2, strlen(ttl)};
+            const char *a[] = {"SET", key, (const char *)png, "EX", ttl};
+            size_t lens[]   = {3, strlen(key), plen, 2, strlen(ttl)};
             redisReply *rep = redis_cmd(sv, sv->ttl > 0 ? 5 : 3, a, lens);
             if (rep) freeReplyObject(rep);
         }
     }
     free(png);
-    return send_json(c, r,
-                     200,
+    return send_json(c, r, 200,
                      record_json(sv, r->sha, r->prob, r->label, r->thr, sv->model_name,
                                  sv->model_id, r->cached_prob, lat, tm));
 }
@@ -662,8 +663,8 @@ static enum MHD_Result upload_process(server *sv, struct MHD_Connection *c, req 
                         "expected a file in the multipart field \"image\", got no file part");
     const uint8_t *b = r->body;
     size_t n         = r->len;
-    int png = n >= 8 && memcmp(b, "\x89PNG\r\n\x1a\n", 8) == 0;
-    int jpg = n >= 3 && b[0] == 0xff && b[1] == 0xd8 && b[2] == 0xff;
+    int png          = n >= 8 && memcmp(b, "\x89PNG\r\n\x1a\n", 8) == 0;
+    int jpg          = n >= 3 && b[0] == 0xff && b[1] == 0xd8 && b[2] == 0xff;
     char desc[96];
     if (!png && !jpg)
         return send_err(c, r, n ? 415 : 400, "expected a JPEG or PNG image, got %s",
@@ -715,8 +716,7 @@ static enum MHD_Result upload_process(server *sv, struct MHD_Connection *c, req 
         r->cached_prob = 1;
         r->prob        = json_real_value(json_object_get(j, "probability"));
         r->thr         = json_real_value(json_object_get(j, "threshold"));
-        snprintf(r->label, sizeof(r->label), "%s",
-                 json_string_value(json_object_get(j, "label")));
+        snprintf(r->label, sizeof(r->label), "%s", json_string_value(json_object_get(j, "label")));
         json_decref(j);
     } else {
         count_cache(sv, 0);
@@ -728,8 +728,7 @@ static enum MHD_Result upload_process(server *sv, struct MHD_Connection *c, req 
     if (!r->job.x) return send_err(c, r, 503, "out of memory");
     // Exactly pneumo predict's path (pr_load_image): area resize to the input, preprocessing.
     nd_image small;
-    if (nd_image_decode_resized(ctx, b, n, "upload", sv->S, sv->S, ND_RESIZE_AREA, &small) !=
-        NT_OK)
+    if (nd_image_decode_resized(ctx, b, n, "upload", sv->S, sv->S, ND_RESIZE_AREA, &small) != NT_OK)
         return send_err(c, r, 400, "%s", nt_ctx_errmsg(ctx));
     nt_preprocess_apply(sv->meta.preprocess, small.rgb, (int64_t)sv->S * sv->S, r->job.x);
     nd_image_free(&small);
@@ -853,9 +852,8 @@ static enum MHD_Result get_list(server *sv, struct MHD_Connection *c, req *r)
             qsort(v, LRU_N, sizeof(*v), lru_newest_cmp);
             for (int i = 0; i < LRU_N && i < limit && v[i].sha[0]; i++)
                 json_array_append_new(arr, record_json(sv, v[i].sha, v[i].prob, v[i].label,
-                                                       v[i].threshold, sv->model_name,
-                                                       sv->model_id, 1, v[i].latency_ms,
-                                                       v[i].time));
+                                                       v[i].threshold, sv->model_name, sv->model_id,
+                                                       1, v[i].latency_ms, v[i].time));
             free(v);
         }
     }
@@ -899,8 +897,7 @@ static enum MHD_Result get_metrics(server *sv, struct MHD_Connection *c, req *r)
         if (!m->dur[rt].count) continue;
         char lab[96];
         snprintf(lab, sizeof(lab), "route=\"%s\"", route_names[rt]);
-        histo_print(f, "pneumo_http_request_duration_seconds", lab, &m->dur[rt], dur_buckets,
-                    NDUR);
+        histo_print(f, "pneumo_http_request_duration_seconds", lab, &m->dur[rt], dur_buckets, NDUR);
     }
     fprintf(f, "# HELP pneumo_inference_batch_size Images per forward pass.\n"
                "# TYPE pneumo_inference_batch_size histogram\n");
@@ -931,14 +928,20 @@ static enum MHD_Result get_metrics(server *sv, struct MHD_Connection *c, req *r)
 
 static const char *mime_of(const char *path)
 {
-    const char *dot = strrchr(path, '.');
+    const char *dot             = strrchr(path, '.');
     static const char *map[][2] = {
-        {".html", "text/html; charset=utf-8"},       {".css", "text/css; charset=utf-8"},
-        {".js", "text/javascript; charset=utf-8"},   {".mjs", "text/javascript; charset=utf-8"},
-        {".png", "image/png"},                       {".svg", "image/svg+xml"},
-        {".ico", "image/x-icon"},                    {".json", "application/json"},
-        {".jpg", "image/jpeg"},                      {".jpeg", "image/jpeg"},
-        {".txt", "text/plain; charset=utf-8"},       {".webmanifest", "application/manifest+json"},
+        {".html", "text/html; charset=utf-8"},
+        {".css", "text/css; charset=utf-8"},
+        {".js", "text/javascript; charset=utf-8"},
+        {".mjs", "text/javascript; charset=utf-8"},
+        {".png", "image/png"},
+        {".svg", "image/svg+xml"},
+        {".ico", "image/x-icon"},
+        {".json", "application/json"},
+        {".jpg", "image/jpeg"},
+        {".jpeg", "image/jpeg"},
+        {".txt", "text/plain; charset=utf-8"},
+        {".webmanifest", "application/manifest+json"},
     };
     if (dot)
         for (size_t i = 0; i < sizeof(map) / sizeof(map[0]); i++)
@@ -997,8 +1000,8 @@ static int classify(const char *url, const char **id)
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
-                                  const char *method, const char *version,
-                                  const char *upload_data, size_t *upload_size, void **con_cls)
+                                  const char *method, const char *version, const char *upload_data,
+                                  size_t *upload_size, void **con_cls)
 {
     server *sv = cls;
     req *r     = *con_cls;
@@ -1009,21 +1012,22 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         if (!r) return MHD_NO;
         r->t0     = mono();
         r->route  = route;
-        r->method = strcmp(method, "POST") == 0 ? "POST" : strcmp(method, "GET") == 0 ? "GET"
-                                                       : strcmp(method, "HEAD") == 0  ? "HEAD"
-                                                                                      : "OTHER";
+        r->method = strcmp(method, "POST") == 0   ? "POST"
+                    : strcmp(method, "GET") == 0  ? "GET"
+                    : strcmp(method, "HEAD") == 0 ? "HEAD"
+                                                  : "OTHER";
         *con_cls  = r;
         pthread_mutex_lock(&sv->fl_mu);
         sv->inflight++;
         pthread_mutex_unlock(&sv->fl_mu);
         if (route <= RT_API_OTHER && !authorized(sv, c))
-            return send_err(c, r, 401,
-                            "expected \"Authorization: Bearer <token>\" with a valid token, got "
-                            "%s",
-                            MHD_lookup_connection_value(c, MHD_HEADER_KIND,
-                                                        MHD_HTTP_HEADER_AUTHORIZATION)
-                                ? "an unknown token"
-                                : "none");
+            return send_err(
+                c, r, 401,
+                "expected \"Authorization: Bearer <token>\" with a valid token, got "
+                "%s",
+                MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION)
+                    ? "an unknown token"
+                    : "none");
         if (route == RT_PREDICT && strcmp(method, "POST") == 0) {
             const char *cl =
                 MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
@@ -1065,13 +1069,13 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     case RT_READYZ: {
         if (!get) return send_err(c, r, 405, "expected GET, got %s", method);
         if (!sv->redis_url)
-            return send_json(c, r, 200,
-                             json_pack("{s:s, s:b, s:s}", "status", "ready", "model", 1, "redis",
-                                       "disabled"));
+            return send_json(
+                c, r, 200,
+                json_pack("{s:s, s:b, s:s}", "status", "ready", "model", 1, "redis", "disabled"));
         int up = redis_ping(sv);
         return send_json(c, r, up ? 200 : 503,
-                         json_pack("{s:s, s:b, s:b}", "status", up ? "ready" : "not ready",
-                                   "model", 1, "redis", up));
+                         json_pack("{s:s, s:b, s:b}", "status", up ? "ready" : "not ready", "model",
+                                   1, "redis", up));
     }
     case RT_METRICS:
         if (!get) return send_err(c, r, 405, "expected GET, got %s", method);
@@ -1169,28 +1173,30 @@ int cmd_serve(int argc, char **argv)
     int insecure = 0, threads = 4, max_batch = 8, max_wait = 5, queue = 64, quiet = 0;
     int compute_threads = 0;
     double max_bytes = 20 << 20, max_pixels = 50e6;
-    int ttl          = 0;
-    cli_opt opts[]   = {
+    int ttl        = 0;
+    cli_opt opts[] = {
         {"model", OPT_STR, &model, 0, 0, "FILE", "model file (default " DEFAULT_MODEL ")"},
-        {"listen", OPT_STR, &listen, 0, 0, "HOST:PORT", "address to listen on, default 127.0.0.1:8080"},
+        {"listen", OPT_STR, &listen, 0, 0, "HOST:PORT",
+         "address to listen on, default 127.0.0.1:8080"},
         {"redis", OPT_STR, &redis_url, 0, 0, "URL",
-           "redis://[:password@]host:port/db for the cache (default $REDIS_URL; unset: no Redis)"},
+         "redis://[:password@]host:port/db for the cache (default $REDIS_URL; unset: no Redis)"},
         {"tokens", OPT_STR, &tokens, 0, 0, "FILE",
-           "API tokens (pneumo token add; default $PNEUMO_TOKENS, else ./pneumo-tokens)"},
+         "API tokens (pneumo token add; default $PNEUMO_TOKENS, else ./pneumo-tokens)"},
         {"insecure-no-auth", OPT_FLAG, &insecure, 0, 0, NULL,
-           "serve the API without tokens (local experiments only)"},
+         "serve the API without tokens (local experiments only)"},
         {"web", OPT_STR, &web, 0, 0, "DIR", "static files at / (default: web/ beside build/)"},
         {"threads", OPT_INT, &threads, 1, 256, "N", "HTTP threads, default 4"},
         {"compute-threads", OPT_INT, &compute_threads, 0, 1024, "N",
-           "threads of the model, default all CPUs"},
-        {"max-batch", OPT_INT, &max_batch, 1, 256, "N", "images per forward pass at most, default 8"},
+         "threads of the model, default all CPUs"},
+        {"max-batch", OPT_INT, &max_batch, 1, 256, "N",
+         "images per forward pass at most, default 8"},
         {"max-wait-ms", OPT_INT, &max_wait, 0, 60000, "MS",
-           "how long the first image waits for company, default 5"},
+         "how long the first image waits for company, default 5"},
         {"queue", OPT_INT, &queue, 1, 100000, "N", "images waiting at most (then 503), default 64"},
         {"max-bytes", OPT_FLOAT, &max_bytes, 1, 1e12, "N", "largest upload, default 20 MiB"},
         {"max-pixels", OPT_FLOAT, &max_pixels, 1, 1e12, "N", "largest image, default 50e6"},
         {"ttl", OPT_INT, &ttl, 0, 2147483647.0, "SECONDS",
-           "expire results and heat maps in Redis (default 0: never)"},
+         "expire results and heat maps in Redis (default 0: never)"},
         {"quiet", OPT_FLAG, &quiet, 0, 0, NULL, "no access log"},
     };
     cli_cmd cmd = {"serve",
@@ -1210,15 +1216,15 @@ int cmd_serve(int argc, char **argv)
     }
     server *sv = calloc(1, sizeof(*sv));
     if (!sv) return cli_fail("serve", EXIT_FAIL, "out of memory");
-    g_sv             = sv;
-    sv->insecure     = insecure;
-    sv->quiet        = quiet;
-    sv->ttl          = ttl;
-    sv->max_bytes    = (size_t)max_bytes;
-    sv->max_pixels   = max_pixels;
-    sv->redis_url    = redis_url;
-    sv->tokens_path  = pr_tokens_path(tokens);
-    sv->r_up         = 1; // until a connect fails
+    g_sv            = sv;
+    sv->insecure    = insecure;
+    sv->quiet       = quiet;
+    sv->ttl         = ttl;
+    sv->max_bytes   = (size_t)max_bytes;
+    sv->max_pixels  = max_pixels;
+    sv->redis_url   = redis_url;
+    sv->tokens_path = pr_tokens_path(tokens);
+    sv->r_up        = 1; // until a connect fails
     pthread_mutex_init(&sv->tok_mu, NULL);
     pthread_mutex_init(&sv->r_mu, NULL);
     pthread_mutex_init(&sv->lru_mu, NULL);
@@ -1233,8 +1239,7 @@ int cmd_serve(int argc, char **argv)
                             "none; create one with `pneumo token add NAME`, or pass "
                             "--insecure-no-auth for a local experiment");
         if (pr_tokens_load(sv->tokens_path, 0, &sv->tokens, err, sizeof(err)))
-            return cli_fail("serve", EXIT_USAGE, "%s; create it with `pneumo token add NAME`",
-                            err);
+            return cli_fail("serve", EXIT_USAGE, "%s; create it with `pneumo token add NAME`", err);
         if (stat(sv->tokens_path, &st) == 0)
             sv->tok_mtime = st.st_mtim.tv_sec * 1000000000L + st.st_mtim.tv_nsec;
         sv->tok_checked = mono();
@@ -1261,9 +1266,9 @@ int cmd_serve(int argc, char **argv)
         host[strlen(host) - 1] = 0;
     }
     struct addrinfo hints = {0}, *ai = NULL;
-    hints.ai_family       = AF_UNSPEC;
-    hints.ai_socktype     = SOCK_STREAM;
-    hints.ai_flags        = AI_PASSIVE;
+    hints.ai_family   = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags    = AI_PASSIVE;
     char portstr[16];
     snprintf(portstr, sizeof(portstr), "%ld", port);
     int gai = getaddrinfo(host, portstr, &hints, &ai);
@@ -1272,8 +1277,8 @@ int cmd_serve(int argc, char **argv)
     if (!model) {
         if (access(DEFAULT_MODEL, R_OK) != 0) {
             freeaddrinfo(ai);
-            return cli_fail("serve", EXIT_USAGE,
-                            "no --model given and the default %s is not here", DEFAULT_MODEL);
+            return cli_fail("serve", EXIT_USAGE, "no --model given and the default %s is not here",
+                            DEFAULT_MODEL);
         }
         model = DEFAULT_MODEL;
     }
@@ -1337,16 +1342,15 @@ int cmd_serve(int argc, char **argv)
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_AUTO | MHD_ALLOW_SUSPEND_RESUME |
                      MHD_USE_ERROR_LOG;
     if (ai->ai_family == AF_INET6) flags |= MHD_USE_IPv6;
-    sv->d = MHD_start_daemon(
-        flags, (uint16_t)port, NULL, NULL, on_request, sv, MHD_OPTION_SOCK_ADDR, ai->ai_addr,
-        MHD_OPTION_THREAD_POOL_SIZE, (unsigned)threads, MHD_OPTION_NOTIFY_COMPLETED, on_completed,
-        sv, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)60, MHD_OPTION_END);
+    sv->d = MHD_start_daemon(flags, (uint16_t)port, NULL, NULL, on_request, sv,
+                             MHD_OPTION_SOCK_ADDR, ai->ai_addr, MHD_OPTION_THREAD_POOL_SIZE,
+                             (unsigned)threads, MHD_OPTION_NOTIFY_COMPLETED, on_completed, sv,
+                             MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)60, MHD_OPTION_END);
     freeaddrinfo(ai);
     if (!sv->d) {
         sv_infer_stop(sv->infer);
         return cli_fail("serve", EXIT_FAIL,
-                        "cannot listen on %s (in use, or not an address of this machine?)",
-                        listen);
+                        "cannot listen on %s (in use, or not an address of this machine?)", listen);
     }
     const union MHD_DaemonInfo *di = MHD_get_daemon_info(sv->d, MHD_DAEMON_INFO_BIND_PORT);
     fprintf(stderr, "pneumo serve: listening on http://%s:%u (model %s, id %s)%s\n",

@@ -34,12 +34,12 @@ typedef struct sv_infer_stats {
 
 typedef struct sv_infer sv_infer;
 
-// Starts the inference thread over m and its context ctx (which only this thread uses from now on): batches of up to
-// max_batch jobs, waiting at most max_wait_ms after the first one, queue_cap jobs at most
-// waiting. layer: the Grad-CAM layer (kept by the caller). Returns 0 or -1 (err set).
-int sv_infer_start(nt_ctx *ctx, nt_model *m, int S, int layer, int max_batch, int max_wait_ms, int queue_cap,
-                   void (*on_done)(sv_job *), const sv_infer_stats *stats, sv_infer **out,
-                   char *err, size_t errlen);
+// Starts the inference thread over m and its context ctx (which only this thread uses from now on):
+// batches of up to max_batch jobs, waiting at most max_wait_ms after the first one, queue_cap jobs
+// at most waiting. layer: the Grad-CAM layer (kept by the caller). Returns 0 or -1 (err set).
+int sv_infer_start(nt_ctx *ctx, nt_model *m, int S, int layer, int max_batch, int max_wait_ms,
+                   int queue_cap, void (*on_done)(sv_job *), const sv_infer_stats *stats,
+                   sv_infer **out, char *err, size_t errlen);
 // Queues j (not yet done). 0 queued, -1 the queue is full, -2 shutting down.
 int sv_infer_submit(sv_infer *q, sv_job *j);
 // Jobs waiting (not yet taken into a batch).

@@ -36,16 +36,16 @@ static double mono(void)
 
 static void *infer_main(void *arg)
 {
-    sv_infer *q    = arg;
-    int S          = q->S, B = q->max_batch;
+    sv_infer *q = arg;
+    int S = q->S, B = q->max_batch;
     int64_t shp[4] = {B, S, S, 3};
     nt_tensor x    = {0};
     sv_job **batch = calloc((size_t)B, sizeof(*batch));
     float *probs   = calloc((size_t)B, sizeof(float));
     int ch = 0, cw = 0;
     nt_model_gradcam(q->m, q->layer, NULL, &ch, &cw);
-    float *cams   = calloc((size_t)B * (size_t)(ch > 0 && cw > 0 ? ch * cw : 1), sizeof(float));
-    int oom       = !batch || !probs || !cams;
+    float *cams       = calloc((size_t)B * (size_t)(ch > 0 && cw > 0 ? ch * cw : 1), sizeof(float));
+    int oom           = !batch || !probs || !cams;
     char oom_msg[128] = "";
     if (!oom && nt_tensor_new(q->ctx, 4, shp, &x) != NT_OK) oom = 1;
     if (oom) snprintf(oom_msg, sizeof(oom_msg), "out of memory for a batch of %d", B);
@@ -64,7 +64,7 @@ static void *infer_main(void *arg)
             if (left <= 0) break;
             struct timespec ts;
             clock_gettime(CLOCK_REALTIME, &ts);
-            double t = (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec + left;
+            double t   = (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec + left;
             ts.tv_sec  = (time_t)t;
             ts.tv_nsec = (long)((t - (double)ts.tv_sec) * 1e9);
             if (pthread_cond_timedwait(&q->cv, &q->mu, &ts) == ETIMEDOUT) break;
@@ -120,9 +120,9 @@ static void *infer_main(void *arg)
     return NULL;
 }
 
-int sv_infer_start(nt_ctx *ctx, nt_model *m, int S, int layer, int max_batch, int max_wait_ms, int queue_cap,
-                   void (*on_done)(sv_job *), const sv_infer_stats *stats, sv_infer **out,
-                   char *err, size_t errlen)
+int sv_infer_start(nt_ctx *ctx, nt_model *m, int S, int layer, int max_batch, int max_wait_ms,
+                   int queue_cap, void (*on_done)(sv_job *), const sv_infer_stats *stats,
+                   sv_infer **out, char *err, size_t errlen)
 {
     sv_infer *q = calloc(1, sizeof(*q));
     if (!q) {
@@ -225,9 +225,9 @@ static void png_noflush(png_structp png)
 
 int sv_png_encode(const uint8_t *rgb, int w, int h, uint8_t **png_out, size_t *len)
 {
-    membuf b         = {0};
-    png_structp png  = png_create_write_struct(PNG_LIBPNG_VER_STRING, NULL, NULL, NULL);
-    png_infop info   = png ? png_create_info_struct(png) : NULL;
+    membuf b        = {0};
+    png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, NULL, NULL, NULL);
+    png_infop info  = png ? png_create_info_struct(png) : NULL;
     if (!png || !info) {
         png_destroy_write_struct(&png, &info);
         return -1;

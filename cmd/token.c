@@ -63,8 +63,8 @@ static int name_ok(const char *s)
 
 int pr_tokens_load(const char *path, int missing_ok, pr_tokens *t, char *err, size_t errlen)
 {
-    t->v = NULL;
-    t->n = 0;
+    t->v    = NULL;
+    t->n    = 0;
     FILE *f = fopen(path, "r");
     if (!f) {
         if (errno == ENOENT && missing_ok) return 0;
@@ -86,7 +86,7 @@ int pr_tokens_load(const char *path, int missing_ok, pr_tokens *t, char *err, si
             goto fail;
         }
         if (t->n == cap) {
-            cap        = cap ? 2 * cap : 16;
+            cap         = cap ? 2 * cap : 16;
             pr_token *v = realloc(t->v, sizeof(pr_token) * (size_t)cap);
             if (!v) {
                 snprintf(err, errlen, "out of memory reading %s", path);
@@ -133,7 +133,8 @@ static int token_add(const char *path, const char *name)
                         name);
     pr_tokens t;
     char err[600];
-    if (pr_tokens_load(path, 1, &t, err, sizeof(err))) return cli_fail("token", EXIT_FAIL, "%s", err);
+    if (pr_tokens_load(path, 1, &t, err, sizeof(err)))
+        return cli_fail("token", EXIT_FAIL, "%s", err);
     for (int i = 0; i < t.n; i++)
         if (strcmp(t.v[i].name, name) == 0) {
             pr_tokens_free(&t);
@@ -146,12 +147,12 @@ static int token_add(const char *path, const char *name)
     unsigned char raw[32], md[EVP_MAX_MD_SIZE], b64[64];
     if (RAND_bytes(raw, sizeof(raw)) != 1)
         return cli_fail("token", EXIT_FAIL, "the system random generator failed");
-    int bl = EVP_EncodeBlock(b64, raw, sizeof(raw));
+    int bl       = EVP_EncodeBlock(b64, raw, sizeof(raw));
     char tok[80] = "pn_";
     int k        = 3;
     for (int i = 0; i < bl && b64[i] != '='; i++)
         tok[k++] = b64[i] == '+' ? '-' : b64[i] == '/' ? '_' : (char)b64[i];
-    tok[k] = 0;
+    tok[k]     = 0;
     unsigned n = 0;
     EVP_Digest(tok, (size_t)k, md, &n, EVP_sha256(), NULL);
     char hx[65], now[40];
@@ -177,7 +178,8 @@ static int token_list(const char *path)
 {
     pr_tokens t;
     char err[600];
-    if (pr_tokens_load(path, 1, &t, err, sizeof(err))) return cli_fail("token", EXIT_FAIL, "%s", err);
+    if (pr_tokens_load(path, 1, &t, err, sizeof(err)))
+        return cli_fail("token", EXIT_FAIL, "%s", err);
     for (int i = 0; i < t.n; i++)
         printf("%-24s %s sha256:%02x%02x%02x%02x...\n", t.v[i].name, t.v[i].created, t.v[i].hash[0],
                t.v[i].hash[1], t.v[i].hash[2], t.v[i].hash[3]);
@@ -237,7 +239,7 @@ int cmd_token(int argc, char **argv)
 {
     const char *file = NULL;
     cli_opt opts[]   = {
-        {"tokens", OPT_STR, &file, 0, 0, "FILE",
+          {"tokens", OPT_STR, &file, 0, 0, "FILE",
            "the tokens file (default $PNEUMO_TOKENS, else ./pneumo-tokens)"},
     };
     cli_cmd cmd = {"token",
