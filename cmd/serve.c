@@ -131,9 +131,11 @@ typedef struct server {
     pthread_mutex_t lru_mu;
     lru_ent lru[LRU_N];
     uint64_t lru_clock;
-    // in flight
+    // in flight, and the HTTP threads' decode contexts (freed at shutdown)
     pthread_mutex_t fl_mu;
     int inflight;
+    nt_ctx *tctx[512];
+    int ntctx;
     metrics mt;
 } server;
 
@@ -313,6 +315,7 @@ static int lru_get(server *sv, const char *sha, lru_ent *out, int want_png)
 // ---- responses ----
 
 typedef struct req {
+    struct server *sv;
     int route, status;
     double t0, t_body;
     const char *method;
@@ -458,8 +461,6 @@ static int body_add(server *sv, req *r, const char *data, size_t n)
     return 1;
 }
 
-static server *g_sv; // the post processor's callback has no room for two pointers
-
 static enum MHD_Result post_part(void *cls, enum MHD_ValueKind kind, const char *key,
                                  const char *filename, const char *content_type,
                                  const char *transfer_encoding, const char *data, uint64_t off,
@@ -486,7 +487,7 @@ static enum MHD_Result post_part(void *cls, enum MHD_ValueKind kind, const char 
                (!r->part_is_image && !filename)) {
         return MHD_YES;
     }
-    if (size) body_add(g_sv, r, data, size);
+    if (size) body_add(r->sv, r, data, size);
     return MHD_YES;
 }
 
@@ -528,18 +529,28 @@ static int image_dims(const uint8_t *b, size_t n, int png, long *w, long *h)
 
 static _Thread_local nt_ctx *tl_ctx; // per HTTP thread: decode errors land here
 
-static nt_ctx *thread_ctx(void)
+// The calling HTTP thread's context (one thread, errors only), made on first use and kept in
+// sv->tctx so that shutdown frees it. NULL when out of memory or past the table.
+static nt_ctx *thread_ctx(server *sv)
 {
-    if (!tl_ctx) {
-        nt_ctx_opts o;
-        nt_ctx_opts_default(&o);
-        o.nthreads = 1;
-        if (nt_ctx_new(&o, &tl_ctx) != NT_OK) {
-            nt_ctx_free(tl_ctx);
-            tl_ctx = NULL;
-        }
+    if (tl_ctx) return tl_ctx;
+    nt_ctx_opts o;
+    nt_ctx_opts_default(&o);
+    o.nthreads = 1;
+    nt_ctx *c  = NULL;
+    if (nt_ctx_new(&o, &c) != NT_OK) {
+        nt_ctx_free(c);
+        return NULL;
     }
-    return tl_ctx;
+    pthread_mutex_lock(&sv->fl_mu);
+    int room = sv->ntctx < (int)(sizeof(sv->tctx) / sizeof(sv->tctx[0]));
+    if (room) sv->tctx[sv->ntctx++] = c;
+    pthread_mutex_unlock(&sv->fl_mu);
+    if (!room) {
+        nt_ctx_free(c);
+        return NULL;
+    }
+    return tl_ctx = c;
 }
 
 static void history_add(server *sv, pr_batch *b, const char *sha)
@@ -721,7 +732,7 @@ static enum MHD_Result upload_process(server *sv, struct MHD_Connection *c, req 
     } else {
         count_cache(sv, 0);
     }
-    nt_ctx *ctx = thread_ctx();
+    nt_ctx *ctx = thread_ctx(sv);
     if (!ctx) return send_err(c, r, 503, "out of memory");
     size_t px = (size_t)sv->S * sv->S * 3;
     r->job.x  = malloc(sizeof(float) * px);
@@ -1010,6 +1021,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     if (!r) {
         r = calloc(1, sizeof(*r));
         if (!r) return MHD_NO;
+        r->sv     = sv;
         r->t0     = mono();
         r->route  = route;
         r->method = strcmp(method, "POST") == 0   ? "POST"
@@ -1166,7 +1178,7 @@ static const char *default_web(char *buf, size_t len)
     return stat(buf, &st) == 0 && S_ISDIR(st.st_mode) ? buf : NULL;
 }
 
-int cmd_serve(int argc, char **argv)
+static int serve_main(server *sv, int argc, char **argv)
 {
     const char *model = NULL, *listen = "127.0.0.1:8080", *redis_url = NULL, *tokens = NULL;
     const char *web = NULL;
@@ -1214,9 +1226,6 @@ int cmd_serve(int argc, char **argv)
         const char *env = getenv("REDIS_URL");
         if (env && *env) redis_url = env;
     }
-    server *sv = calloc(1, sizeof(*sv));
-    if (!sv) return cli_fail("serve", EXIT_FAIL, "out of memory");
-    g_sv            = sv;
     sv->insecure    = insecure;
     sv->quiet       = quiet;
     sv->ttl         = ttl;
@@ -1349,6 +1358,8 @@ int cmd_serve(int argc, char **argv)
     freeaddrinfo(ai);
     if (!sv->d) {
         sv_infer_stop(sv->infer);
+        nt_model_free(m);
+        nt_ctx_free(ctx);
         return cli_fail("serve", EXIT_FAIL,
                         "cannot listen on %s (in use, or not an address of this machine?)", listen);
     }
@@ -1389,9 +1400,20 @@ int cmd_serve(int argc, char **argv)
     for (int i = 0; i < LRU_N; i++)
         free(sv->lru[i].png);
     pr_tokens_free(&sv->tokens);
+    for (int i = 0; i < sv->ntctx; i++)
+        nt_ctx_free(sv->tctx[i]);
     nt_model_free(m);
     nt_ctx_free(ctx);
     fprintf(stderr, "pneumo serve: stopped\n");
-    free(sv);
     return EXIT_OK;
+}
+
+int cmd_serve(int argc, char **argv)
+{
+    server *sv = calloc(1, sizeof(*sv));
+    if (!sv) return cli_fail("serve", EXIT_FAIL, "out of memory");
+    int rc = serve_main(sv, argc, argv);
+    pr_tokens_free(&sv->tokens);
+    free(sv);
+    return rc;
 }
