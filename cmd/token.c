@@ -100,8 +100,8 @@ int pr_tokens_load(const char *path, int missing_ok, pr_tokens *t, char *err, si
                      lineno);
             goto fail;
         }
-        snprintf(e->name, sizeof(e->name), "%s", name);
-        snprintf(e->created, sizeof(e->created), "%s", when);
+        snprintf(e->name, sizeof(e->name), "%.63s", name);
+        snprintf(e->created, sizeof(e->created), "%.39s", when);
         t->n++;
     }
     fclose(f);
