@@ -1393,8 +1393,10 @@ static int serve_main(server *sv, int argc, char **argv)
         struct timespec ts = {0, 10000000};
         nanosleep(&ts, NULL);
     }
-    MHD_stop_daemon(sv->d);
+    // The model first: it drains its queue and resumes those connections while MHD still runs;
+    // a request that comes later on a kept-alive connection gets 503 "shutting down".
     sv_infer_stop(sv->infer);
+    MHD_stop_daemon(sv->d);
     while (sv->r_nfree)
         pr_redis_close(sv->r_free[--sv->r_nfree]);
     for (int i = 0; i < LRU_N; i++)

@@ -226,6 +226,19 @@ api -F image=@$N2 $B/api/v1/predictions > $T/d2.json
 SN2=$(sha256sum $N2 | cut -c1-64)
 [ "$(jget $T/d2.json cached)" = false ] && [ "$($R hget pneumo:result:$MID:$SN2 source)" = upload ] && ok "caching in Redis again" || bad "after restart: $(cat $T/d2.json)"
 
+# A hung Redis (SIGSTOP): requests skip it after one short timeout.
+kill -STOP $rpid
+N3=$(ls ../shared/data/chest_xray/train/NORMAL/*.jpeg 2> /dev/null | sed -n 7p)
+[ -n "$N3" ] || { N3=$T/n3.jpeg; cp $I1 $N3; printf 'z' >> $N3; }
+t0=$(date +%s%N)
+api -F image=@$N3 $B/api/v1/predictions > $T/d3.json
+t1=$(( ($(date +%s%N) - t0) / 1000000 ))
+[ "$(jget $T/d3.json cached)" = false ] && [ $t1 -lt 3000 ] && ok "Redis hung: answered in ${t1} ms" || bad "hung Redis: ${t1} ms $(cat $T/d3.json)"
+[ "$(code $B/readyz)" = 503 ] && ok "readyz 503 with Redis hung" || bad "readyz hung: $(cat $T/body)"
+kill -CONT $rpid
+i=0; until [ "$(code $B/readyz)" = 200 ] || [ $i -gt 50 ]; do i=$((i+1)); sleep 0.1; done
+[ $i -le 50 ] && ok "readyz 200 when Redis continues" || bad "readyz after CONT: $(cat $T/body)"
+
 # A full queue: 503 + Retry-After (one slot, the first job waits 3 s for company).
 kill $spid; wait $spid; rc=$?; spid=
 [ $rc -eq 0 ] && ok "SIGTERM -> exit 0" || bad "SIGTERM exit $rc: $(tail -n 3 $T/serve.log)"
@@ -259,5 +272,20 @@ curl -s $B/metrics > $T/metrics
     && ok "cached result, lost heat map recomputed" || bad "heatmap recompute: $(cat $T/r2.json) exists=$($R exists pneumo:heatmap:$MID:$S2)"
 kill -INT $spid; wait $spid; rc=$?; spid=
 [ $rc -eq 0 ] && ok "SIGINT -> exit 0" || bad "SIGINT exit $rc"
+
+# The shipped model by default: the same probability as pneumo predict.
+if [ -f weights/pneumo-resnet50.safetensors ]; then
+    : > $T/serve.log
+    $P serve --listen 127.0.0.1:$SPORT --insecure-no-auth --web $T/web 2> $T/serve.log &
+    spid=$!
+    i=0; until grep -q 'listening on' $T/serve.log || [ $i -gt 300 ]; do i=$((i+1)); sleep 0.05; done
+    grep -q 'WITHOUT AUTH' $T/serve.log && grep -q '(model pneumo-resnet50.safetensors, id' $T/serve.log \
+        && ok "default model, --insecure-no-auth said" || bad "shipped: $(cat $T/serve.log)"
+    curl -s -F image=@$I3 $B/api/v1/predictions > $T/s3.json
+    ps=$($P predict $I3 2> /dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin)["probability"])')
+    python3 -c 'import sys; sys.exit(0 if abs(float(sys.argv[1])-float(sys.argv[2])) < 1e-5 else 1)' "$(jget $T/s3.json probability)" "$ps" \
+        && ok "shipped model: serve = predict ($ps, $(jget $T/s3.json label))" || bad "shipped: $(cat $T/s3.json) vs $ps"
+    kill $spid; wait $spid; spid=
+fi
 stop_redis
 finish serve
