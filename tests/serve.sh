@@ -202,6 +202,13 @@ for name in 'pneumo_http_requests_total{route="/api/v1/predictions",code="200"}'
 done; ok "metrics names"
 grep -q "$S1" $T/metrics && bad "a raw path in the metrics" || ok "routes are templates"
 
+# SIGHUP reloads at once (a request just now checked the file's mtime, so only the signal can).
+sleep 1.1 # the next request re-checks the mtime (at most once a second), the one after cannot
+[ "$(code -H "Authorization: Bearer $TOK" $B/api/v1/predictions)" = 200 ] || bad "list before HUP"
+$P token add carol --tokens $TF > $T/tok3 2> /dev/null
+kill -HUP $spid; sleep 0.2
+[ "$(code -H "Authorization: Bearer $(cat $T/tok3)" $B/api/v1/predictions)" = 200 ] && ok "SIGHUP reloads the tokens" || bad "HUP: $(cat $T/body)"
+
 # Token reload: a revoked token stops working within about a second.
 $P token revoke bob --tokens $TF 2> /dev/null
 sleep 1.2
@@ -272,6 +279,15 @@ curl -s $B/metrics > $T/metrics
     && ok "cached result, lost heat map recomputed" || bad "heatmap recompute: $(cat $T/r2.json) exists=$($R exists pneumo:heatmap:$MID:$S2)"
 kill -INT $spid; wait $spid; rc=$?; spid=
 [ $rc -eq 0 ] && ok "SIGINT -> exit 0" || bad "SIGINT exit $rc"
+
+# Redis down at the start: the server starts, is not ready, and answers uncached.
+DEAD=$(free_port)
+start_serve --redis redis://127.0.0.1:$DEAD/0
+grep -q 'does not answer; serving uncached' $T/serve.log && ok "Redis down at start: starts anyway" || bad "start without Redis: $(cat $T/serve.log)"
+[ "$(code $B/readyz)" = 503 ] && ok "readyz 503" || bad "readyz: $(cat $T/body)"
+api -F image=@$I2 $B/api/v1/predictions > $T/n.json
+[ "$(jget $T/n.json cached)" = false ] && ok "upload answered uncached" || bad "no Redis: $(cat $T/n.json)"
+kill $spid; wait $spid; spid=
 
 # The shipped model by default: the same probability as pneumo predict.
 if [ -f weights/pneumo-resnet50.safetensors ]; then
