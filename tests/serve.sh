@@ -264,8 +264,27 @@ n503=$(grep -l ' 503' $T/q1.h $T/q2.h $T/q3.h | wc -l)
     && head -n 1 $T/q1.h | grep -q ' 200' && ok "full queue: 503 + Retry-After ($n503 of 3), the first answered" \
     || bad "queue: $(head -n 1 $T/q1.h $T/q2.h $T/q3.h | tr '\n' ' ')"
 
+# Micro-batching: three concurrent uploads within --max-wait-ms share one forward pass, and the
+# batched probabilities are predict's.
+kill $spid; wait $spid; spid=
+$R flushdb > /dev/null
+start_serve --max-wait-ms 1500 --max-batch 8
+for k in 1 2 3; do
+    f=$I1; [ $k = 2 ] && f=$I2; [ $k = 3 ] && f=$N1
+    api -F image=@$f $B/api/v1/predictions > $T/b$k.json &
+    eval bp$k=$!
+done
+wait $bp1 $bp2 $bp3
+curl -s $B/metrics > $T/metrics
+[ "$(metric pneumo_inference_batch_size_count)" = 1 ] && [ "$(metric pneumo_inference_batch_size_sum)" = 3 ] \
+    && ok "3 concurrent uploads: one batch of 3" || bad "batches: $(grep batch_size_ $T/metrics | tr '\n' ' ')"
+python3 -c 'import json,sys; a=json.load(open(sys.argv[1]))["probability"]; b=json.load(open(sys.argv[2]))["probability"]
+sys.exit(0 if abs(a-float(sys.argv[3]))<1e-5 and abs(b-float(sys.argv[4]))<1e-5 else 1)' $T/b1.json $T/b2.json "$pp1" "$pp2" \
+    && ok "batched probabilities = predict's" || bad "batched: $(cat $T/b1.json $T/b2.json) vs $pp1 $pp2"
+
 # A result whose heat map left Redis: a fresh server (empty memory) recomputes the map only.
 kill $spid; wait $spid; spid=
+$R flushdb > /dev/null
 start_serve
 api -F image=@$I2 $B/api/v1/predictions > /dev/null # fills Redis (flushed above)
 kill $spid; wait $spid; spid=
