@@ -1364,9 +1364,10 @@ static int serve_main(server *sv, int argc, char **argv)
                         "cannot listen on %s (in use, or not an address of this machine?)", listen);
     }
     const union MHD_DaemonInfo *di = MHD_get_daemon_info(sv->d, MHD_DAEMON_INFO_BIND_PORT);
-    fprintf(stderr, "pneumo serve: listening on http://%s:%u (model %s, id %s)%s\n",
-            strchr(host, ':') ? "[v6]" : host, di ? di->port : (unsigned)port, sv->model_name,
-            sv->model_id, insecure ? " WITHOUT AUTH" : "");
+    fprintf(stderr, "pneumo serve: listening on http://%s%s%s:%u (model %s, id %s)%s\n",
+            strchr(host, ':') ? "[" : "", host, strchr(host, ':') ? "]" : "",
+            di ? di->port : (unsigned)port, sv->model_name, sv->model_id,
+            insecure ? " WITHOUT AUTH" : "");
     fflush(stderr);
     int sig = 0;
     while (sig != SIGINT && sig != SIGTERM) {
