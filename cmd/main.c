@@ -20,6 +20,9 @@ static const struct {
     {"eval", cmd_eval, "evaluate a model on class folders: metrics, curves, HTML report"},
     {"predict", cmd_predict, "run a model over image files and print the probabilities"},
     {"worker", cmd_worker, "consume a prediction queue from Redis (many workers share one batch)"},
+    {"serve", cmd_serve,
+     "the HTTP API and web page: upload an X-ray, get the result and a heat map"},
+    {"token", cmd_token, "manage the API tokens of serve (token add NAME | list | revoke NAME)"},
     {"augment", cmd_augment, "show what training sees: transform an image as augmentation does"},
     {"bench", cmd_bench, "measure kernels and the whole model (bench peak|gemm|model)"},
 };
@@ -64,9 +67,10 @@ int main(int argc, char **argv)
     }
     for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
         if (strcmp(c, commands[i].name) == 0) return commands[i].fn(argc - 2, argv + 2);
-    fprintf(stderr,
-            "pneumo: unknown command \"%s\"; expected one of info, init, weights, "
-            "train, predict, eval, augment, bench, version (see pneumo --help)\n",
-            c);
+    fprintf(
+        stderr,
+        "pneumo: unknown command \"%s\"; expected one of info, init, weights, "
+        "train, predict, worker, serve, token, eval, augment, bench, version (see pneumo --help)\n",
+        c);
     return EXIT_USAGE;
 }

@@ -431,9 +431,14 @@ int pr_redis_exec(pr_redis *r, pr_batch *b)
 
 void *pr_redis_command(pr_redis *r, int argc, const char **argv)
 {
+    return pr_redis_command_len(r, argc, argv, NULL);
+}
+
+void *pr_redis_command_len(pr_redis *r, int argc, const char **argv, const size_t *lens)
+{
     for (int i = 0;; i++) {
         if (r->c || do_connect(r) == 0) {
-            redisReply *rep = redisCommandArgv(r->c, argc, argv, NULL);
+            redisReply *rep = redisCommandArgv(r->c, argc, argv, lens);
             if (rep) return rep;
             snprintf(r->err, sizeof(r->err), "lost the connection to Redis at %s: %s", r->where,
                      r->c->errstr[0] ? r->c->errstr : "connection closed");

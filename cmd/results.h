@@ -24,6 +24,12 @@
  *                               deliveries, consumer, time
  *   pneumo:run:queue:<q>, pneumo:fail:queue:<q>: the queue's summary (recomputed by workers
  *                               from done, fail and total) and its dead-lettered sources
+ * `pneumo serve` (cmd/serve.c) writes results as predict does (source "upload", run_id "serve";
+ * never a client's file name), plus
+ *   pneumo:heatmap:<mid>:<sha>  string: the Grad-CAM heat map over the image, as PNG bytes
+ *                               (expires with --ttl like the result)
+ *   pneumo:history              sorted set: "<mid>:<sha>" scored by the time of its last upload
+ *                               (Unix milliseconds), trimmed to the newest 1000
  * Workers write results exactly as predict does (result hash, source index, run_id "queue:<q>"):
  * delivery is at least once, and a redelivered image rewrites the same key.
  */
@@ -96,6 +102,8 @@ void pr_batch_source(pr_batch *b, const char *model_id, const char *source, cons
 // and resending up to opts.retries times on a connection error. NULL when Redis stayed
 // unreachable (pr_redis_errstr says why). An error reply is returned as such.
 void *pr_redis_command(pr_redis *r, int argc, const char **argv);
+// The same with explicit argument lengths (binary-safe values, e.g. a PNG); lens NULL: strlen.
+void *pr_redis_command_len(pr_redis *r, int argc, const char **argv, const size_t *lens);
 
 // ---- shared with `pneumo worker` (implemented in cmd/predict.c) ----
 

@@ -239,6 +239,30 @@ nt_status nt_model_init(nt_model *m, nt_init kind, uint64_t seed);
 // nt_model_layer_output, e.g. Grad-CAM's feature map), even where it would be reused.
 void nt_model_keep_output(nt_model *m, int layer, int on);
 
+// ---- Grad-CAM (libnet/gradcam.c) ----
+//
+// The gradient of the logit with respect to the GAP features for the pneumo head
+// (GAP -> Dense "dense" ReLU -> Dropout -> Dense "dense_1" ReLU -> Dense "dense_2", dropout being
+// the identity at inference), computed by hand in double from the head's parameters.
+// feat [n, C] (C = the GAP width), grad [n, C] out, logit [n] out (may be NULL). NT_EINVAL when the
+// model lacks that head, NT_ESHAPE when its kernels do not chain, NT_ENOMEM. Thread-safe as long
+// as nobody changes the parameters.
+nt_status nt_model_head_grad(nt_model *m, const float *feat, int n, double *logit, float *grad);
+// Grad-CAM of the last forward (inference, batch N) at `layer` (e.g. conv5_block3_out, whose
+// output must have been kept with nt_model_keep_output before the forward): with A [N,h,w,C] the
+// layer's output and g = d logit / d GAP(A), alpha_c = g_c / (h w) and
+// cam = ReLU(sum_c alpha_c A[:,:,c]), divided by its maximum per image (all zeros when the map is
+// zero everywhere). cam receives N*h*w floats in [0,1], row-major; *h and *w (may be NULL) get the
+// map's size. With cam == NULL only *h and *w are set (to size the buffer). NT_EINVAL (bad layer,
+// output not kept, no pneumo head), NT_ESHAPE, NT_ENOMEM. Uses only the model, not the context's
+// kernels; call it from the thread that runs the model.
+nt_status nt_model_gradcam(nt_model *m, int layer, float *cam, int *h, int *w);
+// Draws a CAM [h,w] (values in [0,1]) over an image rgb [H,W,3]: the map is upsampled bilinearly
+// (half-pixel centres) to H x W, coloured with the Turbo colour map and blended over the image's
+// grey level with weight 0.6 * cam, into out [H,W,3] (8-bit). Cannot fail; thread-safe.
+void nt_gradcam_overlay(const float *cam, int h, int w, const uint8_t *rgb, int W, int H,
+                        uint8_t *out);
+
 // ---- running ----
 //
 // Forward over x [N,H,W,C] (already preprocessed). training != 0 uses batch statistics in
