@@ -513,7 +513,7 @@ static void w_record(writer *w, const run_info *ri, const rec *r)
         pr_batch_source(w->b, ri->model_id, r->source, r->sha, w->ttl);
     } else {
         pr_result res = {r->source,  r->sha,  r->label, ri->model_id, ri->model_sha256, ri->model,
-                         ri->run_id, r->time, r->prob,  r->threshold, r->latency_ms};
+                         ri->run_id, r->time, r->prob,  r->threshold, r->latency_ms,    0};
         pr_batch_result(w->b, &res, w->ttl);
     }
     w->pending++;
@@ -590,7 +590,8 @@ static int replay(const char *file, const char *url, const pr_redis_opts *ro, lo
                              tm ? tm : "",
                                json_number_value(json_object_get(o, "probability")),
                                json_number_value(json_object_get(o, "threshold")),
-                               json_number_value(json_object_get(o, "latency_ms"))};
+                               json_number_value(json_object_get(o, "latency_ms")),
+                               0};
             pr_batch_result(b, &res, ttl);
             results++;
         } else {

@@ -346,10 +346,12 @@ void pr_batch_result(pr_batch *b, const pr_result *res, long ttl_s)
     const char *s[] = {"HSETNX", key, "source", res->source};
     pr_batch_add(b, 4, s);
     add_expire(b, key, ttl_s);
-    snprintf(key, klen, "pneumo:source:%s:%s", res->model_id, res->source);
-    const char *x[] = {"SET", key, res->sha256};
-    pr_batch_add(b, 3, x);
-    add_expire(b, key, ttl_s);
+    if (!res->no_source_index) {
+        snprintf(key, klen, "pneumo:source:%s:%s", res->model_id, res->source);
+        const char *x[] = {"SET", key, res->sha256};
+        pr_batch_add(b, 3, x);
+        add_expire(b, key, ttl_s);
+    }
     free(key);
 }
 

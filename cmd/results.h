@@ -79,6 +79,7 @@ void pr_batch_add(pr_batch *b, int argc, const char **argv);
 typedef struct pr_result {
     const char *source, *sha256, *label, *model_id, *model_sha256, *model, *run_id, *time;
     double probability, threshold, latency_ms;
+    int no_source_index; // 1: no pneumo:source key (uploads have no source worth indexing)
 } pr_result;
 
 // The commands that store a result (the result hash, the source index), with EXPIRE when

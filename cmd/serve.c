@@ -618,7 +618,7 @@ static enum MHD_Result upload_finish(server *sv, struct MHD_Connection *c, req *
             if (!r->cached_prob) {
                 pr_result res = {"upload",      r->sha,         r->label, sv->model_id,
                                  sv->model_sha, sv->model_name, "serve",  tm,
-                                 r->prob,       r->thr,         lat};
+                                 r->prob,       r->thr,         lat,      1};
                 pr_batch_result(b, &res, sv->ttl);
             }
             history_add(sv, b, r->sha);

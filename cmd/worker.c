@@ -508,7 +508,8 @@ int cmd_worker(int argc, char **argv)
                                  tnow,
                                  probs[k],
                                  meta.threshold,
-                                 prep[bidx[k]] + fwd_ms};
+                                 prep[bidx[k]] + fwd_ms,
+                                 0};
                 pr_batch_result(w.b, &res, ttl);
                 mark_done(&w, e);
                 w.ndone++;

@@ -116,6 +116,7 @@ python3 -c 'import sys; sys.exit(0 if abs(float(sys.argv[1])-float(sys.argv[2]))
 [ "$($R hget pneumo:result:$MID:$S1 source)" = upload ] && ok "Redis result, source \"upload\"" || bad "redis: $($R hgetall pneumo:result:$MID:$S1 | tr '\n' ' ')"
 $R --scan --pattern '*' | xargs -r -n1 $R dump 2> /dev/null | grep -q patient-name && bad "the file name reached Redis" || ok "no file name in Redis"
 grep -q patient-name $T/serve.log && bad "the file name reached the log" || ok "no file name in the log"
+[ -z "$($R --scan --pattern "pneumo:source:*")" ] && ok "uploads write no source index" || bad "source keys: $($R --scan --pattern "pneumo:source:*" | head -n 2)"
 grep -q "$TOK" $T/serve.log && bad "a token reached the log"
 
 # Raw body.
