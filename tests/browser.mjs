@@ -83,7 +83,7 @@ try {
   ok((label === 'Pneumonia suspected' && raw === 'PNEUMONIA') || (label === 'No pneumonia detected' && raw === 'NORMAL'),
      `result in words: "${label}" (label ${raw})`);
   const prob = await good.locator('.prob').innerText();
-  ok(/Probability of pneumonia ([<>]\s)?\d+\.\d\s%, (above|below) the decision threshold of \d+\.\d\s%/.test(prob),
+  ok(/Probability of pneumonia ([<>]\s)?\d+\.\d\s%, (above|below|at) the decision threshold of \d+\.\d\s%/.test(prob),
      `probability: "${prob}"`);
   const width = await good.locator('.fill').evaluate((e) => e.getBoundingClientRect().width);
   ok(width >= 0 && Number.isFinite(width), `probability bar drawn (${width.toFixed(0)} px)`);

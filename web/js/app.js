@@ -87,12 +87,18 @@ function handleAuth(err) {
 
 // One decimal; a saturated probability is not shown as a certainty.
 // A no-break space keeps the number and its unit together.
-const pct = (p) => (p > 0.999 ? '>\u00a099.9\u00a0%' : p < 0.001 ? '<\u00a00.1\u00a0%' : `${(p * 100).toFixed(1)}\u00a0%`);
+const pct = (p) => {
+  if (p > 0.999) return '>\u00a099.9\u00a0%';
+  if (p < 0.001) return '<\u00a00.1\u00a0%';
+  return `${(p * 100).toFixed(1)}\u00a0%`;
+};
 
+// The server's label decides; the words say where the probability lies against the threshold.
 function verdict(r) {
+  const why = r.probability > r.threshold ? 'above' : r.probability < r.threshold ? 'below' : 'at';
   return r.label === 'PNEUMONIA'
-    ? { cls: 'positive', text: 'Pneumonia suspected', why: 'above' }
-    : { cls: 'negative', text: 'No pneumonia detected', why: 'below' };
+    ? { cls: 'positive', text: 'Pneumonia suspected', why }
+    : { cls: 'negative', text: 'No pneumonia detected', why };
 }
 
 function addCard(file) {
