@@ -68,6 +68,8 @@ static const conv_case convs[] = {
     {3, 7, 7, 1, 1, 7, 7, 2, 3, 3, 2, 2},     // 7x7 s2, one channel
     {3, 40, 40, 64, 16, 3, 3, 1, 1, 1, 1, 1}, // 4800 rows x 576: several im2col chunks
     {1, 1, 1, 1023, 1, 1, 1, 1, 0, 0, 0, 0},  // long reduction
+    {2, 9, 9, 32, 40, 1, 1, 2, 0, 0, 0, 0},   // 1x1 s2, C % 32 == 0 (bf16 implicit GEMM)
+    {2, 9, 7, 64, 33, 3, 3, 2, 0, 0, 1, 1},   // 3x3 s2 asymmetric pad, C % 32 == 0
 };
 
 static void test_conv(const conv_case *cc)
@@ -143,6 +145,39 @@ static void test_conv(const conv_case *cc)
                 NAME("fwd_bn_relu");
                 CHECK_CLOSE(what, y, ye, (int64_t)ny, tol_fwd * 1.5, TOL_SUM_RTOL);
                 free(sc), free(sh), free(ye);
+            }
+
+            // bf16 inference, once per thread count (at the best fp32 ISA): every bf16 impl up to
+            // this CPU's against the bf16 reference followed by the same epilogue.
+            if (isa == (int)nk_cpu_detect()) {
+                float *sc = xmalloc(d.K), *sh = xmalloc(d.K), *ye = xmalloc(ny);
+                fill(sc, d.K, 25, 0.5f, 1.5f);
+                fill(sh, d.K, 26, -0.5f, 0.5f);
+                nk_conv2d_fwd_bf16_ref(&d, x, w, b, ye);
+                for (size_t i = 0; i < ny; i++) {
+                    const size_t k = i % (size_t)d.K;
+                    const float v  = ye[i] * sc[k] + sh[k];
+                    ye[i]          = v > 0.0f ? v : 0.0f;
+                }
+                const int rsc = d.R * d.S * d.C;
+                uint16_t *wp  = malloc(nk_gemm_bf16_packed_b_elems(rsc, d.K) * sizeof(uint16_t));
+                size_t bwn    = nk_conv2d_bf16_ws_floats(&d, 2);
+                float *bws    = xmalloc(bwn);
+                if (!wp) exit(1);
+                CHECK(bwn >= nk_conv2d_bf16_ws_floats(&d, 1));
+                nk_gemm_bf16_pack_b(0, rsc, d.K, w, d.K, wp);
+                const nk_epilogue ep = {sc, sh, 1};
+                for (int bi = 0; bi <= (int)nk_cpu_bf16(); bi++) {
+                    nk_exec bex = {nt, bws, bwn};
+                    poison(y, ny);
+                    nk_conv2d_fwd_bf16_cpu((nk_bf16_impl)bi, &bex, &d, x, wp, b, &ep, y);
+                    snprintf(what, sizeof what,
+                             "conv2d_fwd_bf16 %s t%d N=%d H=%d W=%d C=%d K=%d R=%d S=%d st=%d",
+                             nk_bf16_impl_name((nk_bf16_impl)bi), nt, d.N, d.H, d.W, d.C, d.K, d.R,
+                             d.S, d.stride);
+                    CHECK_CLOSE(what, y, ye, (int64_t)ny, tol_fwd * 1.5, TOL_SUM_RTOL);
+                }
+                free(sc), free(sh), free(ye), free(wp), free(bws);
             }
 
             poison(dx, nx);

@@ -217,3 +217,49 @@ void nk_conv2d_bwd_filter_cpu(nk_isa isa, const nk_exec *ex, const nk_conv_desc 
                      l0 == 0 ? 0.0f : 1.0f, dw, K);
     }
 }
+
+// ---- bf16 inference ----
+
+static size_t bf16_gemm_part(int nthreads)
+{
+    return (nk_gemm_bf16_ws_floats(nthreads) + 15) & ~(size_t)15;
+}
+
+// Convolutions whose patches the bf16 packer reads from x directly (no col buffer).
+static int bf16_implicit(const nk_conv_desc *d)
+{
+    return d->C % 32 == 0;
+}
+
+size_t nk_conv2d_bf16_ws_floats(const nk_conv_desc *d, int nthreads)
+{
+    size_t g = bf16_gemm_part(nthreads);
+    if (is_direct(d) || bf16_implicit(d)) return g;
+    return g + (size_t)chunk_lines(d) * d->Q * d->R * d->S * d->C;
+}
+
+void nk_conv2d_fwd_bf16_cpu(nk_bf16_impl impl, const nk_exec *ex, const nk_conv_desc *d,
+                            const float *x, const uint16_t *wp, const float *b,
+                            const nk_epilogue *ep, float *y)
+{
+    const int K = d->K, rsc = d->R * d->S * d->C;
+    if (is_direct(d)) {
+        nk_gemm_bf16_cpu(impl, ex, d->N * d->H * d->W, K, d->C, x, d->C, wp, 0.0f, y, K, b, ep);
+        return;
+    }
+    if (bf16_implicit(d)) {
+        nk_gemm_bf16_conv_cpu(impl, ex, d, x, wp, b, ep, y);
+        return;
+    }
+    const int nt        = nthreads_of(ex);
+    const size_t g      = bf16_gemm_part(nt);
+    nk_exec gex         = {nt, ex->ws, g};
+    float *col          = ex->ws + g;
+    const int64_t lines = (int64_t)d->N * d->P, step = chunk_lines(d);
+    for (int64_t l0 = 0; l0 < lines; l0 += step) {
+        const int64_t l1 = l0 + step < lines ? l0 + step : lines;
+        im2col(d, x, l0, l1, col, nt);
+        nk_gemm_bf16_cpu(impl, &gex, (int)((l1 - l0) * d->Q), K, rsc, col, rsc, wp, 0.0f,
+                         y + l0 * d->Q * K, K, b, ep);
+    }
+}

@@ -59,4 +59,36 @@ double nk_fma_loop_scalar(int64_t iters);
 double nk_fma_loop_avx2(int64_t iters);
 double nk_fma_loop_avx512(int64_t iters);
 
+// ---- bf16 (nk_gemm_bf16_cpu) ----
+//
+// Register block NK_BF16_MR x NK_BF16_NR for every bf16 table. Packed A holds, per panel of MR
+// rows, k pair q of row i as one 32-bit word at q*MR + i (low half the even k); packed B is the
+// layout of nk_gemm_bf16_pack_b.
+#define NK_BF16_MR 12
+
+// C[0:m,0:n] = Apanel Bpanel + beta * C over kp k pairs (a and b as above, b a panel of NR
+// columns). beta == 0 never reads C.
+typedef void (*nk_bf16_ukr_fn)(int64_t kp, const uint32_t *a, const uint32_t *b, float *c,
+                               int64_t ldc, float beta, int m, int n);
+// Rounds one chunk of w <= 32 consecutive k of MR rows to bf16 and stores it packed: src[i]
+// points at row i's first float (NULL: a row of zeros); writes ceil(w/2) pair words per row at
+// dst[q*MR + i] (an odd w pads the last pair with a zero).
+typedef void (*nk_bf16_pack_fn)(const float *const *src, int w, uint32_t *dst);
+
+typedef struct nk_bf16_kernel {
+    nk_bf16_ukr_fn ukr;
+    nk_bf16_pack_fn pack;
+} nk_bf16_kernel;
+
+extern const nk_bf16_kernel nk_bf16_kernel_avx512;
+
+// The implicit-GEMM form of nk_conv2d_fwd_bf16_cpu for d->C % 32 == 0: A's rows are output
+// pixels and its k = (r*S + s)*C + c; the packer reads x directly. Scratch nk_gemm_bf16_ws_floats.
+void nk_gemm_bf16_conv_cpu(nk_bf16_impl impl, const nk_exec *ex, const nk_conv_desc *d,
+                           const float *x, const uint16_t *wp, const float *b,
+                           const nk_epilogue *ep, float *y);
+
+// VDPBF16PS throughput loop for nk_bf16_peak_gflops; returns the flops done.
+double nk_bf16_loop_avx512(int64_t iters);
+
 #endif

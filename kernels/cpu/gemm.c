@@ -316,3 +316,221 @@ void nk_colsum_cpu(const nk_exec *ex, int64_t M, int N, const float *x, float *o
         }
     }
 }
+
+// ---- bf16 inference GEMM ----
+//
+// The same work-unit scheme as nk_sgemm_cpu_epi, with two differences: B comes packed once
+// (nk_gemm_bf16_pack_b: the weights, packed when a model is first run), so each unit only packs
+// A, rounding it to bf16 on the way; and A may be a convolution's patch matrix that the packer
+// reads straight from x (implicit GEMM), 32 k at a time, each chunk inside one filter tap.
+
+#define BMR NK_BF16_MR
+#define BNR NK_BF16_NR
+// A block: 480 rows x 256 k as bf16 = 240 KiB of the 1 MiB L2; the 12 x 256 A micro-panel
+// (6 KiB) and the 256 x 32 B micro-panel (16 KiB) stay in the 32 KiB L1. BKC is a multiple of
+// 32 (the packer's chunk) so that chunks never straddle a filter tap when C % 32 == 0.
+#define BMC 480
+#define BKC 256
+_Static_assert(BKC % 32 == 0 && BMC % BMR == 0, "bf16 blocks: kc in whole chunks, mc in panels");
+
+static void ukr_bf16_scalar(int64_t kp, const uint32_t *a, const uint32_t *b, float *c, int64_t ldc,
+                            float beta, int m, int n)
+{
+    float acc[BMR][BNR] = {{0}};
+    for (int64_t p = 0; p < kp; p++, a += BMR, b += BNR)
+        for (int i = 0; i < BMR; i++) {
+            const float a0 = nk_bf16_to_f32((uint16_t)a[i]);
+            const float a1 = nk_bf16_to_f32((uint16_t)(a[i] >> 16));
+            for (int j = 0; j < BNR; j++)
+                acc[i][j] += a0 * nk_bf16_to_f32((uint16_t)b[j]) +
+                             a1 * nk_bf16_to_f32((uint16_t)(b[j] >> 16));
+        }
+    for (int i = 0; i < m; i++)
+        for (int j = 0; j < n; j++)
+            c[i * ldc + j] = beta != 0.0f ? acc[i][j] + beta * c[i * ldc + j] : acc[i][j];
+}
+
+static void pack_bf16_scalar(const float *const *src, int w, uint32_t *dst)
+{
+    for (int i = 0; i < BMR; i++)
+        for (int q = 0; q < (w + 1) / 2; q++) {
+            const uint32_t lo = src[i] ? nk_f32_to_bf16(src[i][2 * q]) : 0;
+            const uint32_t hi = src[i] && 2 * q + 1 < w ? nk_f32_to_bf16(src[i][2 * q + 1]) : 0;
+            dst[q * BMR + i]  = lo | hi << 16;
+        }
+}
+
+static const nk_bf16_kernel nk_bf16_kernel_scalar = {
+    .ukr  = ukr_bf16_scalar,
+    .pack = pack_bf16_scalar,
+};
+
+static const nk_bf16_kernel *bf16_kernel_for(nk_bf16_impl impl)
+{
+    if (impl > nk_cpu_bf16()) impl = nk_cpu_bf16();
+    return impl >= NK_BF16_AVX512 ? &nk_bf16_kernel_avx512 : &nk_bf16_kernel_scalar;
+}
+
+size_t nk_gemm_bf16_packed_b_elems(int K, int N)
+{
+    return (size_t)((N + BNR - 1) / BNR) * BNR * (size_t)((K + 1) / 2) * 2;
+}
+
+void nk_gemm_bf16_pack_b(int tb, int K, int N, const float *B, int ldb, uint16_t *dst)
+{
+    const int Kp = (K + 1) / 2;
+    for (int jp = 0; jp < (N + BNR - 1) / BNR; jp++)
+        for (int q = 0; q < Kp; q++)
+            for (int j = 0; j < BNR; j++) {
+                const int col = jp * BNR + j;
+                uint16_t *o   = dst + (((int64_t)jp * Kp + q) * BNR + j) * 2;
+                for (int e = 0; e < 2; e++) {
+                    const int k = 2 * q + e;
+                    float v     = 0.0f;
+                    if (col < N && k < K)
+                        v = tb ? B[(int64_t)col * ldb + k] : B[(int64_t)k * ldb + col];
+                    o[e] = nk_f32_to_bf16(v);
+                }
+            }
+}
+
+size_t nk_gemm_bf16_ws_floats(int nthreads)
+{
+    if (nthreads < 1) nthreads = 1;
+    // One packed A block (BMC x BKC bf16 = BMC * BKC / 2 words) per thread.
+    return (size_t)nthreads * ((size_t)BMC * BKC / 2 + WS_ALIGN_FLOATS) + WS_ALIGN_FLOATS;
+}
+
+// Where A's rows come from: a row-major matrix, or (d != NULL) the patches of an NHWC x.
+typedef struct bf16_src {
+    const float *A;
+    int64_t lda;
+    const nk_conv_desc *d;
+    const float *x;
+} bf16_src;
+
+// Packs rows [row0, row0 + mc) x k [pc, pc + kc) of A into panels of BMR rows (kc rounded up to
+// pairs), through the kernel's chunk packer.
+static void bf16_pack_a(const nk_bf16_kernel *kr, const bf16_src *s, int64_t row0, int mc, int pc,
+                        int kc, uint32_t *abuf)
+{
+    const int kp = (kc + 1) / 2;
+    for (int i0 = 0; i0 < mc; i0 += BMR) {
+        uint32_t *dst = abuf + (int64_t)(i0 / BMR) * kp * BMR;
+        const int m   = mc - i0 < BMR ? mc - i0 : BMR;
+        const float *src[BMR];
+        if (!s->d) {
+            for (int i = 0; i < BMR; i++)
+                src[i] = i < m ? s->A + (row0 + i0 + i) * s->lda + pc : NULL;
+            for (int k = 0; k < kc; k += 32) {
+                kr->pack(src, kc - k < 32 ? kc - k : 32, dst + (k / 2) * BMR);
+                for (int i = 0; i < m; i++)
+                    src[i] += 32;
+            }
+            continue;
+        }
+        // Implicit GEMM: row = (n*P + p)*Q + q reads x[n, p*stride - pad_h + r,
+        // q*stride - pad_w + s, c] at k = (r*S + s)*C + c.
+        const nk_conv_desc *d = s->d;
+        const int64_t PQ      = (int64_t)d->P * d->Q;
+        const float *base[BMR];
+        int ih0[BMR], iw0[BMR];
+        for (int i = 0; i < m; i++) {
+            const int64_t r = row0 + i0 + i, n = r / PQ, pq = r % PQ;
+            base[i] = s->x + n * d->H * d->W * d->C;
+            ih0[i]  = (int)(pq / d->Q) * d->stride - d->pad_h;
+            iw0[i]  = (int)(pq % d->Q) * d->stride - d->pad_w;
+        }
+        for (int k = 0; k < kc; k += 32) {
+            const int kk = pc + k, tap = kk / d->C, c0 = kk % d->C;
+            const int r = tap / d->S, sx = tap % d->S;
+            for (int i = 0; i < BMR; i++) {
+                src[i] = NULL;
+                if (i >= m) continue;
+                const int ih = ih0[i] + r, iw = iw0[i] + sx;
+                if (ih >= 0 && ih < d->H && iw >= 0 && iw < d->W)
+                    src[i] = base[i] + ((int64_t)ih * d->W + iw) * d->C + c0;
+            }
+            kr->pack(src, kc - k < 32 ? kc - k : 32, dst + (k / 2) * BMR);
+        }
+    }
+}
+
+static void gemm_bf16_run(nk_bf16_impl impl, const nk_exec *ex, int M, int N, int K,
+                          const bf16_src *s, const uint16_t *Bp, float beta, float *C, int ldc,
+                          const float *bias, const nk_epilogue *ep)
+{
+    if (M <= 0 || N <= 0) return;
+    const int relu = ep && ep->relu;
+    int nt         = ex && ex->nthreads > 0 ? ex->nthreads : 1;
+    if (2.0 * M * N * (double)K < GEMM_MIN_FLOPS_PER_THREAD * nt) nt = 1;
+    if (K <= 0) {
+        scale_c(nt, M, N, beta, C, ldc, bias, ep);
+        return;
+    }
+    const nk_bf16_kernel *kr = bf16_kernel_for(impl);
+    // B needs no block limit here (it is packed already): nc = N leaves the grid free.
+    const nk_gemm_kernel shape = {.mr = BMR, .nr = BNR, .mc = BMC, .kc = BKC, .nc = N};
+    const gemm_units u         = plan_units(&shape, M, N, K, nt);
+    const int total            = u.m_units * u.n_units;
+    if (nt > total) nt = total;
+    const int Kp            = (K + 1) / 2;
+    const uint32_t *B32     = (const uint32_t *)Bp;
+    float *ws               = align64(ex->ws);
+    const size_t per_thread = (size_t)BMC * BKC / 2 + WS_ALIGN_FLOATS;
+    int next                = 0;
+
+#pragma omp parallel num_threads(nt)
+    {
+        uint32_t *abuf = (uint32_t *)align64(ws + (size_t)omp_get_thread_num() * per_thread);
+        for (;;) {
+            const int unit = __atomic_fetch_add(&next, 1, __ATOMIC_RELAXED);
+            if (unit >= total) break;
+            const int64_t i0 = (int64_t)(unit / u.n_units) * u.mc_u;
+            const int j0     = (unit % u.n_units) * u.nc_u;
+            const int mcb    = (int)(M - i0 < u.mc_u ? M - i0 : u.mc_u);
+            const int ncb    = N - j0 < u.nc_u ? N - j0 : u.nc_u;
+            for (int pc = 0; pc < K; pc += BKC) {
+                const int kcb = K - pc < BKC ? K - pc : BKC, kp = (kcb + 1) / 2;
+                const int first = pc == 0, last = pc + kcb == K;
+                const float beta_eff = first && !bias ? beta : 1.0f;
+                for (int ic = 0; ic < mcb; ic += BMC) {
+                    const int mcc     = mcb - ic < BMC ? mcb - ic : BMC;
+                    const int64_t row = i0 + ic;
+                    bf16_pack_a(kr, s, row, mcc, pc, kcb, abuf);
+                    for (int j = 0; j < ncb; j += BNR) {
+                        const int n = ncb - j < BNR ? ncb - j : BNR;
+                        const uint32_t *bp =
+                            B32 + (int64_t)((j0 + j) / BNR) * Kp * BNR + (int64_t)(pc / 2) * BNR;
+                        for (int ir = 0; ir < mcc; ir += BMR) {
+                            const int m = mcc - ir < BMR ? mcc - ir : BMR;
+                            float *c    = C + (row + ir) * ldc + j0 + j;
+                            if (first && bias) tile_bias(c, ldc, m, n, bias + j0 + j);
+                            kr->ukr(kp, abuf + (int64_t)ir * kp, bp, c, ldc, beta_eff, m, n);
+                            if (last && ep && ep->scale)
+                                tile_affine(c, ldc, m, n, ep->scale + j0 + j, ep->shift + j0 + j);
+                            if (last && relu) tile_relu(c, ldc, m, n);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+void nk_gemm_bf16_cpu(nk_bf16_impl impl, const nk_exec *ex, int M, int N, int K, const float *A,
+                      int lda, const uint16_t *Bp, float beta, float *C, int ldc, const float *bias,
+                      const nk_epilogue *ep)
+{
+    const bf16_src s = {.A = A, .lda = lda};
+    gemm_bf16_run(impl, ex, M, N, K, &s, Bp, beta, C, ldc, bias, ep);
+}
+
+void nk_gemm_bf16_conv_cpu(nk_bf16_impl impl, const nk_exec *ex, const nk_conv_desc *d,
+                           const float *x, const uint16_t *wp, const float *b,
+                           const nk_epilogue *ep, float *y)
+{
+    const bf16_src s = {.d = d, .x = x};
+    gemm_bf16_run(impl, ex, d->N * d->P * d->Q, d->K, d->R * d->S * d->C, &s, wp, 0.0f, y, d->K, b,
+                  ep);
+}
