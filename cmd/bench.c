@@ -1,6 +1,7 @@
 /*
- * bench.c: `pneumo bench peak|gemm|model`: the machine's measured FMA peak, GEMM GFLOP/s on
- * ResNet50 shapes, and whole-model images/s, each as a grep-able line with % of peak. Every
+ * bench.c: `pneumo bench peak|gemm|model [--dtype f32|bf16]`: the machine's measured FMA peak
+ * (bf16: the VDPBF16PS peak), GEMM GFLOP/s on ResNet50 shapes, and whole-model images/s, each as
+ * a grep-able line with % of the peak of its dtype. Every
  * fast result is checked before it is timed (GEMM: BLIS's C*t == A*(B*t) check; model: the
  * fast kernels against the reference kernels at batch 1). bench/run.sh adds PyTorch beside it.
  */
@@ -78,39 +79,59 @@ static int gemm_check(nk_isa isa, const nk_exec *ex, int M, int N, int K, const 
     return worst < 1e-4; // float products of K terms, compared against their magnitude
 }
 
-static int bench_gemm(int M, int N, int K, int threads, int repeat, double peak, nk_isa isa)
+// One GEMM C[M,N] = A[M,K] B[K,N]; bf16: B packed once before timing (as model weights are), A
+// rounded while packed inside the timed call. The check runs on bf16-rounded copies of A and B,
+// so it tests the kernel, not bf16's precision.
+static int bench_gemm(int M, int N, int K, int threads, int repeat, double peak, nk_isa isa,
+                      int bf16)
 {
     float *A = malloc(sizeof(float) * (size_t)M * K), *B = malloc(sizeof(float) * (size_t)K * N);
-    float *C   = malloc(sizeof(float) * (size_t)M * N);
-    size_t wsn = nk_sgemm_ws_floats(threads);
-    float *ws  = malloc(sizeof(float) * (wsn ? wsn : 1));
-    if (!A || !B || !C || !ws) {
-        free(A), free(B), free(C), free(ws);
+    float *C     = malloc(sizeof(float) * (size_t)M * N);
+    size_t wsn   = bf16 ? nk_gemm_bf16_ws_floats(threads) : nk_sgemm_ws_floats(threads);
+    float *ws    = malloc(sizeof(float) * (wsn ? wsn : 1));
+    uint16_t *Bp = bf16 ? malloc(nk_gemm_bf16_packed_b_elems(K, N) * sizeof(uint16_t)) : NULL;
+    if (!A || !B || !C || !ws || (bf16 && !Bp)) {
+        free(A), free(B), free(C), free(ws), free(Bp);
         return cli_fail("bench", EXIT_FAIL, "out of memory for M=%d N=%d K=%d", M, N, K);
     }
     for (size_t i = 0; i < (size_t)M * K; i++)
         A[i] = nk_u01(1, i) - 0.5f;
     for (size_t i = 0; i < (size_t)K * N; i++)
         B[i] = nk_u01(2, i) - 0.5f;
-    nk_exec ex = {threads, ws, wsn};
-    nk_sgemm_cpu(isa, &ex, 0, 0, M, N, K, 1.0f, A, K, B, N, 0.0f, C, N);
+    nk_exec ex         = {threads, ws, wsn};
+    const char *op     = bf16 ? "gemm_bf16" : "sgemm";
+    const char *impl   = bf16 ? nk_bf16_impl_name(nk_cpu_bf16()) : nk_isa_name(isa);
+    nk_bf16_impl bimpl = nk_cpu_bf16();
+    if (bf16) {
+        for (size_t i = 0; i < (size_t)M * K; i++)
+            A[i] = nk_bf16_to_f32(nk_f32_to_bf16(A[i]));
+        for (size_t i = 0; i < (size_t)K * N; i++)
+            B[i] = nk_bf16_to_f32(nk_f32_to_bf16(B[i]));
+        nk_gemm_bf16_pack_b(0, K, N, B, N, Bp);
+        nk_gemm_bf16_cpu(bimpl, &ex, M, N, K, A, K, Bp, 0.0f, C, N, NULL, NULL);
+    } else {
+        nk_sgemm_cpu(isa, &ex, 0, 0, M, N, K, 1.0f, A, K, B, N, 0.0f, C, N);
+    }
     int ok = gemm_check(isa, &ex, M, N, K, A, B, C);
     if (!ok) {
-        printf("op=sgemm impl=%s M=%d N=%d K=%d threads=%d FAIL (result differs from A*(B*t))\n",
-               nk_isa_name(isa), M, N, K, threads);
+        printf("op=%s impl=%s M=%d N=%d K=%d threads=%d FAIL (result differs from A*(B*t))\n", op,
+               impl, M, N, K, threads);
     } else {
         double t[64];
         for (int r = 0; r < repeat; r++) {
             double t0 = now_s();
-            nk_sgemm_cpu(isa, &ex, 0, 0, M, N, K, 1.0f, A, K, B, N, 0.0f, C, N);
+            if (bf16)
+                nk_gemm_bf16_cpu(bimpl, &ex, M, N, K, A, K, Bp, 0.0f, C, N, NULL, NULL);
+            else
+                nk_sgemm_cpu(isa, &ex, 0, 0, M, N, K, 1.0f, A, K, B, N, 0.0f, C, N);
             t[r] = now_s() - t0;
         }
         double s = median(t, repeat), gf = 2.0 * M * N * K / s * 1e-9;
-        printf("op=sgemm impl=%s M=%d N=%d K=%d threads=%d ms=%.3f gflops=%.1f pct_peak=%.1f\n",
-               nk_isa_name(isa), M, N, K, threads, s * 1e3, gf, 100 * gf / peak);
+        printf("op=%s impl=%s M=%d N=%d K=%d threads=%d ms=%.3f gflops=%.1f pct_peak=%.1f\n", op,
+               impl, M, N, K, threads, s * 1e3, gf, 100 * gf / peak);
     }
     fflush(stdout);
-    free(A), free(B), free(C), free(ws);
+    free(A), free(B), free(C), free(ws), free(Bp);
     return ok ? EXIT_OK : EXIT_FAIL;
 }
 
@@ -191,17 +212,18 @@ static void print_profile(nt_model *m, int repeat, double step_s)
 }
 
 static int bench_model(int batch, int threads, int img, int train, int unfreeze, int repeat,
-                       int warmup, double peak, int check, int profile)
+                       int warmup, double peak, int check, int profile, const char *dtype)
 {
-    nt_ctx *ctx = cli_ctx("bench", threads, 1);
+    nt_ctx *ctx = cli_ctx_dtype("bench", threads, 1, dtype);
     if (!ctx) return EXIT_FAIL;
     nt_resnet_cfg cfg;
     nt_resnet_cfg_default(&cfg);
-    cfg.img_size = img;
-    nt_model *m  = NULL;
-    nt_tensor x  = {0};
-    int rc       = EXIT_OK;
-    nt_status s  = nt_resnet50_new(ctx, &cfg, &m);
+    cfg.img_size   = img;
+    nt_model *m    = NULL;
+    nt_tensor x    = {0};
+    int rc         = EXIT_OK;
+    const int bf16 = dtype && strcmp(dtype, "bf16") == 0 && !train;
+    nt_status s    = nt_resnet50_new(ctx, &cfg, &m);
     if (s == NT_OK) s = nt_model_init(m, NT_INIT_KERAS, 1);
     if (s == NT_OK) s = nt_model_set_trainable_last(m, unfreeze);
     int64_t shp[4] = {batch, img, img, 3};
@@ -217,7 +239,8 @@ static int bench_model(int batch, int threads, int img, int train, int unfreeze,
         // The fast kernels against the reference kernels on one image.
         nt_ctx_opts o;
         nt_ctx_opts_default(&o);
-        o.impl = NT_IMPL_REF;
+        o.impl  = NT_IMPL_REF;
+        o.dtype = bf16;
         nt_ctx *rctx;
         nt_model *rm = NULL;
         nt_tensor x1 = x;
@@ -231,10 +254,14 @@ static int bench_model(int batch, int threads, int img, int train, int unfreeze,
         }
         nt_model_free(rm);
         nt_ctx_free(rctx);
-        double err = fabs((double)a - b) / fmax(fabs((double)b), 1e-3);
-        printf("check: %s kernels vs reference at batch 1: logit %.6g vs %.6g (rel %.2g) %s\n",
-               nt_ctx_impl_name(ctx), (double)a, (double)b, err, err < 1e-3 ? "ok" : "FAIL");
-        if (!(err < 1e-3)) {
+        // bf16: both sides round every conv input to bf16, but float32 vs double sums can flip
+        // an activation's rounding, which then propagates: a looser bound.
+        const double tol = bf16 ? 1e-2 : 1e-3;
+        double err       = fabs((double)a - b) / fmax(fabs((double)b), 1e-3);
+        printf("check: %s kernels vs reference (%s) at batch 1: logit %.6g vs %.6g (rel %.2g) %s\n",
+               nt_ctx_impl_name(ctx), bf16 ? "bf16" : "f32", (double)a, (double)b, err,
+               err < tol ? "ok" : "FAIL");
+        if (!(err < tol)) {
             printf("op=model FAIL: fast kernels disagree with the reference\n");
             rc = EXIT_FAIL;
             goto out;
@@ -269,10 +296,11 @@ static int bench_model(int batch, int threads, int img, int train, int unfreeze,
     }
     double sec = median(t, repeat), flops = train ? trn : fwd;
     double gf = flops / sec * 1e-9;
-    printf("op=model model=resnet50 mode=%s unfreeze=%d impl=%s batch=%d img=%d threads=%d "
-           "ms=%.1f images_per_s=%.2f gflop_per_image=%.2f gflops=%.1f pct_peak=%.1f\n",
-           train ? "train" : "infer", unfreeze, nt_ctx_impl_name(ctx), batch, img,
-           nt_ctx_nthreads(ctx), sec * 1e3, batch / sec, flops / batch * 1e-9, gf, 100 * gf / peak);
+    printf("op=model model=resnet50 mode=%s dtype=%s unfreeze=%d impl=%s batch=%d img=%d "
+           "threads=%d ms=%.1f images_per_s=%.2f gflop_per_image=%.2f gflops=%.1f pct_peak=%.1f\n",
+           train ? "train" : "infer", bf16 ? "bf16" : "f32", unfreeze, nt_ctx_impl_name(ctx), batch,
+           img, nt_ctx_nthreads(ctx), sec * 1e3, batch / sec, flops / batch * 1e-9, gf,
+           100 * gf / peak);
     if (profile && warmup > 0) print_profile(m, repeat, sec);
 out:
     nt_tensor_free(&x);
@@ -288,7 +316,7 @@ int cmd_bench(int argc, char **argv)
     int threads = 0, batch = 16, img = 224, train = 0, repeat = 5, warmup = 1, M = 0, N = 0, K = 0,
         nocheck = 0, profile = 0;
     double peak            = 0;
-    const char *unfreeze_s = "20", *isa_s = NULL;
+    const char *unfreeze_s = "20", *isa_s = NULL, *dtype_s = "f32";
     cli_opt opts[] = {
         {"threads", OPT_INT, &threads, 0, 1024, "N", "threads, default all CPUs"},
         {"batch", OPT_INT, &batch, 1, 4096, "N", "model: batch size, default 16"},
@@ -301,6 +329,8 @@ int cmd_bench(int argc, char **argv)
         {"n", OPT_INT, &N, 1, 1 << 20, "N", "gemm: columns of C"},
         {"k", OPT_INT, &K, 1, 1 << 20, "K", "gemm: inner dimension"},
         {"isa", OPT_STR, &isa_s, 0, 0, "avx512|avx2|scalar", "gemm: micro-kernel, default best"},
+        {"dtype", OPT_STR, &dtype_s, 0, 0, "f32|bf16",
+         "compute type (bf16: inference only; peak: the VDPBF16PS peak)"},
         {"peak", OPT_FLOAT, &peak, 1, 1e9, "GFLOPS", "peak to report against (default: measured)"},
         {"no-check", OPT_FLAG, &nocheck, 0, 0, NULL, "model: skip the check against the reference"},
         {"profile", OPT_FLAG, &profile, 0, 0, NULL, "model: time every layer (by type, slowest)"},
@@ -321,6 +351,15 @@ int cmd_bench(int argc, char **argv)
                         what ? "\"" : "", what ? what : "nothing", what ? "\"" : "");
     int unfreeze;
     if ((rc = cli_parse_unfreeze("bench", unfreeze_s, &unfreeze))) return rc;
+    nt_dtype dtype;
+    if (nt_dtype_parse(dtype_s, &dtype) != NT_OK)
+        return cli_fail("bench", EXIT_USAGE, "--dtype expects f32 or bf16, got \"%s\"", dtype_s);
+    const int bf16 = dtype == NT_DTYPE_BF16;
+    if (bf16 && train)
+        return cli_fail("bench", EXIT_USAGE,
+                        "--dtype bf16 is for inference; training runs in f32 (drop --train)");
+    if (bf16 && nk_cpu_bf16() < NK_BF16_AVX512)
+        return cli_fail("bench", EXIT_FAIL, "--dtype bf16 needs a CPU with AVX512_BF16");
     threads    = resolve_threads(threads);
     nk_isa isa = nk_cpu_detect();
     if (isa_s) {
@@ -337,21 +376,25 @@ int cmd_bench(int argc, char **argv)
         isa = want;
     }
     if (peak <= 0) {
-        peak = measure_peak(nk_cpu_detect(), threads);
-        printf("op=peak impl=%s threads=%d gflops=%.1f (measured FMA loop)\n",
-               nk_isa_name(nk_cpu_detect()), threads, peak);
+        peak = bf16 ? nk_bf16_peak_gflops(threads, 0.5) : measure_peak(nk_cpu_detect(), threads);
+        printf("op=peak dtype=%s impl=%s threads=%d gflops=%.1f (measured %s loop)\n",
+               bf16 ? "bf16" : "f32",
+               bf16 ? nk_bf16_impl_name(nk_cpu_bf16()) : nk_isa_name(nk_cpu_detect()), threads,
+               peak, bf16 ? "VDPBF16PS" : "FMA");
         fflush(stdout);
     }
     if (strcmp(what, "peak") == 0) {
         if (threads > 1) {
-            double p1 = measure_peak(nk_cpu_detect(), 1);
-            printf("op=peak impl=%s threads=1 gflops=%.1f scaling=%.2fx\n",
-                   nk_isa_name(nk_cpu_detect()), p1, peak / p1);
+            double p1 = bf16 ? nk_bf16_peak_gflops(1, 0.5) : measure_peak(nk_cpu_detect(), 1);
+            printf("op=peak dtype=%s impl=%s threads=1 gflops=%.1f scaling=%.2fx\n",
+                   bf16 ? "bf16" : "f32",
+                   bf16 ? nk_bf16_impl_name(nk_cpu_bf16()) : nk_isa_name(nk_cpu_detect()), p1,
+                   peak / p1);
         }
         return EXIT_OK;
     }
     if (strcmp(what, "gemm") == 0) {
-        if (M && N && K) return bench_gemm(M, N, K, threads, repeat, peak, isa);
+        if (M && N && K) return bench_gemm(M, N, K, threads, repeat, peak, isa, bf16);
         if (M || N || K) return cli_fail("bench", EXIT_USAGE, "give all of --m, --n, --k or none");
         // ResNet50 GEMMs at batch 16 (M = 16*P*Q), plus a square one.
         static const int shapes[][3] = {
@@ -360,12 +403,12 @@ int cmd_bench(int argc, char **argv)
             {784, 2048, 512},   {784, 512, 4608},
         };
         for (size_t i = 0; i < sizeof(shapes) / sizeof(shapes[0]); i++) {
-            int r =
-                bench_gemm(shapes[i][0], shapes[i][1], shapes[i][2], threads, repeat, peak, isa);
+            int r = bench_gemm(shapes[i][0], shapes[i][1], shapes[i][2], threads, repeat, peak, isa,
+                               bf16);
             if (r) rc = r;
         }
         return rc;
     }
     return bench_model(batch, threads, img, train, unfreeze, repeat, warmup, peak, !nocheck,
-                       profile);
+                       profile, bf16 ? "bf16" : "f32");
 }

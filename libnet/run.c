@@ -3,7 +3,9 @@
  * every gradient buffer gets a lifetime on a timeline (forward steps 0..L-1, then backward steps
  * L..2L-1) and an offset in one buffer, greedily first-fit, so that dead buffers are reused and
  * nothing a frozen layer computes outlives its last reader. Then forward, backward and the loss.
- * Tests: tests/test_model.c (plan, freezing), tests/test_fixtures.c (against PyTorch).
+ * Inference convolutions run in bf16 when the context asks for it (NT_DTYPE_BF16), on weights
+ * packed once and cached per layer until they change.
+ * Tests: tests/test_model.c (plan, freezing, bf16), tests/test_fixtures.c (against PyTorch).
  */
 #include "libnet/model_internal.h"
 
@@ -208,6 +210,10 @@ static nt_status plan(nt_model *m, int N, int training)
             nk_conv_desc d = conv_desc(m, l, N);
             size_t w       = ctx->ops.conv_ws(&d, ctx->nthreads);
             if (w > ws) ws = w;
+            if (!training && ctx->opts.dtype == NT_DTYPE_BF16) {
+                w = ctx->ops.conv_bf16_ws(&d, ctx->nthreads);
+                if (w > ws) ws = w;
+            }
         } else if (l->type == NT_LAYER_DENSE) {
             size_t w = ctx->ops.dense_ws(ctx->nthreads);
             if (w > ws) ws = w;
@@ -320,6 +326,28 @@ static float *pgrad(nt_model *m, const nt_layer *l, int k)
     return m->params[l->param0 + k].grad.data;
 }
 
+// Packs every conv's weights to bf16 (once; kept until the weights change).
+static nt_status pack_bf16_weights(nt_model *m)
+{
+    if (m->wbf16_ok || !m->ctx->ops.conv_bf16_packs) return NT_OK;
+    for (int i = 0; i < m->nlayers; i++) {
+        nt_layer *l = &m->layers[i];
+        if (l->type != NT_LAYER_CONV) continue;
+        const int rsc = l->R * l->S * m->layers[l->in[0]].C;
+        if (!l->wbf16) {
+            const size_t b = nk_gemm_bf16_packed_b_elems(rsc, l->C) * sizeof(uint16_t);
+            l->wbf16       = nt_alloc(b);
+            if (!l->wbf16)
+                return nt_ctx_seterr(m->ctx, NT_ENOMEM,
+                                     "model: cannot allocate %zu bytes of bf16 weights for \"%s\"",
+                                     b, l->name);
+        }
+        nk_gemm_bf16_pack_b(0, rsc, l->C, m->params[l->param0].value.data, l->C, l->wbf16);
+    }
+    m->wbf16_ok = 1;
+    return NT_OK;
+}
+
 static uint64_t dropout_key(const nt_model *m, uint64_t step, int layer)
 {
     return nk_mix64(m->ctx->opts.seed + NK_GOLDEN * (step + 1)) ^ (uint64_t)(layer + 1);
@@ -340,6 +368,10 @@ nt_status nt_model_forward(nt_model *m, const nt_tensor *x, int training, uint64
     int N = (int)x->shape[0];
     s     = plan(m, N, training ? 1 : 0);
     if (s != NT_OK) return s;
+    // bf16 is for inference only; a training forward means the weights are about to change.
+    const int bf16 = !training && ctx->opts.dtype == NT_DTYPE_BF16;
+    if (training) m->wbf16_ok = 0;
+    if (bf16 && (s = pack_bf16_weights(m)) != NT_OK) return s;
     nk_exec ex;
     nt_ctx_exec(ctx, m->ws_floats, &ex);
     const nt_ops *o = &ctx->ops;
@@ -362,7 +394,11 @@ nt_status nt_model_forward(nt_model *m, const nt_tensor *x, int training, uint64
         case NT_LAYER_CONV: {
             nk_conv_desc d = conv_desc(m, l, N);
             if (l->fuse_bn < 0) {
-                o->conv_fwd(&ex, &d, xin, param(m, l, 0), param(m, l, 1), y);
+                if (bf16)
+                    o->conv_fwd_bf16(&ex, &d, xin, param(m, l, 0), l->wbf16, param(m, l, 1), NULL,
+                                     y);
+                else
+                    o->conv_fwd(&ex, &d, xin, param(m, l, 0), param(m, l, 1), y);
                 break;
             }
             // The inference BN after it as a per-channel map: scale = gamma / sqrt(var + eps),
@@ -376,8 +412,11 @@ nt_status nt_model_forward(nt_model *m, const nt_tensor *x, int training, uint64
                 bn->fold_shift[c] = (float)(be[c] - mm[c] * sc);
             }
             nk_epilogue ep = {bn->fold_scale, bn->fold_shift, l->fuse_relu >= 0};
-            o->conv_fwd_epi(&ex, &d, xin, param(m, l, 0), param(m, l, 1), &ep,
-                            out_of(m, l->fuse_relu >= 0 ? l->fuse_relu : l->fuse_bn));
+            float *yo      = out_of(m, l->fuse_relu >= 0 ? l->fuse_relu : l->fuse_bn);
+            if (bf16)
+                o->conv_fwd_bf16(&ex, &d, xin, param(m, l, 0), l->wbf16, param(m, l, 1), &ep, yo);
+            else
+                o->conv_fwd_epi(&ex, &d, xin, param(m, l, 0), param(m, l, 1), &ep, yo);
         } break;
         case NT_LAYER_BN: {
             int64_t M        = (int64_t)N * l->H * l->W;
