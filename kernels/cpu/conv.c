@@ -154,6 +154,11 @@ void nk_conv2d_fwd_epi_cpu(nk_isa isa, const nk_exec *ex, const nk_conv_desc *d,
                          K, b, ep);
         return;
     }
+    if (nk_sgemm_conv_ok(isa, d)) {
+        // Implicit GEMM: the patches go from x straight into the packed panels, no col copy.
+        nk_sgemm_conv_cpu(isa, ex, d, x, w, b, ep, y);
+        return;
+    }
     nk_exec gex;
     float *col          = split_ws(ex, &gex);
     const int64_t lines = (int64_t)d->N * d->P, step = chunk_lines(d);

@@ -209,9 +209,47 @@ static void tile_bias(float *c, int64_t ldc, int m, int n, const float *bias)
             c[i * ldc + j] = bias[j];
 }
 
-void nk_sgemm_cpu_epi(nk_isa isa, const nk_exec *ex, int ta, int tb, int M, int N, int K,
-                      float alpha, const float *A, int lda, const float *B, int ldb, float beta,
-                      float *C, int ldc, const float *bias, const nk_epilogue *ep)
+// Packs rows [row0, row0 + mc) x k [pc, pc + kc) of a convolution's patch matrix (implicit
+// GEMM: row = (n*P + p)*Q + q, k = (r*S + s)*C + c) into mr-row panels, gathering 16 k at a
+// time straight from x; C % 16 == 0 keeps each chunk inside one filter tap.
+static void pack_a_conv(const nk_gemm_kernel *kr, const nk_conv_desc *d, const float *x,
+                        int64_t row0, int mc, int pc, int kc, float *abuf)
+{
+    enum { MAXR = 32 };
+    const int MR     = kr->mr;
+    const int64_t PQ = (int64_t)d->P * d->Q;
+    const float *src[MAXR], *base[MAXR];
+    int ih0[MAXR], iw0[MAXR];
+    for (int i0 = 0; i0 < mc; i0 += MR) {
+        float *dst  = abuf + (int64_t)i0 * kc;
+        const int m = mc - i0 < MR ? mc - i0 : MR;
+        for (int i = 0; i < m; i++) {
+            const int64_t r = row0 + i0 + i, n = r / PQ, pq = r % PQ;
+            base[i] = x + n * d->H * d->W * d->C;
+            ih0[i]  = (int)(pq / d->Q) * d->stride - d->pad_h;
+            iw0[i]  = (int)(pq % d->Q) * d->stride - d->pad_w;
+        }
+        for (int k = 0; k < kc; k += 16) {
+            const int kk = pc + k, tap = kk / d->C, c0 = kk % d->C;
+            const int r = tap / d->S, sx = tap % d->S;
+            for (int i = 0; i < MR; i++) {
+                src[i] = NULL;
+                if (i >= m) continue;
+                const int ih = ih0[i] + r, iw = iw0[i] + sx;
+                if (ih >= 0 && ih < d->H && iw >= 0 && iw < d->W)
+                    src[i] = base[i] + ((int64_t)ih * d->W + iw) * d->C + c0;
+            }
+            kr->pack_rows(src, kc - k < 16 ? kc - k : 16, dst + (int64_t)k * MR);
+        }
+    }
+}
+
+// The driver behind nk_sgemm_cpu_epi and nk_sgemm_conv_cpu: A is op(A) (ta, lda), or, when d is
+// not NULL, the patch matrix of x.
+static void sgemm_run(nk_isa isa, const nk_exec *ex, int ta, int tb, int M, int N, int K,
+                      float alpha, const float *A, int lda, const nk_conv_desc *d, const float *x,
+                      const float *B, int ldb, float beta, float *C, int ldc, const float *bias,
+                      const nk_epilogue *ep)
 {
     if (M <= 0 || N <= 0) return;
     const int relu = ep && ep->relu;
@@ -254,8 +292,12 @@ void nk_sgemm_cpu_epi(nk_isa isa, const nk_exec *ex, int ta, int tb, int M, int 
                 for (int ic = 0; ic < mcb; ic += MC) {
                     const int mcc     = mcb - ic < MC ? mcb - ic : MC;
                     const int64_t row = i0 + ic;
-                    const float *asrc = ta ? A + (int64_t)pc * lda + row : A + row * lda + pc;
-                    kr->pack_a(ta, mcc, kcb, asrc, lda, abuf);
+                    if (d) {
+                        pack_a_conv(kr, d, x, row, mcc, pc, kcb, abuf);
+                    } else {
+                        const float *asrc = ta ? A + (int64_t)pc * lda + row : A + row * lda + pc;
+                        kr->pack_a(ta, mcc, kcb, asrc, lda, abuf);
+                    }
                     for (int j = 0; j < ncb; j += NR) {
                         const int n     = ncb - j < NR ? ncb - j : NR;
                         const float *bp = bbuf + (int64_t)j * kcb;
@@ -274,6 +316,26 @@ void nk_sgemm_cpu_epi(nk_isa isa, const nk_exec *ex, int ta, int tb, int M, int 
             }
         }
     }
+}
+
+void nk_sgemm_cpu_epi(nk_isa isa, const nk_exec *ex, int ta, int tb, int M, int N, int K,
+                      float alpha, const float *A, int lda, const float *B, int ldb, float beta,
+                      float *C, int ldc, const float *bias, const nk_epilogue *ep)
+{
+    sgemm_run(isa, ex, ta, tb, M, N, K, alpha, A, lda, NULL, NULL, B, ldb, beta, C, ldc, bias, ep);
+}
+
+int nk_sgemm_conv_ok(nk_isa isa, const nk_conv_desc *d)
+{
+    const nk_gemm_kernel *kr = kernel_for(isa);
+    return kr->pack_rows && kr->mr <= 32 && d->C % 16 == 0 && kr->kc % 16 == 0;
+}
+
+void nk_sgemm_conv_cpu(nk_isa isa, const nk_exec *ex, const nk_conv_desc *d, const float *x,
+                       const float *w, const float *b, const nk_epilogue *ep, float *y)
+{
+    sgemm_run(isa, ex, 0, 0, d->N * d->P * d->Q, d->K, d->R * d->S * d->C, 1.0f, NULL, 0, d, x, w,
+              d->K, 0.0f, y, d->K, b, ep);
 }
 
 void nk_sgemm_cpu(nk_isa isa, const nk_exec *ex, int ta, int tb, int M, int N, int K, float alpha,

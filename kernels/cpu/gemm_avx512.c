@@ -173,18 +173,30 @@ static void pack_b_avx512(int tb, int kc, int nc, const float *B, int64_t ldb, f
     }
 }
 
+static void pack_rows_avx512(const float *const *src, int w, float *dst)
+{
+    const __mmask16 kw = (__mmask16)(w >= 16 ? 0xFFFFu : (1u << w) - 1u);
+    __m512 r[16];
+    for (int i = 0; i < 16; i++)
+        r[i] = i < MR && src[i] ? _mm512_maskz_loadu_ps(kw, src[i]) : _mm512_setzero_ps();
+    transpose16(r);
+    for (int q = 0; q < w; q++)
+        _mm512_mask_storeu_ps(dst + q * MR, (__mmask16)((1u << MR) - 1u), r[q]);
+}
+
 // mc = 480 keeps the packed A block (480 x 256 x 4 B = 480 KiB) in half the 1 MiB L2. kc = 256
 // measured best (192 and 384 were 1-6% slower): the 12 x 256 A micro-panel (12 KiB) and the
 // 256 x 32 B micro-panel (32 KiB) stream from L1/L2 at 176 B per 24 FMAs.
 const nk_gemm_kernel nk_gemm_kernel_avx512 = {
-    .mr     = MR,
-    .nr     = NR,
-    .mc     = NK_AVX512_MC,
-    .kc     = NK_AVX512_KC,
-    .nc     = NK_AVX512_NC,
-    .ukr    = ukr_avx512,
-    .pack_a = pack_a_avx512,
-    .pack_b = pack_b_avx512,
+    .mr        = MR,
+    .nr        = NR,
+    .mc        = NK_AVX512_MC,
+    .kc        = NK_AVX512_KC,
+    .nc        = NK_AVX512_NC,
+    .ukr       = ukr_avx512,
+    .pack_a    = pack_a_avx512,
+    .pack_b    = pack_b_avx512,
+    .pack_rows = pack_rows_avx512,
 };
 
 // ---- peak ----
