@@ -215,10 +215,13 @@ void nk_conv2d_bwd_filter_cpu(nk_isa isa, const nk_exec *ex, const nk_conv_desc 
 
 // Fused forward epilogue, applied to each output tile while it is in cache: after the bias,
 // y = y * scale[k] + shift[k] when scale != NULL (an inference-mode BatchNormalization folded in:
-// scale = gamma / sqrt(var + eps), shift = beta - mean * scale), then ReLU when relu != 0.
+// scale = gamma / sqrt(var + eps), shift = beta - mean * scale), then y += residual (when not
+// NULL: a tensor of y's shape and layout, e.g. a ResNet shortcut; it must not overlap y), then
+// ReLU when relu != 0.
 typedef struct nk_epilogue {
     const float *scale, *shift;
     int relu;
+    const float *residual;
 } nk_epilogue;
 
 // nk_conv2d_fwd_cpu followed by the epilogue (ep may be NULL: plain convolution).

@@ -136,6 +136,7 @@ static void ref_epilogue(const nk_conv_desc *d, const nk_epilogue *ep, float *y)
         for (int k = 0; k < d->K; k++) {
             float v = y[r * d->K + k];
             if (ep->scale) v = v * ep->scale[k] + ep->shift[k];
+            if (ep->residual) v += ep->residual[r * d->K + k];
             if (ep->relu && !(v > 0.0f)) v = 0.0f;
             y[r * d->K + k] = v;
         }

@@ -53,6 +53,9 @@ typedef struct nt_layer {
     // computed by another one have `fused` set and are skipped; their values land in the last
     // fused layer's buffer. -1 when none.
     int fuse_bn, fuse_relu, fused;
+    // A conv whose BN feeds a residual add also computes the add (fuse_add) in its epilogue,
+    // reading the add's other input, layer fuse_res; -1 when none.
+    int fuse_add, fuse_res;
     // Conv weights packed to bf16 (nk_gemm_bf16_pack_b) for NT_DTYPE_BF16 inference; valid
     // while the model's wbf16_ok is set.
     uint16_t *wbf16;

@@ -118,8 +118,10 @@ static nk_conv_desc conv_desc(const nt_model *m, const nt_layer *l, int N)
 
 // Fusion in the inference parts of the graph (before the backward region): a conv whose only
 // reader is an inference BN computes it in its epilogue (and the ReLU after it, when that is the
-// BN's only reader); an add whose only reader is a ReLU computes it too. Fills born[i]: the step
-// at which layer i's output is written, or -1 when it is never materialised.
+// BN's only reader, or else the residual add after it, when the add's other input is already
+// computed, and the ReLU after that add); an add whose only reader is a ReLU computes it too.
+// Fills born[i]: the step at which layer i's output is written, or -1 when it is never
+// materialised.
 static void fuse(nt_model *m, int training, const int *ncons, const int *cons, int *born)
 {
     int L = m->nlayers;
@@ -127,12 +129,14 @@ static void fuse(nt_model *m, int training, const int *ncons, const int *cons, i
         nt_layer *l  = &m->layers[i];
         l->fuse_bn   = -1;
         l->fuse_relu = -1;
+        l->fuse_add  = -1;
+        l->fuse_res  = -1;
         l->fused     = 0;
         born[i]      = i;
     }
     for (int i = 1; i < L; i++) {
         nt_layer *l = &m->layers[i];
-        if (i >= m->bstart || l->keep || ncons[i] != 1) continue;
+        if (i >= m->bstart || l->keep || l->fused || ncons[i] != 1) continue;
         int j       = cons[i];
         nt_layer *c = &m->layers[j];
         if (l->type == NT_LAYER_CONV && c->type == NT_LAYER_BN && j < m->bstart &&
@@ -147,6 +151,27 @@ static void fuse(nt_model *m, int training, const int *ncons, const int *cons, i
                 m->layers[k].fused = 1;
                 born[j]            = -1;
                 born[k]            = i;
+            } else if (!c->keep && ncons[j] == 1 && m->layers[k].type == NT_LAYER_ADD &&
+                       k < m->bstart) {
+                nt_layer *a = &m->layers[k];
+                const int o = a->in[0] == j ? a->in[1] : a->in[0];
+                // The other input must already be in memory when the conv runs (and be a
+                // different tensor: x + x is left alone).
+                if (o != j && born[o] >= 0 && born[o] < i) {
+                    l->fuse_add = k;
+                    l->fuse_res = o;
+                    a->fused    = 1;
+                    born[j]     = -1;
+                    born[k]     = i;
+                    const int r = cons[k];
+                    if (!a->keep && ncons[k] == 1 && m->layers[r].type == NT_LAYER_RELU &&
+                        r < m->bstart) {
+                        l->fuse_relu       = r;
+                        m->layers[r].fused = 1;
+                        born[k]            = -1;
+                        born[r]            = i;
+                    }
+                }
             }
         } else if (l->type == NT_LAYER_ADD && c->type == NT_LAYER_RELU && j < m->bstart) {
             l->fuse_relu = j;
@@ -411,8 +436,11 @@ nt_status nt_model_forward(nt_model *m, const nt_tensor *x, int training, uint64
                 bn->fold_scale[c] = (float)sc;
                 bn->fold_shift[c] = (float)(be[c] - mm[c] * sc);
             }
-            nk_epilogue ep = {bn->fold_scale, bn->fold_shift, l->fuse_relu >= 0};
-            float *yo      = out_of(m, l->fuse_relu >= 0 ? l->fuse_relu : l->fuse_bn);
+            nk_epilogue ep = {bn->fold_scale, bn->fold_shift, l->fuse_relu >= 0,
+                              l->fuse_res >= 0 ? out_of(m, l->fuse_res) : NULL};
+            float *yo      = out_of(m, l->fuse_relu >= 0  ? l->fuse_relu
+                                       : l->fuse_add >= 0 ? l->fuse_add
+                                                          : l->fuse_bn);
             if (bf16)
                 o->conv_fwd_bf16(&ex, &d, xin, param(m, l, 0), l->wbf16, param(m, l, 1), &ep, yo);
             else

@@ -139,24 +139,39 @@ static void test_conv(const conv_case *cc)
                     const float v  = y_ref[i] * sc[k] + sh[k];
                     ye[i]          = v > 0.0f ? v : 0.0f;
                 }
-                const nk_epilogue ep = {sc, sh, 1};
+                const nk_epilogue ep = {sc, sh, 1, NULL};
                 poison(y, ny);
                 nk_conv2d_fwd_epi_cpu((nk_isa)isa, &ex, &d, x, w, b, &ep, y);
                 NAME("fwd_bn_relu");
                 CHECK_CLOSE(what, y, ye, (int64_t)ny, tol_fwd * 1.5, TOL_SUM_RTOL);
-                free(sc), free(sh), free(ye);
+                // ... and with a residual added before the ReLU (a ResNet block's end).
+                float *res = xmalloc(ny);
+                fill(res, ny, 27, -1, 1);
+                for (size_t i = 0; i < ny; i++) {
+                    const size_t k = i % (size_t)d.K;
+                    const float v  = y_ref[i] * sc[k] + sh[k] + res[i];
+                    ye[i]          = v > 0.0f ? v : 0.0f;
+                }
+                const nk_epilogue epr = {sc, sh, 1, res};
+                poison(y, ny);
+                nk_conv2d_fwd_epi_cpu((nk_isa)isa, &ex, &d, x, w, b, &epr, y);
+                NAME("fwd_bn_add_relu");
+                CHECK_CLOSE(what, y, ye, (int64_t)ny, tol_fwd * 1.5, TOL_SUM_RTOL);
+                free(sc), free(sh), free(ye), free(res);
             }
 
             // bf16 inference, once per thread count (at the best fp32 ISA): every bf16 impl up to
             // this CPU's against the bf16 reference followed by the same epilogue.
             if (isa == (int)nk_cpu_detect()) {
                 float *sc = xmalloc(d.K), *sh = xmalloc(d.K), *ye = xmalloc(ny);
+                float *res = xmalloc(ny);
                 fill(sc, d.K, 25, 0.5f, 1.5f);
                 fill(sh, d.K, 26, -0.5f, 0.5f);
+                fill(res, ny, 27, -1, 1);
                 nk_conv2d_fwd_bf16_ref(&d, x, w, b, ye);
                 for (size_t i = 0; i < ny; i++) {
                     const size_t k = i % (size_t)d.K;
-                    const float v  = ye[i] * sc[k] + sh[k];
+                    const float v  = ye[i] * sc[k] + sh[k] + res[i];
                     ye[i]          = v > 0.0f ? v : 0.0f;
                 }
                 const int rsc = d.R * d.S * d.C;
@@ -166,7 +181,7 @@ static void test_conv(const conv_case *cc)
                 if (!wp) exit(1);
                 CHECK(bwn >= nk_conv2d_bf16_ws_floats(&d, 1));
                 nk_gemm_bf16_pack_b(0, rsc, d.K, w, d.K, wp);
-                const nk_epilogue ep = {sc, sh, 1};
+                const nk_epilogue ep = {sc, sh, 1, res};
                 for (int bi = 0; bi <= (int)nk_cpu_bf16(); bi++) {
                     nk_exec bex = {nt, bws, bwn};
                     poison(y, ny);
@@ -177,7 +192,7 @@ static void test_conv(const conv_case *cc)
                              d.S, d.stride);
                     CHECK_CLOSE(what, y, ye, (int64_t)ny, tol_fwd * 1.5, TOL_SUM_RTOL);
                 }
-                free(sc), free(sh), free(ye), free(wp), free(bws);
+                free(sc), free(sh), free(ye), free(wp), free(bws), free(res);
             }
 
             poison(dx, nx);

@@ -129,6 +129,17 @@ static void col2im_add(const nk_conv_desc *d, const float *col, int64_t l0, int6
     }
 }
 
+// The epilogue for the chunk of y that starts `off` floats in: the residual moves with y.
+static nk_epilogue chunk_epilogue(const nk_epilogue *ep, int64_t off)
+{
+    nk_epilogue e = {0};
+    if (ep) {
+        e = *ep;
+        if (e.residual) e.residual += off;
+    }
+    return e;
+}
+
 // Splits ex's workspace into the GEMM's part and the col buffer.
 static float *split_ws(const nk_exec *ex, nk_exec *gex)
 {
@@ -165,9 +176,10 @@ void nk_conv2d_fwd_epi_cpu(nk_isa isa, const nk_exec *ex, const nk_conv_desc *d,
     for (int64_t l0 = 0; l0 < lines; l0 += step) {
         const int64_t l1 = l0 + step < lines ? l0 + step : lines;
         im2col(d, x, l0, l1, col, gex.nthreads);
-        const int rows = (int)((l1 - l0) * d->Q);
+        const int rows        = (int)((l1 - l0) * d->Q);
+        const nk_epilogue epc = chunk_epilogue(ep, l0 * d->Q * K);
         nk_sgemm_cpu_epi(isa, &gex, 0, 0, rows, K, rsc, 1.0f, col, rsc, w, K, 0.0f,
-                         y + l0 * d->Q * K, K, b, ep);
+                         y + l0 * d->Q * K, K, b, ep ? &epc : NULL);
     }
 }
 
@@ -264,7 +276,8 @@ void nk_conv2d_fwd_bf16_cpu(nk_bf16_impl impl, const nk_exec *ex, const nk_conv_
     for (int64_t l0 = 0; l0 < lines; l0 += step) {
         const int64_t l1 = l0 + step < lines ? l0 + step : lines;
         im2col(d, x, l0, l1, col, nt);
+        const nk_epilogue epc = chunk_epilogue(ep, l0 * d->Q * K);
         nk_gemm_bf16_cpu(impl, &gex, (int)((l1 - l0) * d->Q), K, rsc, col, rsc, wp, 0.0f,
-                         y + l0 * d->Q * K, K, b, ep);
+                         y + l0 * d->Q * K, K, b, ep ? &epc : NULL);
     }
 }

@@ -46,7 +46,8 @@ extern const nk_gemm_kernel nk_gemm_kernel_avx2;
 extern const nk_gemm_kernel nk_gemm_kernel_avx512;
 
 // nk_sgemm_cpu with a fused epilogue: C = alpha op(A) op(B) + beta C, then + bias[N] (may be
-// NULL), then ep (may be NULL: per-column scale/shift, ReLU; see nk_epilogue), applied per tile
+// NULL), then ep (may be NULL: per-column scale/shift, a residual with C's ldc, ReLU; see
+// nk_epilogue), applied per tile
 // while it is in L1. With a bias, beta must be 0 (callers here only ever add a bias to a fresh
 // output). Same workspace as nk_sgemm_cpu.
 void nk_sgemm_cpu_epi(nk_isa isa, const nk_exec *ex, int ta, int tb, int M, int N, int K,

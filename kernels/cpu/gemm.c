@@ -103,7 +103,8 @@ static void scale_c(int nt, int M, int N, float beta, float *C, int64_t ldc, con
                     const nk_epilogue *ep)
 {
     const float *sc = ep ? ep->scale : NULL, *sh = ep ? ep->shift : NULL;
-    const int relu = ep && ep->relu;
+    const float *res = ep ? ep->residual : NULL;
+    const int relu   = ep && ep->relu;
 #pragma omp parallel for num_threads(nt) schedule(static)
     for (int i = 0; i < M; i++) {
         float *c = C + i * ldc;
@@ -119,6 +120,9 @@ static void scale_c(int nt, int M, int N, float beta, float *C, int64_t ldc, con
         if (sc)
             for (int j = 0; j < N; j++)
                 c[j] = c[j] * sc[j] + sh[j];
+        if (res)
+            for (int j = 0; j < N; j++)
+                c[j] += res[i * ldc + j];
         if (relu)
             for (int j = 0; j < N; j++)
                 c[j] = c[j] > 0.0f ? c[j] : 0.0f;
@@ -199,6 +203,14 @@ static void tile_affine(float *c, int64_t ldc, int m, int n, const float *sc, co
     for (int i = 0; i < m; i++)
         for (int j = 0; j < n; j++)
             c[i * ldc + j] = c[i * ldc + j] * sc[j] + sh[j];
+}
+
+// Epilogue: a residual tile (same layout as C) added in.
+static void tile_residual(float *c, int64_t ldc, int m, int n, const float *r)
+{
+    for (int i = 0; i < m; i++)
+        for (int j = 0; j < n; j++)
+            c[i * ldc + j] += r[i * ldc + j];
 }
 
 // Prologue for the first k block when a bias is added: C tile = bias rows (beta is then 1).
@@ -309,6 +321,8 @@ static void sgemm_run(nk_isa isa, const nk_exec *ex, int ta, int tb, int M, int 
                                     n);
                             if (last && ep && ep->scale)
                                 tile_affine(c, ldc, m, n, ep->scale + j0 + j, ep->shift + j0 + j);
+                            if (last && ep && ep->residual)
+                                tile_residual(c, ldc, m, n, ep->residual + (c - C));
                             if (last && relu) tile_relu(c, ldc, m, n);
                         }
                     }
@@ -571,6 +585,8 @@ static void gemm_bf16_run(nk_bf16_impl impl, const nk_exec *ex, int M, int N, in
                             kr->ukr(kp, abuf + (int64_t)ir * kp, bp, c, ldc, beta_eff, m, n);
                             if (last && ep && ep->scale)
                                 tile_affine(c, ldc, m, n, ep->scale + j0 + j, ep->shift + j0 + j);
+                            if (last && ep && ep->residual)
+                                tile_residual(c, ldc, m, n, ep->residual + (c - C));
                             if (last && relu) tile_relu(c, ldc, m, n);
                         }
                     }
