@@ -135,6 +135,132 @@ static int bench_gemm(int M, int N, int K, int threads, int repeat, double peak,
     return ok ? EXIT_OK : EXIT_FAIL;
 }
 
+// ---- conv ----
+
+// ResNet50 v1's distinct convolutions at 224 px (Keras: ZeroPadding2D(3) before conv1, 'same'
+// 3x3, stride on the first 1x1 of conv3..5 and on their projections). bench/dnnl_conv.c keeps the
+// same table for oneDNN.
+typedef struct conv_shape {
+    const char *name;
+    int H, C, K, R, stride, pad, count; // count: how often the network runs it
+} conv_shape;
+
+static const conv_shape conv_shapes[] = {
+    {"conv1_7x7s2", 230, 3, 64, 7, 2, 0, 1},
+    {"conv2_1x1_64_64", 56, 64, 64, 1, 1, 0, 1},
+    {"conv2_3x3", 56, 64, 64, 3, 1, 1, 3},
+    {"conv2_1x1_expand", 56, 64, 256, 1, 1, 0, 4},
+    {"conv2_1x1_reduce", 56, 256, 64, 1, 1, 0, 2},
+    {"conv3_1x1s2_reduce", 56, 256, 128, 1, 2, 0, 1},
+    {"conv3_1x1s2_proj", 56, 256, 512, 1, 2, 0, 1},
+    {"conv3_3x3", 28, 128, 128, 3, 1, 1, 4},
+    {"conv3_1x1_expand", 28, 128, 512, 1, 1, 0, 4},
+    {"conv3_1x1_reduce", 28, 512, 128, 1, 1, 0, 3},
+    {"conv4_1x1s2_reduce", 28, 512, 256, 1, 2, 0, 1},
+    {"conv4_1x1s2_proj", 28, 512, 1024, 1, 2, 0, 1},
+    {"conv4_3x3", 14, 256, 256, 3, 1, 1, 6},
+    {"conv4_1x1_expand", 14, 256, 1024, 1, 1, 0, 6},
+    {"conv4_1x1_reduce", 14, 1024, 256, 1, 1, 0, 5},
+    {"conv5_1x1s2_reduce", 14, 1024, 512, 1, 2, 0, 1},
+    {"conv5_1x1s2_proj", 14, 1024, 2048, 1, 2, 0, 1},
+    {"conv5_3x3", 7, 512, 512, 3, 1, 1, 3},
+    {"conv5_1x1_expand", 7, 512, 2048, 1, 1, 0, 3},
+    {"conv5_1x1_reduce", 7, 2048, 512, 1, 1, 0, 2},
+};
+
+static nk_conv_desc conv_shape_desc(const conv_shape *c, int N)
+{
+    nk_conv_desc d = {.N = N, .H = c->H, .W = c->H, .C = c->C, .K = c->K, .R = c->R, .S = c->R};
+    d.stride       = c->stride;
+    d.pad_h = d.pad_w = c->pad;
+    d.P = d.Q = (c->H + 2 * c->pad - c->R) / c->stride + 1;
+    return d;
+}
+
+// Runs one convolution (f32: nk_conv2d_fwd_cpu; bf16: nk_conv2d_fwd_bf16_cpu on weights packed
+// before timing). Returns seconds per call (median), or -1 on a failed check: the fast kernel is
+// compared with the reference (f32 or bf16) at batch 1 first.
+static double conv_run(const conv_shape *c, int N, int threads, int repeat, nk_isa isa, int bf16,
+                       double *err)
+{
+    nk_conv_desc d = conv_shape_desc(c, N), d1 = conv_shape_desc(c, 1);
+    const size_t nx = (size_t)N * d.H * d.W * d.C, ny = (size_t)N * d.P * d.Q * d.K;
+    const size_t nw = (size_t)d.R * d.S * d.C * d.K, rsc = (size_t)d.R * d.S * d.C;
+    size_t wsn = bf16 ? nk_conv2d_bf16_ws_floats(&d, threads) : nk_conv2d_ws_floats(&d, threads);
+    float *x = malloc(nx * 4), *w = malloc(nw * 4), *b = malloc((size_t)d.K * 4);
+    float *y = malloc(ny * 4), *yr = malloc((size_t)d1.P * d1.Q * d.K * 4), *ws = malloc(wsn * 4);
+    uint16_t *wp = bf16 ? malloc(nk_gemm_bf16_packed_b_elems((int)rsc, d.K) * 2) : NULL;
+    double s     = -1;
+    if (!x || !w || !b || !y || !yr || !ws || (bf16 && !wp)) goto out;
+    for (size_t i = 0; i < nx; i++)
+        x[i] = nk_u01(3, i) - 0.5f;
+    for (size_t i = 0; i < nw; i++)
+        w[i] = (nk_u01(4, i) - 0.5f) * 0.1f;
+    for (int k = 0; k < d.K; k++)
+        b[k] = nk_u01(5, (uint64_t)k) - 0.5f;
+    if (bf16) nk_gemm_bf16_pack_b(0, (int)rsc, d.K, w, d.K, wp);
+    nk_exec ex = {threads, ws, wsn};
+#define RUN(dd)                                                                                    \
+    (bf16 ? nk_conv2d_fwd_bf16_cpu(nk_cpu_bf16(), &ex, &(dd), x, wp, b, NULL, y)                   \
+          : nk_conv2d_fwd_cpu(isa, &ex, &(dd), x, w, b, y))
+    RUN(d1);
+    if (bf16)
+        nk_conv2d_fwd_bf16_ref(&d1, x, w, b, yr);
+    else
+        nk_conv2d_fwd_ref(&d1, x, w, b, yr);
+    double e = 0, mx = 0;
+    for (size_t i = 0; i < (size_t)d1.P * d1.Q * d.K; i++) {
+        e  = fmax(e, fabs((double)y[i] - yr[i]));
+        mx = fmax(mx, fabs((double)yr[i]));
+    }
+    *err = e / (mx > 0 ? mx : 1);
+    if (!(*err < 1e-4)) goto out; // sums of <= 4608 products: float32 rounding is ~1e-6 of max
+    double t[64];
+    RUN(d); // warm-up
+    for (int r = 0; r < repeat; r++) {
+        double t0 = now_s();
+        RUN(d);
+        t[r] = now_s() - t0;
+    }
+#undef RUN
+    s = median(t, repeat);
+out:
+    free(x), free(w), free(b), free(y), free(yr), free(ws), free(wp);
+    return s;
+}
+
+static int bench_conv(int batch, int threads, int repeat, double peak, nk_isa isa, int bf16)
+{
+    int rc         = EXIT_OK;
+    double total_s = 0, total_f = 0;
+    const char *impl = bf16 ? nk_bf16_impl_name(nk_cpu_bf16()) : nk_isa_name(isa);
+    for (size_t i = 0; i < sizeof(conv_shapes) / sizeof(conv_shapes[0]); i++) {
+        const conv_shape *c = &conv_shapes[i];
+        nk_conv_desc d      = conv_shape_desc(c, batch);
+        double err = 0, s = conv_run(c, batch, threads, repeat, isa, bf16, &err);
+        double fl = 2.0 * batch * d.P * d.Q * (double)d.K * d.R * d.S * d.C;
+        if (s < 0) {
+            printf("op=conv name=%s dtype=%s impl=%s FAIL (rel error %.3g vs the reference)\n",
+                   c->name, bf16 ? "bf16" : "f32", impl, err);
+            rc = EXIT_FAIL;
+            continue;
+        }
+        total_s += s * c->count;
+        total_f += fl * c->count;
+        printf("op=conv name=%s dtype=%s impl=%s N=%d H=%d C=%d K=%d R=%d stride=%d threads=%d "
+               "ms=%.3f gflops=%.1f pct_peak=%.1f\n",
+               c->name, bf16 ? "bf16" : "f32", impl, batch, c->H, c->C, c->K, c->R, c->stride,
+               threads, s * 1e3, fl / s * 1e-9, 100 * fl / s * 1e-9 / peak);
+        fflush(stdout);
+    }
+    if (rc == EXIT_OK)
+        printf("op=conv name=resnet50_all_convs dtype=%s impl=%s N=%d threads=%d ms=%.1f "
+               "gflops=%.1f pct_peak=%.1f\n",
+               bf16 ? "bf16" : "f32", impl, batch, threads, total_s * 1e3, total_f / total_s * 1e-9,
+               100 * total_f / total_s * 1e-9 / peak);
+    return rc;
+}
+
 // ---- model ----
 
 // FLOPs of one forward (conv and dense multiply-adds x 2) and of one training step.
@@ -319,7 +445,7 @@ int cmd_bench(int argc, char **argv)
     const char *unfreeze_s = "20", *isa_s = NULL, *dtype_s = "f32";
     cli_opt opts[] = {
         {"threads", OPT_INT, &threads, 0, 1024, "N", "threads, default all CPUs"},
-        {"batch", OPT_INT, &batch, 1, 4096, "N", "model: batch size, default 16"},
+        {"batch", OPT_INT, &batch, 1, 4096, "N", "model, conv: batch size, default 16"},
         {"img-size", OPT_INT, &img, 32, 1024, "PX", "model: input size, default 224"},
         {"train", OPT_FLAG, &train, 0, 0, NULL, "model: time a training step (forward+backward)"},
         {"unfreeze", OPT_STR, &unfreeze_s, 0, 0, "N|all", "model --train: trainable layers (20)"},
@@ -336,7 +462,7 @@ int cmd_bench(int argc, char **argv)
         {"profile", OPT_FLAG, &profile, 0, 0, NULL, "model: time every layer (by type, slowest)"},
     };
     cli_cmd cmd = {"bench",
-                   "peak|gemm|model|data [options]",
+                   "peak|gemm|conv|model|data [options]",
                    "Measure the FMA peak, GEMM and the whole ResNet50 (images/s, GFLOP/s, % of "
                    "peak).",
                    opts,
@@ -346,8 +472,9 @@ int cmd_bench(int argc, char **argv)
     char *pos[argc + 1];
     int npos, rc = cli_parse(&cmd, what ? argc - 1 : argc, what ? argv + 1 : argv, pos, &npos);
     if (rc) return rc < 0 ? EXIT_OK : rc;
-    if (!what || (strcmp(what, "peak") && strcmp(what, "gemm") && strcmp(what, "model")))
-        return cli_fail("bench", EXIT_USAGE, "expected peak, gemm, model or data, got %s%s%s",
+    if (!what || (strcmp(what, "peak") && strcmp(what, "gemm") && strcmp(what, "model") &&
+                  strcmp(what, "conv")))
+        return cli_fail("bench", EXIT_USAGE, "expected peak, gemm, conv, model or data, got %s%s%s",
                         what ? "\"" : "", what ? what : "nothing", what ? "\"" : "");
     int unfreeze;
     if ((rc = cli_parse_unfreeze("bench", unfreeze_s, &unfreeze))) return rc;
@@ -409,6 +536,7 @@ int cmd_bench(int argc, char **argv)
         }
         return rc;
     }
+    if (strcmp(what, "conv") == 0) return bench_conv(batch, threads, repeat, peak, isa, bf16);
     return bench_model(batch, threads, img, train, unfreeze, repeat, warmup, peak, !nocheck,
                        profile, bf16 ? "bf16" : "f32");
 }
