@@ -70,6 +70,8 @@ static const conv_case convs[] = {
     {1, 1, 1, 1023, 1, 1, 1, 1, 0, 0, 0, 0},  // long reduction
     {2, 9, 9, 32, 40, 1, 1, 2, 0, 0, 0, 0},   // 1x1 s2, C % 32 == 0 (bf16 implicit GEMM)
     {2, 9, 7, 64, 33, 3, 3, 2, 0, 0, 1, 1},   // 3x3 s2 asymmetric pad, C % 32 == 0
+    {1, 5, 5, 512, 40, 3, 3, 1, 1, 1, 1, 1},  // C > kc: k blocks inside one tap
+    {2, 6, 6, 16, 35, 3, 3, 1, 1, 1, 1, 1},   // C = 16: a k block spans many taps
 };
 
 static void test_conv(const conv_case *cc)

@@ -160,14 +160,15 @@ void nk_conv2d_fwd_epi_cpu(nk_isa isa, const nk_exec *ex, const nk_conv_desc *d,
 {
     const int K   = d->K;
     const int rsc = d->R * d->S * d->C;
+    if (nk_sgemm_conv_ok(isa, d)) {
+        // Implicit GEMM: the patches go from x straight into the micro-kernel (or its packed
+        // panels), no col copy.
+        nk_sgemm_conv_cpu(isa, ex, d, x, w, b, ep, y);
+        return;
+    }
     if (is_direct(d)) {
         nk_sgemm_cpu_epi(isa, ex, 0, 0, d->N * d->H * d->W, K, d->C, 1.0f, x, d->C, w, K, 0.0f, y,
                          K, b, ep);
-        return;
-    }
-    if (nk_sgemm_conv_ok(isa, d)) {
-        // Implicit GEMM: the patches go from x straight into the packed panels, no col copy.
-        nk_sgemm_conv_cpu(isa, ex, d, x, w, b, ep, y);
         return;
     }
     nk_exec gex;

@@ -22,9 +22,13 @@ typedef void (*nk_gemm_ukr_fn)(int64_t kc, const float *a, const float *b, float
 // [N,K]). Partial panels are zero-padded, so the micro-kernel always runs full mr x nr tiles.
 typedef void (*nk_gemm_pack_a_fn)(int ta, int mc, int kc, const float *A, int64_t lda, float *dst);
 typedef void (*nk_gemm_pack_b_fn)(int tb, int kc, int nc, const float *B, int64_t ldb, float *dst);
-// Row-gather packer for implicit GEMM: one chunk of w <= 16 consecutive k of mr rows, src[i]
-// pointing at row i's first float (NULL: zeros), stored as dst[p*mr + i] for p < w.
-typedef void (*nk_gemm_pack_rows_fn)(const float *const *src, int w, float *dst);
+// Micro-kernel on unpacked A rows (a batch-reduce GEMM, as oneDNN's brgemm): C[0:m,0:n] =
+// sum over segments s of A_s B_s + beta * C, where A_s's row i is rows[s*mr + i] (seglen[s]
+// contiguous floats; a row of zeros for padding taps and rows >= m) and B_s the next seglen[s]
+// k of the packed panel b. No alpha: convolutions only.
+typedef void (*nk_gemm_ukr_rows_fn)(int nseg, const int *seglen, const float *const *rows,
+                                    const float *b, float *c, int64_t ldc, float beta, int m,
+                                    int n);
 
 // One ISA's GEMM: register block mr x nr and cache blocks mc (A block in L2), kc (depth),
 // nc (B block in L3). mc is a multiple of mr and nc a multiple of nr.
@@ -33,7 +37,7 @@ typedef struct nk_gemm_kernel {
     nk_gemm_ukr_fn ukr;
     nk_gemm_pack_a_fn pack_a;
     nk_gemm_pack_b_fn pack_b;
-    nk_gemm_pack_rows_fn pack_rows; // NULL: convolutions use im2col with this ISA
+    nk_gemm_ukr_rows_fn ukr_rows; // NULL: convolutions go through im2col with this ISA
 } nk_gemm_kernel;
 
 // Largest blocks any table uses; nk_sgemm_ws_floats sizes the workspace from these.
@@ -54,10 +58,10 @@ void nk_sgemm_cpu_epi(nk_isa isa, const nk_exec *ex, int ta, int tb, int M, int 
                       float alpha, const float *A, int lda, const float *B, int ldb, float beta,
                       float *C, int ldc, const float *bias, const nk_epilogue *ep);
 
-// Implicit-GEMM forward convolution (no im2col) with the fused epilogue: A's rows are output
-// pixels, k = (r*S + s)*C + c, and the packer gathers patches from x 16 k at a time. Needs
-// d->C % 16 == 0 and an ISA whose table has pack_rows (nk_sgemm_conv_ok). Scratch
-// nk_sgemm_ws_floats.
+// Implicit-GEMM forward convolution (no im2col, no A packing) with the fused epilogue: A's rows
+// are output pixels, k = (r*S + s)*C + c, and the micro-kernel broadcasts straight from x through
+// per-row pointers, one segment per filter tap. Needs d->C % 16 == 0 and an ISA whose table has
+// ukr_rows (nk_sgemm_conv_ok). Scratch nk_sgemm_ws_floats (the A block holds the row pointers).
 int nk_sgemm_conv_ok(nk_isa isa, const nk_conv_desc *d);
 void nk_sgemm_conv_cpu(nk_isa isa, const nk_exec *ex, const nk_conv_desc *d, const float *x,
                        const float *w, const float *b, const nk_epilogue *ep, float *y);

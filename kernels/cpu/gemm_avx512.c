@@ -98,6 +98,50 @@ static void ukr_avx512(int64_t kc, const float *a, const float *b, float *c, int
     }
 }
 
+// Batch-reduce form over unpacked rows (see nk_gemm_ukr_rows_fn): the A broadcasts come straight
+// from the activations, so a convolution needs no A packing at all.
+static void ukr_rows_avx512(int nseg, const int *seglen, const float *const *rows, const float *b,
+                            float *c, int64_t ldc, float beta, int m, int n)
+{
+    __m512 acc[MR][NV];
+#pragma GCC unroll 16
+    for (int i = 0; i < MR; i++) {
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; v++)
+            acc[i][v] = _mm512_setzero_ps();
+    }
+    for (int s = 0; s < nseg; s++, rows += MR) {
+        const int len = seglen[s];
+        for (int p = 0; p < len; p++) {
+            __m512 bv[NV];
+#pragma GCC unroll 4
+            for (int v = 0; v < NV; v++)
+                bv[v] = _mm512_loadu_ps(b + 16 * v);
+#pragma GCC unroll 16
+            for (int i = 0; i < MR; i++) {
+                __m512 av = _mm512_set1_ps(rows[i][p]);
+#pragma GCC unroll 4
+                for (int v = 0; v < NV; v++)
+                    acc[i][v] = _mm512_fmadd_ps(av, bv[v], acc[i][v]);
+            }
+            b += NR;
+        }
+    }
+    __m512 vb = _mm512_set1_ps(beta);
+#pragma GCC unroll 16
+    for (int i = 0; i < MR; i++) {
+        if (i >= m) break;
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; v++) {
+            __mmask16 k = col_mask(n, v);
+            float *cp   = c + i * ldc + 16 * v;
+            __m512 r    = acc[i][v];
+            if (beta != 0.0f) r = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(k, cp), r);
+            _mm512_mask_storeu_ps(cp, k, r);
+        }
+    }
+}
+
 // ---- packing ----
 
 static void pack_a_avx512(int ta, int mc, int kc, const float *A, int64_t lda, float *dst)
@@ -173,30 +217,19 @@ static void pack_b_avx512(int tb, int kc, int nc, const float *B, int64_t ldb, f
     }
 }
 
-static void pack_rows_avx512(const float *const *src, int w, float *dst)
-{
-    const __mmask16 kw = (__mmask16)(w >= 16 ? 0xFFFFu : (1u << w) - 1u);
-    __m512 r[16];
-    for (int i = 0; i < 16; i++)
-        r[i] = i < MR && src[i] ? _mm512_maskz_loadu_ps(kw, src[i]) : _mm512_setzero_ps();
-    transpose16(r);
-    for (int q = 0; q < w; q++)
-        _mm512_mask_storeu_ps(dst + q * MR, (__mmask16)((1u << MR) - 1u), r[q]);
-}
-
 // mc = 480 keeps the packed A block (480 x 256 x 4 B = 480 KiB) in half the 1 MiB L2. kc = 256
 // measured best (192 and 384 were 1-6% slower): the 12 x 256 A micro-panel (12 KiB) and the
 // 256 x 32 B micro-panel (32 KiB) stream from L1/L2 at 176 B per 24 FMAs.
 const nk_gemm_kernel nk_gemm_kernel_avx512 = {
-    .mr        = MR,
-    .nr        = NR,
-    .mc        = NK_AVX512_MC,
-    .kc        = NK_AVX512_KC,
-    .nc        = NK_AVX512_NC,
-    .ukr       = ukr_avx512,
-    .pack_a    = pack_a_avx512,
-    .pack_b    = pack_b_avx512,
-    .pack_rows = pack_rows_avx512,
+    .mr       = MR,
+    .nr       = NR,
+    .mc       = NK_AVX512_MC,
+    .kc       = NK_AVX512_KC,
+    .nc       = NK_AVX512_NC,
+    .ukr      = ukr_avx512,
+    .pack_a   = pack_a_avx512,
+    .pack_b   = pack_b_avx512,
+    .ukr_rows = ukr_rows_avx512,
 };
 
 // ---- peak ----
