@@ -21,18 +21,25 @@ typedef struct {
 } conv_shape;
 
 static const conv_shape shapes[] = {
-    {"conv1_7x7s2", 230, 3, 64, 7, 2, 0, 1},        {"conv2_1x1_64_64", 56, 64, 64, 1, 1, 0, 1},
-    {"conv2_3x3", 56, 64, 64, 3, 1, 1, 3},          {"conv2_1x1_expand", 56, 64, 256, 1, 1, 0, 4},
-    {"conv2_1x1_reduce", 56, 256, 64, 1, 1, 0, 2},  {"conv3_1x1s2_reduce", 56, 256, 128, 1, 2, 0, 1},
-    {"conv3_1x1s2_proj", 56, 256, 512, 1, 2, 0, 1}, {"conv3_3x3", 28, 128, 128, 3, 1, 1, 4},
-    {"conv3_1x1_expand", 28, 128, 512, 1, 1, 0, 4}, {"conv3_1x1_reduce", 28, 512, 128, 1, 1, 0, 3},
+    {"conv1_7x7s2", 230, 3, 64, 7, 2, 0, 1},
+    {"conv2_1x1_64_64", 56, 64, 64, 1, 1, 0, 1},
+    {"conv2_3x3", 56, 64, 64, 3, 1, 1, 3},
+    {"conv2_1x1_expand", 56, 64, 256, 1, 1, 0, 4},
+    {"conv2_1x1_reduce", 56, 256, 64, 1, 1, 0, 2},
+    {"conv3_1x1s2_reduce", 56, 256, 128, 1, 2, 0, 1},
+    {"conv3_1x1s2_proj", 56, 256, 512, 1, 2, 0, 1},
+    {"conv3_3x3", 28, 128, 128, 3, 1, 1, 4},
+    {"conv3_1x1_expand", 28, 128, 512, 1, 1, 0, 4},
+    {"conv3_1x1_reduce", 28, 512, 128, 1, 1, 0, 3},
     {"conv4_1x1s2_reduce", 28, 512, 256, 1, 2, 0, 1},
     {"conv4_1x1s2_proj", 28, 512, 1024, 1, 2, 0, 1},
-    {"conv4_3x3", 14, 256, 256, 3, 1, 1, 6},        {"conv4_1x1_expand", 14, 256, 1024, 1, 1, 0, 6},
+    {"conv4_3x3", 14, 256, 256, 3, 1, 1, 6},
+    {"conv4_1x1_expand", 14, 256, 1024, 1, 1, 0, 6},
     {"conv4_1x1_reduce", 14, 1024, 256, 1, 1, 0, 5},
     {"conv5_1x1s2_reduce", 14, 1024, 512, 1, 2, 0, 1},
     {"conv5_1x1s2_proj", 14, 1024, 2048, 1, 2, 0, 1},
-    {"conv5_3x3", 7, 512, 512, 3, 1, 1, 3},         {"conv5_1x1_expand", 7, 512, 2048, 1, 1, 0, 3},
+    {"conv5_3x3", 7, 512, 512, 3, 1, 1, 3},
+    {"conv5_1x1_expand", 7, 512, 2048, 1, 1, 0, 3},
     {"conv5_1x1_reduce", 7, 2048, 512, 1, 1, 0, 2},
 };
 
@@ -40,7 +47,7 @@ static const conv_shape shapes[] = {
     do {                                                                                           \
         dnnl_status_t s_ = (x);                                                                    \
         if (s_ != dnnl_success) {                                                                  \
-            fprintf(stderr, "dnnl_conv: %s failed (%d) at line %d\n", #x, (int)s_, __LINE__);       \
+            fprintf(stderr, "dnnl_conv: %s failed (%d) at line %d\n", #x, (int)s_, __LINE__);      \
             return -1;                                                                             \
         }                                                                                          \
     } while (0)
@@ -79,7 +86,7 @@ static int fill(dnnl_memory_t m, const dnnl_memory_desc_t *md, int bf16)
 static int run(dnnl_engine_t eng, dnnl_stream_t st, const conv_shape *c, int N, int bf16,
                int repeat, int threads)
 {
-    const int P = (c->H + 2 * c->pad - c->R) / c->stride + 1;
+    const int P               = (c->H + 2 * c->pad - c->R) / c->stride + 1;
     const dnnl_data_type_t dt = bf16 ? dnnl_bf16 : dnnl_f32;
     dnnl_memory_desc_t src_md, w_md, b_md, dst_md;
     dnnl_dims_t sd = {N, c->C, c->H, c->H}, wd = {c->K, c->C, c->R, c->R}, bd = {c->K};
@@ -95,7 +102,7 @@ static int run(dnnl_engine_t eng, dnnl_stream_t st, const conv_shape *c, int N, 
     dnnl_primitive_desc_t pd;
     CHK(dnnl_primitive_desc_create(&pd, &cd, NULL, eng, NULL));
     const dnnl_memory_desc_t *wq = dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
-    const char *impl = "?";
+    const char *impl             = "?";
     dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl);
     dnnl_memory_t sm, wm, bm, dm;
     CHK(dnnl_memory_create(&sm, &src_md, eng, DNNL_MEMORY_ALLOCATE));
@@ -117,7 +124,7 @@ static int run(dnnl_engine_t eng, dnnl_stream_t st, const conv_shape *c, int N, 
         t[r] = now_s() - t0;
     }
     qsort(t, (size_t)repeat, sizeof(double), cmp_double);
-    const double s = t[repeat / 2];
+    const double s  = t[repeat / 2];
     const double fl = 2.0 * N * P * P * (double)c->K * c->R * c->R * c->C;
     printf("op=conv name=%s dtype=%s impl=onednn-%d.%d:%s N=%d H=%d C=%d K=%d R=%d stride=%d "
            "threads=%d ms=%.3f gflops=%.1f\n",

@@ -72,6 +72,7 @@ static const conv_case convs[] = {
     {2, 9, 7, 64, 33, 3, 3, 2, 0, 0, 1, 1},   // 3x3 s2 asymmetric pad, C % 32 == 0
     {1, 5, 5, 512, 40, 3, 3, 1, 1, 1, 1, 1},  // C > kc: k blocks inside one tap
     {2, 6, 6, 16, 35, 3, 3, 1, 1, 1, 1, 1},   // C = 16: a k block spans many taps
+    {2, 21, 21, 3, 20, 7, 7, 2, 0, 0, 0, 0},  // conv1 after ZeroPadding2D: contiguous filter rows
 };
 
 static void test_conv(const conv_case *cc)

@@ -224,16 +224,25 @@ static void tile_bias(float *c, int64_t ldc, int m, int n, const float *bias)
 // Zeros that stand in for the rows of padding taps (segments are at most kc <= 256 long).
 static const float zero_row[NK_GEMM_MAX_KC] __attribute__((aligned(64)));
 
-// Segments of k [pc, pc + kc) of a convolution's patch matrix that stay inside one filter tap,
-// and each micro-tile row's pointer into x for each (zero_row for padding and rows past mc):
-// rows[(ir/mr * nseg + s) * mr + i]. Returns nseg.
+// Whether every filter row of every output pixel lies inside the image horizontally: then the
+// S*C values of one filter row are contiguous in x (conv1 after Keras's ZeroPadding2D). Rows
+// shorter than 16 are not worth it, and would overflow the pointer space (see sgemm_run).
+static int conv_row_contig(const nk_conv_desc *d)
+{
+    return d->pad_w == 0 && (int64_t)(d->Q - 1) * d->stride + d->S <= d->W && d->S * d->C >= 16;
+}
+
+// Segments of k [pc, pc + kc) of a convolution's patch matrix that are contiguous in x (one
+// filter row when conv_row_contig, else one tap), and each micro-tile row's pointer into x for
+// each (zero_row for padding and rows past mc): rows[(ir/mr * nseg + s) * mr + i]. Returns nseg.
 static int conv_rows(const nk_gemm_kernel *kr, const nk_conv_desc *d, const float *x, int64_t row0,
                      int mc, int pc, int kc, int *seglen, const float **rows)
 {
-    const int MR = kr->mr;
-    int nseg     = 0, segk[NK_GEMM_MAX_KC / 16 + 1];
+    const int MR = kr->mr, unit = conv_row_contig(d) ? d->S * d->C : d->C;
+    // Segments are >= 16 long but for the first: at most kc/16 + 1 of them.
+    int nseg = 0, segk[NK_GEMM_MAX_KC / 16 + 2];
     for (int k = pc; k < pc + kc;) {
-        const int c0 = k % d->C, len0 = d->C - c0, left = pc + kc - k;
+        const int c0 = k % unit, len0 = unit - c0, left = pc + kc - k;
         segk[nseg]   = k;
         seglen[nseg] = len0 < left ? len0 : left;
         k += seglen[nseg++];
@@ -252,6 +261,7 @@ static int conv_rows(const nk_gemm_kernel *kr, const nk_conv_desc *d, const floa
             const int ih0     = (int)(pq / d->Q) * d->stride - d->pad_h;
             const int iw0     = (int)(pq % d->Q) * d->stride - d->pad_w;
             for (int s = 0; s < nseg; s++) {
+                // k = (r*S + s)*C + c: the segment starts at tap (r, s), channel c0.
                 const int tap = segk[s] / d->C, c0 = segk[s] % d->C;
                 const int ih = ih0 + tap / d->S, iw = iw0 + tap % d->S;
                 rp[s * MR + i] = ih >= 0 && ih < d->H && iw >= 0 && iw < d->W
@@ -315,7 +325,7 @@ static void sgemm_run(nk_isa isa, const nk_exec *ex, int ta, int tb, int M, int 
                 for (int ic = 0; ic < mcb; ic += MC) {
                     const int mcc      = mcb - ic < MC ? mcb - ic : MC;
                     const int64_t row  = i0 + ic;
-                    int nseg           = 0, seglen[NK_GEMM_MAX_KC / 16 + 1];
+                    int nseg           = 0, seglen[NK_GEMM_MAX_KC / 16 + 2];
                     const float **rows = (const float **)abuf; // direct: pointers, not panels
                     if (direct) {
                         nseg = conv_rows(kr, d, x, row, mcc, pc, kcb, seglen, rows);
@@ -359,7 +369,7 @@ void nk_sgemm_cpu_epi(nk_isa isa, const nk_exec *ex, int ta, int tb, int M, int 
 int nk_sgemm_conv_ok(nk_isa isa, const nk_conv_desc *d)
 {
     const nk_gemm_kernel *kr = kernel_for(isa);
-    return kr->ukr_rows && d->C % 16 == 0 && kr->kc <= NK_GEMM_MAX_KC;
+    return kr->ukr_rows && (d->C % 16 == 0 || conv_row_contig(d)) && kr->kc <= NK_GEMM_MAX_KC;
 }
 
 void nk_sgemm_conv_cpu(nk_isa isa, const nk_exec *ex, const nk_conv_desc *d, const float *x,
