@@ -12,6 +12,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 
 static double now_s(void)
@@ -19,6 +20,15 @@ static double now_s(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+// CPU seconds this process has used (all threads, user + system).
+static double cpu_s(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)ru.ru_utime.tv_sec + 1e-6 * (double)ru.ru_utime.tv_usec +
+           (double)ru.ru_stime.tv_sec + 1e-6 * (double)ru.ru_stime.tv_usec;
 }
 
 static int cmp_double(const void *a, const void *b)
@@ -398,9 +408,10 @@ static int bench_model(int batch, int threads, int img, int train, int unfreeze,
     float *dl  = calloc((size_t)batch, sizeof(float));
     float *lab = calloc((size_t)batch, sizeof(float));
     double t[64];
+    double cpu[64];
     for (int r = -warmup; r < repeat; r++) {
-        double t0 = now_s();
-        s         = nt_model_forward(m, &x, train, (uint64_t)(r + warmup));
+        double t0 = now_s(), c0 = cpu_s();
+        s = nt_model_forward(m, &x, train, (uint64_t)(r + warmup));
         if (s == NT_OK && train) {
             double loss;
             s            = nt_model_loss(m, lab, NULL, &loss, NULL, dl);
@@ -410,7 +421,7 @@ static int bench_model(int batch, int threads, int img, int train, int unfreeze,
             if (s == NT_OK) s = nt_model_backward(m, &dy, NULL);
         }
         if (s != NT_OK) break;
-        if (r >= 0) t[r] = now_s() - t0;
+        if (r >= 0) t[r] = now_s() - t0, cpu[r] = cpu_s() - c0;
         if (r == -1 && profile) nt_model_set_profile(m, 1); // count the timed steps only
     }
     if (profile && warmup == 0) printf("profile: needs --warmup >= 1\n");
@@ -420,13 +431,22 @@ static int bench_model(int batch, int threads, int img, int train, int unfreeze,
         rc = cli_fail("bench", EXIT_FAIL, "%s", nt_ctx_errmsg(ctx));
         goto out;
     }
+    // Besides the median: the best step (what a quiet machine gives; shared VMs are noisy) and
+    // the median CPU time of a step over all threads (rises little when other processes take
+    // cores away, so it tracks code changes on a busy machine; includes OpenMP spin-waits).
+    double best = t[0];
+    for (int r = 1; r < repeat; r++)
+        best = fmin(best, t[r]);
+    double cpu_med = median(cpu, repeat);
     double sec = median(t, repeat), flops = train ? trn : fwd;
     double gf = flops / sec * 1e-9;
     printf("op=model model=resnet50 mode=%s dtype=%s unfreeze=%d impl=%s batch=%d img=%d "
-           "threads=%d ms=%.1f images_per_s=%.2f gflop_per_image=%.2f gflops=%.1f pct_peak=%.1f\n",
+           "threads=%d ms=%.1f images_per_s=%.2f gflop_per_image=%.2f gflops=%.1f pct_peak=%.1f "
+           "best_ms=%.1f best_images_per_s=%.2f best_pct_peak=%.1f cpu_ms=%.1f\n",
            train ? "train" : "infer", bf16 ? "bf16" : "f32", unfreeze, nt_ctx_impl_name(ctx), batch,
            img, nt_ctx_nthreads(ctx), sec * 1e3, batch / sec, flops / batch * 1e-9, gf,
-           100 * gf / peak);
+           100 * gf / peak, best * 1e3, batch / best, 100 * flops / best * 1e-9 / peak,
+           cpu_med * 1e3);
     if (profile && warmup > 0) print_profile(m, repeat, sec);
 out:
     nt_tensor_free(&x);
