@@ -127,9 +127,9 @@ static int run(dnnl_engine_t eng, dnnl_stream_t st, const conv_shape *c, int N, 
     const double s  = t[repeat / 2];
     const double fl = 2.0 * N * P * P * (double)c->K * c->R * c->R * c->C;
     printf("op=conv name=%s dtype=%s impl=onednn-%d.%d:%s N=%d H=%d C=%d K=%d R=%d stride=%d "
-           "threads=%d ms=%.3f gflops=%.1f\n",
+           "count=%d threads=%d ms=%.3f gflops=%.1f\n",
            c->name, bf16 ? "bf16" : "f32", DNNL_VERSION_MAJOR, DNNL_VERSION_MINOR, impl, N, c->H,
-           c->C, c->K, c->R, c->stride, threads, s * 1e3, fl / s * 1e-9);
+           c->C, c->K, c->R, c->stride, c->count, threads, s * 1e3, fl / s * 1e-9);
     fflush(stdout);
     dnnl_primitive_destroy(prim);
     dnnl_primitive_desc_destroy(pd);

@@ -257,10 +257,10 @@ static int bench_conv(int batch, int threads, int repeat, double peak, nk_isa is
         }
         total_s += s * c->count;
         total_f += fl * c->count;
-        printf("op=conv name=%s dtype=%s impl=%s N=%d H=%d C=%d K=%d R=%d stride=%d threads=%d "
-               "ms=%.3f gflops=%.1f pct_peak=%.1f\n",
+        printf("op=conv name=%s dtype=%s impl=%s N=%d H=%d C=%d K=%d R=%d stride=%d count=%d "
+               "threads=%d ms=%.3f gflops=%.1f pct_peak=%.1f\n",
                c->name, bf16 ? "bf16" : "f32", impl, batch, c->H, c->C, c->K, c->R, c->stride,
-               threads, s * 1e3, fl / s * 1e-9, 100 * fl / s * 1e-9 / peak);
+               c->count, threads, s * 1e3, fl / s * 1e-9, 100 * fl / s * 1e-9 / peak);
         fflush(stdout);
     }
     if (rc == EXIT_OK)
