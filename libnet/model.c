@@ -377,20 +377,21 @@ int nt_model_num_params(const nt_model *m)
 
 void nt_model_weights_changed(nt_model *m)
 {
-    m->wbf16_ok = 0;
+    for (int i = 0; i < m->nlayers; i++)
+        m->layers[i].wbf16_ok = 0;
 }
 
 void nt_model_param(const nt_model *m, int i, nt_param *p)
 {
     // The caller may write the value: derived copies are stale from here on. The field is a
     // cache, not part of the model's observable state, hence the cast.
-    ((nt_model *)m)->wbf16_ok = 0;
-    nt_model_param_ *q        = &m->params[i];
-    p->name                   = q->name;
-    p->layer                  = q->layer;
-    p->value                  = &q->value;
-    p->grad                   = q->grad.data ? &q->grad : NULL;
-    p->trainable              = m->layers[q->layer].trainable && param_is_trainable_kind(q->kind);
+    nt_model_weights_changed((nt_model *)m);
+    nt_model_param_ *q = &m->params[i];
+    p->name            = q->name;
+    p->layer           = q->layer;
+    p->value           = &q->value;
+    p->grad            = q->grad.data ? &q->grad : NULL;
+    p->trainable       = m->layers[q->layer].trainable && param_is_trainable_kind(q->kind);
 }
 
 int nt_model_find_param(const nt_model *m, const char *name)
@@ -467,7 +468,7 @@ nt_status nt_model_init(nt_model *m, nt_init kind, uint64_t seed)
 {
     if (kind != NT_INIT_KERAS && kind != NT_INIT_TEST)
         return nt_ctx_seterr(m->ctx, NT_EINVAL, "init: unknown kind %d", (int)kind);
-    m->wbf16_ok = 0;
+    nt_model_weights_changed(m);
     for (int p = 0; p < m->nparams; p++) {
         nt_model_param_ *q = &m->params[p];
         nt_tensor *t       = &q->value;

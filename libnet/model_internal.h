@@ -57,8 +57,9 @@ typedef struct nt_layer {
     // reading the add's other input, layer fuse_res; -1 when none.
     int fuse_add, fuse_res;
     // Conv weights packed to bf16 (nk_gemm_bf16_pack_b) for NT_DTYPE_BF16 inference; valid
-    // while the model's wbf16_ok is set.
+    // while wbf16_ok is set (cleared whenever the weights may have changed).
     uint16_t *wbf16;
+    int wbf16_ok;
     // Set per forward: did this BN use batch statistics?
     int bn_batch_mode;
     // Planned buffers (offsets in floats into m->buf; -1 when none: out_off is -1 for an
@@ -76,7 +77,6 @@ struct nt_model {
     nt_model_param_ *params;
     int nparams, cap_params;
     int head_start; // first head layer (the GAP), -1 when none
-    int wbf16_ok;   // every conv's wbf16 matches its float32 weights
     int want_input_grad;
     int profile;
 

@@ -50,10 +50,12 @@ typedef struct nt_ctx_opts {
     nt_impl impl;
     nt_log_fn log; // NULL: silent
     void *log_user;
-    // Compute type of inference convolutions (training always runs in float32, on float32
-    // master weights). NT_DTYPE_BF16: inputs and weights rounded to bfloat16, products summed
-    // in float32, bias/BN/ReLU/residual in float32; the weights are packed to bf16 once and
-    // cached in the model (see nt_model_weights_changed). Needs a CPU with AVX512_BF16 unless
+    // Compute type of inference convolutions. NT_DTYPE_BF16: inputs and weights rounded to
+    // bfloat16, products summed in float32, bias/BN/ReLU/residual in float32; the weights are
+    // packed to bf16 once and cached in the model (see nt_model_weights_changed). In training,
+    // only the frozen layers before the first trainable one run in bf16 (the features a
+    // fine-tune starts from); every trainable layer, its gradients and the float32 master
+    // weights stay float32. Needs a CPU with AVX512_BF16 unless
     // impl is NT_IMPL_REF (then the plain bf16 references run); otherwise nt_ctx_new fails with
     // NT_EDEVICE and says so. Typical effect on a probability: |dp| ~ 1e-3.
     int dtype; // an nt_dtype; 0 (NT_DTYPE_F32) is the default

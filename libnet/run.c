@@ -235,7 +235,7 @@ static nt_status plan(nt_model *m, int N, int training)
             nk_conv_desc d = conv_desc(m, l, N);
             size_t w       = ctx->ops.conv_ws(&d, ctx->nthreads);
             if (w > ws) ws = w;
-            if (!training && ctx->opts.dtype == NT_DTYPE_BF16) {
+            if (ctx->opts.dtype == NT_DTYPE_BF16 && (!training || i < bstart)) {
                 w = ctx->ops.conv_bf16_ws(&d, ctx->nthreads);
                 if (w > ws) ws = w;
             }
@@ -351,13 +351,21 @@ static float *pgrad(nt_model *m, const nt_layer *l, int k)
     return m->params[l->param0 + k].grad.data;
 }
 
-// Packs every conv's weights to bf16 (once; kept until the weights change).
-static nt_status pack_bf16_weights(nt_model *m)
+// Does conv layer i run in bf16 in this forward? With NT_DTYPE_BF16: every conv in inference,
+// and in training the convs before the backward region (frozen layers, run in inference mode;
+// their outputs need no gradient), so that fine-tuning gets the bf16 speed on its frozen part.
+static int conv_bf16(const nt_model *m, int i, int training)
 {
-    if (m->wbf16_ok || !m->ctx->ops.conv_bf16_packs) return NT_OK;
+    return m->ctx->opts.dtype == NT_DTYPE_BF16 && (!training || i < m->bstart);
+}
+
+// Packs the weights of the convs that run in bf16 (once; kept until the weights change).
+static nt_status pack_bf16_weights(nt_model *m, int training)
+{
+    if (!m->ctx->ops.conv_bf16_packs) return NT_OK;
     for (int i = 0; i < m->nlayers; i++) {
         nt_layer *l = &m->layers[i];
-        if (l->type != NT_LAYER_CONV) continue;
+        if (l->type != NT_LAYER_CONV || l->wbf16_ok || !conv_bf16(m, i, training)) continue;
         const int rsc = l->R * l->S * m->layers[l->in[0]].C;
         if (!l->wbf16) {
             const size_t b = nk_gemm_bf16_packed_b_elems(rsc, l->C) * sizeof(uint16_t);
@@ -368,8 +376,8 @@ static nt_status pack_bf16_weights(nt_model *m)
                                      b, l->name);
         }
         nk_gemm_bf16_pack_b(0, rsc, l->C, m->params[l->param0].value.data, l->C, l->wbf16);
+        l->wbf16_ok = 1;
     }
-    m->wbf16_ok = 1;
     return NT_OK;
 }
 
@@ -393,10 +401,11 @@ nt_status nt_model_forward(nt_model *m, const nt_tensor *x, int training, uint64
     int N = (int)x->shape[0];
     s     = plan(m, N, training ? 1 : 0);
     if (s != NT_OK) return s;
-    // bf16 is for inference only; a training forward means the weights are about to change.
-    const int bf16 = !training && ctx->opts.dtype == NT_DTYPE_BF16;
-    if (training) m->wbf16_ok = 0;
-    if (bf16 && (s = pack_bf16_weights(m)) != NT_OK) return s;
+    // A training forward means the trainable weights are about to change.
+    if (training)
+        for (int i = 0; i < m->nlayers; i++)
+            if (m->layers[i].trainable) m->layers[i].wbf16_ok = 0;
+    if ((s = pack_bf16_weights(m, training)) != NT_OK) return s;
     nk_exec ex;
     nt_ctx_exec(ctx, m->ws_floats, &ex);
     const nt_ops *o = &ctx->ops;
@@ -418,6 +427,7 @@ nt_status nt_model_forward(nt_model *m, const nt_tensor *x, int training, uint64
             break;
         case NT_LAYER_CONV: {
             nk_conv_desc d = conv_desc(m, l, N);
+            const int bf16 = conv_bf16(m, i, training);
             if (l->fuse_bn < 0) {
                 if (bf16)
                     o->conv_fwd_bf16(&ex, &d, xin, param(m, l, 0), l->wbf16, param(m, l, 1), NULL,
