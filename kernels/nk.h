@@ -228,6 +228,17 @@ typedef struct nk_epilogue {
 void nk_conv2d_fwd_epi_cpu(nk_isa isa, const nk_exec *ex, const nk_conv_desc *d, const float *x,
                            const float *w, const float *b, const nk_epilogue *ep, float *y);
 
+// Inference weights packed once (float32): B = w [R*S*C, K] in the ISA's micro-kernel panels
+// over all of K, so that repeated forwards skip packing B (it dominates small batches, where
+// each weight is used a few times only). nk_sgemm_packed_b_floats gives the size for B [K,N];
+// nk_sgemm_pack_b_full packs a row-major B [K,N] (one thread). The packing depends on isa: pack
+// and run with the same one. nk_conv2d_fwd_packed_cpu is nk_conv2d_fwd_epi_cpu on such a wp
+// (w packed as B with K = R*S*C, N = K), same scratch.
+size_t nk_sgemm_packed_b_floats(nk_isa isa, int K, int N);
+void nk_sgemm_pack_b_full(nk_isa isa, int K, int N, const float *B, int ldb, float *dst);
+void nk_conv2d_fwd_packed_cpu(nk_isa isa, const nk_exec *ex, const nk_conv_desc *d, const float *x,
+                              const float *wp, const float *b, const nk_epilogue *ep, float *y);
+
 // Threaded pooling, padding and add+ReLU (same contracts as the _ref versions).
 void nk_maxpool_fwd_cpu(const nk_exec *ex, const nk_conv_desc *d, const float *x, float *y);
 void nk_maxpool_bwd_cpu(const nk_exec *ex, const nk_conv_desc *d, const float *x, const float *dy,

@@ -200,6 +200,20 @@ static void ref_gap_fwd(const nk_exec *ex, int N, int HW, int C, const float *x,
     {                                                                                              \
         nk_conv2d_fwd_epi_cpu(ISA, ex, d, x, w, b, ep, y);                                         \
     }                                                                                              \
+    static size_t fast_conv_packed_floats_##SUF(int K, int N)                                      \
+    {                                                                                              \
+        return nk_sgemm_packed_b_floats(ISA, K, N);                                                \
+    }                                                                                              \
+    static void fast_conv_pack_##SUF(int K, int N, const float *w, float *dst)                     \
+    {                                                                                              \
+        nk_sgemm_pack_b_full(ISA, K, N, w, N, dst);                                                \
+    }                                                                                              \
+    static void fast_conv_fwd_packed_##SUF(const nk_exec *ex, const nk_conv_desc *d,               \
+                                           const float *x, const float *wp, const float *b,        \
+                                           const nk_epilogue *ep, float *y)                        \
+    {                                                                                              \
+        nk_conv2d_fwd_packed_cpu(ISA, ex, d, x, wp, b, ep, y);                                     \
+    }                                                                                              \
     static void fast_dense_fwd_##SUF(const nk_exec *ex, int N, int C, int K, const float *x,       \
                                      const float *w, const float *b, int relu, float *y)           \
     {                                                                                              \
@@ -222,13 +236,16 @@ FAST_ADAPTERS(NK_ISA_AVX512, avx512)
 
 #define SET_FAST(ops, SUF)                                                                         \
     do {                                                                                           \
-        (ops)->conv_fwd         = fast_conv_fwd_##SUF;                                             \
-        (ops)->conv_fwd_epi     = fast_conv_fwd_epi_##SUF;                                         \
-        (ops)->conv_bwd_data    = fast_conv_bwd_data_##SUF;                                        \
-        (ops)->conv_bwd_filter  = fast_conv_bwd_filter_##SUF;                                      \
-        (ops)->dense_fwd        = fast_dense_fwd_##SUF;                                            \
-        (ops)->dense_bwd_data   = fast_dense_bwd_data_##SUF;                                       \
-        (ops)->dense_bwd_filter = fast_dense_bwd_filter_##SUF;                                     \
+        (ops)->conv_fwd           = fast_conv_fwd_##SUF;                                           \
+        (ops)->conv_fwd_epi       = fast_conv_fwd_epi_##SUF;                                       \
+        (ops)->conv_bwd_data      = fast_conv_bwd_data_##SUF;                                      \
+        (ops)->conv_bwd_filter    = fast_conv_bwd_filter_##SUF;                                    \
+        (ops)->dense_fwd          = fast_dense_fwd_##SUF;                                          \
+        (ops)->conv_packed_floats = fast_conv_packed_floats_##SUF;                                 \
+        (ops)->conv_pack          = fast_conv_pack_##SUF;                                          \
+        (ops)->conv_fwd_packed    = fast_conv_fwd_packed_##SUF;                                    \
+        (ops)->dense_bwd_data     = fast_dense_bwd_data_##SUF;                                     \
+        (ops)->dense_bwd_filter   = fast_dense_bwd_filter_##SUF;                                   \
     } while (0)
 
 static size_t fast_dense_ws(int nthreads)
@@ -262,6 +279,7 @@ static void ops_init(nt_ctx *ctx)
     o->conv_fwd_bf16    = ref_conv_fwd_bf16;
     o->conv_bf16_ws     = ref_conv_ws;
     o->conv_bf16_packs  = 0;
+    o->conv_fwd_packed  = NULL;
     ctx->isa            = NK_ISA_SCALAR;
     ctx->impl_name      = "ref";
     if (ctx->opts.impl == NT_IMPL_REF) return;

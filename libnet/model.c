@@ -50,7 +50,7 @@ void nt_model_free(nt_model *m)
         free(m->layers[i].bn_mean);
         free(m->layers[i].bn_invstd);
         free(m->layers[i].fold_scale);
-        nt_free(m->layers[i].wbf16);
+        nt_free(m->layers[i].wpack);
     }
     free(m->params);
     free(m->layers);
@@ -378,7 +378,7 @@ int nt_model_num_params(const nt_model *m)
 void nt_model_weights_changed(nt_model *m)
 {
     for (int i = 0; i < m->nlayers; i++)
-        m->layers[i].wbf16_ok = 0;
+        m->layers[i].wpack_ok = 0;
 }
 
 void nt_model_param(const nt_model *m, int i, nt_param *p)

@@ -56,10 +56,11 @@ typedef struct nt_layer {
     // A conv whose BN feeds a residual add also computes the add (fuse_add) in its epilogue,
     // reading the add's other input, layer fuse_res; -1 when none.
     int fuse_add, fuse_res;
-    // Conv weights packed to bf16 (nk_gemm_bf16_pack_b) for NT_DTYPE_BF16 inference; valid
-    // while wbf16_ok is set (cleared whenever the weights may have changed).
-    uint16_t *wbf16;
-    int wbf16_ok;
+    // Conv weights packed once for inference: bf16 pairs (nk_gemm_bf16_pack_b) with
+    // NT_DTYPE_BF16, else float32 micro-kernel panels (nt_ops.conv_pack). Valid while wpack_ok is
+    // set (cleared whenever the weights may have changed).
+    void *wpack;
+    int wpack_ok;
     // Set per forward: did this BN use batch statistics?
     int bn_batch_mode;
     // Planned buffers (offsets in floats into m->buf; -1 when none: out_off is -1 for an

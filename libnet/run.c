@@ -351,32 +351,53 @@ static float *pgrad(nt_model *m, const nt_layer *l, int k)
     return m->params[l->param0 + k].grad.data;
 }
 
-// Does conv layer i run in bf16 in this forward? With NT_DTYPE_BF16: every conv in inference,
-// and in training the convs before the backward region (frozen layers, run in inference mode;
-// their outputs need no gradient), so that fine-tuning gets the bf16 speed on its frozen part.
-static int conv_bf16(const nt_model *m, int i, int training)
+// Does conv layer i run in inference form in this forward (every conv in inference; in
+// training the convs before the backward region: frozen layers, whose outputs need no
+// gradient)? Those run on weights packed once: bf16 with NT_DTYPE_BF16, so that fine-tuning
+// gets the bf16 speed on its frozen part too, else float32 panels.
+static int conv_infer(const nt_model *m, int i, int training)
 {
-    return m->ctx->opts.dtype == NT_DTYPE_BF16 && (!training || i < m->bstart);
+    return !training || i < m->bstart;
 }
 
-// Packs the weights of the convs that run in bf16 (once; kept until the weights change).
-static nt_status pack_bf16_weights(nt_model *m, int training)
+static int conv_bf16(const nt_model *m, int i, int training)
 {
-    if (!m->ctx->ops.conv_bf16_packs) return NT_OK;
+    return m->ctx->opts.dtype == NT_DTYPE_BF16 && conv_infer(m, i, training);
+}
+
+// Whether conv i runs on the packed cache (l->wpack) in this forward.
+static int conv_packed(const nt_model *m, int i, int training)
+{
+    const nt_ops *o = &m->ctx->ops;
+    if (!conv_infer(m, i, training)) return 0;
+    return m->ctx->opts.dtype == NT_DTYPE_BF16 ? o->conv_bf16_packs : o->conv_fwd_packed != NULL;
+}
+
+// Packs the weights of the convs that run packed (once; kept until the weights change).
+static nt_status pack_weights(nt_model *m, int training)
+{
+    const nt_ops *o = &m->ctx->ops;
+    const int bf16  = m->ctx->opts.dtype == NT_DTYPE_BF16;
     for (int i = 0; i < m->nlayers; i++) {
         nt_layer *l = &m->layers[i];
-        if (l->type != NT_LAYER_CONV || l->wbf16_ok || !conv_bf16(m, i, training)) continue;
-        const int rsc = l->R * l->S * m->layers[l->in[0]].C;
-        if (!l->wbf16) {
-            const size_t b = nk_gemm_bf16_packed_b_elems(rsc, l->C) * sizeof(uint16_t);
-            l->wbf16       = nt_alloc(b);
-            if (!l->wbf16)
+        if (l->type != NT_LAYER_CONV || l->wpack_ok || !conv_packed(m, i, training)) continue;
+        const int rsc  = l->R * l->S * m->layers[l->in[0]].C;
+        const float *w = m->params[l->param0].value.data;
+        if (!l->wpack) {
+            const size_t b = bf16 ? nk_gemm_bf16_packed_b_elems(rsc, l->C) * sizeof(uint16_t)
+                                  : o->conv_packed_floats(rsc, l->C) * sizeof(float);
+            l->wpack       = nt_alloc(b);
+            if (!l->wpack)
                 return nt_ctx_seterr(m->ctx, NT_ENOMEM,
-                                     "model: cannot allocate %zu bytes of bf16 weights for \"%s\"",
+                                     "model: cannot allocate %zu bytes of packed weights for "
+                                     "\"%s\"",
                                      b, l->name);
         }
-        nk_gemm_bf16_pack_b(0, rsc, l->C, m->params[l->param0].value.data, l->C, l->wbf16);
-        l->wbf16_ok = 1;
+        if (bf16)
+            nk_gemm_bf16_pack_b(0, rsc, l->C, w, l->C, l->wpack);
+        else
+            o->conv_pack(rsc, l->C, w, l->wpack);
+        l->wpack_ok = 1;
     }
     return NT_OK;
 }
@@ -404,8 +425,8 @@ nt_status nt_model_forward(nt_model *m, const nt_tensor *x, int training, uint64
     // A training forward means the trainable weights are about to change.
     if (training)
         for (int i = 0; i < m->nlayers; i++)
-            if (m->layers[i].trainable) m->layers[i].wbf16_ok = 0;
-    if ((s = pack_bf16_weights(m, training)) != NT_OK) return s;
+            if (m->layers[i].trainable) m->layers[i].wpack_ok = 0;
+    if ((s = pack_weights(m, training)) != NT_OK) return s;
     nk_exec ex;
     nt_ctx_exec(ctx, m->ws_floats, &ex);
     const nt_ops *o = &ctx->ops;
@@ -427,11 +448,13 @@ nt_status nt_model_forward(nt_model *m, const nt_tensor *x, int training, uint64
             break;
         case NT_LAYER_CONV: {
             nk_conv_desc d = conv_desc(m, l, N);
-            const int bf16 = conv_bf16(m, i, training);
+            const int bf16 = conv_bf16(m, i, training), packed = conv_packed(m, i, training);
             if (l->fuse_bn < 0) {
                 if (bf16)
-                    o->conv_fwd_bf16(&ex, &d, xin, param(m, l, 0), l->wbf16, param(m, l, 1), NULL,
+                    o->conv_fwd_bf16(&ex, &d, xin, param(m, l, 0), l->wpack, param(m, l, 1), NULL,
                                      y);
+                else if (packed)
+                    o->conv_fwd_packed(&ex, &d, xin, l->wpack, param(m, l, 1), NULL, y);
                 else
                     o->conv_fwd(&ex, &d, xin, param(m, l, 0), param(m, l, 1), y);
                 break;
@@ -452,7 +475,9 @@ nt_status nt_model_forward(nt_model *m, const nt_tensor *x, int training, uint64
                                        : l->fuse_add >= 0 ? l->fuse_add
                                                           : l->fuse_bn);
             if (bf16)
-                o->conv_fwd_bf16(&ex, &d, xin, param(m, l, 0), l->wbf16, param(m, l, 1), &ep, yo);
+                o->conv_fwd_bf16(&ex, &d, xin, param(m, l, 0), l->wpack, param(m, l, 1), &ep, yo);
+            else if (packed)
+                o->conv_fwd_packed(&ex, &d, xin, l->wpack, param(m, l, 1), &ep, yo);
             else
                 o->conv_fwd_epi(&ex, &d, xin, param(m, l, 0), param(m, l, 1), &ep, yo);
         } break;

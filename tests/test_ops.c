@@ -160,6 +160,15 @@ static void test_conv(const conv_case *cc)
                 nk_conv2d_fwd_epi_cpu((nk_isa)isa, &ex, &d, x, w, b, &epr, y);
                 NAME("fwd_bn_add_relu");
                 CHECK_CLOSE(what, y, ye, (int64_t)ny, tol_fwd * 1.5, TOL_SUM_RTOL);
+                // ... and on weights packed once (the inference cache).
+                const int rsc = d.R * d.S * d.C;
+                float *wp     = xmalloc(nk_sgemm_packed_b_floats((nk_isa)isa, rsc, d.K));
+                nk_sgemm_pack_b_full((nk_isa)isa, rsc, d.K, w, d.K, wp);
+                poison(y, ny);
+                nk_conv2d_fwd_packed_cpu((nk_isa)isa, &ex, &d, x, wp, b, &epr, y);
+                NAME("fwd_packed_bn_add_relu");
+                CHECK_CLOSE(what, y, ye, (int64_t)ny, tol_fwd * 1.5, TOL_SUM_RTOL);
+                free(wp);
                 free(sc), free(sh), free(ye), free(res);
             }
 

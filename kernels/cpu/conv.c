@@ -155,20 +155,24 @@ void nk_conv2d_fwd_cpu(nk_isa isa, const nk_exec *ex, const nk_conv_desc *d, con
     nk_conv2d_fwd_epi_cpu(isa, ex, d, x, w, b, NULL, y);
 }
 
-void nk_conv2d_fwd_epi_cpu(nk_isa isa, const nk_exec *ex, const nk_conv_desc *d, const float *x,
-                           const float *w, const float *b, const nk_epilogue *ep, float *y)
+// Forward with the epilogue on w, or (wp != NULL) on w packed by nk_sgemm_pack_b_full.
+static void conv_fwd(nk_isa isa, const nk_exec *ex, const nk_conv_desc *d, const float *x,
+                     const float *w, const float *wp, const float *b, const nk_epilogue *ep,
+                     float *y)
 {
     const int K   = d->K;
     const int rsc = d->R * d->S * d->C;
     if (nk_sgemm_conv_ok(isa, d)) {
-        // Implicit GEMM: the patches go from x straight into the micro-kernel (or its packed
-        // panels), no col copy.
-        nk_sgemm_conv_cpu(isa, ex, d, x, w, b, ep, y);
+        // Implicit GEMM: the patches go from x straight into the micro-kernel, no col copy.
+        nk_sgemm_conv_cpu(isa, ex, d, x, w, wp, b, ep, y);
         return;
     }
     if (is_direct(d)) {
-        nk_sgemm_cpu_epi(isa, ex, 0, 0, d->N * d->H * d->W, K, d->C, 1.0f, x, d->C, w, K, 0.0f, y,
-                         K, b, ep);
+        if (wp)
+            nk_sgemm_cpu_pb(isa, ex, d->N * d->H * d->W, K, d->C, x, d->C, wp, y, K, b, ep);
+        else
+            nk_sgemm_cpu_epi(isa, ex, 0, 0, d->N * d->H * d->W, K, d->C, 1.0f, x, d->C, w, K, 0.0f,
+                             y, K, b, ep);
         return;
     }
     nk_exec gex;
@@ -179,9 +183,25 @@ void nk_conv2d_fwd_epi_cpu(nk_isa isa, const nk_exec *ex, const nk_conv_desc *d,
         im2col(d, x, l0, l1, col, gex.nthreads);
         const int rows        = (int)((l1 - l0) * d->Q);
         const nk_epilogue epc = chunk_epilogue(ep, l0 * d->Q * K);
-        nk_sgemm_cpu_epi(isa, &gex, 0, 0, rows, K, rsc, 1.0f, col, rsc, w, K, 0.0f,
-                         y + l0 * d->Q * K, K, b, ep ? &epc : NULL);
+        if (wp)
+            nk_sgemm_cpu_pb(isa, &gex, rows, K, rsc, col, rsc, wp, y + l0 * d->Q * K, K, b,
+                            ep ? &epc : NULL);
+        else
+            nk_sgemm_cpu_epi(isa, &gex, 0, 0, rows, K, rsc, 1.0f, col, rsc, w, K, 0.0f,
+                             y + l0 * d->Q * K, K, b, ep ? &epc : NULL);
     }
+}
+
+void nk_conv2d_fwd_epi_cpu(nk_isa isa, const nk_exec *ex, const nk_conv_desc *d, const float *x,
+                           const float *w, const float *b, const nk_epilogue *ep, float *y)
+{
+    conv_fwd(isa, ex, d, x, w, NULL, b, ep, y);
+}
+
+void nk_conv2d_fwd_packed_cpu(nk_isa isa, const nk_exec *ex, const nk_conv_desc *d, const float *x,
+                              const float *wp, const float *b, const nk_epilogue *ep, float *y)
+{
+    conv_fwd(isa, ex, d, x, NULL, wp, b, ep, y);
 }
 
 void nk_conv2d_bwd_data_cpu(nk_isa isa, const nk_exec *ex, const nk_conv_desc *d, const float *dy,

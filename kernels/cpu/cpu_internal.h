@@ -63,8 +63,13 @@ void nk_sgemm_cpu_epi(nk_isa isa, const nk_exec *ex, int ta, int tb, int M, int 
 // per-row pointers, one segment per filter tap. Needs d->C % 16 == 0 and an ISA whose table has
 // ukr_rows (nk_sgemm_conv_ok). Scratch nk_sgemm_ws_floats (the A block holds the row pointers).
 int nk_sgemm_conv_ok(nk_isa isa, const nk_conv_desc *d);
+// wp: w packed by nk_sgemm_pack_b_full (or NULL: w is packed block by block as usual).
 void nk_sgemm_conv_cpu(nk_isa isa, const nk_exec *ex, const nk_conv_desc *d, const float *x,
-                       const float *w, const float *b, const nk_epilogue *ep, float *y);
+                       const float *w, const float *wp, const float *b, const nk_epilogue *ep,
+                       float *y);
+// C[M,N] = A[M,K] Bp (+ bias, ep) with B packed whole by nk_sgemm_pack_b_full.
+void nk_sgemm_cpu_pb(nk_isa isa, const nk_exec *ex, int M, int N, int K, const float *A, int lda,
+                     const float *Bp, float *C, int ldc, const float *bias, const nk_epilogue *ep);
 
 // out[N] = column sums of x[M,N] (row-major), accumulated in double; threads over columns, so
 // the result is the same for any thread count. Used for bias gradients.

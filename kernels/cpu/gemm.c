@@ -275,10 +275,11 @@ static int conv_rows(const nk_gemm_kernel *kr, const nk_conv_desc *d, const floa
 
 // The driver behind nk_sgemm_cpu_epi and nk_sgemm_conv_cpu: A is op(A) (ta, lda), or, when d is
 // not NULL, the patch matrix of x.
+// Bp, when not NULL, is B packed whole (nk_sgemm_pack_b_full) and B/tb/ldb are unused.
 static void sgemm_run(nk_isa isa, const nk_exec *ex, int ta, int tb, int M, int N, int K,
                       float alpha, const float *A, int lda, const nk_conv_desc *d, const float *x,
-                      const float *B, int ldb, float beta, float *C, int ldc, const float *bias,
-                      const nk_epilogue *ep)
+                      const float *B, int ldb, const float *Bp, float beta, float *C, int ldc,
+                      const float *bias, const nk_epilogue *ep)
 {
     if (M <= 0 || N <= 0) return;
     const int relu = ep && ep->relu;
@@ -319,8 +320,11 @@ static void sgemm_run(nk_isa isa, const nk_exec *ex, int ta, int tb, int M, int 
                 const int kcb   = K - pc < KC ? K - pc : KC;
                 const int first = pc == 0, last = pc + kcb == K;
                 const float beta_eff = first && !bias ? beta : 1.0f;
-                const float *bsrc    = tb ? B + (int64_t)j0 * ldb + pc : B + (int64_t)pc * ldb + j0;
-                kr->pack_b(tb, kcb, ncb, bsrc, ldb, bbuf);
+                if (!Bp) {
+                    const float *bsrc =
+                        tb ? B + (int64_t)j0 * ldb + pc : B + (int64_t)pc * ldb + j0;
+                    kr->pack_b(tb, kcb, ncb, bsrc, ldb, bbuf);
+                }
                 // mc_u may exceed MC for a few rows' balance; pack at most MC rows at a time.
                 for (int ic = 0; ic < mcb; ic += MC) {
                     const int mcc      = mcb - ic < MC ? mcb - ic : MC;
@@ -334,8 +338,11 @@ static void sgemm_run(nk_isa isa, const nk_exec *ex, int ta, int tb, int M, int 
                         kr->pack_a(ta, mcc, kcb, asrc, lda, abuf);
                     }
                     for (int j = 0; j < ncb; j += NR) {
-                        const int n     = ncb - j < NR ? ncb - j : NR;
-                        const float *bp = bbuf + (int64_t)j * kcb;
+                        const int n = ncb - j < NR ? ncb - j : NR;
+                        // Prepacked: panel (j0 + j)/NR holds all K; this block starts at row pc.
+                        const float *bp =
+                            Bp ? Bp + (int64_t)((j0 + j) / NR) * K * NR + (int64_t)pc * NR
+                               : bbuf + (int64_t)j * kcb;
                         for (int ir = 0; ir < mcc; ir += MR) {
                             const int m = mcc - ir < MR ? mcc - ir : MR;
                             float *c    = C + (row + ir) * ldc + j0 + j;
@@ -363,7 +370,8 @@ void nk_sgemm_cpu_epi(nk_isa isa, const nk_exec *ex, int ta, int tb, int M, int 
                       float alpha, const float *A, int lda, const float *B, int ldb, float beta,
                       float *C, int ldc, const float *bias, const nk_epilogue *ep)
 {
-    sgemm_run(isa, ex, ta, tb, M, N, K, alpha, A, lda, NULL, NULL, B, ldb, beta, C, ldc, bias, ep);
+    sgemm_run(isa, ex, ta, tb, M, N, K, alpha, A, lda, NULL, NULL, B, ldb, NULL, beta, C, ldc, bias,
+              ep);
 }
 
 int nk_sgemm_conv_ok(nk_isa isa, const nk_conv_desc *d)
@@ -373,10 +381,30 @@ int nk_sgemm_conv_ok(nk_isa isa, const nk_conv_desc *d)
 }
 
 void nk_sgemm_conv_cpu(nk_isa isa, const nk_exec *ex, const nk_conv_desc *d, const float *x,
-                       const float *w, const float *b, const nk_epilogue *ep, float *y)
+                       const float *w, const float *wp, const float *b, const nk_epilogue *ep,
+                       float *y)
 {
     sgemm_run(isa, ex, 0, 0, d->N * d->P * d->Q, d->K, d->R * d->S * d->C, 1.0f, NULL, 0, d, x, w,
-              d->K, 0.0f, y, d->K, b, ep);
+              d->K, wp, 0.0f, y, d->K, b, ep);
+}
+
+void nk_sgemm_cpu_pb(nk_isa isa, const nk_exec *ex, int M, int N, int K, const float *A, int lda,
+                     const float *Bp, float *C, int ldc, const float *bias, const nk_epilogue *ep)
+{
+    sgemm_run(isa, ex, 0, 0, M, N, K, 1.0f, A, lda, NULL, NULL, NULL, 0, Bp, 0.0f, C, ldc, bias,
+              ep);
+}
+
+size_t nk_sgemm_packed_b_floats(nk_isa isa, int K, int N)
+{
+    const nk_gemm_kernel *kr = kernel_for(isa);
+    return (size_t)((N + kr->nr - 1) / kr->nr) * kr->nr * (size_t)(K > 0 ? K : 1);
+}
+
+void nk_sgemm_pack_b_full(nk_isa isa, int K, int N, const float *B, int ldb, float *dst)
+{
+    // The ISA's own packer over all of K: panels of K x nr, the layout sgemm_run indexes.
+    if (K > 0) kernel_for(isa)->pack_b(0, K, N, B, ldb, dst);
 }
 
 void nk_sgemm_cpu(nk_isa isa, const nk_exec *ex, int ta, int tb, int M, int N, int K, float alpha,
