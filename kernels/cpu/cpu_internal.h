@@ -97,17 +97,30 @@ typedef void (*nk_bf16_ukr_fn)(int64_t kp, const uint32_t *a, const uint32_t *b,
 // dst[q*MR + i] (an odd w pads the last pair with a zero).
 typedef void (*nk_bf16_pack_fn)(const float *const *src, int w, uint32_t *dst);
 
+// Batch-reduce form on unpacked bf16 rows (see nk_gemm_ukr_rows_fn): segment s has segp[s] k
+// pairs, row i of it at rows[s*MR + i] (32-bit pair words: bf16 activations, NHWC).
+typedef void (*nk_bf16_ukr_rows_fn)(int nseg, const int *segp, const uint32_t *const *rows,
+                                    const uint32_t *b, float *c, int64_t ldc, float beta, int m,
+                                    int n);
+// y[0:n] = bf16(x[0:n]) (nk_f32_to_bf16's rounding).
+typedef void (*nk_bf16_convert_fn)(int64_t n, const float *x, uint16_t *y);
+
 typedef struct nk_bf16_kernel {
     nk_bf16_ukr_fn ukr;
     nk_bf16_pack_fn pack;
+    nk_bf16_ukr_rows_fn ukr_rows;
+    nk_bf16_convert_fn convert;
 } nk_bf16_kernel;
 
 extern const nk_bf16_kernel nk_bf16_kernel_avx512;
 
-// The implicit-GEMM form of nk_conv2d_fwd_bf16_cpu for d->C % 32 == 0: A's rows are output
-// pixels and its k = (r*S + s)*C + c; the packer reads x directly. Scratch nk_gemm_bf16_ws_floats.
+// The implicit-GEMM form of nk_conv2d_fwd_bf16_cpu: A's rows are output pixels and its
+// k = (r*S + s)*C + c. With xb (room for N*H*W*C bf16; needs C even), x is rounded to bf16 once
+// into xb and the micro-kernel broadcasts pairs straight from it (no A packing); without,
+// d->C % 32 == 0 and the packer gathers and rounds patches from x. Scratch
+// nk_gemm_bf16_ws_floats (plus xb).
 void nk_gemm_bf16_conv_cpu(nk_bf16_impl impl, const nk_exec *ex, const nk_conv_desc *d,
-                           const float *x, const uint16_t *wp, const float *b,
+                           const float *x, uint16_t *xb, const uint16_t *wp, const float *b,
                            const nk_epilogue *ep, float *y);
 
 // VDPBF16PS throughput loop for nk_bf16_peak_gflops; returns the flops done.

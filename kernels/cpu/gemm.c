@@ -491,9 +491,35 @@ static void pack_bf16_scalar(const float *const *src, int w, uint32_t *dst)
         }
 }
 
+static void ukr_rows_bf16_scalar(int nseg, const int *segp, const uint32_t *const *rows,
+                                 const uint32_t *b, float *c, int64_t ldc, float beta, int m, int n)
+{
+    float acc[BMR][BNR] = {{0}};
+    for (int s = 0; s < nseg; s++, rows += BMR)
+        for (int p = 0; p < segp[s]; p++, b += BNR)
+            for (int i = 0; i < BMR; i++) {
+                const float a0 = nk_bf16_to_f32((uint16_t)rows[i][p]);
+                const float a1 = nk_bf16_to_f32((uint16_t)(rows[i][p] >> 16));
+                for (int j = 0; j < BNR; j++)
+                    acc[i][j] += a0 * nk_bf16_to_f32((uint16_t)b[j]) +
+                                 a1 * nk_bf16_to_f32((uint16_t)(b[j] >> 16));
+            }
+    for (int i = 0; i < m; i++)
+        for (int j = 0; j < n; j++)
+            c[i * ldc + j] = beta != 0.0f ? acc[i][j] + beta * c[i * ldc + j] : acc[i][j];
+}
+
+static void convert_bf16_scalar(int64_t n, const float *x, uint16_t *y)
+{
+    for (int64_t i = 0; i < n; i++)
+        y[i] = nk_f32_to_bf16(x[i]);
+}
+
 static const nk_bf16_kernel nk_bf16_kernel_scalar = {
-    .ukr  = ukr_bf16_scalar,
-    .pack = pack_bf16_scalar,
+    .ukr      = ukr_bf16_scalar,
+    .pack     = pack_bf16_scalar,
+    .ukr_rows = ukr_rows_bf16_scalar,
+    .convert  = convert_bf16_scalar,
 };
 
 static const nk_bf16_kernel *bf16_kernel_for(nk_bf16_impl impl)
@@ -538,7 +564,50 @@ typedef struct bf16_src {
     int64_t lda;
     const nk_conv_desc *d;
     const float *x;
+    const uint32_t *xb; // x rounded to bf16 (pairs along C): read unpacked when not NULL
 } bf16_src;
+
+// Zero pairs for padding taps (segments are at most BKC/2 pairs long).
+static const uint32_t zero_pairs[BKC / 2] __attribute__((aligned(64)));
+
+// The bf16 twin of conv_rows: segments of k [pc, pc + kc) inside one filter tap, in pairs, and
+// the row pointers into xb (pair words), rows[(ir/BMR * nseg + s) * BMR + i]. Returns nseg.
+static int bf16_conv_rows(const bf16_src *s, int64_t row0, int mc, int pc, int kc, int *segp,
+                          const uint32_t **rows)
+{
+    const nk_conv_desc *d = s->d;
+    int nseg              = 0, segk[BKC / 2 + 1];
+    for (int k = pc; k < pc + kc;) {
+        const int c0 = k % d->C, len0 = d->C - c0, left = pc + kc - k;
+        const int len = len0 < left ? len0 : left;
+        segk[nseg]    = k;
+        segp[nseg++]  = len / 2; // C and pc even: every segment is whole pairs
+        k += len;
+    }
+    const int64_t PQ = (int64_t)d->P * d->Q;
+    for (int i0 = 0; i0 < mc; i0 += BMR) {
+        const uint32_t **rp = rows + (int64_t)(i0 / BMR) * nseg * BMR;
+        for (int i = 0; i < BMR; i++) {
+            if (i0 + i >= mc) {
+                for (int t = 0; t < nseg; t++)
+                    rp[t * BMR + i] = zero_pairs;
+                continue;
+            }
+            const int64_t r = row0 + i0 + i, n = r / PQ, pq = r % PQ;
+            const int ih0 = (int)(pq / d->Q) * d->stride - d->pad_h;
+            const int iw0 = (int)(pq % d->Q) * d->stride - d->pad_w;
+            for (int t = 0; t < nseg; t++) {
+                const int tap = segk[t] / d->C, c0 = segk[t] % d->C;
+                const int ih = ih0 + tap / d->S, iw = iw0 + tap % d->S;
+                rp[t * BMR + i] =
+                    ih >= 0 && ih < d->H && iw >= 0 && iw < d->W
+                        ? s->xb + (((n * d->H + ih) * d->W + iw) * (int64_t)d->C + c0) / 2
+                        : zero_pairs;
+            }
+        }
+    }
+    return nseg;
+}
 
 // Packs rows [row0, row0 + mc) x k [pc, pc + kc) of A into panels of BMR rows (kc rounded up to
 // pairs), through the kernel's chunk packer.
@@ -626,9 +695,14 @@ static void gemm_bf16_run(nk_bf16_impl impl, const nk_exec *ex, int M, int N, in
                 const int first = pc == 0, last = pc + kcb == K;
                 const float beta_eff = first && !bias ? beta : 1.0f;
                 for (int ic = 0; ic < mcb; ic += BMC) {
-                    const int mcc     = mcb - ic < BMC ? mcb - ic : BMC;
-                    const int64_t row = i0 + ic;
-                    bf16_pack_a(kr, s, row, mcc, pc, kcb, abuf);
+                    const int mcc         = mcb - ic < BMC ? mcb - ic : BMC;
+                    const int64_t row     = i0 + ic;
+                    int nseg              = 0, segp[BKC / 2 + 1];
+                    const uint32_t **rows = (const uint32_t **)abuf; // pointers, not panels
+                    if (s->xb)
+                        nseg = bf16_conv_rows(s, row, mcc, pc, kcb, segp, rows);
+                    else
+                        bf16_pack_a(kr, s, row, mcc, pc, kcb, abuf);
                     for (int j = 0; j < ncb; j += BNR) {
                         const int n = ncb - j < BNR ? ncb - j : BNR;
                         const uint32_t *bp =
@@ -637,7 +711,11 @@ static void gemm_bf16_run(nk_bf16_impl impl, const nk_exec *ex, int M, int N, in
                             const int m = mcc - ir < BMR ? mcc - ir : BMR;
                             float *c    = C + (row + ir) * ldc + j0 + j;
                             if (first && bias) tile_bias(c, ldc, m, n, bias + j0 + j);
-                            kr->ukr(kp, abuf + (int64_t)ir * kp, bp, c, ldc, beta_eff, m, n);
+                            if (s->xb)
+                                kr->ukr_rows(nseg, segp, rows + (int64_t)(ir / BMR) * nseg * BMR,
+                                             bp, c, ldc, beta_eff, m, n);
+                            else
+                                kr->ukr(kp, abuf + (int64_t)ir * kp, bp, c, ldc, beta_eff, m, n);
                             if (last && ep && ep->scale)
                                 tile_affine(c, ldc, m, n, ep->scale + j0 + j, ep->shift + j0 + j);
                             if (last && ep && ep->residual)
@@ -660,10 +738,20 @@ void nk_gemm_bf16_cpu(nk_bf16_impl impl, const nk_exec *ex, int M, int N, int K,
 }
 
 void nk_gemm_bf16_conv_cpu(nk_bf16_impl impl, const nk_exec *ex, const nk_conv_desc *d,
-                           const float *x, const uint16_t *wp, const float *b,
+                           const float *x, uint16_t *xb, const uint16_t *wp, const float *b,
                            const nk_epilogue *ep, float *y)
 {
-    const bf16_src s = {.d = d, .x = x};
+    if (xb) {
+        // Round x to bf16 once (each element is then read by up to R*S taps without converting).
+        const nk_bf16_kernel *kr = bf16_kernel_for(impl);
+        const int64_t n = (int64_t)d->N * d->H * d->W * d->C, chunk = 1 << 16;
+        int nt = ex && ex->nthreads > 0 ? ex->nthreads : 1;
+        if (n < 4 * chunk) nt = 1;
+#pragma omp parallel for num_threads(nt) schedule(static)
+        for (int64_t i = 0; i < n; i += chunk)
+            kr->convert(n - i < chunk ? n - i : chunk, x + i, xb + i);
+    }
+    const bf16_src s = {.d = d, .x = x, .xb = (const uint32_t *)xb};
     gemm_bf16_run(impl, ex, d->N * d->P * d->Q, d->K, d->R * d->S * d->C, &s, wp, 0.0f, y, d->K, b,
                   ep);
 }

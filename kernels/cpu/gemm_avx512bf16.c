@@ -108,9 +108,64 @@ static void pack_bf16_avx512(const float *const *src, int w, uint32_t *dst)
         _mm512_mask_storeu_ps((float *)(dst + q * MR), (__mmask16)((1u << MR) - 1u), r[q]);
 }
 
+static void ukr_rows_bf16_avx512(int nseg, const int *segp, const uint32_t *const *rows,
+                                 const uint32_t *b, float *c, int64_t ldc, float beta, int m, int n)
+{
+    __m512 acc[MR][NV];
+#pragma GCC unroll 16
+    for (int i = 0; i < MR; i++) {
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; v++)
+            acc[i][v] = _mm512_setzero_ps();
+    }
+    for (int s = 0; s < nseg; s++, rows += MR) {
+        const int len = segp[s];
+        for (int p = 0; p < len; p++) {
+            __m512bh bv[NV];
+#pragma GCC unroll 4
+            for (int v = 0; v < NV; v++)
+                bv[v] = as_bh(_mm512_loadu_si512((const void *)(b + 16 * v)));
+#pragma GCC unroll 16
+            for (int i = 0; i < MR; i++) {
+                __m512bh av = as_bh(_mm512_set1_epi32((int)rows[i][p]));
+#pragma GCC unroll 4
+                for (int v = 0; v < NV; v++)
+                    acc[i][v] = _mm512_dpbf16_ps(acc[i][v], av, bv[v]);
+            }
+            b += NR;
+        }
+    }
+    __m512 vb = _mm512_set1_ps(beta);
+#pragma GCC unroll 16
+    for (int i = 0; i < MR; i++) {
+        if (i >= m) break;
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; v++) {
+            __mmask16 k = col_mask(n, v);
+            float *cp   = c + i * ldc + 16 * v;
+            __m512 r    = acc[i][v];
+            if (beta != 0.0f) r = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(k, cp), r);
+            _mm512_mask_storeu_ps(cp, k, r);
+        }
+    }
+}
+
+static void convert_bf16_avx512(int64_t n, const float *x, uint16_t *y)
+{
+    int64_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        __m512bh v = _mm512_cvtne2ps_pbh(_mm512_loadu_ps(x + i + 16), _mm512_loadu_ps(x + i));
+        _mm512_storeu_si512((void *)(y + i), (__m512i)v);
+    }
+    for (; i < n; i++)
+        y[i] = nk_f32_to_bf16(x[i]);
+}
+
 const nk_bf16_kernel nk_bf16_kernel_avx512 = {
-    .ukr  = ukr_bf16_avx512,
-    .pack = pack_bf16_avx512,
+    .ukr      = ukr_bf16_avx512,
+    .pack     = pack_bf16_avx512,
+    .ukr_rows = ukr_rows_bf16_avx512,
+    .convert  = convert_bf16_avx512,
 };
 
 // ---- peak ----
