@@ -30,6 +30,12 @@ typedef void (*nk_gemm_ukr_rows_fn)(int nseg, const int *seglen, const float *co
                                     const float *b, float *c, int64_t ldc, float beta, int m,
                                     int n);
 
+// The fused epilogue on one finished m x n tile of C (still in L1), in this order: + bias[j],
+// then c * sc[j] + sh[j], then + res (same layout and ldc as c), then ReLU (NaN -> 0, as the
+// references); each of bias, sc (with sh) and res may be NULL.
+typedef void (*nk_tile_epi_fn)(float *c, int64_t ldc, int m, int n, const float *bias,
+                               const float *sc, const float *sh, const float *res, int relu);
+
 // One ISA's GEMM: register block mr x nr and cache blocks mc (A block in L2), kc (depth),
 // nc (B block in L3). mc is a multiple of mr and nc a multiple of nr.
 typedef struct nk_gemm_kernel {
@@ -38,6 +44,7 @@ typedef struct nk_gemm_kernel {
     nk_gemm_pack_a_fn pack_a;
     nk_gemm_pack_b_fn pack_b;
     nk_gemm_ukr_rows_fn ukr_rows; // NULL: convolutions go through im2col with this ISA
+    nk_tile_epi_fn epi;           // NULL: the plain C epilogue in gemm.c
 } nk_gemm_kernel;
 
 // Largest blocks any table uses; nk_sgemm_ws_floats sizes the workspace from these.

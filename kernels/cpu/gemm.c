@@ -189,36 +189,21 @@ static gemm_units plan_units(const nk_gemm_kernel *kr, int M, int N, int K, int 
 // Below this many flops the OpenMP fork costs more than it gains; run on one thread.
 #define GEMM_MIN_FLOPS_PER_THREAD 2e5
 
-// Epilogue on one finished m x n tile of C (still in L1): ReLU, NaN included (NaN -> 0 as ref).
-static void tile_relu(float *c, int64_t ldc, int m, int n)
+// The fused epilogue in plain C (see nk_tile_epi_fn), for ISAs without their own.
+static void tile_epi_c(float *c, int64_t ldc, int m, int n, const float *bias, const float *sc,
+                       const float *sh, const float *res, int relu)
 {
-    for (int i = 0; i < m; i++)
-        for (int j = 0; j < n; j++)
-            c[i * ldc + j] = c[i * ldc + j] > 0.0f ? c[i * ldc + j] : 0.0f;
-}
-
-// Epilogue: a per-column affine map (a folded inference BN).
-static void tile_affine(float *c, int64_t ldc, int m, int n, const float *sc, const float *sh)
-{
-    for (int i = 0; i < m; i++)
-        for (int j = 0; j < n; j++)
-            c[i * ldc + j] = c[i * ldc + j] * sc[j] + sh[j];
-}
-
-// Epilogue: a residual tile (same layout as C) added in.
-static void tile_residual(float *c, int64_t ldc, int m, int n, const float *r)
-{
-    for (int i = 0; i < m; i++)
-        for (int j = 0; j < n; j++)
-            c[i * ldc + j] += r[i * ldc + j];
-}
-
-// Prologue for the first k block when a bias is added: C tile = bias rows (beta is then 1).
-static void tile_bias(float *c, int64_t ldc, int m, int n, const float *bias)
-{
-    for (int i = 0; i < m; i++)
-        for (int j = 0; j < n; j++)
-            c[i * ldc + j] = bias[j];
+    for (int i = 0; i < m; i++) {
+        float *cr = c + i * ldc;
+        for (int j = 0; j < n; j++) {
+            float v = cr[j];
+            if (bias) v += bias[j];
+            if (sc) v = v * sc[j] + sh[j];
+            if (res) v += res[i * ldc + j];
+            if (relu) v = v > 0.0f ? v : 0.0f;
+            cr[j] = v;
+        }
+    }
 }
 
 // Zeros that stand in for the rows of padding taps (segments are at most kc <= 256 long).
@@ -282,9 +267,10 @@ static void sgemm_run(nk_isa isa, const nk_exec *ex, int ta, int tb, int M, int 
                       const float *bias, const nk_epilogue *ep)
 {
     if (M <= 0 || N <= 0) return;
-    const int relu = ep && ep->relu;
-    int nt         = ex && ex->nthreads > 0 ? ex->nthreads : 1;
-    double flops   = 2.0 * M * N * (double)K;
+    const int relu    = ep && ep->relu;
+    const int any_epi = bias || relu || (ep && (ep->scale || ep->residual));
+    int nt            = ex && ex->nthreads > 0 ? ex->nthreads : 1;
+    double flops      = 2.0 * M * N * (double)K;
     if (flops < GEMM_MIN_FLOPS_PER_THREAD * nt) nt = 1;
     if (K <= 0 || alpha == 0.0f) {
         scale_c(nt, M, N, beta, C, ldc, bias, ep);
@@ -292,6 +278,8 @@ static void sgemm_run(nk_isa isa, const nk_exec *ex, int ta, int tb, int M, int 
     }
     const nk_gemm_kernel *kr = kernel_for(isa);
     const int MR = kr->mr, NR = kr->nr, MC = kr->mc, KC = kr->kc, NC = kr->nc;
+    // Bias and epilogue once, on the last k block's tiles (beta == 0 with a bias: the contract).
+    const nk_tile_epi_fn epi = kr->epi ? kr->epi : tile_epi_c;
     // Convolutions read A unpacked (batch-reduce micro-kernel): packing costs about the same per
     // element of A whatever N is, while the work per element is N multiply-adds, so skipping it
     // measured 1.0-1.36x faster on every ResNet50 conv with C % 16 == 0 (most for N = 64).
@@ -319,7 +307,7 @@ static void sgemm_run(nk_isa isa, const nk_exec *ex, int ta, int tb, int M, int 
             for (int pc = 0; pc < K; pc += KC) {
                 const int kcb   = K - pc < KC ? K - pc : KC;
                 const int first = pc == 0, last = pc + kcb == K;
-                const float beta_eff = first && !bias ? beta : 1.0f;
+                const float beta_eff = first ? beta : 1.0f;
                 if (!Bp) {
                     const float *bsrc =
                         tb ? B + (int64_t)j0 * ldb + pc : B + (int64_t)pc * ldb + j0;
@@ -346,18 +334,17 @@ static void sgemm_run(nk_isa isa, const nk_exec *ex, int ta, int tb, int M, int 
                         for (int ir = 0; ir < mcc; ir += MR) {
                             const int m = mcc - ir < MR ? mcc - ir : MR;
                             float *c    = C + (row + ir) * ldc + j0 + j;
-                            if (first && bias) tile_bias(c, ldc, m, n, bias + j0 + j);
                             if (direct)
                                 kr->ukr_rows(nseg, seglen, rows + (int64_t)(ir / MR) * nseg * MR,
                                              bp, c, ldc, beta_eff, m, n);
                             else
                                 kr->ukr(kcb, abuf + (int64_t)ir * kcb, bp, c, ldc, alpha, beta_eff,
                                         m, n);
-                            if (last && ep && ep->scale)
-                                tile_affine(c, ldc, m, n, ep->scale + j0 + j, ep->shift + j0 + j);
-                            if (last && ep && ep->residual)
-                                tile_residual(c, ldc, m, n, ep->residual + (c - C));
-                            if (last && relu) tile_relu(c, ldc, m, n);
+                            if (last && any_epi)
+                                epi(c, ldc, m, n, bias ? bias + j0 + j : NULL,
+                                    ep && ep->scale ? ep->scale + j0 + j : NULL,
+                                    ep && ep->scale ? ep->shift + j0 + j : NULL,
+                                    ep && ep->residual ? ep->residual + (c - C) : NULL, relu);
                         }
                     }
                 }
@@ -661,14 +648,18 @@ static void gemm_bf16_run(nk_bf16_impl impl, const nk_exec *ex, int M, int N, in
                           const float *bias, const nk_epilogue *ep)
 {
     if (M <= 0 || N <= 0) return;
-    const int relu = ep && ep->relu;
-    int nt         = ex && ex->nthreads > 0 ? ex->nthreads : 1;
+    const int relu    = ep && ep->relu;
+    const int any_epi = bias || relu || (ep && (ep->scale || ep->residual));
+    int nt            = ex && ex->nthreads > 0 ? ex->nthreads : 1;
     if (2.0 * M * N * (double)K < GEMM_MIN_FLOPS_PER_THREAD * nt) nt = 1;
     if (K <= 0) {
         scale_c(nt, M, N, beta, C, ldc, bias, ep);
         return;
     }
     const nk_bf16_kernel *kr = bf16_kernel_for(impl);
+    // The float32 epilogue of the best ISA here (AVX-512 on every AVX512_BF16 CPU).
+    const nk_tile_epi_fn epi =
+        kernel_for(NK_ISA_AVX512)->epi ? kernel_for(NK_ISA_AVX512)->epi : tile_epi_c;
     // B needs no block limit here (it is packed already): nc = N leaves the grid free.
     const nk_gemm_kernel shape = {.mr = BMR, .nr = BNR, .mc = BMC, .kc = BKC, .nc = N};
     const gemm_units u         = plan_units(&shape, M, N, K, nt);
@@ -693,7 +684,7 @@ static void gemm_bf16_run(nk_bf16_impl impl, const nk_exec *ex, int M, int N, in
             for (int pc = 0; pc < K; pc += BKC) {
                 const int kcb = K - pc < BKC ? K - pc : BKC, kp = (kcb + 1) / 2;
                 const int first = pc == 0, last = pc + kcb == K;
-                const float beta_eff = first && !bias ? beta : 1.0f;
+                const float beta_eff = first ? beta : 1.0f;
                 for (int ic = 0; ic < mcb; ic += BMC) {
                     const int mcc         = mcb - ic < BMC ? mcb - ic : BMC;
                     const int64_t row     = i0 + ic;
@@ -710,17 +701,16 @@ static void gemm_bf16_run(nk_bf16_impl impl, const nk_exec *ex, int M, int N, in
                         for (int ir = 0; ir < mcc; ir += BMR) {
                             const int m = mcc - ir < BMR ? mcc - ir : BMR;
                             float *c    = C + (row + ir) * ldc + j0 + j;
-                            if (first && bias) tile_bias(c, ldc, m, n, bias + j0 + j);
                             if (s->xb)
                                 kr->ukr_rows(nseg, segp, rows + (int64_t)(ir / BMR) * nseg * BMR,
                                              bp, c, ldc, beta_eff, m, n);
                             else
                                 kr->ukr(kp, abuf + (int64_t)ir * kp, bp, c, ldc, beta_eff, m, n);
-                            if (last && ep && ep->scale)
-                                tile_affine(c, ldc, m, n, ep->scale + j0 + j, ep->shift + j0 + j);
-                            if (last && ep && ep->residual)
-                                tile_residual(c, ldc, m, n, ep->residual + (c - C));
-                            if (last && relu) tile_relu(c, ldc, m, n);
+                            if (last && any_epi)
+                                epi(c, ldc, m, n, bias ? bias + j0 + j : NULL,
+                                    ep && ep->scale ? ep->scale + j0 + j : NULL,
+                                    ep && ep->scale ? ep->shift + j0 + j : NULL,
+                                    ep && ep->residual ? ep->residual + (c - C) : NULL, relu);
                         }
                     }
                 }
