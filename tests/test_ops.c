@@ -73,6 +73,7 @@ static const conv_case convs[] = {
     {1, 5, 5, 512, 40, 3, 3, 1, 1, 1, 1, 1},  // C > kc: k blocks inside one tap
     {2, 6, 6, 16, 35, 3, 3, 1, 1, 1, 1, 1},   // C = 16: a k block spans many taps
     {2, 21, 21, 3, 20, 7, 7, 2, 0, 0, 0, 0},  // conv1 after ZeroPadding2D: contiguous filter rows
+    {2, 7, 7, 24, 32, 3, 3, 1, 1, 1, 1, 1},   // K % 16 == 0: backward data as a forward conv
 };
 
 static void test_conv(const conv_case *cc)

@@ -48,7 +48,10 @@ size_t nk_conv2d_ws_floats(const nk_conv_desc *d, int nthreads)
 {
     size_t g = gemm_part(nthreads);
     if (is_direct(d)) return g;
-    return g + (size_t)chunk_lines(d) * d->Q * d->R * d->S * d->C;
+    const size_t col = (size_t)chunk_lines(d) * d->Q * d->R * d->S * d->C;
+    // Backward data of a stride-1 conv keeps the flipped filter there instead (bwd_data_as_fwd).
+    const size_t wt = d->stride == 1 ? (size_t)d->R * d->S * d->C * d->K : 0;
+    return g + (col > wt ? col : wt);
 }
 
 static int nthreads_of(const nk_exec *ex)
@@ -204,11 +207,50 @@ void nk_conv2d_fwd_packed_cpu(nk_isa isa, const nk_exec *ex, const nk_conv_desc 
     conv_fwd(isa, ex, d, x, NULL, wp, b, ep, y);
 }
 
+// The forward convolution that computes a stride-1 conv's input gradient: dx = conv(dy, w')
+// with w'[r,s,k,c] = w[R-1-r, S-1-s, c, k] and padding R-1-pad_h above, S-1-pad_w left (so tap
+// r' of output row ih reads dy row ih + pad_h - r, r = R-1-r'). Then the forward's implicit GEMM
+// does the work without the dcol buffer and col2im pass. Returns 0 when that forward path does
+// not apply.
+static int bwd_data_as_fwd(nk_isa isa, const nk_exec *ex, const nk_conv_desc *d, const float *dy,
+                           const float *w, float *dx)
+{
+    if (d->stride != 1 || is_direct(d)) return 0;
+    const nk_conv_desc t = {.N      = d->N,
+                            .H      = d->P,
+                            .W      = d->Q,
+                            .C      = d->K,
+                            .K      = d->C,
+                            .R      = d->R,
+                            .S      = d->S,
+                            .P      = d->H,
+                            .Q      = d->W,
+                            .stride = 1,
+                            .pad_h  = d->R - 1 - d->pad_h,
+                            .pad_w  = d->S - 1 - d->pad_w};
+    if (t.pad_h < 0 || t.pad_w < 0 || !nk_sgemm_conv_ok(isa, &t)) return 0;
+    nk_exec gex;
+    float *wt   = split_ws(ex, &gex);
+    const int C = d->C, K = d->K;
+#pragma omp parallel for num_threads(gex.nthreads) schedule(static)
+    for (int rs = 0; rs < d->R * d->S; rs++) {
+        const int r = rs / d->S, s = rs % d->S;
+        const float *src = w + ((int64_t)(d->R - 1 - r) * d->S + (d->S - 1 - s)) * C * K;
+        float *dst       = wt + (int64_t)rs * K * C;
+        for (int k = 0; k < K; k++)
+            for (int c = 0; c < C; c++)
+                dst[(int64_t)k * C + c] = src[(int64_t)c * K + k];
+    }
+    conv_fwd(isa, &gex, &t, dy, wt, NULL, NULL, NULL, dx);
+    return 1;
+}
+
 void nk_conv2d_bwd_data_cpu(nk_isa isa, const nk_exec *ex, const nk_conv_desc *d, const float *dy,
                             const float *w, float *dx)
 {
     const int K = d->K, C = d->C;
     const int rsc = d->R * d->S * C;
+    if (bwd_data_as_fwd(isa, ex, d, dy, w, dx)) return;
     if (is_direct(d)) {
         // dx[NHW, C] = dy[NHW, K] w[C, K]^T.
         nk_sgemm_cpu(isa, ex, 0, 1, d->N * d->H * d->W, C, K, 1.0f, dy, K, w, K, 0.0f, dx, C);
