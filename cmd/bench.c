@@ -187,8 +187,8 @@ static nk_conv_desc conv_shape_desc(const conv_shape *c, int N)
     return d;
 }
 
-// Runs one convolution (f32: nk_conv2d_fwd_cpu; bf16: nk_conv2d_fwd_bf16_cpu on weights packed
-// before timing). Returns seconds per call (median), or -1 on a failed check: the fast kernel is
+// Runs one convolution on weights packed before timing, as inference does (f32:
+// nk_conv2d_fwd_packed_cpu; bf16: nk_conv2d_fwd_bf16_cpu). Returns seconds per call (median), or -1 on a failed check: the fast kernel is
 // compared with the reference (f32 or bf16) at batch 1 first.
 static double conv_run(const conv_shape *c, int N, int threads, int repeat, nk_isa isa, int bf16,
                        double *err)
@@ -200,19 +200,24 @@ static double conv_run(const conv_shape *c, int N, int threads, int repeat, nk_i
     float *x = malloc(nx * 4), *w = malloc(nw * 4), *b = malloc((size_t)d.K * 4);
     float *y = malloc(ny * 4), *yr = malloc((size_t)d1.P * d1.Q * d.K * 4), *ws = malloc(wsn * 4);
     uint16_t *wp = bf16 ? malloc(nk_gemm_bf16_packed_b_elems((int)rsc, d.K) * 2) : NULL;
+    // f32 too runs on weights packed once, as the model's inference does.
+    float *wpf = bf16 ? NULL : malloc(nk_sgemm_packed_b_floats(isa, (int)rsc, d.K) * 4);
     double s     = -1;
-    if (!x || !w || !b || !y || !yr || !ws || (bf16 && !wp)) goto out;
+    if (!x || !w || !b || !y || !yr || !ws || (bf16 ? !wp : !wpf)) goto out;
     for (size_t i = 0; i < nx; i++)
         x[i] = nk_u01(3, i) - 0.5f;
     for (size_t i = 0; i < nw; i++)
         w[i] = (nk_u01(4, i) - 0.5f) * 0.1f;
     for (int k = 0; k < d.K; k++)
         b[k] = nk_u01(5, (uint64_t)k) - 0.5f;
-    if (bf16) nk_gemm_bf16_pack_b(0, (int)rsc, d.K, w, d.K, wp);
+    if (bf16)
+        nk_gemm_bf16_pack_b(0, (int)rsc, d.K, w, d.K, wp);
+    else
+        nk_sgemm_pack_b_full(isa, (int)rsc, d.K, w, d.K, wpf);
     nk_exec ex = {threads, ws, wsn};
 #define RUN(dd)                                                                                    \
     (bf16 ? nk_conv2d_fwd_bf16_cpu(nk_cpu_bf16(), &ex, &(dd), x, wp, b, NULL, y)                   \
-          : nk_conv2d_fwd_cpu(isa, &ex, &(dd), x, w, b, y))
+          : nk_conv2d_fwd_packed_cpu(isa, &ex, &(dd), x, wpf, b, NULL, y))
     RUN(d1);
     if (bf16)
         nk_conv2d_fwd_bf16_ref(&d1, x, w, b, yr);
@@ -235,7 +240,7 @@ static double conv_run(const conv_shape *c, int N, int threads, int repeat, nk_i
 #undef RUN
     s = median(t, repeat);
 out:
-    free(x), free(w), free(b), free(y), free(yr), free(ws), free(wp);
+    free(x), free(w), free(b), free(y), free(yr), free(ws), free(wp), free(wpf);
     return s;
 }
 
