@@ -188,8 +188,8 @@ static nk_conv_desc conv_shape_desc(const conv_shape *c, int N)
 }
 
 // Runs one convolution on weights packed before timing, as inference does (f32:
-// nk_conv2d_fwd_packed_cpu; bf16: nk_conv2d_fwd_bf16_cpu). Returns seconds per call (median), or -1 on a failed check: the fast kernel is
-// compared with the reference (f32 or bf16) at batch 1 first.
+// nk_conv2d_fwd_packed_cpu; bf16: nk_conv2d_fwd_bf16_cpu). Returns seconds per call (median), or -1
+// on a failed check: the fast kernel is compared with the reference (f32 or bf16) at batch 1 first.
 static double conv_run(const conv_shape *c, int N, int threads, int repeat, nk_isa isa, int bf16,
                        double *err)
 {
@@ -202,7 +202,7 @@ static double conv_run(const conv_shape *c, int N, int threads, int repeat, nk_i
     uint16_t *wp = bf16 ? malloc(nk_gemm_bf16_packed_b_elems((int)rsc, d.K) * 2) : NULL;
     // f32 too runs on weights packed once, as the model's inference does.
     float *wpf = bf16 ? NULL : malloc(nk_sgemm_packed_b_floats(isa, (int)rsc, d.K) * 4);
-    double s     = -1;
+    double s   = -1;
     if (!x || !w || !b || !y || !yr || !ws || (bf16 ? !wp : !wpf)) goto out;
     for (size_t i = 0; i < nx; i++)
         x[i] = nk_u01(3, i) - 0.5f;

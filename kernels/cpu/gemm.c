@@ -154,7 +154,11 @@ static int split_len(int len, int parts, int tile, int *block)
     return (len + *block - 1) / *block;
 }
 
-static gemm_units plan_units(const nk_gemm_kernel *kr, int M, int N, int K, int nt)
+// a_cost, b_cost: what handling one float of A / B costs per unit that touches it, as a fraction
+// of GEMM_PACK_FLOPS: 1 when the unit packs it, less when it only reads it (A read unpacked by
+// the batch-reduce kernel, B packed once beforehand).
+static gemm_units plan_units(const nk_gemm_kernel *kr, int M, int N, int K, int nt, double a_cost,
+                             double b_cost)
 {
     gemm_units best  = {1, 1, M, N};
     double best_t    = -1;
@@ -173,7 +177,7 @@ static gemm_units plan_units(const nk_gemm_kernel *kr, int M, int N, int K, int 
                 const int units = mu * nu, per_thread = (units + nt - 1) / nt;
                 const double work = 2.0 * per_thread * (double)u.mc_u * u.nc_u * K;
                 const double pack =
-                    GEMM_PACK_FLOPS * ((double)mu * K * N + (double)nu * M * K) / nt;
+                    GEMM_PACK_FLOPS * (b_cost * mu * K * N + a_cost * nu * (double)M * K) / nt;
                 const double t = work + pack;
                 if (pass == 0 && (best_t < 0 || t < best_t)) best_t = t;
                 if (pass == 1 && t <= best_t * 1.02 && units > best_units) {
@@ -283,8 +287,9 @@ static void sgemm_run(nk_isa isa, const nk_exec *ex, int ta, int tb, int M, int 
     // Convolutions read A unpacked (batch-reduce micro-kernel): packing costs about the same per
     // element of A whatever N is, while the work per element is N multiply-adds, so skipping it
     // measured 1.0-1.36x faster on every ResNet50 conv with C % 16 == 0 (most for N = 64).
-    const int direct   = d != NULL;
-    const gemm_units u = plan_units(kr, M, N, K, nt);
+    const int direct = d != NULL;
+    // A unit that only reads (no packing) still streams the data through the caches: 1/4.
+    const gemm_units u = plan_units(kr, M, N, K, nt, direct ? 0.25 : 1.0, Bp ? 0.25 : 1.0);
     const int total    = u.m_units * u.n_units;
     if (nt > total) nt = total;
     float *ws               = align64(ex->ws);
@@ -662,7 +667,7 @@ static void gemm_bf16_run(nk_bf16_impl impl, const nk_exec *ex, int M, int N, in
         kernel_for(NK_ISA_AVX512)->epi ? kernel_for(NK_ISA_AVX512)->epi : tile_epi_c;
     // B needs no block limit here (it is packed already): nc = N leaves the grid free.
     const nk_gemm_kernel shape = {.mr = BMR, .nr = BNR, .mc = BMC, .kc = BKC, .nc = N};
-    const gemm_units u         = plan_units(&shape, M, N, K, nt);
+    const gemm_units u         = plan_units(&shape, M, N, K, nt, s->xb ? 0.25 : 1.0, 0.25);
     const int total            = u.m_units * u.n_units;
     if (nt > total) nt = total;
     const int Kp            = (K + 1) / 2;
