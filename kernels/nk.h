@@ -203,8 +203,12 @@ size_t nk_sgemm_ws_floats(int nthreads);
 void nk_sgemm_cpu(nk_isa isa, const nk_exec *ex, int ta, int tb, int M, int N, int K, float alpha,
                   const float *A, int lda, const float *B, int ldb, float beta, float *C, int ldc);
 
-// Convolution through GEMM (1x1 stride-1 directly, everything else through im2col in chunks).
-// Same contracts as the _ref versions. Scratch: nk_conv2d_ws_floats(d, nthreads).
+// Convolution through GEMM. Forward: with AVX-512, convolutions with C % 16 == 0 (and conv1-like
+// ones whose filter rows are contiguous in x) are implicit GEMMs whose micro-kernel broadcasts
+// straight from x (no im2col, no A packing); the rest use im2col in chunks (1x1 stride-1: x is
+// A). Backward data of a stride-1 conv runs as such a forward on the flipped filter; otherwise
+// dcol = dy w^T and col2im. Backward filter: im2col and col^T dy. Same contracts as the _ref
+// versions. Scratch: nk_conv2d_ws_floats(d, nthreads), enough for all three.
 size_t nk_conv2d_ws_floats(const nk_conv_desc *d, int nthreads);
 void nk_conv2d_fwd_cpu(nk_isa isa, const nk_exec *ex, const nk_conv_desc *d, const float *x,
                        const float *w, const float *b, float *y);
@@ -300,9 +304,10 @@ void nk_gemm_bf16_cpu(nk_bf16_impl impl, const nk_exec *ex, int M, int N, int K,
                       const nk_epilogue *ep);
 
 // Inference convolution in bf16 with the fused epilogue (ep may be NULL). wp is w [R,S,C,K] packed
-// by nk_gemm_bf16_pack_b(0, R*S*C, K, w, K, wp). 1x1 stride-1 convolutions read x directly;
-// others with C % 32 == 0 pack the patches straight from x (implicit GEMM, no im2col copy); the
-// rest go through im2col. Scratch: nk_conv2d_bf16_ws_floats(d, nthreads). Specification:
+// by nk_gemm_bf16_pack_b(0, R*S*C, K, w, K, wp). Filters wider than 1x1 with even C >= 16 round
+// x to bf16 once into the workspace and broadcast pairs straight from it; 1x1 convolutions pack
+// (and round) A from x directly (strided ones too when C % 32 == 0); the rest go through
+// im2col. Scratch: nk_conv2d_bf16_ws_floats(d, nthreads). Specification:
 // nk_conv2d_fwd_bf16_ref followed by the epilogue.
 size_t nk_conv2d_bf16_ws_floats(const nk_conv_desc *d, int nthreads);
 void nk_conv2d_fwd_bf16_cpu(nk_bf16_impl impl, const nk_exec *ex, const nk_conv_desc *d,

@@ -1,10 +1,13 @@
 /*
- * conv.c: convolution through nk_sgemm_cpu. NHWC x and HWIO w make the forward pass
- * y[N*P*Q, K] = col[N*P*Q, R*S*C] w[R*S*C, K] (+ bias): a 1x1 stride-1 convolution is that GEMM
- * on x itself; every other one builds col (im2col) a chunk of output rows at a time in the
- * workspace. Backward data is dcol = dy w^T then a col2im gather; backward filter is
- * dw = col^T dy summed over chunks. Plain C + OpenMP; the specification is kernels/ref/conv2d.c
- * and tests/test_ops.c compares the two.
+ * conv.c: convolution through the GEMM drivers of gemm.c. NHWC x and HWIO w make the forward
+ * pass y[N*P*Q, K] = col[N*P*Q, R*S*C] w[R*S*C, K] (+ bias). Where the ISA has a batch-reduce
+ * micro-kernel and C % 16 == 0 (or filter rows are contiguous in x), col is never built: the
+ * micro-kernel reads x through per-row pointers (nk_sgemm_conv_cpu). Otherwise a 1x1 stride-1
+ * convolution is that GEMM on x itself and every other one builds col (im2col) a chunk of output
+ * rows at a time in the workspace. Backward data of a stride-1 conv is a forward conv of dy with
+ * the flipped filter; otherwise dcol = dy w^T then a col2im gather; backward filter is
+ * dw = col^T dy summed over chunks. Also the bf16 inference forward. Plain C + OpenMP; the
+ * specifications are kernels/ref/conv2d.c and gemm_bf16.c, and tests/test_ops.c compares.
  */
 #include <omp.h>
 #include <string.h>
