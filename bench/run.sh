@@ -1,54 +1,132 @@
 #!/bin/sh
-# Runs pneumo's model benchmarks and the PyTorch peer side by side in one run and writes
-# bench/RESULTS.md (machine, command, date, figures, ratios). Needs `make` and, for the peer,
-# Debian's python3-torch (scripts/install-deps.sh --bench). Usage: sh bench/run.sh [THREADS]
+# Runs pneumo's benchmarks and its peers side by side in one run and writes bench/RESULTS.md
+# (machine, command, date, figures, ratios):
+#   - peaks: the fp32 FMA loop and the bf16 VDPBF16PS loop (`pneumo bench peak [--dtype bf16]`),
+#     1 and THREADS threads;
+#   - ResNet50 inference (fp32 and bf16, batch 16 and 1) and training steps (last 20 layers, all)
+#     beside PyTorch (eager, channels_last, jit-frozen, bf16 autocast; bench/torch_resnet50.py);
+#     fp32/bf16 inference at 1 thread too, for the scaling;
+#   - ResNet50's 20 convolutions beside oneDNN (bench/dnnl_conv.c, built here with -ldnnl);
+#   - SGEMM on ResNet50's shapes beside OpenBLAS (build/bench/bench_gemm).
+# Needs `make`; peers when installed: python3-torch, libdnnl-dev, libopenblas-dev
+# (scripts/install-deps.sh --bench). Usage: sh bench/run.sh [THREADS]
 set -e
 cd "$(dirname "$0")/.."
 T=${1:-2}
 P=build/pneumo
 make -s all bench >/dev/null
-OUT=$(mktemp); GEMM=$(mktemp); trap 'rm -f "$OUT" "$GEMM"' EXIT
+OUT=$(mktemp); GEMM=$(mktemp); CONV=$(mktemp); trap 'rm -f "$OUT" "$GEMM" "$CONV"' EXIT
 log() { echo "$@" | tee -a "$OUT"; }
+HAVE_BF16=0
 $P bench peak --threads "$T" | tee -a "$OUT"
 PEAK=$(grep -m1 "op=peak.*threads=$T " "$OUT" | sed -n 's/.*gflops=\([0-9.]*\).*/\1/p')
-$P bench model --threads "$T" --batch 16 --peak "$PEAK" | tee -a "$OUT"
-$P bench model --threads "$T" --batch 1 --repeat 9 --no-check --peak "$PEAK" | tee -a "$OUT"
-$P bench model --threads "$T" --batch 16 --train --unfreeze 20 --no-check --repeat 3 --peak "$PEAK" | tee -a "$OUT"
-$P bench model --threads "$T" --batch 16 --train --unfreeze all --no-check --repeat 3 --peak "$PEAK" | tee -a "$OUT"
+if $P bench peak --dtype bf16 --threads "$T" >/dev/null 2>&1; then
+    HAVE_BF16=1
+    $P bench peak --dtype bf16 --threads "$T" | tee -a "$OUT"
+    PEAKB=$(grep -m1 "op=peak dtype=bf16.*threads=$T " "$OUT" | sed -n 's/.*gflops=\([0-9.]*\).*/\1/p')
+fi
+M="$P bench model --threads $T"
+$M --batch 16 --peak "$PEAK" | tee -a "$OUT"
+$M --batch 1 --repeat 9 --no-check --peak "$PEAK" | tee -a "$OUT"
+if [ "$HAVE_BF16" = 1 ]; then
+    $M --batch 16 --dtype bf16 --peak "$PEAKB" | tee -a "$OUT"
+    $M --batch 1 --repeat 9 --no-check --dtype bf16 --peak "$PEAKB" | tee -a "$OUT"
+fi
+$M --batch 16 --train --unfreeze 20 --no-check --repeat 3 --peak "$PEAK" | tee -a "$OUT"
+$M --batch 16 --train --unfreeze all --no-check --repeat 3 --peak "$PEAK" | tee -a "$OUT"
+if [ "$T" -gt 1 ]; then # scaling: the same inference on one thread
+    P1=$(grep -m1 "op=peak dtype=f32.*threads=1 " "$OUT" | sed -n 's/.*gflops=\([0-9.]*\).*/\1/p')
+    $P bench model --threads 1 --batch 16 --repeat 3 --no-check --peak "$P1" | tee -a "$OUT"
+    if [ "$HAVE_BF16" = 1 ]; then
+        P1B=$(grep -m1 "op=peak dtype=bf16.*threads=1 " "$OUT" | sed -n 's/.*gflops=\([0-9.]*\).*/\1/p')
+        $P bench model --threads 1 --batch 16 --repeat 3 --no-check --dtype bf16 --peak "$P1B" | tee -a "$OUT"
+    fi
+fi
+# Convolutions beside oneDNN, same shapes, same threads.
+$P bench conv --threads "$T" --peak "$PEAK" | tee -a "$CONV"
+[ "$HAVE_BF16" = 1 ] && $P bench conv --threads "$T" --dtype bf16 --peak "$PEAKB" | tee -a "$CONV"
+if [ -f /usr/include/oneapi/dnnl/dnnl.h ] &&
+    ${CC:-cc} -O2 -fopenmp bench/dnnl_conv.c -ldnnl -o build/bench/dnnl_conv 2>/dev/null; then
+    ./build/bench/dnnl_conv --threads "$T" | tee -a "$CONV"
+    [ "$HAVE_BF16" = 1 ] && ./build/bench/dnnl_conv --threads "$T" --dtype bf16 | tee -a "$CONV"
+else
+    log "oneDNN not installed (libdnnl-dev): no convolution peer figures"
+fi
 # GEMM beside OpenBLAS (when the bench was built with it), same process, same shapes.
 ./build/bench/bench_gemm | tee "$GEMM"
 if /usr/bin/python3 -c 'import torch' 2>/dev/null; then
-    /usr/bin/python3 bench/torch_resnet50.py --threads "$T" --batch 16 | tee -a "$OUT"
-    /usr/bin/python3 bench/torch_resnet50.py --threads "$T" --batch 1 --repeat 9 --variants eager,jit_frozen | tee -a "$OUT"
-    /usr/bin/python3 bench/torch_resnet50.py --threads "$T" --batch 16 --train last20 --repeat 3 | tee -a "$OUT"
-    /usr/bin/python3 bench/torch_resnet50.py --threads "$T" --batch 16 --train all --repeat 3 | tee -a "$OUT"
+    TP="/usr/bin/python3 bench/torch_resnet50.py --threads $T"
+    V=eager,channels_last,jit_frozen
+    [ "$HAVE_BF16" = 1 ] && V=$V,bf16_autocast
+    $TP --batch 16 --variants "$V" | tee -a "$OUT"
+    $TP --batch 1 --repeat 9 --variants "$V" | tee -a "$OUT"
+    $TP --batch 16 --train last20 --repeat 3 | tee -a "$OUT"
+    $TP --batch 16 --train all --repeat 3 | tee -a "$OUT"
 else
     log "PyTorch not installed (scripts/install-deps.sh --bench): no peer figures"
 fi
-# The table: pneumo's images/s beside PyTorch's best variant for the same mode and batch.
-val() { grep -E "$1" "$OUT" | head -n 1 | sed -n "s/.*$2=\([0-9.]*\).*/\1/p"; }
+# The tables: pneumo beside the best peer variant for the same mode, dtype and batch.
+val() { grep -E "$1" "$OUT" | head -n 1 | sed -n "s/.* $2=\([0-9.]*\).*/\1/p"; }
 best_torch() { grep -E "impl=pytorch.*batch=$1 .*mode=$2" "$OUT" | grep -E "$3" | sed -n 's/.*images_per_s=\([0-9.]*\).*/\1/p' | sort -g | tail -n 1; }
 ratio() { [ -n "$1" ] && [ -n "$2" ] && awk "BEGIN{printf \"%.2fx\", $1/$2}" || echo "-"; }
 row() { # label pneumo-pattern batch mode torch-filter
-    p=$(val "$2" images_per_s); pct=$(val "$2" pct_peak); t=$(best_torch "$3" "$4" "$5")
-    echo "| $1 | ${p:--} | ${pct:--} | ${t:--} | $(ratio "$p" "$t") |"
+    p=$(val "$2" images_per_s); b=$(val "$2" best_images_per_s); pct=$(val "$2" pct_peak)
+    t=$(best_torch "$3" "$4" "$5")
+    echo "| $1 | ${p:--} | ${b:--} | ${pct:--} | ${t:--} | $(ratio "$p" "$t") |"
+}
+convf() { grep -E "op=conv name=$1 dtype=$2 impl=$3" "$CONV" | head -n 1 | sed -n "s/.* $4=\([0-9.]*\).*/\1/p"; }
+conv_total() { # dtype impl-prefix: sum over the network of ms x count, from the per-conv lines
+    grep -E "op=conv .*dtype=$1 impl=$2" "$CONV" | grep -v resnet50_all |
+        sed -n 's/.* count=\([0-9]*\) .* ms=\([0-9.]*\).*/\1 \2/p' |
+        awk '{s += $1 * $2} END {if (NR) printf "%.1f", s}'
 }
 {
-    echo "## ResNet50 fp32, $(date -u +%Y-%m-%d), $T threads"
+    echo "## ResNet50 fp32 and bf16, $(date -u +%Y-%m-%d), $T threads"
     echo
-    echo "Machine: $(lscpu | sed -n 's/^Model name: *//p' | head -n 1), $(nproc) CPUs; kernels $(grep -m1 -o 'impl=[a-z0-9]*' "$OUT" | cut -d= -f2)."
+    echo "Machine: $(lscpu | sed -n 's/^Model name: *//p' | head -n 1), $(nproc) CPUs; kernels $(grep -m1 -o 'impl=[a-z0-9+]*' "$OUT" | cut -d= -f2)."
     echo "Command: \`sh bench/run.sh $T\` (pneumo $(build/pneumo version | head -n 1 | cut -d' ' -f2), git $(git rev-parse --short HEAD 2>/dev/null || echo '?'))."
-    echo "Peak (measured FMA loop): $(val 'op=peak.*threads='"$T" gflops) GFLOP/s."
+    echo "Peaks (measured register-only loops): fp32 FMA $(val 'op=peak dtype=f32.*threads='"$T" gflops) GFLOP/s; bf16 VDPBF16PS ${PEAKB:-n/a} GFLOP/s. fp32 rows are % of the first, bf16 rows of the second."
     echo
-    echo "| case | pneumo images/s | % of peak | PyTorch images/s (best variant) | ratio |"
-    echo "|---|---|---|---|---|"
-    row "inference, batch 16" "mode=infer.*batch=16 " 16 infer "."
-    row "inference, batch 1" "mode=infer.*batch=1 " 1 infer "."
-    row "training step, batch 16, last 20 layers + head" "mode=train unfreeze=20 .*batch=16 " 16 train "unfreeze=last20"
-    row "training step, batch 16, all layers" "mode=train unfreeze=-1 .*batch=16 " 16 train "unfreeze=all"
+    echo "| case | pneumo images/s (median) | best step | % of peak (median) | PyTorch images/s (best variant) | ratio |"
+    echo "|---|---|---|---|---|---|"
+    row "fp32 inference, batch 16" "mode=infer dtype=f32 .*batch=16 .*threads=$T " 16 infer "variant=(eager|channels_last|jit_frozen)"
+    row "fp32 inference, batch 1" "mode=infer dtype=f32 .*batch=1 .*threads=$T " 1 infer "variant=(eager|channels_last|jit_frozen)"
+    if [ "$HAVE_BF16" = 1 ]; then
+        row "bf16 inference, batch 16" "mode=infer dtype=bf16 .*batch=16 .*threads=$T " 16 infer "variant=bf16_autocast"
+        row "bf16 inference, batch 1" "mode=infer dtype=bf16 .*batch=1 .*threads=$T " 1 infer "variant=bf16_autocast"
+    fi
+    row "fp32 training step, batch 16, last 20 layers + head" "mode=train dtype=f32 unfreeze=20 .*batch=16 " 16 train "unfreeze=last20"
+    row "fp32 training step, batch 16, all layers" "mode=train dtype=f32 unfreeze=-1 .*batch=16 " 16 train "unfreeze=all"
+    if [ "$T" -gt 1 ]; then
+        echo
+        echo "Scaling, inference batch 16 (images/s, best step):"
+        echo
+        echo "| dtype | 1 thread | $T threads | speed-up |"
+        echo "|---|---|---|---|"
+        for dt in f32 bf16; do
+            a=$(val "mode=infer dtype=$dt .*batch=16 .*threads=1 " best_images_per_s)
+            b=$(val "mode=infer dtype=$dt .*batch=16 .*threads=$T " best_images_per_s)
+            [ -n "$a$b" ] && echo "| $dt | ${a:--} | ${b:--} | $(ratio "$b" "$a") |"
+        done
+    fi
     echo
     echo "Operation counts are those of Keras's v1 network (stride on the 1x1 convolutions): 7.71"
     echo "GFLOP per 224x224 image forward, conv and dense multiply-adds x 2."
+    echo
+    echo "Convolutions at batch 16, $T threads, GFLOP/s (\`pneumo bench conv [--dtype bf16]\` beside"
+    echo "\`build/bench/dnnl_conv\`: oneDNN $(grep -m1 -o 'impl=onednn-[0-9.]*' "$CONV" | cut -d- -f2), NHWC activations, weights in oneDNN's own layout):"
+    echo
+    echo "| conv | x per net | pneumo f32 | oneDNN f32 | ratio | pneumo bf16 | oneDNN bf16 | ratio |"
+    echo "|---|---|---|---|---|---|---|---|"
+    grep -E "op=conv name=[^ ]* dtype=f32 impl=avx" "$CONV" | grep -v resnet50_all | while read -r line; do
+        n=$(printf '%s' "$line" | sed -n 's/.*name=\([^ ]*\).*/\1/p')
+        c=$(printf '%s' "$line" | sed -n 's/.* count=\([0-9]*\) .*/\1/p')
+        pf=$(convf "$n" f32 avx gflops); of=$(convf "$n" f32 onednn gflops)
+        pb=$(convf "$n" bf16 avx gflops); ob=$(convf "$n" bf16 onednn gflops)
+        echo "| $n | ${c:-?} | ${pf:--} | ${of:--} | $(ratio "$pf" "$of") | ${pb:--} | ${ob:--} | $(ratio "$pb" "$ob") |"
+    done
+    pt=$(conv_total f32 avx); ot=$(conv_total f32 onednn); pbt=$(conv_total bf16 avx); obt=$(conv_total bf16 onednn)
+    echo "| all convs of one forward (ms, lower is better) | | ${pt:--} | ${ot:--} | $(ratio "$ot" "$pt") | ${pbt:--} | ${obt:--} | $(ratio "$obt" "$pbt") |"
     echo
     echo "SGEMM on ResNet50's shapes, $T threads (\`build/bench/bench_gemm\`; M = batch x P x Q):"
     echo
@@ -62,7 +140,7 @@ row() { # label pneumo-pattern batch mode torch-filter
     echo "Raw output:"
     echo
     echo '```'
-    cat "$OUT" "$GEMM"
+    cat "$OUT" "$CONV" "$GEMM"
     echo '```'
     echo
 } > bench/RESULTS.new.md

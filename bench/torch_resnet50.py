@@ -2,7 +2,10 @@
 """PyTorch peer for `pneumo bench model`: the same Keras ResNet50 v1 (stride on the first 1x1,
 biased convs, BN eps 1.001e-5) plus pneumo's head, timed the same way (warm-up, median of N).
 Run with Debian's /usr/bin/python3 (python3-torch). Prints grep-able lines:
-  op=model impl=pytorch variant=eager|channels_last|jit_frozen mode=infer|train ... images_per_s=
+  op=model impl=pytorch variant=eager|channels_last|jit_frozen|bf16_autocast mode=infer|train ...
+  images_per_s=
+bf16_autocast is channels_last under torch.autocast("cpu", dtype=torch.bfloat16) (oneDNN bf16
+convolutions where the CPU has AVX512_BF16), the peer of `pneumo bench model --dtype bf16`.
 """
 import argparse, statistics, time
 import torch
@@ -78,8 +81,16 @@ def main():
             if v == "jit_frozen":
                 with torch.no_grad():
                     mm = torch.jit.freeze(torch.jit.trace(m, x).eval())
+            if v == "bf16_autocast":
+                mm, xx = m.to(memory_format=torch.channels_last), x.to(memory_format=torch.channels_last)
+
+                def run(mm=mm, xx=xx):
+                    with torch.autocast("cpu", dtype=torch.bfloat16):
+                        return mm(xx)
+            else:
+                run = lambda mm=mm, xx=xx: mm(xx)
             with torch.no_grad():
-                s = timeit(lambda: mm(xx), a.repeat, a.warmup)
+                s = timeit(run, a.repeat, a.warmup)
             print(f"{pre} variant={v} mode=infer ms={s*1e3:.1f} images_per_s={a.batch/s:.2f}", flush=True)
     else:
         m.train()

@@ -1,6 +1,7 @@
 /*
- * bench.c: `pneumo bench peak|gemm|model`: the machine's measured FMA peak, GEMM GFLOP/s on
- * ResNet50 shapes, and whole-model images/s, each as a grep-able line with % of peak. Every
+ * bench.c: `pneumo bench peak|gemm|model [--dtype f32|bf16]`: the machine's measured FMA peak
+ * (bf16: the VDPBF16PS peak), GEMM GFLOP/s on ResNet50 shapes, and whole-model images/s, each as
+ * a grep-able line with % of the peak of its dtype. Every
  * fast result is checked before it is timed (GEMM: BLIS's C*t == A*(B*t) check; model: the
  * fast kernels against the reference kernels at batch 1). bench/run.sh adds PyTorch beside it.
  */
@@ -11,6 +12,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 
 static double now_s(void)
@@ -18,6 +20,15 @@ static double now_s(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+// CPU seconds this process has used (all threads, user + system).
+static double cpu_s(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)ru.ru_utime.tv_sec + 1e-6 * (double)ru.ru_utime.tv_usec +
+           (double)ru.ru_stime.tv_sec + 1e-6 * (double)ru.ru_stime.tv_usec;
 }
 
 static int cmp_double(const void *a, const void *b)
@@ -78,40 +89,191 @@ static int gemm_check(nk_isa isa, const nk_exec *ex, int M, int N, int K, const 
     return worst < 1e-4; // float products of K terms, compared against their magnitude
 }
 
-static int bench_gemm(int M, int N, int K, int threads, int repeat, double peak, nk_isa isa)
+// One GEMM C[M,N] = A[M,K] B[K,N]; bf16: B packed once before timing (as model weights are), A
+// rounded while packed inside the timed call. The check runs on bf16-rounded copies of A and B,
+// so it tests the kernel, not bf16's precision.
+static int bench_gemm(int M, int N, int K, int threads, int repeat, double peak, nk_isa isa,
+                      int bf16)
 {
     float *A = malloc(sizeof(float) * (size_t)M * K), *B = malloc(sizeof(float) * (size_t)K * N);
-    float *C   = malloc(sizeof(float) * (size_t)M * N);
-    size_t wsn = nk_sgemm_ws_floats(threads);
-    float *ws  = malloc(sizeof(float) * (wsn ? wsn : 1));
-    if (!A || !B || !C || !ws) {
-        free(A), free(B), free(C), free(ws);
+    float *C     = malloc(sizeof(float) * (size_t)M * N);
+    size_t wsn   = bf16 ? nk_gemm_bf16_ws_floats(threads) : nk_sgemm_ws_floats(threads);
+    float *ws    = malloc(sizeof(float) * (wsn ? wsn : 1));
+    uint16_t *Bp = bf16 ? malloc(nk_gemm_bf16_packed_b_elems(K, N) * sizeof(uint16_t)) : NULL;
+    if (!A || !B || !C || !ws || (bf16 && !Bp)) {
+        free(A), free(B), free(C), free(ws), free(Bp);
         return cli_fail("bench", EXIT_FAIL, "out of memory for M=%d N=%d K=%d", M, N, K);
     }
     for (size_t i = 0; i < (size_t)M * K; i++)
         A[i] = nk_u01(1, i) - 0.5f;
     for (size_t i = 0; i < (size_t)K * N; i++)
         B[i] = nk_u01(2, i) - 0.5f;
-    nk_exec ex = {threads, ws, wsn};
-    nk_sgemm_cpu(isa, &ex, 0, 0, M, N, K, 1.0f, A, K, B, N, 0.0f, C, N);
+    nk_exec ex         = {threads, ws, wsn};
+    const char *op     = bf16 ? "gemm_bf16" : "sgemm";
+    const char *impl   = bf16 ? nk_bf16_impl_name(nk_cpu_bf16()) : nk_isa_name(isa);
+    nk_bf16_impl bimpl = nk_cpu_bf16();
+    if (bf16) {
+        for (size_t i = 0; i < (size_t)M * K; i++)
+            A[i] = nk_bf16_to_f32(nk_f32_to_bf16(A[i]));
+        for (size_t i = 0; i < (size_t)K * N; i++)
+            B[i] = nk_bf16_to_f32(nk_f32_to_bf16(B[i]));
+        nk_gemm_bf16_pack_b(0, K, N, B, N, Bp);
+        nk_gemm_bf16_cpu(bimpl, &ex, M, N, K, A, K, Bp, 0.0f, C, N, NULL, NULL);
+    } else {
+        nk_sgemm_cpu(isa, &ex, 0, 0, M, N, K, 1.0f, A, K, B, N, 0.0f, C, N);
+    }
     int ok = gemm_check(isa, &ex, M, N, K, A, B, C);
     if (!ok) {
-        printf("op=sgemm impl=%s M=%d N=%d K=%d threads=%d FAIL (result differs from A*(B*t))\n",
-               nk_isa_name(isa), M, N, K, threads);
+        printf("op=%s impl=%s M=%d N=%d K=%d threads=%d FAIL (result differs from A*(B*t))\n", op,
+               impl, M, N, K, threads);
     } else {
         double t[64];
         for (int r = 0; r < repeat; r++) {
             double t0 = now_s();
-            nk_sgemm_cpu(isa, &ex, 0, 0, M, N, K, 1.0f, A, K, B, N, 0.0f, C, N);
+            if (bf16)
+                nk_gemm_bf16_cpu(bimpl, &ex, M, N, K, A, K, Bp, 0.0f, C, N, NULL, NULL);
+            else
+                nk_sgemm_cpu(isa, &ex, 0, 0, M, N, K, 1.0f, A, K, B, N, 0.0f, C, N);
             t[r] = now_s() - t0;
         }
         double s = median(t, repeat), gf = 2.0 * M * N * K / s * 1e-9;
-        printf("op=sgemm impl=%s M=%d N=%d K=%d threads=%d ms=%.3f gflops=%.1f pct_peak=%.1f\n",
-               nk_isa_name(isa), M, N, K, threads, s * 1e3, gf, 100 * gf / peak);
+        printf("op=%s impl=%s M=%d N=%d K=%d threads=%d ms=%.3f gflops=%.1f pct_peak=%.1f\n", op,
+               impl, M, N, K, threads, s * 1e3, gf, 100 * gf / peak);
     }
     fflush(stdout);
-    free(A), free(B), free(C), free(ws);
+    free(A), free(B), free(C), free(ws), free(Bp);
     return ok ? EXIT_OK : EXIT_FAIL;
+}
+
+// ---- conv ----
+
+// ResNet50 v1's distinct convolutions at 224 px (Keras: ZeroPadding2D(3) before conv1, 'same'
+// 3x3, stride on the first 1x1 of conv3..5 and on their projections). bench/dnnl_conv.c keeps the
+// same table for oneDNN.
+typedef struct conv_shape {
+    const char *name;
+    int H, C, K, R, stride, pad, count; // count: how often the network runs it
+} conv_shape;
+
+static const conv_shape conv_shapes[] = {
+    {"conv1_7x7s2", 230, 3, 64, 7, 2, 0, 1},
+    {"conv2_1x1_64_64", 56, 64, 64, 1, 1, 0, 1},
+    {"conv2_3x3", 56, 64, 64, 3, 1, 1, 3},
+    {"conv2_1x1_expand", 56, 64, 256, 1, 1, 0, 4},
+    {"conv2_1x1_reduce", 56, 256, 64, 1, 1, 0, 2},
+    {"conv3_1x1s2_reduce", 56, 256, 128, 1, 2, 0, 1},
+    {"conv3_1x1s2_proj", 56, 256, 512, 1, 2, 0, 1},
+    {"conv3_3x3", 28, 128, 128, 3, 1, 1, 4},
+    {"conv3_1x1_expand", 28, 128, 512, 1, 1, 0, 4},
+    {"conv3_1x1_reduce", 28, 512, 128, 1, 1, 0, 3},
+    {"conv4_1x1s2_reduce", 28, 512, 256, 1, 2, 0, 1},
+    {"conv4_1x1s2_proj", 28, 512, 1024, 1, 2, 0, 1},
+    {"conv4_3x3", 14, 256, 256, 3, 1, 1, 6},
+    {"conv4_1x1_expand", 14, 256, 1024, 1, 1, 0, 6},
+    {"conv4_1x1_reduce", 14, 1024, 256, 1, 1, 0, 5},
+    {"conv5_1x1s2_reduce", 14, 1024, 512, 1, 2, 0, 1},
+    {"conv5_1x1s2_proj", 14, 1024, 2048, 1, 2, 0, 1},
+    {"conv5_3x3", 7, 512, 512, 3, 1, 1, 3},
+    {"conv5_1x1_expand", 7, 512, 2048, 1, 1, 0, 3},
+    {"conv5_1x1_reduce", 7, 2048, 512, 1, 1, 0, 2},
+};
+
+static nk_conv_desc conv_shape_desc(const conv_shape *c, int N)
+{
+    nk_conv_desc d = {.N = N, .H = c->H, .W = c->H, .C = c->C, .K = c->K, .R = c->R, .S = c->R};
+    d.stride       = c->stride;
+    d.pad_h = d.pad_w = c->pad;
+    d.P = d.Q = (c->H + 2 * c->pad - c->R) / c->stride + 1;
+    return d;
+}
+
+// Runs one convolution on weights packed before timing, as inference does (f32:
+// nk_conv2d_fwd_packed_cpu; bf16: nk_conv2d_fwd_bf16_cpu). Returns seconds per call (median), or -1
+// on a failed check: the fast kernel is compared with the reference (f32 or bf16) at batch 1 first.
+static double conv_run(const conv_shape *c, int N, int threads, int repeat, nk_isa isa, int bf16,
+                       double *err)
+{
+    nk_conv_desc d = conv_shape_desc(c, N), d1 = conv_shape_desc(c, 1);
+    const size_t nx = (size_t)N * d.H * d.W * d.C, ny = (size_t)N * d.P * d.Q * d.K;
+    const size_t nw = (size_t)d.R * d.S * d.C * d.K, rsc = (size_t)d.R * d.S * d.C;
+    size_t wsn = bf16 ? nk_conv2d_bf16_ws_floats(&d, threads) : nk_conv2d_ws_floats(&d, threads);
+    float *x = malloc(nx * 4), *w = malloc(nw * 4), *b = malloc((size_t)d.K * 4);
+    float *y = malloc(ny * 4), *yr = malloc((size_t)d1.P * d1.Q * d.K * 4), *ws = malloc(wsn * 4);
+    uint16_t *wp = bf16 ? malloc(nk_gemm_bf16_packed_b_elems((int)rsc, d.K) * 2) : NULL;
+    // f32 too runs on weights packed once, as the model's inference does.
+    float *wpf = bf16 ? NULL : malloc(nk_sgemm_packed_b_floats(isa, (int)rsc, d.K) * 4);
+    double s   = -1;
+    if (!x || !w || !b || !y || !yr || !ws || (bf16 ? !wp : !wpf)) goto out;
+    for (size_t i = 0; i < nx; i++)
+        x[i] = nk_u01(3, i) - 0.5f;
+    for (size_t i = 0; i < nw; i++)
+        w[i] = (nk_u01(4, i) - 0.5f) * 0.1f;
+    for (int k = 0; k < d.K; k++)
+        b[k] = nk_u01(5, (uint64_t)k) - 0.5f;
+    if (bf16)
+        nk_gemm_bf16_pack_b(0, (int)rsc, d.K, w, d.K, wp);
+    else
+        nk_sgemm_pack_b_full(isa, (int)rsc, d.K, w, d.K, wpf);
+    nk_exec ex = {threads, ws, wsn};
+#define RUN(dd)                                                                                    \
+    (bf16 ? nk_conv2d_fwd_bf16_cpu(nk_cpu_bf16(), &ex, &(dd), x, wp, b, NULL, y)                   \
+          : nk_conv2d_fwd_packed_cpu(isa, &ex, &(dd), x, wpf, b, NULL, y))
+    RUN(d1);
+    if (bf16)
+        nk_conv2d_fwd_bf16_ref(&d1, x, w, b, yr);
+    else
+        nk_conv2d_fwd_ref(&d1, x, w, b, yr);
+    double e = 0, mx = 0;
+    for (size_t i = 0; i < (size_t)d1.P * d1.Q * d.K; i++) {
+        e  = fmax(e, fabs((double)y[i] - yr[i]));
+        mx = fmax(mx, fabs((double)yr[i]));
+    }
+    *err = e / (mx > 0 ? mx : 1);
+    if (!(*err < 1e-4)) goto out; // sums of <= 4608 products: float32 rounding is ~1e-6 of max
+    double t[64];
+    RUN(d); // warm-up
+    for (int r = 0; r < repeat; r++) {
+        double t0 = now_s();
+        RUN(d);
+        t[r] = now_s() - t0;
+    }
+#undef RUN
+    s = median(t, repeat);
+out:
+    free(x), free(w), free(b), free(y), free(yr), free(ws), free(wp), free(wpf);
+    return s;
+}
+
+static int bench_conv(int batch, int threads, int repeat, double peak, nk_isa isa, int bf16)
+{
+    int rc         = EXIT_OK;
+    double total_s = 0, total_f = 0;
+    const char *impl = bf16 ? nk_bf16_impl_name(nk_cpu_bf16()) : nk_isa_name(isa);
+    for (size_t i = 0; i < sizeof(conv_shapes) / sizeof(conv_shapes[0]); i++) {
+        const conv_shape *c = &conv_shapes[i];
+        nk_conv_desc d      = conv_shape_desc(c, batch);
+        double err = 0, s = conv_run(c, batch, threads, repeat, isa, bf16, &err);
+        double fl = 2.0 * batch * d.P * d.Q * (double)d.K * d.R * d.S * d.C;
+        if (s < 0) {
+            printf("op=conv name=%s dtype=%s impl=%s FAIL (rel error %.3g vs the reference)\n",
+                   c->name, bf16 ? "bf16" : "f32", impl, err);
+            rc = EXIT_FAIL;
+            continue;
+        }
+        total_s += s * c->count;
+        total_f += fl * c->count;
+        printf("op=conv name=%s dtype=%s impl=%s N=%d H=%d C=%d K=%d R=%d stride=%d count=%d "
+               "threads=%d ms=%.3f gflops=%.1f pct_peak=%.1f\n",
+               c->name, bf16 ? "bf16" : "f32", impl, batch, c->H, c->C, c->K, c->R, c->stride,
+               c->count, threads, s * 1e3, fl / s * 1e-9, 100 * fl / s * 1e-9 / peak);
+        fflush(stdout);
+    }
+    if (rc == EXIT_OK)
+        printf("op=conv name=resnet50_all_convs dtype=%s impl=%s N=%d threads=%d ms=%.1f "
+               "gflops=%.1f pct_peak=%.1f\n",
+               bf16 ? "bf16" : "f32", impl, batch, threads, total_s * 1e3, total_f / total_s * 1e-9,
+               100 * total_f / total_s * 1e-9 / peak);
+    return rc;
 }
 
 // ---- model ----
@@ -191,9 +353,9 @@ static void print_profile(nt_model *m, int repeat, double step_s)
 }
 
 static int bench_model(int batch, int threads, int img, int train, int unfreeze, int repeat,
-                       int warmup, double peak, int check, int profile)
+                       int warmup, double peak, int check, int profile, const char *dtype)
 {
-    nt_ctx *ctx = cli_ctx("bench", threads, 1);
+    nt_ctx *ctx = cli_ctx_dtype("bench", threads, 1, dtype);
     if (!ctx) return EXIT_FAIL;
     nt_resnet_cfg cfg;
     nt_resnet_cfg_default(&cfg);
@@ -201,7 +363,9 @@ static int bench_model(int batch, int threads, int img, int train, int unfreeze,
     nt_model *m  = NULL;
     nt_tensor x  = {0};
     int rc       = EXIT_OK;
-    nt_status s  = nt_resnet50_new(ctx, &cfg, &m);
+    // bf16 with --train: the frozen layers' forward runs in bf16, the rest in f32.
+    const int bf16 = dtype && strcmp(dtype, "bf16") == 0;
+    nt_status s    = nt_resnet50_new(ctx, &cfg, &m);
     if (s == NT_OK) s = nt_model_init(m, NT_INIT_KERAS, 1);
     if (s == NT_OK) s = nt_model_set_trainable_last(m, unfreeze);
     int64_t shp[4] = {batch, img, img, 3};
@@ -217,7 +381,8 @@ static int bench_model(int batch, int threads, int img, int train, int unfreeze,
         // The fast kernels against the reference kernels on one image.
         nt_ctx_opts o;
         nt_ctx_opts_default(&o);
-        o.impl = NT_IMPL_REF;
+        o.impl  = NT_IMPL_REF;
+        o.dtype = bf16;
         nt_ctx *rctx;
         nt_model *rm = NULL;
         nt_tensor x1 = x;
@@ -231,10 +396,14 @@ static int bench_model(int batch, int threads, int img, int train, int unfreeze,
         }
         nt_model_free(rm);
         nt_ctx_free(rctx);
-        double err = fabs((double)a - b) / fmax(fabs((double)b), 1e-3);
-        printf("check: %s kernels vs reference at batch 1: logit %.6g vs %.6g (rel %.2g) %s\n",
-               nt_ctx_impl_name(ctx), (double)a, (double)b, err, err < 1e-3 ? "ok" : "FAIL");
-        if (!(err < 1e-3)) {
+        // bf16: both sides round every conv input to bf16, but float32 vs double sums can flip
+        // an activation's rounding, which then propagates: a looser bound.
+        const double tol = bf16 ? 1e-2 : 1e-3;
+        double err       = fabs((double)a - b) / fmax(fabs((double)b), 1e-3);
+        printf("check: %s kernels vs reference (%s) at batch 1: logit %.6g vs %.6g (rel %.2g) %s\n",
+               nt_ctx_impl_name(ctx), bf16 ? "bf16" : "f32", (double)a, (double)b, err,
+               err < tol ? "ok" : "FAIL");
+        if (!(err < tol)) {
             printf("op=model FAIL: fast kernels disagree with the reference\n");
             rc = EXIT_FAIL;
             goto out;
@@ -245,9 +414,10 @@ static int bench_model(int batch, int threads, int img, int train, int unfreeze,
     float *dl  = calloc((size_t)batch, sizeof(float));
     float *lab = calloc((size_t)batch, sizeof(float));
     double t[64];
+    double cpu[64];
     for (int r = -warmup; r < repeat; r++) {
-        double t0 = now_s();
-        s         = nt_model_forward(m, &x, train, (uint64_t)(r + warmup));
+        double t0 = now_s(), c0 = cpu_s();
+        s = nt_model_forward(m, &x, train, (uint64_t)(r + warmup));
         if (s == NT_OK && train) {
             double loss;
             s            = nt_model_loss(m, lab, NULL, &loss, NULL, dl);
@@ -257,7 +427,7 @@ static int bench_model(int batch, int threads, int img, int train, int unfreeze,
             if (s == NT_OK) s = nt_model_backward(m, &dy, NULL);
         }
         if (s != NT_OK) break;
-        if (r >= 0) t[r] = now_s() - t0;
+        if (r >= 0) t[r] = now_s() - t0, cpu[r] = cpu_s() - c0;
         if (r == -1 && profile) nt_model_set_profile(m, 1); // count the timed steps only
     }
     if (profile && warmup == 0) printf("profile: needs --warmup >= 1\n");
@@ -267,12 +437,22 @@ static int bench_model(int batch, int threads, int img, int train, int unfreeze,
         rc = cli_fail("bench", EXIT_FAIL, "%s", nt_ctx_errmsg(ctx));
         goto out;
     }
+    // Besides the median: the best step (what a quiet machine gives; shared VMs are noisy) and
+    // the median CPU time of a step over all threads (rises little when other processes take
+    // cores away, so it tracks code changes on a busy machine; includes OpenMP spin-waits).
+    double best = t[0];
+    for (int r = 1; r < repeat; r++)
+        best = fmin(best, t[r]);
+    double cpu_med = median(cpu, repeat);
     double sec = median(t, repeat), flops = train ? trn : fwd;
     double gf = flops / sec * 1e-9;
-    printf("op=model model=resnet50 mode=%s unfreeze=%d impl=%s batch=%d img=%d threads=%d "
-           "ms=%.1f images_per_s=%.2f gflop_per_image=%.2f gflops=%.1f pct_peak=%.1f\n",
-           train ? "train" : "infer", unfreeze, nt_ctx_impl_name(ctx), batch, img,
-           nt_ctx_nthreads(ctx), sec * 1e3, batch / sec, flops / batch * 1e-9, gf, 100 * gf / peak);
+    printf("op=model model=resnet50 mode=%s dtype=%s unfreeze=%d impl=%s batch=%d img=%d "
+           "threads=%d ms=%.1f images_per_s=%.2f gflop_per_image=%.2f gflops=%.1f pct_peak=%.1f "
+           "best_ms=%.1f best_images_per_s=%.2f best_pct_peak=%.1f cpu_ms=%.1f\n",
+           train ? "train" : "infer", bf16 ? "bf16" : "f32", unfreeze, nt_ctx_impl_name(ctx), batch,
+           img, nt_ctx_nthreads(ctx), sec * 1e3, batch / sec, flops / batch * 1e-9, gf,
+           100 * gf / peak, best * 1e3, batch / best, 100 * flops / best * 1e-9 / peak,
+           cpu_med * 1e3);
     if (profile && warmup > 0) print_profile(m, repeat, sec);
 out:
     nt_tensor_free(&x);
@@ -288,10 +468,10 @@ int cmd_bench(int argc, char **argv)
     int threads = 0, batch = 16, img = 224, train = 0, repeat = 5, warmup = 1, M = 0, N = 0, K = 0,
         nocheck = 0, profile = 0;
     double peak            = 0;
-    const char *unfreeze_s = "20", *isa_s = NULL;
+    const char *unfreeze_s = "20", *isa_s = NULL, *dtype_s = "f32";
     cli_opt opts[] = {
         {"threads", OPT_INT, &threads, 0, 1024, "N", "threads, default all CPUs"},
-        {"batch", OPT_INT, &batch, 1, 4096, "N", "model: batch size, default 16"},
+        {"batch", OPT_INT, &batch, 1, 4096, "N", "model, conv: batch size, default 16"},
         {"img-size", OPT_INT, &img, 32, 1024, "PX", "model: input size, default 224"},
         {"train", OPT_FLAG, &train, 0, 0, NULL, "model: time a training step (forward+backward)"},
         {"unfreeze", OPT_STR, &unfreeze_s, 0, 0, "N|all", "model --train: trainable layers (20)"},
@@ -301,12 +481,15 @@ int cmd_bench(int argc, char **argv)
         {"n", OPT_INT, &N, 1, 1 << 20, "N", "gemm: columns of C"},
         {"k", OPT_INT, &K, 1, 1 << 20, "K", "gemm: inner dimension"},
         {"isa", OPT_STR, &isa_s, 0, 0, "avx512|avx2|scalar", "gemm: micro-kernel, default best"},
+        {"dtype", OPT_STR, &dtype_s, 0, 0, "f32|bf16",
+         "compute type (bf16: inference, and the frozen layers when training; peak: the VDPBF16PS "
+         "peak)"},
         {"peak", OPT_FLOAT, &peak, 1, 1e9, "GFLOPS", "peak to report against (default: measured)"},
         {"no-check", OPT_FLAG, &nocheck, 0, 0, NULL, "model: skip the check against the reference"},
         {"profile", OPT_FLAG, &profile, 0, 0, NULL, "model: time every layer (by type, slowest)"},
     };
     cli_cmd cmd = {"bench",
-                   "peak|gemm|model|data [options]",
+                   "peak|gemm|conv|model|data [options]",
                    "Measure the FMA peak, GEMM and the whole ResNet50 (images/s, GFLOP/s, % of "
                    "peak).",
                    opts,
@@ -316,11 +499,18 @@ int cmd_bench(int argc, char **argv)
     char *pos[argc + 1];
     int npos, rc = cli_parse(&cmd, what ? argc - 1 : argc, what ? argv + 1 : argv, pos, &npos);
     if (rc) return rc < 0 ? EXIT_OK : rc;
-    if (!what || (strcmp(what, "peak") && strcmp(what, "gemm") && strcmp(what, "model")))
-        return cli_fail("bench", EXIT_USAGE, "expected peak, gemm, model or data, got %s%s%s",
+    if (!what || (strcmp(what, "peak") && strcmp(what, "gemm") && strcmp(what, "model") &&
+                  strcmp(what, "conv")))
+        return cli_fail("bench", EXIT_USAGE, "expected peak, gemm, conv, model or data, got %s%s%s",
                         what ? "\"" : "", what ? what : "nothing", what ? "\"" : "");
     int unfreeze;
     if ((rc = cli_parse_unfreeze("bench", unfreeze_s, &unfreeze))) return rc;
+    nt_dtype dtype;
+    if (nt_dtype_parse(dtype_s, &dtype) != NT_OK)
+        return cli_fail("bench", EXIT_USAGE, "--dtype expects f32 or bf16, got \"%s\"", dtype_s);
+    const int bf16 = dtype == NT_DTYPE_BF16;
+    if (bf16 && nk_cpu_bf16() < NK_BF16_AVX512)
+        return cli_fail("bench", EXIT_FAIL, "--dtype bf16 needs a CPU with AVX512_BF16");
     threads    = resolve_threads(threads);
     nk_isa isa = nk_cpu_detect();
     if (isa_s) {
@@ -337,21 +527,25 @@ int cmd_bench(int argc, char **argv)
         isa = want;
     }
     if (peak <= 0) {
-        peak = measure_peak(nk_cpu_detect(), threads);
-        printf("op=peak impl=%s threads=%d gflops=%.1f (measured FMA loop)\n",
-               nk_isa_name(nk_cpu_detect()), threads, peak);
+        peak = bf16 ? nk_bf16_peak_gflops(threads, 0.5) : measure_peak(nk_cpu_detect(), threads);
+        printf("op=peak dtype=%s impl=%s threads=%d gflops=%.1f (measured %s loop)\n",
+               bf16 ? "bf16" : "f32",
+               bf16 ? nk_bf16_impl_name(nk_cpu_bf16()) : nk_isa_name(nk_cpu_detect()), threads,
+               peak, bf16 ? "VDPBF16PS" : "FMA");
         fflush(stdout);
     }
     if (strcmp(what, "peak") == 0) {
         if (threads > 1) {
-            double p1 = measure_peak(nk_cpu_detect(), 1);
-            printf("op=peak impl=%s threads=1 gflops=%.1f scaling=%.2fx\n",
-                   nk_isa_name(nk_cpu_detect()), p1, peak / p1);
+            double p1 = bf16 ? nk_bf16_peak_gflops(1, 0.5) : measure_peak(nk_cpu_detect(), 1);
+            printf("op=peak dtype=%s impl=%s threads=1 gflops=%.1f scaling=%.2fx\n",
+                   bf16 ? "bf16" : "f32",
+                   bf16 ? nk_bf16_impl_name(nk_cpu_bf16()) : nk_isa_name(nk_cpu_detect()), p1,
+                   peak / p1);
         }
         return EXIT_OK;
     }
     if (strcmp(what, "gemm") == 0) {
-        if (M && N && K) return bench_gemm(M, N, K, threads, repeat, peak, isa);
+        if (M && N && K) return bench_gemm(M, N, K, threads, repeat, peak, isa, bf16);
         if (M || N || K) return cli_fail("bench", EXIT_USAGE, "give all of --m, --n, --k or none");
         // ResNet50 GEMMs at batch 16 (M = 16*P*Q), plus a square one.
         static const int shapes[][3] = {
@@ -360,12 +554,13 @@ int cmd_bench(int argc, char **argv)
             {784, 2048, 512},   {784, 512, 4608},
         };
         for (size_t i = 0; i < sizeof(shapes) / sizeof(shapes[0]); i++) {
-            int r =
-                bench_gemm(shapes[i][0], shapes[i][1], shapes[i][2], threads, repeat, peak, isa);
+            int r = bench_gemm(shapes[i][0], shapes[i][1], shapes[i][2], threads, repeat, peak, isa,
+                               bf16);
             if (r) rc = r;
         }
         return rc;
     }
+    if (strcmp(what, "conv") == 0) return bench_conv(batch, threads, repeat, peak, isa, bf16);
     return bench_model(batch, threads, img, train, unfreeze, repeat, warmup, peak, !nocheck,
-                       profile);
+                       profile, bf16 ? "bf16" : "f32");
 }

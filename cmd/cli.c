@@ -144,10 +144,24 @@ static void log_stderr(void *user, nt_log_level level, const char *msg)
 
 nt_ctx *cli_ctx(const char *cmd, int threads, unsigned long long seed)
 {
+    return cli_ctx_dtype(cmd, threads, seed, NULL);
+}
+
+nt_ctx *cli_ctx_dtype(const char *cmd, int threads, unsigned long long seed, const char *dtype)
+{
     nt_ctx_opts o;
     nt_ctx_opts_default(&o);
-    o.nthreads    = threads;
-    o.seed        = seed;
+    o.nthreads = threads;
+    o.seed     = seed;
+    if (!dtype) dtype = getenv("PNEUMO_DTYPE");
+    if (dtype && *dtype) {
+        nt_dtype t;
+        if (nt_dtype_parse(dtype, &t) != NT_OK) {
+            cli_fail(cmd, EXIT_USAGE, "dtype must be f32 or bf16, got \"%s\"", dtype);
+            return NULL;
+        }
+        o.dtype = (int)t;
+    }
     const char *v = getenv("PNEUMO_VERBOSE");
     if (v && *v && strcmp(v, "0") != 0) o.log = log_stderr;
     const char *impl = getenv("PNEUMO_KERNELS");

@@ -47,7 +47,12 @@ int cli_fail(const char *cmd, int code, const char *fmt, ...) __attribute__((for
 int cli_status_exit(nt_status s);
 
 // A context for the command: threads (0 = all), seed, and logging to stderr when verbose.
+// The environment can pick the kernels (PNEUMO_KERNELS=ref|avx2) and the inference compute type
+// (PNEUMO_DTYPE=f32|bf16, see nt_ctx_opts.dtype).
 nt_ctx *cli_ctx(const char *cmd, int threads, unsigned long long seed);
+// The same with an explicit inference dtype ("f32", "bf16"; NULL: PNEUMO_DTYPE or f32), e.g.
+// from a --dtype flag. Prints the error and returns NULL on a bad name or an unsupported CPU.
+nt_ctx *cli_ctx_dtype(const char *cmd, int threads, unsigned long long seed, const char *dtype);
 
 // Parses "N" or "all" for --unfreeze (all -> -1). Returns 0 or EXIT_USAGE after printing.
 int cli_parse_unfreeze(const char *cmd, const char *s, int *out);

@@ -148,6 +148,47 @@ void nk_bce_bwd_ref(int N, const float *z, const float *t, const float *wt, floa
 void nk_sgemm_ref(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
                   const float *B, int ldb, float beta, float *C, int ldc);
 
+// ---- bfloat16 ----
+//
+// A bf16 value is kept as its bits (uint16_t): the upper half of an IEEE float32. Rounding from
+// float32 is to nearest, ties to even, exactly as VCVTNE2PS2BF16 does: zero and denormal inputs
+// become a zero of the same sign (the instruction treats denormals as zero), NaN stays a quiet NaN,
+// and values that round past the largest finite bf16 become infinities.
+static inline uint16_t nk_f32_to_bf16(float f)
+{
+    union {
+        float f;
+        uint32_t u;
+    } v;
+    v.f = f;
+    if ((v.u & 0x7f800000u) == 0) return (uint16_t)((v.u >> 16) & 0x8000u);
+    if ((v.u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((v.u >> 16) | 0x0040u);
+    v.u += 0x7fffu + ((v.u >> 16) & 1u);
+    return (uint16_t)(v.u >> 16);
+}
+
+static inline float nk_bf16_to_f32(uint16_t h)
+{
+    union {
+        float f;
+        uint32_t u;
+    } v;
+    v.u = (uint32_t)h << 16;
+    return v.f;
+}
+
+// The bf16 GEMM's specification: C[M,N] = op(A)[M,K] op(B)[K,N] + beta * C with every element of
+// A and B first rounded to bf16 (nk_f32_to_bf16), products and sums in double, one rounding to
+// float at the end. A is row-major [M,K]; B is [K,N], or [N,K] when tb. beta == 0 ignores C's old
+// contents. The fast path (nk_gemm_bf16_cpu) accumulates in float32, so it differs from this by
+// float32 summation error only: the bf16 rounding of the inputs is the same in both.
+void nk_gemm_bf16_ref(int tb, int M, int N, int K, const float *A, int lda, const float *B, int ldb,
+                      float beta, float *C, int ldc);
+// Convolution with x and w rounded to bf16 (bias and sums as above); same contract as
+// nk_conv2d_fwd_ref otherwise.
+void nk_conv2d_fwd_bf16_ref(const nk_conv_desc *d, const float *x, const float *w, const float *b,
+                            float *y);
+
 // ---- fast CPU paths (kernels/cpu/) ----
 //
 // CPU features found at run time. nk_cpu_detect() is cheap after the first call.
@@ -162,8 +203,12 @@ size_t nk_sgemm_ws_floats(int nthreads);
 void nk_sgemm_cpu(nk_isa isa, const nk_exec *ex, int ta, int tb, int M, int N, int K, float alpha,
                   const float *A, int lda, const float *B, int ldb, float beta, float *C, int ldc);
 
-// Convolution through GEMM (1x1 stride-1 directly, everything else through im2col in chunks).
-// Same contracts as the _ref versions. Scratch: nk_conv2d_ws_floats(d, nthreads).
+// Convolution through GEMM. Forward: with AVX-512, convolutions with C % 16 == 0 (and conv1-like
+// ones whose filter rows are contiguous in x) are implicit GEMMs whose micro-kernel broadcasts
+// straight from x (no im2col, no A packing); the rest use im2col in chunks (1x1 stride-1: x is
+// A). Backward data of a stride-1 conv runs as such a forward on the flipped filter; otherwise
+// dcol = dy w^T and col2im. Backward filter: im2col and col^T dy. Same contracts as the _ref
+// versions. Scratch: nk_conv2d_ws_floats(d, nthreads), enough for all three.
 size_t nk_conv2d_ws_floats(const nk_conv_desc *d, int nthreads);
 void nk_conv2d_fwd_cpu(nk_isa isa, const nk_exec *ex, const nk_conv_desc *d, const float *x,
                        const float *w, const float *b, float *y);
@@ -174,15 +219,29 @@ void nk_conv2d_bwd_filter_cpu(nk_isa isa, const nk_exec *ex, const nk_conv_desc 
 
 // Fused forward epilogue, applied to each output tile while it is in cache: after the bias,
 // y = y * scale[k] + shift[k] when scale != NULL (an inference-mode BatchNormalization folded in:
-// scale = gamma / sqrt(var + eps), shift = beta - mean * scale), then ReLU when relu != 0.
+// scale = gamma / sqrt(var + eps), shift = beta - mean * scale), then y += residual (when not
+// NULL: a tensor of y's shape and layout, e.g. a ResNet shortcut; it must not overlap y), then
+// ReLU when relu != 0.
 typedef struct nk_epilogue {
     const float *scale, *shift;
     int relu;
+    const float *residual;
 } nk_epilogue;
 
 // nk_conv2d_fwd_cpu followed by the epilogue (ep may be NULL: plain convolution).
 void nk_conv2d_fwd_epi_cpu(nk_isa isa, const nk_exec *ex, const nk_conv_desc *d, const float *x,
                            const float *w, const float *b, const nk_epilogue *ep, float *y);
+
+// Inference weights packed once (float32): B = w [R*S*C, K] in the ISA's micro-kernel panels
+// over all of K, so that repeated forwards skip packing B (it dominates small batches, where
+// each weight is used a few times only). nk_sgemm_packed_b_floats gives the size for B [K,N];
+// nk_sgemm_pack_b_full packs a row-major B [K,N] (one thread). The packing depends on isa: pack
+// and run with the same one. nk_conv2d_fwd_packed_cpu is nk_conv2d_fwd_epi_cpu on such a wp
+// (w packed as B with K = R*S*C, N = K), same scratch.
+size_t nk_sgemm_packed_b_floats(nk_isa isa, int K, int N);
+void nk_sgemm_pack_b_full(nk_isa isa, int K, int N, const float *B, int ldb, float *dst);
+void nk_conv2d_fwd_packed_cpu(nk_isa isa, const nk_exec *ex, const nk_conv_desc *d, const float *x,
+                              const float *wp, const float *b, const nk_epilogue *ep, float *y);
 
 // Threaded pooling, padding and add+ReLU (same contracts as the _ref versions).
 void nk_maxpool_fwd_cpu(const nk_exec *ex, const nk_conv_desc *d, const float *x, float *y);
@@ -214,6 +273,50 @@ void nk_bn_bwd_train_cpu(const nk_exec *ex, int64_t M, int C, const float *x, co
 void nk_relu_fwd_cpu(const nk_exec *ex, int64_t n, const float *x, float *y);
 void nk_relu_bwd_cpu(const nk_exec *ex, int64_t n, const float *y, const float *dy, float *dx);
 void nk_add_fwd_cpu(const nk_exec *ex, int64_t n, const float *a, const float *b, float *y);
+
+// ---- bf16 inference GEMM and convolution (kernels/cpu/gemm.c, gemm_avx512bf16.c) ----
+//
+// Which bf16 dot-product unit this CPU has. NONE still runs (a portable C micro-kernel over the
+// same packed bf16 data: correct, slow, for tests); AVX512 uses VDPBF16PS (AVX512_BF16, e.g.
+// Zen 4, Cooper Lake, Sapphire Rapids). AMX (TDPBF16PS) is reserved: not implemented yet, and
+// never returned. NK_ISA below avx512 in the environment caps this at NONE.
+typedef enum { NK_BF16_NONE = 0, NK_BF16_AVX512 = 1, NK_BF16_AMX = 2 } nk_bf16_impl;
+nk_bf16_impl nk_cpu_bf16(void);
+const char *nk_bf16_impl_name(nk_bf16_impl impl);
+
+// B (the weights) is packed once into bf16 pairs: panels of NK_BF16_NR columns; in a panel, k pair
+// q of column j is one 32-bit word at q*NR + j holding bf16(B[2q][j]) in its low half and
+// bf16(B[2q+1][j]) in its high half; columns past N and the odd k past K are zero. The layout is
+// the same for every nk_bf16_impl. nk_gemm_bf16_packed_b_elems gives the size in uint16_t.
+#define NK_BF16_NR 32
+size_t nk_gemm_bf16_packed_b_elems(int K, int N);
+// Packs B ([K,N] row-major, or [N,K] when tb) into dst. One thread; no allocation.
+void nk_gemm_bf16_pack_b(int tb, int K, int N, const float *B, int ldb, uint16_t *dst);
+
+// C[M,N] = bf16(A)[M,K] Bp + beta * C, then + bias[N] (may be NULL; then beta must be 0 or no
+// bias given), then ep (may be NULL; see nk_epilogue), with float32 accumulation. A is float32,
+// row-major [M,K] with leading dimension lda, rounded to bf16 while it is packed. Bp comes from
+// nk_gemm_bf16_pack_b with the same K and N. Threads with OpenMP over ex->nthreads; scratch
+// nk_gemm_bf16_ws_floats(nthreads). beta == 0 never reads C.
+size_t nk_gemm_bf16_ws_floats(int nthreads);
+void nk_gemm_bf16_cpu(nk_bf16_impl impl, const nk_exec *ex, int M, int N, int K, const float *A,
+                      int lda, const uint16_t *Bp, float beta, float *C, int ldc, const float *bias,
+                      const nk_epilogue *ep);
+
+// Inference convolution in bf16 with the fused epilogue (ep may be NULL). wp is w [R,S,C,K] packed
+// by nk_gemm_bf16_pack_b(0, R*S*C, K, w, K, wp). Filters wider than 1x1 with even C >= 16 round
+// x to bf16 once into the workspace and broadcast pairs straight from it; 1x1 convolutions pack
+// (and round) A from x directly (strided ones too when C % 32 == 0); the rest go through
+// im2col. Scratch: nk_conv2d_bf16_ws_floats(d, nthreads). Specification:
+// nk_conv2d_fwd_bf16_ref followed by the epilogue.
+size_t nk_conv2d_bf16_ws_floats(const nk_conv_desc *d, int nthreads);
+void nk_conv2d_fwd_bf16_cpu(nk_bf16_impl impl, const nk_exec *ex, const nk_conv_desc *d,
+                            const float *x, const uint16_t *wp, const float *b,
+                            const nk_epilogue *ep, float *y);
+
+// bf16 dot-product peak: VDPBF16PS on registers only (2 flops per bf16 pair product-add, 64 per
+// instruction), over nthreads threads for about `seconds`. 0 when the CPU has no AVX512_BF16.
+double nk_bf16_peak_gflops(int nthreads, double seconds);
 
 // Peak measurement: runs a register-only FMA loop on each of nthreads threads for about
 // `seconds` and returns the achieved GFLOP/s (fp32).

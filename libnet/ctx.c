@@ -120,20 +120,39 @@ static void ref_add_relu_fwd(const nk_exec *ex, int64_t n, const float *a, const
     nk_add_fwd_ref(n, a, b, y);
     nk_relu_fwd_ref(n, y, y);
 }
+static void ref_epilogue(const nk_conv_desc *d, const nk_epilogue *ep, float *y);
 // The reference form of the fused epilogue: the plain conv, then the map, then ReLU.
 static void ref_conv_fwd_epi(const nk_exec *ex, const nk_conv_desc *d, const float *x,
                              const float *w, const float *b, const nk_epilogue *ep, float *y)
 {
     nk_conv2d_fwd_ref(d, x, w, b, y);
-    if (!ep) return;
+    if (ep) ref_epilogue(d, ep, y);
+}
+// Applies the fused epilogue to y[rows, K] (the reference form).
+static void ref_epilogue(const nk_conv_desc *d, const nk_epilogue *ep, float *y)
+{
     int64_t rows = (int64_t)d->N * d->P * d->Q;
     for (int64_t r = 0; r < rows; r++)
         for (int k = 0; k < d->K; k++) {
             float v = y[r * d->K + k];
             if (ep->scale) v = v * ep->scale[k] + ep->shift[k];
+            if (ep->residual) v += ep->residual[r * d->K + k];
             if (ep->relu && !(v > 0.0f)) v = 0.0f;
             y[r * d->K + k] = v;
         }
+}
+static void ref_conv_fwd_bf16(const nk_exec *ex, const nk_conv_desc *d, const float *x,
+                              const float *w, const uint16_t *wp, const float *b,
+                              const nk_epilogue *ep, float *y)
+{
+    nk_conv2d_fwd_bf16_ref(d, x, w, b, y);
+    if (ep) ref_epilogue(d, ep, y);
+}
+static void fast_conv_fwd_bf16(const nk_exec *ex, const nk_conv_desc *d, const float *x,
+                               const float *w, const uint16_t *wp, const float *b,
+                               const nk_epilogue *ep, float *y)
+{
+    nk_conv2d_fwd_bf16_cpu(NK_BF16_AVX512, ex, d, x, wp, b, ep, y);
 }
 static void ref_maxpool_fwd(const nk_exec *ex, const nk_conv_desc *d, const float *x, float *y)
 {
@@ -181,6 +200,20 @@ static void ref_gap_fwd(const nk_exec *ex, int N, int HW, int C, const float *x,
     {                                                                                              \
         nk_conv2d_fwd_epi_cpu(ISA, ex, d, x, w, b, ep, y);                                         \
     }                                                                                              \
+    static size_t fast_conv_packed_floats_##SUF(int K, int N)                                      \
+    {                                                                                              \
+        return nk_sgemm_packed_b_floats(ISA, K, N);                                                \
+    }                                                                                              \
+    static void fast_conv_pack_##SUF(int K, int N, const float *w, float *dst)                     \
+    {                                                                                              \
+        nk_sgemm_pack_b_full(ISA, K, N, w, N, dst);                                                \
+    }                                                                                              \
+    static void fast_conv_fwd_packed_##SUF(const nk_exec *ex, const nk_conv_desc *d,               \
+                                           const float *x, const float *wp, const float *b,        \
+                                           const nk_epilogue *ep, float *y)                        \
+    {                                                                                              \
+        nk_conv2d_fwd_packed_cpu(ISA, ex, d, x, wp, b, ep, y);                                     \
+    }                                                                                              \
     static void fast_dense_fwd_##SUF(const nk_exec *ex, int N, int C, int K, const float *x,       \
                                      const float *w, const float *b, int relu, float *y)           \
     {                                                                                              \
@@ -203,13 +236,16 @@ FAST_ADAPTERS(NK_ISA_AVX512, avx512)
 
 #define SET_FAST(ops, SUF)                                                                         \
     do {                                                                                           \
-        (ops)->conv_fwd         = fast_conv_fwd_##SUF;                                             \
-        (ops)->conv_fwd_epi     = fast_conv_fwd_epi_##SUF;                                         \
-        (ops)->conv_bwd_data    = fast_conv_bwd_data_##SUF;                                        \
-        (ops)->conv_bwd_filter  = fast_conv_bwd_filter_##SUF;                                      \
-        (ops)->dense_fwd        = fast_dense_fwd_##SUF;                                            \
-        (ops)->dense_bwd_data   = fast_dense_bwd_data_##SUF;                                       \
-        (ops)->dense_bwd_filter = fast_dense_bwd_filter_##SUF;                                     \
+        (ops)->conv_fwd           = fast_conv_fwd_##SUF;                                           \
+        (ops)->conv_fwd_epi       = fast_conv_fwd_epi_##SUF;                                       \
+        (ops)->conv_bwd_data      = fast_conv_bwd_data_##SUF;                                      \
+        (ops)->conv_bwd_filter    = fast_conv_bwd_filter_##SUF;                                    \
+        (ops)->dense_fwd          = fast_dense_fwd_##SUF;                                          \
+        (ops)->conv_packed_floats = fast_conv_packed_floats_##SUF;                                 \
+        (ops)->conv_pack          = fast_conv_pack_##SUF;                                          \
+        (ops)->conv_fwd_packed    = fast_conv_fwd_packed_##SUF;                                    \
+        (ops)->dense_bwd_data     = fast_dense_bwd_data_##SUF;                                     \
+        (ops)->dense_bwd_filter   = fast_dense_bwd_filter_##SUF;                                   \
     } while (0)
 
 static size_t fast_dense_ws(int nthreads)
@@ -240,6 +276,10 @@ static void ops_init(nt_ctx *ctx)
     o->maxpool_bwd      = ref_maxpool_bwd;
     o->zeropad_fwd      = ref_zeropad_fwd;
     o->gap_fwd          = ref_gap_fwd;
+    o->conv_fwd_bf16    = ref_conv_fwd_bf16;
+    o->conv_bf16_ws     = ref_conv_ws;
+    o->conv_bf16_packs  = 0;
+    o->conv_fwd_packed  = NULL;
     ctx->isa            = NK_ISA_SCALAR;
     ctx->impl_name      = "ref";
     if (ctx->opts.impl == NT_IMPL_REF) return;
@@ -272,6 +312,33 @@ static void ops_init(nt_ctx *ctx)
     o->maxpool_bwd  = nk_maxpool_bwd_cpu;
     o->zeropad_fwd  = nk_zeropad_fwd_cpu;
     o->gap_fwd      = nk_gap_fwd_cpu;
+    if (ctx->opts.dtype == NT_DTYPE_BF16 && nk_cpu_bf16() >= NK_BF16_AVX512) {
+        o->conv_fwd_bf16   = fast_conv_fwd_bf16;
+        o->conv_bf16_ws    = nk_conv2d_bf16_ws_floats;
+        o->conv_bf16_packs = 1;
+        snprintf(ctx->impl_buf, sizeof(ctx->impl_buf), "%s+%s", nk_isa_name(isa),
+                 nk_bf16_impl_name(NK_BF16_AVX512));
+        ctx->impl_name = ctx->impl_buf;
+    }
+}
+
+const char *nt_dtype_name(nt_dtype t)
+{
+    return t == NT_DTYPE_BF16 ? "bf16" : t == NT_DTYPE_F32 ? "f32" : "unknown";
+}
+
+nt_status nt_dtype_parse(const char *s, nt_dtype *out)
+{
+    if (!s) return NT_EINVAL;
+    if (!strcmp(s, "f32") || !strcmp(s, "fp32") || !strcmp(s, "float32")) {
+        *out = NT_DTYPE_F32;
+        return NT_OK;
+    }
+    if (!strcmp(s, "bf16") || !strcmp(s, "bfloat16")) {
+        *out = NT_DTYPE_BF16;
+        return NT_OK;
+    }
+    return NT_EINVAL;
 }
 
 // ---- context ----
@@ -300,6 +367,17 @@ nt_status nt_ctx_new(const nt_ctx_opts *o, nt_ctx **out)
     if (ctx->opts.nthreads < 0 || ctx->opts.nthreads > 1024)
         return nt_ctx_seterr(ctx, NT_EINVAL, "context: nthreads must be in 0..1024, got %d",
                              ctx->opts.nthreads);
+    if (ctx->opts.dtype != NT_DTYPE_F32 && ctx->opts.dtype != NT_DTYPE_BF16)
+        return nt_ctx_seterr(ctx, NT_EINVAL, "context: dtype must be f32 or bf16, got %d",
+                             ctx->opts.dtype);
+    // bf16 has no slow fallback on the fast path: an emulated bf16 convolution would be slower
+    // than float32, which is never what someone asking for bf16 wants.
+    if (ctx->opts.dtype == NT_DTYPE_BF16 && ctx->opts.impl != NT_IMPL_REF &&
+        nk_cpu_bf16() < NK_BF16_AVX512)
+        return nt_ctx_seterr(ctx, NT_EDEVICE,
+                             "context: dtype bf16 needs a CPU with AVX512_BF16 (this one runs %s "
+                             "at best); use f32",
+                             nk_isa_name(nk_cpu_detect()));
     long ncpu     = sysconf(_SC_NPROCESSORS_ONLN);
     ctx->nthreads = ctx->opts.nthreads ? ctx->opts.nthreads : (ncpu > 0 ? (int)ncpu : 1);
     ops_init(ctx);

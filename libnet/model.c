@@ -50,6 +50,7 @@ void nt_model_free(nt_model *m)
         free(m->layers[i].bn_mean);
         free(m->layers[i].bn_invstd);
         free(m->layers[i].fold_scale);
+        nt_free(m->layers[i].wpack);
     }
     free(m->params);
     free(m->layers);
@@ -374,8 +375,17 @@ int nt_model_num_params(const nt_model *m)
     return m->nparams;
 }
 
+void nt_model_weights_changed(nt_model *m)
+{
+    for (int i = 0; i < m->nlayers; i++)
+        m->layers[i].wpack_ok = 0;
+}
+
 void nt_model_param(const nt_model *m, int i, nt_param *p)
 {
+    // The caller may write the value: derived copies are stale from here on. The field is a
+    // cache, not part of the model's observable state, hence the cast.
+    nt_model_weights_changed((nt_model *)m);
     nt_model_param_ *q = &m->params[i];
     p->name            = q->name;
     p->layer           = q->layer;
@@ -458,6 +468,7 @@ nt_status nt_model_init(nt_model *m, nt_init kind, uint64_t seed)
 {
     if (kind != NT_INIT_KERAS && kind != NT_INIT_TEST)
         return nt_ctx_seterr(m->ctx, NT_EINVAL, "init: unknown kind %d", (int)kind);
+    nt_model_weights_changed(m);
     for (int p = 0; p < m->nparams; p++) {
         nt_model_param_ *q = &m->params[p];
         nt_tensor *t       = &q->value;

@@ -53,6 +53,14 @@ typedef struct nt_layer {
     // computed by another one have `fused` set and are skipped; their values land in the last
     // fused layer's buffer. -1 when none.
     int fuse_bn, fuse_relu, fused;
+    // A conv whose BN feeds a residual add also computes the add (fuse_add) in its epilogue,
+    // reading the add's other input, layer fuse_res; -1 when none.
+    int fuse_add, fuse_res;
+    // Conv weights packed once for inference: bf16 pairs (nk_gemm_bf16_pack_b) with
+    // NT_DTYPE_BF16, else float32 micro-kernel panels (nt_ops.conv_pack). Valid while wpack_ok is
+    // set (cleared whenever the weights may have changed).
+    void *wpack;
+    int wpack_ok;
     // Set per forward: did this BN use batch statistics?
     int bn_batch_mode;
     // Planned buffers (offsets in floats into m->buf; -1 when none: out_off is -1 for an

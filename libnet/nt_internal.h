@@ -59,6 +59,18 @@ typedef struct nt_ops {
     void (*zeropad_fwd)(const nk_exec *, int N, int H, int W, int C, int pt, int pb, int pl, int pr,
                         const float *x, float *y);
     void (*gap_fwd)(const nk_exec *, int N, int HW, int C, const float *x, float *y);
+    // bf16 inference convolution (NT_DTYPE_BF16): the reference reads w, the fast path wp (w
+    // packed by nk_gemm_bf16_pack_b; NULL when conv_bf16_packs is 0). ep may be NULL.
+    void (*conv_fwd_bf16)(const nk_exec *, const nk_conv_desc *, const float *x, const float *w,
+                          const uint16_t *wp, const float *b, const nk_epilogue *ep, float *y);
+    size_t (*conv_bf16_ws)(const nk_conv_desc *, int nthreads);
+    int conv_bf16_packs;
+    // float32 inference on weights packed once (NULL on the reference table): the packed size
+    // in floats for B [K,N], the packer, and the forward (conv_fwd_epi's contract, ep may be NULL).
+    size_t (*conv_packed_floats)(int K, int N);
+    void (*conv_pack)(int K, int N, const float *w, float *dst);
+    void (*conv_fwd_packed)(const nk_exec *, const nk_conv_desc *, const float *x, const float *wp,
+                            const float *b, const nk_epilogue *ep, float *y);
 } nt_ops;
 
 #define NT_ERRMSG_LEN 512
@@ -68,6 +80,7 @@ struct nt_ctx {
     int nthreads;
     nk_isa isa;
     const char *impl_name;
+    char impl_buf[48];
     nt_ops ops;
     // Scratch for the fast kernels, grown on demand, never shrunk.
     float *ws;

@@ -3,7 +3,9 @@
  * every gradient buffer gets a lifetime on a timeline (forward steps 0..L-1, then backward steps
  * L..2L-1) and an offset in one buffer, greedily first-fit, so that dead buffers are reused and
  * nothing a frozen layer computes outlives its last reader. Then forward, backward and the loss.
- * Tests: tests/test_model.c (plan, freezing), tests/test_fixtures.c (against PyTorch).
+ * Inference convolutions run in bf16 when the context asks for it (NT_DTYPE_BF16), on weights
+ * packed once and cached per layer until they change.
+ * Tests: tests/test_model.c (plan, freezing, bf16), tests/test_fixtures.c (against PyTorch).
  */
 #include "libnet/model_internal.h"
 
@@ -116,8 +118,10 @@ static nk_conv_desc conv_desc(const nt_model *m, const nt_layer *l, int N)
 
 // Fusion in the inference parts of the graph (before the backward region): a conv whose only
 // reader is an inference BN computes it in its epilogue (and the ReLU after it, when that is the
-// BN's only reader); an add whose only reader is a ReLU computes it too. Fills born[i]: the step
-// at which layer i's output is written, or -1 when it is never materialised.
+// BN's only reader, or else the residual add after it, when the add's other input is already
+// computed, and the ReLU after that add); an add whose only reader is a ReLU computes it too.
+// Fills born[i]: the step at which layer i's output is written, or -1 when it is never
+// materialised.
 static void fuse(nt_model *m, int training, const int *ncons, const int *cons, int *born)
 {
     int L = m->nlayers;
@@ -125,12 +129,14 @@ static void fuse(nt_model *m, int training, const int *ncons, const int *cons, i
         nt_layer *l  = &m->layers[i];
         l->fuse_bn   = -1;
         l->fuse_relu = -1;
+        l->fuse_add  = -1;
+        l->fuse_res  = -1;
         l->fused     = 0;
         born[i]      = i;
     }
     for (int i = 1; i < L; i++) {
         nt_layer *l = &m->layers[i];
-        if (i >= m->bstart || l->keep || ncons[i] != 1) continue;
+        if (i >= m->bstart || l->keep || l->fused || ncons[i] != 1) continue;
         int j       = cons[i];
         nt_layer *c = &m->layers[j];
         if (l->type == NT_LAYER_CONV && c->type == NT_LAYER_BN && j < m->bstart &&
@@ -145,6 +151,27 @@ static void fuse(nt_model *m, int training, const int *ncons, const int *cons, i
                 m->layers[k].fused = 1;
                 born[j]            = -1;
                 born[k]            = i;
+            } else if (!c->keep && ncons[j] == 1 && m->layers[k].type == NT_LAYER_ADD &&
+                       k < m->bstart) {
+                nt_layer *a = &m->layers[k];
+                const int o = a->in[0] == j ? a->in[1] : a->in[0];
+                // The other input must already be in memory when the conv runs (and be a
+                // different tensor: x + x is left alone).
+                if (o != j && born[o] >= 0 && born[o] < i) {
+                    l->fuse_add = k;
+                    l->fuse_res = o;
+                    a->fused    = 1;
+                    born[j]     = -1;
+                    born[k]     = i;
+                    const int r = cons[k];
+                    if (!a->keep && ncons[k] == 1 && m->layers[r].type == NT_LAYER_RELU &&
+                        r < m->bstart) {
+                        l->fuse_relu       = r;
+                        m->layers[r].fused = 1;
+                        born[k]            = -1;
+                        born[r]            = i;
+                    }
+                }
             }
         } else if (l->type == NT_LAYER_ADD && c->type == NT_LAYER_RELU && j < m->bstart) {
             l->fuse_relu = j;
@@ -208,6 +235,10 @@ static nt_status plan(nt_model *m, int N, int training)
             nk_conv_desc d = conv_desc(m, l, N);
             size_t w       = ctx->ops.conv_ws(&d, ctx->nthreads);
             if (w > ws) ws = w;
+            if (ctx->opts.dtype == NT_DTYPE_BF16 && (!training || i < bstart)) {
+                w = ctx->ops.conv_bf16_ws(&d, ctx->nthreads);
+                if (w > ws) ws = w;
+            }
         } else if (l->type == NT_LAYER_DENSE) {
             size_t w = ctx->ops.dense_ws(ctx->nthreads);
             if (w > ws) ws = w;
@@ -320,6 +351,57 @@ static float *pgrad(nt_model *m, const nt_layer *l, int k)
     return m->params[l->param0 + k].grad.data;
 }
 
+// Does conv layer i run in inference form in this forward (every conv in inference; in
+// training the convs before the backward region: frozen layers, whose outputs need no
+// gradient)? Those run on weights packed once: bf16 with NT_DTYPE_BF16, so that fine-tuning
+// gets the bf16 speed on its frozen part too, else float32 panels.
+static int conv_infer(const nt_model *m, int i, int training)
+{
+    return !training || i < m->bstart;
+}
+
+static int conv_bf16(const nt_model *m, int i, int training)
+{
+    return m->ctx->opts.dtype == NT_DTYPE_BF16 && conv_infer(m, i, training);
+}
+
+// Whether conv i runs on the packed cache (l->wpack) in this forward.
+static int conv_packed(const nt_model *m, int i, int training)
+{
+    const nt_ops *o = &m->ctx->ops;
+    if (!conv_infer(m, i, training)) return 0;
+    return m->ctx->opts.dtype == NT_DTYPE_BF16 ? o->conv_bf16_packs : o->conv_fwd_packed != NULL;
+}
+
+// Packs the weights of the convs that run packed (once; kept until the weights change).
+static nt_status pack_weights(nt_model *m, int training)
+{
+    const nt_ops *o = &m->ctx->ops;
+    const int bf16  = m->ctx->opts.dtype == NT_DTYPE_BF16;
+    for (int i = 0; i < m->nlayers; i++) {
+        nt_layer *l = &m->layers[i];
+        if (l->type != NT_LAYER_CONV || l->wpack_ok || !conv_packed(m, i, training)) continue;
+        const int rsc  = l->R * l->S * m->layers[l->in[0]].C;
+        const float *w = m->params[l->param0].value.data;
+        if (!l->wpack) {
+            const size_t b = bf16 ? nk_gemm_bf16_packed_b_elems(rsc, l->C) * sizeof(uint16_t)
+                                  : o->conv_packed_floats(rsc, l->C) * sizeof(float);
+            l->wpack       = nt_alloc(b);
+            if (!l->wpack)
+                return nt_ctx_seterr(m->ctx, NT_ENOMEM,
+                                     "model: cannot allocate %zu bytes of packed weights for "
+                                     "\"%s\"",
+                                     b, l->name);
+        }
+        if (bf16)
+            nk_gemm_bf16_pack_b(0, rsc, l->C, w, l->C, l->wpack);
+        else
+            o->conv_pack(rsc, l->C, w, l->wpack);
+        l->wpack_ok = 1;
+    }
+    return NT_OK;
+}
+
 static uint64_t dropout_key(const nt_model *m, uint64_t step, int layer)
 {
     return nk_mix64(m->ctx->opts.seed + NK_GOLDEN * (step + 1)) ^ (uint64_t)(layer + 1);
@@ -340,6 +422,11 @@ nt_status nt_model_forward(nt_model *m, const nt_tensor *x, int training, uint64
     int N = (int)x->shape[0];
     s     = plan(m, N, training ? 1 : 0);
     if (s != NT_OK) return s;
+    // A training forward means the trainable weights are about to change.
+    if (training)
+        for (int i = 0; i < m->nlayers; i++)
+            if (m->layers[i].trainable) m->layers[i].wpack_ok = 0;
+    if ((s = pack_weights(m, training)) != NT_OK) return s;
     nk_exec ex;
     nt_ctx_exec(ctx, m->ws_floats, &ex);
     const nt_ops *o = &ctx->ops;
@@ -361,8 +448,15 @@ nt_status nt_model_forward(nt_model *m, const nt_tensor *x, int training, uint64
             break;
         case NT_LAYER_CONV: {
             nk_conv_desc d = conv_desc(m, l, N);
+            const int bf16 = conv_bf16(m, i, training), packed = conv_packed(m, i, training);
             if (l->fuse_bn < 0) {
-                o->conv_fwd(&ex, &d, xin, param(m, l, 0), param(m, l, 1), y);
+                if (bf16)
+                    o->conv_fwd_bf16(&ex, &d, xin, param(m, l, 0), l->wpack, param(m, l, 1), NULL,
+                                     y);
+                else if (packed)
+                    o->conv_fwd_packed(&ex, &d, xin, l->wpack, param(m, l, 1), NULL, y);
+                else
+                    o->conv_fwd(&ex, &d, xin, param(m, l, 0), param(m, l, 1), y);
                 break;
             }
             // The inference BN after it as a per-channel map: scale = gamma / sqrt(var + eps),
@@ -375,9 +469,17 @@ nt_status nt_model_forward(nt_model *m, const nt_tensor *x, int training, uint64
                 bn->fold_scale[c] = (float)sc;
                 bn->fold_shift[c] = (float)(be[c] - mm[c] * sc);
             }
-            nk_epilogue ep = {bn->fold_scale, bn->fold_shift, l->fuse_relu >= 0};
-            o->conv_fwd_epi(&ex, &d, xin, param(m, l, 0), param(m, l, 1), &ep,
-                            out_of(m, l->fuse_relu >= 0 ? l->fuse_relu : l->fuse_bn));
+            nk_epilogue ep = {bn->fold_scale, bn->fold_shift, l->fuse_relu >= 0,
+                              l->fuse_res >= 0 ? out_of(m, l->fuse_res) : NULL};
+            float *yo      = out_of(m, l->fuse_relu >= 0  ? l->fuse_relu
+                                       : l->fuse_add >= 0 ? l->fuse_add
+                                                          : l->fuse_bn);
+            if (bf16)
+                o->conv_fwd_bf16(&ex, &d, xin, param(m, l, 0), l->wpack, param(m, l, 1), &ep, yo);
+            else if (packed)
+                o->conv_fwd_packed(&ex, &d, xin, l->wpack, param(m, l, 1), &ep, yo);
+            else
+                o->conv_fwd_epi(&ex, &d, xin, param(m, l, 0), param(m, l, 1), &ep, yo);
         } break;
         case NT_LAYER_BN: {
             int64_t M        = (int64_t)N * l->H * l->W;

@@ -48,5 +48,5 @@ expect 0 "Preprocess: caffe" -- $P info $T/w.st
 expect 0 "imported .* tensors .*2017" -- $P weights import tests/fixtures/keras_resnet50_w16_2017.h5 --width-div 16 --out $T/w17.st
 expect 1 "shape" -- $P weights import tests/fixtures/keras_resnet50_w16_current.h5 --width-div 8 --out $T/w8.st
 expect 0 '"probability"' -- $P predict --model $T/w.st --format jsonl data/samples/IM-0115-0001.jpeg
-expect 2 "expected peak, gemm, model or data" -- $P bench nothing
+expect 2 "expected peak, gemm, conv, model or data" -- $P bench nothing
 finish cli.sh

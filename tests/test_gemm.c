@@ -3,6 +3,8 @@
  * (kernels/ref/gemm.c) on odd sizes, every ta/tb, alpha/beta (beta = 0 over a NaN-filled C),
  * padded leading dimensions, every ISA this machine has and 1 and 2 threads; then BLIS's O(n^2)
  * check C t == A (B t) on a large threaded case. NK_ISA caps the ISAs tried (kernels/cpu/cpu.c).
+ * The bf16 GEMM (nk_gemm_bf16_cpu, every bf16 impl here including the emulated one) against
+ * nk_gemm_bf16_ref on the same shapes, with rounding ties and specials in the inputs.
  */
 #include <math.h>
 #include <stdio.h>
@@ -155,6 +157,96 @@ static void check_projection(int M, int N, int K, int nt)
     free(ws);
 }
 
+// ---- bf16 ----
+
+// The fast bf16 GEMM and its reference round the inputs identically, so only float32 summation
+// order differs: the fp32 tolerance applies (products of bf16 values are exact in float32).
+#define TOL_BF16_ATOL_PER_K 1e-6
+#define TOL_BF16_RTOL       1e-5
+
+static void check_bf16_rounding(void)
+{
+    // Ties go to even; denormals flush to signed zero; NaN stays NaN; overflow gives infinity.
+    static const struct {
+        float in;
+        uint16_t out;
+    } cases[] = {
+        {1.0f, 0x3f80},       {1.00390625f, 0x3f80}, {1.01171875f, 0x3f82}, {-1.00390625f, 0xbf80},
+        {1.0039064f, 0x3f81}, {0.0f, 0x0000},        {-0.0f, 0x8000},       {1e-40f, 0x0000},
+        {-1e-40f, 0x8000},    {3.4e38f, 0x7f80},     {-3.4e38f, 0xff80},    {INFINITY, 0x7f80},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        uint16_t got = nk_f32_to_bf16(cases[i].in);
+        CHECK_MSG(got == cases[i].out, "nk_f32_to_bf16(%.9g) = 0x%04x, want 0x%04x",
+                  (double)cases[i].in, got, cases[i].out);
+    }
+    CHECK(isnan(nk_bf16_to_f32(nk_f32_to_bf16(NAN))));
+    CHECK(nk_bf16_to_f32(0x3f80) == 1.0f);
+}
+
+static void run_bf16_case(const shape *s, int tb, float beta, int epi)
+{
+    const int M = s->M, N = s->N, K = s->K, pad = 3;
+    const int lda = K + pad, ldc = N + pad, ldb = (tb ? K : N) + pad;
+    float *A = xmalloc((size_t)M * lda), *B = xmalloc((size_t)(tb ? N : K) * ldb);
+    float *C0 = xmalloc((size_t)M * ldc), *Cref = xmalloc((size_t)M * ldc);
+    float *C = xmalloc((size_t)M * ldc), *bias = xmalloc((size_t)N);
+    float *sc = xmalloc((size_t)N), *sh = xmalloc((size_t)N);
+    fill(A, (size_t)M * lda, 41 + (uint64_t)M);
+    fill(B, (size_t)(tb ? N : K) * ldb, 42 + (uint64_t)N);
+    fill(bias, (size_t)N, 43);
+    fill(sc, (size_t)N, 44);
+    fill(sh, (size_t)N, 45);
+    // Rounding ties (halfway between two bf16 values, both parities) among the inputs.
+    static const float ties[] = {1.00390625f, 1.01171875f, -0.501953125f, 0.2509765625f};
+    for (size_t i = 0; i < (size_t)M * lda; i += 7)
+        A[i] = ties[i % 4];
+    for (size_t i = 3; i < (size_t)(tb ? N : K) * ldb; i += 11)
+        B[i] = ties[i % 4];
+    if (beta == 0.0f)
+        for (size_t i = 0; i < (size_t)M * ldc; i++)
+            C0[i] = NAN;
+    else
+        fill(C0, (size_t)M * ldc, 46);
+    memcpy(Cref, C0, (size_t)M * ldc * sizeof(float));
+    nk_gemm_bf16_ref(tb, M, N, K, A, lda, B, ldb, beta, Cref, ldc);
+    if (epi) // + bias, then the per-column affine map, then ReLU (beta is 0 here)
+        for (int i = 0; i < M; i++)
+            for (int j = 0; j < N; j++) {
+                float v                   = (Cref[(size_t)i * ldc + j] + bias[j]) * sc[j] + sh[j];
+                Cref[(size_t)i * ldc + j] = v > 0.0f ? v : 0.0f;
+            }
+    for (int i = 0; i < M; i++)
+        for (int j = N; j < ldc; j++)
+            Cref[(size_t)i * ldc + j] = C0[(size_t)i * ldc + j];
+    uint16_t *Bp = malloc(nk_gemm_bf16_packed_b_elems(K, N) * sizeof(uint16_t) + 2);
+    if (!Bp) exit(1);
+    nk_gemm_bf16_pack_b(tb, K, N, B, ldb, Bp);
+    size_t wsn     = nk_gemm_bf16_ws_floats(2);
+    float *wsb     = xmalloc(wsn + 1);
+    nk_epilogue ep = {sc, sh, 1, NULL};
+    for (int impl = 0; impl <= (int)nk_cpu_bf16(); impl++) {
+        for (int nt = 1; nt <= 2; nt++) {
+            memcpy(C, C0, (size_t)M * ldc * sizeof(float));
+            nk_exec ex = {nt, wsb + 1, wsn};
+            nk_gemm_bf16_cpu((nk_bf16_impl)impl, &ex, M, N, K, A, lda, Bp, beta, C, ldc,
+                             epi ? bias : NULL, epi ? &ep : NULL);
+            char what[160];
+            snprintf(what, sizeof what, "gemm_bf16 %s t%d M=%d N=%d K=%d tb=%d b=%g epi=%d",
+                     nk_bf16_impl_name((nk_bf16_impl)impl), nt, M, N, K, tb, beta, epi);
+            int pad_ok = 1;
+            for (int i = 0; i < M; i++)
+                for (int j = N; j < ldc; j++)
+                    pad_ok &= memcmp(&C[(size_t)i * ldc + j], &C0[(size_t)i * ldc + j], 4) == 0;
+            CHECK_MSG(pad_ok, "%s wrote outside its N columns", what);
+            CHECK_CLOSE(what, C, Cref, (int64_t)M * ldc, TOL_BF16_ATOL_PER_K * (K + 1) * 4,
+                        TOL_BF16_RTOL);
+        }
+    }
+    free(A), free(B), free(C0), free(Cref), free(C), free(bias), free(sc), free(sh), free(Bp);
+    free(wsb);
+}
+
 int main(void)
 {
     printf("isa detected: %s\n", nk_isa_name(nk_cpu_detect()));
@@ -167,6 +259,15 @@ int main(void)
     // K = 0 scales C by beta only.
     run_case(&(shape){5, 9, 0}, 0, 0, (coef){1.0f, 0.5f}, 1);
     run_case(&(shape){5, 9, 0}, 1, 1, (coef){1.0f, 0.0f}, 0);
+    printf("bf16 impl detected: %s\n", nk_bf16_impl_name(nk_cpu_bf16()));
+    check_bf16_rounding();
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
+        for (int tb = 0; tb < 2; tb++) {
+            run_bf16_case(&shapes[s], tb, 0.0f, 0);
+            run_bf16_case(&shapes[s], tb, 1.0f, 0);
+            run_bf16_case(&shapes[s], tb, 0.0f, 1);
+        }
+    run_bf16_case(&(shape){5, 9, 0}, 0, 0.5f, 0);
     check_projection(1500, 1100, 1300, 2);
     check_projection(2000, 64, 4608, 2);
     return check_summary("test_gemm");

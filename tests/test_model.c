@@ -435,6 +435,123 @@ static void test_bad_graphs(nt_ctx *ctx)
     CHECK(nt_model_new(ctx, "in", 0, 8, 3, &m) == NT_EINVAL);
 }
 
+// ---- bf16 inference (NT_DTYPE_BF16) ----
+
+// The fast bf16 model against the reference bf16 model: both round every conv input to bf16, but
+// float32 vs double sums can flip single roundings that then propagate through 50 layers.
+#define TOL_BF16_VS_REF_RTOL 1e-2
+// bf16 against float32: inputs carry 2^-9 relative error; on this random small net the logits
+// moved by < 1% (measured); 5% fails only for a broken path.
+#define TOL_BF16_VS_F32_RTOL 5e-2
+
+static nt_ctx *new_ctx_dtype(nt_impl impl, int dtype, nt_status *st)
+{
+    nt_ctx_opts o;
+    nt_ctx_opts_default(&o);
+    o.impl     = impl;
+    o.seed     = 11;
+    o.nthreads = 2;
+    o.dtype    = dtype;
+    nt_ctx *ctx;
+    *st = nt_ctx_new(&o, &ctx);
+    if (*st != NT_OK) {
+        nt_ctx_free(ctx);
+        return NULL;
+    }
+    return ctx;
+}
+
+static double max_rel(const float *a, const float *b, int n)
+{
+    double mx = 0, e = 0;
+    for (int i = 0; i < n; i++)
+        mx = fmax(mx, fabs((double)b[i]));
+    for (int i = 0; i < n; i++)
+        e = fmax(e, fabs((double)a[i] - b[i]));
+    return e / (mx > 0 ? mx : 1);
+}
+
+static void test_bf16(void)
+{
+    nt_status st;
+    nt_ctx *cb = new_ctx_dtype(NT_IMPL_AUTO, NT_DTYPE_BF16, &st);
+    if (!cb) {
+        CHECK(st == NT_EDEVICE);
+        printf("SKIP bf16 model tests: this CPU has no AVX512_BF16\n");
+        return;
+    }
+    nt_ctx *cf = new_ctx_dtype(NT_IMPL_AUTO, NT_DTYPE_F32, &st);
+    nt_ctx *cr = new_ctx_dtype(NT_IMPL_REF, NT_DTYPE_BF16, &st);
+    CHECK(cf && cr);
+    if (!cf || !cr) return;
+    nt_ctx *bad = new_ctx_dtype(NT_IMPL_AUTO, 7, &st);
+    CHECK(!bad && st == NT_EINVAL);
+    nt_dtype t;
+    CHECK(nt_dtype_parse("bf16", &t) == NT_OK && t == NT_DTYPE_BF16);
+    CHECK(nt_dtype_parse("f16", &t) == NT_EINVAL);
+    printf("kernels: %s\n", nt_ctx_impl_name(cb));
+    // Half width: the channel counts are multiples of 32, so the implicit-GEMM packing runs.
+    nt_resnet_cfg cfg;
+    nt_resnet_cfg_default(&cfg);
+    cfg.img_size  = 32;
+    cfg.width_div = 2;
+    cfg.head1     = 16;
+    cfg.head2     = 8;
+    nt_model *mb, *mf, *mr;
+    CHECK(nt_resnet50_new(cb, &cfg, &mb) == NT_OK);
+    CHECK(nt_resnet50_new(cf, &cfg, &mf) == NT_OK);
+    CHECK(nt_resnet50_new(cr, &cfg, &mr) == NT_OK);
+    nt_model *ms[3] = {mb, mf, mr};
+    float out[3][3];
+    nt_tensor x;
+    CHECK(nt_tensor_new(cb, 4, (int64_t[]){3, 32, 32, 3}, &x) == NT_OK);
+    fill_input(&x, 5);
+    for (int k = 0; k < 3; k++) {
+        nt_model_init(ms[k], NT_INIT_TEST, 99);
+        CHECK(nt_model_forward(ms[k], &x, 0, 0) == NT_OK);
+        memcpy(out[k], nt_model_output(ms[k])->data, sizeof(out[k]));
+    }
+    double e_ref = max_rel(out[0], out[2], 3), e_f32 = max_rel(out[0], out[1], 3);
+    printf("%s bf16 model vs bf16 reference: rel %.3g (tol %g); vs f32: rel %.3g (tol %g)\n",
+           e_ref <= TOL_BF16_VS_REF_RTOL && e_f32 <= TOL_BF16_VS_F32_RTOL ? "ok  " : "FAIL", e_ref,
+           TOL_BF16_VS_REF_RTOL, e_f32, TOL_BF16_VS_F32_RTOL);
+    CHECK(e_ref <= TOL_BF16_VS_REF_RTOL);
+    CHECK(e_f32 <= TOL_BF16_VS_F32_RTOL);
+    CHECK(memcmp(out[0], out[1], sizeof(out[0])) != 0); // bf16 really ran
+
+    // Weights written through nt_model_param drop the cached packing; the output follows.
+    nt_param p;
+    nt_model_param(mb, nt_model_find_param(mb, "conv1_conv/kernel"), &p);
+    for (int64_t i = 0; i < nt_tensor_numel(p.value); i++)
+        p.value->data[i] *= 0.5f;
+    nt_model_param(mf, nt_model_find_param(mf, "conv1_conv/kernel"), &p);
+    for (int64_t i = 0; i < nt_tensor_numel(p.value); i++)
+        p.value->data[i] *= 0.5f;
+    float again[2][3];
+    for (int k = 0; k < 2; k++) {
+        CHECK(nt_model_forward(ms[k], &x, 0, 0) == NT_OK);
+        memcpy(again[k], nt_model_output(ms[k])->data, sizeof(again[k]));
+    }
+    CHECK(memcmp(again[0], out[0], sizeof(out[0])) != 0);
+    CHECK(memcmp(again[1], out[1], sizeof(out[1])) != 0); // the f32 packed cache as well
+    CHECK(max_rel(again[0], again[1], 3) <= TOL_BF16_VS_F32_RTOL);
+    // Training: every layer trainable runs float32 throughout (the same output as the float32
+    // context); with the last 20 trainable, the frozen part runs bf16 (close, not equal).
+    nt_model_set_trainable_last(mb, -1);
+    nt_model_set_trainable_last(mf, -1);
+    CHECK(nt_model_forward(mb, &x, 1, 0) == NT_OK && nt_model_forward(mf, &x, 1, 0) == NT_OK);
+    CHECK(max_rel(nt_model_output(mb)->data, nt_model_output(mf)->data, 3) < 1e-5);
+    nt_model_set_trainable_last(mb, 20);
+    nt_model_set_trainable_last(mf, 20);
+    CHECK(nt_model_forward(mb, &x, 1, 0) == NT_OK && nt_model_forward(mf, &x, 1, 0) == NT_OK);
+    const double e_tr = max_rel(nt_model_output(mb)->data, nt_model_output(mf)->data, 3);
+    CHECK_MSG(e_tr > 0 && e_tr <= TOL_BF16_VS_F32_RTOL, "frozen part in bf16: rel %.3g", e_tr);
+    nt_tensor_free(&x);
+    for (int k = 0; k < 3; k++)
+        nt_model_free(ms[k]);
+    nt_ctx_free(cb), nt_ctx_free(cf), nt_ctx_free(cr);
+}
+
 int main(void)
 {
     nt_ctx *ctx = new_ctx(NT_IMPL_AUTO, 11);
@@ -443,6 +560,7 @@ int main(void)
     test_plan_and_modes(ctx);
     test_optimizers(ctx);
     test_bad_graphs(ctx);
+    test_bf16();
     nt_ctx *ref = new_ctx(NT_IMPL_REF, 11);
     test_fd_gradients(ref);
     test_fd_gradients(ctx);

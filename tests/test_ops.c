@@ -68,6 +68,12 @@ static const conv_case convs[] = {
     {3, 7, 7, 1, 1, 7, 7, 2, 3, 3, 2, 2},     // 7x7 s2, one channel
     {3, 40, 40, 64, 16, 3, 3, 1, 1, 1, 1, 1}, // 4800 rows x 576: several im2col chunks
     {1, 1, 1, 1023, 1, 1, 1, 1, 0, 0, 0, 0},  // long reduction
+    {2, 9, 9, 32, 40, 1, 1, 2, 0, 0, 0, 0},   // 1x1 s2, C % 32 == 0 (bf16 implicit GEMM)
+    {2, 9, 7, 64, 33, 3, 3, 2, 0, 0, 1, 1},   // 3x3 s2 asymmetric pad, C % 32 == 0
+    {1, 5, 5, 512, 40, 3, 3, 1, 1, 1, 1, 1},  // C > kc: k blocks inside one tap
+    {2, 6, 6, 16, 35, 3, 3, 1, 1, 1, 1, 1},   // C = 16: a k block spans many taps
+    {2, 21, 21, 3, 20, 7, 7, 2, 0, 0, 0, 0},  // conv1 after ZeroPadding2D: contiguous filter rows
+    {2, 7, 7, 24, 32, 3, 3, 1, 1, 1, 1, 1},   // K % 16 == 0: backward data as a forward conv
 };
 
 static void test_conv(const conv_case *cc)
@@ -137,12 +143,69 @@ static void test_conv(const conv_case *cc)
                     const float v  = y_ref[i] * sc[k] + sh[k];
                     ye[i]          = v > 0.0f ? v : 0.0f;
                 }
-                const nk_epilogue ep = {sc, sh, 1};
+                const nk_epilogue ep = {sc, sh, 1, NULL};
                 poison(y, ny);
                 nk_conv2d_fwd_epi_cpu((nk_isa)isa, &ex, &d, x, w, b, &ep, y);
                 NAME("fwd_bn_relu");
                 CHECK_CLOSE(what, y, ye, (int64_t)ny, tol_fwd * 1.5, TOL_SUM_RTOL);
-                free(sc), free(sh), free(ye);
+                // ... and with a residual added before the ReLU (a ResNet block's end).
+                float *res = xmalloc(ny);
+                fill(res, ny, 27, -1, 1);
+                for (size_t i = 0; i < ny; i++) {
+                    const size_t k = i % (size_t)d.K;
+                    const float v  = y_ref[i] * sc[k] + sh[k] + res[i];
+                    ye[i]          = v > 0.0f ? v : 0.0f;
+                }
+                const nk_epilogue epr = {sc, sh, 1, res};
+                poison(y, ny);
+                nk_conv2d_fwd_epi_cpu((nk_isa)isa, &ex, &d, x, w, b, &epr, y);
+                NAME("fwd_bn_add_relu");
+                CHECK_CLOSE(what, y, ye, (int64_t)ny, tol_fwd * 1.5, TOL_SUM_RTOL);
+                // ... and on weights packed once (the inference cache).
+                const int rsc = d.R * d.S * d.C;
+                float *wp     = xmalloc(nk_sgemm_packed_b_floats((nk_isa)isa, rsc, d.K));
+                nk_sgemm_pack_b_full((nk_isa)isa, rsc, d.K, w, d.K, wp);
+                poison(y, ny);
+                nk_conv2d_fwd_packed_cpu((nk_isa)isa, &ex, &d, x, wp, b, &epr, y);
+                NAME("fwd_packed_bn_add_relu");
+                CHECK_CLOSE(what, y, ye, (int64_t)ny, tol_fwd * 1.5, TOL_SUM_RTOL);
+                free(wp);
+                free(sc), free(sh), free(ye), free(res);
+            }
+
+            // bf16 inference, once per thread count (at the best fp32 ISA): every bf16 impl up to
+            // this CPU's against the bf16 reference followed by the same epilogue.
+            if (isa == (int)nk_cpu_detect()) {
+                float *sc = xmalloc(d.K), *sh = xmalloc(d.K), *ye = xmalloc(ny);
+                float *res = xmalloc(ny);
+                fill(sc, d.K, 25, 0.5f, 1.5f);
+                fill(sh, d.K, 26, -0.5f, 0.5f);
+                fill(res, ny, 27, -1, 1);
+                nk_conv2d_fwd_bf16_ref(&d, x, w, b, ye);
+                for (size_t i = 0; i < ny; i++) {
+                    const size_t k = i % (size_t)d.K;
+                    const float v  = ye[i] * sc[k] + sh[k] + res[i];
+                    ye[i]          = v > 0.0f ? v : 0.0f;
+                }
+                const int rsc = d.R * d.S * d.C;
+                uint16_t *wp  = malloc(nk_gemm_bf16_packed_b_elems(rsc, d.K) * sizeof(uint16_t));
+                size_t bwn    = nk_conv2d_bf16_ws_floats(&d, 2);
+                float *bws    = xmalloc(bwn);
+                if (!wp) exit(1);
+                CHECK(bwn >= nk_conv2d_bf16_ws_floats(&d, 1));
+                nk_gemm_bf16_pack_b(0, rsc, d.K, w, d.K, wp);
+                const nk_epilogue ep = {sc, sh, 1, res};
+                for (int bi = 0; bi <= (int)nk_cpu_bf16(); bi++) {
+                    nk_exec bex = {nt, bws, bwn};
+                    poison(y, ny);
+                    nk_conv2d_fwd_bf16_cpu((nk_bf16_impl)bi, &bex, &d, x, wp, b, &ep, y);
+                    snprintf(what, sizeof what,
+                             "conv2d_fwd_bf16 %s t%d N=%d H=%d W=%d C=%d K=%d R=%d S=%d st=%d",
+                             nk_bf16_impl_name((nk_bf16_impl)bi), nt, d.N, d.H, d.W, d.C, d.K, d.R,
+                             d.S, d.stride);
+                    CHECK_CLOSE(what, y, ye, (int64_t)ny, tol_fwd * 1.5, TOL_SUM_RTOL);
+                }
+                free(sc), free(sh), free(ye), free(wp), free(bws), free(res);
             }
 
             poison(dx, nx);

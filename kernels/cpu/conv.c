@@ -1,10 +1,13 @@
 /*
- * conv.c: convolution through nk_sgemm_cpu. NHWC x and HWIO w make the forward pass
- * y[N*P*Q, K] = col[N*P*Q, R*S*C] w[R*S*C, K] (+ bias): a 1x1 stride-1 convolution is that GEMM
- * on x itself; every other one builds col (im2col) a chunk of output rows at a time in the
- * workspace. Backward data is dcol = dy w^T then a col2im gather; backward filter is
- * dw = col^T dy summed over chunks. Plain C + OpenMP; the specification is kernels/ref/conv2d.c
- * and tests/test_ops.c compares the two.
+ * conv.c: convolution through the GEMM drivers of gemm.c. NHWC x and HWIO w make the forward
+ * pass y[N*P*Q, K] = col[N*P*Q, R*S*C] w[R*S*C, K] (+ bias). Where the ISA has a batch-reduce
+ * micro-kernel and C % 16 == 0 (or filter rows are contiguous in x), col is never built: the
+ * micro-kernel reads x through per-row pointers (nk_sgemm_conv_cpu). Otherwise a 1x1 stride-1
+ * convolution is that GEMM on x itself and every other one builds col (im2col) a chunk of output
+ * rows at a time in the workspace. Backward data of a stride-1 conv is a forward conv of dy with
+ * the flipped filter; otherwise dcol = dy w^T then a col2im gather; backward filter is
+ * dw = col^T dy summed over chunks. Also the bf16 inference forward. Plain C + OpenMP; the
+ * specifications are kernels/ref/conv2d.c and gemm_bf16.c, and tests/test_ops.c compares.
  */
 #include <omp.h>
 #include <string.h>
@@ -48,7 +51,10 @@ size_t nk_conv2d_ws_floats(const nk_conv_desc *d, int nthreads)
 {
     size_t g = gemm_part(nthreads);
     if (is_direct(d)) return g;
-    return g + (size_t)chunk_lines(d) * d->Q * d->R * d->S * d->C;
+    const size_t col = (size_t)chunk_lines(d) * d->Q * d->R * d->S * d->C;
+    // Backward data of a stride-1 conv keeps the flipped filter there instead (bwd_data_as_fwd).
+    const size_t wt = d->stride == 1 ? (size_t)d->R * d->S * d->C * d->K : 0;
+    return g + (col > wt ? col : wt);
 }
 
 static int nthreads_of(const nk_exec *ex)
@@ -129,6 +135,17 @@ static void col2im_add(const nk_conv_desc *d, const float *col, int64_t l0, int6
     }
 }
 
+// The epilogue for the chunk of y that starts `off` floats in: the residual moves with y.
+static nk_epilogue chunk_epilogue(const nk_epilogue *ep, int64_t off)
+{
+    nk_epilogue e = {0};
+    if (ep) {
+        e = *ep;
+        if (e.residual) e.residual += off;
+    }
+    return e;
+}
+
 // Splits ex's workspace into the GEMM's part and the col buffer.
 static float *split_ws(const nk_exec *ex, nk_exec *gex)
 {
@@ -144,14 +161,24 @@ void nk_conv2d_fwd_cpu(nk_isa isa, const nk_exec *ex, const nk_conv_desc *d, con
     nk_conv2d_fwd_epi_cpu(isa, ex, d, x, w, b, NULL, y);
 }
 
-void nk_conv2d_fwd_epi_cpu(nk_isa isa, const nk_exec *ex, const nk_conv_desc *d, const float *x,
-                           const float *w, const float *b, const nk_epilogue *ep, float *y)
+// Forward with the epilogue on w, or (wp != NULL) on w packed by nk_sgemm_pack_b_full.
+static void conv_fwd(nk_isa isa, const nk_exec *ex, const nk_conv_desc *d, const float *x,
+                     const float *w, const float *wp, const float *b, const nk_epilogue *ep,
+                     float *y)
 {
     const int K   = d->K;
     const int rsc = d->R * d->S * d->C;
+    if (nk_sgemm_conv_ok(isa, d)) {
+        // Implicit GEMM: the patches go from x straight into the micro-kernel, no col copy.
+        nk_sgemm_conv_cpu(isa, ex, d, x, w, wp, b, ep, y);
+        return;
+    }
     if (is_direct(d)) {
-        nk_sgemm_cpu_epi(isa, ex, 0, 0, d->N * d->H * d->W, K, d->C, 1.0f, x, d->C, w, K, 0.0f, y,
-                         K, b, ep);
+        if (wp)
+            nk_sgemm_cpu_pb(isa, ex, d->N * d->H * d->W, K, d->C, x, d->C, wp, y, K, b, ep);
+        else
+            nk_sgemm_cpu_epi(isa, ex, 0, 0, d->N * d->H * d->W, K, d->C, 1.0f, x, d->C, w, K, 0.0f,
+                             y, K, b, ep);
         return;
     }
     nk_exec gex;
@@ -160,10 +187,65 @@ void nk_conv2d_fwd_epi_cpu(nk_isa isa, const nk_exec *ex, const nk_conv_desc *d,
     for (int64_t l0 = 0; l0 < lines; l0 += step) {
         const int64_t l1 = l0 + step < lines ? l0 + step : lines;
         im2col(d, x, l0, l1, col, gex.nthreads);
-        const int rows = (int)((l1 - l0) * d->Q);
-        nk_sgemm_cpu_epi(isa, &gex, 0, 0, rows, K, rsc, 1.0f, col, rsc, w, K, 0.0f,
-                         y + l0 * d->Q * K, K, b, ep);
+        const int rows        = (int)((l1 - l0) * d->Q);
+        const nk_epilogue epc = chunk_epilogue(ep, l0 * d->Q * K);
+        if (wp)
+            nk_sgemm_cpu_pb(isa, &gex, rows, K, rsc, col, rsc, wp, y + l0 * d->Q * K, K, b,
+                            ep ? &epc : NULL);
+        else
+            nk_sgemm_cpu_epi(isa, &gex, 0, 0, rows, K, rsc, 1.0f, col, rsc, w, K, 0.0f,
+                             y + l0 * d->Q * K, K, b, ep ? &epc : NULL);
     }
+}
+
+void nk_conv2d_fwd_epi_cpu(nk_isa isa, const nk_exec *ex, const nk_conv_desc *d, const float *x,
+                           const float *w, const float *b, const nk_epilogue *ep, float *y)
+{
+    conv_fwd(isa, ex, d, x, w, NULL, b, ep, y);
+}
+
+void nk_conv2d_fwd_packed_cpu(nk_isa isa, const nk_exec *ex, const nk_conv_desc *d, const float *x,
+                              const float *wp, const float *b, const nk_epilogue *ep, float *y)
+{
+    conv_fwd(isa, ex, d, x, NULL, wp, b, ep, y);
+}
+
+// The forward convolution that computes a stride-1 conv's input gradient: dx = conv(dy, w')
+// with w'[r,s,k,c] = w[R-1-r, S-1-s, c, k] and padding R-1-pad_h above, S-1-pad_w left (so tap
+// r' of output row ih reads dy row ih + pad_h - r, r = R-1-r'). Then the forward's implicit GEMM
+// does the work without the dcol buffer and col2im pass. Returns 0 when that forward path does
+// not apply.
+static int bwd_data_as_fwd(nk_isa isa, const nk_exec *ex, const nk_conv_desc *d, const float *dy,
+                           const float *w, float *dx)
+{
+    if (d->stride != 1 || is_direct(d)) return 0;
+    const nk_conv_desc t = {.N      = d->N,
+                            .H      = d->P,
+                            .W      = d->Q,
+                            .C      = d->K,
+                            .K      = d->C,
+                            .R      = d->R,
+                            .S      = d->S,
+                            .P      = d->H,
+                            .Q      = d->W,
+                            .stride = 1,
+                            .pad_h  = d->R - 1 - d->pad_h,
+                            .pad_w  = d->S - 1 - d->pad_w};
+    if (t.pad_h < 0 || t.pad_w < 0 || !nk_sgemm_conv_ok(isa, &t)) return 0;
+    nk_exec gex;
+    float *wt   = split_ws(ex, &gex);
+    const int C = d->C, K = d->K;
+#pragma omp parallel for num_threads(gex.nthreads) schedule(static)
+    for (int rs = 0; rs < d->R * d->S; rs++) {
+        const int r = rs / d->S, s = rs % d->S;
+        const float *src = w + ((int64_t)(d->R - 1 - r) * d->S + (d->S - 1 - s)) * C * K;
+        float *dst       = wt + (int64_t)rs * K * C;
+        for (int k = 0; k < K; k++)
+            for (int c = 0; c < C; c++)
+                dst[(int64_t)k * C + c] = src[(int64_t)c * K + k];
+    }
+    conv_fwd(isa, &gex, &t, dy, wt, NULL, NULL, NULL, dx);
+    return 1;
 }
 
 void nk_conv2d_bwd_data_cpu(nk_isa isa, const nk_exec *ex, const nk_conv_desc *d, const float *dy,
@@ -171,6 +253,7 @@ void nk_conv2d_bwd_data_cpu(nk_isa isa, const nk_exec *ex, const nk_conv_desc *d
 {
     const int K = d->K, C = d->C;
     const int rsc = d->R * d->S * C;
+    if (bwd_data_as_fwd(isa, ex, d, dy, w, dx)) return;
     if (is_direct(d)) {
         // dx[NHW, C] = dy[NHW, K] w[C, K]^T.
         nk_sgemm_cpu(isa, ex, 0, 1, d->N * d->H * d->W, C, K, 1.0f, dy, K, w, K, 0.0f, dx, C);
@@ -215,5 +298,68 @@ void nk_conv2d_bwd_filter_cpu(nk_isa isa, const nk_exec *ex, const nk_conv_desc 
         // dw[RSC, K] (+)= col[rows, RSC]^T dy[rows, K].
         nk_sgemm_cpu(isa, &gex, 1, 0, rsc, K, rows, 1.0f, col, rsc, dy + l0 * d->Q * K, K,
                      l0 == 0 ? 0.0f : 1.0f, dw, K);
+    }
+}
+
+// ---- bf16 inference ----
+
+static size_t bf16_gemm_part(int nthreads)
+{
+    return (nk_gemm_bf16_ws_floats(nthreads) + 15) & ~(size_t)15;
+}
+
+// Convolutions that round x to bf16 once into the workspace and read it unpacked: filters wider
+// than 1x1 (each x element then serves R*S taps, so rounding it once beats packing patches:
+// 1.1-1.2x on the 3x3 convs; on 1x1 convs the extra pass lost 1-15%), even C, so that no k pair
+// straddles two filter taps, and C >= 16, so that a k block has at most 17 segments (their row
+// pointers live in the per-thread A buffer).
+static int bf16_unpacked(const nk_conv_desc *d)
+{
+    return d->R * d->S > 1 && d->C % 2 == 0 && d->C >= 16;
+}
+
+// Convolutions whose patches the bf16 packer reads from x directly (no col buffer).
+static int bf16_implicit(const nk_conv_desc *d)
+{
+    return d->C % 32 == 0;
+}
+
+size_t nk_conv2d_bf16_ws_floats(const nk_conv_desc *d, int nthreads)
+{
+    size_t g = bf16_gemm_part(nthreads);
+    if (bf16_unpacked(d)) return g + ((size_t)d->N * d->H * d->W * d->C + 1) / 2 + 16;
+    if (is_direct(d) || bf16_implicit(d)) return g;
+    return g + (size_t)chunk_lines(d) * d->Q * d->R * d->S * d->C;
+}
+
+void nk_conv2d_fwd_bf16_cpu(nk_bf16_impl impl, const nk_exec *ex, const nk_conv_desc *d,
+                            const float *x, const uint16_t *wp, const float *b,
+                            const nk_epilogue *ep, float *y)
+{
+    const int K = d->K, rsc = d->R * d->S * d->C;
+    if (bf16_unpacked(d)) {
+        uint16_t *xb = (uint16_t *)(ex->ws + bf16_gemm_part(nthreads_of(ex)));
+        nk_gemm_bf16_conv_cpu(impl, ex, d, x, xb, wp, b, ep, y);
+        return;
+    }
+    if (is_direct(d)) {
+        nk_gemm_bf16_cpu(impl, ex, d->N * d->H * d->W, K, d->C, x, d->C, wp, 0.0f, y, K, b, ep);
+        return;
+    }
+    if (bf16_implicit(d)) {
+        nk_gemm_bf16_conv_cpu(impl, ex, d, x, NULL, wp, b, ep, y);
+        return;
+    }
+    const int nt        = nthreads_of(ex);
+    const size_t g      = bf16_gemm_part(nt);
+    nk_exec gex         = {nt, ex->ws, g};
+    float *col          = ex->ws + g;
+    const int64_t lines = (int64_t)d->N * d->P, step = chunk_lines(d);
+    for (int64_t l0 = 0; l0 < lines; l0 += step) {
+        const int64_t l1 = l0 + step < lines ? l0 + step : lines;
+        im2col(d, x, l0, l1, col, nt);
+        const nk_epilogue epc = chunk_epilogue(ep, l0 * d->Q * K);
+        nk_gemm_bf16_cpu(impl, &gex, (int)((l1 - l0) * d->Q), K, rsc, col, rsc, wp, 0.0f,
+                         y + l0 * d->Q * K, K, b, ep ? &epc : NULL);
     }
 }

@@ -105,3 +105,54 @@ double nk_fma_peak_gflops(nk_isa isa, int nthreads, double seconds)
     }
     return wall > 0 ? total / wall * 1e-9 : 0.0;
 }
+
+// ---- bf16 ----
+
+// Cached like isa_cached; -1 means not detected yet.
+static int bf16_cached = -1;
+
+nk_bf16_impl nk_cpu_bf16(void)
+{
+    int v = __atomic_load_n(&bf16_cached, __ATOMIC_RELAXED);
+    if (v >= 0) return (nk_bf16_impl)v;
+    nk_bf16_impl impl = NK_BF16_NONE;
+    __builtin_cpu_init();
+    // AMX (TDPBF16PS) would come first here, after CPUID amx_bf16 and
+    // arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA); it is not implemented yet.
+    if (nk_cpu_detect() >= NK_ISA_AVX512 && __builtin_cpu_supports("avx512bf16"))
+        impl = NK_BF16_AVX512;
+    __atomic_store_n(&bf16_cached, (int)impl, __ATOMIC_RELAXED);
+    return impl;
+}
+
+const char *nk_bf16_impl_name(nk_bf16_impl impl)
+{
+    switch (impl) {
+    case NK_BF16_NONE:
+        return "bf16-emulated";
+    case NK_BF16_AVX512:
+        return "avx512bf16";
+    case NK_BF16_AMX:
+        return "amx";
+    }
+    return "unknown";
+}
+
+double nk_bf16_peak_gflops(int nthreads, double seconds)
+{
+    if (nk_cpu_bf16() < NK_BF16_AVX512) return 0.0;
+    if (nthreads < 1) nthreads = 1;
+    double total = 0, wall = 0;
+#pragma omp parallel num_threads(nthreads) reduction(+ : total) reduction(max : wall)
+    {
+        nk_bf16_loop_avx512(1000);
+#pragma omp barrier
+        double t0 = omp_get_wtime(), t = 0;
+        do {
+            total += nk_bf16_loop_avx512(1 << 20);
+            t = omp_get_wtime() - t0;
+        } while (t < seconds);
+        wall = t;
+    }
+    return wall > 0 ? total / wall * 1e-9 : 0.0;
+}

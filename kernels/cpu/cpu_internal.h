@@ -22,6 +22,19 @@ typedef void (*nk_gemm_ukr_fn)(int64_t kc, const float *a, const float *b, float
 // [N,K]). Partial panels are zero-padded, so the micro-kernel always runs full mr x nr tiles.
 typedef void (*nk_gemm_pack_a_fn)(int ta, int mc, int kc, const float *A, int64_t lda, float *dst);
 typedef void (*nk_gemm_pack_b_fn)(int tb, int kc, int nc, const float *B, int64_t ldb, float *dst);
+// Micro-kernel on unpacked A rows (a batch-reduce GEMM, as oneDNN's brgemm): C[0:m,0:n] =
+// sum over segments s of A_s B_s + beta * C, where A_s's row i is rows[s*mr + i] (seglen[s]
+// contiguous floats; a row of zeros for padding taps and rows >= m) and B_s the next seglen[s]
+// k of the packed panel b. No alpha: convolutions only.
+typedef void (*nk_gemm_ukr_rows_fn)(int nseg, const int *seglen, const float *const *rows,
+                                    const float *b, float *c, int64_t ldc, float beta, int m,
+                                    int n);
+
+// The fused epilogue on one finished m x n tile of C (still in L1), in this order: + bias[j],
+// then c * sc[j] + sh[j], then + res (same layout and ldc as c), then ReLU (NaN -> 0, as the
+// references); each of bias, sc (with sh) and res may be NULL.
+typedef void (*nk_tile_epi_fn)(float *c, int64_t ldc, int m, int n, const float *bias,
+                               const float *sc, const float *sh, const float *res, int relu);
 
 // One ISA's GEMM: register block mr x nr and cache blocks mc (A block in L2), kc (depth),
 // nc (B block in L3). mc is a multiple of mr and nc a multiple of nr.
@@ -30,6 +43,8 @@ typedef struct nk_gemm_kernel {
     nk_gemm_ukr_fn ukr;
     nk_gemm_pack_a_fn pack_a;
     nk_gemm_pack_b_fn pack_b;
+    nk_gemm_ukr_rows_fn ukr_rows; // NULL: convolutions go through im2col with this ISA
+    nk_tile_epi_fn epi;           // NULL: the plain C epilogue in gemm.c
 } nk_gemm_kernel;
 
 // Largest blocks any table uses; nk_sgemm_ws_floats sizes the workspace from these.
@@ -42,12 +57,26 @@ extern const nk_gemm_kernel nk_gemm_kernel_avx2;
 extern const nk_gemm_kernel nk_gemm_kernel_avx512;
 
 // nk_sgemm_cpu with a fused epilogue: C = alpha op(A) op(B) + beta C, then + bias[N] (may be
-// NULL), then ep (may be NULL: per-column scale/shift, ReLU; see nk_epilogue), applied per tile
+// NULL), then ep (may be NULL: per-column scale/shift, a residual with C's ldc, ReLU; see
+// nk_epilogue), applied per tile
 // while it is in L1. With a bias, beta must be 0 (callers here only ever add a bias to a fresh
 // output). Same workspace as nk_sgemm_cpu.
 void nk_sgemm_cpu_epi(nk_isa isa, const nk_exec *ex, int ta, int tb, int M, int N, int K,
                       float alpha, const float *A, int lda, const float *B, int ldb, float beta,
                       float *C, int ldc, const float *bias, const nk_epilogue *ep);
+
+// Implicit-GEMM forward convolution (no im2col, no A packing) with the fused epilogue: A's rows
+// are output pixels, k = (r*S + s)*C + c, and the micro-kernel broadcasts straight from x through
+// per-row pointers, one segment per filter tap. Needs d->C % 16 == 0 and an ISA whose table has
+// ukr_rows (nk_sgemm_conv_ok). Scratch nk_sgemm_ws_floats (the A block holds the row pointers).
+int nk_sgemm_conv_ok(nk_isa isa, const nk_conv_desc *d);
+// wp: w packed by nk_sgemm_pack_b_full (or NULL: w is packed block by block as usual).
+void nk_sgemm_conv_cpu(nk_isa isa, const nk_exec *ex, const nk_conv_desc *d, const float *x,
+                       const float *w, const float *wp, const float *b, const nk_epilogue *ep,
+                       float *y);
+// C[M,N] = A[M,K] Bp (+ bias, ep) with B packed whole by nk_sgemm_pack_b_full.
+void nk_sgemm_cpu_pb(nk_isa isa, const nk_exec *ex, int M, int N, int K, const float *A, int lda,
+                     const float *Bp, float *C, int ldc, const float *bias, const nk_epilogue *ep);
 
 // out[N] = column sums of x[M,N] (row-major), accumulated in double; threads over columns, so
 // the result is the same for any thread count. Used for bias gradients.
@@ -58,5 +87,50 @@ void nk_colsum_cpu(const nk_exec *ex, int64_t M, int N, const float *x, float *o
 double nk_fma_loop_scalar(int64_t iters);
 double nk_fma_loop_avx2(int64_t iters);
 double nk_fma_loop_avx512(int64_t iters);
+
+// ---- bf16 (nk_gemm_bf16_cpu) ----
+//
+// Register block NK_BF16_MR x NK_BF16_NR for every bf16 table. Packed A holds, per panel of MR
+// rows, k pair q of row i as one 32-bit word at q*MR + i (low half the even k); packed B is the
+// layout of nk_gemm_bf16_pack_b.
+#define NK_BF16_MR 12
+
+// C[0:m,0:n] = Apanel Bpanel + beta * C over kp k pairs (a and b as above, b a panel of NR
+// columns). beta == 0 never reads C.
+typedef void (*nk_bf16_ukr_fn)(int64_t kp, const uint32_t *a, const uint32_t *b, float *c,
+                               int64_t ldc, float beta, int m, int n);
+// Rounds one chunk of w <= 32 consecutive k of MR rows to bf16 and stores it packed: src[i]
+// points at row i's first float (NULL: a row of zeros); writes ceil(w/2) pair words per row at
+// dst[q*MR + i] (an odd w pads the last pair with a zero).
+typedef void (*nk_bf16_pack_fn)(const float *const *src, int w, uint32_t *dst);
+
+// Batch-reduce form on unpacked bf16 rows (see nk_gemm_ukr_rows_fn): segment s has segp[s] k
+// pairs, row i of it at rows[s*MR + i] (32-bit pair words: bf16 activations, NHWC).
+typedef void (*nk_bf16_ukr_rows_fn)(int nseg, const int *segp, const uint32_t *const *rows,
+                                    const uint32_t *b, float *c, int64_t ldc, float beta, int m,
+                                    int n);
+// y[0:n] = bf16(x[0:n]) (nk_f32_to_bf16's rounding).
+typedef void (*nk_bf16_convert_fn)(int64_t n, const float *x, uint16_t *y);
+
+typedef struct nk_bf16_kernel {
+    nk_bf16_ukr_fn ukr;
+    nk_bf16_pack_fn pack;
+    nk_bf16_ukr_rows_fn ukr_rows;
+    nk_bf16_convert_fn convert;
+} nk_bf16_kernel;
+
+extern const nk_bf16_kernel nk_bf16_kernel_avx512;
+
+// The implicit-GEMM form of nk_conv2d_fwd_bf16_cpu: A's rows are output pixels and its
+// k = (r*S + s)*C + c. With xb (room for N*H*W*C bf16; needs C even), x is rounded to bf16 once
+// into xb and the micro-kernel broadcasts pairs straight from it (no A packing); without,
+// d->C % 32 == 0 and the packer gathers and rounds patches from x. Scratch
+// nk_gemm_bf16_ws_floats (plus xb).
+void nk_gemm_bf16_conv_cpu(nk_bf16_impl impl, const nk_exec *ex, const nk_conv_desc *d,
+                           const float *x, uint16_t *xb, const uint16_t *wp, const float *b,
+                           const nk_epilogue *ep, float *y);
+
+// VDPBF16PS throughput loop for nk_bf16_peak_gflops; returns the flops done.
+double nk_bf16_loop_avx512(int64_t iters);
 
 #endif

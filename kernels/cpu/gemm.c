@@ -103,7 +103,8 @@ static void scale_c(int nt, int M, int N, float beta, float *C, int64_t ldc, con
                     const nk_epilogue *ep)
 {
     const float *sc = ep ? ep->scale : NULL, *sh = ep ? ep->shift : NULL;
-    const int relu = ep && ep->relu;
+    const float *res = ep ? ep->residual : NULL;
+    const int relu   = ep && ep->relu;
 #pragma omp parallel for num_threads(nt) schedule(static)
     for (int i = 0; i < M; i++) {
         float *c = C + i * ldc;
@@ -119,6 +120,9 @@ static void scale_c(int nt, int M, int N, float beta, float *C, int64_t ldc, con
         if (sc)
             for (int j = 0; j < N; j++)
                 c[j] = c[j] * sc[j] + sh[j];
+        if (res)
+            for (int j = 0; j < N; j++)
+                c[j] += res[i * ldc + j];
         if (relu)
             for (int j = 0; j < N; j++)
                 c[j] = c[j] > 0.0f ? c[j] : 0.0f;
@@ -150,7 +154,11 @@ static int split_len(int len, int parts, int tile, int *block)
     return (len + *block - 1) / *block;
 }
 
-static gemm_units plan_units(const nk_gemm_kernel *kr, int M, int N, int K, int nt)
+// a_cost, b_cost: what handling one float of A / B costs per unit that touches it, as a fraction
+// of GEMM_PACK_FLOPS: 1 when the unit packs it, less when it only reads it (A read unpacked by
+// the batch-reduce kernel, B packed once beforehand).
+static gemm_units plan_units(const nk_gemm_kernel *kr, int M, int N, int K, int nt, double a_cost,
+                             double b_cost)
 {
     gemm_units best  = {1, 1, M, N};
     double best_t    = -1;
@@ -169,7 +177,7 @@ static gemm_units plan_units(const nk_gemm_kernel *kr, int M, int N, int K, int 
                 const int units = mu * nu, per_thread = (units + nt - 1) / nt;
                 const double work = 2.0 * per_thread * (double)u.mc_u * u.nc_u * K;
                 const double pack =
-                    GEMM_PACK_FLOPS * ((double)mu * K * N + (double)nu * M * K) / nt;
+                    GEMM_PACK_FLOPS * (b_cost * mu * K * N + a_cost * nu * (double)M * K) / nt;
                 const double t = work + pack;
                 if (pass == 0 && (best_t < 0 || t < best_t)) best_t = t;
                 if (pass == 1 && t <= best_t * 1.02 && units > best_units) {
@@ -185,38 +193,88 @@ static gemm_units plan_units(const nk_gemm_kernel *kr, int M, int N, int K, int 
 // Below this many flops the OpenMP fork costs more than it gains; run on one thread.
 #define GEMM_MIN_FLOPS_PER_THREAD 2e5
 
-// Epilogue on one finished m x n tile of C (still in L1): ReLU, NaN included (NaN -> 0 as ref).
-static void tile_relu(float *c, int64_t ldc, int m, int n)
+// The fused epilogue in plain C (see nk_tile_epi_fn), for ISAs without their own.
+static void tile_epi_c(float *c, int64_t ldc, int m, int n, const float *bias, const float *sc,
+                       const float *sh, const float *res, int relu)
 {
-    for (int i = 0; i < m; i++)
-        for (int j = 0; j < n; j++)
-            c[i * ldc + j] = c[i * ldc + j] > 0.0f ? c[i * ldc + j] : 0.0f;
+    for (int i = 0; i < m; i++) {
+        float *cr = c + i * ldc;
+        for (int j = 0; j < n; j++) {
+            float v = cr[j];
+            if (bias) v += bias[j];
+            if (sc) v = v * sc[j] + sh[j];
+            if (res) v += res[i * ldc + j];
+            if (relu) v = v > 0.0f ? v : 0.0f;
+            cr[j] = v;
+        }
+    }
 }
 
-// Epilogue: a per-column affine map (a folded inference BN).
-static void tile_affine(float *c, int64_t ldc, int m, int n, const float *sc, const float *sh)
+// Zeros that stand in for the rows of padding taps (segments are at most kc <= 256 long).
+static const float zero_row[NK_GEMM_MAX_KC] __attribute__((aligned(64)));
+
+// Whether every filter row of every output pixel lies inside the image horizontally: then the
+// S*C values of one filter row are contiguous in x (conv1 after Keras's ZeroPadding2D). Rows
+// shorter than 16 are not worth it, and would overflow the pointer space (see sgemm_run).
+static int conv_row_contig(const nk_conv_desc *d)
 {
-    for (int i = 0; i < m; i++)
-        for (int j = 0; j < n; j++)
-            c[i * ldc + j] = c[i * ldc + j] * sc[j] + sh[j];
+    return d->pad_w == 0 && (int64_t)(d->Q - 1) * d->stride + d->S <= d->W && d->S * d->C >= 16;
 }
 
-// Prologue for the first k block when a bias is added: C tile = bias rows (beta is then 1).
-static void tile_bias(float *c, int64_t ldc, int m, int n, const float *bias)
+// Segments of k [pc, pc + kc) of a convolution's patch matrix that are contiguous in x (one
+// filter row when conv_row_contig, else one tap), and each micro-tile row's pointer into x for
+// each (zero_row for padding and rows past mc): rows[(ir/mr * nseg + s) * mr + i]. Returns nseg.
+static int conv_rows(const nk_gemm_kernel *kr, const nk_conv_desc *d, const float *x, int64_t row0,
+                     int mc, int pc, int kc, int *seglen, const float **rows)
 {
-    for (int i = 0; i < m; i++)
-        for (int j = 0; j < n; j++)
-            c[i * ldc + j] = bias[j];
+    const int MR = kr->mr, unit = conv_row_contig(d) ? d->S * d->C : d->C;
+    // Segments are >= 16 long but for the first: at most kc/16 + 1 of them.
+    int nseg = 0, segk[NK_GEMM_MAX_KC / 16 + 2];
+    for (int k = pc; k < pc + kc;) {
+        const int c0 = k % unit, len0 = unit - c0, left = pc + kc - k;
+        segk[nseg]   = k;
+        seglen[nseg] = len0 < left ? len0 : left;
+        k += seglen[nseg++];
+    }
+    const int64_t PQ = (int64_t)d->P * d->Q;
+    for (int i0 = 0; i0 < mc; i0 += MR) {
+        const float **rp = rows + (int64_t)(i0 / MR) * nseg * MR;
+        for (int i = 0; i < MR; i++) {
+            if (i0 + i >= mc) {
+                for (int s = 0; s < nseg; s++)
+                    rp[s * MR + i] = zero_row;
+                continue;
+            }
+            const int64_t r = row0 + i0 + i, n = r / PQ, pq = r % PQ;
+            const float *base = x + n * d->H * d->W * d->C;
+            const int ih0     = (int)(pq / d->Q) * d->stride - d->pad_h;
+            const int iw0     = (int)(pq % d->Q) * d->stride - d->pad_w;
+            for (int s = 0; s < nseg; s++) {
+                // k = (r*S + s)*C + c: the segment starts at tap (r, s), channel c0.
+                const int tap = segk[s] / d->C, c0 = segk[s] % d->C;
+                const int ih = ih0 + tap / d->S, iw = iw0 + tap % d->S;
+                rp[s * MR + i] = ih >= 0 && ih < d->H && iw >= 0 && iw < d->W
+                                     ? base + ((int64_t)ih * d->W + iw) * d->C + c0
+                                     : zero_row;
+            }
+        }
+    }
+    return nseg;
 }
 
-void nk_sgemm_cpu_epi(nk_isa isa, const nk_exec *ex, int ta, int tb, int M, int N, int K,
-                      float alpha, const float *A, int lda, const float *B, int ldb, float beta,
-                      float *C, int ldc, const float *bias, const nk_epilogue *ep)
+// The driver behind nk_sgemm_cpu_epi and nk_sgemm_conv_cpu: A is op(A) (ta, lda), or, when d is
+// not NULL, the patch matrix of x.
+// Bp, when not NULL, is B packed whole (nk_sgemm_pack_b_full) and B/tb/ldb are unused.
+static void sgemm_run(nk_isa isa, const nk_exec *ex, int ta, int tb, int M, int N, int K,
+                      float alpha, const float *A, int lda, const nk_conv_desc *d, const float *x,
+                      const float *B, int ldb, const float *Bp, float beta, float *C, int ldc,
+                      const float *bias, const nk_epilogue *ep)
 {
     if (M <= 0 || N <= 0) return;
-    const int relu = ep && ep->relu;
-    int nt         = ex && ex->nthreads > 0 ? ex->nthreads : 1;
-    double flops   = 2.0 * M * N * (double)K;
+    const int relu    = ep && ep->relu;
+    const int any_epi = bias || relu || (ep && (ep->scale || ep->residual));
+    int nt            = ex && ex->nthreads > 0 ? ex->nthreads : 1;
+    double flops      = 2.0 * M * N * (double)K;
     if (flops < GEMM_MIN_FLOPS_PER_THREAD * nt) nt = 1;
     if (K <= 0 || alpha == 0.0f) {
         scale_c(nt, M, N, beta, C, ldc, bias, ep);
@@ -224,7 +282,14 @@ void nk_sgemm_cpu_epi(nk_isa isa, const nk_exec *ex, int ta, int tb, int M, int 
     }
     const nk_gemm_kernel *kr = kernel_for(isa);
     const int MR = kr->mr, NR = kr->nr, MC = kr->mc, KC = kr->kc, NC = kr->nc;
-    const gemm_units u = plan_units(kr, M, N, K, nt);
+    // Bias and epilogue once, on the last k block's tiles (beta == 0 with a bias: the contract).
+    const nk_tile_epi_fn epi = kr->epi ? kr->epi : tile_epi_c;
+    // Convolutions read A unpacked (batch-reduce micro-kernel): packing costs about the same per
+    // element of A whatever N is, while the work per element is N multiply-adds, so skipping it
+    // measured 1.0-1.36x faster on every ResNet50 conv with C % 16 == 0 (most for N = 64).
+    const int direct = d != NULL;
+    // A unit that only reads (no packing) still streams the data through the caches: 1/4.
+    const gemm_units u = plan_units(kr, M, N, K, nt, direct ? 0.25 : 1.0, Bp ? 0.25 : 1.0);
     const int total    = u.m_units * u.n_units;
     if (nt > total) nt = total;
     float *ws               = align64(ex->ws);
@@ -247,33 +312,91 @@ void nk_sgemm_cpu_epi(nk_isa isa, const nk_exec *ex, int ta, int tb, int M, int 
             for (int pc = 0; pc < K; pc += KC) {
                 const int kcb   = K - pc < KC ? K - pc : KC;
                 const int first = pc == 0, last = pc + kcb == K;
-                const float beta_eff = first && !bias ? beta : 1.0f;
-                const float *bsrc    = tb ? B + (int64_t)j0 * ldb + pc : B + (int64_t)pc * ldb + j0;
-                kr->pack_b(tb, kcb, ncb, bsrc, ldb, bbuf);
+                const float beta_eff = first ? beta : 1.0f;
+                if (!Bp) {
+                    const float *bsrc =
+                        tb ? B + (int64_t)j0 * ldb + pc : B + (int64_t)pc * ldb + j0;
+                    kr->pack_b(tb, kcb, ncb, bsrc, ldb, bbuf);
+                }
                 // mc_u may exceed MC for a few rows' balance; pack at most MC rows at a time.
                 for (int ic = 0; ic < mcb; ic += MC) {
-                    const int mcc     = mcb - ic < MC ? mcb - ic : MC;
-                    const int64_t row = i0 + ic;
-                    const float *asrc = ta ? A + (int64_t)pc * lda + row : A + row * lda + pc;
-                    kr->pack_a(ta, mcc, kcb, asrc, lda, abuf);
+                    const int mcc      = mcb - ic < MC ? mcb - ic : MC;
+                    const int64_t row  = i0 + ic;
+                    int nseg           = 0, seglen[NK_GEMM_MAX_KC / 16 + 2];
+                    const float **rows = (const float **)abuf; // direct: pointers, not panels
+                    if (direct) {
+                        nseg = conv_rows(kr, d, x, row, mcc, pc, kcb, seglen, rows);
+                    } else {
+                        const float *asrc = ta ? A + (int64_t)pc * lda + row : A + row * lda + pc;
+                        kr->pack_a(ta, mcc, kcb, asrc, lda, abuf);
+                    }
                     for (int j = 0; j < ncb; j += NR) {
-                        const int n     = ncb - j < NR ? ncb - j : NR;
-                        const float *bp = bbuf + (int64_t)j * kcb;
+                        const int n = ncb - j < NR ? ncb - j : NR;
+                        // Prepacked: panel (j0 + j)/NR holds all K; this block starts at row pc.
+                        const float *bp =
+                            Bp ? Bp + (int64_t)((j0 + j) / NR) * K * NR + (int64_t)pc * NR
+                               : bbuf + (int64_t)j * kcb;
                         for (int ir = 0; ir < mcc; ir += MR) {
                             const int m = mcc - ir < MR ? mcc - ir : MR;
                             float *c    = C + (row + ir) * ldc + j0 + j;
-                            if (first && bias) tile_bias(c, ldc, m, n, bias + j0 + j);
-                            kr->ukr(kcb, abuf + (int64_t)ir * kcb, bp, c, ldc, alpha, beta_eff, m,
-                                    n);
-                            if (last && ep && ep->scale)
-                                tile_affine(c, ldc, m, n, ep->scale + j0 + j, ep->shift + j0 + j);
-                            if (last && relu) tile_relu(c, ldc, m, n);
+                            if (direct)
+                                kr->ukr_rows(nseg, seglen, rows + (int64_t)(ir / MR) * nseg * MR,
+                                             bp, c, ldc, beta_eff, m, n);
+                            else
+                                kr->ukr(kcb, abuf + (int64_t)ir * kcb, bp, c, ldc, alpha, beta_eff,
+                                        m, n);
+                            if (last && any_epi)
+                                epi(c, ldc, m, n, bias ? bias + j0 + j : NULL,
+                                    ep && ep->scale ? ep->scale + j0 + j : NULL,
+                                    ep && ep->scale ? ep->shift + j0 + j : NULL,
+                                    ep && ep->residual ? ep->residual + (c - C) : NULL, relu);
                         }
                     }
                 }
             }
         }
     }
+}
+
+void nk_sgemm_cpu_epi(nk_isa isa, const nk_exec *ex, int ta, int tb, int M, int N, int K,
+                      float alpha, const float *A, int lda, const float *B, int ldb, float beta,
+                      float *C, int ldc, const float *bias, const nk_epilogue *ep)
+{
+    sgemm_run(isa, ex, ta, tb, M, N, K, alpha, A, lda, NULL, NULL, B, ldb, NULL, beta, C, ldc, bias,
+              ep);
+}
+
+int nk_sgemm_conv_ok(nk_isa isa, const nk_conv_desc *d)
+{
+    const nk_gemm_kernel *kr = kernel_for(isa);
+    return kr->ukr_rows && (d->C % 16 == 0 || conv_row_contig(d)) && kr->kc <= NK_GEMM_MAX_KC;
+}
+
+void nk_sgemm_conv_cpu(nk_isa isa, const nk_exec *ex, const nk_conv_desc *d, const float *x,
+                       const float *w, const float *wp, const float *b, const nk_epilogue *ep,
+                       float *y)
+{
+    sgemm_run(isa, ex, 0, 0, d->N * d->P * d->Q, d->K, d->R * d->S * d->C, 1.0f, NULL, 0, d, x, w,
+              d->K, wp, 0.0f, y, d->K, b, ep);
+}
+
+void nk_sgemm_cpu_pb(nk_isa isa, const nk_exec *ex, int M, int N, int K, const float *A, int lda,
+                     const float *Bp, float *C, int ldc, const float *bias, const nk_epilogue *ep)
+{
+    sgemm_run(isa, ex, 0, 0, M, N, K, 1.0f, A, lda, NULL, NULL, NULL, 0, Bp, 0.0f, C, ldc, bias,
+              ep);
+}
+
+size_t nk_sgemm_packed_b_floats(nk_isa isa, int K, int N)
+{
+    const nk_gemm_kernel *kr = kernel_for(isa);
+    return (size_t)((N + kr->nr - 1) / kr->nr) * kr->nr * (size_t)(K > 0 ? K : 1);
+}
+
+void nk_sgemm_pack_b_full(nk_isa isa, int K, int N, const float *B, int ldb, float *dst)
+{
+    // The ISA's own packer over all of K: panels of K x nr, the layout sgemm_run indexes.
+    if (K > 0) kernel_for(isa)->pack_b(0, K, N, B, ldb, dst);
 }
 
 void nk_sgemm_cpu(nk_isa isa, const nk_exec *ex, int ta, int tb, int M, int N, int K, float alpha,
@@ -315,4 +438,315 @@ void nk_colsum_cpu(const nk_exec *ex, int64_t M, int N, const float *x, float *o
                 out[jb + j] = (float)acc[j];
         }
     }
+}
+
+// ---- bf16 inference GEMM ----
+//
+// The same work-unit scheme as nk_sgemm_cpu_epi, with two differences: B comes packed once
+// (nk_gemm_bf16_pack_b: the weights, packed when a model is first run), so each unit only packs
+// A, rounding it to bf16 on the way; and A may be a convolution's patch matrix that the packer
+// reads straight from x (implicit GEMM), 32 k at a time, each chunk inside one filter tap.
+
+#define BMR NK_BF16_MR
+#define BNR NK_BF16_NR
+// A block: 480 rows x 256 k as bf16 = 240 KiB of the 1 MiB L2; the 12 x 256 A micro-panel
+// (6 KiB) and the 256 x 32 B micro-panel (16 KiB) stay in the 32 KiB L1. BKC is a multiple of
+// 32 (the packer's chunk) so that chunks never straddle a filter tap when C % 32 == 0.
+#define BMC 480
+#define BKC 256
+_Static_assert(BKC % 32 == 0 && BMC % BMR == 0, "bf16 blocks: kc in whole chunks, mc in panels");
+
+static void ukr_bf16_scalar(int64_t kp, const uint32_t *a, const uint32_t *b, float *c, int64_t ldc,
+                            float beta, int m, int n)
+{
+    float acc[BMR][BNR] = {{0}};
+    for (int64_t p = 0; p < kp; p++, a += BMR, b += BNR)
+        for (int i = 0; i < BMR; i++) {
+            const float a0 = nk_bf16_to_f32((uint16_t)a[i]);
+            const float a1 = nk_bf16_to_f32((uint16_t)(a[i] >> 16));
+            for (int j = 0; j < BNR; j++)
+                acc[i][j] += a0 * nk_bf16_to_f32((uint16_t)b[j]) +
+                             a1 * nk_bf16_to_f32((uint16_t)(b[j] >> 16));
+        }
+    for (int i = 0; i < m; i++)
+        for (int j = 0; j < n; j++)
+            c[i * ldc + j] = beta != 0.0f ? acc[i][j] + beta * c[i * ldc + j] : acc[i][j];
+}
+
+static void pack_bf16_scalar(const float *const *src, int w, uint32_t *dst)
+{
+    for (int i = 0; i < BMR; i++)
+        for (int q = 0; q < (w + 1) / 2; q++) {
+            const uint32_t lo = src[i] ? nk_f32_to_bf16(src[i][2 * q]) : 0;
+            const uint32_t hi = src[i] && 2 * q + 1 < w ? nk_f32_to_bf16(src[i][2 * q + 1]) : 0;
+            dst[q * BMR + i]  = lo | hi << 16;
+        }
+}
+
+static void ukr_rows_bf16_scalar(int nseg, const int *segp, const uint32_t *const *rows,
+                                 const uint32_t *b, float *c, int64_t ldc, float beta, int m, int n)
+{
+    float acc[BMR][BNR] = {{0}};
+    for (int s = 0; s < nseg; s++, rows += BMR)
+        for (int p = 0; p < segp[s]; p++, b += BNR)
+            for (int i = 0; i < BMR; i++) {
+                const float a0 = nk_bf16_to_f32((uint16_t)rows[i][p]);
+                const float a1 = nk_bf16_to_f32((uint16_t)(rows[i][p] >> 16));
+                for (int j = 0; j < BNR; j++)
+                    acc[i][j] += a0 * nk_bf16_to_f32((uint16_t)b[j]) +
+                                 a1 * nk_bf16_to_f32((uint16_t)(b[j] >> 16));
+            }
+    for (int i = 0; i < m; i++)
+        for (int j = 0; j < n; j++)
+            c[i * ldc + j] = beta != 0.0f ? acc[i][j] + beta * c[i * ldc + j] : acc[i][j];
+}
+
+static void convert_bf16_scalar(int64_t n, const float *x, uint16_t *y)
+{
+    for (int64_t i = 0; i < n; i++)
+        y[i] = nk_f32_to_bf16(x[i]);
+}
+
+static const nk_bf16_kernel nk_bf16_kernel_scalar = {
+    .ukr      = ukr_bf16_scalar,
+    .pack     = pack_bf16_scalar,
+    .ukr_rows = ukr_rows_bf16_scalar,
+    .convert  = convert_bf16_scalar,
+};
+
+static const nk_bf16_kernel *bf16_kernel_for(nk_bf16_impl impl)
+{
+    if (impl > nk_cpu_bf16()) impl = nk_cpu_bf16();
+    return impl >= NK_BF16_AVX512 ? &nk_bf16_kernel_avx512 : &nk_bf16_kernel_scalar;
+}
+
+size_t nk_gemm_bf16_packed_b_elems(int K, int N)
+{
+    return (size_t)((N + BNR - 1) / BNR) * BNR * (size_t)((K + 1) / 2) * 2;
+}
+
+void nk_gemm_bf16_pack_b(int tb, int K, int N, const float *B, int ldb, uint16_t *dst)
+{
+    const int Kp = (K + 1) / 2;
+    for (int jp = 0; jp < (N + BNR - 1) / BNR; jp++)
+        for (int q = 0; q < Kp; q++)
+            for (int j = 0; j < BNR; j++) {
+                const int col = jp * BNR + j;
+                uint16_t *o   = dst + (((int64_t)jp * Kp + q) * BNR + j) * 2;
+                for (int e = 0; e < 2; e++) {
+                    const int k = 2 * q + e;
+                    float v     = 0.0f;
+                    if (col < N && k < K)
+                        v = tb ? B[(int64_t)col * ldb + k] : B[(int64_t)k * ldb + col];
+                    o[e] = nk_f32_to_bf16(v);
+                }
+            }
+}
+
+size_t nk_gemm_bf16_ws_floats(int nthreads)
+{
+    if (nthreads < 1) nthreads = 1;
+    // One packed A block (BMC x BKC bf16 = BMC * BKC / 2 words) per thread.
+    return (size_t)nthreads * ((size_t)BMC * BKC / 2 + WS_ALIGN_FLOATS) + WS_ALIGN_FLOATS;
+}
+
+// Where A's rows come from: a row-major matrix, or (d != NULL) the patches of an NHWC x.
+typedef struct bf16_src {
+    const float *A;
+    int64_t lda;
+    const nk_conv_desc *d;
+    const float *x;
+    const uint32_t *xb; // x rounded to bf16 (pairs along C): read unpacked when not NULL
+} bf16_src;
+
+// Zero pairs for padding taps (segments are at most BKC/2 pairs long).
+static const uint32_t zero_pairs[BKC / 2] __attribute__((aligned(64)));
+
+// The bf16 twin of conv_rows: segments of k [pc, pc + kc) inside one filter tap, in pairs, and
+// the row pointers into xb (pair words), rows[(ir/BMR * nseg + s) * BMR + i]. Returns nseg.
+static int bf16_conv_rows(const bf16_src *s, int64_t row0, int mc, int pc, int kc, int *segp,
+                          const uint32_t **rows)
+{
+    const nk_conv_desc *d = s->d;
+    int nseg              = 0, segk[BKC / 2 + 1];
+    for (int k = pc; k < pc + kc;) {
+        const int c0 = k % d->C, len0 = d->C - c0, left = pc + kc - k;
+        const int len = len0 < left ? len0 : left;
+        segk[nseg]    = k;
+        segp[nseg++]  = len / 2; // C and pc even: every segment is whole pairs
+        k += len;
+    }
+    const int64_t PQ = (int64_t)d->P * d->Q;
+    for (int i0 = 0; i0 < mc; i0 += BMR) {
+        const uint32_t **rp = rows + (int64_t)(i0 / BMR) * nseg * BMR;
+        for (int i = 0; i < BMR; i++) {
+            if (i0 + i >= mc) {
+                for (int t = 0; t < nseg; t++)
+                    rp[t * BMR + i] = zero_pairs;
+                continue;
+            }
+            const int64_t r = row0 + i0 + i, n = r / PQ, pq = r % PQ;
+            const int ih0 = (int)(pq / d->Q) * d->stride - d->pad_h;
+            const int iw0 = (int)(pq % d->Q) * d->stride - d->pad_w;
+            for (int t = 0; t < nseg; t++) {
+                const int tap = segk[t] / d->C, c0 = segk[t] % d->C;
+                const int ih = ih0 + tap / d->S, iw = iw0 + tap % d->S;
+                rp[t * BMR + i] =
+                    ih >= 0 && ih < d->H && iw >= 0 && iw < d->W
+                        ? s->xb + (((n * d->H + ih) * d->W + iw) * (int64_t)d->C + c0) / 2
+                        : zero_pairs;
+            }
+        }
+    }
+    return nseg;
+}
+
+// Packs rows [row0, row0 + mc) x k [pc, pc + kc) of A into panels of BMR rows (kc rounded up to
+// pairs), through the kernel's chunk packer.
+static void bf16_pack_a(const nk_bf16_kernel *kr, const bf16_src *s, int64_t row0, int mc, int pc,
+                        int kc, uint32_t *abuf)
+{
+    const int kp = (kc + 1) / 2;
+    for (int i0 = 0; i0 < mc; i0 += BMR) {
+        uint32_t *dst = abuf + (int64_t)(i0 / BMR) * kp * BMR;
+        const int m   = mc - i0 < BMR ? mc - i0 : BMR;
+        const float *src[BMR];
+        if (!s->d) {
+            for (int i = 0; i < BMR; i++)
+                src[i] = i < m ? s->A + (row0 + i0 + i) * s->lda + pc : NULL;
+            for (int k = 0; k < kc; k += 32) {
+                kr->pack(src, kc - k < 32 ? kc - k : 32, dst + (k / 2) * BMR);
+                for (int i = 0; i < m; i++)
+                    src[i] += 32;
+            }
+            continue;
+        }
+        // Implicit GEMM: row = (n*P + p)*Q + q reads x[n, p*stride - pad_h + r,
+        // q*stride - pad_w + s, c] at k = (r*S + s)*C + c.
+        const nk_conv_desc *d = s->d;
+        const int64_t PQ      = (int64_t)d->P * d->Q;
+        const float *base[BMR];
+        int ih0[BMR], iw0[BMR];
+        for (int i = 0; i < m; i++) {
+            const int64_t r = row0 + i0 + i, n = r / PQ, pq = r % PQ;
+            base[i] = s->x + n * d->H * d->W * d->C;
+            ih0[i]  = (int)(pq / d->Q) * d->stride - d->pad_h;
+            iw0[i]  = (int)(pq % d->Q) * d->stride - d->pad_w;
+        }
+        for (int k = 0; k < kc; k += 32) {
+            const int kk = pc + k, tap = kk / d->C, c0 = kk % d->C;
+            const int r = tap / d->S, sx = tap % d->S;
+            for (int i = 0; i < BMR; i++) {
+                src[i] = NULL;
+                if (i >= m) continue;
+                const int ih = ih0[i] + r, iw = iw0[i] + sx;
+                if (ih >= 0 && ih < d->H && iw >= 0 && iw < d->W)
+                    src[i] = base[i] + ((int64_t)ih * d->W + iw) * d->C + c0;
+            }
+            kr->pack(src, kc - k < 32 ? kc - k : 32, dst + (k / 2) * BMR);
+        }
+    }
+}
+
+static void gemm_bf16_run(nk_bf16_impl impl, const nk_exec *ex, int M, int N, int K,
+                          const bf16_src *s, const uint16_t *Bp, float beta, float *C, int ldc,
+                          const float *bias, const nk_epilogue *ep)
+{
+    if (M <= 0 || N <= 0) return;
+    const int relu    = ep && ep->relu;
+    const int any_epi = bias || relu || (ep && (ep->scale || ep->residual));
+    int nt            = ex && ex->nthreads > 0 ? ex->nthreads : 1;
+    if (2.0 * M * N * (double)K < GEMM_MIN_FLOPS_PER_THREAD * nt) nt = 1;
+    if (K <= 0) {
+        scale_c(nt, M, N, beta, C, ldc, bias, ep);
+        return;
+    }
+    const nk_bf16_kernel *kr = bf16_kernel_for(impl);
+    // The float32 epilogue of the best ISA here (AVX-512 on every AVX512_BF16 CPU).
+    const nk_tile_epi_fn epi =
+        kernel_for(NK_ISA_AVX512)->epi ? kernel_for(NK_ISA_AVX512)->epi : tile_epi_c;
+    // B needs no block limit here (it is packed already): nc = N leaves the grid free.
+    const nk_gemm_kernel shape = {.mr = BMR, .nr = BNR, .mc = BMC, .kc = BKC, .nc = N};
+    const gemm_units u         = plan_units(&shape, M, N, K, nt, s->xb ? 0.25 : 1.0, 0.25);
+    const int total            = u.m_units * u.n_units;
+    if (nt > total) nt = total;
+    const int Kp            = (K + 1) / 2;
+    const uint32_t *B32     = (const uint32_t *)Bp;
+    float *ws               = align64(ex->ws);
+    const size_t per_thread = (size_t)BMC * BKC / 2 + WS_ALIGN_FLOATS;
+    int next                = 0;
+
+#pragma omp parallel num_threads(nt)
+    {
+        uint32_t *abuf = (uint32_t *)align64(ws + (size_t)omp_get_thread_num() * per_thread);
+        for (;;) {
+            const int unit = __atomic_fetch_add(&next, 1, __ATOMIC_RELAXED);
+            if (unit >= total) break;
+            const int64_t i0 = (int64_t)(unit / u.n_units) * u.mc_u;
+            const int j0     = (unit % u.n_units) * u.nc_u;
+            const int mcb    = (int)(M - i0 < u.mc_u ? M - i0 : u.mc_u);
+            const int ncb    = N - j0 < u.nc_u ? N - j0 : u.nc_u;
+            for (int pc = 0; pc < K; pc += BKC) {
+                const int kcb = K - pc < BKC ? K - pc : BKC, kp = (kcb + 1) / 2;
+                const int first = pc == 0, last = pc + kcb == K;
+                const float beta_eff = first ? beta : 1.0f;
+                for (int ic = 0; ic < mcb; ic += BMC) {
+                    const int mcc         = mcb - ic < BMC ? mcb - ic : BMC;
+                    const int64_t row     = i0 + ic;
+                    int nseg              = 0, segp[BKC / 2 + 1];
+                    const uint32_t **rows = (const uint32_t **)abuf; // pointers, not panels
+                    if (s->xb)
+                        nseg = bf16_conv_rows(s, row, mcc, pc, kcb, segp, rows);
+                    else
+                        bf16_pack_a(kr, s, row, mcc, pc, kcb, abuf);
+                    for (int j = 0; j < ncb; j += BNR) {
+                        const int n = ncb - j < BNR ? ncb - j : BNR;
+                        const uint32_t *bp =
+                            B32 + (int64_t)((j0 + j) / BNR) * Kp * BNR + (int64_t)(pc / 2) * BNR;
+                        for (int ir = 0; ir < mcc; ir += BMR) {
+                            const int m = mcc - ir < BMR ? mcc - ir : BMR;
+                            float *c    = C + (row + ir) * ldc + j0 + j;
+                            if (s->xb)
+                                kr->ukr_rows(nseg, segp, rows + (int64_t)(ir / BMR) * nseg * BMR,
+                                             bp, c, ldc, beta_eff, m, n);
+                            else
+                                kr->ukr(kp, abuf + (int64_t)ir * kp, bp, c, ldc, beta_eff, m, n);
+                            if (last && any_epi)
+                                epi(c, ldc, m, n, bias ? bias + j0 + j : NULL,
+                                    ep && ep->scale ? ep->scale + j0 + j : NULL,
+                                    ep && ep->scale ? ep->shift + j0 + j : NULL,
+                                    ep && ep->residual ? ep->residual + (c - C) : NULL, relu);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+void nk_gemm_bf16_cpu(nk_bf16_impl impl, const nk_exec *ex, int M, int N, int K, const float *A,
+                      int lda, const uint16_t *Bp, float beta, float *C, int ldc, const float *bias,
+                      const nk_epilogue *ep)
+{
+    const bf16_src s = {.A = A, .lda = lda};
+    gemm_bf16_run(impl, ex, M, N, K, &s, Bp, beta, C, ldc, bias, ep);
+}
+
+void nk_gemm_bf16_conv_cpu(nk_bf16_impl impl, const nk_exec *ex, const nk_conv_desc *d,
+                           const float *x, uint16_t *xb, const uint16_t *wp, const float *b,
+                           const nk_epilogue *ep, float *y)
+{
+    if (xb) {
+        // Round x to bf16 once (each element is then read by up to R*S taps without converting).
+        const nk_bf16_kernel *kr = bf16_kernel_for(impl);
+        const int64_t n = (int64_t)d->N * d->H * d->W * d->C, chunk = 1 << 16;
+        int nt = ex && ex->nthreads > 0 ? ex->nthreads : 1;
+        if (n < 4 * chunk) nt = 1;
+#pragma omp parallel for num_threads(nt) schedule(static)
+        for (int64_t i = 0; i < n; i += chunk)
+            kr->convert(n - i < chunk ? n - i : chunk, x + i, xb + i);
+    }
+    const bf16_src s = {.d = d, .x = x, .xb = (const uint32_t *)xb};
+    gemm_bf16_run(impl, ex, d->N * d->P * d->Q, d->K, d->R * d->S * d->C, &s, wp, 0.0f, y, d->K, b,
+                  ep);
 }

@@ -7,6 +7,7 @@
 #include <immintrin.h>
 
 #include "kernels/cpu/cpu_internal.h"
+#include "kernels/cpu/transpose_avx512.h"
 
 // 12 x 32: 24 zmm accumulators, 2 for B, 1 broadcast. On Zen 4 it matched 6x64 and 14x32 on
 // large squares (~100 GFLOP/s per core, ~88% of the measured FMA peak) and beat them on the
@@ -97,42 +98,75 @@ static void ukr_avx512(int64_t kc, const float *a, const float *b, float *c, int
     }
 }
 
-// ---- packing ----
-
-// In-register transpose of a 16x16 block: r[i] holds row i on entry, column i on exit.
-static inline __attribute__((always_inline)) void transpose16(__m512 r[16])
+// Batch-reduce form over unpacked rows (see nk_gemm_ukr_rows_fn): the A broadcasts come straight
+// from the activations, so a convolution needs no A packing at all.
+static void ukr_rows_avx512(int nseg, const int *seglen, const float *const *rows, const float *b,
+                            float *c, int64_t ldc, float beta, int m, int n)
 {
-    __m512 t[16];
-    for (int i = 0; i < 16; i += 2) {
-        t[i]     = _mm512_unpacklo_ps(r[i], r[i + 1]);
-        t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+    __m512 acc[MR][NV];
+#pragma GCC unroll 16
+    for (int i = 0; i < MR; i++) {
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; v++)
+            acc[i][v] = _mm512_setzero_ps();
     }
-    for (int i = 0; i < 16; i += 4) {
-        for (int j = 0; j < 2; j++) {
-            __m512d x = _mm512_castps_pd(t[i + j]), y = _mm512_castps_pd(t[i + 2 + j]);
-            r[i + j]     = _mm512_castpd_ps(_mm512_unpacklo_pd(x, y));
-            r[i + 2 + j] = _mm512_castpd_ps(_mm512_unpackhi_pd(x, y));
+    for (int s = 0; s < nseg; s++, rows += MR) {
+        const int len = seglen[s];
+        for (int p = 0; p < len; p++) {
+            __m512 bv[NV];
+#pragma GCC unroll 4
+            for (int v = 0; v < NV; v++)
+                bv[v] = _mm512_loadu_ps(b + 16 * v);
+#pragma GCC unroll 16
+            for (int i = 0; i < MR; i++) {
+                __m512 av = _mm512_set1_ps(rows[i][p]);
+#pragma GCC unroll 4
+                for (int v = 0; v < NV; v++)
+                    acc[i][v] = _mm512_fmadd_ps(av, bv[v], acc[i][v]);
+            }
+            b += NR;
         }
     }
-    // r[i..i+3] now hold 4x4 blocks per 128-bit lane; interleave lanes across groups of 4 rows.
-    for (int i = 0; i < 4; i++) {
-        __m512 a0 = r[i], a1 = r[4 + i], a2 = r[8 + i], a3 = r[12 + i];
-        __m512 b0 = _mm512_shuffle_f32x4(a0, a1, 0x88); // lanes 0,2 of a0 | 0,2 of a1
-        __m512 b1 = _mm512_shuffle_f32x4(a0, a1, 0xDD); // lanes 1,3
-        __m512 b2 = _mm512_shuffle_f32x4(a2, a3, 0x88);
-        __m512 b3 = _mm512_shuffle_f32x4(a2, a3, 0xDD);
-        t[i]      = _mm512_shuffle_f32x4(b0, b2, 0x88); // lane 0 of each
-        t[8 + i]  = _mm512_shuffle_f32x4(b0, b2, 0xDD); // lane 2
-        t[4 + i]  = _mm512_shuffle_f32x4(b1, b3, 0x88); // lane 1
-        t[12 + i] = _mm512_shuffle_f32x4(b1, b3, 0xDD); // lane 3
+    __m512 vb = _mm512_set1_ps(beta);
+#pragma GCC unroll 16
+    for (int i = 0; i < MR; i++) {
+        if (i >= m) break;
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; v++) {
+            __mmask16 k = col_mask(n, v);
+            float *cp   = c + i * ldc + 16 * v;
+            __m512 r    = acc[i][v];
+            if (beta != 0.0f) r = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(k, cp), r);
+            _mm512_mask_storeu_ps(cp, k, r);
+        }
     }
-    // After the two in-lane steps, lane L of r[4g + i] holds rows 4g..4g+3 of columns 4L + i'
-    // where i' follows the unpack order (0, 2, 1, 3); undo that permutation here.
-    static const int perm[4] = {0, 2, 1, 3};
-    for (int L = 0; L < 4; L++)
-        for (int i = 0; i < 4; i++)
-            r[4 * L + perm[i]] = t[4 * L + i];
 }
+
+// The fused epilogue in 512-bit registers (masked at the right edge). Was plain C before: GCC's
+// -O2 left those loops scalar, and on the large early layers they cost twice the GEMM itself.
+static void tile_epi_avx512(float *c, int64_t ldc, int m, int n, const float *bias, const float *sc,
+                            const float *sh, const float *res, int relu)
+{
+    const __m512 zero = _mm512_setzero_ps();
+    for (int j = 0; j < n; j += 16) {
+        const __mmask16 k = col_mask(n - j, 0);
+        const __m512 vb   = bias ? _mm512_maskz_loadu_ps(k, bias + j) : zero;
+        const __m512 vs   = sc ? _mm512_maskz_loadu_ps(k, sc + j) : zero;
+        const __m512 vh   = sc ? _mm512_maskz_loadu_ps(k, sh + j) : zero;
+        for (int i = 0; i < m; i++) {
+            float *cp = c + i * ldc + j;
+            __m512 v  = _mm512_maskz_loadu_ps(k, cp);
+            if (bias) v = _mm512_add_ps(v, vb);
+            if (sc) v = _mm512_fmadd_ps(v, vs, vh);
+            if (res) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(k, res + i * ldc + j));
+            // MAXPS returns its second operand when the first is NaN: NaN -> 0, as the refs.
+            if (relu) v = _mm512_max_ps(v, zero);
+            _mm512_mask_storeu_ps(cp, k, v);
+        }
+    }
+}
+
+// ---- packing ----
 
 static void pack_a_avx512(int ta, int mc, int kc, const float *A, int64_t lda, float *dst)
 {
@@ -211,14 +245,16 @@ static void pack_b_avx512(int tb, int kc, int nc, const float *B, int64_t ldb, f
 // measured best (192 and 384 were 1-6% slower): the 12 x 256 A micro-panel (12 KiB) and the
 // 256 x 32 B micro-panel (32 KiB) stream from L1/L2 at 176 B per 24 FMAs.
 const nk_gemm_kernel nk_gemm_kernel_avx512 = {
-    .mr     = MR,
-    .nr     = NR,
-    .mc     = NK_AVX512_MC,
-    .kc     = NK_AVX512_KC,
-    .nc     = NK_AVX512_NC,
-    .ukr    = ukr_avx512,
-    .pack_a = pack_a_avx512,
-    .pack_b = pack_b_avx512,
+    .mr       = MR,
+    .nr       = NR,
+    .mc       = NK_AVX512_MC,
+    .kc       = NK_AVX512_KC,
+    .nc       = NK_AVX512_NC,
+    .ukr      = ukr_avx512,
+    .pack_a   = pack_a_avx512,
+    .pack_b   = pack_b_avx512,
+    .ukr_rows = ukr_rows_avx512,
+    .epi      = tile_epi_avx512,
 };
 
 // ---- peak ----

@@ -1,0 +1,61 @@
+/*
+ * gemm_bf16.c: the bf16 specifications (contracts in kernels/nk.h): GEMM and forward convolution
+ * with every input element rounded to bf16 first (nk_f32_to_bf16), then exact products and double
+ * sums. The fast paths in kernels/cpu/gemm.c and gemm_avx512bf16.c are compared with these in
+ * tests/test_gemm.c and tests/test_ops.c. Float build only: the double twins of ref.h have no use
+ * for a bf16 rounding, so the ref64 build compiles this file to nothing.
+ */
+#include "kernels/nk.h"
+
+#ifndef NK_REF_SUFFIX
+
+static double bf(float v)
+{
+    return (double)nk_bf16_to_f32(nk_f32_to_bf16(v));
+}
+
+void nk_gemm_bf16_ref(int tb, int M, int N, int K, const float *A, int lda, const float *B, int ldb,
+                      float beta, float *C, int ldc)
+{
+    for (int i = 0; i < M; i++) {
+        for (int j = 0; j < N; j++) {
+            double acc = 0.0;
+            for (int k = 0; k < K; k++)
+                acc += bf(A[(int64_t)i * lda + k]) *
+                       bf(tb ? B[(int64_t)j * ldb + k] : B[(int64_t)k * ldb + j]);
+            if (beta != 0.0f) acc += (double)beta * C[(int64_t)i * ldc + j];
+            C[(int64_t)i * ldc + j] = (float)acc;
+        }
+    }
+}
+
+void nk_conv2d_fwd_bf16_ref(const nk_conv_desc *d, const float *x, const float *w, const float *b,
+                            float *y)
+{
+    const int H = d->H, W = d->W, C = d->C, K = d->K;
+    for (int n = 0; n < d->N; n++) {
+        for (int p = 0; p < d->P; p++) {
+            for (int q = 0; q < d->Q; q++) {
+                float *yp = y + (((int64_t)n * d->P + p) * d->Q + q) * K;
+                for (int k = 0; k < K; k++) {
+                    double acc = b ? (double)b[k] : 0.0;
+                    for (int r = 0; r < d->R; r++) {
+                        const int ih = p * d->stride - d->pad_h + r;
+                        if (ih < 0 || ih >= H) continue;
+                        for (int s = 0; s < d->S; s++) {
+                            const int iw = q * d->stride - d->pad_w + s;
+                            if (iw < 0 || iw >= W) continue;
+                            const float *xp = x + (((int64_t)n * H + ih) * W + iw) * C;
+                            const float *wp = w + ((int64_t)r * d->S + s) * C * K + k;
+                            for (int c = 0; c < C; c++)
+                                acc += bf(xp[c]) * bf(wp[(int64_t)c * K]);
+                        }
+                    }
+                    yp[k] = (float)acc;
+                }
+            }
+        }
+    }
+}
+
+#endif
