@@ -147,6 +147,13 @@ nt_ctx *cli_ctx(const char *cmd, int threads, unsigned long long seed)
     return cli_ctx_dtype(cmd, threads, seed, NULL);
 }
 
+int cli_check_dtype(const char *cmd, const char *dtype)
+{
+    nt_dtype t;
+    if (!dtype || nt_dtype_parse(dtype, &t) == NT_OK) return 0;
+    return cli_fail(cmd, EXIT_USAGE, "--dtype expects f32 or bf16, got \"%s\"", dtype);
+}
+
 nt_ctx *cli_ctx_dtype(const char *cmd, int threads, unsigned long long seed, const char *dtype)
 {
     nt_ctx_opts o;

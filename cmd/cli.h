@@ -53,6 +53,8 @@ nt_ctx *cli_ctx(const char *cmd, int threads, unsigned long long seed);
 // The same with an explicit inference dtype ("f32", "bf16"; NULL: PNEUMO_DTYPE or f32), e.g.
 // from a --dtype flag. Prints the error and returns NULL on a bad name or an unsupported CPU.
 nt_ctx *cli_ctx_dtype(const char *cmd, int threads, unsigned long long seed, const char *dtype);
+// 0 when dtype is NULL, "f32" or "bf16"; else prints a usage error and returns EXIT_USAGE.
+int cli_check_dtype(const char *cmd, const char *dtype);
 
 // Parses "N" or "all" for --unfreeze (all -> -1). Returns 0 or EXIT_USAGE after printing.
 int cli_parse_unfreeze(const char *cmd, const char *s, int *out);

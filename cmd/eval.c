@@ -28,7 +28,7 @@
 #define KERMANY_NAMES "^(person[0-9]+_(bacteria|virus)_[0-9]+|(NORMAL2-)?IM-[0-9]+-[0-9]+)\\.jpe?g$"
 
 typedef struct eval_opts {
-    const char *model, *data, *report, *csv, *run, *resize;
+    const char *model, *data, *report, *csv, *run, *resize, *dtype;
     double threshold, seed, max_bad_frac;
     int json, batch, threads, loader_threads, boot, mistakes;
 } eval_opts;
@@ -333,6 +333,8 @@ int cmd_eval(int argc, char **argv)
          "decision threshold (default: the model's)"},
         {"batch", OPT_INT, &o.batch, 1, 4096, "N", "images per forward pass, default 32"},
         {"threads", OPT_INT, &o.threads, 0, 1024, "N", "compute threads, default all CPUs"},
+        {"dtype", OPT_STR, &o.dtype, 0, 0, "f32|bf16",
+         "compute in f32 or bf16 (AVX512_BF16); default $PNEUMO_DTYPE, else f32"},
         {"loader-threads", OPT_INT, &o.loader_threads, 1, 64, "N", "image loader threads (1)"},
         {"resize", OPT_STR, &o.resize, 0, 0, "area|bilinear|nearest",
          "resizing, as pneumo train --resize (area)"},
@@ -356,6 +358,7 @@ int cmd_eval(int argc, char **argv)
     char *pos[argc + 1];
     int npos, rc = cli_parse(&cmd, argc, argv, pos, &npos);
     if (rc) return rc < 0 ? EXIT_OK : rc;
+    if ((rc = cli_check_dtype(CMD, o.dtype))) return rc;
     if (!o.data) return cli_fail(CMD, EXIT_USAGE, "--data DIR|s3://bucket/prefix/ is required");
     if (o.csv && o.run) return cli_fail(CMD, EXIT_USAGE, "give --csv or --run, not both");
     if (!o.model) {
@@ -374,7 +377,7 @@ int cmd_eval(int argc, char **argv)
     if (o.csv) snprintf(log_path, sizeof(log_path), "%s", o.csv);
     if (o.run) snprintf(log_path, sizeof(log_path), "%s/log.csv", o.run);
 
-    nt_ctx *ctx = cli_ctx(CMD, o.threads, (unsigned long long)o.seed);
+    nt_ctx *ctx = cli_ctx_dtype(CMD, o.threads, (unsigned long long)o.seed, o.dtype);
     if (!ctx) return EXIT_FAIL;
     nt_model *m = NULL;
     nt_model_meta meta;

@@ -745,29 +745,32 @@ int cmd_predict(int argc, char **argv)
     const char *model = NULL, *resize_s = "area", *format = NULL, *out_path = NULL;
     const char *redis_url = NULL, *replay_file = NULL, *queue = NULL;
     int threads = 0, batch = 8, loaders = 2, force = 0, ttl = 0, retries = 4, enq = 0;
-    cli_opt opts[] = {
-        {"model", OPT_STR, &model, 0, 0, "FILE", "model file (default " DEFAULT_MODEL ")"},
-        {"batch", OPT_INT, &batch, 1, 1024, "N", "images per forward pass, default 8"},
-        {"threads", OPT_INT, &threads, 0, 1024, "N", "compute threads, default all CPUs"},
-        {"loader-threads", OPT_INT, &loaders, 1, 64, "N",
-         "threads that read, hash and decode, default 2"},
-        {"resize", OPT_STR, &resize_s, 0, 0, "nearest|bilinear|area",
-         "how images are resized to the model's input, default area"},
-        {"format", OPT_STR, &format, 0, 0, "jsonl|csv|table",
-         "output format; default table on a terminal, else jsonl"},
-        {"out", OPT_STR, &out_path, 0, 0, "FILE", "write the records here instead of stdout"},
-        {"redis", OPT_STR, &redis_url, 0, 0, "URL",
-         "redis://[:password@]host:port/db (default $REDIS_URL; unset: no Redis)"},
-        {"force", OPT_FLAG, &force, 0, 0, NULL, "recompute even when Redis has the result"},
-        {"ttl", OPT_INT, &ttl, 0, 2147483647.0, "SECONDS",
-         "expire results, source index and failures after this long (default 0: never)"},
-        {"redis-retries", OPT_INT, &retries, 0, 100, "N",
-         "reconnects before Redis counts as lost, default 4"},
-        {"replay", OPT_STR, &replay_file, 0, 0, "FILE",
-         "write the JSON lines of an earlier run (\"-\": stdin) to Redis, then exit"},
-        {"enqueue", OPT_FLAG, &enq, 0, 0, NULL,
-         "list the inputs into the Redis queue --queue for `pneumo worker`, then exit"},
-        {"queue", OPT_STR, &queue, 0, 0, "NAME", "the queue for --enqueue"},
+    const char *dtype = NULL;
+    cli_opt opts[]    = {
+           {"model", OPT_STR, &model, 0, 0, "FILE", "model file (default " DEFAULT_MODEL ")"},
+           {"batch", OPT_INT, &batch, 1, 1024, "N", "images per forward pass, default 8"},
+           {"threads", OPT_INT, &threads, 0, 1024, "N", "compute threads, default all CPUs"},
+           {"dtype", OPT_STR, &dtype, 0, 0, "f32|bf16",
+            "compute in f32 or bf16 (AVX512_BF16); default $PNEUMO_DTYPE, else f32"},
+           {"loader-threads", OPT_INT, &loaders, 1, 64, "N",
+            "threads that read, hash and decode, default 2"},
+           {"resize", OPT_STR, &resize_s, 0, 0, "nearest|bilinear|area",
+            "how images are resized to the model's input, default area"},
+           {"format", OPT_STR, &format, 0, 0, "jsonl|csv|table",
+            "output format; default table on a terminal, else jsonl"},
+           {"out", OPT_STR, &out_path, 0, 0, "FILE", "write the records here instead of stdout"},
+           {"redis", OPT_STR, &redis_url, 0, 0, "URL",
+            "redis://[:password@]host:port/db (default $REDIS_URL; unset: no Redis)"},
+           {"force", OPT_FLAG, &force, 0, 0, NULL, "recompute even when Redis has the result"},
+           {"ttl", OPT_INT, &ttl, 0, 2147483647.0, "SECONDS",
+            "expire results, source index and failures after this long (default 0: never)"},
+           {"redis-retries", OPT_INT, &retries, 0, 100, "N",
+            "reconnects before Redis counts as lost, default 4"},
+           {"replay", OPT_STR, &replay_file, 0, 0, "FILE",
+            "write the JSON lines of an earlier run (\"-\": stdin) to Redis, then exit"},
+           {"enqueue", OPT_FLAG, &enq, 0, 0, NULL,
+            "list the inputs into the Redis queue --queue for `pneumo worker`, then exit"},
+           {"queue", OPT_STR, &queue, 0, 0, "NAME", "the queue for --enqueue"},
     };
     cli_cmd cmd = {"predict",
                    "[--model FILE] [options] IMAGE|FOLDER|s3://bucket/prefix/|-...",
@@ -780,6 +783,7 @@ int cmd_predict(int argc, char **argv)
     char *pos[argc + 1];
     int npos, rc = cli_parse(&cmd, argc, argv, pos, &npos);
     if (rc) return rc < 0 ? EXIT_OK : rc;
+    if ((rc = cli_check_dtype("predict", dtype))) return rc;
     if (!redis_url) {
         const char *env = getenv("REDIS_URL");
         if (env && *env) redis_url = env;
@@ -842,7 +846,7 @@ int cmd_predict(int argc, char **argv)
                             err);
         w.b = pr_batch_new();
     }
-    nt_ctx *ctx = cli_ctx("predict", threads, 0);
+    nt_ctx *ctx = cli_ctx_dtype("predict", threads, 0, dtype);
     if (!ctx) {
         pr_redis_close(w.r);
         pr_batch_free(w.b);

@@ -1184,6 +1184,7 @@ static int serve_main(server *sv, int argc, char **argv)
     const char *web = NULL;
     int insecure = 0, threads = 4, max_batch = 8, max_wait = 5, queue = 64, quiet = 0;
     int compute_threads = 0;
+    const char *dtype   = NULL;
     double max_bytes = 20 << 20, max_pixels = 50e6;
     int ttl        = 0;
     cli_opt opts[] = {
@@ -1200,6 +1201,8 @@ static int serve_main(server *sv, int argc, char **argv)
         {"threads", OPT_INT, &threads, 1, 256, "N", "HTTP threads, default 4"},
         {"compute-threads", OPT_INT, &compute_threads, 0, 1024, "N",
          "threads of the model, default all CPUs"},
+        {"dtype", OPT_STR, &dtype, 0, 0, "f32|bf16",
+         "compute in f32 or bf16 (AVX512_BF16); default $PNEUMO_DTYPE, else f32"},
         {"max-batch", OPT_INT, &max_batch, 1, 256, "N",
          "images per forward pass at most, default 8"},
         {"max-wait-ms", OPT_INT, &max_wait, 0, 60000, "MS",
@@ -1222,6 +1225,7 @@ static int serve_main(server *sv, int argc, char **argv)
     char *pos[argc + 1];
     int npos, rc = cli_parse(&cmd, argc, argv, pos, &npos);
     if (rc) return rc < 0 ? EXIT_OK : rc;
+    if ((rc = cli_check_dtype("serve", dtype))) return rc;
     if (!redis_url) {
         const char *env = getenv("REDIS_URL");
         if (env && *env) redis_url = env;
@@ -1294,7 +1298,7 @@ static int serve_main(server *sv, int argc, char **argv)
     sv->model_path   = model;
     const char *base = strrchr(model, '/');
     sv->model_name   = base ? base + 1 : model;
-    nt_ctx *ctx      = cli_ctx("serve", compute_threads, 0);
+    nt_ctx *ctx      = cli_ctx_dtype("serve", compute_threads, 0, dtype);
     nt_model *m      = NULL;
     if (!ctx) {
         freeaddrinfo(ai);

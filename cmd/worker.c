@@ -224,30 +224,33 @@ int cmd_worker(int argc, char **argv)
     const char *model = NULL, *redis_url = NULL, *queue = NULL, *consumer = NULL;
     const char *resize_s = "area";
     int threads = 0, count = 8, claim_ms = 30000, max_del = 3, follow = 0, ttl = 0, retries = 4;
-    int nloaders   = 2;
-    cli_opt opts[] = {
-        {"queue", OPT_STR, &queue, 0, 0, "NAME", "the queue to consume (required)"},
-        {"model", OPT_STR, &model, 0, 0, "FILE", "model file (default " DEFAULT_MODEL ")"},
-        {"redis", OPT_STR, &redis_url, 0, 0, "URL",
-         "redis://[:password@]host:port/db (default $REDIS_URL)"},
-        {"consumer", OPT_STR, &consumer, 0, 0, "NAME",
-         "this worker's name in the group (default HOST-PID)"},
-        {"count", OPT_INT, &count, 1, 1024, "N",
-         "entries per read, also the batch size; default 8"},
-        {"claim-idle-ms", OPT_INT, &claim_ms, 1, 2147483647.0, "MS",
-         "take over entries another worker has held this long, default 30000"},
-        {"max-deliveries", OPT_INT, &max_del, 1, 1000000, "N",
-         "dead-letter an entry after this many deliveries without success, default 3"},
-        {"follow", OPT_FLAG, &follow, 0, 0, NULL, "keep waiting for new entries when drained"},
-        {"threads", OPT_INT, &threads, 0, 1024, "N", "compute threads, default all CPUs"},
-        {"loader-threads", OPT_INT, &nloaders, 1, 64, "N",
-         "threads that read, look up and decode a batch's images, default 2"},
-        {"resize", OPT_STR, &resize_s, 0, 0, "nearest|bilinear|area",
-         "how images are resized to the model's input, default area"},
-        {"ttl", OPT_INT, &ttl, 0, 2147483647.0, "SECONDS",
-         "expire results and source index after this long (default 0: never)"},
-        {"redis-retries", OPT_INT, &retries, 0, 100, "N",
-         "reconnects before Redis counts as lost, default 4"},
+    int nloaders      = 2;
+    const char *dtype = NULL;
+    cli_opt opts[]    = {
+           {"queue", OPT_STR, &queue, 0, 0, "NAME", "the queue to consume (required)"},
+           {"model", OPT_STR, &model, 0, 0, "FILE", "model file (default " DEFAULT_MODEL ")"},
+           {"redis", OPT_STR, &redis_url, 0, 0, "URL",
+            "redis://[:password@]host:port/db (default $REDIS_URL)"},
+           {"consumer", OPT_STR, &consumer, 0, 0, "NAME",
+            "this worker's name in the group (default HOST-PID)"},
+           {"count", OPT_INT, &count, 1, 1024, "N",
+            "entries per read, also the batch size; default 8"},
+           {"claim-idle-ms", OPT_INT, &claim_ms, 1, 2147483647.0, "MS",
+            "take over entries another worker has held this long, default 30000"},
+           {"max-deliveries", OPT_INT, &max_del, 1, 1000000, "N",
+            "dead-letter an entry after this many deliveries without success, default 3"},
+           {"follow", OPT_FLAG, &follow, 0, 0, NULL, "keep waiting for new entries when drained"},
+           {"threads", OPT_INT, &threads, 0, 1024, "N", "compute threads, default all CPUs"},
+           {"dtype", OPT_STR, &dtype, 0, 0, "f32|bf16",
+            "compute in f32 or bf16 (AVX512_BF16); default $PNEUMO_DTYPE, else f32"},
+           {"loader-threads", OPT_INT, &nloaders, 1, 64, "N",
+            "threads that read, look up and decode a batch's images, default 2"},
+           {"resize", OPT_STR, &resize_s, 0, 0, "nearest|bilinear|area",
+            "how images are resized to the model's input, default area"},
+           {"ttl", OPT_INT, &ttl, 0, 2147483647.0, "SECONDS",
+            "expire results and source index after this long (default 0: never)"},
+           {"redis-retries", OPT_INT, &retries, 0, 100, "N",
+            "reconnects before Redis counts as lost, default 4"},
     };
     cli_cmd cmd = {"worker",
                    "--queue NAME [--model FILE] [--redis URL] [options]",
@@ -260,6 +263,7 @@ int cmd_worker(int argc, char **argv)
     char *pos[argc + 1];
     int npos, rc = cli_parse(&cmd, argc, argv, pos, &npos);
     if (rc) return rc < 0 ? EXIT_OK : rc;
+    if ((rc = cli_check_dtype("worker", dtype))) return rc;
     if (!queue || !*queue) return cli_fail("worker", EXIT_USAGE, "--queue NAME is required");
     if (!redis_url) {
         const char *env = getenv("REDIS_URL");
@@ -338,7 +342,7 @@ int cmd_worker(int argc, char **argv)
         freeReplyObject(rep);
         rep = NULL;
     }
-    if (!(ctx = cli_ctx("worker", threads, 0))) {
+    if (!(ctx = cli_ctx_dtype("worker", threads, 0, dtype))) {
         rc = EXIT_FAIL;
         goto out;
     }

@@ -49,4 +49,16 @@ expect 0 "imported .* tensors .*2017" -- $P weights import tests/fixtures/keras_
 expect 1 "shape" -- $P weights import tests/fixtures/keras_resnet50_w16_current.h5 --width-div 8 --out $T/w8.st
 expect 0 '"probability"' -- $P predict --model $T/w.st --format jsonl data/samples/IM-0115-0001.jpeg
 expect 2 "expected peak, gemm, conv, model or data" -- $P bench nothing
+# --dtype: a bad name is a usage error; bf16 (where the CPU has AVX512_BF16) stays near f32.
+for c in predict worker serve eval; do expect 2 "dtype expects f32 or bf16" -- $P $c --dtype bf17; done
+if grep -qw avx512_bf16 /proc/cpuinfo && [ -f weights/pneumo-resnet50.safetensors ]; then
+    $P predict --format jsonl data/samples/*.jpeg > $T/f32.jsonl 2> /dev/null
+    $P predict --dtype bf16 --format jsonl data/samples/*.jpeg > $T/bf16.jsonl 2> /dev/null
+    grep -o '"probability":[0-9.e-]*' $T/f32.jsonl | cut -d: -f2 > $T/p32
+    grep -o '"probability":[0-9.e-]*' $T/bf16.jsonl | cut -d: -f2 > $T/p16
+    d=$(paste -d' ' $T/p32 $T/p16 | awk '{d = $1 - $2; if (d < 0) d = -d; if (d > m) m = d; n++} END {print (n == 3) ? m + 0 : "none"}')
+    [ "$d" != none ] && awk "BEGIN {exit !($d < 0.05)}" && ok "predict --dtype bf16 within 0.05 of f32 (max |dp| $d)" || bad "bf16 vs f32: $d"
+else
+    echo "SKIP part: --dtype bf16 (no avx512_bf16 on this CPU, or no shipped model)"
+fi
 finish cli.sh
