@@ -240,7 +240,7 @@ int sv_png_encode(const uint8_t *rgb, int w, int h, uint8_t **png_out, size_t *l
     png_set_write_fn(png, &b, png_put, png_noflush);
     png_set_IHDR(png, info, (png_uint_32)w, (png_uint_32)h, 8, PNG_COLOR_TYPE_RGB,
                  PNG_INTERLACE_NONE, PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
-    png_set_compression_level(png, 6);
+    png_set_compression_level(png, 1); // speed over size: it is encoded on every upload
     png_write_info(png, info);
     for (int y = 0; y < h; y++)
         png_write_row(png, (png_const_bytep)(rgb + (size_t)y * w * 3));

@@ -28,9 +28,7 @@ static nt_status find_head(nt_model *m, head *h)
                                  "gradcam: expected the pneumo head (dense, dropout, dense_1, "
                                  "dense_2), but the model has no parameter %s",
                                  names[i]);
-        nt_param p;
-        nt_model_param(m, k, &p);
-        t[i] = p.value;
+        t[i] = nt_model_param_value(m, k); // read-only: keeps the packed weights
     }
     h->w1 = t[0]->data, h->b1 = t[1]->data, h->w2 = t[2]->data;
     h->b2 = t[3]->data, h->w3 = t[4]->data, h->b3 = t[5]->data;

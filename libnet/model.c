@@ -394,6 +394,11 @@ void nt_model_param(const nt_model *m, int i, nt_param *p)
     p->trainable       = m->layers[q->layer].trainable && param_is_trainable_kind(q->kind);
 }
 
+const nt_tensor *nt_model_param_value(const nt_model *m, int i)
+{
+    return &m->params[i].value;
+}
+
 int nt_model_find_param(const nt_model *m, const char *name)
 {
     for (int i = 0; i < m->nparams; i++)

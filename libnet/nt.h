@@ -223,6 +223,9 @@ int nt_model_num_params(const nt_model *m);
 // forward rebuilds. A caller that keeps value pointers and writes through them later must call
 // nt_model_weights_changed afterwards (a training forward does it too).
 void nt_model_param(const nt_model *m, int i, nt_param *p);
+// Parameter i's value, read-only: unlike nt_model_param it keeps the cached packed weights
+// (for readers on the inference path, e.g. Grad-CAM's head).
+const nt_tensor *nt_model_param_value(const nt_model *m, int i);
 // Drops derived copies of the weights (the bf16 packing); cheap, idempotent.
 void nt_model_weights_changed(nt_model *m);
 // Index of the parameter named `name`, or -1.

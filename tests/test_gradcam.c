@@ -4,6 +4,7 @@
  * head from the GAP features, the CAM against a direct computation from the kept feature map, the
  * size query, the error when the map was not kept, and the overlay's end points.
  */
+#include "libnet/model_internal.h" // layers[].wpack_ok: Grad-CAM must keep the packed weights
 #include "libnet/nt.h"
 #include "tests/check.h"
 
@@ -169,7 +170,15 @@ int main(void)
         for (int p = 0; p < HW; p++)
             ref[n * HW + p] = mx > 0 ? (float)(ref[n * HW + p] / mx) : 0;
     }
+    int packed0 = 0, packed1 = 0;
+    CHECK(nt_model_forward(m, &x, 0, 0) == NT_OK); // (the reference above read params: repack)
+    for (int i = 0; i < m->nlayers; i++)
+        packed0 += m->layers[i].wpack_ok;
     CHECK(nt_model_gradcam(m, L, cam, &h, &w) == NT_OK);
+    for (int i = 0; i < m->nlayers; i++)
+        packed1 += m->layers[i].wpack_ok;
+    // Reading the head must not drop the weights packed for inference (a repack every request).
+    CHECK(packed0 > 0 && packed1 == packed0);
     CHECK_CLOSE("cam", cam, ref, N * HW, CAM_ATOL, 0);
     int ones = 0;
     for (int i = 0; i < N * HW; i++) {
