@@ -126,8 +126,11 @@ sleep 2   # the rate limiter's bucket drains
 # ---- rate limit: past rate + burst -> 429 ----
 i=0; while [ $i -lt 60 ]; do printf 'url = "%s"\noutput = "/dev/null"\n' "$URL/api/v1/predictions?limit=1"; i=$((i+1)); done > $T/many
 $C -H "$AUTH" -w '%{http_code}\n' -K $T/many > $T/codes
-$C -H "$AUTH" -o $T/429 $URL/api/v1/predictions?limit=1
+$C -H "$AUTH" -D $T/429h -o $T/429 $URL/api/v1/predictions?limit=1
 grep -q '"error":"too many' $T/429 && ok "429 answered as JSON" || bad "429 body: $(head -c 200 $T/429)"
+grep -qi '^retry-after: 1' $T/429h && grep -qi '^strict-transport-security' $T/429h && ok "429 has Retry-After and the security headers" || bad "429 headers: $(tr '\r\n' '  ' < $T/429h)"
+$C -H "$AUTH" -D $T/200h -o /dev/null $URL/healthz
+grep -qi '^retry-after' $T/200h && bad "Retry-After on a 200" || ok "no Retry-After on a 200"
 n429=$(grep -cx 429 $T/codes); n200=$(grep -cx 200 $T/codes)
 [ $n429 -gt 0 ] && [ $n200 -ge 20 ] && ok "rate limit: $n200 x 200 then $n429 x 429" || bad "rate limit: $(sort $T/codes | uniq -c | tr '\n' ' ')"
 
