@@ -361,7 +361,8 @@ static enum MHD_Result send_buf(struct MHD_Connection *c, req *r, int status, co
 
 static enum MHD_Result send_json(struct MHD_Connection *c, req *r, int status, json_t *j)
 {
-    char *s = json_dumps(j, JSON_COMPACT);
+    // The numbers are float32 values and milliseconds: 10 significant digits, not jansson's 17.
+    char *s = json_dumps(j, JSON_COMPACT | JSON_REAL_PRECISION(10));
     json_decref(j);
     if (!s) return MHD_NO;
     size_t n = strlen(s);
