@@ -219,6 +219,113 @@ static long deliveries(wk *w, const char *id)
     return n;
 }
 
+// ---- one batch of entries, loaded while the previous one is computed ----
+
+typedef struct wbatch {
+    entry *es;
+    int ne;
+    nt_tensor x; // entry i decodes into x + i * img, then the misses are packed to the front
+    int *lk;
+    char (*shas)[65];
+    char (*lerrs)[768];
+    double *prep;
+    load_batch_t lb;
+} wbatch;
+
+static int wbatch_init(wbatch *b, nt_ctx *ctx, int count, int S, loader *ls, int nl, pr_load lo)
+{
+    int64_t shp[4] = {count, S, S, 3};
+    b->es          = calloc((size_t)count, sizeof(entry));
+    b->lk          = malloc(sizeof(int) * (size_t)count);
+    b->shas        = malloc(sizeof(*b->shas) * (size_t)count);
+    b->lerrs       = malloc(sizeof(*b->lerrs) * (size_t)count);
+    b->prep        = malloc(sizeof(double) * (size_t)count);
+    if (nt_tensor_new(ctx, 4, shp, &b->x) != NT_OK || !b->es || !b->lk || !b->shas || !b->lerrs ||
+        !b->prep)
+        return -1;
+    b->lb = (load_batch_t){
+        ls, nl, lo, b->x.data, (size_t)S * S * 3, b->lk, b->shas, b->lerrs, b->prep, NULL, 0, 0};
+    return 0;
+}
+
+static void wbatch_drop_entries(wbatch *b)
+{
+    for (int i = 0; b->es && i < b->ne; i++) {
+        free(b->es[i].source);
+        b->es[i].source = NULL;
+    }
+    b->ne = 0;
+}
+
+static void wbatch_free(wbatch *b)
+{
+    wbatch_drop_entries(b);
+    free(b->es);
+    free(b->lk);
+    free(b->shas);
+    free(b->lerrs);
+    free(b->prep);
+    nt_tensor_free(&b->x);
+}
+
+static void wbatch_start(wbatch *b, int max_del)
+{
+    for (int i = 0; i < b->ne; i++)
+        b->lk[i] = b->es[i].deliveries > max_del ? LK_SKIP : LK_TODO;
+}
+
+static void *bg_load(void *arg)
+{
+    wbatch *b = arg;
+    load_batch(&b->lb, b->es, b->ne);
+    return NULL;
+}
+
+// Up to count entries into b: first a dead or stuck worker's (XAUTOCLAIM, which counts a
+// delivery), else new ones (XREADGROUP, waiting up to blk ms; NULL: no wait). 0, or the exit code
+// after printing the error.
+static int fetch(wk *w, char cur[64], const char *idle, const char *cnt, const char *blk,
+                 int claim_ms, int count, wbatch *b)
+{
+    b->ne            = 0;
+    const char *ca[] = {"XAUTOCLAIM", w->stream, "workers", w->consumer, idle, cur, "COUNT", cnt};
+    redisReply *rep  = pr_redis_command(w->r, 8, ca);
+    if (!rep || rep->type != REDIS_REPLY_ARRAY || rep->elements < 2) {
+        int rc = cli_fail("worker", EXIT_FAIL, "XAUTOCLAIM %s: %s", w->stream,
+                          rep && rep->type == REDIS_REPLY_ERROR ? rep->str : pr_redis_errstr(w->r));
+        if (rep) freeReplyObject(rep);
+        return rc;
+    }
+    snprintf(cur, 64, "%s",
+             rep->element[0]->type == REDIS_REPLY_STRING ? rep->element[0]->str : "0-0");
+    b->ne = parse_entries(rep->element[1], b->es, count);
+    freeReplyObject(rep);
+    if (b->ne > 0) {
+        w->nclaimed += b->ne;
+        fprintf(stderr, "pneumo worker %s: claimed %d entries idle for over %d ms\n", w->consumer,
+                b->ne, claim_ms);
+        for (int i = 0; i < b->ne; i++)
+            b->es[i].deliveries = deliveries(w, b->es[i].id);
+        return 0;
+    }
+    const char *ra[] = {"XREADGROUP", "GROUP", "workers", w->consumer, "COUNT", cnt,
+                        "BLOCK",      blk,     "STREAMS", w->stream,   ">"};
+    const char *rn[] = {"XREADGROUP", "GROUP",   "workers", w->consumer, "COUNT",
+                        cnt,          "STREAMS", w->stream, ">"};
+    rep              = blk ? pr_redis_command(w->r, 11, ra) : pr_redis_command(w->r, 9, rn);
+    if (!rep || rep->type == REDIS_REPLY_ERROR) {
+        int rc = cli_fail("worker", EXIT_FAIL, "XREADGROUP %s: %s", w->stream,
+                          rep ? rep->str : pr_redis_errstr(w->r));
+        if (rep) freeReplyObject(rep);
+        return rc;
+    }
+    if (rep->type == REDIS_REPLY_ARRAY && rep->elements > 0 &&
+        rep->element[0]->type == REDIS_REPLY_ARRAY && rep->element[0]->elements >= 2)
+        b->ne = parse_entries(rep->element[0]->element[1], b->es, count);
+    freeReplyObject(rep);
+    return 0;
+}
+
 int cmd_worker(int argc, char **argv)
 {
     const char *model = NULL, *redis_url = NULL, *queue = NULL, *consumer = NULL;
@@ -308,19 +415,15 @@ int cmd_worker(int argc, char **argv)
     w.max_del  = max_del;
     snprintf(w.run_id, sizeof(w.run_id), "queue:%s", queue);
 
-    nt_ctx *ctx  = NULL;
-    nt_model *m  = NULL;
-    nt_tensor x  = {0};
-    float *probs = NULL, *xs = NULL;
-    entry *es         = NULL;
-    int *bidx         = NULL;
-    char(*shas)[65]   = NULL;
-    double *prep      = NULL;
-    int *lk           = NULL;
-    char(*lerrs)[768] = NULL;
-    loader *ls        = NULL;
-    redisReply *rep   = NULL;
-    int ne            = 0;
+    nt_ctx *ctx     = NULL;
+    nt_model *m     = NULL;
+    float *probs    = NULL;
+    int *bidx       = NULL;
+    loader *ls      = NULL;
+    redisReply *rep = NULL;
+    wbatch wb[2]    = {0};
+    pthread_t bg;
+    int bg_on = 0; // a background load of wb[nx] is running
     nt_model_meta meta;
     nd_resize resize;
     struct sigaction sa = {0}, old_int, old_term;
@@ -351,23 +454,15 @@ int cmd_worker(int argc, char **argv)
         goto out;
     }
     if ((rc = pr_model_open("worker", ctx, model, &m, &meta, w.model_sha, w.model_id))) goto out;
-    int S          = meta.cfg.img_size;
-    size_t img     = (size_t)S * S * 3;
-    int64_t shp[4] = {count, S, S, 3};
-    probs          = malloc(sizeof(float) * (size_t)count);
-    bidx           = malloc(sizeof(int) * (size_t)count);
-    es             = calloc((size_t)count, sizeof(entry));
-    shas           = malloc(sizeof(*shas) * (size_t)count);
-    prep           = malloc(sizeof(double) * (size_t)count);
-    lk             = malloc(sizeof(int) * (size_t)count);
-    lerrs          = malloc(sizeof(*lerrs) * (size_t)count);
-    ls             = calloc((size_t)nloaders, sizeof(loader));
-    if (nt_tensor_new(ctx, 4, shp, &x) != NT_OK || !probs || !bidx || !es || !shas || !prep ||
-        !lk || !lerrs || !ls) {
+    int S      = meta.cfg.img_size;
+    size_t img = (size_t)S * S * 3;
+    probs      = malloc(sizeof(float) * (size_t)count);
+    bidx       = malloc(sizeof(int) * (size_t)count);
+    ls         = calloc((size_t)nloaders, sizeof(loader));
+    if (!probs || !bidx || !ls) {
         rc = cli_fail("worker", EXIT_FAIL, "out of memory for a batch of %d", count);
         goto out;
     }
-    xs = x.data;
     for (int t = 0; t < nloaders; t++) {
         nt_ctx_opts co;
         nt_ctx_opts_default(&co);
@@ -379,104 +474,90 @@ int cmd_worker(int argc, char **argv)
         }
         ls[t].r = pr_redis_open(redis_url, &ropts, rerr, sizeof(rerr)); // NULL: no look-ups
     }
-    load_batch_t lb = {ls,   nloaders, {S, resize, meta.preprocess, w.model_id, NULL, 0},
-                       xs,   img,      lk,
-                       shas, lerrs,    prep,
-                       NULL, 0,        0};
-    char cur[64]    = "0-0", cnt[16], idle[32], blk[16];
+    pr_load lo0 = {S, resize, meta.preprocess, w.model_id, NULL, 0};
+    for (int k = 0; k < 2; k++)
+        if (wbatch_init(&wb[k], ctx, count, S, ls, nloaders, lo0) != 0) {
+            rc = cli_fail("worker", EXIT_FAIL, "out of memory for a batch of %d", count);
+            goto out;
+        }
+    char cur[64] = "0-0", cnt[16], idle[32], blk[16];
     snprintf(cnt, sizeof(cnt), "%d", count);
     snprintf(idle, sizeof(idle), "%d", claim_ms);
     snprintf(blk, sizeof(blk), "%d", claim_ms < 1000 ? claim_ms : 1000);
     fprintf(stderr, "pneumo worker %s: consuming %s at %s (model %s)\n", consumer, stream,
             pr_redis_where(w.r), w.model_id);
+    // wb[cx] is the batch at hand; while the model computes it, the next one (wb[1 - cx]) is
+    // fetched and loaded by a background thread, so reading and decoding overlap compute.
+    int cx = 0, loaded = 0;
     for (;;) {
-        if (wk_stop) { // between batches: nothing is half done
-            fprintf(stderr, "pneumo worker %s: stopped by a signal\n", consumer);
-            break;
-        }
-        // 1. A dead or stuck worker's entries (XAUTOCLAIM counts a delivery).
-        const char *ca[] = {"XAUTOCLAIM", stream, "workers", consumer, idle, cur, "COUNT", cnt};
-        rep              = pr_redis_command(w.r, 8, ca);
-        if (!rep || rep->type != REDIS_REPLY_ARRAY || rep->elements < 2) {
-            rc = cli_fail("worker", EXIT_FAIL, "XAUTOCLAIM %s: %s", stream,
-                          rep && rep->type == REDIS_REPLY_ERROR ? rep->str : pr_redis_errstr(w.r));
-            goto out;
-        }
-        snprintf(cur, sizeof(cur), "%s",
-                 rep->element[0]->type == REDIS_REPLY_STRING ? rep->element[0]->str : "0-0");
-        ne = parse_entries(rep->element[1], es, count);
-        freeReplyObject(rep);
-        rep = NULL;
-        if (ne > 0) {
-            w.nclaimed += ne;
-            fprintf(stderr, "pneumo worker %s: claimed %d entries idle for over %d ms\n", consumer,
-                    ne, claim_ms);
-            for (int i = 0; i < ne; i++)
-                es[i].deliveries = deliveries(&w, es[i].id);
-        } else {
-            // 2. New entries.
-            const char *ra[] = {"XREADGROUP", "GROUP", "workers", consumer, "COUNT", cnt,
-                                "BLOCK",      blk,     "STREAMS", stream,   ">"};
-            rep              = pr_redis_command(w.r, 11, ra);
-            if (!rep || rep->type == REDIS_REPLY_ERROR) {
-                rc = cli_fail("worker", EXIT_FAIL, "XREADGROUP %s: %s", stream,
-                              rep ? rep->str : pr_redis_errstr(w.r));
-                goto out;
+        wbatch *bc = &wb[cx], *bn = &wb[1 - cx];
+        if (!loaded) {
+            if (wk_stop) { // between batches: nothing is half done
+                fprintf(stderr, "pneumo worker %s: stopped by a signal\n", consumer);
+                break;
             }
-            if (rep->type == REDIS_REPLY_ARRAY && rep->elements > 0 &&
-                rep->element[0]->type == REDIS_REPLY_ARRAY && rep->element[0]->elements >= 2)
-                ne = parse_entries(rep->element[0]->element[1], es, count);
-            freeReplyObject(rep);
-            rep = NULL;
-        }
-        if (ne == 0) {
-            // 3. Drained: nothing new and nothing pending anywhere in the group.
-            const char *pa[] = {"XPENDING", stream, "workers"};
-            rep              = pr_redis_command(w.r, 3, pa);
-            if (!rep || rep->type != REDIS_REPLY_ARRAY || rep->elements < 1) {
-                rc = cli_fail("worker", EXIT_FAIL, "XPENDING %s: %s", stream,
-                              rep && rep->type == REDIS_REPLY_ERROR ? rep->str
-                                                                    : pr_redis_errstr(w.r));
-                goto out;
+            if ((rc = fetch(&w, cur, idle, cnt, blk, claim_ms, count, bc))) goto out;
+            if (bc->ne == 0) {
+                // Drained: nothing new and nothing pending anywhere in the group.
+                const char *pa[] = {"XPENDING", stream, "workers"};
+                rep              = pr_redis_command(w.r, 3, pa);
+                if (!rep || rep->type != REDIS_REPLY_ARRAY || rep->elements < 1) {
+                    rc = cli_fail("worker", EXIT_FAIL, "XPENDING %s: %s", stream,
+                                  rep && rep->type == REDIS_REPLY_ERROR ? rep->str
+                                                                        : pr_redis_errstr(w.r));
+                    goto out;
+                }
+                long pending = (long)rep->element[0]->integer;
+                freeReplyObject(rep);
+                rep = NULL;
+                if (pending == 0 && !follow) break;
+                if (pending > 0) {
+                    struct timespec ts = {0, 100 * 1000000L}; // others hold entries: wait
+                    nanosleep(&ts, NULL);
+                }
+                continue;
             }
-            long pending = (long)rep->element[0]->integer;
-            freeReplyObject(rep);
-            rep = NULL;
-            if (pending == 0 && !follow) break;
-            if (pending > 0) {
-                struct timespec ts = {0, 100 * 1000000L}; // others hold entries: wait, re-check
-                nanosleep(&ts, NULL);
-            }
-            continue;
+            wbatch_start(bc, max_del);
+            load_batch(&bc->lb, bc->es, bc->ne);
         }
-        // 4. Load (predict's code, --loader-threads at once), predict the misses, write, mark
-        // done, acknowledge.
-        for (int i = 0; i < ne; i++)
-            lk[i] = es[i].deliveries > max_del ? LK_SKIP : LK_TODO;
-        load_batch(&lb, es, ne);
-        int n = 0;
-        for (int i = 0; i < ne; i++) {
-            entry *e = &es[i];
-            if (lk[i] == LK_SKIP) {
+        // The next batch, without waiting for new entries, loads in the background.
+        loaded = 0;
+        if (!wk_stop) {
+            if ((rc = fetch(&w, cur, idle, cnt, NULL, claim_ms, count, bn))) goto out;
+            if (bn->ne > 0) {
+                wbatch_start(bn, max_del);
+                if (pthread_create(&bg, NULL, bg_load, bn) == 0)
+                    bg_on = 1;
+                else
+                    load_batch(&bn->lb, bn->es, bn->ne);
+                loaded = 1;
+            }
+        }
+        // The batch at hand: dead letters, cache hits and failures, then the misses' forward.
+        float *xs = bc->x.data;
+        int n     = 0;
+        for (int i = 0; i < bc->ne; i++) {
+            entry *e = &bc->es[i];
+            if (bc->lk[i] == LK_SKIP) {
                 dead_letter(&w, e,
                             "delivered more times than --max-deliveries (a worker died "
                             "on it?)");
                 continue;
             }
-            if (lk[i] == PR_LOAD_CACHED) {
-                pr_batch_source(w.b, w.model_id, e->source, shas[i], ttl);
+            if (bc->lk[i] == PR_LOAD_CACHED) {
+                pr_batch_source(w.b, w.model_id, e->source, bc->shas[i], ttl);
                 mark_done(&w, e);
                 w.ncached++;
                 w.ndone++;
-            } else if (lk[i] == PR_LOAD_FAILED) {
+            } else if (bc->lk[i] == PR_LOAD_FAILED) {
                 w.nfailed++;
                 if (e->deliveries >= max_del)
-                    dead_letter(&w, e, lerrs[i]);
+                    dead_letter(&w, e, bc->lerrs[i]);
                 else
                     fprintf(stderr,
                             "pneumo worker %s: %s (delivery %ld of %d; left pending for a "
                             "retry)\n",
-                            consumer, lerrs[i], e->deliveries, max_del);
+                            consumer, bc->lerrs[i], e->deliveries, max_del);
             } else {
                 if (n != i)
                     memmove(xs + (size_t)n * img, xs + (size_t)i * img, img * sizeof(float));
@@ -484,11 +565,10 @@ int cmd_worker(int argc, char **argv)
             }
         }
         if (n > 0) {
-            double t0 = 0;
             struct timespec ts;
             clock_gettime(CLOCK_MONOTONIC, &ts);
-            t0           = (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-            nt_tensor xb = x;
+            double t0    = (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+            nt_tensor xb = bc->x;
             xb.shape[0]  = n;
             if (nt_model_forward(m, &xb, 0, 0) != NT_OK ||
                 nt_model_loss(m, NULL, NULL, NULL, probs, NULL) != NT_OK) {
@@ -500,10 +580,10 @@ int cmd_worker(int argc, char **argv)
             char tnow[40];
             pr_iso_now(tnow, sizeof(tnow));
             for (int k = 0; k < n; k++) {
-                entry *e      = &es[bidx[k]];
+                entry *e      = &bc->es[bidx[k]];
                 int lab       = probs[k] >= meta.threshold;
                 pr_result res = {e->source,
-                                 shas[bidx[k]],
+                                 bc->shas[bidx[k]],
                                  meta.class_names[lab],
                                  w.model_id,
                                  w.model_sha,
@@ -512,7 +592,7 @@ int cmd_worker(int argc, char **argv)
                                  tnow,
                                  probs[k],
                                  meta.threshold,
-                                 prep[bidx[k]] + fwd_ms,
+                                 bc->prep[bidx[k]] + fwd_ms,
                                  0};
                 pr_batch_result(w.b, &res, ttl);
                 mark_done(&w, e);
@@ -527,11 +607,12 @@ int cmd_worker(int argc, char **argv)
                           pr_redis_errstr(w.r));
             goto out;
         }
-        for (int i = 0; i < ne; i++) {
-            free(es[i].source);
-            es[i].source = NULL;
+        wbatch_drop_entries(bc);
+        if (bg_on) {
+            pthread_join(bg, NULL);
+            bg_on = 0;
         }
-        ne = 0;
+        if (loaded) cx = 1 - cx;
     }
     run_summary(&w);
     if (pr_redis_exec(w.r, w.b) != 0)
@@ -548,22 +629,17 @@ out:
     sigaction(SIGINT, &old_int, NULL);
     sigaction(SIGTERM, &old_term, NULL);
     if (rep) freeReplyObject(rep);
-    for (int i = 0; es && i < ne; i++)
-        free(es[i].source);
-    free(es);
+    if (bg_on) pthread_join(bg, NULL); // before its batch and the loaders go
+    wbatch_free(&wb[0]);
+    wbatch_free(&wb[1]);
     free(probs);
     free(bidx);
-    free(shas);
-    free(prep);
-    free(lk);
-    free(lerrs);
     for (int t = 0; ls && t < nloaders; t++) {
         nd_s3_free(ls[t].s3);
         pr_redis_close(ls[t].r);
         nt_ctx_free(ls[t].ctx);
     }
     free(ls);
-    nt_tensor_free(&x);
     nt_model_free(m);
     nt_ctx_free(ctx);
     pr_batch_free(w.b);
