@@ -110,6 +110,7 @@ typedef struct server {
     const char *model_path, *model_name, *web_root, *tokens_path, *redis_url;
     char web_real[PATH_MAX];
     char model_id[17], model_sha[65];
+    const char *dtype_name; // "f32" or "bf16": what the model computes in
     nt_model_meta meta;
     int S, insecure, quiet;
     long ttl;
@@ -930,8 +931,9 @@ static enum MHD_Result get_metrics(server *sv, struct MHD_Connection *c, req *r)
             "# HELP pneumo_redis_up 1 when the last Redis operation succeeded (0 without "
             "--redis).\n# TYPE pneumo_redis_up gauge\npneumo_redis_up %d\n"
             "# HELP pneumo_model_info The model being served.\n"
-            "# TYPE pneumo_model_info gauge\npneumo_model_info{model=\"%s\",model_id=\"%s\"} 1\n",
-            depth, up, sv->model_name, sv->model_id);
+            "# TYPE pneumo_model_info gauge\npneumo_model_info{model=\"%s\",model_id=\"%s\","
+            "dtype=\"%s\"} 1\n",
+            depth, up, sv->model_name, sv->model_id, sv->dtype_name);
     fclose(f);
     return send_buf(c, r, 200, "text/plain; version=0.0.4; charset=utf-8", buf, blen, 1);
 }
@@ -1305,6 +1307,7 @@ static int serve_main(server *sv, int argc, char **argv)
         freeaddrinfo(ai);
         return EXIT_FAIL;
     }
+    sv->dtype_name = nt_dtype_name(nt_ctx_dtype(ctx));
     if ((rc = pr_model_open("serve", ctx, model, &m, &sv->meta, sv->model_sha, sv->model_id))) {
         freeaddrinfo(ai);
         nt_ctx_free(ctx);
@@ -1369,9 +1372,9 @@ static int serve_main(server *sv, int argc, char **argv)
                         "cannot listen on %s (in use, or not an address of this machine?)", listen);
     }
     const union MHD_DaemonInfo *di = MHD_get_daemon_info(sv->d, MHD_DAEMON_INFO_BIND_PORT);
-    fprintf(stderr, "pneumo serve: listening on http://%s%s%s:%u (model %s, id %s)%s\n",
+    fprintf(stderr, "pneumo serve: listening on http://%s%s%s:%u (model %s, id %s, %s)%s\n",
             strchr(host, ':') ? "[" : "", host, strchr(host, ':') ? "]" : "",
-            di ? di->port : (unsigned)port, sv->model_name, sv->model_id,
+            di ? di->port : (unsigned)port, sv->model_name, sv->model_id, sv->dtype_name,
             insecure ? " WITHOUT AUTH" : "");
     fflush(stderr);
     int sig = 0;

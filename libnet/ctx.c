@@ -425,6 +425,11 @@ int nt_ctx_nthreads(const nt_ctx *ctx)
     return ctx->nthreads;
 }
 
+nt_dtype nt_ctx_dtype(const nt_ctx *ctx)
+{
+    return (nt_dtype)ctx->opts.dtype;
+}
+
 const char *nt_ctx_impl_name(const nt_ctx *ctx)
 {
     return ctx->impl_name;

@@ -87,6 +87,8 @@ typedef enum { NT_DTYPE_F32 = 0, NT_DTYPE_BF16 = 1 } nt_dtype;
 // "f32" / "bf16"; nt_dtype_parse accepts those names (and "fp32", "float32", "bfloat16") and
 // returns NT_EINVAL for anything else.
 const char *nt_dtype_name(nt_dtype t);
+// The compute type the context runs inference in (nt_ctx_opts.dtype).
+nt_dtype nt_ctx_dtype(const nt_ctx *ctx);
 nt_status nt_dtype_parse(const char *s, nt_dtype *out);
 
 #define NT_MAX_DIMS 4

@@ -81,7 +81,7 @@ start_serve() { # extra flags...
     done
 }
 start_serve
-grep -q "listening on http://127.0.0.1:$SPORT (model m.st, id $MID)" $T/serve.log && ok "ready line" || bad "ready: $(cat $T/serve.log)"
+grep -q "listening on http://127.0.0.1:$SPORT (model m.st, id $MID, f32)" $T/serve.log && ok "ready line" || bad "ready: $(cat $T/serve.log)"
 api() { curl -s -H "Authorization: Bearer $TOK" "$@"; }
 code() { curl -s -o $T/body -w '%{http_code}' "$@"; }
 
@@ -198,7 +198,7 @@ done
 curl -s $B/metrics > $T/metrics
 for name in 'pneumo_http_requests_total{route="/api/v1/predictions",code="200"}' 'pneumo_http_request_duration_seconds_bucket{route="/api/v1/predictions/{id}",le=' \
     'pneumo_inference_batch_size_bucket' 'pneumo_inference_seconds_bucket' 'pneumo_cache_hits_total ' 'pneumo_cache_misses_total ' \
-    'pneumo_queue_depth ' 'pneumo_redis_up 1' "pneumo_model_info{model=\"m.st\",model_id=\"$MID\"} 1"; do
+    'pneumo_queue_depth ' 'pneumo_redis_up 1' "pneumo_model_info{model=\"m.st\",model_id=\"$MID\",dtype=\"f32\"} 1"; do
     grep -qF "$name" $T/metrics || bad "metrics lack $name"
 done; ok "metrics names"
 grep -q "$S1" $T/metrics && bad "a raw path in the metrics" || ok "routes are templates"
