@@ -784,10 +784,7 @@ int cmd_predict(int argc, char **argv)
     int npos, rc = cli_parse(&cmd, argc, argv, pos, &npos);
     if (rc) return rc < 0 ? EXIT_OK : rc;
     if ((rc = cli_check_dtype("predict", dtype))) return rc;
-    if (!redis_url) {
-        const char *env = getenv("REDIS_URL");
-        if (env && *env) redis_url = env;
-    }
+    redis_url = pr_redis_url(redis_url);
     pr_redis_opts ropts;
     pr_redis_opts_default(&ropts);
     ropts.retries = retries;

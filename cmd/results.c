@@ -34,6 +34,13 @@ struct pr_batch {
     int n, cap;
 };
 
+const char *pr_redis_url(const char *flag)
+{
+    if (flag) return flag;
+    const char *env = getenv("REDIS_URL");
+    return env && *env ? env : NULL;
+}
+
 void pr_redis_opts_default(pr_redis_opts *o)
 {
     o->retries   = 4;

@@ -51,6 +51,8 @@ typedef struct pr_redis_opts {
 } pr_redis_opts;
 
 void pr_redis_opts_default(pr_redis_opts *o);
+// The Redis URL to use: flag (from --redis) when given, else $REDIS_URL when set, else NULL.
+const char *pr_redis_url(const char *flag);
 
 // Connects to url = redis://[[user]:password@]host[:port][/db] (port 6379, db 0 by default),
 // sends AUTH and SELECT when asked, then PING. Returns NULL with a one-line reason in err

@@ -1229,10 +1229,7 @@ static int serve_main(server *sv, int argc, char **argv)
     int npos, rc = cli_parse(&cmd, argc, argv, pos, &npos);
     if (rc) return rc < 0 ? EXIT_OK : rc;
     if ((rc = cli_check_dtype("serve", dtype))) return rc;
-    if (!redis_url) {
-        const char *env = getenv("REDIS_URL");
-        if (env && *env) redis_url = env;
-    }
+    redis_url       = pr_redis_url(redis_url);
     sv->insecure    = insecure;
     sv->quiet       = quiet;
     sv->ttl         = ttl;

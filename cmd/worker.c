@@ -102,7 +102,7 @@ static void run_summary(wk *w)
 // ---- loading a batch with --loader-threads threads, each with its own context, S3 handle (kept
 // across batches: its connections stay open) and Redis connection for the cache look-ups ----
 
-enum { LK_TODO = -1, LK_SKIP = -2 }; // besides PR_LOAD_COMPUTE / CACHED / FAILED
+enum { LK_LOAD = -1, LK_SKIP = -2 }; // besides PR_LOAD_COMPUTE / CACHED / FAILED
 
 typedef struct loader {
     nt_ctx *ctx;
@@ -116,7 +116,7 @@ typedef struct load_batch_t {
     pr_load lo; // S, resize, pre, model_id (r is per loader)
     float *xs;  // entry i decodes into xs + i * img
     size_t img;
-    int *lk; // per entry: LK_TODO in, PR_LOAD_* out (LK_SKIP left alone)
+    int *lk; // per entry: LK_LOAD in, PR_LOAD_* out (LK_SKIP left alone)
     char (*shas)[65];
     char (*lerrs)[768];
     double *prep;
@@ -137,7 +137,7 @@ static void *load_main(void *arg)
     for (;;) {
         int i = __atomic_fetch_add(&b->next, 1, __ATOMIC_RELAXED);
         if (i >= b->ne) break;
-        if (b->lk[i] != LK_TODO) continue;
+        if (b->lk[i] != LK_LOAD) continue;
         double p = 0, thr = 0;
         char label[64];
         pr_load lo = b->lo;
@@ -224,27 +224,27 @@ static long deliveries(wk *w, const char *id)
 typedef struct wbatch {
     entry *es;
     int ne;
-    nt_tensor x; // entry i decodes into x + i * img, then the misses are packed to the front
-    int *lk;
-    char (*shas)[65];
-    char (*lerrs)[768];
-    double *prep;
-    load_batch_t lb;
+    nt_tensor x;     // entry i decodes into x + i * img, then the misses are packed to the front
+    load_batch_t lb; // the per-entry results (lk, shas, lerrs, prep) live here
 } wbatch;
 
 static int wbatch_init(wbatch *b, nt_ctx *ctx, int count, int S, loader *ls, int nl, pr_load lo)
 {
     int64_t shp[4] = {count, S, S, 3};
     b->es          = calloc((size_t)count, sizeof(entry));
-    b->lk          = malloc(sizeof(int) * (size_t)count);
-    b->shas        = malloc(sizeof(*b->shas) * (size_t)count);
-    b->lerrs       = malloc(sizeof(*b->lerrs) * (size_t)count);
-    b->prep        = malloc(sizeof(double) * (size_t)count);
-    if (nt_tensor_new(ctx, 4, shp, &b->x) != NT_OK || !b->es || !b->lk || !b->shas || !b->lerrs ||
-        !b->prep)
+    memset(&b->lb, 0, sizeof(b->lb));
+    b->lb.ls    = ls;
+    b->lb.nl    = nl;
+    b->lb.lo    = lo;
+    b->lb.img   = (size_t)S * S * 3;
+    b->lb.lk    = malloc(sizeof(int) * (size_t)count);
+    b->lb.shas  = malloc(sizeof(*b->lb.shas) * (size_t)count);
+    b->lb.lerrs = malloc(sizeof(*b->lb.lerrs) * (size_t)count);
+    b->lb.prep  = malloc(sizeof(double) * (size_t)count);
+    if (nt_tensor_new(ctx, 4, shp, &b->x) != NT_OK || !b->es || !b->lb.lk || !b->lb.shas ||
+        !b->lb.lerrs || !b->lb.prep)
         return -1;
-    b->lb = (load_batch_t){
-        ls, nl, lo, b->x.data, (size_t)S * S * 3, b->lk, b->shas, b->lerrs, b->prep, NULL, 0, 0};
+    b->lb.xs = b->x.data;
     return 0;
 }
 
@@ -261,17 +261,17 @@ static void wbatch_free(wbatch *b)
 {
     wbatch_drop_entries(b);
     free(b->es);
-    free(b->lk);
-    free(b->shas);
-    free(b->lerrs);
-    free(b->prep);
+    free(b->lb.lk);
+    free(b->lb.shas);
+    free(b->lb.lerrs);
+    free(b->lb.prep);
     nt_tensor_free(&b->x);
 }
 
 static void wbatch_start(wbatch *b, int max_del)
 {
     for (int i = 0; i < b->ne; i++)
-        b->lk[i] = b->es[i].deliveries > max_del ? LK_SKIP : LK_TODO;
+        b->lb.lk[i] = b->es[i].deliveries > max_del ? LK_SKIP : LK_LOAD;
 }
 
 static void *bg_load(void *arg)
@@ -372,10 +372,7 @@ int cmd_worker(int argc, char **argv)
     if (rc) return rc < 0 ? EXIT_OK : rc;
     if ((rc = cli_check_dtype("worker", dtype))) return rc;
     if (!queue || !*queue) return cli_fail("worker", EXIT_USAGE, "--queue NAME is required");
-    if (!redis_url) {
-        const char *env = getenv("REDIS_URL");
-        if (env && *env) redis_url = env;
-    }
+    redis_url = pr_redis_url(redis_url);
     if (!redis_url) return cli_fail("worker", EXIT_USAGE, "needs --redis URL or REDIS_URL");
     if (!model) {
         if (access(DEFAULT_MODEL, R_OK) != 0)
@@ -538,26 +535,26 @@ int cmd_worker(int argc, char **argv)
         int n     = 0;
         for (int i = 0; i < bc->ne; i++) {
             entry *e = &bc->es[i];
-            if (bc->lk[i] == LK_SKIP) {
+            if (bc->lb.lk[i] == LK_SKIP) {
                 dead_letter(&w, e,
                             "delivered more times than --max-deliveries (a worker died "
                             "on it?)");
                 continue;
             }
-            if (bc->lk[i] == PR_LOAD_CACHED) {
-                pr_batch_source(w.b, w.model_id, e->source, bc->shas[i], ttl);
+            if (bc->lb.lk[i] == PR_LOAD_CACHED) {
+                pr_batch_source(w.b, w.model_id, e->source, bc->lb.shas[i], ttl);
                 mark_done(&w, e);
                 w.ncached++;
                 w.ndone++;
-            } else if (bc->lk[i] == PR_LOAD_FAILED) {
+            } else if (bc->lb.lk[i] == PR_LOAD_FAILED) {
                 w.nfailed++;
                 if (e->deliveries >= max_del)
-                    dead_letter(&w, e, bc->lerrs[i]);
+                    dead_letter(&w, e, bc->lb.lerrs[i]);
                 else
                     fprintf(stderr,
                             "pneumo worker %s: %s (delivery %ld of %d; left pending for a "
                             "retry)\n",
-                            consumer, bc->lerrs[i], e->deliveries, max_del);
+                            consumer, bc->lb.lerrs[i], e->deliveries, max_del);
             } else {
                 if (n != i)
                     memmove(xs + (size_t)n * img, xs + (size_t)i * img, img * sizeof(float));
@@ -583,7 +580,7 @@ int cmd_worker(int argc, char **argv)
                 entry *e      = &bc->es[bidx[k]];
                 int lab       = probs[k] >= meta.threshold;
                 pr_result res = {e->source,
-                                 bc->shas[bidx[k]],
+                                 bc->lb.shas[bidx[k]],
                                  meta.class_names[lab],
                                  w.model_id,
                                  w.model_sha,
@@ -592,7 +589,7 @@ int cmd_worker(int argc, char **argv)
                                  tnow,
                                  probs[k],
                                  meta.threshold,
-                                 bc->prep[bidx[k]] + fwd_ms,
+                                 bc->lb.prep[bidx[k]] + fwd_ms,
                                  0};
                 pr_batch_result(w.b, &res, ttl);
                 mark_done(&w, e);
