@@ -77,14 +77,17 @@ void nk_conv2d_bwd_filter_ref(const nk_conv_desc *d, const float *x, const float
 // Training: batch mean and biased variance; mean[C] and invstd[C] = 1/sqrt(var + eps) are
 // written for the backward pass and for the caller's moving-average update (var is recovered as
 // 1/invstd^2 - eps). Inference: y = gamma * (x - mmean) / sqrt(mvar + eps) + beta.
+// relu: y = max(bn(x), 0) (NaN -> 0): a BN and the ReLU after it as one op.
 void nk_bn_fwd_train_ref(int64_t M, int C, const float *x, const float *gamma, const float *beta,
-                         float eps, float *y, float *mean, float *invstd);
+                         float eps, int relu, float *y, float *mean, float *invstd);
 void nk_bn_fwd_infer_ref(int64_t M, int C, const float *x, const float *gamma, const float *beta,
                          const float *mmean, const float *mvar, float eps, float *y);
 // Backward of the training form. dx [M,C], dgamma [C], dbeta [C] are overwritten; dx may be NULL.
-void nk_bn_bwd_train_ref(int64_t M, int C, const float *x, const float *dy, const float *gamma,
-                         const float *mean, const float *invstd, float *dx, float *dgamma,
-                         float *dbeta);
+// ry (may be NULL): the output of the fused ReLU (relu = 1 above); dy is then the gradient of
+// that output and counts only where ry > 0.
+void nk_bn_bwd_train_ref(int64_t M, int C, const float *x, const float *ry, const float *dy,
+                         const float *gamma, const float *mean, const float *invstd, float *dx,
+                         float *dgamma, float *dbeta);
 // Backward of the inference form (a per-channel affine map). Overwrites dx; dgamma/dbeta may be
 // NULL (frozen statistics), otherwise overwritten.
 void nk_bn_bwd_infer_ref(int64_t M, int C, const float *x, const float *dy, const float *gamma,
@@ -262,14 +265,17 @@ void nk_dense_bwd_filter_cpu(nk_isa isa, const nk_exec *ex, int N, int C, int K,
                              const float *dy, float *dw, float *db);
 
 // Threaded elementwise and BN paths (OpenMP over ex->nthreads). Same contracts as _ref.
+// Scratch (ex->ws) for the three BN kernels below on [M,C].
+size_t nk_bn_ws_floats(int64_t M, int C);
 void nk_bn_fwd_train_cpu(const nk_exec *ex, int64_t M, int C, const float *x, const float *gamma,
-                         const float *beta, float eps, float *y, float *mean, float *invstd);
+                         const float *beta, float eps, int relu, float *y, float *mean,
+                         float *invstd);
 void nk_bn_fwd_infer_cpu(const nk_exec *ex, int64_t M, int C, const float *x, const float *gamma,
                          const float *beta, const float *mmean, const float *mvar, float eps,
                          float *y);
-void nk_bn_bwd_train_cpu(const nk_exec *ex, int64_t M, int C, const float *x, const float *dy,
-                         const float *gamma, const float *mean, const float *invstd, float *dx,
-                         float *dgamma, float *dbeta);
+void nk_bn_bwd_train_cpu(const nk_exec *ex, int64_t M, int C, const float *x, const float *ry,
+                         const float *dy, const float *gamma, const float *mean,
+                         const float *invstd, float *dx, float *dgamma, float *dbeta);
 void nk_relu_fwd_cpu(const nk_exec *ex, int64_t n, const float *x, float *y);
 void nk_relu_bwd_cpu(const nk_exec *ex, int64_t n, const float *y, const float *dy, float *dx);
 void nk_add_fwd_cpu(const nk_exec *ex, int64_t n, const float *a, const float *b, float *y);

@@ -84,11 +84,15 @@ static size_t ref_dense_ws(int nthreads)
 {
     return 0;
 }
+static size_t ref_bn_ws(int64_t M, int C)
+{
+    return 0;
+}
 static void ref_bn_fwd_train(const nk_exec *ex, int64_t M, int C, const float *x,
-                             const float *gamma, const float *beta, float eps, float *y,
+                             const float *gamma, const float *beta, float eps, int relu, float *y,
                              float *mean, float *invstd)
 {
-    nk_bn_fwd_train_ref(M, C, x, gamma, beta, eps, y, mean, invstd);
+    nk_bn_fwd_train_ref(M, C, x, gamma, beta, eps, relu, y, mean, invstd);
 }
 static void ref_bn_fwd_infer(const nk_exec *ex, int64_t M, int C, const float *x,
                              const float *gamma, const float *beta, const float *mmean,
@@ -96,11 +100,11 @@ static void ref_bn_fwd_infer(const nk_exec *ex, int64_t M, int C, const float *x
 {
     nk_bn_fwd_infer_ref(M, C, x, gamma, beta, mmean, mvar, eps, y);
 }
-static void ref_bn_bwd_train(const nk_exec *ex, int64_t M, int C, const float *x, const float *dy,
-                             const float *gamma, const float *mean, const float *invstd, float *dx,
-                             float *dgamma, float *dbeta)
+static void ref_bn_bwd_train(const nk_exec *ex, int64_t M, int C, const float *x, const float *ry,
+                             const float *dy, const float *gamma, const float *mean,
+                             const float *invstd, float *dx, float *dgamma, float *dbeta)
 {
-    nk_bn_bwd_train_ref(M, C, x, dy, gamma, mean, invstd, dx, dgamma, dbeta);
+    nk_bn_bwd_train_ref(M, C, x, ry, dy, gamma, mean, invstd, dx, dgamma, dbeta);
 }
 static void ref_relu_fwd(const nk_exec *ex, int64_t n, const float *x, float *y)
 {
@@ -264,6 +268,7 @@ static void ops_init(nt_ctx *ctx)
     o->dense_bwd_data   = ref_dense_bwd_data;
     o->dense_bwd_filter = ref_dense_bwd_filter;
     o->dense_ws         = ref_dense_ws;
+    o->bn_ws            = ref_bn_ws;
     o->bn_fwd_train     = ref_bn_fwd_train;
     o->bn_fwd_infer     = ref_bn_fwd_infer;
     o->bn_bwd_train     = ref_bn_bwd_train;
@@ -301,6 +306,7 @@ static void ops_init(nt_ctx *ctx)
     }
     o->conv_ws      = nk_conv2d_ws_floats;
     o->dense_ws     = fast_dense_ws;
+    o->bn_ws        = nk_bn_ws_floats;
     o->bn_fwd_train = nk_bn_fwd_train_cpu;
     o->bn_fwd_infer = nk_bn_fwd_infer_cpu;
     o->bn_bwd_train = nk_bn_bwd_train_cpu;

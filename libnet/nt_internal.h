@@ -39,14 +39,18 @@ typedef struct nt_ops {
     void (*dense_bwd_filter)(const nk_exec *, int N, int C, int K, const float *x, const float *dy,
                              float *dw, float *db);
     size_t (*dense_ws)(int nthreads);
+    size_t (*bn_ws)(int64_t M, int C);
+    // relu: the ReLU after the BN computed with it (y is then the ReLU's output).
     void (*bn_fwd_train)(const nk_exec *, int64_t M, int C, const float *x, const float *gamma,
-                         const float *beta, float eps, float *y, float *mean, float *invstd);
+                         const float *beta, float eps, int relu, float *y, float *mean,
+                         float *invstd);
     void (*bn_fwd_infer)(const nk_exec *, int64_t M, int C, const float *x, const float *gamma,
                          const float *beta, const float *mmean, const float *mvar, float eps,
                          float *y);
-    void (*bn_bwd_train)(const nk_exec *, int64_t M, int C, const float *x, const float *dy,
-                         const float *gamma, const float *mean, const float *invstd, float *dx,
-                         float *dgamma, float *dbeta);
+    // ry: the fused ReLU's output (dy is its gradient), or NULL.
+    void (*bn_bwd_train)(const nk_exec *, int64_t M, int C, const float *x, const float *ry,
+                         const float *dy, const float *gamma, const float *mean,
+                         const float *invstd, float *dx, float *dgamma, float *dbeta);
     void (*relu_fwd)(const nk_exec *, int64_t n, const float *x, float *y);
     void (*relu_bwd)(const nk_exec *, int64_t n, const float *y, const float *dy, float *dx);
     void (*add_fwd)(const nk_exec *, int64_t n, const float *a, const float *b, float *y);

@@ -180,6 +180,27 @@ static void fuse(nt_model *m, int training, const int *ncons, const int *cons, i
             born[j]      = i;
         }
     }
+    // In the backward region, a batch-statistics BN whose only reader is a ReLU writes the
+    // ReLU's output directly, and its backward reads the ReLU's gradient through the ReLU's
+    // output as a mask: the BN's own output and gradient never exist.
+    for (int i = m->bstart; i < L; i++) {
+        nt_layer *l = &m->layers[i];
+        if (l->type != NT_LAYER_BN || !bn_batch_mode(l, training) || l->keep || ncons[i] != 1)
+            continue;
+        const int k = cons[i];
+        if (m->layers[k].type != NT_LAYER_RELU) continue;
+        l->fuse_relu       = k;
+        m->layers[k].fused = 1;
+        born[i]            = -1;
+        born[k]            = i;
+    }
+}
+
+// The ReLU a batch-statistics BN computes with itself (training fusion), or -1.
+static int bn_relu(const nt_model *m, const nt_layer *l)
+{
+    (void)m;
+    return l->type == NT_LAYER_BN ? l->fuse_relu : -1;
 }
 
 static nt_status plan(nt_model *m, int N, int training)
@@ -242,6 +263,9 @@ static nt_status plan(nt_model *m, int N, int training)
         } else if (l->type == NT_LAYER_DENSE) {
             size_t w = ctx->ops.dense_ws(ctx->nthreads);
             if (w > ws) ws = w;
+        } else if (l->type == NT_LAYER_BN) {
+            size_t w = ctx->ops.bn_ws((int64_t)N * l->H * l->W, l->C);
+            if (w > ws) ws = w;
         }
     }
     // Extend each input's life to its last forward reader and, inside the backward region, to
@@ -254,6 +278,11 @@ static nt_status plan(nt_model *m, int N, int training)
             if (i >= bstart && bwd_needs_input(l, training) && src->out_death < T - 1 - i)
                 src->out_death = T - 1 - i;
         }
+    }
+    // A ReLU computed by the BN before it is read (as a mask) by that BN's backward step.
+    for (int i = bstart; i < L; i++) {
+        const int k = bn_relu(m, &m->layers[i]);
+        if (k >= 0 && m->layers[k].out_death < T - 1 - i) m->layers[k].out_death = T - 1 - i;
     }
     // Outputs that a fused epilogue skips get no buffer; the rest are born when computed.
     for (int i = 0; i < L; i++) {
@@ -268,7 +297,10 @@ static nt_status plan(nt_model *m, int N, int training)
     if (bstart < L) {
         for (int j = 0; j < L; j++) {
             int needs = j >= bstart || (j == 0 && m->want_input_grad);
-            if (!needs) continue;
+            if (!needs || bn_relu(m, &m->layers[j]) >= 0) continue; // fused: the ReLU's is used
+            // A ReLU's gradient fused into the BN before it lives until that BN's step.
+            const int owner =
+                m->layers[j].type == NT_LAYER_RELU && m->layers[j].fused ? m->layers[j].in[0] : j;
             int last = j == L - 1 ? j : -1;
             for (int i = j + 1; i < L; i++)
                 for (int k = 0; k < m->layers[i].nin; k++)
@@ -276,7 +308,7 @@ static nt_status plan(nt_model *m, int N, int training)
             if (last < 0) continue; // a dead end: nothing flows back into it
             it[n++] = (plan_item){.size    = round16(layer_numel(&m->layers[j], N)),
                                   .birth   = T - 1 - last,
-                                  .death   = T - 1 - j,
+                                  .death   = T - 1 - owner,
                                   .layer   = j,
                                   .is_grad = 1};
         }
@@ -485,8 +517,9 @@ nt_status nt_model_forward(nt_model *m, const nt_tensor *x, int training, uint64
             int64_t M        = (int64_t)N * l->H * l->W;
             l->bn_batch_mode = bn_batch_mode(l, training);
             if (l->bn_batch_mode) {
-                o->bn_fwd_train(&ex, M, l->C, xin, param(m, l, 0), param(m, l, 1), BN_EPS, y,
-                                l->bn_mean, l->bn_invstd);
+                const int r = bn_relu(m, l);
+                o->bn_fwd_train(&ex, M, l->C, xin, param(m, l, 0), param(m, l, 1), BN_EPS, r >= 0,
+                                r >= 0 ? out_of(m, r) : y, l->bn_mean, l->bn_invstd);
                 float *mm = param(m, l, 2), *mv = param(m, l, 3);
                 for (int c = 0; c < l->C; c++) {
                     double is  = l->bn_invstd[c];
@@ -664,8 +697,11 @@ nt_status nt_model_backward(nt_model *m, const nt_tensor *dy, nt_tensor *dx)
     for (int i = L - 1; i >= m->bstart; i--) {
         double t0   = m->profile ? prof_now() : 0;
         nt_layer *l = &m->layers[i];
-        NT_ASSERT(l->grad_ready);
-        float *g            = m->buf + l->grad_off;
+        if (l->type == NT_LAYER_RELU && l->fused) continue; // in the BN before it (fuse())
+        // A BN fused with the ReLU after it starts from the ReLU's gradient.
+        const int gi = bn_relu(m, l) >= 0 ? bn_relu(m, l) : i;
+        NT_ASSERT(m->layers[gi].grad_ready);
+        float *g            = m->buf + m->layers[gi].grad_off;
         int j               = l->nin ? l->in[0] : -1;
         const nt_layer *src = j >= 0 ? &m->layers[j] : NULL;
         int want            = j >= 0 && wants_grad(m, j);
@@ -693,9 +729,11 @@ nt_status nt_model_backward(nt_model *m, const nt_tensor *dy, nt_tensor *dx)
         case NT_LAYER_BN: {
             int64_t M = (int64_t)N * l->H * l->W;
             if (l->bn_batch_mode) {
-                d = want ? grad_dst(m, j, &acc) : NULL;
-                o->bn_bwd_train(&ex, M, l->C, out_of(m, j), g, param(m, l, 0), l->bn_mean,
-                                l->bn_invstd, d, pgrad(m, l, 0), pgrad(m, l, 1));
+                d           = want ? grad_dst(m, j, &acc) : NULL;
+                const int r = bn_relu(m, l);
+                o->bn_bwd_train(&ex, M, l->C, out_of(m, j), r >= 0 ? out_of(m, r) : NULL, g,
+                                param(m, l, 0), l->bn_mean, l->bn_invstd, d, pgrad(m, l, 0),
+                                pgrad(m, l, 1));
             } else {
                 if (!want) break;
                 // Frozen statistics: a per-channel scale.

@@ -23,12 +23,12 @@ void nk_conv2d_bwd_filter_ref_f64(const nk_conv_desc *d, const double *x, const 
 
 // ---- batch normalisation ----
 void nk_bn_fwd_train_ref_f64(int64_t M, int C, const double *x, const double *gamma,
-                             const double *beta, double eps, double *y, double *mean,
+                             const double *beta, double eps, int relu, double *y, double *mean,
                              double *invstd);
 void nk_bn_fwd_infer_ref_f64(int64_t M, int C, const double *x, const double *gamma,
                              const double *beta, const double *mmean, const double *mvar,
                              double eps, double *y);
-void nk_bn_bwd_train_ref_f64(int64_t M, int C, const double *x, const double *dy,
+void nk_bn_bwd_train_ref_f64(int64_t M, int C, const double *x, const double *ry, const double *dy,
                              const double *gamma, const double *mean, const double *invstd,
                              double *dx, double *dgamma, double *dbeta);
 void nk_bn_bwd_infer_ref_f64(int64_t M, int C, const double *x, const double *dy,

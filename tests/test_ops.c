@@ -295,6 +295,7 @@ static void test_bn(int64_t M, int C)
     float *y_ref = xmalloc(n), *y = xmalloc(n), *dx_ref = xmalloc(n), *dx = xmalloc(n);
     float *mean_ref = xmalloc(C), *mean = xmalloc(C), *is_ref = xmalloc(C), *is = xmalloc(C);
     float *dg_ref = xmalloc(C), *dg = xmalloc(C), *db_ref = xmalloc(C), *db = xmalloc(C);
+    float *ws = xmalloc(nk_bn_ws_floats(M, C));
     // An offset mean (2..4) exercises the cancellation a one-pass variance would suffer.
     fill(x, n, 41, 2, 4);
     fill(dy, n, 42, -1, 1);
@@ -302,46 +303,89 @@ static void test_bn(int64_t M, int C)
     fill(be, C, 44, -1, 1);
     fill(mm, C, 45, 2.5f, 3.5f);
     fill(mv, C, 46, 0.1f, 1);
-    nk_bn_fwd_train_ref(M, C, x, g, be, eps, y_ref, mean_ref, is_ref);
-    nk_bn_bwd_train_ref(M, C, x, dy, g, mean_ref, is_ref, dx_ref, dg_ref, db_ref);
     const double tol_grad = TOL_BN_GRAD_ATOL_PER_ROW * (double)(M + 1);
+    // relu: BN + ReLU as one op (the training fusion); ry is then the ReLU's output.
+    for (int relu = 0; relu <= 1; relu++) {
+        nk_bn_fwd_train_ref(M, C, x, g, be, eps, relu, y_ref, mean_ref, is_ref);
+        const float *ry = relu ? y_ref : NULL;
+        nk_bn_bwd_train_ref(M, C, x, ry, dy, g, mean_ref, is_ref, dx_ref, dg_ref, db_ref);
+        for (int nt = 1; nt <= 2; nt++) {
+            nk_exec ex = {nt, ws, nk_bn_ws_floats(M, C)};
+            char what[120];
+            poison(y, n);
+            nk_bn_fwd_train_cpu(&ex, M, C, x, g, be, eps, relu, y, mean, is);
+            snprintf(what, sizeof what, "bn_fwd_train_y r%d t%d M=%lld C=%d", relu, nt,
+                     (long long)M, C);
+            CHECK_CLOSE(what, y, y_ref, (int64_t)n, TOL_BN_ATOL, TOL_BN_RTOL);
+            snprintf(what, sizeof what, "bn_fwd_train_mean r%d t%d M=%lld C=%d", relu, nt,
+                     (long long)M, C);
+            CHECK_CLOSE(what, mean, mean_ref, C, TOL_BN_ATOL, TOL_BN_RTOL);
+            snprintf(what, sizeof what, "bn_fwd_train_invstd r%d t%d M=%lld C=%d", relu, nt,
+                     (long long)M, C);
+            CHECK_CLOSE(what, is, is_ref, C, TOL_BN_ATOL, TOL_BN_RTOL);
+
+            // Backward from the ref's statistics and mask, so only the backward is compared.
+            poison(dx, n);
+            nk_bn_bwd_train_cpu(&ex, M, C, x, ry, dy, g, mean_ref, is_ref, dx, dg, db);
+            snprintf(what, sizeof what, "bn_bwd_train_dx r%d t%d M=%lld C=%d", relu, nt,
+                     (long long)M, C);
+            CHECK_CLOSE(what, dx, dx_ref, (int64_t)n, TOL_BN_ATOL, TOL_BN_RTOL);
+            snprintf(what, sizeof what, "bn_bwd_train_dgamma r%d t%d M=%lld C=%d", relu, nt,
+                     (long long)M, C);
+            CHECK_CLOSE(what, dg, dg_ref, C, tol_grad, TOL_BN_RTOL);
+            snprintf(what, sizeof what, "bn_bwd_train_dbeta r%d t%d M=%lld C=%d", relu, nt,
+                     (long long)M, C);
+            CHECK_CLOSE(what, db, db_ref, C, tol_grad, TOL_BN_RTOL);
+            poison(dg, C);
+            nk_bn_bwd_train_cpu(&ex, M, C, x, ry, dy, g, mean_ref, is_ref, NULL, dg, db);
+            snprintf(what, sizeof what, "bn_bwd_train_nodx r%d t%d M=%lld C=%d", relu, nt,
+                     (long long)M, C);
+            CHECK_CLOSE(what, dg, dg_ref, C, tol_grad, TOL_BN_RTOL);
+        }
+    }
+    // The fused ReLU really masks: where the ReLU's output is 0, dy must not matter.
+    if (n > 0) {
+        nk_exec ex = {2, ws, nk_bn_ws_floats(M, C)};
+        nk_bn_fwd_train_ref(M, C, x, g, be, eps, 1, y_ref, mean_ref, is_ref);
+        nk_bn_bwd_train_cpu(&ex, M, C, x, y_ref, dy, g, mean_ref, is_ref, dx, dg, db);
+        float *dy2 = xmalloc(n), *dx2 = xmalloc(n);
+        int64_t masked = 0;
+        for (size_t i = 0; i < n; i++) {
+            dy2[i] = y_ref[i] > 0 ? dy[i] : 1e6f;
+            masked += !(y_ref[i] > 0);
+        }
+        nk_bn_bwd_train_cpu(&ex, M, C, x, y_ref, dy2, g, mean_ref, is_ref, dx2, dg, db);
+        CHECK(masked > 0 || n < 64);
+        CHECK(memcmp(dx, dx2, n * sizeof(float)) == 0);
+        free(dy2), free(dx2);
+    }
     for (int nt = 1; nt <= 2; nt++) {
-        nk_exec ex = {nt, NULL, 0};
+        nk_exec ex = {nt, ws, nk_bn_ws_floats(M, C)};
         char what[120];
-        poison(y, n);
-        nk_bn_fwd_train_cpu(&ex, M, C, x, g, be, eps, y, mean, is);
-        snprintf(what, sizeof what, "bn_fwd_train_y t%d M=%lld C=%d", nt, (long long)M, C);
-        CHECK_CLOSE(what, y, y_ref, (int64_t)n, TOL_BN_ATOL, TOL_BN_RTOL);
-        snprintf(what, sizeof what, "bn_fwd_train_mean t%d M=%lld C=%d", nt, (long long)M, C);
-        CHECK_CLOSE(what, mean, mean_ref, C, TOL_BN_ATOL, TOL_BN_RTOL);
-        snprintf(what, sizeof what, "bn_fwd_train_invstd t%d M=%lld C=%d", nt, (long long)M, C);
-        CHECK_CLOSE(what, is, is_ref, C, TOL_BN_ATOL, TOL_BN_RTOL);
-
-        // Backward from the ref's statistics, so only the backward itself is compared.
-        poison(dx, n);
-        nk_bn_bwd_train_cpu(&ex, M, C, x, dy, g, mean_ref, is_ref, dx, dg, db);
-        snprintf(what, sizeof what, "bn_bwd_train_dx t%d M=%lld C=%d", nt, (long long)M, C);
-        CHECK_CLOSE(what, dx, dx_ref, (int64_t)n, TOL_BN_ATOL, TOL_BN_RTOL);
-        snprintf(what, sizeof what, "bn_bwd_train_dgamma t%d M=%lld C=%d", nt, (long long)M, C);
-        CHECK_CLOSE(what, dg, dg_ref, C, tol_grad, TOL_BN_RTOL);
-        snprintf(what, sizeof what, "bn_bwd_train_dbeta t%d M=%lld C=%d", nt, (long long)M, C);
-        CHECK_CLOSE(what, db, db_ref, C, tol_grad, TOL_BN_RTOL);
-        poison(dg, C);
-        nk_bn_bwd_train_cpu(&ex, M, C, x, dy, g, mean_ref, is_ref, NULL, dg, db);
-        snprintf(what, sizeof what, "bn_bwd_train_nodx t%d M=%lld C=%d", nt, (long long)M, C);
-        CHECK_CLOSE(what, dg, dg_ref, C, tol_grad, TOL_BN_RTOL);
-
         nk_bn_fwd_infer_ref(M, C, x, g, be, mm, mv, eps, y_ref);
         poison(y, n);
         nk_bn_fwd_infer_cpu(&ex, M, C, x, g, be, mm, mv, eps, y);
         snprintf(what, sizeof what, "bn_fwd_infer t%d M=%lld C=%d", nt, (long long)M, C);
         CHECK_CLOSE(what, y, y_ref, (int64_t)n, TOL_BN_ATOL, TOL_BN_RTOL);
-        // Restore the training output for the next thread count's comparison.
-        nk_bn_fwd_train_ref(M, C, x, g, be, eps, y_ref, mean_ref, is_ref);
+    }
+    // The thread count does not change a bit (fixed chunks and groups, sums in a fixed order).
+    {
+        nk_exec e1 = {1, ws, nk_bn_ws_floats(M, C)};
+        nk_bn_fwd_train_cpu(&e1, M, C, x, g, be, eps, 1, y_ref, mean_ref, is_ref);
+        nk_bn_bwd_train_cpu(&e1, M, C, x, y_ref, dy, g, mean_ref, is_ref, dx_ref, dg_ref, db_ref);
+        nk_exec e3 = {3, ws, nk_bn_ws_floats(M, C)};
+        nk_bn_fwd_train_cpu(&e3, M, C, x, g, be, eps, 1, y, mean, is);
+        nk_bn_bwd_train_cpu(&e3, M, C, x, y, dy, g, mean, is, dx, dg, db);
+        CHECK(memcmp(y, y_ref, n * sizeof(float)) == 0 &&
+              memcmp(mean, mean_ref, C * sizeof(float)) == 0 &&
+              memcmp(is, is_ref, C * sizeof(float)) == 0);
+        CHECK(memcmp(dx, dx_ref, n * sizeof(float)) == 0 &&
+              memcmp(dg, dg_ref, C * sizeof(float)) == 0 &&
+              memcmp(db, db_ref, C * sizeof(float)) == 0);
     }
     free(x), free(dy), free(g), free(be), free(mm), free(mv), free(y_ref), free(y);
     free(dx_ref), free(dx), free(mean_ref), free(mean), free(is_ref), free(is);
-    free(dg_ref), free(dg), free(db_ref), free(db);
+    free(dg_ref), free(dg), free(db_ref), free(db), free(ws);
 }
 
 // ---- elementwise ----

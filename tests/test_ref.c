@@ -227,7 +227,7 @@ static void test_bn(void)
           *invstd = tu_nan_f32(C);
     for (int c = 0; c < C; c++)
         gamma[c] = 1;
-    nk_bn_fwd_train_ref(M, C, x, gamma, beta, eps, y, mean, invstd);
+    nk_bn_fwd_train_ref(M, C, x, gamma, beta, eps, 0, y, mean, invstd);
     // With gamma 1 and beta 0, each channel of y has mean 0 and variance var/(var + eps).
     double worst_mean = 0, worst_var = 0;
     for (int c = 0; c < C; c++) {
@@ -254,7 +254,7 @@ static void test_bn(void)
           *dbeta = tu_nan_f32(C);
     for (int c = 0; c < C; c++)
         gamma[c] = 1.5f;
-    nk_bn_bwd_train_ref(M, C, x, dy, gamma, mean, invstd, dx, dg, dbeta);
+    nk_bn_bwd_train_ref(M, C, x, NULL, dy, gamma, mean, invstd, dx, dg, dbeta);
     double worst = 0;
     for (int c = 0; c < C; c++) {
         double s = 0, sxh = 0;
@@ -289,10 +289,10 @@ static void test_bn(void)
     double *mean64 = calloc(C, sizeof(double)), *is64 = calloc(C, sizeof(double));
     double *dx64 = calloc((size_t)(M * C), sizeof(double));
     double *dg64 = calloc(C, sizeof(double)), *db64 = calloc(C, sizeof(double));
-    nk_bn_fwd_train_ref(M, C, x, gamma, beta, eps, y, mean, invstd);
-    nk_bn_fwd_train_ref_f64(M, C, x64, g64, b64, eps, y64, mean64, is64);
-    nk_bn_bwd_train_ref(M, C, x, dy, gamma, mean, invstd, dx, dg, dbeta);
-    nk_bn_bwd_train_ref_f64(M, C, x64, dy64, g64, mean64, is64, dx64, dg64, db64);
+    nk_bn_fwd_train_ref(M, C, x, gamma, beta, eps, 0, y, mean, invstd);
+    nk_bn_fwd_train_ref_f64(M, C, x64, g64, b64, eps, 0, y64, mean64, is64);
+    nk_bn_bwd_train_ref(M, C, x, NULL, dy, gamma, mean, invstd, dx, dg, dbeta);
+    nk_bn_bwd_train_ref_f64(M, C, x64, NULL, dy64, g64, mean64, is64, dx64, dg64, db64);
     twin_close("bn train fwd f32 vs f64", y, y64, M * C);
     twin_close("bn train invstd f32 vs f64", invstd, is64, C);
     twin_close("bn train dx f32 vs f64", dx, dx64, M * C);

@@ -28,10 +28,13 @@ void nk_relu_fwd_cpu(const nk_exec *ex, int64_t n, const float *x, float *y)
 
 void nk_relu_bwd_cpu(const nk_exec *ex, int64_t n, const float *y, const float *dy, float *dx)
 {
-    // dx may alias dy: each element is read before it is written, by the same thread.
+    // dx may alias dy: each element is read before it is written, by the same thread. Both
+    // loads are unconditional, so the select vectorises.
 #pragma omp parallel for simd num_threads(nthreads_for(ex, n)) schedule(static)
-    for (int64_t i = 0; i < n; i++)
-        dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+    for (int64_t i = 0; i < n; i++) {
+        const float g = dy[i];
+        dx[i]         = y[i] > 0.0f ? g : 0.0f;
+    }
 }
 
 void nk_add_fwd_cpu(const nk_exec *ex, int64_t n, const float *a, const float *b, float *y)

@@ -6,9 +6,10 @@
  */
 #include "kernels/ref/ref.h"
 
+// relu: y = max(bn(x), 0) (NaN -> 0), a BN and the ReLU after it as one layer.
 void NK_REF(nk_bn_fwd_train_ref)(int64_t M, int C, const NK_REAL *x, const NK_REAL *gamma,
-                                 const NK_REAL *beta, NK_REAL eps, NK_REAL *y, NK_REAL *mean,
-                                 NK_REAL *invstd)
+                                 const NK_REAL *beta, NK_REAL eps, int relu, NK_REAL *y,
+                                 NK_REAL *mean, NK_REAL *invstd)
 {
     for (int c = 0; c < C; c++) {
         double sum = 0.0;
@@ -23,8 +24,10 @@ void NK_REF(nk_bn_fwd_train_ref)(int64_t M, int C, const NK_REAL *x, const NK_RE
         }
         const double var = sq / (double)M; // biased, as Keras normalises in training
         const double is  = 1.0 / sqrt(var + eps);
-        for (int64_t m = 0; m < M; m++)
-            y[m * C + c] = (NK_REAL)(gamma[c] * (x[m * C + c] - mu) * is + beta[c]);
+        for (int64_t m = 0; m < M; m++) {
+            const NK_REAL v = (NK_REAL)(gamma[c] * (x[m * C + c] - mu) * is + beta[c]);
+            y[m * C + c]    = relu && !(v > 0) ? 0 : v;
+        }
         mean[c]   = (NK_REAL)mu;
         invstd[c] = (NK_REAL)is;
     }
@@ -45,17 +48,21 @@ void NK_REF(nk_bn_fwd_infer_ref)(int64_t M, int C, const NK_REAL *x, const NK_RE
 //   dbeta = sum dy, dgamma = sum dy*xh,
 //   dx = gamma * invstd / M * (M*dy - dbeta - xh*dgamma)
 // (the batch mean and variance depend on every x of the channel, hence the two sums).
-void NK_REF(nk_bn_bwd_train_ref)(int64_t M, int C, const NK_REAL *x, const NK_REAL *dy,
-                                 const NK_REAL *gamma, const NK_REAL *mean, const NK_REAL *invstd,
-                                 NK_REAL *dx, NK_REAL *dgamma, NK_REAL *dbeta)
+// ry (may be NULL) is the output of a fused ReLU (nk_bn_fwd_train_ref with relu): dy is then the
+// ReLU's output gradient and counts only where ry > 0.
+#define BN_DY(i) (ry && !(ry[i] > 0) ? 0.0 : (double)dy[i])
+void NK_REF(nk_bn_bwd_train_ref)(int64_t M, int C, const NK_REAL *x, const NK_REAL *ry,
+                                 const NK_REAL *dy, const NK_REAL *gamma, const NK_REAL *mean,
+                                 const NK_REAL *invstd, NK_REAL *dx, NK_REAL *dgamma,
+                                 NK_REAL *dbeta)
 {
     for (int c = 0; c < C; c++) {
         const double mu = mean[c], is = invstd[c];
         double sum_dy = 0.0, sum_dy_xh = 0.0;
         for (int64_t m = 0; m < M; m++) {
             const double xh = (x[m * C + c] - mu) * is;
-            sum_dy += dy[m * C + c];
-            sum_dy_xh += dy[m * C + c] * xh;
+            sum_dy += BN_DY(m * C + c);
+            sum_dy_xh += BN_DY(m * C + c) * xh;
         }
         dgamma[c] = (NK_REAL)sum_dy_xh;
         dbeta[c]  = (NK_REAL)sum_dy;
@@ -64,10 +71,11 @@ void NK_REF(nk_bn_bwd_train_ref)(int64_t M, int C, const NK_REAL *x, const NK_RE
         for (int64_t m = 0; m < M; m++) {
             const double xh = (x[m * C + c] - mu) * is;
             dx[m * C + c] =
-                (NK_REAL)(scale * ((double)M * dy[m * C + c] - sum_dy - xh * sum_dy_xh));
+                (NK_REAL)(scale * ((double)M * BN_DY(m * C + c) - sum_dy - xh * sum_dy_xh));
         }
     }
 }
+#undef BN_DY
 
 // The inference form is y = gamma * xh + beta with xh = (x - mmean) / sqrt(mvar + eps) fixed per
 // channel, so dx = dy * gamma / sqrt(mvar + eps), dgamma = sum dy*xh, dbeta = sum dy.

@@ -1,0 +1,278 @@
+/*
+ * bn_impl.h: the threaded batch normalisation loops, written once and compiled twice: by bn.c
+ * (baseline flags) and by bn_avx512.c (AVX-512 flags), each defining BN_NAME(f) to name its
+ * copy; bn.c picks one at run time. Inner loops run over a block of channels under omp simd, so
+ * the compiler uses the widest vectors the copy was built for. Memory-bound: every pass reads or
+ * writes [M,C] once, so the passes are few (see bn.c for the layout and the arithmetic).
+ */
+
+#ifndef NK_BN_GRID
+#define NK_BN_GRID
+// Channels handled together in the per-chunk loops (their accumulators stay in registers).
+#define BN_CB 64
+// Floats per chunk: a chunk of rows is summed twice while it is in L1/L2.
+#define BN_CHUNK_FLOATS 16384
+// Chunks are merged in groups, at most this many; each group's partial result is in ws.
+#define BN_GROUPS 64
+// Below this many elements per thread, use fewer threads.
+#define BN_MIN_PER_THREAD 32768
+
+// The fixed split of [M,C] into chunks of rows and groups of chunks. It depends on M and C
+// only, and every sum is taken in the same order whatever the thread count, so the results
+// do not depend on ex->nthreads.
+typedef struct {
+    int64_t rows, nchunks, gchunks;
+    int ngroups;
+} bn_grid;
+
+static inline bn_grid bn_grid_of(int64_t M, int C)
+{
+    bn_grid g;
+    g.rows    = C >= BN_CHUNK_FLOATS ? 1 : BN_CHUNK_FLOATS / C;
+    g.nchunks = M > 0 ? (M + g.rows - 1) / g.rows : 1;
+    g.gchunks = (g.nchunks + BN_GROUPS - 1) / BN_GROUPS;
+    g.ngroups = (int)((g.nchunks + g.gchunks - 1) / g.gchunks);
+    return g;
+}
+
+static inline int bn_threads(const nk_exec *ex, int64_t n)
+{
+    int nt = ex && ex->nthreads > 0 ? ex->nthreads : 1;
+    while (nt > 1 && n < (int64_t)nt * BN_MIN_PER_THREAD)
+        nt--;
+    return nt;
+}
+#endif
+
+// Per-channel mean and M2 (sum of squared deviations) of rows [0,n) of a [*, ld] block of w <= BN_CB
+// channels: two passes over data that is still in L1/L2 (one chunk).
+static inline void BN_NAME(chunk_stats)(const float *x, int64_t ld, int n, int w, float *mu,
+                                        float *m2)
+{
+    float s[BN_CB] = {0};
+    for (int r = 0; r < n; r++) {
+        const float *xr = x + r * ld;
+#pragma omp simd
+        for (int j = 0; j < w; j++)
+            s[j] += xr[j];
+    }
+    const float inv = 1.0f / (float)n;
+#pragma omp simd
+    for (int j = 0; j < w; j++) {
+        mu[j] = s[j] * inv;
+        s[j]  = 0.0f;
+    }
+    for (int r = 0; r < n; r++) {
+        const float *xr = x + r * ld;
+#pragma omp simd
+        for (int j = 0; j < w; j++) {
+            const float d = xr[j] - mu[j];
+            s[j] += d * d;
+        }
+    }
+#pragma omp simd
+    for (int j = 0; j < w; j++)
+        m2[j] = s[j];
+}
+
+void BN_NAME(fwd_train)(const nk_exec *ex, int64_t M, int C, const float *x,
+                               const float *gamma, const float *beta, float eps, int relu, float *y,
+                               float *mean, float *invstd)
+{
+    const bn_grid g = bn_grid_of(M, C);
+    double *gmu = (double *)ex->ws, *gm2 = gmu + (int64_t)g.ngroups * C;
+    float *sc = (float *)(gm2 + (int64_t)g.ngroups * C), *sh = sc + C;
+#pragma omp parallel num_threads(bn_threads(ex, M * C))
+    {
+        // 1. Per group: its chunks' (mean, M2) merged in order (Chan et al.), in double.
+#pragma omp for schedule(static)
+        for (int gi = 0; gi < g.ngroups; gi++) {
+            double *am = gmu + (int64_t)gi * C, *a2 = gm2 + (int64_t)gi * C;
+            for (int c = 0; c < C; c++)
+                am[c] = a2[c] = 0.0;
+            const int64_t k0 = (int64_t)gi * g.gchunks;
+            const int64_t k1 = k0 + g.gchunks < g.nchunks ? k0 + g.gchunks : g.nchunks;
+            int64_t na = 0;
+            for (int64_t k = k0; k < k1; k++) {
+                const int64_t r0 = k * g.rows;
+                const int nb     = (int)(M - r0 < g.rows ? M - r0 : g.rows);
+                const double fb = nb / (double)(na + nb), fab = (double)na * nb / (double)(na + nb);
+                for (int cb = 0; cb < C; cb += BN_CB) {
+                    const int w = C - cb < BN_CB ? C - cb : BN_CB;
+                    float mu[BN_CB], m2[BN_CB];
+                    BN_NAME(chunk_stats)(x + r0 * C + cb, C, nb, w, mu, m2);
+                    double *pm = am + cb, *p2 = a2 + cb;
+#pragma omp simd
+                    for (int j = 0; j < w; j++) {
+                        const double d = (double)mu[j] - pm[j];
+                        pm[j] += d * fb;
+                        p2[j] += (double)m2[j] + d * d * fab;
+                    }
+                }
+                na += nb;
+            }
+        }
+        // 2. Per channel: the groups merged in order; scale and shift for the output pass.
+#pragma omp for schedule(static)
+        for (int c = 0; c < C; c++) {
+            double m = 0.0, q = 0.0;
+            int64_t na = 0;
+            for (int gi = 0; gi < g.ngroups; gi++) {
+                const int64_t r0 = (int64_t)gi * g.gchunks * g.rows;
+                const int64_t r1 = r0 + (int64_t)g.gchunks * g.rows < M
+                                       ? r0 + (int64_t)g.gchunks * g.rows
+                                       : M;
+                const int64_t nb = r1 - r0;
+                const double bm = gmu[(int64_t)gi * C + c], b2 = gm2[(int64_t)gi * C + c];
+                const double d  = bm - m;
+                m += d * (double)nb / (double)(na + nb);
+                q += b2 + d * d * (double)na * (double)nb / (double)(na + nb);
+                na += nb;
+            }
+            const double is = 1.0 / sqrt(q / (double)M + eps);
+            mean[c]         = (float)m;
+            invstd[c]       = (float)is;
+            sc[c]           = (float)(gamma[c] * is);
+            sh[c]           = (float)m;
+        }
+        // 3. The output, rows split over the threads.
+#pragma omp for schedule(static)
+        for (int64_t r = 0; r < M; r++) {
+            const float *xr = x + r * C;
+            float *yr       = y + r * C;
+            if (relu) {
+#pragma omp simd
+                for (int c = 0; c < C; c++) {
+                    const float v = (xr[c] - sh[c]) * sc[c] + beta[c];
+                    yr[c]         = v > 0.0f ? v : 0.0f;
+                }
+            } else {
+#pragma omp simd
+                for (int c = 0; c < C; c++)
+                    yr[c] = (xr[c] - sh[c]) * sc[c] + beta[c];
+            }
+        }
+    }
+}
+
+void BN_NAME(fwd_infer)(const nk_exec *ex, int64_t M, int C, const float *x,
+                               const float *gamma, const float *beta, const float *mmean,
+                               const float *mvar, float eps, float *y)
+{
+    float *sc = ex->ws;
+#pragma omp parallel num_threads(bn_threads(ex, M * C))
+    {
+#pragma omp for schedule(static)
+        for (int c = 0; c < C; c++)
+            sc[c] = (float)(gamma[c] / sqrt((double)mvar[c] + eps));
+#pragma omp for schedule(static)
+        for (int64_t r = 0; r < M; r++) {
+            const float *xr = x + r * C;
+            float *yr       = y + r * C;
+#pragma omp simd
+            for (int c = 0; c < C; c++)
+                yr[c] = (xr[c] - mmean[c]) * sc[c] + beta[c];
+        }
+    }
+}
+
+// Sums of g and g * xh over rows [r0,r1) of the channel block at cb (w <= BN_CB channels), where
+// g is dy, or with masked dy where the fused ReLU's output ry is > 0. masked is a constant at
+// each call, so the two forms compile to two loops without a test inside.
+static inline __attribute__((always_inline)) void
+BN_NAME(grad_sums)(int64_t r0, int64_t r1, int C, int cb, int w, const float *x, const float *ry,
+                   const float *dy, const float *mu, const float *is, int masked, float *sg,
+                   float *sx)
+{
+    for (int64_t r = r0; r < r1; r++) {
+        const int64_t o = r * C + cb;
+#pragma omp simd
+        for (int j = 0; j < w; j++) {
+            float gv = dy[o + j];
+            if (masked) gv = ry[o + j] > 0.0f ? gv : 0.0f;
+            sg[j] += gv;
+            sx[j] += gv * ((x[o + j] - mu[j]) * is[j]);
+        }
+    }
+}
+
+// dx for one row: gamma * invstd * (g - mean(g) - xh * mean(g * xh)).
+static inline __attribute__((always_inline)) void
+BN_NAME(grad_row)(int C, const float *x, const float *ry, const float *dy, const float *mean,
+                  const float *invstd, const float *k, const float *ag, const float *ax, int masked,
+                  float *dx)
+{
+#pragma omp simd
+    for (int c = 0; c < C; c++) {
+        float gv = dy[c];
+        if (masked) gv = ry[c] > 0.0f ? gv : 0.0f;
+        const float xh = (x[c] - mean[c]) * invstd[c];
+        dx[c]          = k[c] * (gv - ag[c] - xh * ax[c]);
+    }
+}
+
+void BN_NAME(bwd_train)(const nk_exec *ex, int64_t M, int C, const float *x, const float *ry,
+                               const float *dy, const float *gamma, const float *mean,
+                               const float *invstd, float *dx, float *dgamma, float *dbeta)
+{
+    const bn_grid g = bn_grid_of(M, C);
+    double *gsg = (double *)ex->ws, *gsx = gsg + (int64_t)g.ngroups * C;
+    float *k = (float *)(gsx + (int64_t)g.ngroups * C), *ag = k + C, *ax = ag + C;
+#pragma omp parallel num_threads(bn_threads(ex, M * C))
+    {
+        // 1. Per group: sum g and sum g * xh, each chunk in float, added up in double.
+#pragma omp for schedule(static)
+        for (int gi = 0; gi < g.ngroups; gi++) {
+            double *asg = gsg + (int64_t)gi * C, *asx = gsx + (int64_t)gi * C;
+            for (int c = 0; c < C; c++)
+                asg[c] = asx[c] = 0.0;
+            const int64_t k0 = (int64_t)gi * g.gchunks;
+            const int64_t k1 = k0 + g.gchunks < g.nchunks ? k0 + g.gchunks : g.nchunks;
+            for (int64_t kk = k0; kk < k1; kk++) {
+                const int64_t r0 = kk * g.rows;
+                const int64_t r1 = M - r0 < g.rows ? M : r0 + g.rows;
+                for (int cb = 0; cb < C; cb += BN_CB) {
+                    const int w = C - cb < BN_CB ? C - cb : BN_CB;
+                    float sg[BN_CB] = {0}, sx[BN_CB] = {0};
+                    if (ry)
+                        BN_NAME(grad_sums)(r0, r1, C, cb, w, x, ry, dy, mean + cb, invstd + cb,
+                                           1, sg, sx);
+                    else
+                        BN_NAME(grad_sums)(r0, r1, C, cb, w, x, ry, dy, mean + cb, invstd + cb,
+                                           0, sg, sx);
+                    for (int j = 0; j < w; j++) {
+                        asg[cb + j] += sg[j];
+                        asx[cb + j] += sx[j];
+                    }
+                }
+            }
+        }
+        // 2. Per channel: the groups added in order.
+#pragma omp for schedule(static)
+        for (int c = 0; c < C; c++) {
+            double sg = 0.0, sx = 0.0;
+            for (int gi = 0; gi < g.ngroups; gi++) {
+                sg += gsg[(int64_t)gi * C + c];
+                sx += gsx[(int64_t)gi * C + c];
+            }
+            dbeta[c]  = (float)sg;
+            dgamma[c] = (float)sx;
+            k[c]      = gamma[c] * invstd[c];
+            ag[c]     = (float)(sg / (double)M);
+            ax[c]     = (float)(sx / (double)M);
+        }
+        // 3. dx = gamma * invstd * (g - mean(g) - xh * mean(g * xh)), rows split.
+        if (dx) {
+#pragma omp for schedule(static)
+            for (int64_t r = 0; r < M; r++) {
+                const int64_t o = r * C;
+                if (ry)
+                    BN_NAME(grad_row)(C, x + o, ry + o, dy + o, mean, invstd, k, ag, ax, 1,
+                                      dx + o);
+                else
+                    BN_NAME(grad_row)(C, x + o, NULL, dy + o, mean, invstd, k, ag, ax, 0, dx + o);
+            }
+        }
+    }
+}
+
