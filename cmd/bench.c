@@ -187,49 +187,69 @@ static nk_conv_desc conv_shape_desc(const conv_shape *c, int N)
     return d;
 }
 
-// Runs one convolution on weights packed before timing, as inference does (f32:
-// nk_conv2d_fwd_packed_cpu; bf16: nk_conv2d_fwd_bf16_cpu). Returns seconds per call (median), or -1
-// on a failed check: the fast kernel is compared with the reference (f32 or bf16) at batch 1 first.
+// Which computation `bench conv` times: the forward, or one half of the backward.
+typedef enum { PASS_FWD, PASS_BWD_DATA, PASS_BWD_FILTER } conv_pass;
+static const char *const pass_names[] = {"fwd", "bwd-data", "bwd-filter"};
+
+// Runs one convolution pass. The forward runs on weights packed before timing, as inference does
+// (f32: nk_conv2d_fwd_packed_cpu; bf16: nk_conv2d_fwd_bf16_cpu); the backward passes (f32) are
+// nk_conv2d_bwd_data_cpu (dx from dy and w) and nk_conv2d_bwd_filter_cpu (dw and db from x and
+// dy), as training runs them. Returns seconds per call (median), or -1 on a failed check: the fast
+// kernel is compared with the reference (f32 or bf16) at batch 1 first.
 static double conv_run(const conv_shape *c, int N, int threads, int repeat, nk_isa isa, int bf16,
-                       double *err)
+                       conv_pass pass, double *err)
 {
     nk_conv_desc d = conv_shape_desc(c, N), d1 = conv_shape_desc(c, 1);
     const size_t nx = (size_t)N * d.H * d.W * d.C, ny = (size_t)N * d.P * d.Q * d.K;
     const size_t nw = (size_t)d.R * d.S * d.C * d.K, rsc = (size_t)d.R * d.S * d.C;
     size_t wsn = bf16 ? nk_conv2d_bf16_ws_floats(&d, threads) : nk_conv2d_ws_floats(&d, threads);
+    // The output of this pass and its size at batch 1 (the reference's copy).
+    const size_t nout  = pass == PASS_FWD ? ny : pass == PASS_BWD_DATA ? nx : nw;
+    const size_t nout1 = pass == PASS_FWD        ? (size_t)d1.P * d1.Q * d.K
+                         : pass == PASS_BWD_DATA ? (size_t)d1.H * d1.W * d.C
+                                                 : nw;
     float *x = malloc(nx * 4), *w = malloc(nw * 4), *b = malloc((size_t)d.K * 4);
-    float *y = malloc(ny * 4), *yr = malloc((size_t)d1.P * d1.Q * d.K * 4), *ws = malloc(wsn * 4);
+    float *y = malloc(ny * 4), *o = malloc(nout * 4), *yr = malloc(nout1 * 4);
+    float *db = malloc((size_t)d.K * 4), *ws = malloc(wsn * 4);
     uint16_t *wp = bf16 ? malloc(nk_gemm_bf16_packed_b_elems((int)rsc, d.K) * 2) : NULL;
     // f32 too runs on weights packed once, as the model's inference does.
     float *wpf = bf16 ? NULL : malloc(nk_sgemm_packed_b_floats(isa, (int)rsc, d.K) * 4);
     double s   = -1;
-    if (!x || !w || !b || !y || !yr || !ws || (bf16 ? !wp : !wpf)) goto out;
+    if (!x || !w || !b || !y || !o || !yr || !db || !ws || (bf16 ? !wp : !wpf)) goto out;
     for (size_t i = 0; i < nx; i++)
         x[i] = nk_u01(3, i) - 0.5f;
     for (size_t i = 0; i < nw; i++)
         w[i] = (nk_u01(4, i) - 0.5f) * 0.1f;
     for (int k = 0; k < d.K; k++)
         b[k] = nk_u01(5, (uint64_t)k) - 0.5f;
+    for (size_t i = 0; i < ny; i++) // dy for the backward passes
+        y[i] = nk_u01(6, i) - 0.5f;
     if (bf16)
         nk_gemm_bf16_pack_b(0, (int)rsc, d.K, w, d.K, wp);
     else
         nk_sgemm_pack_b_full(isa, (int)rsc, d.K, w, d.K, wpf);
     nk_exec ex = {threads, ws, wsn};
 #define RUN(dd)                                                                                    \
-    (bf16 ? nk_conv2d_fwd_bf16_cpu(nk_cpu_bf16(), &ex, &(dd), x, wp, b, NULL, y)                   \
-          : nk_conv2d_fwd_packed_cpu(isa, &ex, &(dd), x, wpf, b, NULL, y))
+    (pass == PASS_BWD_DATA     ? nk_conv2d_bwd_data_cpu(isa, &ex, &(dd), y, w, o)                  \
+     : pass == PASS_BWD_FILTER ? nk_conv2d_bwd_filter_cpu(isa, &ex, &(dd), x, y, o, db)            \
+     : bf16 ? nk_conv2d_fwd_bf16_cpu(nk_cpu_bf16(), &ex, &(dd), x, wp, b, NULL, o)                 \
+            : nk_conv2d_fwd_packed_cpu(isa, &ex, &(dd), x, wpf, b, NULL, o))
     RUN(d1);
-    if (bf16)
+    if (pass == PASS_BWD_DATA)
+        nk_conv2d_bwd_data_ref(&d1, y, w, yr);
+    else if (pass == PASS_BWD_FILTER)
+        nk_conv2d_bwd_filter_ref(&d1, x, y, yr, NULL);
+    else if (bf16)
         nk_conv2d_fwd_bf16_ref(&d1, x, w, b, yr);
     else
         nk_conv2d_fwd_ref(&d1, x, w, b, yr);
     double e = 0, mx = 0;
-    for (size_t i = 0; i < (size_t)d1.P * d1.Q * d.K; i++) {
-        e  = fmax(e, fabs((double)y[i] - yr[i]));
+    for (size_t i = 0; i < nout1; i++) {
+        e  = fmax(e, fabs((double)o[i] - yr[i]));
         mx = fmax(mx, fabs((double)yr[i]));
     }
     *err = e / (mx > 0 ? mx : 1);
-    if (!(*err < 1e-4)) goto out; // sums of <= 4608 products: float32 rounding is ~1e-6 of max
+    if (!(*err < 1e-4)) goto out; // sums of <= 12544 products: float32 rounding ~1e-6 of max
     double t[64];
     RUN(d); // warm-up
     for (int r = 0; r < repeat; r++) {
@@ -240,11 +260,12 @@ static double conv_run(const conv_shape *c, int N, int threads, int repeat, nk_i
 #undef RUN
     s = median(t, repeat);
 out:
-    free(x), free(w), free(b), free(y), free(yr), free(ws), free(wp), free(wpf);
+    free(x), free(w), free(b), free(y), free(o), free(yr), free(db), free(ws), free(wp), free(wpf);
     return s;
 }
 
-static int bench_conv(int batch, int threads, int repeat, double peak, nk_isa isa, int bf16)
+static int bench_conv(int batch, int threads, int repeat, double peak, nk_isa isa, int bf16,
+                      conv_pass pass)
 {
     int rc         = EXIT_OK;
     double total_s = 0, total_f = 0;
@@ -252,27 +273,29 @@ static int bench_conv(int batch, int threads, int repeat, double peak, nk_isa is
     for (size_t i = 0; i < sizeof(conv_shapes) / sizeof(conv_shapes[0]); i++) {
         const conv_shape *c = &conv_shapes[i];
         nk_conv_desc d      = conv_shape_desc(c, batch);
-        double err = 0, s = conv_run(c, batch, threads, repeat, isa, bf16, &err);
+        double err = 0, s = conv_run(c, batch, threads, repeat, isa, bf16, pass, &err);
         double fl = 2.0 * batch * d.P * d.Q * (double)d.K * d.R * d.S * d.C;
         if (s < 0) {
-            printf("op=conv name=%s dtype=%s impl=%s FAIL (rel error %.3g vs the reference)\n",
-                   c->name, bf16 ? "bf16" : "f32", impl, err);
+            printf("op=conv name=%s pass=%s dtype=%s impl=%s FAIL (rel error %.3g vs the "
+                   "reference)\n",
+                   c->name, pass_names[pass], bf16 ? "bf16" : "f32", impl, err);
             rc = EXIT_FAIL;
             continue;
         }
         total_s += s * c->count;
         total_f += fl * c->count;
-        printf("op=conv name=%s dtype=%s impl=%s N=%d H=%d C=%d K=%d R=%d stride=%d count=%d "
-               "threads=%d ms=%.3f gflops=%.1f pct_peak=%.1f\n",
-               c->name, bf16 ? "bf16" : "f32", impl, batch, c->H, c->C, c->K, c->R, c->stride,
-               c->count, threads, s * 1e3, fl / s * 1e-9, 100 * fl / s * 1e-9 / peak);
+        printf("op=conv name=%s pass=%s dtype=%s impl=%s N=%d H=%d C=%d K=%d R=%d stride=%d "
+               "count=%d threads=%d ms=%.3f gflops=%.1f pct_peak=%.1f\n",
+               c->name, pass_names[pass], bf16 ? "bf16" : "f32", impl, batch, c->H, c->C, c->K,
+               c->R, c->stride, c->count, threads, s * 1e3, fl / s * 1e-9,
+               100 * fl / s * 1e-9 / peak);
         fflush(stdout);
     }
     if (rc == EXIT_OK)
-        printf("op=conv name=resnet50_all_convs dtype=%s impl=%s N=%d threads=%d ms=%.1f "
-               "gflops=%.1f pct_peak=%.1f\n",
-               bf16 ? "bf16" : "f32", impl, batch, threads, total_s * 1e3, total_f / total_s * 1e-9,
-               100 * total_f / total_s * 1e-9 / peak);
+        printf("op=conv name=resnet50_all_convs pass=%s dtype=%s impl=%s N=%d threads=%d "
+               "ms=%.1f gflops=%.1f pct_peak=%.1f\n",
+               pass_names[pass], bf16 ? "bf16" : "f32", impl, batch, threads, total_s * 1e3,
+               total_f / total_s * 1e-9, 100 * total_f / total_s * 1e-9 / peak);
     return rc;
 }
 
@@ -468,7 +491,7 @@ int cmd_bench(int argc, char **argv)
     int threads = 0, batch = 16, img = 224, train = 0, repeat = 5, warmup = 1, M = 0, N = 0, K = 0,
         nocheck = 0, profile = 0;
     double peak            = 0;
-    const char *unfreeze_s = "20", *isa_s = NULL, *dtype_s = "f32";
+    const char *unfreeze_s = "20", *isa_s = NULL, *dtype_s = "f32", *pass_s = "fwd";
     cli_opt opts[] = {
         {"threads", OPT_INT, &threads, 0, 1024, "N", "threads, default all CPUs"},
         {"batch", OPT_INT, &batch, 1, 4096, "N", "model, conv: batch size, default 16"},
@@ -487,6 +510,8 @@ int cmd_bench(int argc, char **argv)
         {"peak", OPT_FLOAT, &peak, 1, 1e9, "GFLOPS", "peak to report against (default: measured)"},
         {"no-check", OPT_FLAG, &nocheck, 0, 0, NULL, "model: skip the check against the reference"},
         {"profile", OPT_FLAG, &profile, 0, 0, NULL, "model: time every layer (by type, slowest)"},
+        {"pass", OPT_STR, &pass_s, 0, 0, "fwd|bwd-data|bwd-filter",
+         "conv: the forward (default) or a backward half (f32)"},
     };
     cli_cmd cmd = {"bench",
                    "peak|gemm|conv|model|data [options]",
@@ -560,7 +585,18 @@ int cmd_bench(int argc, char **argv)
         }
         return rc;
     }
-    if (strcmp(what, "conv") == 0) return bench_conv(batch, threads, repeat, peak, isa, bf16);
+    if (strcmp(what, "conv") == 0) {
+        int pass = -1;
+        for (int i = 0; i < 3; i++)
+            if (strcmp(pass_s, pass_names[i]) == 0) pass = i;
+        if (pass < 0)
+            return cli_fail("bench", EXIT_USAGE,
+                            "--pass expects fwd, bwd-data or bwd-filter, got \"%s\"", pass_s);
+        if (pass != PASS_FWD && bf16)
+            return cli_fail("bench", EXIT_USAGE,
+                            "--pass %s is float32 only (bf16 is for inference)", pass_s);
+        return bench_conv(batch, threads, repeat, peak, isa, bf16, (conv_pass)pass);
+    }
     return bench_model(batch, threads, img, train, unfreeze, repeat, warmup, peak, !nocheck,
                        profile, bf16 ? "bf16" : "f32");
 }

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kernels/cpu/cpu_internal.h"
 #include "kernels/nk.h"
 #include "tests/check.h"
 
@@ -97,6 +98,18 @@ static int run_case(const shape *s, int ta, int tb, coef cf, int pad)
             double atol = TOL_GEMM_ATOL_PER_K * (K + 1) * (fabs(cf.alpha) + 1);
             // NaN padding columns would be skipped by CHECK_CLOSE (non-finite ref); check them.
             int pad_ok = 1;
+            for (int i = 0; i < M; i++)
+                for (int j = N; j < ldc; j++)
+                    pad_ok &= memcmp(&C[(size_t)i * ldc + j], &C0[(size_t)i * ldc + j], 4) == 0;
+            CHECK_MSG(pad_ok, "%s wrote outside its N columns", what);
+            ok &= CHECK_CLOSE(what, C, Cref, (int64_t)M * ldc, atol, TOL_GEMM_RTOL) && pad_ok;
+            if (!ta || tb || cf.alpha != 1.0f) continue;
+            // The weight-gradient form C = A^T B + beta C (unpacked where the ISA has it).
+            memcpy(C, C0, (size_t)M * ldc * sizeof(float));
+            nk_sgemm_atb_cpu((nk_isa)isa, &ex, M, N, K, A, lda, B, ldb, cf.beta, C, ldc);
+            snprintf(what, sizeof what, "sgemm_atb %s t%d M=%d N=%d K=%d b=%g pad=%d",
+                     nk_isa_name((nk_isa)isa), nt, M, N, K, cf.beta, pad);
+            pad_ok = 1;
             for (int i = 0; i < M; i++)
                 for (int j = N; j < ldc; j++)
                     pad_ok &= memcmp(&C[(size_t)i * ldc + j], &C0[(size_t)i * ldc + j], 4) == 0;

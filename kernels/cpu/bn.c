@@ -14,6 +14,7 @@
 #include <omp.h>
 #include <stdint.h>
 
+#include "kernels/cpu/cpu_internal.h"
 #include "kernels/nk.h"
 
 #define BN_NAME(f) bn_##f##_base
@@ -28,6 +29,27 @@ void bn_fwd_infer_avx512(const nk_exec *ex, int64_t M, int C, const float *x, co
 void bn_bwd_train_avx512(const nk_exec *ex, int64_t M, int C, const float *x, const float *ry,
                          const float *dy, const float *gamma, const float *mean,
                          const float *invstd, float *dx, float *dgamma, float *dbeta);
+
+void bn_colsum_avx512(const nk_exec *ex, int64_t M, int C, const float *x, float *out);
+
+size_t nk_colsum_ws_floats(int64_t M, int N)
+{
+    return 2 * (size_t)bn_grid_of(M, N).ngroups * (size_t)N;
+}
+
+// Column sums through the chunk grid when ex's workspace holds the per-group sums; otherwise
+// threads own column ranges (also thread-count independent, but strided and slower).
+void nk_colsum_cpu(const nk_exec *ex, int64_t M, int N, const float *x, float *out)
+{
+    if (!ex || !ex->ws || ex->ws_floats < nk_colsum_ws_floats(M, N)) {
+        nk_colsum_cols_cpu(ex, M, N, x, out);
+        return;
+    }
+    if (nk_cpu_detect() >= NK_ISA_AVX512)
+        bn_colsum_avx512(ex, M, N, x, out);
+    else
+        bn_colsum_base(ex, M, N, x, out);
+}
 
 size_t nk_bn_ws_floats(int64_t M, int C)
 {

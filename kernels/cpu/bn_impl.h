@@ -7,15 +7,15 @@
  */
 
 #ifndef NK_BN_GRID
-#define NK_BN_GRID
+#    define NK_BN_GRID
 // Channels handled together in the per-chunk loops (their accumulators stay in registers).
-#define BN_CB 64
+#    define BN_CB 64
 // Floats per chunk: a chunk of rows is summed twice while it is in L1/L2.
-#define BN_CHUNK_FLOATS 16384
+#    define BN_CHUNK_FLOATS 16384
 // Chunks are merged in groups, at most this many; each group's partial result is in ws.
-#define BN_GROUPS 64
+#    define BN_GROUPS 64
 // Below this many elements per thread, use fewer threads.
-#define BN_MIN_PER_THREAD 32768
+#    define BN_MIN_PER_THREAD 32768
 
 // The fixed split of [M,C] into chunks of rows and groups of chunks. It depends on M and C
 // only, and every sum is taken in the same order whatever the thread count, so the results
@@ -44,8 +44,8 @@ static inline int bn_threads(const nk_exec *ex, int64_t n)
 }
 #endif
 
-// Per-channel mean and M2 (sum of squared deviations) of rows [0,n) of a [*, ld] block of w <= BN_CB
-// channels: two passes over data that is still in L1/L2 (one chunk).
+// Per-channel mean and M2 (sum of squared deviations) of rows [0,n) of a [*, ld] block of w <=
+// BN_CB channels: two passes over data that is still in L1/L2 (one chunk).
 static inline void BN_NAME(chunk_stats)(const float *x, int64_t ld, int n, int w, float *mu,
                                         float *m2)
 {
@@ -75,14 +75,14 @@ static inline void BN_NAME(chunk_stats)(const float *x, int64_t ld, int n, int w
         m2[j] = s[j];
 }
 
-void BN_NAME(fwd_train)(const nk_exec *ex, int64_t M, int C, const float *x,
-                               const float *gamma, const float *beta, float eps, int relu, float *y,
-                               float *mean, float *invstd)
+void BN_NAME(fwd_train)(const nk_exec *ex, int64_t M, int C, const float *x, const float *gamma,
+                        const float *beta, float eps, int relu, float *y, float *mean,
+                        float *invstd)
 {
     const bn_grid g = bn_grid_of(M, C);
     double *gmu = (double *)ex->ws, *gm2 = gmu + (int64_t)g.ngroups * C;
     float *sc = (float *)(gm2 + (int64_t)g.ngroups * C), *sh = sc + C;
-#pragma omp parallel num_threads(bn_threads(ex, M * C))
+#pragma omp parallel num_threads(bn_threads(ex, M *C))
     {
         // 1. Per group: its chunks' (mean, M2) merged in order (Chan et al.), in double.
 #pragma omp for schedule(static)
@@ -92,7 +92,7 @@ void BN_NAME(fwd_train)(const nk_exec *ex, int64_t M, int C, const float *x,
                 am[c] = a2[c] = 0.0;
             const int64_t k0 = (int64_t)gi * g.gchunks;
             const int64_t k1 = k0 + g.gchunks < g.nchunks ? k0 + g.gchunks : g.nchunks;
-            int64_t na = 0;
+            int64_t na       = 0;
             for (int64_t k = k0; k < k1; k++) {
                 const int64_t r0 = k * g.rows;
                 const int nb     = (int)(M - r0 < g.rows ? M - r0 : g.rows);
@@ -119,12 +119,11 @@ void BN_NAME(fwd_train)(const nk_exec *ex, int64_t M, int C, const float *x,
             int64_t na = 0;
             for (int gi = 0; gi < g.ngroups; gi++) {
                 const int64_t r0 = (int64_t)gi * g.gchunks * g.rows;
-                const int64_t r1 = r0 + (int64_t)g.gchunks * g.rows < M
-                                       ? r0 + (int64_t)g.gchunks * g.rows
-                                       : M;
+                const int64_t r1 =
+                    r0 + (int64_t)g.gchunks * g.rows < M ? r0 + (int64_t)g.gchunks * g.rows : M;
                 const int64_t nb = r1 - r0;
                 const double bm = gmu[(int64_t)gi * C + c], b2 = gm2[(int64_t)gi * C + c];
-                const double d  = bm - m;
+                const double d = bm - m;
                 m += d * (double)nb / (double)(na + nb);
                 q += b2 + d * d * (double)na * (double)nb / (double)(na + nb);
                 na += nb;
@@ -155,12 +154,12 @@ void BN_NAME(fwd_train)(const nk_exec *ex, int64_t M, int C, const float *x,
     }
 }
 
-void BN_NAME(fwd_infer)(const nk_exec *ex, int64_t M, int C, const float *x,
-                               const float *gamma, const float *beta, const float *mmean,
-                               const float *mvar, float eps, float *y)
+void BN_NAME(fwd_infer)(const nk_exec *ex, int64_t M, int C, const float *x, const float *gamma,
+                        const float *beta, const float *mmean, const float *mvar, float eps,
+                        float *y)
 {
     float *sc = ex->ws;
-#pragma omp parallel num_threads(bn_threads(ex, M * C))
+#pragma omp parallel num_threads(bn_threads(ex, M *C))
     {
 #pragma omp for schedule(static)
         for (int c = 0; c < C; c++)
@@ -212,13 +211,13 @@ BN_NAME(grad_row)(int C, const float *x, const float *ry, const float *dy, const
 }
 
 void BN_NAME(bwd_train)(const nk_exec *ex, int64_t M, int C, const float *x, const float *ry,
-                               const float *dy, const float *gamma, const float *mean,
-                               const float *invstd, float *dx, float *dgamma, float *dbeta)
+                        const float *dy, const float *gamma, const float *mean, const float *invstd,
+                        float *dx, float *dgamma, float *dbeta)
 {
     const bn_grid g = bn_grid_of(M, C);
     double *gsg = (double *)ex->ws, *gsx = gsg + (int64_t)g.ngroups * C;
     float *k = (float *)(gsx + (int64_t)g.ngroups * C), *ag = k + C, *ax = ag + C;
-#pragma omp parallel num_threads(bn_threads(ex, M * C))
+#pragma omp parallel num_threads(bn_threads(ex, M *C))
     {
         // 1. Per group: sum g and sum g * xh, each chunk in float, added up in double.
 #pragma omp for schedule(static)
@@ -232,14 +231,14 @@ void BN_NAME(bwd_train)(const nk_exec *ex, int64_t M, int C, const float *x, con
                 const int64_t r0 = kk * g.rows;
                 const int64_t r1 = M - r0 < g.rows ? M : r0 + g.rows;
                 for (int cb = 0; cb < C; cb += BN_CB) {
-                    const int w = C - cb < BN_CB ? C - cb : BN_CB;
+                    const int w     = C - cb < BN_CB ? C - cb : BN_CB;
                     float sg[BN_CB] = {0}, sx[BN_CB] = {0};
                     if (ry)
-                        BN_NAME(grad_sums)(r0, r1, C, cb, w, x, ry, dy, mean + cb, invstd + cb,
-                                           1, sg, sx);
+                        BN_NAME(grad_sums)
+                        (r0, r1, C, cb, w, x, ry, dy, mean + cb, invstd + cb, 1, sg, sx);
                     else
-                        BN_NAME(grad_sums)(r0, r1, C, cb, w, x, ry, dy, mean + cb, invstd + cb,
-                                           0, sg, sx);
+                        BN_NAME(grad_sums)
+                        (r0, r1, C, cb, w, x, ry, dy, mean + cb, invstd + cb, 0, sg, sx);
                     for (int j = 0; j < w; j++) {
                         asg[cb + j] += sg[j];
                         asx[cb + j] += sx[j];
@@ -267,8 +266,7 @@ void BN_NAME(bwd_train)(const nk_exec *ex, int64_t M, int C, const float *x, con
             for (int64_t r = 0; r < M; r++) {
                 const int64_t o = r * C;
                 if (ry)
-                    BN_NAME(grad_row)(C, x + o, ry + o, dy + o, mean, invstd, k, ag, ax, 1,
-                                      dx + o);
+                    BN_NAME(grad_row)(C, x + o, ry + o, dy + o, mean, invstd, k, ag, ax, 1, dx + o);
                 else
                     BN_NAME(grad_row)(C, x + o, NULL, dy + o, mean, invstd, k, ag, ax, 0, dx + o);
             }
@@ -276,3 +274,44 @@ void BN_NAME(bwd_train)(const nk_exec *ex, int64_t M, int C, const float *x, con
     }
 }
 
+// out[c] = sum over the M rows of x[r*C + c], through the same grid: float within a chunk, then
+// double per group (ws), then the groups in order. The bias gradient of a convolution.
+void BN_NAME(colsum)(const nk_exec *ex, int64_t M, int C, const float *x, float *out)
+{
+    const bn_grid g = bn_grid_of(M, C);
+    double *gs      = (double *)ex->ws;
+#pragma omp parallel num_threads(bn_threads(ex, M *C))
+    {
+#pragma omp for schedule(static)
+        for (int gi = 0; gi < g.ngroups; gi++) {
+            double *as = gs + (int64_t)gi * C;
+            for (int c = 0; c < C; c++)
+                as[c] = 0.0;
+            const int64_t k0 = (int64_t)gi * g.gchunks;
+            const int64_t k1 = k0 + g.gchunks < g.nchunks ? k0 + g.gchunks : g.nchunks;
+            for (int64_t kk = k0; kk < k1; kk++) {
+                const int64_t r0 = kk * g.rows;
+                const int64_t r1 = M - r0 < g.rows ? M : r0 + g.rows;
+                for (int cb = 0; cb < C; cb += BN_CB) {
+                    const int w     = C - cb < BN_CB ? C - cb : BN_CB;
+                    float sg[BN_CB] = {0};
+                    for (int64_t r = r0; r < r1; r++) {
+                        const float *xr = x + r * C + cb;
+#pragma omp simd
+                        for (int j = 0; j < w; j++)
+                            sg[j] += xr[j];
+                    }
+                    for (int j = 0; j < w; j++)
+                        as[cb + j] += sg[j];
+                }
+            }
+        }
+#pragma omp for schedule(static)
+        for (int c = 0; c < C; c++) {
+            double sum = 0.0;
+            for (int gi = 0; gi < g.ngroups; gi++)
+                sum += gs[(int64_t)gi * C + c];
+            out[c] = (float)sum;
+        }
+    }
+}

@@ -285,7 +285,7 @@ void nk_conv2d_bwd_filter_cpu(nk_isa isa, const nk_exec *ex, const nk_conv_desc 
     if (db) nk_colsum_cpu(ex, rows_all, K, dy, db);
     if (is_direct(d)) {
         // dw[C, K] = x[NHW, C]^T dy[NHW, K].
-        nk_sgemm_cpu(isa, ex, 1, 0, C, K, (int)rows_all, 1.0f, x, C, dy, K, 0.0f, dw, K);
+        nk_sgemm_atb_cpu(isa, ex, C, K, (int)rows_all, x, C, dy, K, 0.0f, dw, K);
         return;
     }
     nk_exec gex;
@@ -296,8 +296,8 @@ void nk_conv2d_bwd_filter_cpu(nk_isa isa, const nk_exec *ex, const nk_conv_desc 
         const int rows   = (int)((l1 - l0) * d->Q);
         im2col(d, x, l0, l1, col, gex.nthreads);
         // dw[RSC, K] (+)= col[rows, RSC]^T dy[rows, K].
-        nk_sgemm_cpu(isa, &gex, 1, 0, rsc, K, rows, 1.0f, col, rsc, dy + l0 * d->Q * K, K,
-                     l0 == 0 ? 0.0f : 1.0f, dw, K);
+        nk_sgemm_atb_cpu(isa, &gex, rsc, K, rows, col, rsc, dy + l0 * d->Q * K, K,
+                         l0 == 0 ? 0.0f : 1.0f, dw, K);
     }
 }
 

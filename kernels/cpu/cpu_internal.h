@@ -30,6 +30,12 @@ typedef void (*nk_gemm_ukr_rows_fn)(int nseg, const int *seglen, const float *co
                                     const float *b, float *c, int64_t ldc, float beta, int m,
                                     int n);
 
+// Unpacked C[0:m,0:n] = A^T B + beta * C over kc k steps, with a[p*lda + i] and b[p*ldb + j]
+// (both operands [k, channels] row-major, as activations and gradients are: a weight gradient
+// without packing). m <= mr, n <= nr; rows past m of A and columns past n of B are not read.
+typedef void (*nk_gemm_ukr_atb_fn)(int64_t kc, const float *a, int64_t lda, const float *b,
+                                   int64_t ldb, float *c, int64_t ldc, float beta, int m, int n);
+
 // The fused epilogue on one finished m x n tile of C (still in L1), in this order: + bias[j],
 // then c * sc[j] + sh[j], then + res (same layout and ldc as c), then ReLU (NaN -> 0, as the
 // references); each of bias, sc (with sh) and res may be NULL.
@@ -44,6 +50,7 @@ typedef struct nk_gemm_kernel {
     nk_gemm_pack_a_fn pack_a;
     nk_gemm_pack_b_fn pack_b;
     nk_gemm_ukr_rows_fn ukr_rows; // NULL: convolutions go through im2col with this ISA
+    nk_gemm_ukr_atb_fn ukr_atb;   // NULL: nk_sgemm_atb_cpu packs as nk_sgemm_cpu does
     nk_tile_epi_fn epi;           // NULL: the plain C epilogue in gemm.c
 } nk_gemm_kernel;
 
@@ -78,9 +85,18 @@ void nk_sgemm_conv_cpu(nk_isa isa, const nk_exec *ex, const nk_conv_desc *d, con
 void nk_sgemm_cpu_pb(nk_isa isa, const nk_exec *ex, int M, int N, int K, const float *A, int lda,
                      const float *Bp, float *C, int ldc, const float *bias, const nk_epilogue *ep);
 
-// out[N] = column sums of x[M,N] (row-major), accumulated in double; threads over columns, so
-// the result is the same for any thread count. Used for bias gradients.
+// C[M,N] = A^T B + beta * C with A [K,M] (lda) and B [K,N] (ldb) row-major: a weight gradient
+// (x^T dy). Without packing where the ISA has ukr_atb; threads own blocks of C and run all of K,
+// so the result does not depend on the thread count. Same workspace as nk_sgemm_cpu.
+void nk_sgemm_atb_cpu(nk_isa isa, const nk_exec *ex, int M, int N, int K, const float *A, int lda,
+                      const float *B, int ldb, float beta, float *C, int ldc);
+
+// out[N] = column sums of x[M,N] (row-major), accumulated in double, the same for any thread
+// count. Used for bias gradients. With ex->ws of nk_colsum_ws_floats(M, N) it reads x once in
+// cached chunks of rows (bn.c); without, nk_colsum_cols_cpu: threads own column ranges.
+size_t nk_colsum_ws_floats(int64_t M, int N);
 void nk_colsum_cpu(const nk_exec *ex, int64_t M, int N, const float *x, float *out);
+void nk_colsum_cols_cpu(const nk_exec *ex, int64_t M, int N, const float *x, float *out);
 
 // FMA throughput loops for nk_fma_peak_gflops: run `iters` iterations of independent FMAs on
 // registers only and return the number of floating-point operations done.

@@ -98,6 +98,68 @@ static void ukr_avx512(int64_t kc, const float *a, const float *b, float *c, int
     }
 }
 
+// C[0:m,0:n] = A^T B + beta * C over kc rows of unpacked A (a[p*lda + i]) and B (b[p*ldb + j]),
+// as in a weight gradient: A and B are activations and output gradients, both [rows, channels],
+// so row p of either is one k step and nothing is packed. Rows past m of A are never read (the
+// edge form clamps the broadcast index), columns past n of B are masked off.
+static inline __attribute__((always_inline)) void ukr_atb_body(int64_t kc, const float *a,
+                                                               int64_t lda, const float *b,
+                                                               int64_t ldb, float *c, int64_t ldc,
+                                                               float beta, int m, int n, int edge)
+{
+    __m512 acc[MR][NV];
+#pragma GCC unroll 16
+    for (int i = 0; i < MR; i++) {
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; v++)
+            acc[i][v] = _mm512_setzero_ps();
+    }
+    __mmask16 km[NV];
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; v++)
+        km[v] = col_mask(n, v);
+    int ix[MR];
+#pragma GCC unroll 16
+    for (int i = 0; i < MR; i++)
+        ix[i] = edge && i >= m ? m - 1 : i;
+    for (int64_t p = 0; p < kc; p++) {
+        __m512 bv[NV];
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; v++)
+            bv[v] = edge ? _mm512_maskz_loadu_ps(km[v], b + 16 * v) : _mm512_loadu_ps(b + 16 * v);
+#pragma GCC unroll 16
+        for (int i = 0; i < MR; i++) {
+            __m512 av = _mm512_set1_ps(a[edge ? ix[i] : i]);
+#pragma GCC unroll 4
+            for (int v = 0; v < NV; v++)
+                acc[i][v] = _mm512_fmadd_ps(av, bv[v], acc[i][v]);
+        }
+        a += lda;
+        b += ldb;
+    }
+    __m512 vb = _mm512_set1_ps(beta);
+#pragma GCC unroll 16
+    for (int i = 0; i < MR; i++) {
+        if (i >= m) break;
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; v++) {
+            float *cp = c + i * ldc + 16 * v;
+            __m512 r  = acc[i][v];
+            if (beta != 0.0f) r = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(km[v], cp), r);
+            _mm512_mask_storeu_ps(cp, km[v], r);
+        }
+    }
+}
+
+static void ukr_atb_avx512(int64_t kc, const float *a, int64_t lda, const float *b, int64_t ldb,
+                           float *c, int64_t ldc, float beta, int m, int n)
+{
+    if (m == MR && n == NR)
+        ukr_atb_body(kc, a, lda, b, ldb, c, ldc, beta, MR, NR, 0);
+    else
+        ukr_atb_body(kc, a, lda, b, ldb, c, ldc, beta, m, n, 1);
+}
+
 // Batch-reduce form over unpacked rows (see nk_gemm_ukr_rows_fn): the A broadcasts come straight
 // from the activations, so a convolution needs no A packing at all.
 static void ukr_rows_avx512(int nseg, const int *seglen, const float *const *rows, const float *b,
@@ -254,6 +316,7 @@ const nk_gemm_kernel nk_gemm_kernel_avx512 = {
     .pack_a   = pack_a_avx512,
     .pack_b   = pack_b_avx512,
     .ukr_rows = ukr_rows_avx512,
+    .ukr_atb  = ukr_atb_avx512,
     .epi      = tile_epi_avx512,
 };
 
