@@ -56,6 +56,11 @@ typedef struct nt_layer {
     // A conv whose BN feeds a residual add also computes the add (fuse_add) in its epilogue,
     // reading the add's other input, layer fuse_res; -1 when none.
     int fuse_add, fuse_res;
+    // Training fusion (backward region): a batch-statistics BN whose gradient is that of ReLU
+    // layer gsrc masked by the ReLU's output (the ReLU right after it, fuse_relu set too, or the
+    // one after the residual add it feeds): its backward reads that directly, and the BN's own
+    // gradient buffer never exists. -1 when none.
+    int gsrc;
     // Conv weights packed once for inference: bf16 pairs (nk_gemm_bf16_pack_b) with
     // NT_DTYPE_BF16, else float32 micro-kernel panels (nt_ops.conv_pack). Valid while wpack_ok is
     // set (cleared whenever the weights may have changed).

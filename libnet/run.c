@@ -131,6 +131,7 @@ static void fuse(nt_model *m, int training, const int *ncons, const int *cons, i
         l->fuse_relu = -1;
         l->fuse_add  = -1;
         l->fuse_res  = -1;
+        l->gsrc      = -1;
         l->fused     = 0;
         born[i]      = i;
     }
@@ -180,27 +181,50 @@ static void fuse(nt_model *m, int training, const int *ncons, const int *cons, i
             born[j]      = i;
         }
     }
-    // In the backward region, a batch-statistics BN whose only reader is a ReLU writes the
-    // ReLU's output directly, and its backward reads the ReLU's gradient through the ReLU's
-    // output as a mask: the BN's own output and gradient never exist.
+    // In the backward region (training): a batch-statistics BN whose only reader is a ReLU
+    // writes the ReLU's output directly, and its backward reads the ReLU's gradient through the
+    // ReLU's output as a mask: the BN's own output and gradient never exist. A residual add
+    // whose only reader is a ReLU computes it (add_relu); its backward reads the ReLU's gradient
+    // the same way, and a batch BN feeding only that add reads it too (no copy for the add).
     for (int i = m->bstart; i < L; i++) {
         nt_layer *l = &m->layers[i];
-        if (l->type != NT_LAYER_BN || !bn_batch_mode(l, training) || l->keep || ncons[i] != 1)
-            continue;
+        if (!training || l->keep || ncons[i] != 1) continue;
         const int k = cons[i];
         if (m->layers[k].type != NT_LAYER_RELU) continue;
-        l->fuse_relu       = k;
+        if (l->type == NT_LAYER_BN && bn_batch_mode(l, training)) {
+            l->fuse_relu = k;
+            l->gsrc      = k;
+        } else if (l->type == NT_LAYER_ADD && l->in[0] != l->in[1]) {
+            l->fuse_relu = k;
+            for (int t = 0; t < 2; t++) {
+                nt_layer *b = &m->layers[l->in[t]];
+                if (b->type == NT_LAYER_BN && bn_batch_mode(b, training) && !b->keep &&
+                    ncons[l->in[t]] == 1 && l->in[t] >= m->bstart)
+                    b->gsrc = k;
+            }
+        } else {
+            continue;
+        }
         m->layers[k].fused = 1;
         born[i]            = -1;
         born[k]            = i;
     }
 }
 
-// The ReLU a batch-statistics BN computes with itself (training fusion), or -1.
-static int bn_relu(const nt_model *m, const nt_layer *l)
+// The ReLU a training-fused BN computes with itself, or -1.
+static int bn_relu(const nt_layer *l)
 {
-    (void)m;
     return l->type == NT_LAYER_BN ? l->fuse_relu : -1;
+}
+
+// Where layer i's backward finds its output gradient: the ReLU fused after it (a training-fused
+// BN or add), else its own buffer.
+static int grad_src(const nt_model *m, int i)
+{
+    const nt_layer *l = &m->layers[i];
+    if (l->gsrc >= 0) return l->gsrc;
+    if (l->type == NT_LAYER_ADD && l->fuse_relu >= 0 && i >= m->bstart) return l->fuse_relu;
+    return i;
 }
 
 static nt_status plan(nt_model *m, int N, int training)
@@ -279,10 +303,11 @@ static nt_status plan(nt_model *m, int N, int training)
                 src->out_death = T - 1 - i;
         }
     }
-    // A ReLU computed by the BN before it is read (as a mask) by that BN's backward step.
+    // A fused ReLU's output is read (as a mask) by the backward steps of the layers that take
+    // its gradient.
     for (int i = bstart; i < L; i++) {
-        const int k = bn_relu(m, &m->layers[i]);
-        if (k >= 0 && m->layers[k].out_death < T - 1 - i) m->layers[k].out_death = T - 1 - i;
+        const int k = grad_src(m, i);
+        if (k != i && m->layers[k].out_death < T - 1 - i) m->layers[k].out_death = T - 1 - i;
     }
     // Outputs that a fused epilogue skips get no buffer; the rest are born when computed.
     for (int i = 0; i < L; i++) {
@@ -297,10 +322,15 @@ static nt_status plan(nt_model *m, int N, int training)
     if (bstart < L) {
         for (int j = 0; j < L; j++) {
             int needs = j >= bstart || (j == 0 && m->want_input_grad);
-            if (!needs || bn_relu(m, &m->layers[j]) >= 0) continue; // fused: the ReLU's is used
-            // A ReLU's gradient fused into the BN before it lives until that BN's step.
-            const int owner =
-                m->layers[j].type == NT_LAYER_RELU && m->layers[j].fused ? m->layers[j].in[0] : j;
+            if (!needs || grad_src(m, j) != j) continue; // fused: it reads a ReLU's gradient
+            // A gradient lives until the last backward step that reads it (a fused ReLU's: the
+            // earliest layer that takes it).
+            int owner = j;
+            for (int i = bstart; i < j; i++)
+                if (grad_src(m, i) == j) {
+                    owner = i;
+                    break;
+                }
             int last = j == L - 1 ? j : -1;
             for (int i = j + 1; i < L; i++)
                 for (int k = 0; k < m->layers[i].nin; k++)
@@ -517,7 +547,7 @@ nt_status nt_model_forward(nt_model *m, const nt_tensor *x, int training, uint64
             int64_t M        = (int64_t)N * l->H * l->W;
             l->bn_batch_mode = bn_batch_mode(l, training);
             if (l->bn_batch_mode) {
-                const int r = bn_relu(m, l);
+                const int r = bn_relu(l);
                 o->bn_fwd_train(&ex, M, l->C, xin, param(m, l, 0), param(m, l, 1), BN_EPS, r >= 0,
                                 r >= 0 ? out_of(m, r) : y, l->bn_mean, l->bn_invstd);
                 float *mm = param(m, l, 2), *mv = param(m, l, 3);
@@ -697,9 +727,9 @@ nt_status nt_model_backward(nt_model *m, const nt_tensor *dy, nt_tensor *dx)
     for (int i = L - 1; i >= m->bstart; i--) {
         double t0   = m->profile ? prof_now() : 0;
         nt_layer *l = &m->layers[i];
-        if (l->type == NT_LAYER_RELU && l->fused) continue; // in the BN before it (fuse())
-        // A BN fused with the ReLU after it starts from the ReLU's gradient.
-        const int gi = bn_relu(m, l) >= 0 ? bn_relu(m, l) : i;
+        if (l->type == NT_LAYER_RELU && l->fused) continue; // in the layer before it (fuse())
+        // A training-fused BN or add starts from the ReLU's gradient.
+        const int gi = grad_src(m, i);
         NT_ASSERT(m->layers[gi].grad_ready);
         float *g            = m->buf + m->layers[gi].grad_off;
         int j               = l->nin ? l->in[0] : -1;
@@ -729,9 +759,8 @@ nt_status nt_model_backward(nt_model *m, const nt_tensor *dy, nt_tensor *dx)
         case NT_LAYER_BN: {
             int64_t M = (int64_t)N * l->H * l->W;
             if (l->bn_batch_mode) {
-                d           = want ? grad_dst(m, j, &acc) : NULL;
-                const int r = bn_relu(m, l);
-                o->bn_bwd_train(&ex, M, l->C, out_of(m, j), r >= 0 ? out_of(m, r) : NULL, g,
+                d = want ? grad_dst(m, j, &acc) : NULL;
+                o->bn_bwd_train(&ex, M, l->C, out_of(m, j), gi != i ? out_of(m, gi) : NULL, g,
                                 param(m, l, 0), l->bn_mean, l->bn_invstd, d, pgrad(m, l, 0),
                                 pgrad(m, l, 1));
             } else {
@@ -761,13 +790,17 @@ nt_status nt_model_backward(nt_model *m, const nt_tensor *dy, nt_tensor *dx)
         case NT_LAYER_ADD:
             for (int k = 0; k < 2; k++) {
                 int jk = l->in[k];
-                if (!wants_grad(m, jk)) continue;
+                if (!wants_grad(m, jk)) continue; // (also a BN that reads gi itself)
                 d = grad_dst(m, jk, &acc);
-                if (acc)
+                if (gi != i) { // through the fused ReLU's mask
+                    o->relu_bwd(&ex, n, out_of(m, gi), g, d);
+                    accumulate(m, &ex, jk, acc);
+                } else if (acc) {
                     o->add_fwd(&ex, n, m->buf + m->layers[jk].grad_off, g,
                                m->buf + m->layers[jk].grad_off);
-                else
+                } else {
                     memcpy(d, g, (size_t)n * sizeof(float));
+                }
             }
             break;
         case NT_LAYER_GAP:

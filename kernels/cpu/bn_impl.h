@@ -233,12 +233,10 @@ void BN_NAME(bwd_train)(const nk_exec *ex, int64_t M, int C, const float *x, con
                 for (int cb = 0; cb < C; cb += BN_CB) {
                     const int w     = C - cb < BN_CB ? C - cb : BN_CB;
                     float sg[BN_CB] = {0}, sx[BN_CB] = {0};
-                    if (ry)
-                        BN_NAME(grad_sums)
-                        (r0, r1, C, cb, w, x, ry, dy, mean + cb, invstd + cb, 1, sg, sx);
-                    else
-                        BN_NAME(grad_sums)
-                        (r0, r1, C, cb, w, x, ry, dy, mean + cb, invstd + cb, 0, sg, sx);
+                    if (ry) BN_NAME(grad_sums)
+                    (r0, r1, C, cb, w, x, ry, dy, mean + cb, invstd + cb, 1, sg, sx);
+                    else BN_NAME(grad_sums)(r0, r1, C, cb, w, x, ry, dy, mean + cb, invstd + cb, 0,
+                                            sg, sx);
                     for (int j = 0; j < w; j++) {
                         asg[cb + j] += sg[j];
                         asx[cb + j] += sx[j];

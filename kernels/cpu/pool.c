@@ -48,35 +48,52 @@ void nk_maxpool_bwd_cpu(const nk_exec *ex, const nk_conv_desc *d, const float *x
                         float *dx)
 {
     const int C = d->C;
-    // Windows overlap inside an image, so each thread owns whole images (and channel blocks).
-    const int cb = 16, nblk = (C + cb - 1) / cb;
+    // Windows overlap inside an image, so each thread owns whole images. Each window's taps are
+    // listed once (offsets of whole pixels); then 64 channels at a time keep the running maximum
+    // and its tap in registers, reading contiguous NHWC pixels.
 #pragma omp parallel for num_threads(threads_of(ex)) schedule(static)
-    for (int64_t job = 0; job < (int64_t)d->N * nblk; job++) {
-        const int n = (int)(job / nblk), c0 = (int)(job % nblk) * cb;
-        const int c1 = c0 + cb < C ? c0 + cb : C;
-        float *dxn   = dx + (int64_t)n * d->H * d->W * C;
-        for (int64_t i = 0; i < (int64_t)d->H * d->W; i++)
-            for (int c = c0; c < c1; c++)
-                dxn[i * C + c] = 0.0f;
+    for (int n = 0; n < d->N; n++) {
+        const float *xn = x + (int64_t)n * d->H * d->W * C;
+        float *dxn      = dx + (int64_t)n * d->H * d->W * C;
+        for (int64_t i = 0; i < (int64_t)d->H * d->W * C; i++)
+            dxn[i] = 0.0f;
         for (int p = 0; p < d->P; p++)
             for (int q = 0; q < d->Q; q++) {
                 const float *g = dy + (((int64_t)n * d->P + p) * d->Q + q) * C;
-                for (int c = c0; c < c1; c++) {
-                    // The first maximum in row-major (r, s) order, as the reference.
-                    float best = 0;
-                    int64_t at = -1;
-                    for (int r = 0; r < d->R; r++) {
-                        const int h = p * d->stride - d->pad_h + r;
-                        if (h < 0 || h >= d->H) continue;
-                        for (int s = 0; s < d->S; s++) {
-                            const int w = q * d->stride - d->pad_w + s;
-                            if (w < 0 || w >= d->W) continue;
-                            const int64_t idx = ((int64_t)h * d->W + w) * C + c;
-                            const float v     = x[(int64_t)n * d->H * d->W * C + idx];
-                            if (at < 0 || v > best) best = v, at = idx;
+                int64_t tap[64];
+                int nt = 0;
+                for (int r = 0; r < d->R; r++) {
+                    const int h = p * d->stride - d->pad_h + r;
+                    if (h < 0 || h >= d->H) continue;
+                    for (int s = 0; s < d->S; s++) {
+                        const int w = q * d->stride - d->pad_w + s;
+                        if (w < 0 || w >= d->W || nt == 64) continue;
+                        tap[nt++] = ((int64_t)h * d->W + w) * C;
+                    }
+                }
+                if (nt == 0) continue;
+                for (int c0 = 0; c0 < C; c0 += 64) {
+                    const int cw = C - c0 < 64 ? C - c0 : 64;
+                    float best[64];
+                    int64_t at[64];
+#pragma omp simd
+                    for (int c = 0; c < cw; c++) {
+                        best[c] = xn[tap[0] + c0 + c];
+                        at[c]   = tap[0];
+                    }
+                    // The first maximum in row-major (r, s) order, as the reference: strict >.
+                    for (int t = 1; t < nt; t++) {
+                        const float *xt = xn + tap[t] + c0;
+#pragma omp simd
+                        for (int c = 0; c < cw; c++) {
+                            const float v = xt[c];
+                            const int up  = v > best[c];
+                            best[c]       = up ? v : best[c];
+                            at[c]         = up ? tap[t] : at[c];
                         }
                     }
-                    if (at >= 0) dxn[at] += g[c];
+                    for (int c = 0; c < cw; c++)
+                        dxn[at[c] + c0 + c] += g[c0 + c];
                 }
             }
     }
@@ -124,7 +141,7 @@ void nk_gap_fwd_cpu(const nk_exec *ex, int N, int HW, int C, const float *x, flo
 
 void nk_add_relu_fwd_cpu(const nk_exec *ex, int64_t n, const float *a, const float *b, float *y)
 {
-#pragma omp parallel for num_threads(threads_of(ex)) schedule(static)
+#pragma omp parallel for simd num_threads(threads_of(ex)) schedule(static)
     for (int64_t i = 0; i < n; i++) {
         const float v = a[i] + b[i];
         y[i]          = v > 0.0f ? v : 0.0f;
