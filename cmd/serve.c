@@ -903,36 +903,35 @@ static enum MHD_Result heatmap_draw(server *sv, struct MHD_Connection *c, req *r
 static enum MHD_Result get_heatmap(server *sv, struct MHD_Connection *c, req *r, const char *id)
 {
     lru_ent e;
-    if (lru_get(sv, id, &e, LRU_PNG | LRU_SRC)) {
-        if (e.png) return send_buf(c, r, 200, "image/png", e.png, e.png_len, 1);
-        if (e.src) {
-            enum MHD_Result ok = heatmap_draw(sv, c, r, id, e.src, e.src_len);
-            free(e.src);
-            return ok;
-        }
-    }
-    if (!sv->redis_url)
-        return send_err(c, r, 404, "no heat map for id %s (model %s); upload the image again", id,
-                        sv->model_id);
-    // Drawn already (by any serve process), or only its source: one round trip for both.
+    int here = lru_get(sv, id, &e, LRU_PNG | LRU_SRC);
+    if (here && e.png) return send_buf(c, r, 200, "image/png", e.png, e.png_len, 1);
+    if (!here) e.src = NULL;
+    // Drawn already (by any serve process), or only its source: one round trip for both. Even
+    // with the source in memory, another process may have drawn it: one round trip, not a draw.
     char key[160], skey[160];
     heatmap_key(sv, "heatmap", id, key, sizeof(key));
     heatmap_key(sv, "heatsrc", id, skey, sizeof(skey));
     const char *a[] = {"MGET", key, skey};
-    redisReply *rep = redis_cmd(sv, 3, a, NULL);
-    if (!rep) return send_err(c, r, 503, "Redis is unreachable and %s is not in memory", id);
-    enum MHD_Result ok;
+    redisReply *rep = sv->redis_url ? redis_cmd(sv, 3, a, NULL) : NULL;
     const redisReply *png =
-        rep->type == REDIS_REPLY_ARRAY && rep->elements == 2 ? rep->element[0] : NULL;
+        rep && rep->type == REDIS_REPLY_ARRAY && rep->elements == 2 ? rep->element[0] : NULL;
     const redisReply *src = png ? rep->element[1] : NULL;
-    if (png && png->type == REDIS_REPLY_STRING)
+    enum MHD_Result ok;
+    if (png && png->type == REDIS_REPLY_STRING) {
+        if (e.src) lru_set_png(sv, id, (const uint8_t *)png->str, png->len);
         ok = send_buf(c, r, 200, "image/png", png->str, png->len, 0);
-    else if (src && src->type == REDIS_REPLY_STRING)
+    } else if (e.src) {
+        ok = heatmap_draw(sv, c, r, id, e.src, e.src_len);
+    } else if (src && src->type == REDIS_REPLY_STRING) {
         ok = heatmap_draw(sv, c, r, id, (const uint8_t *)src->str, src->len);
-    else
+    } else if (sv->redis_url && !rep) {
+        ok = send_err(c, r, 503, "Redis is unreachable and %s is not in memory", id);
+    } else {
         ok = send_err(c, r, 404, "no heat map for id %s (model %s); upload the image again", id,
                       sv->model_id);
-    freeReplyObject(rep);
+    }
+    free(e.src);
+    if (rep) freeReplyObject(rep);
     return ok;
 }
 
