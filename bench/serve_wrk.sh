@@ -71,7 +71,8 @@ intro = fill(f"""Machine: {cpu}, {ncpu} vCPUs (load average {load} before the ru
 (shipped model, default `--max-batch 8`) and Redis all on the same cores. Command: `sh
 bench/serve_wrk.sh {dur}` (wrk -t2, HTTPS through nginx, multipart uploads of the 224 px train
 JPEGs, bench/serve_wrk.lua; {dur} s per run). "distinct" sends every request a different image
-(so each is a real inference, with its heat map); "cached" re-sends one image (answered from
+(so each is a real inference with its Grad-CAM map; the heat-map PNG is drawn only when fetched,
+which this load does not do); "cached" re-sends one image (answered from
 serve's cache, without the model: nginx + serve only). Errors: non-200 answers plus socket errors
 and timeouts. "mean batch" and "model busy" come from serve's /metrics: images per forward pass,
 and the share of the run the inference thread spent in the model (forward and Grad-CAM).""")

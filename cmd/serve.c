@@ -2,10 +2,12 @@
  * serve.c: `pneumo serve`: the HTTP API (libmicrohttpd thread pool, JSON through jansson), token
  * auth, static files for the page, Prometheus metrics, the Redis cache (a mutex-protected pool of
  * pr_redis handles that fails fast and reconnects at most once a second) and a small in-process
- * LRU of recent results and heat maps. Uploads are decoded and preprocessed on the HTTP threads
- * exactly as `pneumo predict` does (pr_load_image's functions), then the connection is suspended
- * (MHD_suspend_connection) while cmd/serve_infer.c batches the model; the inference thread
- * resumes it. Endpoints and JSON: README.md "pneumo serve". Tests: tests/serve.sh.
+ * LRU of recent results and heat maps. Uploads are decoded (once) and preprocessed on the HTTP
+ * threads exactly as `pneumo predict` does (pr_load_image's functions), then the connection is
+ * suspended (MHD_suspend_connection) while cmd/serve_infer.c batches the model; the inference
+ * thread resumes it. Heat maps are drawn on their first GET from the source the upload kept
+ * (serve.h), then cached as PNGs. Endpoints and JSON: README.md "pneumo serve".
+ * Tests: tests/serve.sh.
  */
 #include "cmd/cli.h"
 #include "cmd/results.h"
@@ -83,7 +85,7 @@ typedef struct metrics {
     } req[128];
     int nreq;
     histo dur[RT_N], batch, infer;
-    uint64_t hits, misses;
+    uint64_t hits, misses, heatmaps;
 } metrics;
 
 static void histo_add(histo *h, const double *bk, int nb, double v)
@@ -100,8 +102,9 @@ typedef struct lru_ent {
     char sha[65];
     double prob, threshold, latency_ms;
     char label[64], time[40];
-    uint8_t *png;
-    size_t png_len;
+    uint8_t *png; // the heat map once drawn, else
+    uint8_t *src; // what to draw it from (serve.h), until then
+    size_t png_len, src_len;
     uint64_t used;
 } lru_ent;
 
@@ -263,8 +266,10 @@ static int redis_ping(server *sv)
 
 // ---- LRU of recent results (the page keeps working while Redis is down) ----
 
+// Stores a result with the source of its heat map (src taken, may be NULL). An entry for sha that
+// already has its PNG keeps it (a concurrent upload of the same image).
 static void lru_put(server *sv, const char *sha, double prob, const char *label, double thr,
-                    double lat, const char *tm, const uint8_t *png, size_t png_len)
+                    double lat, const char *tm, uint8_t *src, size_t src_len)
 {
     pthread_mutex_lock(&sv->lru_mu);
     lru_ent *e = NULL;
@@ -277,13 +282,19 @@ static void lru_put(server *sv, const char *sha, double prob, const char *label,
         for (int i = 1; i < LRU_N; i++)
             if (sv->lru[i].used < e->used) e = &sv->lru[i];
     }
-    uint8_t *copy = png ? malloc(png_len) : NULL;
-    if (copy) memcpy(copy, png, png_len);
-    if (copy || strcmp(e->sha, sha) != 0) {
-        free(e->png);
-        e->png     = copy;
-        e->png_len = copy ? png_len : 0;
+    int same = strcmp(e->sha, sha) == 0;
+    if (!same || (!e->png && src)) {
+        if (!same) {
+            free(e->png);
+            e->png     = NULL;
+            e->png_len = 0;
+        }
+        free(e->src);
+        e->src     = src;
+        e->src_len = src ? src_len : 0;
+        src        = NULL;
     }
+    free(src);
     snprintf(e->sha, sizeof(e->sha), "%s", sha);
     e->prob       = prob;
     e->threshold  = thr;
@@ -294,23 +305,50 @@ static void lru_put(server *sv, const char *sha, double prob, const char *label,
     pthread_mutex_unlock(&sv->lru_mu);
 }
 
-// Copies the entry for sha out (png malloc'd when want_png and present). 1 found, 0 not.
-static int lru_get(server *sv, const char *sha, lru_ent *out, int want_png)
+enum { LRU_PNG = 1, LRU_SRC = 2 };
+
+// Copies the entry for sha out; its PNG (want & LRU_PNG), else its heat-map source
+// (want & LRU_SRC), is malloc'd into out when present, every other pointer is NULL. 1 found, 0 not.
+static int lru_get(server *sv, const char *sha, lru_ent *out, int want)
 {
     int found = 0;
     pthread_mutex_lock(&sv->lru_mu);
     for (int i = 0; i < LRU_N; i++)
         if (sv->lru[i].sha[0] && strcmp(sv->lru[i].sha, sha) == 0) {
-            *out     = sv->lru[i];
-            out->png = NULL;
-            if (want_png && sv->lru[i].png && (out->png = malloc(sv->lru[i].png_len)))
-                memcpy(out->png, sv->lru[i].png, sv->lru[i].png_len);
+            const lru_ent *e = &sv->lru[i];
+            *out             = *e;
+            out->png = out->src = NULL;
+            if ((want & LRU_PNG) && e->png && (out->png = malloc(e->png_len)))
+                memcpy(out->png, e->png, e->png_len);
+            else if ((want & LRU_SRC) && !e->png && e->src && (out->src = malloc(e->src_len)))
+                memcpy(out->src, e->src, e->src_len);
             sv->lru[i].used = ++sv->lru_clock;
             found           = 1;
             break;
         }
     pthread_mutex_unlock(&sv->lru_mu);
     return found;
+}
+
+// The heat map of sha was drawn: the entry (if still there) keeps a copy and drops its source.
+static void lru_set_png(server *sv, const char *sha, const uint8_t *png, size_t len)
+{
+    pthread_mutex_lock(&sv->lru_mu);
+    for (int i = 0; i < LRU_N; i++) {
+        lru_ent *e = &sv->lru[i];
+        if (!e->sha[0] || strcmp(e->sha, sha) != 0) continue;
+        uint8_t *copy = e->png ? NULL : malloc(len);
+        if (copy) {
+            memcpy(copy, png, len);
+            e->png     = copy;
+            e->png_len = len;
+            free(e->src);
+            e->src     = NULL;
+            e->src_len = 0;
+        }
+        break;
+    }
+    pthread_mutex_unlock(&sv->lru_mu);
 }
 
 // ---- responses ----
@@ -578,17 +616,9 @@ static void redis_exec(server *sv, pr_batch *b)
     redis_put(sv, rr, pr_redis_exec(rr, b) == 0);
 }
 
-// The heat map over the display image: overlay (libnet), PNG. 0 or -1.
-static int render_heatmap(const req *r, uint8_t **png, size_t *len)
+static void heatmap_key(const server *sv, const char *kind, const char *sha, char *key, size_t n)
 {
-    if (!r->job.cam || !r->disp.rgb) return -1;
-    uint8_t *rgb = malloc((size_t)r->disp.w * r->disp.h * 3);
-    if (!rgb) return -1;
-    nt_gradcam_overlay(r->job.cam, r->job.cam_h, r->job.cam_w, r->disp.rgb, r->disp.w, r->disp.h,
-                       rgb);
-    int rc = sv_png_encode(rgb, r->disp.w, r->disp.h, png, len);
-    free(rgb);
-    return rc;
+    snprintf(key, n, "pneumo:%s:%s:%s", kind, sv->model_id, sha);
 }
 
 static void on_done(sv_job *j)
@@ -610,10 +640,13 @@ static enum MHD_Result upload_finish(server *sv, struct MHD_Connection *c, req *
         snprintf(r->label, sizeof(r->label), "%s",
                  sv->meta.class_names[r->job.prob >= sv->meta.threshold]);
     }
-    uint8_t *png = NULL;
-    size_t plen  = 0;
-    if (render_heatmap(r, &png, &plen) != 0) png = NULL;
-    lru_put(sv, r->sha, r->prob, r->label, r->thr, lat, tm, png, plen);
+    // Only what the heat map is drawn from: drawing and PNG-encoding wait for its first GET.
+    int64_t expiry = sv->ttl > 0 ? (int64_t)time(NULL) + sv->ttl : 0;
+    size_t slen    = 0;
+    uint8_t *src   = r->job.cam && r->disp.rgb
+                         ? sv_hmsrc_pack(r->job.cam, r->job.cam_h, r->job.cam_w, r->disp.rgb,
+                                         r->disp.w, r->disp.h, expiry, &slen)
+                         : NULL;
     if (sv->redis_url) {
         pr_batch *b = pr_batch_new();
         if (b) {
@@ -627,29 +660,31 @@ static enum MHD_Result upload_finish(server *sv, struct MHD_Connection *c, req *
             redis_exec(sv, b);
             pr_batch_free(b);
         }
-        if (png) {
+        if (src) {
             char key[160], ttl[32];
-            snprintf(key, sizeof(key), "pneumo:heatmap:%s:%s", sv->model_id, r->sha);
+            heatmap_key(sv, "heatsrc", r->sha, key, sizeof(key));
             snprintf(ttl, sizeof(ttl), "%ld", sv->ttl);
-            const char *a[] = {"SET", key, (const char *)png, "EX", ttl};
-            size_t lens[]   = {3, strlen(key), plen, 2, strlen(ttl)};
+            const char *a[] = {"SET", key, (const char *)src, "EX", ttl};
+            size_t lens[]   = {3, strlen(key), slen, 2, strlen(ttl)};
             redisReply *rep = redis_cmd(sv, sv->ttl > 0 ? 5 : 3, a, lens);
             if (rep) freeReplyObject(rep);
         }
     }
-    free(png);
+    lru_put(sv, r->sha, r->prob, r->label, r->thr, lat, tm, src, slen); // src taken
     return send_json(c, r, 200,
                      record_json(sv, r->sha, r->prob, r->label, r->thr, sv->model_name,
                                  sv->model_id, r->cached_prob, lat, tm));
 }
 
+// The heat map, drawn or not yet (its source), is in Redis.
 static int heatmap_in_redis(server *sv, const char *sha)
 {
-    char key[160];
-    snprintf(key, sizeof(key), "pneumo:heatmap:%s:%s", sv->model_id, sha);
-    const char *a[] = {"EXISTS", key};
-    redisReply *rep = redis_cmd(sv, 2, a, NULL);
-    int yes         = !rep || (rep->type == REDIS_REPLY_INTEGER && rep->integer == 1);
+    char key[160], skey[160];
+    heatmap_key(sv, "heatmap", sha, key, sizeof(key));
+    heatmap_key(sv, "heatsrc", sha, skey, sizeof(skey));
+    const char *a[] = {"EXISTS", key, skey};
+    redisReply *rep = redis_cmd(sv, 3, a, NULL);
+    int yes         = !rep || (rep->type == REDIS_REPLY_INTEGER && rep->integer >= 1);
     if (rep) freeReplyObject(rep);
     return yes; // down: do not recompute for it
 }
@@ -739,16 +774,34 @@ static enum MHD_Result upload_process(server *sv, struct MHD_Connection *c, req 
     size_t px = (size_t)sv->S * sv->S * 3;
     r->job.x  = malloc(sizeof(float) * px);
     if (!r->job.x) return send_err(c, r, 503, "out of memory");
-    // Exactly pneumo predict's path (pr_load_image): area resize to the input, preprocessing.
-    nd_image small;
-    if (nd_image_decode_resized(ctx, b, n, "upload", sv->S, sv->S, ND_RESIZE_AREA, &small) != NT_OK)
+    // Exactly pneumo predict's path (pr_load_image): nd_image_decode_resized(S, S, area) is this
+    // decode for the target followed by the area resize (per channel, so grey sources expanded
+    // first resize the same); then preprocessing.
+    nd_image dec;
+    if (nd_image_decode_for(ctx, b, n, "upload", sv->S, sv->S, &dec) != NT_OK)
         return send_err(c, r, 400, "%s", nt_ctx_errmsg(ctx));
-    nt_preprocess_apply(sv->meta.preprocess, small.rgb, (int64_t)sv->S * sv->S, r->job.x);
-    nd_image_free(&small);
-    // The picture under the heat map: the image's size, long side capped at DISPLAY_MAX.
+    if (dec.w == sv->S && dec.h == sv->S) {
+        nt_preprocess_apply(sv->meta.preprocess, dec.rgb, (int64_t)sv->S * sv->S, r->job.x);
+    } else {
+        nd_image small;
+        if (nd_image_resize(ctx, &dec, sv->S, sv->S, ND_RESIZE_AREA, &small) != NT_OK) {
+            nd_image_free(&dec);
+            return send_err(c, r, 503, "%s", nt_ctx_errmsg(ctx));
+        }
+        nt_preprocess_apply(sv->meta.preprocess, small.rgb, (int64_t)sv->S * sv->S, r->job.x);
+        nd_image_free(&small);
+    }
+    // The picture under the heat map: the image's size, long side capped at DISPLAY_MAX. A
+    // decode at full size for S <= DISPLAY_MAX (every PNG, every JPEG too small for a reduced DCT
+    // scale) is the one a decode for DISPLAY_MAX would give: no second decode then.
     nd_image full;
-    if (nd_image_decode_for(ctx, b, n, "upload", DISPLAY_MAX, DISPLAY_MAX, &full) != NT_OK)
-        return send_err(c, r, 400, "%s", nt_ctx_errmsg(ctx));
+    if (dec.w == (int)w && dec.h == (int)h && sv->S <= DISPLAY_MAX) {
+        full = dec;
+    } else {
+        nd_image_free(&dec);
+        if (nd_image_decode_for(ctx, b, n, "upload", DISPLAY_MAX, DISPLAY_MAX, &full) != NT_OK)
+            return send_err(c, r, 400, "%s", nt_ctx_errmsg(ctx));
+    }
     int dw = (int)w, dh = (int)h;
     if (dw > DISPLAY_MAX || dh > DISPLAY_MAX) {
         double s = (double)DISPLAY_MAX / (dw > dh ? dw : dh);
@@ -799,25 +852,87 @@ static enum MHD_Result get_item(server *sv, struct MHD_Connection *c, req *r, co
     return send_err(c, r, 404, "no prediction with id %s for model %s", id, sv->model_id);
 }
 
+// Draws the heat map of id from its source (borrowed), counts it, keeps the PNG (the LRU entry,
+// if any, drops its source; Redis gets pneumo:heatmap with what is left of the upload's expiry,
+// and loses pneumo:heatsrc) and answers it. An unusable source is deleted: 404, upload again.
+static enum MHD_Result heatmap_draw(server *sv, struct MHD_Connection *c, req *r, const char *id,
+                                    const uint8_t *src, size_t slen)
+{
+    uint8_t *png   = NULL;
+    size_t plen    = 0;
+    int64_t expiry = 0;
+    char why[200], key[160], skey[160];
+    heatmap_key(sv, "heatmap", id, key, sizeof(key));
+    heatmap_key(sv, "heatsrc", id, skey, sizeof(skey));
+    int rc = sv_hmsrc_render(src, slen, &png, &plen, &expiry, why, sizeof(why));
+    if (rc == -1) {
+        fprintf(stderr, "pneumo serve: dropped an unusable heat-map source of model %s: %s\n",
+                sv->model_id, why);
+        const char *d[] = {"DEL", skey};
+        redisReply *rep = sv->redis_url ? redis_cmd(sv, 2, d, NULL) : NULL;
+        if (rep) freeReplyObject(rep);
+        return send_err(c, r, 404, "no heat map for id %s (model %s); upload the image again", id,
+                        sv->model_id);
+    }
+    if (rc) return send_err(c, r, 503, "out of memory drawing the heat map");
+    pthread_mutex_lock(&sv->mt.mu);
+    sv->mt.heatmaps++;
+    pthread_mutex_unlock(&sv->mt.mu);
+    lru_set_png(sv, id, png, plen);
+    if (sv->redis_url) {
+        long ttl = 0;
+        if (expiry > 0) {
+            int64_t left = expiry - (int64_t)time(NULL);
+            ttl          = left < 1 ? 1 : (long)left;
+        }
+        char t[32];
+        snprintf(t, sizeof(t), "%ld", ttl);
+        const char *a[] = {"SET", key, (const char *)png, "EX", t};
+        size_t lens[]   = {3, strlen(key), plen, 2, strlen(t)};
+        redisReply *rep = redis_cmd(sv, ttl > 0 ? 5 : 3, a, lens);
+        int stored      = rep && rep->type == REDIS_REPLY_STATUS;
+        if (rep) freeReplyObject(rep);
+        // The source goes only once the PNG is there: another process may be about to read it.
+        const char *d[] = {"DEL", skey};
+        rep             = stored ? redis_cmd(sv, 2, d, NULL) : NULL;
+        if (rep) freeReplyObject(rep);
+    }
+    return send_buf(c, r, 200, "image/png", png, plen, 1);
+}
+
 static enum MHD_Result get_heatmap(server *sv, struct MHD_Connection *c, req *r, const char *id)
 {
     lru_ent e;
-    if (lru_get(sv, id, &e, 1) && e.png)
-        return send_buf(c, r, 200, "image/png", e.png, e.png_len, 1);
-    char key[160];
-    snprintf(key, sizeof(key), "pneumo:heatmap:%s:%s", sv->model_id, id);
-    const char *a[] = {"GET", key};
-    redisReply *rep = sv->redis_url ? redis_cmd(sv, 2, a, NULL) : NULL;
-    if (rep && rep->type == REDIS_REPLY_STRING) {
-        enum MHD_Result ok = send_buf(c, r, 200, "image/png", rep->str, rep->len, 0);
-        freeReplyObject(rep);
-        return ok;
+    int here = lru_get(sv, id, &e, LRU_PNG | LRU_SRC);
+    if (here && e.png) return send_buf(c, r, 200, "image/png", e.png, e.png_len, 1);
+    if (!here) e.src = NULL;
+    // Drawn already (by any serve process), or only its source: one round trip for both. Even
+    // with the source in memory, another process may have drawn it: one round trip, not a draw.
+    char key[160], skey[160];
+    heatmap_key(sv, "heatmap", id, key, sizeof(key));
+    heatmap_key(sv, "heatsrc", id, skey, sizeof(skey));
+    const char *a[] = {"MGET", key, skey};
+    redisReply *rep = sv->redis_url ? redis_cmd(sv, 3, a, NULL) : NULL;
+    const redisReply *png =
+        rep && rep->type == REDIS_REPLY_ARRAY && rep->elements == 2 ? rep->element[0] : NULL;
+    const redisReply *src = png ? rep->element[1] : NULL;
+    enum MHD_Result ok;
+    if (png && png->type == REDIS_REPLY_STRING) {
+        if (e.src) lru_set_png(sv, id, (const uint8_t *)png->str, png->len);
+        ok = send_buf(c, r, 200, "image/png", png->str, png->len, 0);
+    } else if (e.src) {
+        ok = heatmap_draw(sv, c, r, id, e.src, e.src_len);
+    } else if (src && src->type == REDIS_REPLY_STRING) {
+        ok = heatmap_draw(sv, c, r, id, (const uint8_t *)src->str, src->len);
+    } else if (sv->redis_url && !rep) {
+        ok = send_err(c, r, 503, "Redis is unreachable and %s is not in memory", id);
+    } else {
+        ok = send_err(c, r, 404, "no heat map for id %s (model %s); upload the image again", id,
+                      sv->model_id);
     }
-    int down = sv->redis_url && !rep;
+    free(e.src);
     if (rep) freeReplyObject(rep);
-    if (down) return send_err(c, r, 503, "Redis is unreachable and %s is not in memory", id);
-    return send_err(c, r, 404, "no heat map for id %s (model %s); upload the image again", id,
-                    sv->model_id);
+    return ok;
 }
 
 static int lru_newest_cmp(const void *a, const void *b)
@@ -922,8 +1037,12 @@ static enum MHD_Result get_metrics(server *sv, struct MHD_Connection *c, req *r)
             "# HELP pneumo_cache_hits_total Uploads answered from the cache (memory or Redis).\n"
             "# TYPE pneumo_cache_hits_total counter\npneumo_cache_hits_total %llu\n"
             "# HELP pneumo_cache_misses_total Uploads that needed the model.\n"
-            "# TYPE pneumo_cache_misses_total counter\npneumo_cache_misses_total %llu\n",
-            (unsigned long long)m->hits, (unsigned long long)m->misses);
+            "# TYPE pneumo_cache_misses_total counter\npneumo_cache_misses_total %llu\n"
+            "# HELP pneumo_heatmaps_rendered_total Heat maps drawn and PNG-encoded (on their first "
+            "GET).\n# TYPE pneumo_heatmaps_rendered_total counter\n"
+            "pneumo_heatmaps_rendered_total %llu\n",
+            (unsigned long long)m->hits, (unsigned long long)m->misses,
+            (unsigned long long)m->heatmaps);
     pthread_mutex_unlock(&sv->mt.mu);
     fprintf(f,
             "# HELP pneumo_queue_depth Images waiting for the model.\n"
@@ -1405,8 +1524,10 @@ static int serve_main(server *sv, int argc, char **argv)
     MHD_stop_daemon(sv->d);
     while (sv->r_nfree)
         pr_redis_close(sv->r_free[--sv->r_nfree]);
-    for (int i = 0; i < LRU_N; i++)
+    for (int i = 0; i < LRU_N; i++) {
         free(sv->lru[i].png);
+        free(sv->lru[i].src);
+    }
     pr_tokens_free(&sv->tokens);
     for (int i = 0; i < sv->ntctx; i++)
         nt_ctx_free(sv->tctx[i]);

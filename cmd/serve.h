@@ -1,8 +1,8 @@
 /*
  * serve.h: the pieces of `pneumo serve` shared by cmd/serve.c (HTTP, routing, auth, Redis,
- * metrics) and cmd/serve_infer.c (the micro-batching queue and the inference thread, Grad-CAM
- * and heat-map PNGs). Glue only: the math is libnet's (nt_model_gradcam, nt_gradcam_overlay).
- * Tests: tests/serve.sh.
+ * metrics) and cmd/serve_infer.c (the micro-batching queue and the inference thread, Grad-CAM,
+ * heat-map sources and PNGs). Glue only: the math is libnet's (nt_model_gradcam,
+ * nt_gradcam_overlay). Tests: tests/serve.sh.
  */
 #ifndef CMD_SERVE_H
 #define CMD_SERVE_H
@@ -49,5 +49,35 @@ void sv_infer_stop(sv_infer *q);
 
 // A PNG (8-bit RGB, w x h) in memory: *png malloc'd. 0, or -1 (out of memory / libpng error).
 int sv_png_encode(const uint8_t *rgb, int w, int h, uint8_t **png, size_t *len);
+
+// ---- heat-map sources ----
+//
+// A heat map is drawn on its first GET, not at upload: the upload keeps only what drawing needs,
+// packed into one binary string (the in-process LRU and Redis key pneumo:heatsrc:<mid>:<sha> hold
+// the same bytes, so any serve process behind the same Redis can draw it). Layout, little-endian:
+//   offset 0  "PNHS"            magic
+//          4  u8   version      1
+//          5  u8   channels     1 (the image is grey: R = G = B everywhere) or 3 (RGB)
+//          6  u16  w, h         the display image's size
+//         10  u16  cam_h, cam_w the Grad-CAM map's size
+//         14  u16  0            reserved
+//         16  i64  expiry       Unix seconds after which it is stale (0: never), so that the PNG
+//                               drawn later expires with the result, not a --ttl after the GET
+//         24  f32  cam[cam_h * cam_w], row-major, values in [0,1]
+//             u8   pixels[h * w * channels], row-major, interleaved
+// Grey X-rays (nearly all of them) take a third of the RGB size; drawing from either form gives
+// the same PNG, byte for byte, as drawing from the decoded RGB image did.
+#define SV_HMSRC_HEAD 24
+
+// Packs cam [cam_h, cam_w] and rgb [h, w, 3] (both borrowed) into a new malloc'd source of *len
+// bytes; NULL when out of memory or a size does not fit the layout (above 65535). Thread-safe.
+uint8_t *sv_hmsrc_pack(const float *cam, int cam_h, int cam_w, const uint8_t *rgb, int w, int h,
+                       int64_t expiry, size_t *len);
+
+// Draws the heat map a source describes (nt_gradcam_overlay) and encodes it: *png malloc'd,
+// *expiry from the header (may be NULL). 0; -1 when src is not a source of this layout (err says
+// what was expected and what arrived); -2 out of memory or a libpng error. Thread-safe.
+int sv_hmsrc_render(const uint8_t *src, size_t len, uint8_t **png, size_t *png_len, int64_t *expiry,
+                    char *err, size_t errlen);
 
 #endif

@@ -2,12 +2,14 @@
  * serve_infer.c: `pneumo serve`'s inference thread: a bounded FIFO of jobs (mutex + condvar);
  * the thread takes up to max_batch jobs, waiting at most max_wait_ms after the first, runs one
  * nt_model_forward over the batch, then probabilities and Grad-CAM maps, and hands each job back
- * through on_done. The model and its context are touched by this thread only. Also the PNG
- * encoder for heat maps (libpng). Tests: tests/serve.sh.
+ * through on_done. The model and its context are touched by this thread only. Also the heat-map
+ * sources (what a heat map is drawn from, packed at upload) and the PNG encoder that draws them
+ * on the first GET (libpng). Tests: tests/serve.sh.
  */
 #include "cmd/serve.h"
 
 #include <errno.h>
+#include <math.h>
 #include <png.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -240,7 +242,7 @@ int sv_png_encode(const uint8_t *rgb, int w, int h, uint8_t **png_out, size_t *l
     png_set_write_fn(png, &b, png_put, png_noflush);
     png_set_IHDR(png, info, (png_uint_32)w, (png_uint_32)h, 8, PNG_COLOR_TYPE_RGB,
                  PNG_INTERLACE_NONE, PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
-    png_set_compression_level(png, 1); // speed over size: it is encoded on every upload
+    png_set_compression_level(png, 1); // speed over size: a client waits for the first GET
     png_write_info(png, info);
     for (int y = 0; y < h; y++)
         png_write_row(png, (png_const_bytep)(rgb + (size_t)y * w * 3));
@@ -253,4 +255,107 @@ int sv_png_encode(const uint8_t *rgb, int w, int h, uint8_t **png_out, size_t *l
     *png_out = b.p;
     *len     = b.n;
     return 0;
+}
+
+// ---- heat-map sources (layout in serve.h) ----
+
+static void put_u16(uint8_t *p, unsigned v)
+{
+    p[0] = (uint8_t)v;
+    p[1] = (uint8_t)(v >> 8);
+}
+
+static unsigned get_u16(const uint8_t *p)
+{
+    return (unsigned)p[0] | (unsigned)p[1] << 8;
+}
+
+uint8_t *sv_hmsrc_pack(const float *cam, int cam_h, int cam_w, const uint8_t *rgb, int w, int h,
+                       int64_t expiry, size_t *len)
+{
+    if (cam_h < 1 || cam_w < 1 || w < 1 || h < 1 || cam_h > 65535 || cam_w > 65535 || w > 65535 ||
+        h > 65535)
+        return NULL;
+    size_t npx = (size_t)w * h, ncam = (size_t)cam_h * cam_w;
+    int grey = 1;
+    for (size_t i = 0; i < npx && grey; i++)
+        grey = rgb[3 * i] == rgb[3 * i + 1] && rgb[3 * i] == rgb[3 * i + 2];
+    int c      = grey ? 1 : 3;
+    size_t n   = SV_HMSRC_HEAD + 4 * ncam + npx * (size_t)c;
+    uint8_t *b = malloc(n);
+    if (!b) return NULL;
+    memcpy(b, "PNHS", 4);
+    b[4] = 1;
+    b[5] = (uint8_t)c;
+    put_u16(b + 6, (unsigned)w);
+    put_u16(b + 8, (unsigned)h);
+    put_u16(b + 10, (unsigned)cam_h);
+    put_u16(b + 12, (unsigned)cam_w);
+    put_u16(b + 14, 0);
+    uint64_t e = (uint64_t)expiry;
+    for (int k = 0; k < 8; k++)
+        b[16 + k] = (uint8_t)(e >> (8 * k));
+    uint8_t *p = b + SV_HMSRC_HEAD;
+    for (size_t i = 0; i < ncam; i++, p += 4) {
+        uint32_t u;
+        memcpy(&u, &cam[i], 4);
+        for (int k = 0; k < 4; k++)
+            p[k] = (uint8_t)(u >> (8 * k));
+    }
+    if (grey)
+        for (size_t i = 0; i < npx; i++)
+            p[i] = rgb[3 * i];
+    else
+        memcpy(p, rgb, npx * 3);
+    *len = n;
+    return b;
+}
+
+int sv_hmsrc_render(const uint8_t *src, size_t len, uint8_t **png, size_t *png_len, int64_t *expiry,
+                    char *err, size_t errlen)
+{
+    if (len < SV_HMSRC_HEAD || memcmp(src, "PNHS", 4) != 0 || src[4] != 1) {
+        snprintf(err, errlen, "expected a heat-map source (\"PNHS\", version 1), got %zu bytes%s",
+                 len, len >= 5 && memcmp(src, "PNHS", 4) == 0 ? " of another version" : "");
+        return -1;
+    }
+    int c = src[5], w = (int)get_u16(src + 6), h = (int)get_u16(src + 8);
+    int ch = (int)get_u16(src + 10), cw = (int)get_u16(src + 12);
+    size_t npx = (size_t)w * h, ncam = (size_t)ch * cw;
+    size_t want = SV_HMSRC_HEAD + 4 * ncam + npx * (size_t)(c == 1 || c == 3 ? c : 0);
+    if ((c != 1 && c != 3) || !w || !h || !ch || !cw || len != want) {
+        snprintf(err, errlen,
+                 "expected a heat-map source of %zu bytes (%dx%dx%d pixels, a %dx%d map), got %zu",
+                 want, w, h, c, ch, cw, len);
+        return -1;
+    }
+    uint64_t e = 0;
+    for (int k = 0; k < 8; k++)
+        e |= (uint64_t)src[16 + k] << (8 * k);
+    if (expiry) *expiry = (int64_t)e;
+    float *cam   = malloc(sizeof(float) * ncam);
+    uint8_t *out = malloc(npx * 3);
+    uint8_t *rgb = c == 1 ? malloc(npx * 3) : NULL;
+    int rc       = -2;
+    if (cam && out && (c == 3 || rgb)) {
+        const uint8_t *p = src + SV_HMSRC_HEAD;
+        for (size_t i = 0; i < ncam; i++, p += 4) {
+            uint32_t u =
+                (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+            float v;
+            memcpy(&v, &u, 4);
+            // The overlay expects [0,1] (beyond it the blend leaves 0..255); valid maps pass
+            // unchanged.
+            cam[i] = isfinite(v) ? v < 0 ? 0 : v > 1 ? 1 : v : 0;
+        }
+        if (c == 1)
+            for (size_t i = 0; i < npx; i++)
+                rgb[3 * i] = rgb[3 * i + 1] = rgb[3 * i + 2] = p[i];
+        nt_gradcam_overlay(cam, ch, cw, c == 1 ? rgb : p, w, h, out);
+        rc = sv_png_encode(out, w, h, png, png_len) == 0 ? 0 : -2;
+    }
+    free(cam);
+    free(out);
+    free(rgb);
+    return rc;
 }

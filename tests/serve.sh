@@ -4,7 +4,8 @@
 # (multipart and raw) with the same probability as `pneumo predict`, the cache (memory and
 # Redis, no new inference on a re-upload), GET by id, history, heat-map PNGs, 400/404/405/413/
 # 415, static files and traversal, /metrics, a full queue (503 + Retry-After), Redis stopped and
-# restarted under a running server, a heat map lost from Redis, SIGTERM. Small model (64 px,
+# restarted under a running server, heat maps drawn only when asked for (and by another
+# server from the source in Redis), a heat map lost from Redis, SIGTERM. Small model (64 px,
 # --width-div 16): the shipped model's numbers are the same code path.
 . tests/lib.sh
 for c in redis-server redis-cli curl python3; do
@@ -117,6 +118,14 @@ python3 -c 'import sys; sys.exit(0 if abs(float(sys.argv[1])-float(sys.argv[2]))
 $R --scan --pattern '*' | xargs -r -n1 $R dump 2> /dev/null | grep -q patient-name && bad "the file name reached Redis" || ok "no file name in Redis"
 grep -q patient-name $T/serve.log && bad "the file name reached the log" || ok "no file name in the log"
 [ -z "$($R --scan --pattern "pneumo:source:*")" ] && ok "uploads write no source index" || bad "source keys: $($R --scan --pattern "pneumo:source:*" | head -n 2)"
+# The heat map is not drawn at upload: only its source (grey pixels + the map) is kept.
+curl -s $B/metrics > $T/metrics
+[ "$($R exists pneumo:heatmap:$MID:$S1)" = 0 ] && [ "$(metric pneumo_heatmaps_rendered_total)" = 0 ] \
+    && [ "$($R getrange pneumo:heatsrc:$MID:$S1 0 3)" = PNHS ] && ok "upload: no heat map drawn, its source in Redis" \
+    || bad "heat map at upload: heatmap key $($R exists pneumo:heatmap:$MID:$S1), drawn $(metric pneumo_heatmaps_rendered_total), source $($R strlen pneumo:heatsrc:$MID:$S1)"
+# 24-byte header, a 2x2 map (64 px model), 224x224 grey pixels: a third of RGB.
+[ "$($R strlen pneumo:heatsrc:$MID:$S1)" = $((24 + 2 * 2 * 4 + 224 * 224)) ] && ok "grey X-ray kept as one channel" \
+    || bad "source size $($R strlen pneumo:heatsrc:$MID:$S1)"
 grep -q "$TOK" $T/serve.log && bad "a token reached the log"
 
 # Raw body.
@@ -154,9 +163,16 @@ png_size() { python3 -c 'import struct,sys
 b=open(sys.argv[1],"rb").read()
 assert b[:8]==b"\x89PNG\r\n\x1a\n" and b[12:16]==b"IHDR"
 print("%dx%d" % struct.unpack(">II", b[16:24]))' "$1" 2> /dev/null; }
+curl -s $B/metrics > $T/metrics; hm0=$(metric pneumo_heatmaps_rendered_total)
 api -D $T/hh -o $T/h1.png $B/api/v1/predictions/$S1/heatmap.png
 [ "$(png_size $T/h1.png)" = 224x224 ] && grep -qi '^Content-Type: image/png' $T/hh && ok "heatmap.png 224x224" || bad "heatmap: $(head -c 200 $T/h1.png)"
-[ "$($R strlen pneumo:heatmap:$MID:$S1)" -gt 100 ] && ok "heat map in Redis" || bad "no pneumo:heatmap:$MID:$S1"
+[ "$($R strlen pneumo:heatmap:$MID:$S1)" -gt 100 ] && [ "$($R exists pneumo:heatsrc:$MID:$S1)" = 0 ] \
+    && ok "heat map in Redis once drawn, its source gone" || bad "no pneumo:heatmap:$MID:$S1 (source $($R exists pneumo:heatsrc:$MID:$S1))"
+$R get pneumo:heatmap:$MID:$S1 | head -c -1 > $T/h1r.png # redis-cli adds a newline
+api -o $T/h1b.png $B/api/v1/predictions/$S1/heatmap.png
+curl -s $B/metrics > $T/metrics
+cmp -s $T/h1.png $T/h1b.png && cmp -s $T/h1.png $T/h1r.png && [ "$(metric pneumo_heatmaps_rendered_total)" = $((hm0+1)) ] \
+    && ok "drawn once: the second GET and Redis hold the same bytes" || bad "second GET: drawn $hm0 -> $(metric pneumo_heatmaps_rendered_total), $(cmp $T/h1.png $T/h1b.png; cmp $T/h1.png $T/h1r.png)"
 api -F image=@$I3 $B/api/v1/predictions > $T/p3.json
 S3=$(sha256sum $I3 | cut -c1-64)
 api -o $T/h3.png $B/api/v1/predictions/$S3/heatmap.png
@@ -283,20 +299,44 @@ python3 -c 'import json,sys; a=json.load(open(sys.argv[1]))["probability"]; b=js
 sys.exit(0 if abs(a-float(sys.argv[3]))<1e-5 and abs(b-float(sys.argv[4]))<1e-5 else 1)' $T/b1.json $T/b2.json "$pp1" "$pp2" \
     && ok "batched probabilities = predict's" || bad "batched: $(cat $T/b1.json $T/b2.json) vs $pp1 $pp2"
 
-# A result whose heat map left Redis: a fresh server (empty memory) recomputes the map only.
+# Another server (empty memory, as a second process behind nginx) draws a heat map from the
+# source in Redis; the PNG expires with the result (--ttl), not a --ttl after the GET.
 kill $spid; wait $spid; spid=
 $R flushdb > /dev/null
-start_serve
+start_serve --ttl 1000
 api -F image=@$I2 $B/api/v1/predictions > /dev/null # fills Redis (flushed above)
+S2=$(sha256sum $I2 | cut -c1-64)
+t=$($R ttl pneumo:heatsrc:$MID:$S2)
+[ "$t" -gt 990 ] && [ "$t" -le 1000 ] && ok "heat-map source expires with --ttl ($t s)" || bad "source ttl $t"
+kill $spid; wait $spid; spid=
+start_serve --ttl 1000
+api -o $T/h2.png $B/api/v1/predictions/$S2/heatmap.png
+curl -s $B/metrics > $T/metrics
+t=$($R ttl pneumo:heatmap:$MID:$S2)
+[ "$(png_size $T/h2.png)" = 224x224 ] && [ "$(metric pneumo_heatmaps_rendered_total)" = 1 ] && [ "$($R exists pneumo:heatsrc:$MID:$S2)" = 0 ] \
+    && [ "$t" -gt 900 ] && [ "$t" -le 1000 ] && ok "a fresh server draws it from Redis (PNG ttl $t s)" \
+    || bad "draw from Redis: $(png_size $T/h2.png) drawn $(metric pneumo_heatmaps_rendered_total) ttl $t"
+api -o $T/h2b.png $B/api/v1/predictions/$S2/heatmap.png
+curl -s $B/metrics > $T/metrics
+cmp -s $T/h2.png $T/h2b.png && [ "$(metric pneumo_heatmaps_rendered_total)" = 1 ] && ok "second GET: the same PNG, not drawn again" \
+    || bad "second GET from Redis: drawn $(metric pneumo_heatmaps_rendered_total)"
+# An unusable source (another version, damaged): dropped, 404, and a re-upload recomputes it.
+$R del pneumo:heatmap:$MID:$S2 > /dev/null
+$R set pneumo:heatsrc:$MID:$S2 PNHS-garbage > /dev/null
+[ "$(code -H "Authorization: Bearer $TOK" $B/api/v1/predictions/$S2/heatmap.png)" = 404 ] && grep -q 'upload the image again' $T/body \
+    && [ "$($R exists pneumo:heatsrc:$MID:$S2)" = 0 ] && grep -q 'dropped an unusable heat-map source' $T/serve.log \
+    && ! grep -q "$S2" $T/serve.log && ok "damaged source: 404, dropped, logged without the id" || bad "damaged source: $(cat $T/body)"
+# A result whose heat map left Redis (drawn or not): the upload recomputes the map only.
 kill $spid; wait $spid; spid=
 start_serve
-S2=$(sha256sum $I2 | cut -c1-64)
-$R del pneumo:heatmap:$MID:$S2 > /dev/null
+$R del pneumo:heatmap:$MID:$S2 pneumo:heatsrc:$MID:$S2 > /dev/null
 curl -s $B/metrics > $T/metrics; b0=$(metric pneumo_inference_batch_size_count)
 api -F image=@$I2 $B/api/v1/predictions > $T/r2.json
 curl -s $B/metrics > $T/metrics
-[ "$(jget $T/r2.json cached)" = true ] && [ "$($R exists pneumo:heatmap:$MID:$S2)" = 1 ] && [ "$(metric pneumo_inference_batch_size_count)" = $((b0+1)) ] \
-    && ok "cached result, lost heat map recomputed" || bad "heatmap recompute: $(cat $T/r2.json) exists=$($R exists pneumo:heatmap:$MID:$S2)"
+[ "$(jget $T/r2.json cached)" = true ] && [ "$($R exists pneumo:heatsrc:$MID:$S2)" = 1 ] && [ "$(metric pneumo_inference_batch_size_count)" = $((b0+1)) ] \
+    && ok "cached result, lost heat map recomputed" || bad "heatmap recompute: $(cat $T/r2.json) exists=$($R exists pneumo:heatsrc:$MID:$S2)"
+api -o $T/h2c.png $B/api/v1/predictions/$S2/heatmap.png
+cmp -s $T/h2.png $T/h2c.png && ok "recomputed heat map: the same PNG" || bad "recomputed heat map differs"
 kill -INT $spid; wait $spid; rc=$?; spid=
 [ $rc -eq 0 ] && ok "SIGINT -> exit 0" || bad "SIGINT exit $rc"
 

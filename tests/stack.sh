@@ -2,11 +2,13 @@
 # The real stack (deploy/stack.sh: redis-server, the S3 test server, `pneumo serve` with the
 # shipped model, nginx with TLS) on free loopback ports in a temporary folder, checked from
 # outside with curl and the stack's own CA: security headers and CSP, TLS versions, the HTTP
-# redirect, tokens, a real X-ray -> JSON -> heat map PNG, body and rate limits, bad images,
+# redirect, tokens, a real X-ray -> JSON -> heat map PNG (drawn on its first GET only, also by a
+# second serve process on the same Redis), body and rate limits, bad images,
 # path traversal, /metrics from loopback only, Redis stopped and restarted, and `down`.
 . tests/lib.sh
 stack_need
-trap 'stack_down; rm -rf "$T"' EXIT
+s2pid=
+trap '[ -n "$s2pid" ] && kill $s2pid 2> /dev/null; stack_down; rm -rf "$T"' EXIT
 stack_up || exit 1
 ok "stack up at $URL"
 C="curl -sS --cacert $CA --max-time 60"
@@ -70,9 +72,38 @@ else bad "prediction: $(cat $T/c) $(cat $T/p1.json)"; fi
 $C -H "$AUTH" -F "image=@$IMG;type=image/jpeg" $URL/api/v1/predictions > $T/p2.json
 json 'd["cached"]' < $T/p2.json | grep -q True && ok "same image again: cached" || bad "second upload: $(cat $T/p2.json)"
 HM=$(json 'd["heatmap"]' < $T/p1.json 2> /dev/null)
+MID=$(json 'd["model_id"]' < $T/p1.json 2> /dev/null)
+RC="redis-cli -p $PNEUMO_REDIS_PORT"
+# drawn: serve's pneumo_heatmaps_rendered_total (through nginx, from loopback)
+drawn() { $C $URL/metrics | awk '$1 == "pneumo_heatmaps_rendered_total" { print $2 }'; }
+[ "$($RC exists pneumo:heatmap:$MID:$SHA)" = 0 ] && [ "$($RC exists pneumo:heatsrc:$MID:$SHA)" = 1 ] && [ "$(drawn)" = 0 ] &&
+    ok "no heat map drawn at upload (its source in Redis)" || bad "heat map at upload: $($RC exists pneumo:heatmap:$MID:$SHA) drawn $(drawn)"
 $C -H "$AUTH" -D $T/hh -o $T/heat.png "$URL$HM"
 grep -qi '^content-type: image/png' $T/hh && [ "$(head -c 4 $T/heat.png | od -An -c | tr -d ' ')" = "211PNG" ] &&
     ok "heat map PNG ($(wc -c < $T/heat.png) bytes)" || bad "heat map $HM: $(head -n 1 $T/hh)"
+$C -H "$AUTH" -o $T/heat2.png "$URL$HM"
+cmp -s $T/heat.png $T/heat2.png && [ "$(drawn)" = 1 ] && [ "$($RC exists pneumo:heatmap:$MID:$SHA)" = 1 ] &&
+    [ "$($RC exists pneumo:heatsrc:$MID:$SHA)" = 0 ] && ok "drawn once, on the first GET; the second GET is the same PNG" ||
+    bad "second GET: drawn $(drawn), $(cmp $T/heat.png $T/heat2.png)"
+# A second serve process on the same Redis (as PNEUMO_SERVES=2 runs behind nginx) draws a heat map
+# the first one only kept the source of; the first then answers that PNG without drawing again.
+IMG3=data/samples/IM-0115-0001.jpeg
+SHA3=$(sha256sum $IMG3 | cut -d' ' -f1)
+$C -H "$AUTH" -F "image=@$IMG3;type=image/jpeg" -o /dev/null $URL/api/v1/predictions
+P2=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+MODEL=${PNEUMO_MODEL:-weights/pneumo-resnet50.safetensors}
+: > $T/serve2.log
+${PNEUMO:-build/pneumo} serve --model $MODEL --listen 127.0.0.1:$P2 --redis redis://127.0.0.1:$PNEUMO_REDIS_PORT/0 \
+    --insecure-no-auth --quiet > $T/serve2.log 2>&1 &
+s2pid=$!
+i=0; until grep -q 'listening on' $T/serve2.log || [ $i -gt 600 ] || ! kill -0 $s2pid 2> /dev/null; do i=$((i+1)); sleep 0.1; done
+curl -sS -o $T/heat3b.png -w '%{http_code}' http://127.0.0.1:$P2/api/v1/predictions/$SHA3/heatmap.png > $T/c
+d0=$(drawn)
+$C -H "$AUTH" -o $T/heat3.png "$URL/api/v1/predictions/$SHA3/heatmap.png"
+[ "$(cat $T/c)" = 200 ] && cmp -s $T/heat3.png $T/heat3b.png && [ "$(drawn)" = "$d0" ] && [ "$($RC exists pneumo:heatsrc:$MID:$SHA3)" = 0 ] &&
+    ok "a second serve draws it from Redis; the first serves that PNG without drawing" ||
+    bad "second serve: $(cat $T/c) drawn $d0 -> $(drawn) $(cmp $T/heat3.png $T/heat3b.png) $(tail -n 2 $T/serve2.log)"
+kill $s2pid; wait $s2pid 2> /dev/null; s2pid=
 [ "$(code "$HM")" = 401 ] && ok "heat map needs the token" || bad "heat map without token"
 $C -H "$AUTH" "$URL/api/v1/predictions?limit=5" | grep -q "$SHA" && ok "history lists it" || bad "not in the history"
 [ "$(code /api/v1/predictions/$SHA -H "$AUTH")" = 200 ] && ok "GET /api/v1/predictions/{id}" || bad "GET by id"
