@@ -191,6 +191,9 @@ void nk_gemm_bf16_ref(int tb, int M, int N, int K, const float *A, int lda, cons
 // nk_conv2d_fwd_ref otherwise.
 void nk_conv2d_fwd_bf16_ref(const nk_conv_desc *d, const float *x, const float *w, const float *b,
                             float *y);
+// dx = conv_transpose(dy, w) with dy and w rounded to bf16 (the input gradient of a conv trained
+// in bf16); same contract as nk_conv2d_bwd_data_ref otherwise.
+void nk_conv2d_bwd_data_bf16_ref(const nk_conv_desc *d, const float *dy, const float *w, float *dx);
 
 // ---- fast CPU paths (kernels/cpu/) ----
 //
@@ -298,6 +301,9 @@ const char *nk_bf16_impl_name(nk_bf16_impl impl);
 size_t nk_gemm_bf16_packed_b_elems(int K, int N);
 // Packs B ([K,N] row-major, or [N,K] when tb) into dst. One thread; no allocation.
 void nk_gemm_bf16_pack_b(int tb, int K, int N, const float *B, int ldb, uint16_t *dst);
+// The same with OpenMP over nthreads (panels split between threads).
+void nk_gemm_bf16_pack_b_mt(int nthreads, int tb, int K, int N, const float *B, int ldb,
+                            uint16_t *dst);
 
 // C[M,N] = bf16(A)[M,K] Bp + beta * C, then + bias[N] (may be NULL; then beta must be 0 or no
 // bias given), then ep (may be NULL; see nk_epilogue), with float32 accumulation. A is float32,
@@ -316,6 +322,14 @@ void nk_gemm_bf16_cpu(nk_bf16_impl impl, const nk_exec *ex, int M, int N, int K,
 // im2col. Scratch: nk_conv2d_bf16_ws_floats(d, nthreads). Specification:
 // nk_conv2d_fwd_bf16_ref followed by the epilogue.
 size_t nk_conv2d_bf16_ws_floats(const nk_conv_desc *d, int nthreads);
+// The input gradient in bf16: a stride-1 conv's as the forward bf16 conv of dy with the flipped
+// filter, a 1x1's as one bf16 GEMM, the rest as a bf16 GEMM into patches and a col2im gather.
+// w (float32, [R,S,C,K]) is rounded and packed into the workspace on each call (training weights
+// change every step). Scratch: nk_conv2d_bwd_data_bf16_ws_floats(d, nthreads). Specification:
+// nk_conv2d_bwd_data_bf16_ref.
+size_t nk_conv2d_bwd_data_bf16_ws_floats(const nk_conv_desc *d, int nthreads);
+void nk_conv2d_bwd_data_bf16_cpu(nk_bf16_impl impl, const nk_exec *ex, const nk_conv_desc *d,
+                                 const float *dy, const float *w, float *dx);
 void nk_conv2d_fwd_bf16_cpu(nk_bf16_impl impl, const nk_exec *ex, const nk_conv_desc *d,
                             const float *x, const uint16_t *wp, const float *b,
                             const nk_epilogue *ep, float *y);

@@ -183,6 +183,8 @@ nt_status nt_model_load_file_ex(nt_ctx *ctx, const char *path, int allow_extra, 
 {
     *out = NULL;
     if (file_out) *file_out = NULL;
+    nt_model_meta scratch_meta;
+    if (!meta) meta = &scratch_meta; // the caller does not want it
     nt_model_meta_default(meta);
     nt_st_file *f;
     nt_status s = nt_st_open(ctx, path, &f);

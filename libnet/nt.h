@@ -520,7 +520,7 @@ void nt_preprocess_apply_f32(nt_preprocess p, const float *rgb, int64_t n, float
 nt_status nt_model_save_file(nt_model *m, const nt_model_meta *meta, const char *path, int fp16);
 // Opens a pneumo model file: checks the metadata (format, architecture, sizes), builds the
 // ResNet50 it describes and loads every tensor with shape checks. On success *out is the model
-// and *meta its metadata. NT_EIO / NT_EFORMAT name the file and what is wrong.
+// and *meta its metadata (meta may be NULL). NT_EIO / NT_EFORMAT name the file and what is wrong.
 nt_status nt_model_load_file(nt_ctx *ctx, const char *path, nt_model **out, nt_model_meta *meta);
 
 // Checkpoints: a model file plus `extra` tensors (optimizer state, ...) and metadata entries

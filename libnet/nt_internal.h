@@ -68,6 +68,10 @@ typedef struct nt_ops {
     void (*conv_fwd_bf16)(const nk_exec *, const nk_conv_desc *, const float *x, const float *w,
                           const uint16_t *wp, const float *b, const nk_epilogue *ep, float *y);
     size_t (*conv_bf16_ws)(const nk_conv_desc *, int nthreads);
+    // bf16 input gradient (training with NT_DTYPE_BF16): w float32, rounded and packed per call.
+    void (*conv_bwd_data_bf16)(const nk_exec *, const nk_conv_desc *, const float *dy,
+                               const float *w, float *dx);
+    size_t (*conv_bwd_data_bf16_ws)(const nk_conv_desc *, int nthreads);
     int conv_bf16_packs;
     // float32 inference on weights packed once (NULL on the reference table): the packed size
     // in floats for B [K,N], the packer, and the forward (conv_fwd_epi's contract, ep may be NULL).

@@ -280,9 +280,13 @@ static nt_status plan(nt_model *m, int N, int training)
             nk_conv_desc d = conv_desc(m, l, N);
             size_t w       = ctx->ops.conv_ws(&d, ctx->nthreads);
             if (w > ws) ws = w;
-            if (ctx->opts.dtype == NT_DTYPE_BF16 && (!training || i < bstart)) {
+            if (ctx->opts.dtype == NT_DTYPE_BF16) {
                 w = ctx->ops.conv_bf16_ws(&d, ctx->nthreads);
                 if (w > ws) ws = w;
+                if (training && i >= bstart) {
+                    w = ctx->ops.conv_bwd_data_bf16_ws(&d, ctx->nthreads);
+                    if (w > ws) ws = w;
+                }
             }
         } else if (l->type == NT_LAYER_DENSE) {
             size_t w = ctx->ops.dense_ws(ctx->nthreads);
@@ -422,17 +426,21 @@ static int conv_infer(const nt_model *m, int i, int training)
     return !training || i < m->bstart;
 }
 
+// With NT_DTYPE_BF16 every conv runs in bf16: the frozen ones on weights packed once, the
+// trainable ones (training) on their float32 master weights rounded and packed at each forward,
+// and their input gradients in bf16 too (weight gradients, BN and the optimizer stay float32).
 static int conv_bf16(const nt_model *m, int i, int training)
 {
-    return m->ctx->opts.dtype == NT_DTYPE_BF16 && conv_infer(m, i, training);
+    (void)i, (void)training;
+    return m->ctx->opts.dtype == NT_DTYPE_BF16;
 }
 
 // Whether conv i runs on the packed cache (l->wpack) in this forward.
 static int conv_packed(const nt_model *m, int i, int training)
 {
     const nt_ops *o = &m->ctx->ops;
-    if (!conv_infer(m, i, training)) return 0;
-    return m->ctx->opts.dtype == NT_DTYPE_BF16 ? o->conv_bf16_packs : o->conv_fwd_packed != NULL;
+    if (conv_bf16(m, i, training)) return o->conv_bf16_packs;
+    return conv_infer(m, i, training) && o->conv_fwd_packed != NULL;
 }
 
 // Packs the weights of the convs that run packed (once; kept until the weights change).
@@ -456,7 +464,7 @@ static nt_status pack_weights(nt_model *m, int training)
                                      b, l->name);
         }
         if (bf16)
-            nk_gemm_bf16_pack_b(0, rsc, l->C, w, l->C, l->wpack);
+            nk_gemm_bf16_pack_b_mt(m->ctx->nthreads, 0, rsc, l->C, w, l->C, l->wpack);
         else
             o->conv_pack(rsc, l->C, w, l->wpack);
         l->wpack_ok = 1;
@@ -753,7 +761,10 @@ nt_status nt_model_backward(nt_model *m, const nt_tensor *dy, nt_tensor *dx)
                 o->conv_bwd_filter(&ex, &cd, out_of(m, j), g, pgrad(m, l, 0), pgrad(m, l, 1));
             if (!want) break;
             d = grad_dst(m, j, &acc);
-            o->conv_bwd_data(&ex, &cd, g, param(m, l, 0), d);
+            if (m->ctx->opts.dtype == NT_DTYPE_BF16)
+                o->conv_bwd_data_bf16(&ex, &cd, g, param(m, l, 0), d);
+            else
+                o->conv_bwd_data(&ex, &cd, g, param(m, l, 0), d);
             accumulate(m, &ex, j, acc);
         } break;
         case NT_LAYER_BN: {

@@ -206,6 +206,24 @@ static void test_conv(const conv_case *cc)
                     CHECK_CLOSE(what, y, ye, (int64_t)ny, tol_fwd * 1.5, TOL_SUM_RTOL);
                 }
                 free(sc), free(sh), free(ye), free(wp), free(bws), free(res);
+
+                // The bf16 input gradient (training in bf16) against its bf16 reference.
+                float *dxb = xmalloc(nx);
+                nk_conv2d_bwd_data_bf16_ref(&d, dy, w, dxb);
+                size_t dwn = nk_conv2d_bwd_data_bf16_ws_floats(&d, 2);
+                float *dws = xmalloc(dwn);
+                CHECK(dwn >= nk_conv2d_bwd_data_bf16_ws_floats(&d, 1));
+                for (int bi = 0; bi <= (int)nk_cpu_bf16(); bi++) {
+                    nk_exec bex = {nt, dws, dwn};
+                    poison(dx, nx);
+                    nk_conv2d_bwd_data_bf16_cpu((nk_bf16_impl)bi, &bex, &d, dy, w, dx);
+                    snprintf(what, sizeof what,
+                             "conv2d_bwd_data_bf16 %s t%d N=%d H=%d W=%d C=%d K=%d R=%d S=%d st=%d",
+                             nk_bf16_impl_name((nk_bf16_impl)bi), nt, d.N, d.H, d.W, d.C, d.K, d.R,
+                             d.S, d.stride);
+                    CHECK_CLOSE(what, dx, dxb, (int64_t)nx, tol_bwd_data * 1.5, TOL_SUM_RTOL);
+                }
+                free(dxb), free(dws);
             }
 
             poison(dx, nx);

@@ -363,3 +363,105 @@ void nk_conv2d_fwd_bf16_cpu(nk_bf16_impl impl, const nk_exec *ex, const nk_conv_
                          y + l0 * d->Q * K, K, b, ep ? &epc : NULL);
     }
 }
+
+// ---- bf16 input gradient (training in bf16) ----
+
+// The forward conv whose output is a stride-1 conv's input gradient (see bwd_data_as_fwd).
+static nk_conv_desc flipped_desc(const nk_conv_desc *d)
+{
+    return (nk_conv_desc){.N      = d->N,
+                          .H      = d->P,
+                          .W      = d->Q,
+                          .C      = d->K,
+                          .K      = d->C,
+                          .R      = d->R,
+                          .S      = d->S,
+                          .P      = d->H,
+                          .Q      = d->W,
+                          .stride = 1,
+                          .pad_h  = d->R - 1 - d->pad_h,
+                          .pad_w  = d->S - 1 - d->pad_w};
+}
+
+static int bf16_bwd_as_fwd(const nk_conv_desc *d)
+{
+    const nk_conv_desc t = flipped_desc(d);
+    return d->stride == 1 && !is_direct(d) && t.pad_h >= 0 && t.pad_w >= 0;
+}
+
+// Floats (rounded up to 16) that hold n bf16 values.
+static size_t bf16_floats(size_t n)
+{
+    return ((n + 1) / 2 + 15) & ~(size_t)15;
+}
+
+size_t nk_conv2d_bwd_data_bf16_ws_floats(const nk_conv_desc *d, int nthreads)
+{
+    const size_t rsc = (size_t)d->R * d->S * d->C;
+    if (bf16_bwd_as_fwd(d)) {
+        const nk_conv_desc t = flipped_desc(d);
+        const size_t rsk     = (size_t)d->R * d->S * d->K;
+        // the flipped filter packed in bf16, then the forward's own scratch
+        return bf16_floats(nk_gemm_bf16_packed_b_elems((int)rsk, d->C)) +
+               nk_conv2d_bf16_ws_floats(&t, nthreads);
+    }
+    const size_t g =
+        bf16_gemm_part(nthreads) + bf16_floats(nk_gemm_bf16_packed_b_elems(d->K, (int)rsc));
+    if (is_direct(d)) return g;
+    return g + (size_t)chunk_lines(d) * d->Q * rsc;
+}
+
+void nk_conv2d_bwd_data_bf16_cpu(nk_bf16_impl impl, const nk_exec *ex, const nk_conv_desc *d,
+                                 const float *dy, const float *w, float *dx)
+{
+    const int nt = nthreads_of(ex), C = d->C, K = d->K;
+    const int rsc = d->R * d->S * C;
+    if (bf16_bwd_as_fwd(d)) {
+        // dx = conv(dy, w') with w'[r,s,k,c] = w[R-1-r, S-1-s, c, k], packed straight from w as
+        // a forward filter B'[(r,s,k), c] (nk_gemm_bf16_pack_b's layout): each tap of w read as
+        // [C, K] is that tap's block of B' transposed. Panels split between the threads.
+        const nk_conv_desc t = flipped_desc(d);
+        const int rsk = d->R * d->S * K, RS = d->R * d->S, Kp = rsk / 2 + rsk % 2;
+        uint16_t *wp = (uint16_t *)ex->ws;
+        float *rest  = ex->ws + bf16_floats(nk_gemm_bf16_packed_b_elems(rsk, C));
+        const int np = (C + NK_BF16_NR - 1) / NK_BF16_NR;
+#pragma omp parallel for num_threads(nt) schedule(static)
+        for (int jp = 0; jp < np; jp++)
+            for (int q = 0; q < Kp; q++)
+                for (int j = 0; j < NK_BF16_NR; j++) {
+                    const int c = jp * NK_BF16_NR + j;
+                    uint16_t *o = wp + (((int64_t)jp * Kp + q) * NK_BF16_NR + j) * 2;
+                    for (int e = 0; e < 2; e++) {
+                        const int kk = 2 * q + e, rs = kk / K, k = kk % K;
+                        o[e] = c < C && kk < rsk
+                                   ? nk_f32_to_bf16(w[((int64_t)(RS - 1 - rs) * C + c) * K + k])
+                                   : 0;
+                    }
+                }
+        const nk_exec tex = {nt, rest, nk_conv2d_bf16_ws_floats(&t, nt)};
+        nk_conv2d_fwd_bf16_cpu(impl, &tex, &t, dy, wp, NULL, NULL, dx);
+        return;
+    }
+    // dcol[rows, RSC] = dy[rows, K] w^T: B = w^T is w read as [N = RSC, K] (tb).
+    const size_t g = bf16_gemm_part(nt);
+    uint16_t *wp   = (uint16_t *)(ex->ws + g);
+    nk_gemm_bf16_pack_b_mt(nt, 1, K, rsc, w, K, wp);
+    const nk_exec gex = {nt, ex->ws, g};
+    if (is_direct(d)) {
+        nk_gemm_bf16_cpu(impl, &gex, d->N * d->H * d->W, C, K, dy, K, wp, 0.0f, dx, C, NULL, NULL);
+        return;
+    }
+    float *col       = (float *)wp + bf16_floats(nk_gemm_bf16_packed_b_elems(K, rsc));
+    const int64_t nx = (int64_t)d->N * d->H * d->W * C;
+#pragma omp parallel for num_threads(nt) schedule(static)
+    for (int64_t i = 0; i < nx; i++)
+        dx[i] = 0.0f;
+    const int64_t lines = (int64_t)d->N * d->P, step = chunk_lines(d);
+    for (int64_t l0 = 0; l0 < lines; l0 += step) {
+        const int64_t l1 = l0 + step < lines ? l0 + step : lines;
+        const int rows   = (int)((l1 - l0) * d->Q);
+        nk_gemm_bf16_cpu(impl, &gex, rows, rsc, K, dy + l0 * d->Q * K, K, wp, 0.0f, col, rsc, NULL,
+                         NULL);
+        col2im_add(d, col, l0, l1, dx, nt);
+    }
+}

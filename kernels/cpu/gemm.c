@@ -575,22 +575,38 @@ size_t nk_gemm_bf16_packed_b_elems(int K, int N)
     return (size_t)((N + BNR - 1) / BNR) * BNR * (size_t)((K + 1) / 2) * 2;
 }
 
-void nk_gemm_bf16_pack_b(int tb, int K, int N, const float *B, int ldb, uint16_t *dst)
+// One panel (BNR columns from jp * BNR) of nk_gemm_bf16_pack_b's layout.
+static void bf16_pack_b_panel(int tb, int K, int N, const float *B, int ldb, int jp, uint16_t *dst)
 {
     const int Kp = (K + 1) / 2;
-    for (int jp = 0; jp < (N + BNR - 1) / BNR; jp++)
-        for (int q = 0; q < Kp; q++)
-            for (int j = 0; j < BNR; j++) {
-                const int col = jp * BNR + j;
-                uint16_t *o   = dst + (((int64_t)jp * Kp + q) * BNR + j) * 2;
-                for (int e = 0; e < 2; e++) {
-                    const int k = 2 * q + e;
-                    float v     = 0.0f;
-                    if (col < N && k < K)
-                        v = tb ? B[(int64_t)col * ldb + k] : B[(int64_t)k * ldb + col];
-                    o[e] = nk_f32_to_bf16(v);
-                }
+    for (int q = 0; q < Kp; q++)
+        for (int j = 0; j < BNR; j++) {
+            const int col = jp * BNR + j;
+            uint16_t *o   = dst + (((int64_t)jp * Kp + q) * BNR + j) * 2;
+            for (int e = 0; e < 2; e++) {
+                const int k = 2 * q + e;
+                float v     = 0.0f;
+                if (col < N && k < K)
+                    v = tb ? B[(int64_t)col * ldb + k] : B[(int64_t)k * ldb + col];
+                o[e] = nk_f32_to_bf16(v);
             }
+        }
+}
+
+void nk_gemm_bf16_pack_b(int tb, int K, int N, const float *B, int ldb, uint16_t *dst)
+{
+    nk_gemm_bf16_pack_b_mt(1, tb, K, N, B, ldb, dst);
+}
+
+void nk_gemm_bf16_pack_b_mt(int nthreads, int tb, int K, int N, const float *B, int ldb,
+                            uint16_t *dst)
+{
+    const int np = (N + BNR - 1) / BNR;
+    // Below ~64 Ki weights one thread packs faster than two wake up.
+    if ((int64_t)K * N < 65536) nthreads = 1;
+#pragma omp parallel for num_threads(nthreads > 0 ? nthreads : 1) schedule(static)
+    for (int jp = 0; jp < np; jp++)
+        bf16_pack_b_panel(tb, K, N, B, ldb, jp, dst);
 }
 
 size_t nk_gemm_bf16_ws_floats(int nthreads)

@@ -58,4 +58,32 @@ void nk_conv2d_fwd_bf16_ref(const nk_conv_desc *d, const float *x, const float *
     }
 }
 
+// dx = conv_transpose(dy, w) with dy and w rounded to bf16: the input gradient of a conv run in
+// bf16 (training with NT_DTYPE_BF16). Written as a gather over dx, sums in double.
+void nk_conv2d_bwd_data_bf16_ref(const nk_conv_desc *d, const float *dy, const float *w, float *dx)
+{
+    const int H = d->H, W = d->W, C = d->C, K = d->K;
+    for (int n = 0; n < d->N; n++)
+        for (int ih = 0; ih < H; ih++)
+            for (int iw = 0; iw < W; iw++)
+                for (int c = 0; c < C; c++) {
+                    double acc = 0.0;
+                    for (int r = 0; r < d->R; r++) {
+                        const int ph = ih + d->pad_h - r;
+                        if (ph < 0 || ph % d->stride || ph / d->stride >= d->P) continue;
+                        for (int s = 0; s < d->S; s++) {
+                            const int qw = iw + d->pad_w - s;
+                            if (qw < 0 || qw % d->stride || qw / d->stride >= d->Q) continue;
+                            const float *g =
+                                dy +
+                                (((int64_t)n * d->P + ph / d->stride) * d->Q + qw / d->stride) * K;
+                            const float *wr = w + (((int64_t)r * d->S + s) * C + c) * K;
+                            for (int k = 0; k < K; k++)
+                                acc += bf(g[k]) * bf(wr[k]);
+                        }
+                    }
+                    dx[(((int64_t)n * H + ih) * W + iw) * C + c] = (float)acc;
+                }
+}
+
 #endif
