@@ -204,6 +204,7 @@ static double conv_run(const conv_shape *c, int N, int threads, int repeat, nk_i
     const size_t nw = (size_t)d.R * d.S * d.C * d.K, rsc = (size_t)d.R * d.S * d.C;
     size_t wsn = bf16 ? nk_conv2d_bf16_ws_floats(&d, threads) : nk_conv2d_ws_floats(&d, threads);
     if (bf16 && pass == PASS_BWD_DATA) wsn = nk_conv2d_bwd_data_bf16_ws_floats(&d, threads);
+    if (bf16 && pass == PASS_BWD_FILTER) wsn = nk_conv2d_bwd_filter_bf16_ws_floats(&d, threads);
     // The output of this pass and its size at batch 1 (the reference's copy).
     const size_t nout  = pass == PASS_FWD ? ny : pass == PASS_BWD_DATA ? nx : nw;
     const size_t nout1 = pass == PASS_FWD        ? (size_t)d1.P * d1.Q * d.K
@@ -233,7 +234,9 @@ static double conv_run(const conv_shape *c, int N, int threads, int repeat, nk_i
 #define RUN(dd)                                                                                    \
     (pass == PASS_BWD_DATA && bf16                                                                 \
          ? nk_conv2d_bwd_data_bf16_cpu(nk_cpu_bf16(), &ex, &(dd), y, w, o)                         \
-     : pass == PASS_BWD_DATA   ? nk_conv2d_bwd_data_cpu(isa, &ex, &(dd), y, w, o)                  \
+     : pass == PASS_BWD_DATA ? nk_conv2d_bwd_data_cpu(isa, &ex, &(dd), y, w, o)                    \
+     : pass == PASS_BWD_FILTER && bf16                                                             \
+         ? nk_conv2d_bwd_filter_bf16_cpu(nk_cpu_bf16(), &ex, &(dd), x, y, o, db)                   \
      : pass == PASS_BWD_FILTER ? nk_conv2d_bwd_filter_cpu(isa, &ex, &(dd), x, y, o, db)            \
      : bf16 ? nk_conv2d_fwd_bf16_cpu(nk_cpu_bf16(), &ex, &(dd), x, wp, b, NULL, o)                 \
             : nk_conv2d_fwd_packed_cpu(isa, &ex, &(dd), x, wpf, b, NULL, o))
@@ -242,6 +245,8 @@ static double conv_run(const conv_shape *c, int N, int threads, int repeat, nk_i
         nk_conv2d_bwd_data_bf16_ref(&d1, y, w, yr);
     else if (pass == PASS_BWD_DATA)
         nk_conv2d_bwd_data_ref(&d1, y, w, yr);
+    else if (pass == PASS_BWD_FILTER && bf16)
+        nk_conv2d_bwd_filter_bf16_ref(&d1, x, y, yr, NULL);
     else if (pass == PASS_BWD_FILTER)
         nk_conv2d_bwd_filter_ref(&d1, x, y, yr, NULL);
     else if (bf16)
@@ -516,7 +521,7 @@ int cmd_bench(int argc, char **argv)
         {"no-check", OPT_FLAG, &nocheck, 0, 0, NULL, "model: skip the check against the reference"},
         {"profile", OPT_FLAG, &profile, 0, 0, NULL, "model: time every layer (by type, slowest)"},
         {"pass", OPT_STR, &pass_s, 0, 0, "fwd|bwd-data|bwd-filter",
-         "conv: the forward (default) or a backward half (bwd-filter: f32 only)"},
+         "conv: the forward (default) or a backward half"},
     };
     cli_cmd cmd = {"bench",
                    "peak|gemm|conv|model|data [options]",
@@ -597,10 +602,6 @@ int cmd_bench(int argc, char **argv)
         if (pass < 0)
             return cli_fail("bench", EXIT_USAGE,
                             "--pass expects fwd, bwd-data or bwd-filter, got \"%s\"", pass_s);
-        if (pass == PASS_BWD_FILTER && bf16)
-            return cli_fail("bench", EXIT_USAGE,
-                            "--pass bwd-filter is float32 only (weight gradients stay float32 in "
-                            "bf16 training)");
         return bench_conv(batch, threads, repeat, peak, isa, bf16, (conv_pass)pass);
     }
     return bench_model(batch, threads, img, train, unfreeze, repeat, warmup, peak, !nocheck,

@@ -194,6 +194,10 @@ void nk_conv2d_fwd_bf16_ref(const nk_conv_desc *d, const float *x, const float *
 // dx = conv_transpose(dy, w) with dy and w rounded to bf16 (the input gradient of a conv trained
 // in bf16); same contract as nk_conv2d_bwd_data_ref otherwise.
 void nk_conv2d_bwd_data_bf16_ref(const nk_conv_desc *d, const float *dy, const float *w, float *dx);
+// dw = patches^T dy with x and dy rounded to bf16 (db, when not NULL, the exact float32 column
+// sum of dy); same contract as nk_conv2d_bwd_filter_ref otherwise.
+void nk_conv2d_bwd_filter_bf16_ref(const nk_conv_desc *d, const float *x, const float *dy,
+                                   float *dw, float *db);
 
 // ---- fast CPU paths (kernels/cpu/) ----
 //
@@ -330,6 +334,16 @@ size_t nk_conv2d_bf16_ws_floats(const nk_conv_desc *d, int nthreads);
 size_t nk_conv2d_bwd_data_bf16_ws_floats(const nk_conv_desc *d, int nthreads);
 void nk_conv2d_bwd_data_bf16_cpu(nk_bf16_impl impl, const nk_exec *ex, const nk_conv_desc *d,
                                  const float *dy, const float *w, float *dx);
+// The weight gradient in bf16: dw [R,S,C,K] = patches^T dy with both rounded to bf16 and float32
+// sums (bf16 GEMMs over chunks of output rows); db [K] (may be NULL) is dy's float32 column sum.
+// Scratch: nk_conv2d_bwd_filter_bf16_ws_floats(d, nthreads). Specification:
+// nk_conv2d_bwd_filter_bf16_ref.
+size_t nk_conv2d_bwd_filter_bf16_ws_floats(const nk_conv_desc *d, int nthreads);
+// Whether the bf16 weight gradient beats float32's for this shape (bf16 training uses it only
+// then; a plain shape rule, the same on every ISA, so results do not depend on the kernels).
+int nk_conv2d_bwd_filter_bf16_pays(const nk_conv_desc *d);
+void nk_conv2d_bwd_filter_bf16_cpu(nk_bf16_impl impl, const nk_exec *ex, const nk_conv_desc *d,
+                                   const float *x, const float *dy, float *dw, float *db);
 void nk_conv2d_fwd_bf16_cpu(nk_bf16_impl impl, const nk_exec *ex, const nk_conv_desc *d,
                             const float *x, const uint16_t *wp, const float *b,
                             const nk_epilogue *ep, float *y);

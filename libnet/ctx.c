@@ -168,6 +168,16 @@ static void fast_conv_bwd_data_bf16(const nk_exec *ex, const nk_conv_desc *d, co
 {
     nk_conv2d_bwd_data_bf16_cpu(NK_BF16_AVX512, ex, d, dy, w, dx);
 }
+static void ref_conv_bwd_filter_bf16(const nk_exec *ex, const nk_conv_desc *d, const float *x,
+                                     const float *dy, float *dw, float *db)
+{
+    nk_conv2d_bwd_filter_bf16_ref(d, x, dy, dw, db);
+}
+static void fast_conv_bwd_filter_bf16(const nk_exec *ex, const nk_conv_desc *d, const float *x,
+                                      const float *dy, float *dw, float *db)
+{
+    nk_conv2d_bwd_filter_bf16_cpu(NK_BF16_AVX512, ex, d, x, dy, dw, db);
+}
 static void ref_maxpool_fwd(const nk_exec *ex, const nk_conv_desc *d, const float *x, float *y)
 {
     nk_maxpool_fwd_ref(d, x, y);
@@ -269,36 +279,38 @@ static size_t fast_dense_ws(int nthreads)
 
 static void ops_init(nt_ctx *ctx)
 {
-    nt_ops *o                = &ctx->ops;
-    o->conv_fwd              = ref_conv_fwd;
-    o->conv_bwd_data         = ref_conv_bwd_data;
-    o->conv_bwd_filter       = ref_conv_bwd_filter;
-    o->conv_ws               = ref_conv_ws;
-    o->dense_fwd             = ref_dense_fwd;
-    o->dense_bwd_data        = ref_dense_bwd_data;
-    o->dense_bwd_filter      = ref_dense_bwd_filter;
-    o->dense_ws              = ref_dense_ws;
-    o->bn_ws                 = ref_bn_ws;
-    o->bn_fwd_train          = ref_bn_fwd_train;
-    o->bn_fwd_infer          = ref_bn_fwd_infer;
-    o->bn_bwd_train          = ref_bn_bwd_train;
-    o->relu_fwd              = ref_relu_fwd;
-    o->relu_bwd              = ref_relu_bwd;
-    o->add_fwd               = ref_add_fwd;
-    o->add_relu_fwd          = ref_add_relu_fwd;
-    o->conv_fwd_epi          = ref_conv_fwd_epi;
-    o->maxpool_fwd           = ref_maxpool_fwd;
-    o->maxpool_bwd           = ref_maxpool_bwd;
-    o->zeropad_fwd           = ref_zeropad_fwd;
-    o->gap_fwd               = ref_gap_fwd;
-    o->conv_fwd_bf16         = ref_conv_fwd_bf16;
-    o->conv_bf16_ws          = ref_conv_ws;
-    o->conv_bwd_data_bf16    = ref_conv_bwd_data_bf16;
-    o->conv_bwd_data_bf16_ws = ref_conv_ws;
-    o->conv_bf16_packs       = 0;
-    o->conv_fwd_packed       = NULL;
-    ctx->isa                 = NK_ISA_SCALAR;
-    ctx->impl_name           = "ref";
+    nt_ops *o                  = &ctx->ops;
+    o->conv_fwd                = ref_conv_fwd;
+    o->conv_bwd_data           = ref_conv_bwd_data;
+    o->conv_bwd_filter         = ref_conv_bwd_filter;
+    o->conv_ws                 = ref_conv_ws;
+    o->dense_fwd               = ref_dense_fwd;
+    o->dense_bwd_data          = ref_dense_bwd_data;
+    o->dense_bwd_filter        = ref_dense_bwd_filter;
+    o->dense_ws                = ref_dense_ws;
+    o->bn_ws                   = ref_bn_ws;
+    o->bn_fwd_train            = ref_bn_fwd_train;
+    o->bn_fwd_infer            = ref_bn_fwd_infer;
+    o->bn_bwd_train            = ref_bn_bwd_train;
+    o->relu_fwd                = ref_relu_fwd;
+    o->relu_bwd                = ref_relu_bwd;
+    o->add_fwd                 = ref_add_fwd;
+    o->add_relu_fwd            = ref_add_relu_fwd;
+    o->conv_fwd_epi            = ref_conv_fwd_epi;
+    o->maxpool_fwd             = ref_maxpool_fwd;
+    o->maxpool_bwd             = ref_maxpool_bwd;
+    o->zeropad_fwd             = ref_zeropad_fwd;
+    o->gap_fwd                 = ref_gap_fwd;
+    o->conv_fwd_bf16           = ref_conv_fwd_bf16;
+    o->conv_bf16_ws            = ref_conv_ws;
+    o->conv_bwd_data_bf16      = ref_conv_bwd_data_bf16;
+    o->conv_bwd_data_bf16_ws   = ref_conv_ws;
+    o->conv_bwd_filter_bf16    = ref_conv_bwd_filter_bf16;
+    o->conv_bwd_filter_bf16_ws = ref_conv_ws;
+    o->conv_bf16_packs         = 0;
+    o->conv_fwd_packed         = NULL;
+    ctx->isa                   = NK_ISA_SCALAR;
+    ctx->impl_name             = "ref";
     if (ctx->opts.impl == NT_IMPL_REF) return;
 
     nk_isa isa = nk_cpu_detect();
@@ -331,11 +343,13 @@ static void ops_init(nt_ctx *ctx)
     o->zeropad_fwd  = nk_zeropad_fwd_cpu;
     o->gap_fwd      = nk_gap_fwd_cpu;
     if (ctx->opts.dtype == NT_DTYPE_BF16 && nk_cpu_bf16() >= NK_BF16_AVX512) {
-        o->conv_fwd_bf16         = fast_conv_fwd_bf16;
-        o->conv_bwd_data_bf16    = fast_conv_bwd_data_bf16;
-        o->conv_bwd_data_bf16_ws = nk_conv2d_bwd_data_bf16_ws_floats;
-        o->conv_bf16_ws          = nk_conv2d_bf16_ws_floats;
-        o->conv_bf16_packs       = 1;
+        o->conv_fwd_bf16           = fast_conv_fwd_bf16;
+        o->conv_bwd_data_bf16      = fast_conv_bwd_data_bf16;
+        o->conv_bwd_data_bf16_ws   = nk_conv2d_bwd_data_bf16_ws_floats;
+        o->conv_bwd_filter_bf16    = fast_conv_bwd_filter_bf16;
+        o->conv_bwd_filter_bf16_ws = nk_conv2d_bwd_filter_bf16_ws_floats;
+        o->conv_bf16_ws            = nk_conv2d_bf16_ws_floats;
+        o->conv_bf16_packs         = 1;
         snprintf(ctx->impl_buf, sizeof(ctx->impl_buf), "%s+%s", nk_isa_name(isa),
                  nk_bf16_impl_name(NK_BF16_AVX512));
         ctx->impl_name = ctx->impl_buf;

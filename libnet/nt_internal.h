@@ -72,6 +72,10 @@ typedef struct nt_ops {
     void (*conv_bwd_data_bf16)(const nk_exec *, const nk_conv_desc *, const float *dy,
                                const float *w, float *dx);
     size_t (*conv_bwd_data_bf16_ws)(const nk_conv_desc *, int nthreads);
+    // bf16 weight gradient (dw float32 from bf16 products; db the float32 sum of dy, may be NULL).
+    void (*conv_bwd_filter_bf16)(const nk_exec *, const nk_conv_desc *, const float *x,
+                                 const float *dy, float *dw, float *db);
+    size_t (*conv_bwd_filter_bf16_ws)(const nk_conv_desc *, int nthreads);
     int conv_bf16_packs;
     // float32 inference on weights packed once (NULL on the reference table): the packed size
     // in floats for B [K,N], the packer, and the forward (conv_fwd_epi's contract, ep may be NULL).

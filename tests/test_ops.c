@@ -224,6 +224,27 @@ static void test_conv(const conv_case *cc)
                     CHECK_CLOSE(what, dx, dxb, (int64_t)nx, tol_bwd_data * 1.5, TOL_SUM_RTOL);
                 }
                 free(dxb), free(dws);
+
+                // The bf16 weight gradient against its bf16 reference.
+                float *dwb = xmalloc(nw), *dbb = xmalloc(d.K);
+                nk_conv2d_bwd_filter_bf16_ref(&d, x, dy, dwb, dbb);
+                size_t fwn = nk_conv2d_bwd_filter_bf16_ws_floats(&d, 2);
+                float *fws = xmalloc(fwn);
+                CHECK(fwn >= nk_conv2d_bwd_filter_bf16_ws_floats(&d, 1));
+                for (int bi = 0; bi <= (int)nk_cpu_bf16(); bi++) {
+                    nk_exec bex = {nt, fws, fwn};
+                    poison(dw, nw);
+                    poison(db, d.K);
+                    nk_conv2d_bwd_filter_bf16_cpu((nk_bf16_impl)bi, &bex, &d, x, dy, dw, db);
+                    snprintf(what, sizeof what,
+                             "conv2d_bwd_filter_bf16 %s t%d N=%d H=%d W=%d C=%d K=%d R=%d S=%d "
+                             "st=%d",
+                             nk_bf16_impl_name((nk_bf16_impl)bi), nt, d.N, d.H, d.W, d.C, d.K, d.R,
+                             d.S, d.stride);
+                    CHECK_CLOSE(what, dw, dwb, (int64_t)nw, tol_bwd_filter * 1.5, TOL_SUM_RTOL);
+                    CHECK_CLOSE(what, db, dbb, d.K, tol_bwd_filter, TOL_SUM_RTOL);
+                }
+                free(dwb), free(dbb), free(fws);
             }
 
             poison(dx, nx);

@@ -86,4 +86,35 @@ void nk_conv2d_bwd_data_bf16_ref(const nk_conv_desc *d, const float *dy, const f
                 }
 }
 
+void nk_conv2d_bwd_filter_bf16_ref(const nk_conv_desc *d, const float *x, const float *dy,
+                                   float *dw, float *db)
+{
+    const int H = d->H, W = d->W, C = d->C, K = d->K;
+    for (int r = 0; r < d->R; r++)
+        for (int s = 0; s < d->S; s++)
+            for (int c = 0; c < C; c++)
+                for (int k = 0; k < K; k++) {
+                    double acc = 0.0;
+                    for (int n = 0; n < d->N; n++)
+                        for (int p = 0; p < d->P; p++) {
+                            const int ih = p * d->stride - d->pad_h + r;
+                            if (ih < 0 || ih >= H) continue;
+                            for (int q = 0; q < d->Q; q++) {
+                                const int iw = q * d->stride - d->pad_w + s;
+                                if (iw < 0 || iw >= W) continue;
+                                acc += bf(x[(((int64_t)n * H + ih) * W + iw) * C + c]) *
+                                       bf(dy[(((int64_t)n * d->P + p) * d->Q + q) * K + k]);
+                            }
+                        }
+                    dw[(((int64_t)r * d->S + s) * C + c) * K + k] = (float)acc;
+                }
+    if (!db) return;
+    for (int k = 0; k < K; k++) {
+        double acc = 0.0;
+        for (int64_t i = 0; i < (int64_t)d->N * d->P * d->Q; i++)
+            acc += dy[i * K + k];
+        db[k] = (float)acc;
+    }
+}
+
 #endif
