@@ -43,7 +43,7 @@ static double now_s(void)
 
 typedef struct train_opts {
     const char *data, *val, *weights, *unfreeze, *preprocess, *optimizer, *class_weight, *monitor,
-        *out, *resume, *fill_mode, *resize, *device, *group_regex;
+        *out, *resume, *fill_mode, *resize, *device, *group_regex, *dtype;
     double val_split, lr, momentum, weight_decay, dropout, min_delta, reduce_factor, lr_min,
         rotation, wshift, hshift, shear, zoom, cval, max_bad_frac, target_sens, seed;
     int img_size, batch, epochs, threads, loader_threads, head1, head2, nesterov, es_patience,
@@ -77,7 +77,7 @@ static void opts_default(train_opts *o)
     o->width_div      = 1;
 }
 
-#define NOPTS 48
+#define NOPTS 49
 static int make_opts(train_opts *o, cli_opt *t)
 {
     cli_opt a[NOPTS] = {
@@ -94,6 +94,9 @@ static int make_opts(train_opts *o, cli_opt *t)
          "seed (order, augmentation, "
          "dropout, init), default 0"},
         {"threads", OPT_INT, &o->threads, 0, 1024, "N", "compute threads, default all CPUs"},
+        {"dtype", OPT_STR, &o->dtype, 0, 0, "f32|bf16",
+         "compute type (default $PNEUMO_DTYPE, else f32); bf16: convolutions and their "
+         "gradients from bf16 products, float32 master weights, BN and optimizer"},
         {"loader-threads", OPT_INT, &o->loader_threads, 1, 64, "N", "image loader threads (1)"},
         {"device", OPT_STR, &o->device, 0, 0, "cpu|cuda", "where to compute, default cpu"},
         {"weights", OPT_STR, &o->weights, 0, 0, "none|FILE.h5|FILE.safetensors",
@@ -572,7 +575,7 @@ int cmd_train(int argc, char **argv)
         json_decref(a);
     }
     train_opts *o = &r->o;
-    if ((rc = validate(o))) {
+    if ((rc = cli_check_dtype("train", o->dtype)) || (rc = validate(o))) {
         json_decref(stored);
         return rc;
     }
@@ -580,7 +583,8 @@ int cmd_train(int argc, char **argv)
     if ((rc = cli_parse_unfreeze("train", o->unfreeze, &unfreeze))) return rc;
     nd_fill fill;
     nd_resize resize;
-    nt_ctx *ctx = r->ctx = cli_ctx("train", o->threads, (unsigned long long)o->seed);
+    nt_ctx *ctx = r->ctx =
+        cli_ctx_dtype("train", o->threads, (unsigned long long)o->seed, o->dtype);
     if (!ctx) return EXIT_FAIL;
     if (nd_fill_parse(ctx, o->fill_mode, &fill) != NT_OK ||
         nd_resize_parse(ctx, o->resize, &resize) != NT_OK) {

@@ -50,7 +50,7 @@ expect 1 "shape" -- $P weights import tests/fixtures/keras_resnet50_w16_current.
 expect 0 '"probability"' -- $P predict --model $T/w.st --format jsonl data/samples/IM-0115-0001.jpeg
 expect 2 "expected peak, gemm, conv, model or data" -- $P bench nothing
 # --dtype: a bad name is a usage error; bf16 (where the CPU has AVX512_BF16) stays near f32.
-for c in predict worker serve eval; do expect 2 "dtype expects f32 or bf16" -- $P $c --dtype bf17; done
+for c in predict worker serve eval train; do expect 2 "dtype expects f32 or bf16" -- $P $c --dtype bf17; done
 if grep -qw avx512_bf16 /proc/cpuinfo && [ -f weights/pneumo-resnet50.safetensors ]; then
     $P predict --format jsonl data/samples/*.jpeg > $T/f32.jsonl 2> /dev/null
     $P predict --dtype bf16 --format jsonl data/samples/*.jpeg > $T/bf16.jsonl 2> /dev/null

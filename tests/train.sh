@@ -66,6 +66,17 @@ expect 1 "No space left" -- $P train --resume $T/a --epochs 4
 cmp -s $T/a/last.ckpt.safetensors $T/prev.st && ok "previous checkpoint intact" || bad "checkpoint changed"
 rm -f $T/a/last.ckpt.safetensors.tmp
 # Bad input.
+# bf16 training (where the CPU has AVX512_BF16): runs, learns (finite losses), and the stored
+# command line keeps --dtype for --resume.
+if grep -qw avx512_bf16 /proc/cpuinfo; then
+    expect 0 "best val_loss" -- $P train $ARGS --epochs 2 --dtype bf16 --unfreeze all --out $T/b16
+    awk -F, 'NR > 1 && ($5 + 0 != $5 || $5 == "nan" || $5 == "inf") {bad = 1} END {exit bad || NR != 3}' $T/b16/log.csv \
+        && ok "bf16 training: 2 epochs of finite losses" || bad "bf16 log.csv: $(cat $T/b16/log.csv)"
+    grep -q '"--dtype","bf16"' $T/b16/command.json && ok "command.json keeps --dtype bf16" \
+        || bad "command.json: $(cat $T/b16/command.json)"
+else
+    echo "SKIP part: train --dtype bf16 (no avx512_bf16 on this CPU)"
+fi
 expect 2 '--data DIR\|s3://bucket/prefix/ is required' -- $P train --epochs 1
 expect 2 '--epochs expects an integer in 1..100000, got "0"' -- $P train --data $D --epochs 0
 expect 2 "give --val or --val-split, not both" -- $P train --data $D --val $D --val-split 0.2
