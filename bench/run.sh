@@ -34,6 +34,10 @@ if [ "$HAVE_BF16" = 1 ]; then
 fi
 $M --batch 16 --train --unfreeze 20 --no-check --repeat 3 --peak "$PEAK" | tee -a "$OUT"
 $M --batch 16 --train --unfreeze all --no-check --repeat 3 --peak "$PEAK" | tee -a "$OUT"
+if [ "$HAVE_BF16" = 1 ]; then
+    $M --batch 16 --train --unfreeze 20 --dtype bf16 --no-check --repeat 3 --peak "$PEAKB" | tee -a "$OUT"
+    $M --batch 16 --train --unfreeze all --dtype bf16 --no-check --repeat 3 --peak "$PEAKB" | tee -a "$OUT"
+fi
 if [ "$T" -gt 1 ]; then # scaling: the same inference on one thread
     P1=$(grep -m1 "op=peak dtype=f32.*threads=1 " "$OUT" | sed -n 's/.*gflops=\([0-9.]*\).*/\1/p')
     $P bench model --threads 1 --batch 16 --repeat 3 --no-check --peak "$P1" | tee -a "$OUT"
@@ -45,6 +49,10 @@ fi
 # Convolutions beside oneDNN, same shapes, same threads.
 $P bench conv --threads "$T" --peak "$PEAK" | tee -a "$CONV"
 [ "$HAVE_BF16" = 1 ] && $P bench conv --threads "$T" --dtype bf16 --peak "$PEAKB" | tee -a "$CONV"
+for pass in bwd-data bwd-filter; do
+    $P bench conv --threads "$T" --pass $pass --repeat 3 --peak "$PEAK" | tee -a "$CONV"
+    [ "$HAVE_BF16" = 1 ] && $P bench conv --threads "$T" --pass $pass --repeat 3 --dtype bf16 --peak "$PEAKB" | tee -a "$CONV"
+done
 if [ -f /usr/include/oneapi/dnnl/dnnl.h ] &&
     ${CC:-cc} -O2 -fopenmp bench/dnnl_conv.c -ldnnl -o build/bench/dnnl_conv 2>/dev/null; then
     ./build/bench/dnnl_conv --threads "$T" | tee -a "$CONV"
@@ -60,8 +68,10 @@ if /usr/bin/python3 -c 'import torch' 2>/dev/null; then
     [ "$HAVE_BF16" = 1 ] && V=$V,bf16_autocast
     $TP --batch 16 --variants "$V" | tee -a "$OUT"
     $TP --batch 1 --repeat 9 --variants "$V" | tee -a "$OUT"
-    $TP --batch 16 --train last20 --repeat 3 | tee -a "$OUT"
-    $TP --batch 16 --train all --repeat 3 | tee -a "$OUT"
+    VT=eager,channels_last
+    [ "$HAVE_BF16" = 1 ] && VT=$VT,bf16_autocast
+    $TP --batch 16 --train last20 --repeat 3 --variants "$VT" | tee -a "$OUT"
+    $TP --batch 16 --train all --repeat 3 --variants "$VT" | tee -a "$OUT"
 else
     log "PyTorch not installed (scripts/install-deps.sh --bench): no peer figures"
 fi
@@ -74,9 +84,11 @@ row() { # label pneumo-pattern batch mode torch-filter
     t=$(best_torch "$3" "$4" "$5")
     echo "| $1 | ${p:--} | ${b:--} | ${pct:--} | ${t:--} | $(ratio "$p" "$t") |"
 }
-convf() { grep -E "op=conv name=$1 dtype=$2 impl=$3" "$CONV" | head -n 1 | sed -n "s/.* $4=\([0-9.]*\).*/\1/p"; }
-conv_total() { # dtype impl-prefix: sum over the network of ms x count, from the per-conv lines
-    grep -E "op=conv .*dtype=$1 impl=$2" "$CONV" | grep -v resnet50_all |
+# convf NAME DTYPE IMPL FIELD [PASS]: a field of one conv line (pneumo's carry pass=, oneDNN's
+# are forward only).
+convf() { grep -E "op=conv name=$1 (pass=${5:-fwd} )?dtype=$2 impl=$3" "$CONV" | head -n 1 | sed -n "s/.* $4=\([0-9.]*\).*/\1/p"; }
+conv_total() { # dtype impl-prefix [pass]: sum over the network of ms x count, per-conv lines
+    grep -E "op=conv name=[^ ]* (pass=${3:-fwd} )?dtype=$1 impl=$2" "$CONV" | grep -v resnet50_all |
         sed -n 's/.* count=\([0-9]*\) .* ms=\([0-9.]*\).*/\1 \2/p' |
         awk '{s += $1 * $2} END {if (NR) printf "%.1f", s}'
 }
@@ -95,8 +107,12 @@ conv_total() { # dtype impl-prefix: sum over the network of ms x count, from the
         row "bf16 inference, batch 16" "mode=infer dtype=bf16 .*batch=16 .*threads=$T " 16 infer "variant=bf16_autocast"
         row "bf16 inference, batch 1" "mode=infer dtype=bf16 .*batch=1 .*threads=$T " 1 infer "variant=bf16_autocast"
     fi
-    row "fp32 training step, batch 16, last 20 layers + head" "mode=train dtype=f32 unfreeze=20 .*batch=16 " 16 train "unfreeze=last20"
-    row "fp32 training step, batch 16, all layers" "mode=train dtype=f32 unfreeze=-1 .*batch=16 " 16 train "unfreeze=all"
+    row "fp32 training step, batch 16, last 20 layers + head" "mode=train dtype=f32 unfreeze=20 .*batch=16 " 16 train "variant=(eager|channels_last) .*unfreeze=last20"
+    row "fp32 training step, batch 16, all layers" "mode=train dtype=f32 unfreeze=-1 .*batch=16 " 16 train "variant=(eager|channels_last) .*unfreeze=all"
+    if [ "$HAVE_BF16" = 1 ]; then
+        row "bf16 training step, batch 16, last 20 layers + head" "mode=train dtype=bf16 unfreeze=20 .*batch=16 " 16 train "variant=bf16_autocast .*unfreeze=last20"
+        row "bf16 training step, batch 16, all layers" "mode=train dtype=bf16 unfreeze=-1 .*batch=16 " 16 train "variant=bf16_autocast .*unfreeze=all"
+    fi
     if [ "$T" -gt 1 ]; then
         echo
         echo "Scaling, inference batch 16 (images/s, best step):"
@@ -118,7 +134,7 @@ conv_total() { # dtype impl-prefix: sum over the network of ms x count, from the
     echo
     echo "| conv | x per net | pneumo f32 | oneDNN f32 | ratio | pneumo bf16 | oneDNN bf16 | ratio |"
     echo "|---|---|---|---|---|---|---|---|"
-    grep -E "op=conv name=[^ ]* dtype=f32 impl=avx" "$CONV" | grep -v resnet50_all | while read -r line; do
+    grep -E "op=conv name=[^ ]* pass=fwd dtype=f32 impl=avx" "$CONV" | grep -v resnet50_all | while read -r line; do
         n=$(printf '%s' "$line" | sed -n 's/.*name=\([^ ]*\).*/\1/p')
         c=$(printf '%s' "$line" | sed -n 's/.* count=\([0-9]*\) .*/\1/p')
         pf=$(convf "$n" f32 avx gflops); of=$(convf "$n" f32 onednn gflops)
@@ -127,6 +143,20 @@ conv_total() { # dtype impl-prefix: sum over the network of ms x count, from the
     done
     pt=$(conv_total f32 avx); ot=$(conv_total f32 onednn); pbt=$(conv_total bf16 avx); obt=$(conv_total bf16 onednn)
     echo "| all convs of one forward (ms, lower is better) | | ${pt:--} | ${ot:--} | $(ratio "$ot" "$pt") | ${pbt:--} | ${obt:--} | $(ratio "$obt" "$pbt") |"
+    echo
+    echo "The backward passes of the same convolutions, GFLOP/s (\`pneumo bench conv --pass"
+    echo "bwd-data|bwd-filter [--dtype bf16]\`; no peer run here). Training with \`--dtype bf16\` uses"
+    echo "the bf16 input gradient everywhere and the bf16 weight gradient only where it is faster"
+    echo "(nk_conv2d_bwd_filter_bf16_pays); conv1's input gradient is never needed in training."
+    echo
+    echo "| conv | x per net | fwd f32 | bwd-data f32 | bwd-filter f32 | fwd bf16 | bwd-data bf16 | bwd-filter bf16 |"
+    echo "|---|---|---|---|---|---|---|---|"
+    grep -E "op=conv name=[^ ]* pass=fwd dtype=f32 impl=avx" "$CONV" | grep -v resnet50_all | while read -r line; do
+        n=$(printf '%s' "$line" | sed -n 's/.*name=\([^ ]*\).*/\1/p')
+        c=$(printf '%s' "$line" | sed -n 's/.* count=\([0-9]*\) .*/\1/p')
+        echo "| $n | ${c:-?} | $(convf "$n" f32 avx gflops) | $(convf "$n" f32 avx gflops bwd-data) | $(convf "$n" f32 avx gflops bwd-filter) | $(convf "$n" bf16 avx gflops) | $(convf "$n" bf16 avx gflops bwd-data) | $(convf "$n" bf16 avx gflops bwd-filter) |"
+    done
+    echo "| all convs of the network (ms) | | $(conv_total f32 avx) | $(conv_total f32 avx bwd-data) | $(conv_total f32 avx bwd-filter) | $(conv_total bf16 avx) | $(conv_total bf16 avx bwd-data) | $(conv_total bf16 avx bwd-filter) |"
     echo
     echo "SGEMM on ResNet50's shapes, $T threads (\`build/bench/bench_gemm\`; M = batch x P x Q):"
     echo

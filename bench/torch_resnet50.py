@@ -65,7 +65,7 @@ def main():
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--train", choices=["none", "last20", "all"], default="none")
-    ap.add_argument("--variants", default="eager,channels_last,jit_frozen")
+    ap.add_argument("--variants", default="eager,channels_last,jit_frozen")  # training skips jit_frozen
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
@@ -110,14 +110,27 @@ def main():
                     mod.train()
         opt = torch.optim.SGD([p for p in params if p.requires_grad], lr=0.01, momentum=0.9)
         y = torch.randint(0, 2, (a.batch, 1)).float()
+        # Training variants: eager (NCHW), channels_last, and bf16_autocast (channels_last under
+        # torch.autocast bf16: the peer of `pneumo bench model --train --dtype bf16`).
+        for v in a.variants.split(","):
+            if v == "jit_frozen":
+                continue  # inference only
+            mm, xx = m, x
+            if v in ("channels_last", "bf16_autocast"):
+                mm, xx = m.to(memory_format=torch.channels_last), x.to(memory_format=torch.channels_last)
 
-        def step():
-            opt.zero_grad()
-            loss = nn.functional.binary_cross_entropy_with_logits(m(x), y)
-            loss.backward()
-            opt.step()
-        s = timeit(step, a.repeat, a.warmup)
-        print(f"{pre} variant=eager mode=train unfreeze={a.train} ms={s*1e3:.1f} images_per_s={a.batch/s:.2f}", flush=True)
+            def step(mm=mm, xx=xx, v=v):
+                opt.zero_grad()
+                if v == "bf16_autocast":
+                    with torch.autocast("cpu", dtype=torch.bfloat16):
+                        z = mm(xx)
+                    loss = nn.functional.binary_cross_entropy_with_logits(z.float(), y)
+                else:
+                    loss = nn.functional.binary_cross_entropy_with_logits(mm(xx), y)
+                loss.backward()
+                opt.step()
+            s = timeit(step, a.repeat, a.warmup)
+            print(f"{pre} variant={v} mode=train unfreeze={a.train} ms={s*1e3:.1f} images_per_s={a.batch/s:.2f}", flush=True)
 
 
 if __name__ == "__main__":
