@@ -468,9 +468,10 @@ void nk_conv2d_bwd_data_bf16_cpu(nk_bf16_impl impl, const nk_exec *ex, const nk_
 
 // ---- bf16 weight gradient (training in bf16) ----
 //
-// dw[RSC, K] = col^T dy as bf16 GEMMs over chunks of output rows, accumulated in float32: each
-// chunk's patches are transposed into the workspace (A = col^T, [RSC, rows], rounded to bf16 by
-// the GEMM's packer) and its rows of dy packed as B. db is the float32 column sum of dy.
+// dw[RSC, K] = col^T dy as bf16 GEMMs over chunks of output rows, accumulated in float32: the
+// GEMM packs A = col^T straight from the patches (x itself for a 1x1 stride-1 conv; a col chunk
+// otherwise), pairing consecutive rows, and each chunk's rows of dy are packed as B. db is the
+// float32 column sum of dy.
 
 // Output rows per chunk: the transposed patches stay within WGRAD_CHUNK_FLOATS, in whole lines.
 #define WGRAD_CHUNK_FLOATS (1u << 20)
@@ -500,23 +501,9 @@ size_t nk_conv2d_bwd_filter_bf16_ws_floats(const nk_conv_desc *d, int nthreads)
     const size_t rows = (size_t)wgrad_chunk_lines(d) * d->Q, rsc = (size_t)d->R * d->S * d->C;
     const size_t col    = is_direct(d) ? 0 : ((rows * rsc + 15) & ~(size_t)15);
     const size_t colsum = nk_colsum_ws_floats((int64_t)d->N * d->P * d->Q, d->K);
-    const size_t work   = bf16_gemm_part(nthreads) + col + ((rows * rsc + 15) & ~(size_t)15) +
-                        bf16_floats(nk_gemm_bf16_packed_b_elems((int)rows, d->K));
+    const size_t work =
+        bf16_gemm_part(nthreads) + col + bf16_floats(nk_gemm_bf16_packed_b_elems((int)rows, d->K));
     return work > colsum ? work : colsum;
-}
-
-// dst[j, i] = src[i, j] for an m x n block (leading dimensions lds, ldd), in 16 x 16 tiles.
-static void transpose_block(int64_t m, int64_t n, const float *src, int64_t lds, float *dst,
-                            int64_t ldd, int nt)
-{
-#pragma omp parallel for num_threads(nt) schedule(static)
-    for (int64_t j0 = 0; j0 < n; j0 += 16)
-        for (int64_t i0 = 0; i0 < m; i0 += 16) {
-            const int64_t i1 = i0 + 16 < m ? i0 + 16 : m, j1 = j0 + 16 < n ? j0 + 16 : n;
-            for (int64_t j = j0; j < j1; j++)
-                for (int64_t i = i0; i < i1; i++)
-                    dst[j * ldd + i] = src[i * lds + j];
-        }
 }
 
 void nk_conv2d_bwd_filter_bf16_cpu(nk_bf16_impl impl, const nk_exec *ex, const nk_conv_desc *d,
@@ -526,9 +513,8 @@ void nk_conv2d_bwd_filter_bf16_cpu(nk_bf16_impl impl, const nk_exec *ex, const n
     if (db) nk_colsum_cpu(ex, (int64_t)d->N * d->P * d->Q, K, dy, db);
     const int64_t lines = (int64_t)d->N * d->P, step = wgrad_chunk_lines(d);
     const size_t rows_max = (size_t)step * d->Q, g = bf16_gemm_part(nt);
-    float *col        = ex->ws + g;
-    float *at         = col + (is_direct(d) ? 0 : ((rows_max * rsc + 15) & ~(size_t)15));
-    uint16_t *bp      = (uint16_t *)(at + ((rows_max * rsc + 15) & ~(size_t)15));
+    float *col   = ex->ws + g;
+    uint16_t *bp = (uint16_t *)(col + (is_direct(d) ? 0 : ((rows_max * rsc + 15) & ~(size_t)15)));
     const nk_exec gex = {nt, ex->ws, g};
     for (int64_t l0 = 0; l0 < lines; l0 += step) {
         const int64_t l1 = l0 + step < lines ? l0 + step : lines;
@@ -538,9 +524,7 @@ void nk_conv2d_bwd_filter_bf16_cpu(nk_bf16_impl impl, const nk_exec *ex, const n
             im2col(d, x, l0, l1, col, nt);
             src = col;
         }
-        transpose_block(rows, rsc, src, rsc, at, rows, nt);
         nk_gemm_bf16_pack_b_mt(nt, 0, rows, K, dy + l0 * d->Q * K, K, bp);
-        nk_gemm_bf16_cpu(impl, &gex, rsc, K, rows, at, rows, bp, l0 == 0 ? 0.0f : 1.0f, dw, K, NULL,
-                         NULL);
+        nk_gemm_bf16_at_cpu(impl, &gex, rsc, K, rows, src, rsc, bp, l0 == 0 ? 0.0f : 1.0f, dw, K);
     }
 }

@@ -120,6 +120,11 @@ typedef void (*nk_bf16_ukr_fn)(int64_t kp, const uint32_t *a, const uint32_t *b,
 // dst[q*MR + i] (an odd w pads the last pair with a zero).
 typedef void (*nk_bf16_pack_fn)(const float *const *src, int w, uint32_t *dst);
 
+// The same panel for A stored transposed ([K, M], a weight gradient's x^T): rows i < m of the
+// panel are columns of src, k step p at src[p*lda + i]; kc k steps (an odd kc pads the last pair
+// with a zero), rows past m zero.
+typedef void (*nk_bf16_pack_t_fn)(const float *src, int64_t lda, int m, int kc, uint32_t *dst);
+
 // Batch-reduce form on unpacked bf16 rows (see nk_gemm_ukr_rows_fn): segment s has segp[s] k
 // pairs, row i of it at rows[s*MR + i] (32-bit pair words: bf16 activations, NHWC).
 typedef void (*nk_bf16_ukr_rows_fn)(int nseg, const int *segp, const uint32_t *const *rows,
@@ -131,11 +136,17 @@ typedef void (*nk_bf16_convert_fn)(int64_t n, const float *x, uint16_t *y);
 typedef struct nk_bf16_kernel {
     nk_bf16_ukr_fn ukr;
     nk_bf16_pack_fn pack;
+    nk_bf16_pack_t_fn pack_t;
     nk_bf16_ukr_rows_fn ukr_rows;
     nk_bf16_convert_fn convert;
 } nk_bf16_kernel;
 
 extern const nk_bf16_kernel nk_bf16_kernel_avx512;
+
+// C[M,N] = bf16(A)^T Bp + beta * C with A stored [K, M] (lda): weight gradients (dw = x^T dy) in
+// bf16 without transposing x. Bp from nk_gemm_bf16_pack_b (K, N). Scratch nk_gemm_bf16_ws_floats.
+void nk_gemm_bf16_at_cpu(nk_bf16_impl impl, const nk_exec *ex, int M, int N, int K, const float *A,
+                         int lda, const uint16_t *Bp, float beta, float *C, int ldc);
 
 // The implicit-GEMM form of nk_conv2d_fwd_bf16_cpu: A's rows are output pixels and its
 // k = (r*S + s)*C + c. With xb (room for N*H*W*C bf16; needs C even), x is rounded to bf16 once

@@ -533,6 +533,17 @@ static void pack_bf16_scalar(const float *const *src, int w, uint32_t *dst)
         }
 }
 
+static void pack_t_bf16_scalar(const float *src, int64_t lda, int m, int kc, uint32_t *dst)
+{
+    for (int q = 0; q < (kc + 1) / 2; q++)
+        for (int i = 0; i < BMR; i++) {
+            const uint32_t lo = i < m ? nk_f32_to_bf16(src[(int64_t)(2 * q) * lda + i]) : 0;
+            const uint32_t hi =
+                i < m && 2 * q + 1 < kc ? nk_f32_to_bf16(src[(int64_t)(2 * q + 1) * lda + i]) : 0;
+            dst[q * BMR + i] = lo | hi << 16;
+        }
+}
+
 static void ukr_rows_bf16_scalar(int nseg, const int *segp, const uint32_t *const *rows,
                                  const uint32_t *b, float *c, int64_t ldc, float beta, int m, int n)
 {
@@ -560,6 +571,7 @@ static void convert_bf16_scalar(int64_t n, const float *x, uint16_t *y)
 static const nk_bf16_kernel nk_bf16_kernel_scalar = {
     .ukr      = ukr_bf16_scalar,
     .pack     = pack_bf16_scalar,
+    .pack_t   = pack_t_bf16_scalar,
     .ukr_rows = ukr_rows_bf16_scalar,
     .convert  = convert_bf16_scalar,
 };
@@ -623,6 +635,7 @@ typedef struct bf16_src {
     const nk_conv_desc *d;
     const float *x;
     const uint32_t *xb; // x rounded to bf16 (pairs along C): read unpacked when not NULL
+    int at;             // A stored transposed: element (m, k) at A[k*lda + m]
 } bf16_src;
 
 // Zero pairs for padding taps (segments are at most BKC/2 pairs long).
@@ -677,6 +690,10 @@ static void bf16_pack_a(const nk_bf16_kernel *kr, const bf16_src *s, int64_t row
         uint32_t *dst = abuf + (int64_t)(i0 / BMR) * kp * BMR;
         const int m   = mc - i0 < BMR ? mc - i0 : BMR;
         const float *src[BMR];
+        if (s->at) {
+            kr->pack_t(s->A + (int64_t)pc * s->lda + row0 + i0, s->lda, m, kc, dst);
+            continue;
+        }
         if (!s->d) {
             for (int i = 0; i < BMR; i++)
                 src[i] = i < m ? s->A + (row0 + i0 + i) * s->lda + pc : NULL;
@@ -796,6 +813,13 @@ void nk_gemm_bf16_cpu(nk_bf16_impl impl, const nk_exec *ex, int M, int N, int K,
 {
     const bf16_src s = {.A = A, .lda = lda};
     gemm_bf16_run(impl, ex, M, N, K, &s, Bp, beta, C, ldc, bias, ep);
+}
+
+void nk_gemm_bf16_at_cpu(nk_bf16_impl impl, const nk_exec *ex, int M, int N, int K, const float *A,
+                         int lda, const uint16_t *Bp, float beta, float *C, int ldc)
+{
+    const bf16_src s = {.A = A, .lda = lda, .at = 1};
+    gemm_bf16_run(impl, ex, M, N, K, &s, Bp, beta, C, ldc, NULL, NULL);
 }
 
 void nk_gemm_bf16_conv_cpu(nk_bf16_impl impl, const nk_exec *ex, const nk_conv_desc *d,

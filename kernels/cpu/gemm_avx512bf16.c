@@ -108,6 +108,26 @@ static void pack_bf16_avx512(const float *const *src, int w, uint32_t *dst)
         _mm512_mask_storeu_ps((float *)(dst + q * MR), (__mmask16)((1u << MR) - 1u), r[q]);
 }
 
+static void pack_t_bf16_avx512(const float *src, int64_t lda, int m, int kc, uint32_t *dst)
+{
+    // Row pair (2q, 2q+1) of src, m <= MR columns: both rounded, then word i = lo | hi << 16.
+    const __mmask16 km = (__mmask16)((1u << m) - 1u), ks = (__mmask16)((1u << MR) - 1u);
+    for (int q = 0; q < kc / 2; q++) {
+        const float *r0 = src + (int64_t)(2 * q) * lda;
+        __m512i lo =
+            _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(km, r0)));
+        __m512i hi =
+            _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(km, r0 + lda)));
+        _mm512_mask_storeu_epi32(dst + q * MR, ks, _mm512_or_si512(lo, _mm512_slli_epi32(hi, 16)));
+    }
+    if (kc % 2) {
+        const int q = kc / 2;
+        __m512i lo  = _mm512_cvtepu16_epi32(
+             (__m256i)_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(km, src + (int64_t)(2 * q) * lda)));
+        _mm512_mask_storeu_epi32(dst + q * MR, ks, lo);
+    }
+}
+
 static void ukr_rows_bf16_avx512(int nseg, const int *segp, const uint32_t *const *rows,
                                  const uint32_t *b, float *c, int64_t ldc, float beta, int m, int n)
 {
@@ -164,6 +184,7 @@ static void convert_bf16_avx512(int64_t n, const float *x, uint16_t *y)
 const nk_bf16_kernel nk_bf16_kernel_avx512 = {
     .ukr      = ukr_bf16_avx512,
     .pack     = pack_bf16_avx512,
+    .pack_t   = pack_t_bf16_avx512,
     .ukr_rows = ukr_rows_bf16_avx512,
     .convert  = convert_bf16_avx512,
 };
