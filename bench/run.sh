@@ -146,8 +146,7 @@ conv_total() { # dtype impl-prefix [pass]: sum over the network of ms x count, p
     echo
     echo "The backward passes of the same convolutions, GFLOP/s (\`pneumo bench conv --pass"
     echo "bwd-data|bwd-filter [--dtype bf16]\`; no peer run here). Training with \`--dtype bf16\` uses"
-    echo "the bf16 input gradient everywhere and the bf16 weight gradient only where it is faster"
-    echo "(nk_conv2d_bwd_filter_bf16_pays); conv1's input gradient is never needed in training."
+    echo "the bf16 passes; conv1's input gradient is never needed in training."
     echo
     echo "| conv | x per net | fwd f32 | bwd-data f32 | bwd-filter f32 | fwd bf16 | bwd-data bf16 | bwd-filter bf16 |"
     echo "|---|---|---|---|---|---|---|---|"

@@ -339,9 +339,6 @@ void nk_conv2d_bwd_data_bf16_cpu(nk_bf16_impl impl, const nk_exec *ex, const nk_
 // Scratch: nk_conv2d_bwd_filter_bf16_ws_floats(d, nthreads). Specification:
 // nk_conv2d_bwd_filter_bf16_ref.
 size_t nk_conv2d_bwd_filter_bf16_ws_floats(const nk_conv_desc *d, int nthreads);
-// Whether the bf16 weight gradient beats float32's for this shape (bf16 training uses it only
-// then; a plain shape rule, the same on every ISA, so results do not depend on the kernels).
-int nk_conv2d_bwd_filter_bf16_pays(const nk_conv_desc *d);
 void nk_conv2d_bwd_filter_bf16_cpu(nk_bf16_impl impl, const nk_exec *ex, const nk_conv_desc *d,
                                    const float *x, const float *dy, float *dw, float *db);
 void nk_conv2d_fwd_bf16_cpu(nk_bf16_impl impl, const nk_exec *ex, const nk_conv_desc *d,

@@ -430,8 +430,8 @@ static int conv_infer(const nt_model *m, int i, int training)
 
 // With NT_DTYPE_BF16 every conv runs in bf16: the frozen ones on weights packed once, the
 // trainable ones (training) on their float32 master weights rounded and packed at each forward,
-// and their input gradients from bf16 products too, as the weight gradients of the shapes where
-// that pays (nk_conv2d_bwd_filter_bf16_pays); sums, weights, BN and the optimizer stay float32.
+// and their input and weight gradients from bf16 products too (float32 sums); the master
+// weights, BN, the loss and the optimizer stay float32.
 static int conv_bf16(const nt_model *m, int i, int training)
 {
     (void)i, (void)training;
@@ -760,8 +760,7 @@ nt_status nt_model_backward(nt_model *m, const nt_tensor *dy, nt_tensor *dx)
             break;
         case NT_LAYER_CONV: {
             nk_conv_desc cd = conv_desc(m, l, N);
-            if (l->trainable && m->ctx->opts.dtype == NT_DTYPE_BF16 &&
-                nk_conv2d_bwd_filter_bf16_pays(&cd))
+            if (l->trainable && m->ctx->opts.dtype == NT_DTYPE_BF16)
                 o->conv_bwd_filter_bf16(&ex, &cd, out_of(m, j), g, pgrad(m, l, 0), pgrad(m, l, 1));
             else if (l->trainable)
                 o->conv_bwd_filter(&ex, &cd, out_of(m, j), g, pgrad(m, l, 0), pgrad(m, l, 1));

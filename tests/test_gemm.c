@@ -197,6 +197,41 @@ static void check_bf16_rounding(void)
     CHECK(nk_bf16_to_f32(0x3f80) == 1.0f);
 }
 
+// nk_gemm_bf16_pack_b (any thread count, the AVX512_BF16 packer where the CPU has one) against
+// its documented layout built element by element with nk_f32_to_bf16, on the rounding cases
+// above and random values: the packed bits must be identical.
+static void check_bf16_pack_b(int K, int N, int tb)
+{
+    const int ldb = (tb ? K : N) + 3;
+    float *B      = xmalloc((size_t)(tb ? N : K) * ldb);
+    fill(B, (size_t)(tb ? N : K) * ldb, 9 + (uint64_t)K);
+    static const float special[] = {1.00390625f, 1.01171875f, -1.00390625f, 1.0039064f, 0.0f,
+                                    -0.0f,       1e-40f,      3.4e38f,      -3.4e38f};
+    for (size_t i = 0; i < (size_t)(tb ? N : K) * ldb; i += 7)
+        B[i] = special[(i / 7) % (sizeof special / sizeof special[0])];
+    const size_t ne = nk_gemm_bf16_packed_b_elems(K, N);
+    uint16_t *want = malloc(ne * 2), *got = malloc(ne * 2);
+    if (!want || !got) exit(1);
+    const int Kp = (K + 1) / 2;
+    for (int jp = 0; jp < (N + NK_BF16_NR - 1) / NK_BF16_NR; jp++)
+        for (int q = 0; q < Kp; q++)
+            for (int j = 0; j < NK_BF16_NR; j++)
+                for (int e = 0; e < 2; e++) {
+                    const int col = jp * NK_BF16_NR + j, k = 2 * q + e;
+                    const float v                                          = col < N && k < K
+                                                                                 ? (tb ? B[(size_t)col * ldb + k] : B[(size_t)k * ldb + col])
+                                                                                 : 0.0f;
+                    want[(((size_t)jp * Kp + q) * NK_BF16_NR + j) * 2 + e] = nk_f32_to_bf16(v);
+                }
+    for (int nt = 1; nt <= 2; nt++) {
+        memset(got, 0xab, ne * 2);
+        nk_gemm_bf16_pack_b_mt(nt, tb, K, N, B, ldb, got);
+        CHECK_MSG(memcmp(got, want, ne * 2) == 0, "bf16 pack_b K=%d N=%d tb=%d t%d differs", K, N,
+                  tb, nt);
+    }
+    free(B), free(want), free(got);
+}
+
 static void run_bf16_case(const shape *s, int tb, float beta, int epi)
 {
     const int M = s->M, N = s->N, K = s->K, pad = 3;
@@ -274,6 +309,10 @@ int main(void)
     run_case(&(shape){5, 9, 0}, 1, 1, (coef){1.0f, 0.0f}, 0);
     printf("bf16 impl detected: %s\n", nk_bf16_impl_name(nk_cpu_bf16()));
     check_bf16_rounding();
+    static const int pk[][2] = {{1, 1}, {7, 33}, {33, 7}, {300, 65}, {257, 1023}, {64, 512}};
+    for (size_t i = 0; i < sizeof pk / sizeof pk[0]; i++)
+        for (int tb = 0; tb < 2; tb++)
+            check_bf16_pack_b(pk[i][0], pk[i][1], tb);
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
         for (int tb = 0; tb < 2; tb++) {
             run_bf16_case(&shapes[s], tb, 0.0f, 0);

@@ -486,23 +486,52 @@ static int64_t wgrad_chunk_lines(const nk_conv_desc *d)
     return (lines + chunks - 1) / chunks;
 }
 
-int nk_conv2d_bwd_filter_bf16_pays(const nk_conv_desc *d)
+// Tall shapes (many output rows, a small dw: ResNet50's stage 2-3) split the rows instead: fixed
+// chunks of about WGRAD_SPLIT_ROWS rows, each a whole single-threaded GEMM into its own partial
+// dw, the threads taking chunks as they finish; then the partials are added in chunk order. The
+// split depends on the shape only, so the result does not depend on the thread count.
+#define WGRAD_SPLIT_ROWS       2048
+#define WGRAD_SPLIT_MIN_CHUNKS 4
+#define WGRAD_SPLIT_MAX_FLOATS (4u << 20)
+
+// Lines per chunk and the chunk count of the row split, or 0 chunks when the shape does not
+// split.
+static int64_t wgrad_split(const nk_conv_desc *d, int64_t *lines_per)
 {
-    // Measured per ResNet50 conv at batch 16 (`pneumo bench conv --pass bwd-filter [--dtype
-    // bf16]`): the transposes and the bf16 GEMM's A packing pay once the patch matrix is wide
-    // (R*S*C >= 512) and each element serves enough of dw (2MN/(M+N) >= 200): conv3's 3x3 and
-    // 1x1 reduce, conv4/5's strided and 3x3 ones gain 1.1-1.6x; conv2's 1x1 shapes lose 1.6-3.6x.
-    const double M = (double)d->R * d->S * d->C, N = d->K;
-    return M >= 512 && 2 * M * N / (M + N) >= 200;
+    const int64_t lines = (int64_t)d->N * d->P, rsc = (int64_t)d->R * d->S * d->C;
+    int64_t lp = WGRAD_SPLIT_ROWS / (d->Q > 0 ? d->Q : 1);
+    if (lp < 1) lp = 1;
+    const int64_t nch = (lines + lp - 1) / lp;
+    *lines_per        = lp;
+    if (nch < WGRAD_SPLIT_MIN_CHUNKS || nch * rsc * d->K > (int64_t)WGRAD_SPLIT_MAX_FLOATS)
+        return 0;
+    return nch;
+}
+
+// Workspace of one thread in the row split: a one-thread GEMM's, a col chunk, the packed dy.
+static size_t wgrad_split_thread_floats(const nk_conv_desc *d, int64_t lp)
+{
+    const size_t rows = (size_t)lp * d->Q, rsc = (size_t)d->R * d->S * d->C;
+    return bf16_gemm_part(1) + (is_direct(d) ? 0 : ((rows * rsc + 15) & ~(size_t)15)) +
+           bf16_floats(nk_gemm_bf16_packed_b_elems((int)rows, d->K));
 }
 
 size_t nk_conv2d_bwd_filter_bf16_ws_floats(const nk_conv_desc *d, int nthreads)
 {
-    const size_t rows = (size_t)wgrad_chunk_lines(d) * d->Q, rsc = (size_t)d->R * d->S * d->C;
-    const size_t col    = is_direct(d) ? 0 : ((rows * rsc + 15) & ~(size_t)15);
     const size_t colsum = nk_colsum_ws_floats((int64_t)d->N * d->P * d->Q, d->K);
-    const size_t work =
-        bf16_gemm_part(nthreads) + col + bf16_floats(nk_gemm_bf16_packed_b_elems((int)rows, d->K));
+    const size_t rsc    = (size_t)d->R * d->S * d->C;
+    int64_t lp;
+    const int64_t nch = wgrad_split(d, &lp);
+    size_t work;
+    if (nch > 0) {
+        work = (((size_t)nch * rsc * d->K + 15) & ~(size_t)15) +
+               (size_t)(nthreads > 0 ? nthreads : 1) * wgrad_split_thread_floats(d, lp);
+    } else {
+        const size_t rows = (size_t)wgrad_chunk_lines(d) * d->Q;
+        const size_t col  = is_direct(d) ? 0 : ((rows * rsc + 15) & ~(size_t)15);
+        work              = bf16_gemm_part(nthreads) + col +
+               bf16_floats(nk_gemm_bf16_packed_b_elems((int)rows, d->K));
+    }
     return work > colsum ? work : colsum;
 }
 
@@ -511,7 +540,45 @@ void nk_conv2d_bwd_filter_bf16_cpu(nk_bf16_impl impl, const nk_exec *ex, const n
 {
     const int nt = nthreads_of(ex), K = d->K, rsc = d->R * d->S * d->C;
     if (db) nk_colsum_cpu(ex, (int64_t)d->N * d->P * d->Q, K, dy, db);
-    const int64_t lines = (int64_t)d->N * d->P, step = wgrad_chunk_lines(d);
+    const int64_t lines = (int64_t)d->N * d->P;
+    int64_t lp;
+    const int64_t nch = wgrad_split(d, &lp);
+    if (nch > 0) {
+        const int64_t nw = (int64_t)rsc * K;
+        float *part      = ex->ws;
+        float *tws       = part + ((nch * nw + 15) & ~(int64_t)15);
+        const size_t per = wgrad_split_thread_floats(d, lp), g1 = bf16_gemm_part(1);
+        const size_t colf =
+            is_direct(d) ? 0 : (((size_t)lp * d->Q * (size_t)rsc + 15) & ~(size_t)15);
+#pragma omp parallel num_threads(nt)
+        {
+            float *mine       = tws + (size_t)omp_get_thread_num() * per;
+            const nk_exec one = {1, mine, g1};
+            float *col        = mine + g1;
+            uint16_t *bp      = (uint16_t *)(col + colf);
+#pragma omp for schedule(dynamic, 1)
+            for (int64_t c = 0; c < nch; c++) {
+                const int64_t l0 = c * lp, l1 = l0 + lp < lines ? l0 + lp : lines;
+                const int rows   = (int)((l1 - l0) * d->Q);
+                const float *src = x + l0 * d->Q * d->C;
+                if (!is_direct(d)) {
+                    im2col(d, x, l0, l1, col, 1);
+                    src = col;
+                }
+                nk_gemm_bf16_pack_b(0, rows, K, dy + l0 * d->Q * K, K, bp);
+                nk_gemm_bf16_at_cpu(impl, &one, rsc, K, rows, src, rsc, bp, 0.0f, part + c * nw, K);
+            }
+#pragma omp for schedule(static)
+            for (int64_t e = 0; e < nw; e++) {
+                float sum = 0.0f;
+                for (int64_t c = 0; c < nch; c++)
+                    sum += part[c * nw + e];
+                dw[e] = sum;
+            }
+        }
+        return;
+    }
+    const int64_t step    = wgrad_chunk_lines(d);
     const size_t rows_max = (size_t)step * d->Q, g = bf16_gemm_part(nt);
     float *col   = ex->ws + g;
     uint16_t *bp = (uint16_t *)(col + (is_direct(d) ? 0 : ((rows_max * rsc + 15) & ~(size_t)15)));

@@ -124,6 +124,9 @@ typedef void (*nk_bf16_pack_fn)(const float *const *src, int w, uint32_t *dst);
 // panel are columns of src, k step p at src[p*lda + i]; kc k steps (an odd kc pads the last pair
 // with a zero), rows past m zero.
 typedef void (*nk_bf16_pack_t_fn)(const float *src, int64_t lda, int m, int kc, uint32_t *dst);
+// One panel of nk_gemm_bf16_pack_b's layout from row-major B (not transposed): columns [0, n) of
+// B (n <= NK_BF16_NR; the rest of the panel zero), all K rows, rows paired.
+typedef void (*nk_bf16_pack_b_fn)(const float *B, int64_t ldb, int K, int n, uint32_t *dst);
 
 // Batch-reduce form on unpacked bf16 rows (see nk_gemm_ukr_rows_fn): segment s has segp[s] k
 // pairs, row i of it at rows[s*MR + i] (32-bit pair words: bf16 activations, NHWC).
@@ -137,6 +140,7 @@ typedef struct nk_bf16_kernel {
     nk_bf16_ukr_fn ukr;
     nk_bf16_pack_fn pack;
     nk_bf16_pack_t_fn pack_t;
+    nk_bf16_pack_b_fn pack_b; // NULL: the portable packer
     nk_bf16_ukr_rows_fn ukr_rows;
     nk_bf16_convert_fn convert;
 } nk_bf16_kernel;

@@ -616,9 +616,17 @@ void nk_gemm_bf16_pack_b_mt(int nthreads, int tb, int K, int N, const float *B, 
     const int np = (N + BNR - 1) / BNR;
     // Below ~64 Ki weights one thread packs faster than two wake up.
     if ((int64_t)K * N < 65536) nthreads = 1;
+    // Row-major B with the AVX512_BF16 packer where the CPU has one (same rounding).
+    const nk_bf16_kernel *kr = nk_cpu_bf16() >= NK_BF16_AVX512 ? &nk_bf16_kernel_avx512 : NULL;
+    const int64_t Kp         = (K + 1) / 2;
 #pragma omp parallel for num_threads(nthreads > 0 ? nthreads : 1) schedule(static)
-    for (int jp = 0; jp < np; jp++)
-        bf16_pack_b_panel(tb, K, N, B, ldb, jp, dst);
+    for (int jp = 0; jp < np; jp++) {
+        if (!tb && kr && kr->pack_b)
+            kr->pack_b(B + (int64_t)jp * BNR, ldb, K, N - jp * BNR < BNR ? N - jp * BNR : BNR,
+                       (uint32_t *)dst + (int64_t)jp * Kp * BNR);
+        else
+            bf16_pack_b_panel(tb, K, N, B, ldb, jp, dst);
+    }
 }
 
 size_t nk_gemm_bf16_ws_floats(int nthreads)

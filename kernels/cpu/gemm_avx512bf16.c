@@ -128,6 +128,26 @@ static void pack_t_bf16_avx512(const float *src, int64_t lda, int m, int kc, uin
     }
 }
 
+static void pack_b_bf16_avx512(const float *B, int64_t ldb, int K, int n, uint32_t *dst)
+{
+    const __mmask16 k0 = (__mmask16)(n >= 16 ? 0xFFFFu : (1u << n) - 1u);
+    const __mmask16 k1 = (__mmask16)(n >= 32 ? 0xFFFFu : n > 16 ? (1u << (n - 16)) - 1u : 0u);
+    for (int q = 0; q < (K + 1) / 2; q++) {
+        const float *r0 = B + (int64_t)(2 * q) * ldb, *r1 = r0 + ldb;
+        const int two = 2 * q + 1 < K;
+        for (int v = 0; v < 2; v++) {
+            const __mmask16 km = v ? k1 : k0;
+            __m512i lo         = _mm512_cvtepu16_epi32(
+                        (__m256i)_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(km, r0 + 16 * v)));
+            __m512i hi = two ? _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(
+                                   _mm512_maskz_loadu_ps(km, r1 + 16 * v)))
+                             : _mm512_setzero_si512();
+            _mm512_storeu_si512(dst + q * NR + 16 * v,
+                                _mm512_or_si512(lo, _mm512_slli_epi32(hi, 16)));
+        }
+    }
+}
+
 static void ukr_rows_bf16_avx512(int nseg, const int *segp, const uint32_t *const *rows,
                                  const uint32_t *b, float *c, int64_t ldc, float beta, int m, int n)
 {
@@ -185,6 +205,7 @@ const nk_bf16_kernel nk_bf16_kernel_avx512 = {
     .ukr      = ukr_bf16_avx512,
     .pack     = pack_bf16_avx512,
     .pack_t   = pack_t_bf16_avx512,
+    .pack_b   = pack_b_bf16_avx512,
     .ukr_rows = ukr_rows_bf16_avx512,
     .convert  = convert_bf16_avx512,
 };
