@@ -259,6 +259,23 @@ void nk_conv2d_fwd_packed_cpu(nk_isa isa, const nk_exec *ex, const nk_conv_desc 
     conv_fwd(isa, ex, d, x, NULL, wp, b, ep, y);
 }
 
+// The descriptor of the forward conv that computes a stride-1 conv's input gradient (below).
+static nk_conv_desc flipped_desc(const nk_conv_desc *d)
+{
+    return (nk_conv_desc){.N      = d->N,
+                          .H      = d->P,
+                          .W      = d->Q,
+                          .C      = d->K,
+                          .K      = d->C,
+                          .R      = d->R,
+                          .S      = d->S,
+                          .P      = d->H,
+                          .Q      = d->W,
+                          .stride = 1,
+                          .pad_h  = d->R - 1 - d->pad_h,
+                          .pad_w  = d->S - 1 - d->pad_w};
+}
+
 // The forward convolution that computes a stride-1 conv's input gradient: dx = conv(dy, w')
 // with w'[r,s,k,c] = w[R-1-r, S-1-s, c, k] and padding R-1-pad_h above, S-1-pad_w left (so tap
 // r' of output row ih reads dy row ih + pad_h - r, r = R-1-r'). Then the forward's implicit GEMM
@@ -268,18 +285,7 @@ static int bwd_data_as_fwd(nk_isa isa, const nk_exec *ex, const nk_conv_desc *d,
                            const float *w, float *dx)
 {
     if (d->stride != 1 || is_direct(d)) return 0;
-    const nk_conv_desc t = {.N      = d->N,
-                            .H      = d->P,
-                            .W      = d->Q,
-                            .C      = d->K,
-                            .K      = d->C,
-                            .R      = d->R,
-                            .S      = d->S,
-                            .P      = d->H,
-                            .Q      = d->W,
-                            .stride = 1,
-                            .pad_h  = d->R - 1 - d->pad_h,
-                            .pad_w  = d->S - 1 - d->pad_w};
+    const nk_conv_desc t = flipped_desc(d);
     if (t.pad_h < 0 || t.pad_w < 0 || !nk_sgemm_conv_ok(isa, &t)) return 0;
     nk_exec gex;
     float *wt   = split_ws(ex, &gex);
@@ -450,23 +456,6 @@ void nk_conv2d_fwd_bf16_cpu(nk_bf16_impl impl, const nk_exec *ex, const nk_conv_
 }
 
 // ---- bf16 input gradient (training in bf16) ----
-
-// The forward conv whose output is a stride-1 conv's input gradient (see bwd_data_as_fwd).
-static nk_conv_desc flipped_desc(const nk_conv_desc *d)
-{
-    return (nk_conv_desc){.N      = d->N,
-                          .H      = d->P,
-                          .W      = d->Q,
-                          .C      = d->K,
-                          .K      = d->C,
-                          .R      = d->R,
-                          .S      = d->S,
-                          .P      = d->H,
-                          .Q      = d->W,
-                          .stride = 1,
-                          .pad_h  = d->R - 1 - d->pad_h,
-                          .pad_w  = d->S - 1 - d->pad_w};
-}
 
 static int bf16_bwd_as_fwd(const nk_conv_desc *d)
 {
