@@ -300,6 +300,14 @@ static void *xmalloc(size_t n)
 
 void pr_batch_add(pr_batch *b, int argc, const char **argv)
 {
+    size_t len[argc > 0 ? argc : 1];
+    for (int k = 0; k < argc; k++)
+        len[k] = strlen(argv[k]);
+    pr_batch_add_len(b, argc, argv, len);
+}
+
+void pr_batch_add_len(pr_batch *b, int argc, const char **argv, const size_t *argvlen)
+{
     if (b->n == b->cap) {
         int cap     = b->cap ? 2 * b->cap : 16;
         pr_cmd *cmd = realloc(b->cmds, sizeof(pr_cmd) * (size_t)cap);
@@ -315,9 +323,10 @@ void pr_batch_add(pr_batch *b, int argc, const char **argv)
     c->argv   = xmalloc(sizeof(char *) * (size_t)argc);
     c->len    = xmalloc(sizeof(size_t) * (size_t)argc);
     for (int k = 0; k < argc; k++) {
-        c->len[k]  = strlen(argv[k]);
+        c->len[k]  = argvlen[k];
         c->argv[k] = xmalloc(c->len[k] + 1);
-        memcpy(c->argv[k], argv[k], c->len[k] + 1);
+        memcpy(c->argv[k], argv[k], c->len[k]);
+        c->argv[k][c->len[k]] = '\0';
     }
 }
 

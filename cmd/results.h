@@ -77,6 +77,8 @@ void pr_batch_clear(pr_batch *b);
 int pr_batch_len(const pr_batch *b);
 // Appends one command of argc NUL-terminated words.
 void pr_batch_add(pr_batch *b, int argc, const char **argv);
+// The same with explicit argument lengths (binary values, e.g. a heat map's source record).
+void pr_batch_add_len(pr_batch *b, int argc, const char **argv, const size_t *argvlen);
 
 typedef struct pr_result {
     const char *source, *sha256, *label, *model_id, *model_sha256, *model, *run_id, *time;

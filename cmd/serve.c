@@ -657,17 +657,16 @@ static enum MHD_Result upload_finish(server *sv, struct MHD_Connection *c, req *
                 pr_batch_result(b, &res, sv->ttl);
             }
             history_add(sv, b, r->sha);
+            if (src) { // the heat map's source in the same round trip
+                char key[160], ttl[32];
+                heatmap_key(sv, "heatsrc", r->sha, key, sizeof(key));
+                snprintf(ttl, sizeof(ttl), "%ld", sv->ttl);
+                const char *a[] = {"SET", key, (const char *)src, "EX", ttl};
+                size_t lens[]   = {3, strlen(key), slen, 2, strlen(ttl)};
+                pr_batch_add_len(b, sv->ttl > 0 ? 5 : 3, a, lens);
+            }
             redis_exec(sv, b);
             pr_batch_free(b);
-        }
-        if (src) {
-            char key[160], ttl[32];
-            heatmap_key(sv, "heatsrc", r->sha, key, sizeof(key));
-            snprintf(ttl, sizeof(ttl), "%ld", sv->ttl);
-            const char *a[] = {"SET", key, (const char *)src, "EX", ttl};
-            size_t lens[]   = {3, strlen(key), slen, 2, strlen(ttl)};
-            redisReply *rep = redis_cmd(sv, sv->ttl > 0 ? 5 : 3, a, lens);
-            if (rep) freeReplyObject(rep);
         }
     }
     lru_put(sv, r->sha, r->prob, r->label, r->thr, lat, tm, src, slen); // src taken
