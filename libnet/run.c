@@ -781,12 +781,20 @@ nt_status nt_model_backward(nt_model *m, const nt_tensor *dy, nt_tensor *dx)
                                 pgrad(m, l, 1));
             } else {
                 if (!want) break;
-                // Frozen statistics: a per-channel scale.
+                // Frozen statistics: a per-channel scale (in fold_scale, unused by a BN that no
+                // conv folds), then one pass over the rows.
                 d               = grad_dst(m, j, &acc);
                 const float *ga = param(m, l, 0), *mv = param(m, l, 3);
-                for (int64_t r = 0; r < M; r++)
-                    for (int c = 0; c < l->C; c++)
-                        d[r * l->C + c] = g[r * l->C + c] * ga[c] / sqrtf(mv[c] + BN_EPS);
+                float *sc = l->fold_scale;
+                for (int c = 0; c < l->C; c++)
+                    sc[c] = ga[c] / sqrtf(mv[c] + BN_EPS);
+                const int C = l->C;
+#pragma omp parallel for num_threads(ex.nthreads) schedule(static)
+                for (int64_t r = 0; r < M; r++) {
+#pragma omp simd
+                    for (int c = 0; c < C; c++)
+                        d[r * C + c] = g[r * C + c] * sc[c];
+                }
             }
             if (want) accumulate(m, &ex, j, acc);
         } break;
