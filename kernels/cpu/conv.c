@@ -82,6 +82,19 @@ static size_t wgrad_split_f32_floats(const nk_conv_desc *d, int nthreads, int64_
            (size_t)(nthreads > 0 ? nthreads : 1) * *per_thread;
 }
 
+// dw[e] = the row split's partials summed in chunk order. Called inside the split's parallel
+// region: the threads share the elements (an orphaned omp for).
+static void add_partials(const float *part, int64_t nch, int64_t nw, float *dw)
+{
+#pragma omp for schedule(static)
+    for (int64_t e = 0; e < nw; e++) {
+        float sum = 0.0f;
+        for (int64_t c = 0; c < nch; c++)
+            sum += part[c * nw + e];
+        dw[e] = sum;
+    }
+}
+
 // The float32 weight gradient splits only filters wider than 1x1 (built from im2col chunks):
 // measured 1.2-1.5x on conv1 and the 3x3s; the 1x1 shapes, on the unpacked A^T B kernel already,
 // were no faster split.
@@ -364,13 +377,7 @@ void nk_conv2d_bwd_filter_cpu(nk_isa isa, const nk_exec *ex, const nk_conv_desc 
                 nk_sgemm_atb_cpu(isa, &one, rsc, K, rows, src, rsc, dy + l0 * d->Q * K, K, 0.0f,
                                  part + c * nw, K);
             }
-#pragma omp for schedule(static)
-            for (int64_t e = 0; e < nw; e++) {
-                float sum = 0.0f;
-                for (int64_t c = 0; c < nch; c++)
-                    sum += part[c * nw + e];
-                dw[e] = sum;
-            }
+            add_partials(part, nch, nw, dw);
         }
         return;
     }
@@ -620,13 +627,7 @@ void nk_conv2d_bwd_filter_bf16_cpu(nk_bf16_impl impl, const nk_exec *ex, const n
                 nk_gemm_bf16_pack_b(0, rows, K, dy + l0 * d->Q * K, K, bp);
                 nk_gemm_bf16_at_cpu(impl, &one, rsc, K, rows, src, rsc, bp, 0.0f, part + c * nw, K);
             }
-#pragma omp for schedule(static)
-            for (int64_t e = 0; e < nw; e++) {
-                float sum = 0.0f;
-                for (int64_t c = 0; c < nch; c++)
-                    sum += part[c * nw + e];
-                dw[e] = sum;
-            }
+            add_partials(part, nch, nw, dw);
         }
         return;
     }
