@@ -422,19 +422,68 @@ static int bf16_implicit(const nk_conv_desc *d)
     return d->C % 32 == 0;
 }
 
+// The rest (conv1: C = 3, 7x7, K = 147) goes through a bf16 patch matrix: x rounded to bf16 once,
+// then each chunk of output lines gathered into rows of ldk = R*S*C rounded up to even bf16 (the
+// pad is zero), which the micro-kernel reads unpacked. Half the bytes of a float32 col, and no
+// per-panel rounding and transposing (that packing dominated a 64-column GEMM: conv1 ran at 100
+// GFLOP/s in bf16, slower than in float32).
+static int64_t bf16_col_ldk(const nk_conv_desc *d)
+{
+    return ((int64_t)d->R * d->S * d->C + 1) & ~(int64_t)1;
+}
+
 size_t nk_conv2d_bf16_ws_floats(const nk_conv_desc *d, int nthreads)
 {
-    size_t g = bf16_gemm_part(nthreads);
-    if (bf16_unpacked(d)) return g + ((size_t)d->N * d->H * d->W * d->C + 1) / 2 + 16;
+    size_t g        = bf16_gemm_part(nthreads);
+    const size_t xb = ((size_t)d->N * d->H * d->W * d->C + 1) / 2 + 16;
+    if (bf16_unpacked(d)) return g + xb;
     if (is_direct(d) || bf16_implicit(d)) return g;
-    return g + (size_t)chunk_lines(d) * d->Q * d->R * d->S * d->C;
+    return g + xb + (size_t)chunk_lines(d) * d->Q * (size_t)bf16_col_ldk(d) / 2 + 16;
+}
+
+// Output lines [l0, l1) of x's patches (x already bf16) as rows of ldk bf16 (zero past R*S*C).
+static void im2col_bf16(const nk_conv_desc *d, const uint16_t *x, int64_t l0, int64_t l1,
+                        int64_t ldk, uint16_t *col, int nt)
+{
+    const int H = d->H, W = d->W, C = d->C, R = d->R, S = d->S, P = d->P, Q = d->Q;
+    const int64_t rsc = (int64_t)R * S * C;
+#pragma omp parallel for num_threads(nt) schedule(static)
+    for (int64_t l = l0; l < l1; l++) {
+        const int n = (int)(l / P), p = (int)(l % P);
+        for (int q = 0; q < Q; q++) {
+            uint16_t *row = col + ((l - l0) * Q + q) * ldk, *dst = row;
+            const int iw0 = q * d->stride - d->pad_w;
+            for (int r = 0; r < R; r++, dst += (int64_t)S * C) {
+                const int ih = p * d->stride - d->pad_h + r;
+                if (ih < 0 || ih >= H) {
+                    memset(dst, 0, sizeof(uint16_t) * (size_t)S * C);
+                    continue;
+                }
+                const uint16_t *src = x + ((int64_t)n * H + ih) * W * C;
+                if (iw0 >= 0 && iw0 + S <= W) {
+                    // The whole filter row is inside: S*C contiguous values (NHWC).
+                    memcpy(dst, src + (int64_t)iw0 * C, sizeof(uint16_t) * (size_t)S * C);
+                    continue;
+                }
+                for (int sx = 0; sx < S; sx++) {
+                    const int iw = iw0 + sx;
+                    if (iw < 0 || iw >= W)
+                        memset(dst + sx * C, 0, sizeof(uint16_t) * (size_t)C);
+                    else
+                        memcpy(dst + sx * C, src + (int64_t)iw * C, sizeof(uint16_t) * (size_t)C);
+                }
+            }
+            for (int64_t k = rsc; k < ldk; k++)
+                row[k] = 0;
+        }
+    }
 }
 
 void nk_conv2d_fwd_bf16_cpu(nk_bf16_impl impl, const nk_exec *ex, const nk_conv_desc *d,
                             const float *x, const uint16_t *wp, const float *b,
                             const nk_epilogue *ep, float *y)
 {
-    const int K = d->K, rsc = d->R * d->S * d->C;
+    const int K = d->K;
     if (bf16_unpacked(d)) {
         uint16_t *xb = (uint16_t *)(ex->ws + bf16_gemm_part(nthreads_of(ex)));
         nk_gemm_bf16_conv_cpu(impl, ex, d, x, xb, wp, b, ep, y);
@@ -448,17 +497,20 @@ void nk_conv2d_fwd_bf16_cpu(nk_bf16_impl impl, const nk_exec *ex, const nk_conv_
         nk_gemm_bf16_conv_cpu(impl, ex, d, x, NULL, wp, b, ep, y);
         return;
     }
-    const int nt        = nthreads_of(ex);
-    const size_t g      = bf16_gemm_part(nt);
+    const int nt     = nthreads_of(ex);
+    const size_t g   = bf16_gemm_part(nt);
+    const int64_t nx = (int64_t)d->N * d->H * d->W * d->C, ldk = bf16_col_ldk(d);
     nk_exec gex         = {nt, ex->ws, g};
-    float *col          = ex->ws + g;
+    uint16_t *xb        = (uint16_t *)(ex->ws + g);
+    uint16_t *col       = (uint16_t *)(ex->ws + g + (nx + 1) / 2 + 16);
     const int64_t lines = (int64_t)d->N * d->P, step = chunk_lines(d);
+    nk_bf16_convert_mt(impl, nt, nx, x, xb);
     for (int64_t l0 = 0; l0 < lines; l0 += step) {
         const int64_t l1 = l0 + step < lines ? l0 + step : lines;
-        im2col(d, x, l0, l1, col, nt);
+        im2col_bf16(d, xb, l0, l1, ldk, col, nt);
         const nk_epilogue epc = chunk_epilogue(ep, l0 * d->Q * K);
-        nk_gemm_bf16_cpu(impl, &gex, (int)((l1 - l0) * d->Q), K, rsc, col, rsc, wp, 0.0f,
-                         y + l0 * d->Q * K, K, b, ep ? &epc : NULL);
+        nk_gemm_bf16_rows_cpu(impl, &gex, (int)((l1 - l0) * d->Q), K, (int)ldk, col, (int)ldk, wp,
+                              y + l0 * d->Q * K, K, b, ep ? &epc : NULL);
     }
 }
 

@@ -152,6 +152,16 @@ extern const nk_bf16_kernel nk_bf16_kernel_avx512;
 void nk_gemm_bf16_at_cpu(nk_bf16_impl impl, const nk_exec *ex, int M, int N, int K, const float *A,
                          int lda, const uint16_t *Bp, float beta, float *C, int ldc);
 
+// y[0:n] = bf16(x[0:n]), threaded in chunks of 64 Ki elements (one thread below 4 chunks).
+void nk_bf16_convert_mt(nk_bf16_impl impl, int nthreads, int64_t n, const float *x, uint16_t *y);
+
+// C[M,N] = A Bp (+ bias, epilogue) with A already bf16, row-major: K and lda even (a row's
+// pairs are 32-bit words, read unpacked by the micro-kernel; a K past Bp's rows pairs with its
+// zero padding). Scratch nk_gemm_bf16_ws_floats.
+void nk_gemm_bf16_rows_cpu(nk_bf16_impl impl, const nk_exec *ex, int M, int N, int K,
+                           const uint16_t *A, int lda, const uint16_t *Bp, float *C, int ldc,
+                           const float *bias, const nk_epilogue *ep);
+
 // The implicit-GEMM form of nk_conv2d_fwd_bf16_cpu: A's rows are output pixels and its
 // k = (r*S + s)*C + c. With xb (room for N*H*W*C bf16; needs C even), x is rounded to bf16 once
 // into xb and the micro-kernel broadcasts pairs straight from it (no A packing); without,

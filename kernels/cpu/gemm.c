@@ -643,7 +643,9 @@ typedef struct bf16_src {
     const nk_conv_desc *d;
     const float *x;
     const uint32_t *xb; // x rounded to bf16 (pairs along C): read unpacked when not NULL
-    int at;             // A stored transposed: element (m, k) at A[k*lda + m]
+    const uint32_t *ab; // A already bf16, row-major, ldab pair words a row (K even): unpacked
+    int64_t ldab;
+    int at; // A stored transposed: element (m, k) at A[k*lda + m]
 } bf16_src;
 
 // Zero pairs for padding taps (segments are at most BKC/2 pairs long).
@@ -686,6 +688,17 @@ static int bf16_conv_rows(const bf16_src *s, int64_t row0, int mc, int pc, int k
         }
     }
     return nseg;
+}
+
+// The row pointers of A already in bf16 (s->ab): one segment of kc/2 pairs a row. Returns 1.
+static int bf16_ab_rows(const bf16_src *s, int64_t row0, int mc, int pc, int kc, int *segp,
+                        const uint32_t **rows)
+{
+    segp[0] = kc / 2;
+    for (int i0 = 0; i0 < mc; i0 += BMR)
+        for (int i = 0; i < BMR; i++)
+            rows[i0 + i] = i0 + i < mc ? s->ab + (row0 + i0 + i) * s->ldab + pc / 2 : zero_pairs;
+    return 1;
 }
 
 // Packs rows [row0, row0 + mc) x k [pc, pc + kc) of A into panels of BMR rows (kc rounded up to
@@ -758,7 +771,8 @@ static void gemm_bf16_run(nk_bf16_impl impl, const nk_exec *ex, int M, int N, in
         kernel_for(NK_ISA_AVX512)->epi ? kernel_for(NK_ISA_AVX512)->epi : tile_epi_c;
     // B needs no block limit here (it is packed already): nc = N leaves the grid free.
     const nk_gemm_kernel shape = {.mr = BMR, .nr = BNR, .mc = BMC, .kc = BKC, .nc = N};
-    const gemm_units u         = plan_units(&shape, M, N, K, nt, s->xb ? 0.25 : 1.0, 0.25);
+    const int unpacked         = s->xb || s->ab;
+    const gemm_units u         = plan_units(&shape, M, N, K, nt, unpacked ? 0.25 : 1.0, 0.25);
     const int total            = u.m_units * u.n_units;
     if (nt > total) nt = total;
     const int Kp            = (K + 1) / 2;
@@ -788,6 +802,8 @@ static void gemm_bf16_run(nk_bf16_impl impl, const nk_exec *ex, int M, int N, in
                     const uint32_t **rows = (const uint32_t **)abuf; // pointers, not panels
                     if (s->xb)
                         nseg = bf16_conv_rows(s, row, mcc, pc, kcb, segp, rows);
+                    else if (s->ab)
+                        nseg = bf16_ab_rows(s, row, mcc, pc, kcb, segp, rows);
                     else
                         bf16_pack_a(kr, s, row, mcc, pc, kcb, abuf);
                     for (int j = 0; j < ncb; j += BNR) {
@@ -797,7 +813,7 @@ static void gemm_bf16_run(nk_bf16_impl impl, const nk_exec *ex, int M, int N, in
                         for (int ir = 0; ir < mcc; ir += BMR) {
                             const int m = mcc - ir < BMR ? mcc - ir : BMR;
                             float *c    = C + (row + ir) * ldc + j0 + j;
-                            if (s->xb)
+                            if (unpacked)
                                 kr->ukr_rows(nseg, segp, rows + (int64_t)(ir / BMR) * nseg * BMR,
                                              bp, c, ldc, beta_eff, m, n);
                             else
@@ -823,6 +839,25 @@ void nk_gemm_bf16_cpu(nk_bf16_impl impl, const nk_exec *ex, int M, int N, int K,
     gemm_bf16_run(impl, ex, M, N, K, &s, Bp, beta, C, ldc, bias, ep);
 }
 
+void nk_bf16_convert_mt(nk_bf16_impl impl, int nthreads, int64_t n, const float *x, uint16_t *y)
+{
+    const nk_bf16_kernel *kr = bf16_kernel_for(impl);
+    const int64_t chunk      = 1 << 16;
+    int nt                   = nthreads > 0 ? nthreads : 1;
+    if (n < 4 * chunk) nt = 1;
+#pragma omp parallel for num_threads(nt) schedule(static)
+    for (int64_t i = 0; i < n; i += chunk)
+        kr->convert(n - i < chunk ? n - i : chunk, x + i, y + i);
+}
+
+void nk_gemm_bf16_rows_cpu(nk_bf16_impl impl, const nk_exec *ex, int M, int N, int K,
+                           const uint16_t *A, int lda, const uint16_t *Bp, float *C, int ldc,
+                           const float *bias, const nk_epilogue *ep)
+{
+    const bf16_src s = {.ab = (const uint32_t *)A, .ldab = lda / 2};
+    gemm_bf16_run(impl, ex, M, N, K, &s, Bp, 0.0f, C, ldc, bias, ep);
+}
+
 void nk_gemm_bf16_at_cpu(nk_bf16_impl impl, const nk_exec *ex, int M, int N, int K, const float *A,
                          int lda, const uint16_t *Bp, float beta, float *C, int ldc)
 {
@@ -834,16 +869,10 @@ void nk_gemm_bf16_conv_cpu(nk_bf16_impl impl, const nk_exec *ex, const nk_conv_d
                            const float *x, uint16_t *xb, const uint16_t *wp, const float *b,
                            const nk_epilogue *ep, float *y)
 {
-    if (xb) {
-        // Round x to bf16 once (each element is then read by up to R*S taps without converting).
-        const nk_bf16_kernel *kr = bf16_kernel_for(impl);
-        const int64_t n = (int64_t)d->N * d->H * d->W * d->C, chunk = 1 << 16;
-        int nt = ex && ex->nthreads > 0 ? ex->nthreads : 1;
-        if (n < 4 * chunk) nt = 1;
-#pragma omp parallel for num_threads(nt) schedule(static)
-        for (int64_t i = 0; i < n; i += chunk)
-            kr->convert(n - i < chunk ? n - i : chunk, x + i, xb + i);
-    }
+    // Round x to bf16 once (each element is then read by up to R*S taps without converting).
+    if (xb)
+        nk_bf16_convert_mt(impl, ex && ex->nthreads > 0 ? ex->nthreads : 1,
+                           (int64_t)d->N * d->H * d->W * d->C, x, xb);
     const bf16_src s = {.d = d, .x = x, .xb = (const uint32_t *)xb};
     gemm_bf16_run(impl, ex, d->N * d->P * d->Q, d->K, d->R * d->S * d->C, &s, wp, 0.0f, y, d->K, b,
                   ep);
