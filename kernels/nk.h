@@ -236,7 +236,17 @@ typedef struct nk_epilogue {
     const float *scale, *shift;
     int relu;
     const float *residual;
+    // The residual as bf16 instead (bf16 activations; read by nk_conv2d_fwd_bf16x_* only, and
+    // then residual must be NULL).
+    const uint16_t *residual_bf16;
 } nk_epilogue;
+
+// nk_conv2d_fwd_bf16_ref with bf16 activations (contract of nk_conv2d_fwd_bf16x_cpu): x from xb
+// when xb != NULL, then the epilogue in float32 (ep may be NULL; its residual float32 or bf16),
+// then y, or yb rounded to bf16 when yb != NULL.
+void nk_conv2d_fwd_bf16x_ref(const nk_conv_desc *d, const float *x, const uint16_t *xb,
+                             const float *w, const float *b, const nk_epilogue *ep, float *y,
+                             uint16_t *yb);
 
 // nk_conv2d_fwd_cpu followed by the epilogue (ep may be NULL: plain convolution).
 void nk_conv2d_fwd_epi_cpu(nk_isa isa, const nk_exec *ex, const nk_conv_desc *d, const float *x,
@@ -344,6 +354,17 @@ void nk_conv2d_bwd_filter_bf16_cpu(nk_bf16_impl impl, const nk_exec *ex, const n
 void nk_conv2d_fwd_bf16_cpu(nk_bf16_impl impl, const nk_exec *ex, const nk_conv_desc *d,
                             const float *x, const uint16_t *wp, const float *b,
                             const nk_epilogue *ep, float *y);
+// The same with bf16 activations on either side (bf16 inference stores a conv's output in bf16
+// when only convs read it: each of them rounds its input to bf16 anyway, so the stored bytes
+// halve and nothing is lost but the rounding of the residual). xb != NULL: the input is xb (bf16
+// NHWC) and x is ignored; yb != NULL: the output is rounded to bf16 into yb and y is ignored;
+// ep->residual_bf16: the residual read from bf16. A bf16 output is summed in float32 and rounded
+// once, after the epilogue. Scratch: nk_conv2d_bf16x_ws_floats(d, nthreads, xb != NULL).
+// Specification: nk_conv2d_fwd_bf16x_ref.
+size_t nk_conv2d_bf16x_ws_floats(const nk_conv_desc *d, int nthreads, int x_bf16);
+void nk_conv2d_fwd_bf16x_cpu(nk_bf16_impl impl, const nk_exec *ex, const nk_conv_desc *d,
+                             const float *x, const uint16_t *xb, const uint16_t *wp, const float *b,
+                             const nk_epilogue *ep, float *y, uint16_t *yb);
 
 // bf16 dot-product peak: VDPBF16PS on registers only (2 flops per bf16 pair product-add, 64 per
 // instruction), over nthreads threads for about `seconds`. 0 when the CPU has no AVX512_BF16.

@@ -542,8 +542,10 @@ nt_status nt_model_forward(nt_model *m, const nt_tensor *x, int training, uint64
                 bn->fold_scale[c] = (float)sc;
                 bn->fold_shift[c] = (float)(be[c] - mm[c] * sc);
             }
-            nk_epilogue ep = {bn->fold_scale, bn->fold_shift, l->fuse_relu >= 0,
-                              l->fuse_res >= 0 ? out_of(m, l->fuse_res) : NULL};
+            nk_epilogue ep = {.scale    = bn->fold_scale,
+                              .shift    = bn->fold_shift,
+                              .relu     = l->fuse_relu >= 0,
+                              .residual = l->fuse_res >= 0 ? out_of(m, l->fuse_res) : NULL};
             float *yo      = out_of(m, l->fuse_relu >= 0  ? l->fuse_relu
                                        : l->fuse_add >= 0 ? l->fuse_add
                                                           : l->fuse_bn);

@@ -272,7 +272,7 @@ static void run_bf16_case(const shape *s, int tb, float beta, int epi)
     nk_gemm_bf16_pack_b(tb, K, N, B, ldb, Bp);
     size_t wsn     = nk_gemm_bf16_ws_floats(2);
     float *wsb     = xmalloc(wsn + 1);
-    nk_epilogue ep = {sc, sh, 1, NULL};
+    nk_epilogue ep = {.scale = sc, .shift = sh, .relu = 1};
     for (int impl = 0; impl <= (int)nk_cpu_bf16(); impl++) {
         for (int nt = 1; nt <= 2; nt++) {
             memcpy(C, C0, (size_t)M * ldc * sizeof(float));

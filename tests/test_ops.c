@@ -74,6 +74,7 @@ static const conv_case convs[] = {
     {2, 6, 6, 16, 35, 3, 3, 1, 1, 1, 1, 1},   // C = 16: a k block spans many taps
     {2, 21, 21, 3, 20, 7, 7, 2, 0, 0, 0, 0},  // conv1 after ZeroPadding2D: contiguous filter rows
     {2, 7, 7, 24, 32, 3, 3, 1, 1, 1, 1, 1},   // K % 16 == 0: backward data as a forward conv
+    {2, 9, 9, 64, 161, 1, 1, 1, 0, 0, 0, 0},  // K > 128: several bf16 staging blocks, a ragged one
 };
 
 static void test_conv(const conv_case *cc)
@@ -143,7 +144,7 @@ static void test_conv(const conv_case *cc)
                     const float v  = y_ref[i] * sc[k] + sh[k];
                     ye[i]          = v > 0.0f ? v : 0.0f;
                 }
-                const nk_epilogue ep = {sc, sh, 1, NULL};
+                const nk_epilogue ep = {.scale = sc, .shift = sh, .relu = 1};
                 poison(y, ny);
                 nk_conv2d_fwd_epi_cpu((nk_isa)isa, &ex, &d, x, w, b, &ep, y);
                 NAME("fwd_bn_relu");
@@ -156,7 +157,7 @@ static void test_conv(const conv_case *cc)
                     const float v  = y_ref[i] * sc[k] + sh[k] + res[i];
                     ye[i]          = v > 0.0f ? v : 0.0f;
                 }
-                const nk_epilogue epr = {sc, sh, 1, res};
+                const nk_epilogue epr = {.scale = sc, .shift = sh, .relu = 1, .residual = res};
                 poison(y, ny);
                 nk_conv2d_fwd_epi_cpu((nk_isa)isa, &ex, &d, x, w, b, &epr, y);
                 NAME("fwd_bn_add_relu");
@@ -194,7 +195,7 @@ static void test_conv(const conv_case *cc)
                 if (!wp) exit(1);
                 CHECK(bwn >= nk_conv2d_bf16_ws_floats(&d, 1));
                 nk_gemm_bf16_pack_b(0, rsc, d.K, w, d.K, wp);
-                const nk_epilogue ep = {sc, sh, 1, res};
+                const nk_epilogue ep = {.scale = sc, .shift = sh, .relu = 1, .residual = res};
                 for (int bi = 0; bi <= (int)nk_cpu_bf16(); bi++) {
                     nk_exec bex = {nt, bws, bwn};
                     poison(y, ny);
@@ -204,6 +205,57 @@ static void test_conv(const conv_case *cc)
                              nk_bf16_impl_name((nk_bf16_impl)bi), nt, d.N, d.H, d.W, d.C, d.K, d.R,
                              d.S, d.stride);
                     CHECK_CLOSE(what, y, ye, (int64_t)ny, tol_fwd * 1.5, TOL_SUM_RTOL);
+                }
+                // bf16 activations: input float32 or bf16, output float32 or bf16, the residual
+                // in bf16, against the reference; a bf16 output may differ by the rounding of a
+                // sum that differs in its last bits (one bf16 ulp: rtol 2^-7 added).
+                {
+                    uint16_t *xb = malloc(nx * 2), *rb = malloc(ny * 2), *yb = malloc(ny * 2);
+                    uint16_t *ybe = malloc(ny * 2);
+                    float *yx = xmalloc(ny), *ybf = xmalloc(ny), *ybef = xmalloc(ny);
+                    if (!xb || !rb || !yb || !ybe) exit(1);
+                    for (size_t i = 0; i < nx; i++)
+                        xb[i] = nk_f32_to_bf16(x[i]);
+                    for (size_t i = 0; i < ny; i++)
+                        rb[i] = nk_f32_to_bf16(res[i]);
+                    const nk_epilogue epb = {
+                        .scale = sc, .shift = sh, .relu = 1, .residual_bf16 = rb};
+                    for (int xin = 0; xin < 2; xin++) {
+                        const size_t xwn = nk_conv2d_bf16x_ws_floats(&d, 2, xin);
+                        float *xws       = xmalloc(xwn);
+                        CHECK(xwn >= nk_conv2d_bf16x_ws_floats(&d, 1, xin));
+                        for (int yout = 0; yout < 2; yout++) {
+                            nk_conv2d_fwd_bf16x_ref(&d, x, xin ? xb : NULL, w, b, &epb,
+                                                    yout ? NULL : ye, yout ? ybe : NULL);
+                            for (int bi = 0; bi <= (int)nk_cpu_bf16(); bi++) {
+                                nk_exec bex = {nt, xws, xwn};
+                                poison(yx, ny);
+                                memset(yb, 0xff, ny * 2);
+                                nk_conv2d_fwd_bf16x_cpu((nk_bf16_impl)bi, &bex, &d, xin ? NULL : x,
+                                                        xin ? xb : NULL, wp, b, &epb,
+                                                        yout ? NULL : yx, yout ? yb : NULL);
+                                snprintf(what, sizeof what,
+                                         "conv2d_fwd_bf16x %s x=%s y=%s t%d N=%d H=%d W=%d C=%d "
+                                         "K=%d R=%d S=%d st=%d",
+                                         nk_bf16_impl_name((nk_bf16_impl)bi), xin ? "bf16" : "f32",
+                                         yout ? "bf16" : "f32", nt, d.N, d.H, d.W, d.C, d.K, d.R,
+                                         d.S, d.stride);
+                                if (!yout) {
+                                    CHECK_CLOSE(what, yx, ye, (int64_t)ny, tol_fwd * 1.5,
+                                                TOL_SUM_RTOL);
+                                    continue;
+                                }
+                                for (size_t i = 0; i < ny; i++) {
+                                    ybf[i]  = nk_bf16_to_f32(yb[i]);
+                                    ybef[i] = nk_bf16_to_f32(ybe[i]);
+                                }
+                                CHECK_CLOSE(what, ybf, ybef, (int64_t)ny, tol_fwd * 1.5,
+                                            TOL_SUM_RTOL + 1.0 / 128);
+                            }
+                        }
+                        free(xws);
+                    }
+                    free(xb), free(rb), free(yb), free(ybe), free(yx), free(ybf), free(ybef);
                 }
                 free(sc), free(sh), free(ye), free(wp), free(bws), free(res);
 

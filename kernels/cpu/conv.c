@@ -204,6 +204,7 @@ static nk_epilogue chunk_epilogue(const nk_epilogue *ep, int64_t off)
     if (ep) {
         e = *ep;
         if (e.residual) e.residual += off;
+        if (e.residual_bf16) e.residual_bf16 += off;
     }
     return e;
 }
@@ -479,6 +480,33 @@ static void im2col_bf16(const nk_conv_desc *d, const uint16_t *x, int64_t l0, in
     }
 }
 
+// The patch-matrix route (any C): x (or xb, already bf16) gathered into bf16 rows of ldk per
+// chunk of output lines, each chunk one GEMM on unpacked rows, into y or (yb) bf16.
+static void conv_bf16_col(nk_bf16_impl impl, const nk_exec *ex, const nk_conv_desc *d,
+                          const float *x, const uint16_t *xb, const uint16_t *wp, const float *b,
+                          const nk_epilogue *ep, float *y, uint16_t *yb)
+{
+    const int nt = nthreads_of(ex), K = d->K;
+    const size_t g   = bf16_gemm_part(nt);
+    const int64_t nx = (int64_t)d->N * d->H * d->W * d->C, ldk = bf16_col_ldk(d);
+    nk_exec gex   = {nt, ex->ws, g};
+    uint16_t *col = (uint16_t *)(ex->ws + g);
+    if (!xb) {
+        uint16_t *xr = col;
+        col          = (uint16_t *)(ex->ws + g + (nx + 1) / 2 + 16);
+        nk_bf16_convert_mt(impl, nt, nx, x, xr);
+        xb = xr;
+    }
+    const int64_t lines = (int64_t)d->N * d->P, step = chunk_lines(d);
+    for (int64_t l0 = 0; l0 < lines; l0 += step) {
+        const int64_t l1 = l0 + step < lines ? l0 + step : lines, off = l0 * d->Q * K;
+        im2col_bf16(d, xb, l0, l1, ldk, col, nt);
+        const nk_epilogue epc = chunk_epilogue(ep, off);
+        nk_gemm_bf16_rows_cpu(impl, &gex, (int)((l1 - l0) * d->Q), K, (int)ldk, col, (int)ldk, wp,
+                              yb ? NULL : y + off, yb ? yb + off : NULL, K, b, ep ? &epc : NULL);
+    }
+}
+
 void nk_conv2d_fwd_bf16_cpu(nk_bf16_impl impl, const nk_exec *ex, const nk_conv_desc *d,
                             const float *x, const uint16_t *wp, const float *b,
                             const nk_epilogue *ep, float *y)
@@ -486,7 +514,7 @@ void nk_conv2d_fwd_bf16_cpu(nk_bf16_impl impl, const nk_exec *ex, const nk_conv_
     const int K = d->K;
     if (bf16_unpacked(d)) {
         uint16_t *xb = (uint16_t *)(ex->ws + bf16_gemm_part(nthreads_of(ex)));
-        nk_gemm_bf16_conv_cpu(impl, ex, d, x, xb, wp, b, ep, y);
+        nk_gemm_bf16_conv_cpu(impl, ex, d, x, xb, wp, b, ep, y, NULL);
         return;
     }
     if (is_direct(d)) {
@@ -494,24 +522,39 @@ void nk_conv2d_fwd_bf16_cpu(nk_bf16_impl impl, const nk_exec *ex, const nk_conv_
         return;
     }
     if (bf16_implicit(d)) {
-        nk_gemm_bf16_conv_cpu(impl, ex, d, x, NULL, wp, b, ep, y);
+        nk_gemm_bf16_conv_cpu(impl, ex, d, x, NULL, wp, b, ep, y, NULL);
         return;
     }
-    const int nt     = nthreads_of(ex);
-    const size_t g   = bf16_gemm_part(nt);
-    const int64_t nx = (int64_t)d->N * d->H * d->W * d->C, ldk = bf16_col_ldk(d);
-    nk_exec gex         = {nt, ex->ws, g};
-    uint16_t *xb        = (uint16_t *)(ex->ws + g);
-    uint16_t *col       = (uint16_t *)(ex->ws + g + (nx + 1) / 2 + 16);
-    const int64_t lines = (int64_t)d->N * d->P, step = chunk_lines(d);
-    nk_bf16_convert_mt(impl, nt, nx, x, xb);
-    for (int64_t l0 = 0; l0 < lines; l0 += step) {
-        const int64_t l1 = l0 + step < lines ? l0 + step : lines;
-        im2col_bf16(d, xb, l0, l1, ldk, col, nt);
-        const nk_epilogue epc = chunk_epilogue(ep, l0 * d->Q * K);
-        nk_gemm_bf16_rows_cpu(impl, &gex, (int)((l1 - l0) * d->Q), K, (int)ldk, col, (int)ldk, wp,
-                              y + l0 * d->Q * K, K, b, ep ? &epc : NULL);
+    conv_bf16_col(impl, ex, d, x, NULL, wp, b, ep, y, NULL);
+}
+
+// ---- bf16 activations (bf16 inference) ----
+
+size_t nk_conv2d_bf16x_ws_floats(const nk_conv_desc *d, int nthreads, int x_bf16)
+{
+    const size_t g  = bf16_gemm_part(nthreads);
+    const size_t xb = x_bf16 ? 0 : ((size_t)d->N * d->H * d->W * d->C + 1) / 2 + 16;
+    if (d->C % 2 == 0) return g + xb;
+    return g + xb + (size_t)chunk_lines(d) * d->Q * (size_t)bf16_col_ldk(d) / 2 + 16;
+}
+
+void nk_conv2d_fwd_bf16x_cpu(nk_bf16_impl impl, const nk_exec *ex, const nk_conv_desc *d,
+                             const float *x, const uint16_t *xb, const uint16_t *wp, const float *b,
+                             const nk_epilogue *ep, float *y, uint16_t *yb)
+{
+    if (!xb && !yb && !(ep && ep->residual_bf16)) {
+        nk_conv2d_fwd_bf16_cpu(impl, ex, d, x, wp, b, ep, y);
+        return;
     }
+    if (d->C % 2) {
+        conv_bf16_col(impl, ex, d, xb ? NULL : x, xb, wp, b, ep, y, yb);
+        return;
+    }
+    // Even C: the micro-kernel reads pairs of x's channels in place (rounded first when x is
+    // float32), for every filter size and stride.
+    uint16_t *xr = (uint16_t *)xb;
+    if (!xr) xr = (uint16_t *)(ex->ws + bf16_gemm_part(nthreads_of(ex)));
+    nk_gemm_bf16_conv_cpu(impl, ex, d, xb ? NULL : x, xr, wp, b, ep, yb ? NULL : y, yb);
 }
 
 // ---- bf16 input gradient (training in bf16) ----

@@ -136,6 +136,13 @@ typedef void (*nk_bf16_ukr_rows_fn)(int nseg, const int *segp, const uint32_t *c
 // y[0:n] = bf16(x[0:n]) (nk_f32_to_bf16's rounding).
 typedef void (*nk_bf16_convert_fn)(int64_t n, const float *x, uint16_t *y);
 
+// Finishes an output tile c (m x n floats, ldc) of a bf16 GEMM: bias, scale/shift (sc, sh), the
+// residual from bf16 resb (ldr) when not NULL, ReLU; then stores it rounded to bf16 into yb (ldy),
+// or in place as float32 when yb is NULL. Any pointer but c may be NULL.
+typedef void (*nk_bf16_fin_fn)(float *c, int64_t ldc, int m, int n, const float *bias,
+                               const float *sc, const float *sh, const uint16_t *resb, int64_t ldr,
+                               int relu, uint16_t *yb, int64_t ldy);
+
 typedef struct nk_bf16_kernel {
     nk_bf16_ukr_fn ukr;
     nk_bf16_pack_fn pack;
@@ -143,6 +150,7 @@ typedef struct nk_bf16_kernel {
     nk_bf16_pack_b_fn pack_b; // NULL: the portable packer
     nk_bf16_ukr_rows_fn ukr_rows;
     nk_bf16_convert_fn convert;
+    nk_bf16_fin_fn fin;
 } nk_bf16_kernel;
 
 extern const nk_bf16_kernel nk_bf16_kernel_avx512;
@@ -159,17 +167,18 @@ void nk_bf16_convert_mt(nk_bf16_impl impl, int nthreads, int64_t n, const float 
 // pairs are 32-bit words, read unpacked by the micro-kernel; a K past Bp's rows pairs with its
 // zero padding). Scratch nk_gemm_bf16_ws_floats.
 void nk_gemm_bf16_rows_cpu(nk_bf16_impl impl, const nk_exec *ex, int M, int N, int K,
-                           const uint16_t *A, int lda, const uint16_t *Bp, float *C, int ldc,
-                           const float *bias, const nk_epilogue *ep);
+                           const uint16_t *A, int lda, const uint16_t *Bp, float *C, uint16_t *Cb,
+                           int ldc, const float *bias, const nk_epilogue *ep);
 
 // The implicit-GEMM form of nk_conv2d_fwd_bf16_cpu: A's rows are output pixels and its
 // k = (r*S + s)*C + c. With xb (room for N*H*W*C bf16; needs C even), x is rounded to bf16 once
-// into xb and the micro-kernel broadcasts pairs straight from it (no A packing); without,
-// d->C % 32 == 0 and the packer gathers and rounds patches from x. Scratch
-// nk_gemm_bf16_ws_floats (plus xb).
+// into xb (x NULL: xb holds it already) and the micro-kernel broadcasts pairs straight from it
+// (no A packing); without,
+// d->C % 32 == 0 and the packer gathers and rounds patches from x. yb (needs xb): the output in
+// bf16 instead of y. Scratch nk_gemm_bf16_ws_floats (plus xb).
 void nk_gemm_bf16_conv_cpu(nk_bf16_impl impl, const nk_exec *ex, const nk_conv_desc *d,
                            const float *x, uint16_t *xb, const uint16_t *wp, const float *b,
-                           const nk_epilogue *ep, float *y);
+                           const nk_epilogue *ep, float *y, uint16_t *yb);
 
 // VDPBF16PS throughput loop for nk_bf16_peak_gflops; returns the flops done.
 double nk_bf16_loop_avx512(int64_t iters);

@@ -10,7 +10,7 @@ void nk_dense_fwd_cpu(nk_isa isa, const nk_exec *ex, int N, int C, int K, const 
                       const float *w, const float *b, int relu, float *y)
 {
     // y[N, K] = x[N, C] w[C, K].
-    const nk_epilogue ep = {NULL, NULL, relu, NULL};
+    const nk_epilogue ep = {.relu = relu};
     nk_sgemm_cpu_epi(isa, ex, 0, 0, N, K, C, 1.0f, x, C, w, K, 0.0f, y, K, b, &ep);
 }
 

@@ -9,6 +9,7 @@
  */
 #include <omp.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "kernels/cpu/cpu_internal.h"
 #include "kernels/nk.h"
@@ -505,6 +506,10 @@ void nk_colsum_cols_cpu(const nk_exec *ex, int64_t M, int N, const float *x, flo
 #define BMC 480
 #define BKC 256
 _Static_assert(BKC % 32 == 0 && BMC % BMR == 0, "bf16 blocks: kc in whole chunks, mc in panels");
+// With a bf16 output, each thread sums a BMC x BJC block in a float32 staging tile (in L2: 240
+// KiB) over all k blocks, and rounds it into the output as each micro-tile's last k block ends.
+#define BJC 128
+_Static_assert(BJC % BNR == 0, "bf16 staging: whole column panels");
 
 static void ukr_bf16_scalar(int64_t kp, const uint32_t *a, const uint32_t *b, float *c, int64_t ldc,
                             float beta, int m, int n)
@@ -568,12 +573,31 @@ static void convert_bf16_scalar(int64_t n, const float *x, uint16_t *y)
         y[i] = nk_f32_to_bf16(x[i]);
 }
 
+static void fin_bf16_scalar(float *c, int64_t ldc, int m, int n, const float *bias, const float *sc,
+                            const float *sh, const uint16_t *resb, int64_t ldr, int relu,
+                            uint16_t *yb, int64_t ldy)
+{
+    for (int i = 0; i < m; i++)
+        for (int j = 0; j < n; j++) {
+            float v = c[i * ldc + j];
+            if (bias) v += bias[j];
+            if (sc) v = v * sc[j] + sh[j];
+            if (resb) v += nk_bf16_to_f32(resb[i * ldr + j]);
+            if (relu) v = v > 0.0f ? v : 0.0f;
+            if (yb)
+                yb[i * ldy + j] = nk_f32_to_bf16(v);
+            else
+                c[i * ldc + j] = v;
+        }
+}
+
 static const nk_bf16_kernel nk_bf16_kernel_scalar = {
     .ukr      = ukr_bf16_scalar,
     .pack     = pack_bf16_scalar,
     .pack_t   = pack_t_bf16_scalar,
     .ukr_rows = ukr_rows_bf16_scalar,
     .convert  = convert_bf16_scalar,
+    .fin      = fin_bf16_scalar,
 };
 
 static const nk_bf16_kernel *bf16_kernel_for(nk_bf16_impl impl)
@@ -633,7 +657,8 @@ size_t nk_gemm_bf16_ws_floats(int nthreads)
 {
     if (nthreads < 1) nthreads = 1;
     // One packed A block (BMC x BKC bf16 = BMC * BKC / 2 words) per thread.
-    return (size_t)nthreads * ((size_t)BMC * BKC / 2 + WS_ALIGN_FLOATS) + WS_ALIGN_FLOATS;
+    return (size_t)nthreads * ((size_t)BMC * BKC / 2 + (size_t)BMC * BJC + 2 * WS_ALIGN_FLOATS) +
+           WS_ALIGN_FLOATS;
 }
 
 // Where A's rows come from: a row-major matrix, or (d != NULL) the patches of an NHWC x.
@@ -752,20 +777,24 @@ static void bf16_pack_a(const nk_bf16_kernel *kr, const bf16_src *s, int64_t row
     }
 }
 
+// C (float32) or Cb (bf16, when not NULL; beta must be 0 and A unpacked: s->xb or s->ab) =
+// A Bp + beta C, then the epilogue (its residual float32, or bf16 from ep->residual_bf16 with A
+// unpacked).
 static void gemm_bf16_run(nk_bf16_impl impl, const nk_exec *ex, int M, int N, int K,
                           const bf16_src *s, const uint16_t *Bp, float beta, float *C, int ldc,
-                          const float *bias, const nk_epilogue *ep)
+                          const float *bias, const nk_epilogue *ep, uint16_t *Cb)
 {
     if (M <= 0 || N <= 0) return;
-    const int relu    = ep && ep->relu;
-    const int any_epi = bias || relu || (ep && (ep->scale || ep->residual));
-    int nt            = ex && ex->nthreads > 0 ? ex->nthreads : 1;
+    const uint16_t *resb = ep ? ep->residual_bf16 : NULL;
+    const int relu       = ep && ep->relu;
+    const int any_epi    = bias || relu || (ep && (ep->scale || ep->residual));
+    int nt               = ex && ex->nthreads > 0 ? ex->nthreads : 1;
     if (2.0 * M * N * (double)K < GEMM_MIN_FLOPS_PER_THREAD * nt) nt = 1;
-    if (K <= 0) {
+    const nk_bf16_kernel *kr = bf16_kernel_for(impl);
+    if (K <= 0 && !Cb && !resb) {
         scale_c(nt, M, N, beta, C, ldc, bias, ep);
         return;
     }
-    const nk_bf16_kernel *kr = bf16_kernel_for(impl);
     // The float32 epilogue of the best ISA here (AVX-512 on every AVX512_BF16 CPU).
     const nk_tile_epi_fn epi =
         kernel_for(NK_ISA_AVX512)->epi ? kernel_for(NK_ISA_AVX512)->epi : tile_epi_c;
@@ -778,12 +807,15 @@ static void gemm_bf16_run(nk_bf16_impl impl, const nk_exec *ex, int M, int N, in
     const int Kp            = (K + 1) / 2;
     const uint32_t *B32     = (const uint32_t *)Bp;
     float *ws               = align64(ex->ws);
-    const size_t per_thread = (size_t)BMC * BKC / 2 + WS_ALIGN_FLOATS;
+    const size_t per_thread = (size_t)BMC * BKC / 2 + (size_t)BMC * BJC + 2 * WS_ALIGN_FLOATS;
     int next                = 0;
+    const float *sc = ep ? ep->scale : NULL, *sh = ep ? ep->shift : NULL;
 
 #pragma omp parallel num_threads(nt)
     {
-        uint32_t *abuf = (uint32_t *)align64(ws + (size_t)omp_get_thread_num() * per_thread);
+        float *mine    = ws + (size_t)omp_get_thread_num() * per_thread;
+        uint32_t *abuf = (uint32_t *)align64(mine);
+        float *stage   = align64(mine + (size_t)BMC * BKC / 2 + WS_ALIGN_FLOATS);
         for (;;) {
             const int unit = __atomic_fetch_add(&next, 1, __ATOMIC_RELAXED);
             if (unit >= total) break;
@@ -791,6 +823,48 @@ static void gemm_bf16_run(nk_bf16_impl impl, const nk_exec *ex, int M, int N, in
             const int j0     = (unit % u.n_units) * u.nc_u;
             const int mcb    = (int)(M - i0 < u.mc_u ? M - i0 : u.mc_u);
             const int ncb    = N - j0 < u.nc_u ? N - j0 : u.nc_u;
+            if (Cb) {
+                // bf16 output: BMC x BJC blocks summed over every k block in the staging tile.
+                for (int ic = 0; ic < mcb; ic += BMC) {
+                    const int mcc     = mcb - ic < BMC ? mcb - ic : BMC;
+                    const int64_t row = i0 + ic;
+                    for (int jc = 0; jc < ncb; jc += BJC) {
+                        const int jce = ncb - jc < BJC ? ncb - jc : BJC;
+                        if (K <= 0)
+                            for (int i = 0; i < mcc; i++)
+                                memset(stage + (int64_t)i * BJC, 0, sizeof(float) * (size_t)jce);
+                        for (int pc = 0; pc < K; pc += BKC) {
+                            const int kcb  = K - pc < BKC ? K - pc : BKC;
+                            const float bb = pc == 0 ? 0.0f : 1.0f;
+                            int segp[BKC / 2 + 1];
+                            const uint32_t **rows = (const uint32_t **)abuf;
+                            const int nseg        = s->xb
+                                                        ? bf16_conv_rows(s, row, mcc, pc, kcb, segp, rows)
+                                                        : bf16_ab_rows(s, row, mcc, pc, kcb, segp, rows);
+                            for (int j = jc; j < jc + jce; j += BNR) {
+                                const int n        = jc + jce - j < BNR ? jc + jce - j : BNR;
+                                const uint32_t *bp = B32 + (int64_t)((j0 + j) / BNR) * Kp * BNR +
+                                                     (int64_t)(pc / 2) * BNR;
+                                for (int ir = 0; ir < mcc; ir += BMR) {
+                                    const int m = mcc - ir < BMR ? mcc - ir : BMR;
+                                    kr->ukr_rows(
+                                        nseg, segp, rows + (int64_t)(ir / BMR) * nseg * BMR, bp,
+                                        stage + (int64_t)ir * BJC + (j - jc), BJC, bb, m, n);
+                                }
+                            }
+                        }
+                        for (int ir = 0; ir < mcc; ir += BMR) {
+                            const int m       = mcc - ir < BMR ? mcc - ir : BMR;
+                            const int64_t off = (row + ir) * ldc + j0 + jc;
+                            kr->fin(stage + (int64_t)ir * BJC, BJC, m, jce,
+                                    bias ? bias + j0 + jc : NULL, sc ? sc + j0 + jc : NULL,
+                                    sc ? sh + j0 + jc : NULL, resb ? resb + off : NULL, ldc, relu,
+                                    Cb + off, ldc);
+                        }
+                    }
+                }
+                continue;
+            }
             for (int pc = 0; pc < K; pc += BKC) {
                 const int kcb = K - pc < BKC ? K - pc : BKC, kp = (kcb + 1) / 2;
                 const int first = pc == 0, last = pc + kcb == K;
@@ -818,7 +892,11 @@ static void gemm_bf16_run(nk_bf16_impl impl, const nk_exec *ex, int M, int N, in
                                              bp, c, ldc, beta_eff, m, n);
                             else
                                 kr->ukr(kp, abuf + (int64_t)ir * kp, bp, c, ldc, beta_eff, m, n);
-                            if (last && any_epi)
+                            if (last && resb)
+                                kr->fin(c, ldc, m, n, bias ? bias + j0 + j : NULL,
+                                        sc ? sc + j0 + j : NULL, sc ? sh + j0 + j : NULL,
+                                        resb + (c - C), ldc, relu, NULL, 0);
+                            else if (last && any_epi)
                                 epi(c, ldc, m, n, bias ? bias + j0 + j : NULL,
                                     ep && ep->scale ? ep->scale + j0 + j : NULL,
                                     ep && ep->scale ? ep->shift + j0 + j : NULL,
@@ -836,7 +914,7 @@ void nk_gemm_bf16_cpu(nk_bf16_impl impl, const nk_exec *ex, int M, int N, int K,
                       const nk_epilogue *ep)
 {
     const bf16_src s = {.A = A, .lda = lda};
-    gemm_bf16_run(impl, ex, M, N, K, &s, Bp, beta, C, ldc, bias, ep);
+    gemm_bf16_run(impl, ex, M, N, K, &s, Bp, beta, C, ldc, bias, ep, NULL);
 }
 
 void nk_bf16_convert_mt(nk_bf16_impl impl, int nthreads, int64_t n, const float *x, uint16_t *y)
@@ -851,29 +929,30 @@ void nk_bf16_convert_mt(nk_bf16_impl impl, int nthreads, int64_t n, const float 
 }
 
 void nk_gemm_bf16_rows_cpu(nk_bf16_impl impl, const nk_exec *ex, int M, int N, int K,
-                           const uint16_t *A, int lda, const uint16_t *Bp, float *C, int ldc,
-                           const float *bias, const nk_epilogue *ep)
+                           const uint16_t *A, int lda, const uint16_t *Bp, float *C, uint16_t *Cb,
+                           int ldc, const float *bias, const nk_epilogue *ep)
 {
     const bf16_src s = {.ab = (const uint32_t *)A, .ldab = lda / 2};
-    gemm_bf16_run(impl, ex, M, N, K, &s, Bp, 0.0f, C, ldc, bias, ep);
+    gemm_bf16_run(impl, ex, M, N, K, &s, Bp, 0.0f, C, ldc, bias, ep, Cb);
 }
 
 void nk_gemm_bf16_at_cpu(nk_bf16_impl impl, const nk_exec *ex, int M, int N, int K, const float *A,
                          int lda, const uint16_t *Bp, float beta, float *C, int ldc)
 {
     const bf16_src s = {.A = A, .lda = lda, .at = 1};
-    gemm_bf16_run(impl, ex, M, N, K, &s, Bp, beta, C, ldc, NULL, NULL);
+    gemm_bf16_run(impl, ex, M, N, K, &s, Bp, beta, C, ldc, NULL, NULL, NULL);
 }
 
 void nk_gemm_bf16_conv_cpu(nk_bf16_impl impl, const nk_exec *ex, const nk_conv_desc *d,
                            const float *x, uint16_t *xb, const uint16_t *wp, const float *b,
-                           const nk_epilogue *ep, float *y)
+                           const nk_epilogue *ep, float *y, uint16_t *yb)
 {
-    // Round x to bf16 once (each element is then read by up to R*S taps without converting).
-    if (xb)
+    // Round x to bf16 once (each element is then read by up to R*S taps without converting);
+    // x NULL: xb holds the input already.
+    if (xb && x)
         nk_bf16_convert_mt(impl, ex && ex->nthreads > 0 ? ex->nthreads : 1,
                            (int64_t)d->N * d->H * d->W * d->C, x, xb);
     const bf16_src s = {.d = d, .x = x, .xb = (const uint32_t *)xb};
     gemm_bf16_run(impl, ex, d->N * d->P * d->Q, d->K, d->R * d->S * d->C, &s, wp, 0.0f, y, d->K, b,
-                  ep);
+                  ep, yb);
 }

@@ -201,6 +201,35 @@ static void convert_bf16_avx512(int64_t n, const float *x, uint16_t *y)
         y[i] = nk_f32_to_bf16(x[i]);
 }
 
+static void fin_bf16_avx512(float *c, int64_t ldc, int m, int n, const float *bias, const float *sc,
+                            const float *sh, const uint16_t *resb, int64_t ldr, int relu,
+                            uint16_t *yb, int64_t ldy)
+{
+    const __m512 zero = _mm512_setzero_ps();
+    for (int j = 0; j < n; j += 16) {
+        const __mmask16 k = col_mask(n - j, 0);
+        const __m512 vb   = bias ? _mm512_maskz_loadu_ps(k, bias + j) : zero;
+        const __m512 vs   = sc ? _mm512_maskz_loadu_ps(k, sc + j) : zero;
+        const __m512 vh   = sc ? _mm512_maskz_loadu_ps(k, sh + j) : zero;
+        for (int i = 0; i < m; i++) {
+            float *cp = c + i * ldc + j;
+            __m512 v  = _mm512_maskz_loadu_ps(k, cp);
+            if (bias) v = _mm512_add_ps(v, vb);
+            if (sc) v = _mm512_fmadd_ps(v, vs, vh);
+            if (resb) {
+                const __m256i r = _mm256_maskz_loadu_epi16(k, resb + i * ldr + j);
+                v               = _mm512_add_ps(
+                                  v, _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(r), 16)));
+            }
+            if (relu) v = _mm512_max_ps(v, zero);
+            if (yb)
+                _mm256_mask_storeu_epi16(yb + i * ldy + j, k, (__m256i)_mm512_cvtneps_pbh(v));
+            else
+                _mm512_mask_storeu_ps(cp, k, v);
+        }
+    }
+}
+
 const nk_bf16_kernel nk_bf16_kernel_avx512 = {
     .ukr      = ukr_bf16_avx512,
     .pack     = pack_bf16_avx512,
@@ -208,6 +237,7 @@ const nk_bf16_kernel nk_bf16_kernel_avx512 = {
     .pack_b   = pack_b_bf16_avx512,
     .ukr_rows = ukr_rows_bf16_avx512,
     .convert  = convert_bf16_avx512,
+    .fin      = fin_bf16_avx512,
 };
 
 // ---- peak ----

@@ -7,6 +7,8 @@
  */
 #include "kernels/nk.h"
 
+#include <stdlib.h>
+
 #ifndef NK_REF_SUFFIX
 
 static double bf(float v)
@@ -56,6 +58,44 @@ void nk_conv2d_fwd_bf16_ref(const nk_conv_desc *d, const float *x, const float *
             }
         }
     }
+}
+
+void nk_conv2d_fwd_bf16x_ref(const nk_conv_desc *d, const float *x, const uint16_t *xb,
+                             const float *w, const float *b, const nk_epilogue *ep, float *y,
+                             uint16_t *yb)
+{
+    const int64_t nx = (int64_t)d->N * d->H * d->W * d->C, ny = (int64_t)d->N * d->P * d->Q * d->K;
+    float *xf = NULL, *yf = y;
+    if (xb) {
+        xf = malloc(sizeof(float) * (size_t)(nx > 0 ? nx : 1));
+        if (!xf) return;
+        for (int64_t i = 0; i < nx; i++)
+            xf[i] = nk_bf16_to_f32(xb[i]);
+        x = xf;
+    }
+    if (yb) {
+        yf = malloc(sizeof(float) * (size_t)(ny > 0 ? ny : 1));
+        if (!yf) {
+            free(xf);
+            return;
+        }
+    }
+    nk_conv2d_fwd_bf16_ref(d, x, w, b, yf);
+    for (int64_t i = 0; ep && i < ny; i++) {
+        const int64_t k = i % d->K;
+        float v         = yf[i];
+        if (ep->scale) v = v * ep->scale[k] + ep->shift[k];
+        if (ep->residual) v += ep->residual[i];
+        if (ep->residual_bf16) v += nk_bf16_to_f32(ep->residual_bf16[i]);
+        if (ep->relu && !(v > 0.0f)) v = 0.0f;
+        yf[i] = v;
+    }
+    if (yb) {
+        for (int64_t i = 0; i < ny; i++)
+            yb[i] = nk_f32_to_bf16(yf[i]);
+        free(yf);
+    }
+    free(xf);
 }
 
 // dx = conv_transpose(dy, w) with dy and w rounded to bf16: the input gradient of a conv run in
