@@ -353,7 +353,7 @@ static int cmp_prof(const void *a, const void *b)
 }
 
 // Per-layer-type totals and the slowest layers, per step (summed over `repeat` steps).
-static void print_profile(nt_model *m, int repeat, double step_s)
+static void print_profile(nt_model *m, int repeat, double step_s, int top)
 {
     int L                 = nt_model_num_layers(m);
     prof_row *row         = calloc((size_t)L, sizeof(*row));
@@ -377,16 +377,17 @@ static void print_profile(nt_model *m, int repeat, double step_s)
                    by_type[t][1] * 1e3, 100 * (by_type[t][0] + by_type[t][1]) / step_s);
     qsort(row, (size_t)L, sizeof(*row), cmp_prof);
     printf("profile: slowest layers (forward + backward ms per step)\n");
-    for (int i = 0; i < 12 && i < L; i++) {
+    for (int i = 0; i < top && i < L; i++) {
         nt_layer_info li;
         nt_model_layer(m, row[i].layer, &li);
+        if (row[i].s <= 0) break;
         printf("  %-28s %-20s %9.2f\n", li.name, li.type_name, row[i].s * 1e3);
     }
     free(row);
 }
 
 static int bench_model(int batch, int threads, int img, int train, int unfreeze, int repeat,
-                       int warmup, double peak, int check, int profile, const char *dtype)
+                       int warmup, double peak, int check, int profile, int top, const char *dtype)
 {
     nt_ctx *ctx = cli_ctx_dtype("bench", threads, 1, dtype);
     if (!ctx) return EXIT_FAIL;
@@ -486,7 +487,7 @@ static int bench_model(int batch, int threads, int img, int train, int unfreeze,
            img, nt_ctx_nthreads(ctx), sec * 1e3, batch / sec, flops / batch * 1e-9, gf,
            100 * gf / peak, best * 1e3, batch / best, 100 * flops / best * 1e-9 / peak,
            cpu_med * 1e3);
-    if (profile && warmup > 0) print_profile(m, repeat, sec);
+    if (profile && warmup > 0) print_profile(m, repeat, sec, top);
 out:
     nt_tensor_free(&x);
     nt_model_free(m);
@@ -499,7 +500,7 @@ int cmd_bench(int argc, char **argv)
     const char *what = argc > 0 && argv[0][0] != '-' ? argv[0] : NULL;
     if (what && strcmp(what, "data") == 0) return bench_data(argc - 1, argv + 1);
     int threads = 0, batch = 16, img = 224, train = 0, repeat = 5, warmup = 1, M = 0, N = 0, K = 0,
-        nocheck = 0, profile = 0;
+        nocheck = 0, profile = 0, top = 12;
     double peak            = 0;
     const char *unfreeze_s = "20", *isa_s = NULL, *dtype_s = "f32", *pass_s = "fwd";
     cli_opt opts[] = {
@@ -520,6 +521,7 @@ int cmd_bench(int argc, char **argv)
         {"peak", OPT_FLOAT, &peak, 1, 1e9, "GFLOPS", "peak to report against (default: measured)"},
         {"no-check", OPT_FLAG, &nocheck, 0, 0, NULL, "model: skip the check against the reference"},
         {"profile", OPT_FLAG, &profile, 0, 0, NULL, "model: time every layer (by type, slowest)"},
+        {"top", OPT_INT, &top, 1, 100000, "N", "model --profile: slowest layers listed (12)"},
         {"pass", OPT_STR, &pass_s, 0, 0, "fwd|bwd-data|bwd-filter",
          "conv: the forward (default) or a backward half"},
     };
@@ -605,5 +607,5 @@ int cmd_bench(int argc, char **argv)
         return bench_conv(batch, threads, repeat, peak, isa, bf16, (conv_pass)pass);
     }
     return bench_model(batch, threads, img, train, unfreeze, repeat, warmup, peak, !nocheck,
-                       profile, bf16 ? "bf16" : "f32");
+                       profile, top, bf16 ? "bf16" : "f32");
 }

@@ -158,6 +158,22 @@ static void fast_conv_fwd_bf16(const nk_exec *ex, const nk_conv_desc *d, const f
 {
     nk_conv2d_fwd_bf16_cpu(NK_BF16_AVX512, ex, d, x, wp, b, ep, y);
 }
+static void ref_conv_fwd_bf16x(const nk_exec *ex, const nk_conv_desc *d, const float *x,
+                               const uint16_t *xb, const float *w, const uint16_t *wp,
+                               const float *b, const nk_epilogue *ep, float *y, uint16_t *yb)
+{
+    nk_conv2d_fwd_bf16x_ref(d, x, xb, w, b, ep, y, yb);
+}
+static size_t ref_conv_bf16x_ws(const nk_conv_desc *d, int nthreads, int x_bf16)
+{
+    return 0;
+}
+static void fast_conv_fwd_bf16x(const nk_exec *ex, const nk_conv_desc *d, const float *x,
+                                const uint16_t *xb, const float *w, const uint16_t *wp,
+                                const float *b, const nk_epilogue *ep, float *y, uint16_t *yb)
+{
+    nk_conv2d_fwd_bf16x_cpu(NK_BF16_AVX512, ex, d, x, xb, wp, b, ep, y, yb);
+}
 static void ref_conv_bwd_data_bf16(const nk_exec *ex, const nk_conv_desc *d, const float *dy,
                                    const float *w, float *dx)
 {
@@ -303,6 +319,8 @@ static void ops_init(nt_ctx *ctx)
     o->gap_fwd                 = ref_gap_fwd;
     o->conv_fwd_bf16           = ref_conv_fwd_bf16;
     o->conv_bf16_ws            = ref_conv_ws;
+    o->conv_fwd_bf16x          = ref_conv_fwd_bf16x;
+    o->conv_bf16x_ws           = ref_conv_bf16x_ws;
     o->conv_bwd_data_bf16      = ref_conv_bwd_data_bf16;
     o->conv_bwd_data_bf16_ws   = ref_conv_ws;
     o->conv_bwd_filter_bf16    = ref_conv_bwd_filter_bf16;
@@ -349,6 +367,8 @@ static void ops_init(nt_ctx *ctx)
         o->conv_bwd_filter_bf16    = fast_conv_bwd_filter_bf16;
         o->conv_bwd_filter_bf16_ws = nk_conv2d_bwd_filter_bf16_ws_floats;
         o->conv_bf16_ws            = nk_conv2d_bf16_ws_floats;
+        o->conv_fwd_bf16x          = fast_conv_fwd_bf16x;
+        o->conv_bf16x_ws           = nk_conv2d_bf16x_ws_floats;
         o->conv_bf16_packs         = 1;
         snprintf(ctx->impl_buf, sizeof(ctx->impl_buf), "%s+%s", nk_isa_name(isa),
                  nk_bf16_impl_name(NK_BF16_AVX512));

@@ -72,6 +72,7 @@ typedef struct nt_layer {
     // output that is never materialised because a fused epilogue skipped it).
     int64_t out_off, grad_off;
     int64_t out_death;         // last plan step the output is alive
+    int out_bf16;              // the output buffer holds bf16 (see choose_bf16 in run.c)
     int grad_ready;            // the grad buffer has been written in this backward
     double prof_fwd, prof_bwd; // seconds spent, summed since nt_model_set_profile
 } nt_layer;

@@ -68,6 +68,12 @@ typedef struct nt_ops {
     void (*conv_fwd_bf16)(const nk_exec *, const nk_conv_desc *, const float *x, const float *w,
                           const uint16_t *wp, const float *b, const nk_epilogue *ep, float *y);
     size_t (*conv_bf16_ws)(const nk_conv_desc *, int nthreads);
+    // The same with bf16 activations (nk_conv2d_fwd_bf16x_cpu's contract): input from xb when
+    // not NULL, output into yb when not NULL, the residual from ep->residual_bf16 when set.
+    void (*conv_fwd_bf16x)(const nk_exec *, const nk_conv_desc *, const float *x,
+                           const uint16_t *xb, const float *w, const uint16_t *wp, const float *b,
+                           const nk_epilogue *ep, float *y, uint16_t *yb);
+    size_t (*conv_bf16x_ws)(const nk_conv_desc *, int nthreads, int x_bf16);
     // bf16 input gradient (training with NT_DTYPE_BF16): w float32, rounded and packed per call.
     void (*conv_bwd_data_bf16)(const nk_exec *, const nk_conv_desc *, const float *dy,
                                const float *w, float *dx);

@@ -227,6 +227,43 @@ static int grad_src(const nt_model *m, int i)
     return i;
 }
 
+static int conv_infer(const nt_model *m, int i, int training);
+
+// bf16 activations (NT_DTYPE_BF16): an output that an inference-form conv writes (itself or
+// through its fused epilogue) and that only inference-form convs read, as their input or as the
+// residual of their epilogue, is stored in bf16: each of those convs rounds its input to bf16
+// anyway, so this halves the bytes written and read and loses only the residual's rounding.
+// Kept outputs, the model's output and everything the backward reads stay float32.
+static void choose_bf16(nt_model *m, int training, const int *born)
+{
+    const int L = m->nlayers;
+    for (int k = 0; k < L; k++)
+        m->layers[k].out_bf16 = 0;
+    if (m->ctx->opts.dtype != NT_DTYPE_BF16 || !m->ctx->ops.conv_fwd_bf16x) return;
+    for (int k = 0; k < L - 1; k++) {
+        const int p = born[k];
+        if (p < 0 || m->layers[k].keep || m->layers[p].type != NT_LAYER_CONV ||
+            !conv_infer(m, p, training))
+            continue;
+        int readers = 0, ok = 1;
+        for (int j = k + 1; j < L && ok; j++) {
+            const nt_layer *r = &m->layers[j];
+            for (int t = 0; t < r->nin && ok; t++) {
+                if (r->in[t] != k) continue;
+                readers++;
+                if (r->type == NT_LAYER_CONV && !r->fused && conv_infer(m, j, training)) continue;
+                // A fused residual add: k is the residual of the conv that computes the add.
+                int res = 0;
+                if (r->type == NT_LAYER_ADD && r->fused)
+                    for (int c = 0; c < j; c++)
+                        if (m->layers[c].fuse_add == j && m->layers[c].fuse_res == k) res = 1;
+                ok = res;
+            }
+        }
+        m->layers[k].out_bf16 = ok && readers > 0;
+    }
+}
+
 static nt_status plan(nt_model *m, int N, int training)
 {
     if (m->planned_n == N && m->planned_training == training) return NT_OK;
@@ -262,6 +299,7 @@ static nt_status plan(nt_model *m, int N, int training)
             cons[m->layers[i].in[k]] = i;
         }
     fuse(m, training, ncons, cons, born);
+    choose_bf16(m, training, born);
     int n          = 0;
     int64_t maxact = 0;
     size_t ws      = 0;
@@ -282,6 +320,8 @@ static nt_status plan(nt_model *m, int N, int training)
             if (w > ws) ws = w;
             if (ctx->opts.dtype == NT_DTYPE_BF16) {
                 w = ctx->ops.conv_bf16_ws(&d, ctx->nthreads);
+                if (w > ws) ws = w;
+                w = ctx->ops.conv_bf16x_ws(&d, ctx->nthreads, m->layers[l->in[0]].out_bf16);
                 if (w > ws) ws = w;
                 if (training && i >= bstart) {
                     w = ctx->ops.conv_bwd_data_bf16_ws(&d, ctx->nthreads);
@@ -318,10 +358,11 @@ static nt_status plan(nt_model *m, int N, int training)
     // Outputs that a fused epilogue skips get no buffer; the rest are born when computed.
     for (int i = 0; i < L; i++) {
         if (born[i] < 0) continue;
-        it[n++] = (plan_item){.size  = round16(layer_numel(&m->layers[i], N)),
-                              .birth = born[i],
-                              .death = m->layers[i].out_death,
-                              .layer = i};
+        const int64_t ne = layer_numel(&m->layers[i], N);
+        it[n++]          = (plan_item){.size  = round16(m->layers[i].out_bf16 ? (ne + 1) / 2 : ne),
+                                       .birth = born[i],
+                                       .death = m->layers[i].out_death,
+                                       .layer = i};
     }
     free(ncons), free(cons), free(born);
     // Gradients: born at the backward step of the last reader, dead after the layer's own.
@@ -522,8 +563,19 @@ nt_status nt_model_forward(nt_model *m, const nt_tensor *x, int training, uint64
         case NT_LAYER_CONV: {
             nk_conv_desc d = conv_desc(m, l, N);
             const int bf16 = conv_bf16(m, i, training), packed = conv_packed(m, i, training);
+            // bf16 activations: input, output (the last layer the epilogue computes) or residual.
+            const int yl  = l->fuse_relu >= 0  ? l->fuse_relu
+                            : l->fuse_add >= 0 ? l->fuse_add
+                            : l->fuse_bn >= 0  ? l->fuse_bn
+                                               : i;
+            const int xbf = src->out_bf16, ybf = m->layers[yl].out_bf16;
+            const int rbf = l->fuse_res >= 0 && m->layers[l->fuse_res].out_bf16;
             if (l->fuse_bn < 0) {
-                if (bf16)
+                if (bf16 && (xbf || ybf))
+                    o->conv_fwd_bf16x(&ex, &d, xbf ? NULL : xin, xbf ? (const uint16_t *)xin : NULL,
+                                      param(m, l, 0), l->wpack, param(m, l, 1), NULL,
+                                      ybf ? NULL : y, ybf ? (uint16_t *)y : NULL);
+                else if (bf16)
                     o->conv_fwd_bf16(&ex, &d, xin, param(m, l, 0), l->wpack, param(m, l, 1), NULL,
                                      y);
                 else if (packed)
@@ -542,14 +594,18 @@ nt_status nt_model_forward(nt_model *m, const nt_tensor *x, int training, uint64
                 bn->fold_scale[c] = (float)sc;
                 bn->fold_shift[c] = (float)(be[c] - mm[c] * sc);
             }
-            nk_epilogue ep = {.scale    = bn->fold_scale,
-                              .shift    = bn->fold_shift,
-                              .relu     = l->fuse_relu >= 0,
-                              .residual = l->fuse_res >= 0 ? out_of(m, l->fuse_res) : NULL};
-            float *yo      = out_of(m, l->fuse_relu >= 0  ? l->fuse_relu
-                                       : l->fuse_add >= 0 ? l->fuse_add
-                                                          : l->fuse_bn);
-            if (bf16)
+            const float *res = l->fuse_res >= 0 ? out_of(m, l->fuse_res) : NULL;
+            nk_epilogue ep   = {.scale         = bn->fold_scale,
+                                .shift         = bn->fold_shift,
+                                .relu          = l->fuse_relu >= 0,
+                                .residual      = rbf ? NULL : res,
+                                .residual_bf16 = rbf ? (const uint16_t *)res : NULL};
+            float *yo        = out_of(m, yl);
+            if (bf16 && (xbf || ybf || rbf))
+                o->conv_fwd_bf16x(&ex, &d, xbf ? NULL : xin, xbf ? (const uint16_t *)xin : NULL,
+                                  param(m, l, 0), l->wpack, param(m, l, 1), &ep, ybf ? NULL : yo,
+                                  ybf ? (uint16_t *)yo : NULL);
+            else if (bf16)
                 o->conv_fwd_bf16(&ex, &d, xin, param(m, l, 0), l->wpack, param(m, l, 1), &ep, yo);
             else if (packed)
                 o->conv_fwd_packed(&ex, &d, xin, l->wpack, param(m, l, 1), &ep, yo);
@@ -643,6 +699,7 @@ const nt_tensor *nt_model_layer_output(const nt_model *m, int layer)
     if (!m->have_forward || layer < 0 || layer >= m->nlayers) return NULL;
     const nt_layer *l = &m->layers[layer];
     if (l->out_off < 0 || l->out_death < m->nlayers - 1) return NULL; // fused away or reused
+    if (l->out_bf16) return NULL;                                     // not float32 (not kept)
     nt_model *mm = (nt_model *)m;
     set_view(&mm->layer_view, l, m->last_n, mm->buf + l->out_off);
     return &mm->layer_view;
