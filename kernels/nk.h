@@ -332,8 +332,9 @@ void nk_gemm_bf16_cpu(nk_bf16_impl impl, const nk_exec *ex, int M, int N, int K,
 // Inference convolution in bf16 with the fused epilogue (ep may be NULL). wp is w [R,S,C,K] packed
 // by nk_gemm_bf16_pack_b(0, R*S*C, K, w, K, wp). Filters wider than 1x1 with even C >= 16 round
 // x to bf16 once into the workspace and broadcast pairs straight from it; 1x1 convolutions pack
-// (and round) A from x directly (strided ones too when C % 32 == 0); the rest go through
-// im2col. Scratch: nk_conv2d_bf16_ws_floats(d, nthreads). Specification:
+// (and round) A from x directly (strided ones too when C % 32 == 0); the rest (conv1: C = 3)
+// round x once and gather bf16 patch rows that the micro-kernel reads unpacked. Scratch:
+// nk_conv2d_bf16_ws_floats(d, nthreads). Specification:
 // nk_conv2d_fwd_bf16_ref followed by the epilogue.
 size_t nk_conv2d_bf16_ws_floats(const nk_conv_desc *d, int nthreads);
 // The input gradient in bf16: a stride-1 conv's as the forward bf16 conv of dy with the flipped
