@@ -361,6 +361,7 @@ void nt_model_layer(const nt_model *m, int i, nt_layer_info *info)
     }
     info->nparams   = layer_nparams(m, l, &info->ntrain);
     info->trainable = l->trainable;
+    info->out_bf16  = l->out_bf16;
 }
 
 int nt_model_find_layer(const nt_model *m, const char *name)

@@ -92,6 +92,7 @@ struct nt_model {
     int bstart; // first layer whose backward runs (nlayers: none)
     float *buf;
     int64_t buf_floats;
+    int64_t plan_floats; // what the current plan uses of buf
     int64_t scratch_off; // backward scratch (max activation size), -1 when none
     size_t ws_floats;    // kernel workspace needed
     void *plan;          // run.c's plan items, kept for reuse

@@ -200,6 +200,7 @@ typedef struct nt_layer_info {
     int64_t nparams; // all parameters, BN moving statistics included
     int64_t ntrain;  // trainable parameters (0 when frozen)
     int trainable;
+    int out_bf16; // the last forward stored the output in bf16 (NT_DTYPE_BF16: only convs read it)
 } nt_layer_info;
 
 int nt_model_num_layers(const nt_model *m);
@@ -304,6 +305,10 @@ const nt_tensor *nt_model_output(const nt_model *m);
 // The last forward's output of layer `layer`, or NULL when it was not kept (frozen inference
 // buffers are reused as soon as they are dead).
 const nt_tensor *nt_model_layer_output(const nt_model *m, int layer);
+// Bytes of activations (and gradients) that the last forward's memory plan holds: every live
+// buffer at its peak, after reuse and fusion; with NT_DTYPE_BF16 the outputs that only convs read
+// count 2 bytes an element. 0 before the first forward.
+size_t nt_model_activation_bytes(const nt_model *m);
 
 // Sigmoid + class-weighted BCE on the last forward's logits (N x 1): Keras reduction
 // sum(w_i l_i)/N with p clipped to [1e-7, 1-1e-7]. labels [N] (NULL: only probs are computed,

@@ -418,6 +418,7 @@ static nt_status plan(nt_model *m, int N, int training)
     nt_status s = nt_ctx_exec(ctx, ws, &ex);
     if (s != NT_OK) return s;
     m->ws_floats        = ws;
+    m->plan_floats      = total;
     m->planned_n        = N;
     m->planned_training = training;
     nt_ctx_log(ctx, NT_LOG_DEBUG, "plan: batch %d %s: %lld MB activations, backward from layer %d",
@@ -703,6 +704,11 @@ const nt_tensor *nt_model_layer_output(const nt_model *m, int layer)
     nt_model *mm = (nt_model *)m;
     set_view(&mm->layer_view, l, m->last_n, mm->buf + l->out_off);
     return &mm->layer_view;
+}
+
+size_t nt_model_activation_bytes(const nt_model *m)
+{
+    return m->planned_n > 0 ? (size_t)m->plan_floats * sizeof(float) : 0;
 }
 
 // ---- loss ----

@@ -519,6 +519,54 @@ static void test_bf16(void)
     CHECK(e_ref <= TOL_BF16_VS_REF_RTOL);
     CHECK(e_f32 <= TOL_BF16_VS_F32_RTOL);
     CHECK(memcmp(out[0], out[1], sizeof(out[0])) != 0); // bf16 really ran
+    // bf16 activations: the outputs that only convs read are stored in bf16 (every block's but
+    // the last, and the convs' inside the blocks), the reference plans the same way, float32 has
+    // none, and a kept output stays float32.
+    {
+        int nb[3] = {0, 0, 0}, same = 1;
+        for (int i = 0; i < nt_model_num_layers(mb); i++) {
+            nt_layer_info li[3];
+            for (int k = 0; k < 3; k++) {
+                nt_model_layer(ms[k], i, &li[k]);
+                nb[k] += li[k].out_bf16;
+            }
+            if (li[0].out_bf16 != li[2].out_bf16) same = 0;
+            if (strcmp(li[0].name, "conv4_block2_out") == 0 ||
+                strcmp(li[0].name, "conv2_block1_2_relu") == 0)
+                CHECK_MSG(li[0].out_bf16, "%s stored in bf16", li[0].name);
+            if (strcmp(li[0].name, "conv5_block3_out") == 0 ||
+                strcmp(li[0].name, "pool1_pool") == 0)
+                CHECK_MSG(!li[0].out_bf16, "%s stays float32 (not only convs read it)", li[0].name);
+        }
+        CHECK_MSG(nb[0] >= 40 && nb[1] == 0 && same, "bf16 outputs: %d fast, %d f32, %d ref", nb[0],
+                  nb[1], nb[2]);
+        CHECK(nt_model_activation_bytes(mb) > 0 &&
+              nt_model_activation_bytes(mb) <= nt_model_activation_bytes(mf));
+    }
+    {
+        const int k = nt_model_find_layer(mb, "conv4_block2_out");
+        CHECK(k > 0);
+        nt_model_keep_output(mb, k, 1);
+        nt_model_keep_output(mf, k, 1);
+        CHECK(nt_model_forward(mb, &x, 0, 0) == NT_OK && nt_model_forward(mf, &x, 0, 0) == NT_OK);
+        nt_layer_info kl;
+        nt_model_layer(mb, k, &kl);
+        CHECK_MSG(!kl.out_bf16, "a kept output is float32");
+        const nt_tensor *kb = nt_model_layer_output(mb, k), *kf = nt_model_layer_output(mf, k);
+        CHECK(kb && kf && nt_tensor_numel(kb) == nt_tensor_numel(kf));
+        if (kb && kf) {
+            double num = 0, den = 0;
+            for (int64_t i = 0; i < nt_tensor_numel(kf); i++) {
+                num += fabs((double)kb->data[i] - kf->data[i]);
+                den += fabs((double)kf->data[i]);
+            }
+            CHECK_MSG(den > 0 && num / den<0.05, "kept bf16 output vs f32: mean rel %.3g", den> 0
+                          ? num / den
+                          : -1.0);
+        }
+        nt_model_keep_output(mb, k, 0);
+        nt_model_keep_output(mf, k, 0);
+    }
 
     // Weights written through nt_model_param drop the cached packing; the output follows.
     nt_param p;
