@@ -125,40 +125,49 @@ static int nthreads_of(const nk_exec *ex)
 }
 
 // col[(l - l0)*Q + q, (r*S + s)*C + c] = x[n, p*stride - pad_h + r, q*stride - pad_w + s, c]
-// (zero outside the image) for the output lines l = n*P + p in [l0, l1).
-static void im2col(const nk_conv_desc *d, const float *x, int64_t l0, int64_t l1, float *col,
-                   int nt)
+// (zero outside the image) for the output lines l = n*P + p in [l0, l1), elements of es bytes
+// (float32 or bf16), rows ldk elements apart (zero from R*S*C on).
+static void im2col_es(const nk_conv_desc *d, const void *x, size_t es, int64_t l0, int64_t l1,
+                      int64_t ldk, void *col, int nt)
 {
     const int H = d->H, W = d->W, C = d->C, R = d->R, S = d->S, P = d->P, Q = d->Q;
     const int64_t rsc = (int64_t)R * S * C;
+    const size_t row = (size_t)S * C * es, px = (size_t)C * es;
 #pragma omp parallel for num_threads(nt) schedule(static)
     for (int64_t l = l0; l < l1; l++) {
         const int n = (int)(l / P), p = (int)(l % P);
         for (int q = 0; q < Q; q++) {
-            float *dst    = col + ((l - l0) * Q + q) * rsc;
+            char *line = (char *)col + ((l - l0) * Q + q) * ldk * (int64_t)es, *dst = line;
             const int iw0 = q * d->stride - d->pad_w;
-            for (int r = 0; r < R; r++, dst += (int64_t)S * C) {
+            for (int r = 0; r < R; r++, dst += row) {
                 const int ih = p * d->stride - d->pad_h + r;
                 if (ih < 0 || ih >= H) {
-                    memset(dst, 0, sizeof(float) * (size_t)S * C);
+                    memset(dst, 0, row);
                     continue;
                 }
-                const float *src = x + ((int64_t)n * H + ih) * W * C;
+                const char *src = (const char *)x + ((int64_t)n * H + ih) * W * (int64_t)px;
                 if (iw0 >= 0 && iw0 + S <= W) {
-                    // The whole filter row is inside: S*C contiguous floats (NHWC).
-                    memcpy(dst, src + (int64_t)iw0 * C, sizeof(float) * (size_t)S * C);
+                    // The whole filter row is inside: S*C contiguous elements (NHWC).
+                    memcpy(dst, src + (int64_t)iw0 * px, row);
                     continue;
                 }
                 for (int s = 0; s < S; s++) {
                     const int iw = iw0 + s;
                     if (iw < 0 || iw >= W)
-                        memset(dst + s * C, 0, sizeof(float) * (size_t)C);
+                        memset(dst + s * px, 0, px);
                     else
-                        memcpy(dst + s * C, src + (int64_t)iw * C, sizeof(float) * (size_t)C);
+                        memcpy(dst + s * px, src + (int64_t)iw * px, px);
                 }
             }
+            if (ldk > rsc) memset(line + rsc * (int64_t)es, 0, (size_t)(ldk - rsc) * es);
         }
     }
+}
+
+static void im2col(const nk_conv_desc *d, const float *x, int64_t l0, int64_t l1, float *col,
+                   int nt)
+{
+    im2col_es(d, x, sizeof(float), l0, l1, (int64_t)d->R * d->S * d->C, col, nt);
 }
 
 // The adjoint of im2col, accumulated: dx[n, ih, iw, c] += col[...] over the output lines
@@ -442,44 +451,6 @@ size_t nk_conv2d_bf16_ws_floats(const nk_conv_desc *d, int nthreads)
     return g + xb + (size_t)chunk_lines(d) * d->Q * (size_t)bf16_col_ldk(d) / 2 + 16;
 }
 
-// Output lines [l0, l1) of x's patches (x already bf16) as rows of ldk bf16 (zero past R*S*C).
-static void im2col_bf16(const nk_conv_desc *d, const uint16_t *x, int64_t l0, int64_t l1,
-                        int64_t ldk, uint16_t *col, int nt)
-{
-    const int H = d->H, W = d->W, C = d->C, R = d->R, S = d->S, P = d->P, Q = d->Q;
-    const int64_t rsc = (int64_t)R * S * C;
-#pragma omp parallel for num_threads(nt) schedule(static)
-    for (int64_t l = l0; l < l1; l++) {
-        const int n = (int)(l / P), p = (int)(l % P);
-        for (int q = 0; q < Q; q++) {
-            uint16_t *row = col + ((l - l0) * Q + q) * ldk, *dst = row;
-            const int iw0 = q * d->stride - d->pad_w;
-            for (int r = 0; r < R; r++, dst += (int64_t)S * C) {
-                const int ih = p * d->stride - d->pad_h + r;
-                if (ih < 0 || ih >= H) {
-                    memset(dst, 0, sizeof(uint16_t) * (size_t)S * C);
-                    continue;
-                }
-                const uint16_t *src = x + ((int64_t)n * H + ih) * W * C;
-                if (iw0 >= 0 && iw0 + S <= W) {
-                    // The whole filter row is inside: S*C contiguous values (NHWC).
-                    memcpy(dst, src + (int64_t)iw0 * C, sizeof(uint16_t) * (size_t)S * C);
-                    continue;
-                }
-                for (int sx = 0; sx < S; sx++) {
-                    const int iw = iw0 + sx;
-                    if (iw < 0 || iw >= W)
-                        memset(dst + sx * C, 0, sizeof(uint16_t) * (size_t)C);
-                    else
-                        memcpy(dst + sx * C, src + (int64_t)iw * C, sizeof(uint16_t) * (size_t)C);
-                }
-            }
-            for (int64_t k = rsc; k < ldk; k++)
-                row[k] = 0;
-        }
-    }
-}
-
 // The patch-matrix route (any C): x (or xb, already bf16) gathered into bf16 rows of ldk per
 // chunk of output lines, each chunk one GEMM on unpacked rows, into y or (yb) bf16.
 static void conv_bf16_col(nk_bf16_impl impl, const nk_exec *ex, const nk_conv_desc *d,
@@ -500,7 +471,7 @@ static void conv_bf16_col(nk_bf16_impl impl, const nk_exec *ex, const nk_conv_de
     const int64_t lines = (int64_t)d->N * d->P, step = chunk_lines(d);
     for (int64_t l0 = 0; l0 < lines; l0 += step) {
         const int64_t l1 = l0 + step < lines ? l0 + step : lines, off = l0 * d->Q * K;
-        im2col_bf16(d, xb, l0, l1, ldk, col, nt);
+        im2col_es(d, xb, sizeof(uint16_t), l0, l1, ldk, col, nt);
         const nk_epilogue epc = chunk_epilogue(ep, off);
         nk_gemm_bf16_rows_cpu(impl, &gex, (int)((l1 - l0) * d->Q), K, (int)ldk, col, (int)ldk, wp,
                               yb ? NULL : y + off, yb ? yb + off : NULL, K, b, ep ? &epc : NULL);
