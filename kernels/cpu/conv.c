@@ -416,6 +416,12 @@ static size_t bf16_gemm_part(int nthreads)
     return (nk_gemm_bf16_ws_floats(nthreads) + 15) & ~(size_t)15;
 }
 
+// Floats (rounded up to 16) that hold n bf16 values.
+static size_t bf16_floats(size_t n)
+{
+    return ((n + 1) / 2 + 15) & ~(size_t)15;
+}
+
 // Convolutions that round x to bf16 once into the workspace and read it unpacked: filters wider
 // than 1x1 (each x element then serves R*S taps, so rounding it once beats packing patches:
 // 1.1-1.2x on the 3x3 convs; on 1x1 convs the extra pass lost 1-15%), even C, so that no k pair
@@ -442,13 +448,23 @@ static int64_t bf16_col_ldk(const nk_conv_desc *d)
     return ((int64_t)d->R * d->S * d->C + 1) & ~(int64_t)1;
 }
 
+// Workspace floats of x rounded to bf16, and of one chunk of the bf16 patch matrix.
+static size_t bf16_x_floats(const nk_conv_desc *d)
+{
+    return bf16_floats((size_t)d->N * d->H * d->W * d->C);
+}
+
+static size_t bf16_col_floats(const nk_conv_desc *d)
+{
+    return bf16_floats((size_t)chunk_lines(d) * d->Q * (size_t)bf16_col_ldk(d));
+}
+
 size_t nk_conv2d_bf16_ws_floats(const nk_conv_desc *d, int nthreads)
 {
-    size_t g        = bf16_gemm_part(nthreads);
-    const size_t xb = ((size_t)d->N * d->H * d->W * d->C + 1) / 2 + 16;
-    if (bf16_unpacked(d)) return g + xb;
+    const size_t g = bf16_gemm_part(nthreads);
+    if (bf16_unpacked(d)) return g + bf16_x_floats(d);
     if (is_direct(d) || bf16_implicit(d)) return g;
-    return g + xb + (size_t)chunk_lines(d) * d->Q * (size_t)bf16_col_ldk(d) / 2 + 16;
+    return g + bf16_x_floats(d) + bf16_col_floats(d);
 }
 
 // The patch-matrix route (any C): x (or xb, already bf16) gathered into bf16 rows of ldk per
@@ -458,14 +474,15 @@ static void conv_bf16_col(nk_bf16_impl impl, const nk_exec *ex, const nk_conv_de
                           const nk_epilogue *ep, float *y, uint16_t *yb)
 {
     const int nt = nthreads_of(ex), K = d->K;
-    const size_t g   = bf16_gemm_part(nt);
-    const int64_t nx = (int64_t)d->N * d->H * d->W * d->C, ldk = bf16_col_ldk(d);
-    nk_exec gex   = {nt, ex->ws, g};
-    uint16_t *col = (uint16_t *)(ex->ws + g);
+    const size_t g    = bf16_gemm_part(nt);
+    const int64_t ldk = bf16_col_ldk(d);
+    nk_exec gex       = {nt, ex->ws, g};
+    uint16_t *col     = (uint16_t *)(ex->ws + g);
     if (!xb) {
+        // x rounded once in front of the patch chunk.
         uint16_t *xr = col;
-        col          = (uint16_t *)(ex->ws + g + (nx + 1) / 2 + 16);
-        nk_bf16_convert_mt(impl, nt, nx, x, xr);
+        col          = (uint16_t *)(ex->ws + g + bf16_x_floats(d));
+        nk_bf16_convert_mt(impl, nt, (int64_t)d->N * d->H * d->W * d->C, x, xr);
         xb = xr;
     }
     const int64_t lines = (int64_t)d->N * d->P, step = chunk_lines(d);
@@ -503,10 +520,8 @@ void nk_conv2d_fwd_bf16_cpu(nk_bf16_impl impl, const nk_exec *ex, const nk_conv_
 
 size_t nk_conv2d_bf16x_ws_floats(const nk_conv_desc *d, int nthreads, int x_bf16)
 {
-    const size_t g  = bf16_gemm_part(nthreads);
-    const size_t xb = x_bf16 ? 0 : ((size_t)d->N * d->H * d->W * d->C + 1) / 2 + 16;
-    if (d->C % 2 == 0) return g + xb;
-    return g + xb + (size_t)chunk_lines(d) * d->Q * (size_t)bf16_col_ldk(d) / 2 + 16;
+    const size_t g = bf16_gemm_part(nthreads), xb = x_bf16 ? 0 : bf16_x_floats(d);
+    return g + xb + (d->C % 2 ? bf16_col_floats(d) : 0);
 }
 
 void nk_conv2d_fwd_bf16x_cpu(nk_bf16_impl impl, const nk_exec *ex, const nk_conv_desc *d,
@@ -534,12 +549,6 @@ static int bf16_bwd_as_fwd(const nk_conv_desc *d)
 {
     const nk_conv_desc t = flipped_desc(d);
     return d->stride == 1 && !is_direct(d) && t.pad_h >= 0 && t.pad_w >= 0;
-}
-
-// Floats (rounded up to 16) that hold n bf16 values.
-static size_t bf16_floats(size_t n)
-{
-    return ((n + 1) / 2 + 15) & ~(size_t)15;
 }
 
 size_t nk_conv2d_bwd_data_bf16_ws_floats(const nk_conv_desc *d, int nthreads)

@@ -726,6 +726,59 @@ static int bf16_ab_rows(const bf16_src *s, int64_t row0, int mc, int pc, int kc,
     return 1;
 }
 
+// The row pointers of an unpacked A (s->xb or s->ab) for rows [row0, row0 + mc) x k [pc, pc + kc).
+static int bf16_unpacked_rows(const bf16_src *s, int64_t row0, int mc, int pc, int kc, int *segp,
+                              const uint32_t **rows)
+{
+    return s->xb ? bf16_conv_rows(s, row0, mc, pc, kc, segp, rows)
+                 : bf16_ab_rows(s, row0, mc, pc, kc, segp, rows);
+}
+
+// One unit of a bf16-output GEMM (rows [i0, i0 + mcb), columns [j0, j0 + ncb)): BMC x BJC
+// blocks summed over every k block in the float32 staging tile, then finished (epilogue, bf16
+// rounding) into Cb. A is unpacked.
+static void bf16_unit_out(const nk_bf16_kernel *kr, const bf16_src *s, int64_t i0, int mcb, int j0,
+                          int ncb, int K, const uint32_t *B32, const float *bias,
+                          const nk_epilogue *ep, uint16_t *Cb, int ldc, uint32_t *abuf,
+                          float *stage)
+{
+    const int Kp         = (K + 1) / 2;
+    const float *sc      = ep ? ep->scale : NULL;
+    const uint16_t *resb = ep ? ep->residual_bf16 : NULL;
+    for (int ic = 0; ic < mcb; ic += BMC) {
+        const int mcc     = mcb - ic < BMC ? mcb - ic : BMC;
+        const int64_t row = i0 + ic;
+        for (int jc = 0; jc < ncb; jc += BJC) {
+            const int jce = ncb - jc < BJC ? ncb - jc : BJC;
+            if (K <= 0)
+                for (int i = 0; i < mcc; i++)
+                    memset(stage + (int64_t)i * BJC, 0, sizeof(float) * (size_t)jce);
+            for (int pc = 0; pc < K; pc += BKC) {
+                const int kcb = K - pc < BKC ? K - pc : BKC;
+                int segp[BKC / 2 + 1];
+                const uint32_t **rows = (const uint32_t **)abuf;
+                const int nseg        = bf16_unpacked_rows(s, row, mcc, pc, kcb, segp, rows);
+                for (int j = jc; j < jc + jce; j += BNR) {
+                    const int n = jc + jce - j < BNR ? jc + jce - j : BNR;
+                    const uint32_t *bp =
+                        B32 + (int64_t)((j0 + j) / BNR) * Kp * BNR + (int64_t)(pc / 2) * BNR;
+                    for (int ir = 0; ir < mcc; ir += BMR)
+                        kr->ukr_rows(nseg, segp, rows + (int64_t)(ir / BMR) * nseg * BMR, bp,
+                                     stage + (int64_t)ir * BJC + (j - jc), BJC,
+                                     pc == 0 ? 0.0f : 1.0f, mcc - ir < BMR ? mcc - ir : BMR, n);
+                }
+            }
+            for (int ir = 0; ir < mcc; ir += BMR) {
+                const int64_t off = (row + ir) * ldc + j0 + jc;
+                kr->fin(stage + (int64_t)ir * BJC, BJC, mcc - ir < BMR ? mcc - ir : BMR, jce,
+                        bias ? bias + j0 + jc : NULL, sc ? sc + j0 + jc : NULL,
+                        sc ? ep->shift + j0 + jc : NULL, resb ? resb + off : NULL, ldc,
+                        ep && ep->relu, Cb + off, ldc);
+            }
+        }
+    }
+}
+
 // Packs rows [row0, row0 + mc) x k [pc, pc + kc) of A into panels of BMR rows (kc rounded up to
 // pairs), through the kernel's chunk packer.
 static void bf16_pack_a(const nk_bf16_kernel *kr, const bf16_src *s, int64_t row0, int mc, int pc,
@@ -809,7 +862,6 @@ static void gemm_bf16_run(nk_bf16_impl impl, const nk_exec *ex, int M, int N, in
     float *ws               = align64(ex->ws);
     const size_t per_thread = (size_t)BMC * BKC / 2 + (size_t)BMC * BJC + 2 * WS_ALIGN_FLOATS;
     int next                = 0;
-    const float *sc = ep ? ep->scale : NULL, *sh = ep ? ep->shift : NULL;
 
 #pragma omp parallel num_threads(nt)
     {
@@ -824,45 +876,7 @@ static void gemm_bf16_run(nk_bf16_impl impl, const nk_exec *ex, int M, int N, in
             const int mcb    = (int)(M - i0 < u.mc_u ? M - i0 : u.mc_u);
             const int ncb    = N - j0 < u.nc_u ? N - j0 : u.nc_u;
             if (Cb) {
-                // bf16 output: BMC x BJC blocks summed over every k block in the staging tile.
-                for (int ic = 0; ic < mcb; ic += BMC) {
-                    const int mcc     = mcb - ic < BMC ? mcb - ic : BMC;
-                    const int64_t row = i0 + ic;
-                    for (int jc = 0; jc < ncb; jc += BJC) {
-                        const int jce = ncb - jc < BJC ? ncb - jc : BJC;
-                        if (K <= 0)
-                            for (int i = 0; i < mcc; i++)
-                                memset(stage + (int64_t)i * BJC, 0, sizeof(float) * (size_t)jce);
-                        for (int pc = 0; pc < K; pc += BKC) {
-                            const int kcb  = K - pc < BKC ? K - pc : BKC;
-                            const float bb = pc == 0 ? 0.0f : 1.0f;
-                            int segp[BKC / 2 + 1];
-                            const uint32_t **rows = (const uint32_t **)abuf;
-                            const int nseg        = s->xb
-                                                        ? bf16_conv_rows(s, row, mcc, pc, kcb, segp, rows)
-                                                        : bf16_ab_rows(s, row, mcc, pc, kcb, segp, rows);
-                            for (int j = jc; j < jc + jce; j += BNR) {
-                                const int n        = jc + jce - j < BNR ? jc + jce - j : BNR;
-                                const uint32_t *bp = B32 + (int64_t)((j0 + j) / BNR) * Kp * BNR +
-                                                     (int64_t)(pc / 2) * BNR;
-                                for (int ir = 0; ir < mcc; ir += BMR) {
-                                    const int m = mcc - ir < BMR ? mcc - ir : BMR;
-                                    kr->ukr_rows(
-                                        nseg, segp, rows + (int64_t)(ir / BMR) * nseg * BMR, bp,
-                                        stage + (int64_t)ir * BJC + (j - jc), BJC, bb, m, n);
-                                }
-                            }
-                        }
-                        for (int ir = 0; ir < mcc; ir += BMR) {
-                            const int m       = mcc - ir < BMR ? mcc - ir : BMR;
-                            const int64_t off = (row + ir) * ldc + j0 + jc;
-                            kr->fin(stage + (int64_t)ir * BJC, BJC, m, jce,
-                                    bias ? bias + j0 + jc : NULL, sc ? sc + j0 + jc : NULL,
-                                    sc ? sh + j0 + jc : NULL, resb ? resb + off : NULL, ldc, relu,
-                                    Cb + off, ldc);
-                        }
-                    }
-                }
+                bf16_unit_out(kr, s, i0, mcb, j0, ncb, K, B32, bias, ep, Cb, ldc, abuf, stage);
                 continue;
             }
             for (int pc = 0; pc < K; pc += BKC) {
@@ -874,10 +888,8 @@ static void gemm_bf16_run(nk_bf16_impl impl, const nk_exec *ex, int M, int N, in
                     const int64_t row     = i0 + ic;
                     int nseg              = 0, segp[BKC / 2 + 1];
                     const uint32_t **rows = (const uint32_t **)abuf; // pointers, not panels
-                    if (s->xb)
-                        nseg = bf16_conv_rows(s, row, mcc, pc, kcb, segp, rows);
-                    else if (s->ab)
-                        nseg = bf16_ab_rows(s, row, mcc, pc, kcb, segp, rows);
+                    if (unpacked)
+                        nseg = bf16_unpacked_rows(s, row, mcc, pc, kcb, segp, rows);
                     else
                         bf16_pack_a(kr, s, row, mcc, pc, kcb, abuf);
                     for (int j = 0; j < ncb; j += BNR) {
@@ -894,8 +906,9 @@ static void gemm_bf16_run(nk_bf16_impl impl, const nk_exec *ex, int M, int N, in
                                 kr->ukr(kp, abuf + (int64_t)ir * kp, bp, c, ldc, beta_eff, m, n);
                             if (last && resb)
                                 kr->fin(c, ldc, m, n, bias ? bias + j0 + j : NULL,
-                                        sc ? sc + j0 + j : NULL, sc ? sh + j0 + j : NULL,
-                                        resb + (c - C), ldc, relu, NULL, 0);
+                                        ep->scale ? ep->scale + j0 + j : NULL,
+                                        ep->scale ? ep->shift + j0 + j : NULL, resb + (c - C), ldc,
+                                        relu, NULL, 0);
                             else if (last && any_epi)
                                 epi(c, ldc, m, n, bias ? bias + j0 + j : NULL,
                                     ep && ep->scale ? ep->scale + j0 + j : NULL,
