@@ -529,11 +529,20 @@ static void test_eltwise(int64_t n)
 
 // ---- pooling and padding ----
 
-static void test_pool(int N, int H, int W, int C, int R, int stride)
+static void test_pool(int N, int H, int W, int C, int R, int stride, int pad)
 {
-    nk_conv_desc d  = {.N = N, .H = H, .W = W, .C = C, .K = C, .R = R, .S = R, .stride = stride};
-    d.P             = (H - R) / stride + 1;
-    d.Q             = (W - R) / stride + 1;
+    nk_conv_desc d  = {.N      = N,
+                       .H      = H,
+                       .W      = W,
+                       .C      = C,
+                       .K      = C,
+                       .R      = R,
+                       .S      = R,
+                       .stride = stride,
+                       .pad_h  = pad,
+                       .pad_w  = pad};
+    d.P             = (H + 2 * pad - R) / stride + 1;
+    d.Q             = (W + 2 * pad - R) / stride + 1;
     const size_t nx = (size_t)N * H * W * C, ny = (size_t)N * d.P * d.Q * C;
     float *x = xmalloc(nx), *dy = xmalloc(ny), *r = xmalloc(nx), *o = xmalloc(nx);
     fill(x, nx, 61, -1, 1);
@@ -547,14 +556,14 @@ static void test_pool(int N, int H, int W, int C, int R, int stride)
         nk_maxpool_fwd_ref(&d, x, r);
         poison(o, ny);
         nk_maxpool_fwd_cpu(&ex, &d, x, o);
-        snprintf(what, sizeof what, "maxpool_fwd t%d N=%d H=%d C=%d R=%d s=%d", nt, N, H, C, R,
-                 stride);
+        snprintf(what, sizeof what, "maxpool_fwd t%d N=%d H=%d C=%d R=%d s=%d pad=%d", nt, N, H, C,
+                 R, stride, pad);
         CHECK_CLOSE(what, o, r, (int64_t)ny, TOL_EXACT, TOL_EXACT);
         nk_maxpool_bwd_ref(&d, x, dy, r);
         poison(o, nx);
         nk_maxpool_bwd_cpu(&ex, &d, x, dy, o);
-        snprintf(what, sizeof what, "maxpool_bwd t%d N=%d H=%d C=%d R=%d s=%d", nt, N, H, C, R,
-                 stride);
+        snprintf(what, sizeof what, "maxpool_bwd t%d N=%d H=%d C=%d R=%d s=%d pad=%d", nt, N, H, C,
+                 R, stride, pad);
         CHECK_CLOSE(what, o, r, (int64_t)nx, 1e-6, 1e-6); // overlapping windows sum in any order
 
         const int pt = 1, pb = 2, pl = 3, pr = 0;
@@ -593,10 +602,12 @@ int main(void)
         for (size_t j = 0; j < 4; j++)
             if (bm[i] * bc[j] <= 2000000) test_bn(bm[i], bc[j]);
 
-    test_pool(1, 3, 3, 1, 3, 2);
-    test_pool(3, 7, 7, 33, 3, 2);
-    test_pool(2, 33, 33, 7, 3, 2);
-    test_pool(1, 9, 9, 130, 2, 1);
+    test_pool(1, 3, 3, 1, 3, 2, 0);
+    test_pool(3, 7, 7, 33, 3, 2, 0);
+    test_pool(2, 33, 33, 7, 3, 2, 0);
+    test_pool(1, 9, 9, 130, 2, 1, 0);
+    test_pool(2, 8, 9, 64, 3, 2, 0); // the last input row is in no window
+    test_pool(2, 8, 8, 20, 3, 2, 1); // padded windows
 
     static const int64_t en[] = {1, 7, 1023, 100003};
     for (size_t i = 0; i < 4; i++)

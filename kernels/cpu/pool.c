@@ -1,12 +1,16 @@
 /*
  * pool.c: threaded max pooling (forward and backward), zero padding, global average pooling and
  * the fused residual add + ReLU, on NHWC. Plain C with OpenMP: the inner loops run over
- * channels, contiguous in NHWC, and vectorise. Contracts in kernels/nk.h; tested against
- * kernels/ref in tests/test_ops.c.
+ * channels, contiguous in NHWC, and vectorise. The max pooling backward loop is in pool_impl.h,
+ * built twice (here and in pool_avx512.c) and picked by the CPU's ISA. Contracts in
+ * kernels/nk.h; tested against kernels/ref in tests/test_ops.c (and tests/isa.sh).
  */
+#include <string.h>
+
 #include "kernels/nk.h"
 
-#include <string.h>
+#define POOL_NAME(f) pool_##f##_base
+#include "kernels/cpu/pool_impl.h"
 
 static int threads_of(const nk_exec *ex)
 {
@@ -44,59 +48,16 @@ void nk_maxpool_fwd_cpu(const nk_exec *ex, const nk_conv_desc *d, const float *x
     }
 }
 
+void pool_maxpool_bwd_avx512(const nk_exec *ex, const nk_conv_desc *d, const float *x,
+                             const float *dy, float *dx);
+
 void nk_maxpool_bwd_cpu(const nk_exec *ex, const nk_conv_desc *d, const float *x, const float *dy,
                         float *dx)
 {
-    const int C = d->C;
-    // Windows overlap inside an image, so each thread owns whole images. Each window's taps are
-    // listed once (offsets of whole pixels); then 64 channels at a time keep the running maximum
-    // and its tap in registers, reading contiguous NHWC pixels.
-#pragma omp parallel for num_threads(threads_of(ex)) schedule(static)
-    for (int n = 0; n < d->N; n++) {
-        const float *xn = x + (int64_t)n * d->H * d->W * C;
-        float *dxn      = dx + (int64_t)n * d->H * d->W * C;
-        for (int64_t i = 0; i < (int64_t)d->H * d->W * C; i++)
-            dxn[i] = 0.0f;
-        for (int p = 0; p < d->P; p++)
-            for (int q = 0; q < d->Q; q++) {
-                const float *g = dy + (((int64_t)n * d->P + p) * d->Q + q) * C;
-                int64_t tap[64];
-                int nt = 0;
-                for (int r = 0; r < d->R; r++) {
-                    const int h = p * d->stride - d->pad_h + r;
-                    if (h < 0 || h >= d->H) continue;
-                    for (int s = 0; s < d->S; s++) {
-                        const int w = q * d->stride - d->pad_w + s;
-                        if (w < 0 || w >= d->W || nt == 64) continue;
-                        tap[nt++] = ((int64_t)h * d->W + w) * C;
-                    }
-                }
-                if (nt == 0) continue;
-                for (int c0 = 0; c0 < C; c0 += 64) {
-                    const int cw = C - c0 < 64 ? C - c0 : 64;
-                    float best[64];
-                    int64_t at[64];
-#pragma omp simd
-                    for (int c = 0; c < cw; c++) {
-                        best[c] = xn[tap[0] + c0 + c];
-                        at[c]   = tap[0];
-                    }
-                    // The first maximum in row-major (r, s) order, as the reference: strict >.
-                    for (int t = 1; t < nt; t++) {
-                        const float *xt = xn + tap[t] + c0;
-#pragma omp simd
-                        for (int c = 0; c < cw; c++) {
-                            const float v = xt[c];
-                            const int up  = v > best[c];
-                            best[c]       = up ? v : best[c];
-                            at[c]         = up ? tap[t] : at[c];
-                        }
-                    }
-                    for (int c = 0; c < cw; c++)
-                        dxn[at[c] + c0 + c] += g[c0 + c];
-                }
-            }
-    }
+    if (nk_cpu_detect() >= NK_ISA_AVX512)
+        pool_maxpool_bwd_avx512(ex, d, x, dy, dx);
+    else
+        pool_maxpool_bwd_base(ex, d, x, dy, dx);
 }
 
 void nk_zeropad_fwd_cpu(const nk_exec *ex, int N, int H, int W, int C, int pt, int pb, int pl,

@@ -1,0 +1,73 @@
+/*
+ * pool_impl.h: the max pooling backward loop, written once and compiled twice: by pool.c
+ * (baseline flags) and by pool_avx512.c (AVX-512 flags), each defining POOL_NAME(f) to name its
+ * copy; pool.c picks one at run time. The running argmax is a compare and two selects per
+ * channel: with AVX-512 they become masked moves, while the baseline build branches on the data
+ * (after a ReLU, about half the values tie at 0 and the branch is unpredictable: 3-4x slower).
+ */
+
+void POOL_NAME(maxpool_bwd)(const nk_exec *ex, const nk_conv_desc *d, const float *x,
+                            const float *dy, float *dx)
+{
+    const int C       = d->C;
+    const int64_t row = (int64_t)d->W * C; // floats per input row
+    // Windows overlap inside an image, so each thread owns whole images. Each window's taps are
+    // listed once (offsets of whole pixels); then 64 channels at a time keep the running maximum
+    // and its tap in registers, reading contiguous NHWC pixels. dx's rows are zeroed just before
+    // the first window row that covers them, so they are still in cache when the windows add
+    // into them (not in one pass over the image first).
+#pragma omp parallel for num_threads(ex && ex->nthreads > 0 ? ex->nthreads : 1) schedule(static)
+    for (int n = 0; n < d->N; n++) {
+        const float *xn = x + (int64_t)n * d->H * row;
+        float *dxn      = dx + (int64_t)n * d->H * row;
+        int zeroed      = 0; // rows [0, zeroed) of dxn are zeroed
+        for (int p = 0; p < d->P; p++) {
+            int hend = p * d->stride - d->pad_h + d->R;
+            hend     = hend < d->H ? hend : d->H;
+            if (hend > zeroed) {
+                memset(dxn + zeroed * row, 0, (size_t)(hend - zeroed) * row * sizeof(float));
+                zeroed = hend;
+            }
+            for (int q = 0; q < d->Q; q++) {
+                const float *g = dy + (((int64_t)n * d->P + p) * d->Q + q) * C;
+                int64_t tap[64];
+                int nt = 0;
+                for (int r = 0; r < d->R; r++) {
+                    const int h = p * d->stride - d->pad_h + r;
+                    if (h < 0 || h >= d->H) continue;
+                    for (int s = 0; s < d->S; s++) {
+                        const int w = q * d->stride - d->pad_w + s;
+                        if (w < 0 || w >= d->W || nt == 64) continue;
+                        tap[nt++] = ((int64_t)h * d->W + w) * C;
+                    }
+                }
+                if (nt == 0) continue;
+                for (int c0 = 0; c0 < C; c0 += 64) {
+                    const int cw = C - c0 < 64 ? C - c0 : 64;
+                    float best[64];
+                    int64_t at[64];
+#pragma omp simd
+                    for (int c = 0; c < cw; c++) {
+                        best[c] = xn[tap[0] + c0 + c];
+                        at[c]   = tap[0];
+                    }
+                    // The first maximum in row-major (r, s) order, as the reference: strict >.
+                    for (int t = 1; t < nt; t++) {
+                        const float *xt = xn + tap[t] + c0;
+#pragma omp simd
+                        for (int c = 0; c < cw; c++) {
+                            const float v = xt[c];
+                            const int up  = v > best[c];
+                            best[c]       = up ? v : best[c];
+                            at[c]         = up ? tap[t] : at[c];
+                        }
+                    }
+                    for (int c = 0; c < cw; c++)
+                        dxn[at[c] + c0 + c] += g[c0 + c];
+                }
+            }
+        }
+        if (zeroed < d->H) // rows that no window covers
+            memset(dxn + zeroed * row, 0, (size_t)(d->H - zeroed) * row * sizeof(float));
+    }
+}
