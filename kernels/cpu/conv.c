@@ -650,36 +650,43 @@ static size_t wgrad_split_thread_floats(const nk_conv_desc *d, int64_t lp)
            bf16_floats(nk_gemm_bf16_packed_b_elems((int)rows, d->K));
 }
 
+// Floats before the GEMM's workspace in the bf16 weight gradient: the bias gradient's partial
+// sums, a float row per chunk of the row split, or else K doubles and a float row.
+static size_t wgrad_sum_floats(const nk_conv_desc *d, int64_t nch)
+{
+    return ((size_t)(nch > 0 ? nch : 3) * d->K + 15) & ~(size_t)15;
+}
+
 size_t nk_conv2d_bwd_filter_bf16_ws_floats(const nk_conv_desc *d, int nthreads)
 {
-    const size_t colsum = nk_colsum_ws_floats((int64_t)d->N * d->P * d->Q, d->K);
-    const size_t rsc    = (size_t)d->R * d->S * d->C;
+    const size_t rsc = (size_t)d->R * d->S * d->C;
     int64_t lp;
     const int64_t nch = wgrad_split(d, &lp);
-    size_t work;
-    if (nch > 0) {
-        work = (((size_t)nch * rsc * d->K + 15) & ~(size_t)15) +
+    const size_t sums = wgrad_sum_floats(d, nch);
+    if (nch > 0)
+        return sums + (((size_t)nch * rsc * d->K + 15) & ~(size_t)15) +
                (size_t)(nthreads > 0 ? nthreads : 1) * wgrad_split_thread_floats(d, lp);
-    } else {
-        const size_t rows = (size_t)wgrad_chunk_lines(d) * d->Q;
-        const size_t col  = is_direct(d) ? 0 : ((rows * rsc + 15) & ~(size_t)15);
-        work              = bf16_gemm_part(nthreads) + col +
-               bf16_floats(nk_gemm_bf16_packed_b_elems((int)rows, d->K));
-    }
-    return work > colsum ? work : colsum;
+    const size_t rows = (size_t)wgrad_chunk_lines(d) * d->Q;
+    const size_t col  = is_direct(d) ? 0 : ((rows * rsc + 15) & ~(size_t)15);
+    return sums + bf16_gemm_part(nthreads) + col +
+           bf16_floats(nk_gemm_bf16_packed_b_elems((int)rows, d->K));
 }
 
 void nk_conv2d_bwd_filter_bf16_cpu(nk_bf16_impl impl, const nk_exec *ex, const nk_conv_desc *d,
                                    const float *x, const float *dy, float *dw, float *db)
 {
     const int nt = nthreads_of(ex), K = d->K, rsc = d->R * d->S * d->C;
-    if (db) nk_colsum_cpu(ex, (int64_t)d->N * d->P * d->Q, K, dy, db);
     const int64_t lines = (int64_t)d->N * d->P;
     int64_t lp;
     const int64_t nch = wgrad_split(d, &lp);
+    // db is summed while dy is packed (no pass of its own over dy): float sums per chunk of rows,
+    // added in double in chunk order.
+    float *sums   = ex->ws;
+    float *ws     = sums + wgrad_sum_floats(d, nch);
+    double *dbsum = (double *)sums;
     if (nch > 0) {
         const int64_t nw = (int64_t)rsc * K;
-        float *part      = ex->ws;
+        float *part      = ws;
         float *tws       = part + ((nch * nw + 15) & ~(int64_t)15);
         const size_t per = wgrad_split_thread_floats(d, lp), g1 = bf16_gemm_part(1);
         const size_t colf =
@@ -699,18 +706,29 @@ void nk_conv2d_bwd_filter_bf16_cpu(nk_bf16_impl impl, const nk_exec *ex, const n
                     im2col(d, x, l0, l1, col, 1);
                     src = col;
                 }
-                nk_gemm_bf16_pack_b(0, rows, K, dy + l0 * d->Q * K, K, bp);
+                if (db)
+                    nk_gemm_bf16_pack_b_sum_mt(1, rows, K, dy + l0 * d->Q * K, K, bp, sums + c * K);
+                else
+                    nk_gemm_bf16_pack_b(0, rows, K, dy + l0 * d->Q * K, K, bp);
                 nk_gemm_bf16_at_cpu(impl, &one, rsc, K, rows, src, rsc, bp, 0.0f, part + c * nw, K);
             }
             add_partials(part, nch, nw, dw);
         }
+        if (db)
+            for (int k = 0; k < K; k++) {
+                double sum = 0.0;
+                for (int64_t c = 0; c < nch; c++)
+                    sum += sums[c * K + k];
+                db[k] = (float)sum;
+            }
         return;
     }
     const int64_t step    = wgrad_chunk_lines(d);
     const size_t rows_max = (size_t)step * d->Q, g = bf16_gemm_part(nt);
-    float *col   = ex->ws + g;
+    float *col   = ws + g;
     uint16_t *bp = (uint16_t *)(col + (is_direct(d) ? 0 : ((rows_max * rsc + 15) & ~(size_t)15)));
-    const nk_exec gex = {nt, ex->ws, g};
+    const nk_exec gex = {nt, ws, g};
+    float *chunk_sum  = sums + 2 * (size_t)K; // after the K doubles
     for (int64_t l0 = 0; l0 < lines; l0 += step) {
         const int64_t l1 = l0 + step < lines ? l0 + step : lines;
         const int rows   = (int)((l1 - l0) * d->Q);
@@ -719,7 +737,16 @@ void nk_conv2d_bwd_filter_bf16_cpu(nk_bf16_impl impl, const nk_exec *ex, const n
             im2col(d, x, l0, l1, col, nt);
             src = col;
         }
-        nk_gemm_bf16_pack_b_mt(nt, 0, rows, K, dy + l0 * d->Q * K, K, bp);
+        if (db) {
+            nk_gemm_bf16_pack_b_sum_mt(nt, rows, K, dy + l0 * d->Q * K, K, bp, chunk_sum);
+            for (int k = 0; k < K; k++)
+                dbsum[k] = (l0 == 0 ? 0.0 : dbsum[k]) + chunk_sum[k];
+        } else {
+            nk_gemm_bf16_pack_b_mt(nt, 0, rows, K, dy + l0 * d->Q * K, K, bp);
+        }
         nk_gemm_bf16_at_cpu(impl, &gex, rsc, K, rows, src, rsc, bp, l0 == 0 ? 0.0f : 1.0f, dw, K);
     }
+    if (db)
+        for (int k = 0; k < K; k++)
+            db[k] = (float)dbsum[k];
 }

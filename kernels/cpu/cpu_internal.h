@@ -125,8 +125,11 @@ typedef void (*nk_bf16_pack_fn)(const float *const *src, int w, uint32_t *dst);
 // with a zero), rows past m zero.
 typedef void (*nk_bf16_pack_t_fn)(const float *src, int64_t lda, int m, int kc, uint32_t *dst);
 // One panel of nk_gemm_bf16_pack_b's layout from row-major B (not transposed): columns [0, n) of
-// B (n <= NK_BF16_NR; the rest of the panel zero), all K rows, rows paired.
-typedef void (*nk_bf16_pack_b_fn)(const float *B, int64_t ldb, int K, int n, uint32_t *dst);
+// B (n <= NK_BF16_NR; the rest of the panel zero), all K rows, rows paired. colsum (may be NULL)
+// gets the float32 sums of those n columns of B, rows added in order (a bias gradient read on the
+// same pass).
+typedef void (*nk_bf16_pack_b_fn)(const float *B, int64_t ldb, int K, int n, uint32_t *dst,
+                                  float *colsum);
 
 // Batch-reduce form on unpacked bf16 rows (see nk_gemm_ukr_rows_fn): segment s has segp[s] k
 // pairs, row i of it at rows[s*MR + i] (32-bit pair words: bf16 activations, NHWC).
@@ -154,6 +157,12 @@ typedef struct nk_bf16_kernel {
 } nk_bf16_kernel;
 
 extern const nk_bf16_kernel nk_bf16_kernel_avx512;
+
+// nk_gemm_bf16_pack_b_mt for row-major B that also writes colsum[0:N], the float32 sum of each
+// column of B, its rows added in order (one thread per column: the sums do not depend on
+// nthreads).
+void nk_gemm_bf16_pack_b_sum_mt(int nthreads, int K, int N, const float *B, int ldb, uint16_t *dst,
+                                float *colsum);
 
 // C[M,N] = bf16(A)^T Bp + beta * C with A stored [K, M] (lda): weight gradients (dw = x^T dy) in
 // bf16 without transposing x. Bp from nk_gemm_bf16_pack_b (K, N). Scratch nk_gemm_bf16_ws_floats.

@@ -128,23 +128,33 @@ static void pack_t_bf16_avx512(const float *src, int64_t lda, int m, int kc, uin
     }
 }
 
-static void pack_b_bf16_avx512(const float *B, int64_t ldb, int K, int n, uint32_t *dst)
+static void pack_b_bf16_avx512(const float *B, int64_t ldb, int K, int n, uint32_t *dst,
+                               float *colsum)
 {
     const __mmask16 k0 = (__mmask16)(n >= 16 ? 0xFFFFu : (1u << n) - 1u);
     const __mmask16 k1 = (__mmask16)(n >= 32 ? 0xFFFFu : n > 16 ? (1u << (n - 16)) - 1u : 0u);
+    __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
     for (int q = 0; q < (K + 1) / 2; q++) {
         const float *r0 = B + (int64_t)(2 * q) * ldb, *r1 = r0 + ldb;
         const int two = 2 * q + 1 < K;
         for (int v = 0; v < 2; v++) {
             const __mmask16 km = v ? k1 : k0;
-            __m512i lo         = _mm512_cvtepu16_epi32(
-                        (__m256i)_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(km, r0 + 16 * v)));
-            __m512i hi = two ? _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(
-                                   _mm512_maskz_loadu_ps(km, r1 + 16 * v)))
+            const __m512 f0    = _mm512_maskz_loadu_ps(km, r0 + 16 * v);
+            const __m512 f1    = two ? _mm512_maskz_loadu_ps(km, r1 + 16 * v) : _mm512_setzero_ps();
+            if (colsum) { // rows in order: 2q, then 2q + 1
+                __m512 *s = v ? &s1 : &s0;
+                *s        = _mm512_add_ps(_mm512_add_ps(*s, f0), f1);
+            }
+            __m512i lo = _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(f0));
+            __m512i hi = two ? _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(f1))
                              : _mm512_setzero_si512();
             _mm512_storeu_si512(dst + q * NR + 16 * v,
                                 _mm512_or_si512(lo, _mm512_slli_epi32(hi, 16)));
         }
+    }
+    if (colsum) {
+        _mm512_mask_storeu_ps(colsum, k0, s0);
+        _mm512_mask_storeu_ps(colsum + 16, k1, s1);
     }
 }
 
