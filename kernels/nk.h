@@ -284,9 +284,12 @@ void nk_dense_bwd_filter_cpu(nk_isa isa, const nk_exec *ex, int N, int C, int K,
 // Threaded elementwise and BN paths (OpenMP over ex->nthreads). Same contracts as _ref.
 // Scratch (ex->ws) for the three BN kernels below on [M,C].
 size_t nk_bn_ws_floats(int64_t M, int C);
+// res (may be NULL): a residual [M,C] added after the normalisation and before the ReLU, so that
+// y = [relu](res + bn(x)): a BN, the residual add after it and its ReLU as one op (training
+// ResNet's last BN of a block; the reference is nk_bn_fwd_train_ref, then the add, then the ReLU).
 void nk_bn_fwd_train_cpu(const nk_exec *ex, int64_t M, int C, const float *x, const float *gamma,
-                         const float *beta, float eps, int relu, float *y, float *mean,
-                         float *invstd);
+                         const float *beta, float eps, int relu, const float *res, float *y,
+                         float *mean, float *invstd);
 void nk_bn_fwd_infer_cpu(const nk_exec *ex, int64_t M, int C, const float *x, const float *gamma,
                          const float *beta, const float *mmean, const float *mvar, float eps,
                          float *y);

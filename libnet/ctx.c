@@ -89,10 +89,13 @@ static size_t ref_bn_ws(int64_t M, int C)
     return 0;
 }
 static void ref_bn_fwd_train(const nk_exec *ex, int64_t M, int C, const float *x,
-                             const float *gamma, const float *beta, float eps, int relu, float *y,
-                             float *mean, float *invstd)
+                             const float *gamma, const float *beta, float eps, int relu,
+                             const float *res, float *y, float *mean, float *invstd)
 {
-    nk_bn_fwd_train_ref(M, C, x, gamma, beta, eps, relu, y, mean, invstd);
+    nk_bn_fwd_train_ref(M, C, x, gamma, beta, eps, res ? 0 : relu, y, mean, invstd);
+    if (!res) return;
+    nk_add_fwd_ref(M * C, res, y, y);
+    if (relu) nk_relu_fwd_ref(M * C, y, y);
 }
 static void ref_bn_fwd_infer(const nk_exec *ex, int64_t M, int C, const float *x,
                              const float *gamma, const float *beta, const float *mmean,

@@ -40,10 +40,11 @@ typedef struct nt_ops {
                              float *dw, float *db);
     size_t (*dense_ws)(int nthreads);
     size_t (*bn_ws)(int64_t M, int C);
-    // relu: the ReLU after the BN computed with it (y is then the ReLU's output).
+    // relu: the ReLU after the BN computed with it (y is then the ReLU's output); res (may be
+    // NULL): a residual added before it (y is then the add's or its ReLU's output).
     void (*bn_fwd_train)(const nk_exec *, int64_t M, int C, const float *x, const float *gamma,
-                         const float *beta, float eps, int relu, float *y, float *mean,
-                         float *invstd);
+                         const float *beta, float eps, int relu, const float *res, float *y,
+                         float *mean, float *invstd);
     void (*bn_fwd_infer)(const nk_exec *, int64_t M, int C, const float *x, const float *gamma,
                          const float *beta, const float *mmean, const float *mvar, float eps,
                          float *y);

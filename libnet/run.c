@@ -186,6 +186,9 @@ static void fuse(nt_model *m, int training, const int *ncons, const int *cons, i
     // ReLU's output as a mask: the BN's own output and gradient never exist. A residual add
     // whose only reader is a ReLU computes it (add_relu); its backward reads the ReLU's gradient
     // the same way, and a batch BN feeding only that add reads it too (no copy for the add).
+    // That BN also computes the add and the ReLU when the add's other input exists by then (a
+    // ResNet block's last BN and its shortcut): the BN's and the add's outputs are never written.
+    // The add's backward still runs (the shortcut's gradient).
     for (int i = m->bstart; i < L; i++) {
         nt_layer *l = &m->layers[i];
         if (!training || l->keep || ncons[i] != 1) continue;
@@ -196,11 +199,31 @@ static void fuse(nt_model *m, int training, const int *ncons, const int *cons, i
             l->gsrc      = k;
         } else if (l->type == NT_LAYER_ADD && l->in[0] != l->in[1]) {
             l->fuse_relu = k;
+            int fused_bn = 0;
             for (int t = 0; t < 2; t++) {
-                nt_layer *b = &m->layers[l->in[t]];
-                if (b->type == NT_LAYER_BN && bn_batch_mode(b, training) && !b->keep &&
-                    ncons[l->in[t]] == 1 && l->in[t] >= m->bstart)
-                    b->gsrc = k;
+                const int bi = l->in[t], o = l->in[1 - t];
+                nt_layer *b = &m->layers[bi];
+                if (b->type != NT_LAYER_BN || !bn_batch_mode(b, training) || b->keep ||
+                    ncons[bi] != 1 || bi < m->bstart)
+                    continue;
+                b->gsrc = k;
+                // The BN computes the add and its ReLU too when the add's other input is
+                // already in memory then: its own output and the add's never exist.
+                if (!fused_bn && born[o] >= 0 && born[o] < bi) {
+                    b->fuse_add  = i;
+                    b->fuse_res  = o;
+                    b->fuse_relu = k;
+                    l->fused     = 1; // the add's forward; its backward still runs
+                    born[bi]     = -1;
+                    fused_bn     = 1;
+                }
+            }
+            if (fused_bn) {
+                m->layers[k].fused = 1;
+                born[i]            = -1;
+                for (int t = 0; t < 2; t++)
+                    if (m->layers[l->in[t]].fuse_add == i) born[k] = l->in[t];
+                continue;
             }
         } else {
             continue;
@@ -256,7 +279,9 @@ static void choose_bf16(nt_model *m, int training, const int *born)
                 int res = 0;
                 if (r->type == NT_LAYER_ADD && r->fused)
                     for (int c = 0; c < j; c++)
-                        if (m->layers[c].fuse_add == j && m->layers[c].fuse_res == k) res = 1;
+                        if (m->layers[c].type == NT_LAYER_CONV && m->layers[c].fuse_add == j &&
+                            m->layers[c].fuse_res == k)
+                            res = 1;
                 ok = res;
             }
         }
@@ -619,6 +644,7 @@ nt_status nt_model_forward(nt_model *m, const nt_tensor *x, int training, uint64
             if (l->bn_batch_mode) {
                 const int r = bn_relu(l);
                 o->bn_fwd_train(&ex, M, l->C, xin, param(m, l, 0), param(m, l, 1), BN_EPS, r >= 0,
+                                l->fuse_res >= 0 ? out_of(m, l->fuse_res) : NULL,
                                 r >= 0 ? out_of(m, r) : y, l->bn_mean, l->bn_invstd);
                 float *mm = param(m, l, 2), *mv = param(m, l, 3);
                 for (int c = 0; c < l->C; c++) {

@@ -265,6 +265,59 @@ static nt_model *mini_resnet(nt_ctx *ctx)
     return m;
 }
 
+// The training fusions (BN + ReLU, BN + residual add + ReLU, add + ReLU) against the unfused
+// graph: keeping every output turns them off. The loss, the input gradient and every parameter
+// gradient agree, and the fused model never materialises a block's last BN or its add.
+static void test_train_fused(nt_ctx *ctx)
+{
+    nt_model *f = mini_resnet(ctx), *u = mini_resnet(ctx);
+    for (int i = 0; i < nt_model_num_layers(u); i++)
+        nt_model_keep_output(u, i, 1);
+    int64_t shp[4] = {4, 20, 20, 3};
+    nt_tensor x;
+    nt_tensor_new(ctx, 4, shp, &x);
+    fill_input(&x, 7);
+    float labels[4] = {1, 0, 0, 1}, dl[2][4];
+    double loss[2];
+    nt_model *ms[2] = {f, u};
+    for (int k = 0; k < 2; k++) {
+        nt_model_set_profile(ms[k], 1);
+        CHECK(nt_model_forward(ms[k], &x, 1, 5) == NT_OK);
+        CHECK(nt_model_loss(ms[k], labels, NULL, &loss[k], NULL, dl[k]) == NT_OK);
+        nt_tensor dy = {.ndim = 2, .shape = {4, 1}, .data = dl[k]};
+        CHECK(nt_model_backward(ms[k], &dy, NULL) == NT_OK);
+    }
+    CHECK_CLOSE("fused vs unfused training loss", &(float){(float)loss[0]},
+                &(float){(float)loss[1]}, 1, 1e-6, 1e-5);
+    // Each block's add runs inside its last BN in the fused model (no forward time of its own)
+    // and still runs its backward; unfused, it runs both.
+    const char *adds[] = {"conv2_block1_add", "conv2_block2_add", "conv3_block1_add"};
+    for (int t = 0; t < 3; t++) {
+        const int li = nt_model_find_layer(f, adds[t]);
+        double ff, fb, uf, ub;
+        CHECK(li >= 0);
+        nt_model_layer_time(f, li, &ff, &fb);
+        nt_model_layer_time(u, li, &uf, &ub);
+        CHECK_MSG(ff == 0 && fb > 0, "%s fused into its BN: forward %g s, backward %g s", adds[t],
+                  ff, fb);
+        CHECK_MSG(uf > 0 && ub > 0 && nt_model_layer_output(u, li) != NULL,
+                  "%s unfused: forward %g s, backward %g s", adds[t], uf, ub);
+    }
+    CHECK(nt_model_activation_bytes(f) < nt_model_activation_bytes(u));
+    for (int i = 0; i < nt_model_num_params(f); i++) {
+        nt_param pf, pu;
+        nt_model_param(f, i, &pf);
+        nt_model_param(u, i, &pu);
+        if (!pf.grad) continue;
+        char what[120];
+        snprintf(what, sizeof what, "fused vs unfused gradient %s", pf.name);
+        CHECK_CLOSE(what, pf.grad->data, pu.grad->data, nt_tensor_numel(pf.grad), 1e-6, 1e-4);
+    }
+    nt_tensor_free(&x);
+    nt_model_free(f);
+    nt_model_free(u);
+}
+
 static void test_fd_gradients(nt_ctx *ctx)
 {
     nt_model *m = mini_resnet(ctx);
@@ -703,6 +756,8 @@ int main(void)
     nt_ctx *ref = new_ctx(NT_IMPL_REF, 11);
     test_fd_gradients(ref);
     test_fd_gradients(ctx);
+    test_train_fused(ref);
+    test_train_fused(ctx);
     nt_ctx_free(ref);
     nt_ctx_free(ctx);
     return check_summary("test_model");

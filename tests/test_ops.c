@@ -409,7 +409,7 @@ static void test_bn(int64_t M, int C)
             nk_exec ex = {nt, ws, nk_bn_ws_floats(M, C)};
             char what[120];
             poison(y, n);
-            nk_bn_fwd_train_cpu(&ex, M, C, x, g, be, eps, relu, y, mean, is);
+            nk_bn_fwd_train_cpu(&ex, M, C, x, g, be, eps, relu, NULL, y, mean, is);
             snprintf(what, sizeof what, "bn_fwd_train_y r%d t%d M=%lld C=%d", relu, nt,
                      (long long)M, C);
             CHECK_CLOSE(what, y, y_ref, (int64_t)n, TOL_BN_ATOL, TOL_BN_RTOL);
@@ -439,6 +439,29 @@ static void test_bn(int64_t M, int C)
             CHECK_CLOSE(what, dg, dg_ref, C, tol_grad, TOL_BN_RTOL);
         }
     }
+    // BN + residual add (+ ReLU) as one op: the reference BN, then the add, then the ReLU.
+    for (int relu = 0; relu <= 1; relu++) {
+        float *res = xmalloc(n);
+        fill(res, n, 47, -2, 2);
+        nk_bn_fwd_train_ref(M, C, x, g, be, eps, 0, y_ref, mean_ref, is_ref);
+        nk_add_fwd_ref((int64_t)n, res, y_ref, y_ref);
+        if (relu) nk_relu_fwd_ref((int64_t)n, y_ref, y_ref);
+        for (int nt = 1; nt <= 2; nt++) {
+            nk_exec ex = {nt, ws, nk_bn_ws_floats(M, C)};
+            char what[120];
+            poison(y, n);
+            nk_bn_fwd_train_cpu(&ex, M, C, x, g, be, eps, relu, res, y, mean, is);
+            snprintf(what, sizeof what, "bn_fwd_train_res_y r%d t%d M=%lld C=%d", relu, nt,
+                     (long long)M, C);
+            // The BN part's relative error is of its own size (|bn(x)| < 8 here), which the
+            // residual can cancel: an absolute allowance of that size.
+            CHECK_CLOSE(what, y, y_ref, (int64_t)n, TOL_BN_ATOL + 8 * TOL_BN_RTOL, TOL_BN_RTOL);
+            snprintf(what, sizeof what, "bn_fwd_train_res_mean r%d t%d M=%lld C=%d", relu, nt,
+                     (long long)M, C);
+            CHECK_CLOSE(what, mean, mean_ref, C, TOL_BN_ATOL, TOL_BN_RTOL);
+        }
+        free(res);
+    }
     // The fused ReLU really masks: where the ReLU's output is 0, dy must not matter.
     if (n > 0) {
         nk_exec ex = {2, ws, nk_bn_ws_floats(M, C)};
@@ -467,10 +490,10 @@ static void test_bn(int64_t M, int C)
     // The thread count does not change a bit (fixed chunks and groups, sums in a fixed order).
     {
         nk_exec e1 = {1, ws, nk_bn_ws_floats(M, C)};
-        nk_bn_fwd_train_cpu(&e1, M, C, x, g, be, eps, 1, y_ref, mean_ref, is_ref);
+        nk_bn_fwd_train_cpu(&e1, M, C, x, g, be, eps, 1, NULL, y_ref, mean_ref, is_ref);
         nk_bn_bwd_train_cpu(&e1, M, C, x, y_ref, dy, g, mean_ref, is_ref, dx_ref, dg_ref, db_ref);
         nk_exec e3 = {3, ws, nk_bn_ws_floats(M, C)};
-        nk_bn_fwd_train_cpu(&e3, M, C, x, g, be, eps, 1, y, mean, is);
+        nk_bn_fwd_train_cpu(&e3, M, C, x, g, be, eps, 1, NULL, y, mean, is);
         nk_bn_bwd_train_cpu(&e3, M, C, x, y, dy, g, mean, is, dx, dg, db);
         CHECK(memcmp(y, y_ref, n * sizeof(float)) == 0 &&
               memcmp(mean, mean_ref, C * sizeof(float)) == 0 &&

@@ -21,8 +21,8 @@
 #include "kernels/cpu/bn_impl.h"
 
 void bn_fwd_train_avx512(const nk_exec *ex, int64_t M, int C, const float *x, const float *gamma,
-                         const float *beta, float eps, int relu, float *y, float *mean,
-                         float *invstd);
+                         const float *beta, float eps, int relu, const float *res, float *y,
+                         float *mean, float *invstd);
 void bn_fwd_infer_avx512(const nk_exec *ex, int64_t M, int C, const float *x, const float *gamma,
                          const float *beta, const float *mmean, const float *mvar, float eps,
                          float *y);
@@ -59,13 +59,13 @@ size_t nk_bn_ws_floats(int64_t M, int C)
 }
 
 void nk_bn_fwd_train_cpu(const nk_exec *ex, int64_t M, int C, const float *x, const float *gamma,
-                         const float *beta, float eps, int relu, float *y, float *mean,
-                         float *invstd)
+                         const float *beta, float eps, int relu, const float *res, float *y,
+                         float *mean, float *invstd)
 {
     if (nk_cpu_detect() >= NK_ISA_AVX512)
-        bn_fwd_train_avx512(ex, M, C, x, gamma, beta, eps, relu, y, mean, invstd);
+        bn_fwd_train_avx512(ex, M, C, x, gamma, beta, eps, relu, res, y, mean, invstd);
     else
-        bn_fwd_train_base(ex, M, C, x, gamma, beta, eps, relu, y, mean, invstd);
+        bn_fwd_train_base(ex, M, C, x, gamma, beta, eps, relu, res, y, mean, invstd);
 }
 
 void nk_bn_fwd_infer_cpu(const nk_exec *ex, int64_t M, int C, const float *x, const float *gamma,

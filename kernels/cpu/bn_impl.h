@@ -75,9 +75,24 @@ static inline void BN_NAME(chunk_stats)(const float *x, int64_t ld, int n, int w
         m2[j] = s[j];
 }
 
+// One output row: (x - sh) * sc + beta, plus the residual row rr when res, then the ReLU when
+// relu. res and relu are constants at each call, so the four forms compile to four loops.
+static inline __attribute__((always_inline)) void
+BN_NAME(out_row)(int C, const float *xr, const float *sh, const float *sc, const float *beta,
+                 const float *rr, int res, int relu, float *yr)
+{
+#pragma omp simd
+    for (int c = 0; c < C; c++) {
+        float v = (xr[c] - sh[c]) * sc[c] + beta[c];
+        if (res) v = rr[c] + v; // Add([shortcut, bn]): the shortcut first, as Keras
+        if (relu) v = v > 0.0f ? v : 0.0f;
+        yr[c] = v;
+    }
+}
+
 void BN_NAME(fwd_train)(const nk_exec *ex, int64_t M, int C, const float *x, const float *gamma,
-                        const float *beta, float eps, int relu, float *y, float *mean,
-                        float *invstd)
+                        const float *beta, float eps, int relu, const float *res, float *y,
+                        float *mean, float *invstd)
 {
     const bn_grid g = bn_grid_of(M, C);
     double *gmu = (double *)ex->ws, *gm2 = gmu + (int64_t)g.ngroups * C;
@@ -137,19 +152,16 @@ void BN_NAME(fwd_train)(const nk_exec *ex, int64_t M, int C, const float *x, con
         // 3. The output, rows split over the threads.
 #pragma omp for schedule(static)
         for (int64_t r = 0; r < M; r++) {
-            const float *xr = x + r * C;
-            float *yr       = y + r * C;
-            if (relu) {
-#pragma omp simd
-                for (int c = 0; c < C; c++) {
-                    const float v = (xr[c] - sh[c]) * sc[c] + beta[c];
-                    yr[c]         = v > 0.0f ? v : 0.0f;
-                }
-            } else {
-#pragma omp simd
-                for (int c = 0; c < C; c++)
-                    yr[c] = (xr[c] - sh[c]) * sc[c] + beta[c];
-            }
+            const float *xr = x + r * C, *rr = res ? res + r * C : NULL;
+            float *yr = y + r * C;
+            if (res && relu)
+                BN_NAME(out_row)(C, xr, sh, sc, beta, rr, 1, 1, yr);
+            else if (res)
+                BN_NAME(out_row)(C, xr, sh, sc, beta, rr, 1, 0, yr);
+            else if (relu)
+                BN_NAME(out_row)(C, xr, sh, sc, beta, NULL, 0, 1, yr);
+            else
+                BN_NAME(out_row)(C, xr, sh, sc, beta, NULL, 0, 0, yr);
         }
     }
 }
