@@ -224,6 +224,11 @@ void nk_conv2d_fwd_cpu(nk_isa isa, const nk_exec *ex, const nk_conv_desc *d, con
                        const float *w, const float *b, float *y);
 void nk_conv2d_bwd_data_cpu(nk_isa isa, const nk_exec *ex, const nk_conv_desc *d, const float *dy,
                             const float *w, float *dx);
+// The same gradient added into dx (dx += ...), for a tensor that feeds two convs or a conv and a
+// shortcut: no scratch tensor and no add pass. A stride-1 filter wider than 1x1 then takes the
+// col2im path rather than the forward conv. Same scratch.
+void nk_conv2d_bwd_data_acc_cpu(nk_isa isa, const nk_exec *ex, const nk_conv_desc *d,
+                                const float *dy, const float *w, float *dx);
 void nk_conv2d_bwd_filter_cpu(nk_isa isa, const nk_exec *ex, const nk_conv_desc *d, const float *x,
                               const float *dy, float *dw, float *db);
 
@@ -348,6 +353,11 @@ size_t nk_conv2d_bf16_ws_floats(const nk_conv_desc *d, int nthreads);
 size_t nk_conv2d_bwd_data_bf16_ws_floats(const nk_conv_desc *d, int nthreads);
 void nk_conv2d_bwd_data_bf16_cpu(nk_bf16_impl impl, const nk_exec *ex, const nk_conv_desc *d,
                                  const float *dy, const float *w, float *dx);
+// The same gradient added into dx (dx += ...): where a tensor feeds two convs, or a conv and a
+// shortcut, the second gradient goes straight in instead of through a scratch tensor and an add.
+// Same scratch.
+void nk_conv2d_bwd_data_bf16_acc_cpu(nk_bf16_impl impl, const nk_exec *ex, const nk_conv_desc *d,
+                                     const float *dy, const float *w, float *dx);
 // The weight gradient in bf16: dw [R,S,C,K] = patches^T dy with both rounded to bf16 and float32
 // sums (bf16 GEMMs over chunks of output rows); db [K] (may be NULL) is dy's float32 column sum.
 // Scratch: nk_conv2d_bwd_filter_bf16_ws_floats(d, nthreads). Specification:

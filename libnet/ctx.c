@@ -187,6 +187,11 @@ static void fast_conv_bwd_data_bf16(const nk_exec *ex, const nk_conv_desc *d, co
 {
     nk_conv2d_bwd_data_bf16_cpu(NK_BF16_AVX512, ex, d, dy, w, dx);
 }
+static void fast_conv_bwd_data_bf16_acc(const nk_exec *ex, const nk_conv_desc *d, const float *dy,
+                                        const float *w, float *dx)
+{
+    nk_conv2d_bwd_data_bf16_acc_cpu(NK_BF16_AVX512, ex, d, dy, w, dx);
+}
 static void ref_conv_bwd_filter_bf16(const nk_exec *ex, const nk_conv_desc *d, const float *x,
                                      const float *dy, float *dw, float *db)
 {
@@ -231,6 +236,11 @@ static void ref_gap_fwd(const nk_exec *ex, int N, int HW, int C, const float *x,
                                          const float *dy, const float *w, float *dx)               \
     {                                                                                              \
         nk_conv2d_bwd_data_cpu(ISA, ex, d, dy, w, dx);                                             \
+    }                                                                                              \
+    static void fast_conv_bwd_data_acc_##SUF(const nk_exec *ex, const nk_conv_desc *d,             \
+                                             const float *dy, const float *w, float *dx)           \
+    {                                                                                              \
+        nk_conv2d_bwd_data_acc_cpu(ISA, ex, d, dy, w, dx);                                         \
     }                                                                                              \
     static void fast_conv_bwd_filter_##SUF(const nk_exec *ex, const nk_conv_desc *d,               \
                                            const float *x, const float *dy, float *dw, float *db)  \
@@ -282,6 +292,7 @@ FAST_ADAPTERS(NK_ISA_AVX512, avx512)
         (ops)->conv_fwd           = fast_conv_fwd_##SUF;                                           \
         (ops)->conv_fwd_epi       = fast_conv_fwd_epi_##SUF;                                       \
         (ops)->conv_bwd_data      = fast_conv_bwd_data_##SUF;                                      \
+        (ops)->conv_bwd_data_acc  = fast_conv_bwd_data_acc_##SUF;                                  \
         (ops)->conv_bwd_filter    = fast_conv_bwd_filter_##SUF;                                    \
         (ops)->dense_fwd          = fast_dense_fwd_##SUF;                                          \
         (ops)->conv_packed_floats = fast_conv_packed_floats_##SUF;                                 \
@@ -301,6 +312,8 @@ static void ops_init(nt_ctx *ctx)
     nt_ops *o                  = &ctx->ops;
     o->conv_fwd                = ref_conv_fwd;
     o->conv_bwd_data           = ref_conv_bwd_data;
+    o->conv_bwd_data_acc       = NULL; // the backward adds through its scratch buffer
+    o->conv_bwd_data_bf16_acc  = NULL;
     o->conv_bwd_filter         = ref_conv_bwd_filter;
     o->conv_ws                 = ref_conv_ws;
     o->dense_fwd               = ref_dense_fwd;
@@ -366,6 +379,7 @@ static void ops_init(nt_ctx *ctx)
     if (ctx->opts.dtype == NT_DTYPE_BF16 && nk_cpu_bf16() >= NK_BF16_AVX512) {
         o->conv_fwd_bf16           = fast_conv_fwd_bf16;
         o->conv_bwd_data_bf16      = fast_conv_bwd_data_bf16;
+        o->conv_bwd_data_bf16_acc  = fast_conv_bwd_data_bf16_acc;
         o->conv_bwd_data_bf16_ws   = nk_conv2d_bwd_data_bf16_ws_floats;
         o->conv_bwd_filter_bf16    = fast_conv_bwd_filter_bf16;
         o->conv_bwd_filter_bf16_ws = nk_conv2d_bwd_filter_bf16_ws_floats;

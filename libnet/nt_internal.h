@@ -29,6 +29,10 @@ typedef struct nt_ops {
                      const float *b, float *y);
     void (*conv_bwd_data)(const nk_exec *, const nk_conv_desc *, const float *dy, const float *w,
                           float *dx);
+    // The same added into dx; NULL where only the overwriting form exists (the reference
+    // context: the backward then adds through the scratch buffer).
+    void (*conv_bwd_data_acc)(const nk_exec *, const nk_conv_desc *, const float *dy,
+                              const float *w, float *dx);
     void (*conv_bwd_filter)(const nk_exec *, const nk_conv_desc *, const float *x, const float *dy,
                             float *dw, float *db);
     size_t (*conv_ws)(const nk_conv_desc *, int nthreads);
@@ -78,6 +82,8 @@ typedef struct nt_ops {
     // bf16 input gradient (training with NT_DTYPE_BF16): w float32, rounded and packed per call.
     void (*conv_bwd_data_bf16)(const nk_exec *, const nk_conv_desc *, const float *dy,
                                const float *w, float *dx);
+    void (*conv_bwd_data_bf16_acc)(const nk_exec *, const nk_conv_desc *, const float *dy,
+                                   const float *w, float *dx); // as conv_bwd_data_acc
     size_t (*conv_bwd_data_bf16_ws)(const nk_conv_desc *, int nthreads);
     // bf16 weight gradient (dw float32 from bf16 products; db the float32 sum of dy, may be NULL).
     void (*conv_bwd_filter_bf16)(const nk_exec *, const nk_conv_desc *, const float *x,

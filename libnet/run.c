@@ -856,8 +856,20 @@ nt_status nt_model_backward(nt_model *m, const nt_tensor *dy, nt_tensor *dx)
             else if (l->trainable)
                 o->conv_bwd_filter(&ex, &cd, out_of(m, j), g, pgrad(m, l, 0), pgrad(m, l, 1));
             if (!want) break;
-            d = grad_dst(m, j, &acc);
-            if (m->ctx->opts.dtype == NT_DTYPE_BF16)
+            d            = grad_dst(m, j, &acc);
+            const int bf = m->ctx->opts.dtype == NT_DTYPE_BF16;
+            // A second gradient into the same tensor goes straight in where the kernels can add
+            // (1x1 filters: a stride-1 wider one would leave its faster forward-conv form).
+            if (acc && cd.R * cd.S == 1 &&
+                (bf ? o->conv_bwd_data_bf16_acc : o->conv_bwd_data_acc)) {
+                float *gj = m->buf + m->layers[j].grad_off;
+                if (bf)
+                    o->conv_bwd_data_bf16_acc(&ex, &cd, g, param(m, l, 0), gj);
+                else
+                    o->conv_bwd_data_acc(&ex, &cd, g, param(m, l, 0), gj);
+                break;
+            }
+            if (bf)
                 o->conv_bwd_data_bf16(&ex, &cd, g, param(m, l, 0), d);
             else
                 o->conv_bwd_data(&ex, &cd, g, param(m, l, 0), d);

@@ -276,6 +276,14 @@ static void test_conv(const conv_case *cc)
                              nk_bf16_impl_name((nk_bf16_impl)bi), nt, d.N, d.H, d.W, d.C, d.K, d.R,
                              d.S, d.stride);
                     CHECK_CLOSE(what, dx, dxb, (int64_t)nx, tol_bwd_data * 1.5, TOL_SUM_RTOL);
+                    // Added into an earlier gradient (dx += ...): ref + that gradient.
+                    float *sum = xmalloc(nx);
+                    fill(dx, nx, 27, -1, 1);
+                    for (size_t i = 0; i < nx; i++)
+                        sum[i] = dx[i] + dxb[i];
+                    nk_conv2d_bwd_data_bf16_acc_cpu((nk_bf16_impl)bi, &bex, &d, dy, w, dx);
+                    CHECK_CLOSE(what, dx, sum, (int64_t)nx, tol_bwd_data * 1.5, TOL_SUM_RTOL);
+                    free(sum);
                 }
                 free(dxb), free(dws);
 
@@ -308,6 +316,16 @@ static void test_conv(const conv_case *cc)
             nk_conv2d_bwd_data_cpu((nk_isa)isa, &ex, &d, dy, w, dx);
             NAME("bwd_data");
             CHECK_CLOSE(what, dx, dx_ref, (int64_t)nx, tol_bwd_data, TOL_SUM_RTOL);
+            {
+                float *sum = xmalloc(nx);
+                fill(dx, nx, 28, -1, 1);
+                for (size_t i = 0; i < nx; i++)
+                    sum[i] = dx[i] + dx_ref[i];
+                nk_conv2d_bwd_data_acc_cpu((nk_isa)isa, &ex, &d, dy, w, dx);
+                NAME("bwd_data_acc");
+                CHECK_CLOSE(what, dx, sum, (int64_t)nx, tol_bwd_data, TOL_SUM_RTOL);
+                free(sum);
+            }
 
             poison(dw, nw);
             poison(db, d.K);

@@ -326,20 +326,23 @@ static int bwd_data_as_fwd(nk_isa isa, const nk_exec *ex, const nk_conv_desc *d,
     return 1;
 }
 
-void nk_conv2d_bwd_data_cpu(nk_isa isa, const nk_exec *ex, const nk_conv_desc *d, const float *dy,
-                            const float *w, float *dx)
+// The input gradient written over dx, or added into it (acc: the GEMM's beta = 1, or no zeroing
+// before the col2im adds; a stride-1 conv then takes the col2im path, not the forward one).
+static void bwd_data_f32(nk_isa isa, const nk_exec *ex, const nk_conv_desc *d, const float *dy,
+                         const float *w, float *dx, int acc)
 {
     const int K = d->K, C = d->C;
     const int rsc = d->R * d->S * C;
-    if (bwd_data_as_fwd(isa, ex, d, dy, w, dx)) return;
+    if (!acc && bwd_data_as_fwd(isa, ex, d, dy, w, dx)) return;
     if (is_direct(d)) {
-        // dx[NHW, C] = dy[NHW, K] w[C, K]^T.
-        nk_sgemm_cpu(isa, ex, 0, 1, d->N * d->H * d->W, C, K, 1.0f, dy, K, w, K, 0.0f, dx, C);
+        // dx[NHW, C] = dy[NHW, K] w[C, K]^T (+ dx).
+        nk_sgemm_cpu(isa, ex, 0, 1, d->N * d->H * d->W, C, K, 1.0f, dy, K, w, K, acc ? 1.0f : 0.0f,
+                     dx, C);
         return;
     }
     nk_exec gex;
     float *col       = split_ws(ex, &gex);
-    const int64_t nx = (int64_t)d->N * d->H * d->W * C;
+    const int64_t nx = acc ? 0 : (int64_t)d->N * d->H * d->W * C;
 #pragma omp parallel for num_threads(gex.nthreads) schedule(static)
     for (int64_t i = 0; i < nx; i++)
         dx[i] = 0.0f;
@@ -352,6 +355,18 @@ void nk_conv2d_bwd_data_cpu(nk_isa isa, const nk_exec *ex, const nk_conv_desc *d
                      rsc);
         col2im_add(d, col, l0, l1, dx, gex.nthreads);
     }
+}
+
+void nk_conv2d_bwd_data_cpu(nk_isa isa, const nk_exec *ex, const nk_conv_desc *d, const float *dy,
+                            const float *w, float *dx)
+{
+    bwd_data_f32(isa, ex, d, dy, w, dx, 0);
+}
+
+void nk_conv2d_bwd_data_acc_cpu(nk_isa isa, const nk_exec *ex, const nk_conv_desc *d,
+                                const float *dy, const float *w, float *dx)
+{
+    bwd_data_f32(isa, ex, d, dy, w, dx, 1);
 }
 
 void nk_conv2d_bwd_filter_cpu(nk_isa isa, const nk_exec *ex, const nk_conv_desc *d, const float *x,
@@ -554,25 +569,25 @@ static int bf16_bwd_as_fwd(const nk_conv_desc *d)
 size_t nk_conv2d_bwd_data_bf16_ws_floats(const nk_conv_desc *d, int nthreads)
 {
     const size_t rsc = (size_t)d->R * d->S * d->C;
-    if (bf16_bwd_as_fwd(d)) {
-        const nk_conv_desc t = flipped_desc(d);
-        const size_t rsk     = (size_t)d->R * d->S * d->K;
-        // the flipped filter packed in bf16, then the forward's own scratch
-        return bf16_floats(nk_gemm_bf16_packed_b_elems((int)rsk, d->C)) +
-               nk_conv2d_bf16_ws_floats(&t, nthreads);
-    }
     const size_t g =
         bf16_gemm_part(nthreads) + bf16_floats(nk_gemm_bf16_packed_b_elems(d->K, (int)rsc));
     if (is_direct(d)) return g;
-    return g + (size_t)chunk_lines(d) * d->Q * rsc;
+    const size_t gcol = g + (size_t)chunk_lines(d) * d->Q * rsc; // the col2im path
+    if (!bf16_bwd_as_fwd(d)) return gcol;
+    const nk_conv_desc t = flipped_desc(d);
+    const size_t rsk     = (size_t)d->R * d->S * d->K;
+    // the flipped filter packed in bf16, then the forward's own scratch (or col2im's, to add)
+    const size_t f = bf16_floats(nk_gemm_bf16_packed_b_elems((int)rsk, d->C)) +
+                     nk_conv2d_bf16_ws_floats(&t, nthreads);
+    return f > gcol ? f : gcol;
 }
 
-void nk_conv2d_bwd_data_bf16_cpu(nk_bf16_impl impl, const nk_exec *ex, const nk_conv_desc *d,
-                                 const float *dy, const float *w, float *dx)
+static void bwd_data_bf16(nk_bf16_impl impl, const nk_exec *ex, const nk_conv_desc *d,
+                          const float *dy, const float *w, float *dx, int acc)
 {
     const int nt = nthreads_of(ex), C = d->C, K = d->K;
     const int rsc = d->R * d->S * C;
-    if (bf16_bwd_as_fwd(d)) {
+    if (!acc && bf16_bwd_as_fwd(d)) {
         // dx = conv(dy, w') with w'[r,s,k,c] = w[R-1-r, S-1-s, c, k], packed straight from w as
         // a forward filter B'[(r,s,k), c] (nk_gemm_bf16_pack_b's layout): each tap of w read as
         // [C, K] is that tap's block of B' transposed. Panels split between the threads.
@@ -604,11 +619,12 @@ void nk_conv2d_bwd_data_bf16_cpu(nk_bf16_impl impl, const nk_exec *ex, const nk_
     nk_gemm_bf16_pack_b_mt(nt, 1, K, rsc, w, K, wp);
     const nk_exec gex = {nt, ex->ws, g};
     if (is_direct(d)) {
-        nk_gemm_bf16_cpu(impl, &gex, d->N * d->H * d->W, C, K, dy, K, wp, 0.0f, dx, C, NULL, NULL);
+        nk_gemm_bf16_cpu(impl, &gex, d->N * d->H * d->W, C, K, dy, K, wp, acc ? 1.0f : 0.0f, dx, C,
+                         NULL, NULL);
         return;
     }
     float *col       = (float *)wp + bf16_floats(nk_gemm_bf16_packed_b_elems(K, rsc));
-    const int64_t nx = (int64_t)d->N * d->H * d->W * C;
+    const int64_t nx = acc ? 0 : (int64_t)d->N * d->H * d->W * C;
 #pragma omp parallel for num_threads(nt) schedule(static)
     for (int64_t i = 0; i < nx; i++)
         dx[i] = 0.0f;
@@ -620,6 +636,18 @@ void nk_conv2d_bwd_data_bf16_cpu(nk_bf16_impl impl, const nk_exec *ex, const nk_
                          NULL);
         col2im_add(d, col, l0, l1, dx, nt);
     }
+}
+
+void nk_conv2d_bwd_data_bf16_cpu(nk_bf16_impl impl, const nk_exec *ex, const nk_conv_desc *d,
+                                 const float *dy, const float *w, float *dx)
+{
+    bwd_data_bf16(impl, ex, d, dy, w, dx, 0);
+}
+
+void nk_conv2d_bwd_data_bf16_acc_cpu(nk_bf16_impl impl, const nk_exec *ex, const nk_conv_desc *d,
+                                     const float *dy, const float *w, float *dx)
+{
+    bwd_data_bf16(impl, ex, d, dy, w, dx, 1);
 }
 
 // ---- bf16 weight gradient (training in bf16) ----
