@@ -634,8 +634,10 @@ void nk_gemm_bf16_pack_b(int tb, int K, int N, const float *B, int ldb, uint16_t
     nk_gemm_bf16_pack_b_mt(1, tb, K, N, B, ldb, dst);
 }
 
-void nk_gemm_bf16_pack_b_mt(int nthreads, int tb, int K, int N, const float *B, int ldb,
-                            uint16_t *dst)
+// Packs B (tb: stored [N,K]) panel by panel, OpenMP over nthreads; colsum (row-major B only;
+// may be NULL) gets each column's float32 sum, rows in order.
+static void bf16_pack_b_mt(int nthreads, int tb, int K, int N, const float *B, int ldb,
+                           uint16_t *dst, float *colsum)
 {
     const int np = (N + BNR - 1) / BNR;
     // Below ~64 Ki weights one thread packs faster than two wake up.
@@ -645,37 +647,33 @@ void nk_gemm_bf16_pack_b_mt(int nthreads, int tb, int K, int N, const float *B, 
     const int64_t Kp         = (K + 1) / 2;
 #pragma omp parallel for num_threads(nthreads > 0 ? nthreads : 1) schedule(static)
     for (int jp = 0; jp < np; jp++) {
-        if (!tb && kr && kr->pack_b)
-            kr->pack_b(B + (int64_t)jp * BNR, ldb, K, N - jp * BNR < BNR ? N - jp * BNR : BNR,
-                       (uint32_t *)dst + (int64_t)jp * Kp * BNR, NULL);
-        else
-            bf16_pack_b_panel(tb, K, N, B, ldb, jp, dst);
+        const int n = N - jp * BNR < BNR ? N - jp * BNR : BNR;
+        float *cs   = colsum ? colsum + jp * BNR : NULL;
+        if (!tb && kr && kr->pack_b) {
+            kr->pack_b(B + (int64_t)jp * BNR, ldb, K, n, (uint32_t *)dst + (int64_t)jp * Kp * BNR,
+                       cs);
+            continue;
+        }
+        bf16_pack_b_panel(tb, K, N, B, ldb, jp, dst);
+        for (int j = 0; cs && j < n; j++) {
+            float sum = 0.0f;
+            for (int k = 0; k < K; k++)
+                sum += B[(int64_t)k * ldb + jp * BNR + j];
+            cs[j] = sum;
+        }
     }
+}
+
+void nk_gemm_bf16_pack_b_mt(int nthreads, int tb, int K, int N, const float *B, int ldb,
+                            uint16_t *dst)
+{
+    bf16_pack_b_mt(nthreads, tb, K, N, B, ldb, dst, NULL);
 }
 
 void nk_gemm_bf16_pack_b_sum_mt(int nthreads, int K, int N, const float *B, int ldb, uint16_t *dst,
                                 float *colsum)
 {
-    const int np = (N + BNR - 1) / BNR;
-    if ((int64_t)K * N < 65536) nthreads = 1;
-    const nk_bf16_kernel *kr = nk_cpu_bf16() >= NK_BF16_AVX512 ? &nk_bf16_kernel_avx512 : NULL;
-    const int64_t Kp         = (K + 1) / 2;
-#pragma omp parallel for num_threads(nthreads > 0 ? nthreads : 1) schedule(static)
-    for (int jp = 0; jp < np; jp++) {
-        const int n = N - jp * BNR < BNR ? N - jp * BNR : BNR;
-        if (kr && kr->pack_b) {
-            kr->pack_b(B + (int64_t)jp * BNR, ldb, K, n, (uint32_t *)dst + (int64_t)jp * Kp * BNR,
-                       colsum + jp * BNR);
-            continue;
-        }
-        bf16_pack_b_panel(0, K, N, B, ldb, jp, dst);
-        for (int j = 0; j < n; j++) {
-            float sum = 0.0f;
-            for (int k = 0; k < K; k++)
-                sum += B[(int64_t)k * ldb + jp * BNR + j];
-            colsum[jp * BNR + j] = sum;
-        }
-    }
+    bf16_pack_b_mt(nthreads, 0, K, N, B, ldb, dst, colsum);
 }
 
 size_t nk_gemm_bf16_ws_floats(int nthreads)
