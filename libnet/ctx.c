@@ -104,9 +104,10 @@ static void ref_bn_fwd_infer(const nk_exec *ex, int64_t M, int C, const float *x
     nk_bn_fwd_infer_ref(M, C, x, gamma, beta, mmean, mvar, eps, y);
 }
 static void ref_bn_bwd_train(const nk_exec *ex, int64_t M, int C, const float *x, const float *ry,
-                             const float *dy, const float *gamma, const float *mean,
-                             const float *invstd, float *dx, float *dgamma, float *dbeta)
-{
+                             const float *dy, const float *gamma, const float *beta,
+                             const float *mean, const float *invstd, float *dx, float *dgamma,
+                             float *dbeta)
+{ // the reference always reads the mask from ry
     nk_bn_bwd_train_ref(M, C, x, ry, dy, gamma, mean, invstd, dx, dgamma, dbeta);
 }
 static void ref_relu_fwd(const nk_exec *ex, int64_t n, const float *x, float *y)

@@ -879,9 +879,11 @@ nt_status nt_model_backward(nt_model *m, const nt_tensor *dy, nt_tensor *dx)
             int64_t M = (int64_t)N * l->H * l->W;
             if (l->bn_batch_mode) {
                 d = want ? grad_dst(m, j, &acc) : NULL;
+                // A BN + ReLU with no residual: the mask follows from x and the parameters.
+                const int own = l->fuse_relu >= 0 && l->fuse_res < 0;
                 o->bn_bwd_train(&ex, M, l->C, out_of(m, j), gi != i ? out_of(m, gi) : NULL, g,
-                                param(m, l, 0), l->bn_mean, l->bn_invstd, d, pgrad(m, l, 0),
-                                pgrad(m, l, 1));
+                                param(m, l, 0), own ? param(m, l, 1) : NULL, l->bn_mean,
+                                l->bn_invstd, d, pgrad(m, l, 0), pgrad(m, l, 1));
             } else {
                 if (!want) break;
                 // Frozen statistics: a per-channel scale (in fold_scale, unused by a BN that no

@@ -146,8 +146,10 @@ void BN_NAME(fwd_train)(const nk_exec *ex, int64_t M, int C, const float *x, con
             const double is = 1.0 / sqrt(q / (double)M + eps);
             mean[c]         = (float)m;
             invstd[c]       = (float)is;
-            sc[c]           = (float)(gamma[c] * is);
-            sh[c]           = (float)m;
+            // From the rounded invstd, so that the backward can recompute the fused ReLU's
+            // mask bit for bit (k in bwd_train).
+            sc[c] = gamma[c] * invstd[c];
+            sh[c] = mean[c];
         }
         // 3. The output, rows split over the threads.
 #pragma omp for schedule(static)
@@ -187,22 +189,38 @@ void BN_NAME(fwd_infer)(const nk_exec *ex, int64_t M, int C, const float *x, con
     }
 }
 
+// Whether the fused ReLU passed x's gradient: masked 1 reads its output ry (> 0); masked 2
+// recomputes that output from x exactly as fwd_train did ((x - mean) * k + beta with k =
+// gamma * invstd in float, the same operations in the same order), so ry is not read.
+static inline __attribute__((always_inline)) int BN_NAME(pass)(int masked, float ry, float x,
+                                                               float mu, float k, float beta)
+{
+    if (masked == 1) return ry > 0.0f;
+    if (masked == 2) return (x - mu) * k + beta > 0.0f;
+    return 1;
+}
+
 // Sums of g and g * xh over rows [r0,r1) of the channel block at cb (w <= BN_CB channels), where
-// g is dy, or with masked dy where the fused ReLU's output ry is > 0. masked is a constant at
-// each call, so the two forms compile to two loops without a test inside.
+// g is dy, masked by the fused ReLU when masked (BN_NAME(pass)). masked is a constant at each
+// call, so the three forms compile to three loops without a test inside.
 static inline __attribute__((always_inline)) void
 BN_NAME(grad_sums)(int64_t r0, int64_t r1, int C, int cb, int w, const float *x, const float *ry,
-                   const float *dy, const float *mu, const float *is, int masked, float *sg,
-                   float *sx)
+                   const float *dy, const float *mu, const float *is, const float *k,
+                   const float *beta, int masked, float *sg, float *sx)
 {
     for (int64_t r = r0; r < r1; r++) {
         const int64_t o = r * C + cb;
 #pragma omp simd
         for (int j = 0; j < w; j++) {
-            float gv = dy[o + j];
-            if (masked) gv = ry[o + j] > 0.0f ? gv : 0.0f;
+            const float xv = x[o + j];
+            float gv       = dy[o + j];
+            if (masked)
+                gv = BN_NAME(pass)(masked, masked == 1 ? ry[o + j] : 0.0f, xv, mu[j],
+                                   masked == 2 ? k[j] : 0.0f, masked == 2 ? beta[j] : 0.0f)
+                         ? gv
+                         : 0.0f;
             sg[j] += gv;
-            sx[j] += gv * ((x[o + j] - mu[j]) * is[j]);
+            sx[j] += gv * ((xv - mu[j]) * is[j]);
         }
     }
 }
@@ -210,28 +228,36 @@ BN_NAME(grad_sums)(int64_t r0, int64_t r1, int C, int cb, int w, const float *x,
 // dx for one row: gamma * invstd * (g - mean(g) - xh * mean(g * xh)).
 static inline __attribute__((always_inline)) void
 BN_NAME(grad_row)(int C, const float *x, const float *ry, const float *dy, const float *mean,
-                  const float *invstd, const float *k, const float *ag, const float *ax, int masked,
-                  float *dx)
+                  const float *invstd, const float *k, const float *beta, const float *ag,
+                  const float *ax, int masked, float *dx)
 {
 #pragma omp simd
     for (int c = 0; c < C; c++) {
         float gv = dy[c];
-        if (masked) gv = ry[c] > 0.0f ? gv : 0.0f;
+        if (masked)
+            gv = BN_NAME(pass)(masked, masked == 1 ? ry[c] : 0.0f, x[c], mean[c], k[c],
+                               masked == 2 ? beta[c] : 0.0f)
+                     ? gv
+                     : 0.0f;
         const float xh = (x[c] - mean[c]) * invstd[c];
         dx[c]          = k[c] * (gv - ag[c] - xh * ax[c]);
     }
 }
 
 void BN_NAME(bwd_train)(const nk_exec *ex, int64_t M, int C, const float *x, const float *ry,
-                        const float *dy, const float *gamma, const float *mean, const float *invstd,
-                        float *dx, float *dgamma, float *dbeta)
+                        const float *dy, const float *gamma, const float *beta, const float *mean,
+                        const float *invstd, float *dx, float *dgamma, float *dbeta)
 {
     const bn_grid g = bn_grid_of(M, C);
     double *gsg = (double *)ex->ws, *gsx = gsg + (int64_t)g.ngroups * C;
     float *k = (float *)(gsx + (int64_t)g.ngroups * C), *ag = k + C, *ax = ag + C;
+    const int masked = beta ? 2 : ry ? 1 : 0;
 #pragma omp parallel num_threads(bn_threads(ex, M *C))
     {
-        // 1. Per group: sum g and sum g * xh, each chunk in float, added up in double.
+#pragma omp for schedule(static)
+        for (int c = 0; c < C; c++)
+            k[c] = gamma[c] * invstd[c]; // fwd_train's scale, bit for bit
+            // 1. Per group: sum g and sum g * xh, each chunk in float, added up in double.
 #pragma omp for schedule(static)
         for (int gi = 0; gi < g.ngroups; gi++) {
             double *asg = gsg + (int64_t)gi * C, *asx = gsx + (int64_t)gi * C;
@@ -245,10 +271,16 @@ void BN_NAME(bwd_train)(const nk_exec *ex, int64_t M, int C, const float *x, con
                 for (int cb = 0; cb < C; cb += BN_CB) {
                     const int w     = C - cb < BN_CB ? C - cb : BN_CB;
                     float sg[BN_CB] = {0}, sx[BN_CB] = {0};
-                    if (ry) BN_NAME(grad_sums)
-                    (r0, r1, C, cb, w, x, ry, dy, mean + cb, invstd + cb, 1, sg, sx);
-                    else BN_NAME(grad_sums)(r0, r1, C, cb, w, x, ry, dy, mean + cb, invstd + cb, 0,
-                                            sg, sx);
+                    const float *mu = mean + cb, *is = invstd + cb, *kb = k + cb;
+                    if (masked == 2)
+                        BN_NAME(grad_sums)
+                        (r0, r1, C, cb, w, x, NULL, dy, mu, is, kb, beta + cb, 2, sg, sx);
+                    else if (masked == 1)
+                        BN_NAME(grad_sums)
+                        (r0, r1, C, cb, w, x, ry, dy, mu, is, kb, NULL, 1, sg, sx);
+                    else
+                        BN_NAME(grad_sums)
+                        (r0, r1, C, cb, w, x, NULL, dy, mu, is, kb, NULL, 0, sg, sx);
                     for (int j = 0; j < w; j++) {
                         asg[cb + j] += sg[j];
                         asx[cb + j] += sx[j];
@@ -266,7 +298,6 @@ void BN_NAME(bwd_train)(const nk_exec *ex, int64_t M, int C, const float *x, con
             }
             dbeta[c]  = (float)sg;
             dgamma[c] = (float)sx;
-            k[c]      = gamma[c] * invstd[c];
             ag[c]     = (float)(sg / (double)M);
             ax[c]     = (float)(sx / (double)M);
         }
@@ -275,10 +306,15 @@ void BN_NAME(bwd_train)(const nk_exec *ex, int64_t M, int C, const float *x, con
 #pragma omp for schedule(static)
             for (int64_t r = 0; r < M; r++) {
                 const int64_t o = r * C;
-                if (ry)
-                    BN_NAME(grad_row)(C, x + o, ry + o, dy + o, mean, invstd, k, ag, ax, 1, dx + o);
+                if (masked == 2)
+                    BN_NAME(grad_row)
+                    (C, x + o, NULL, dy + o, mean, invstd, k, beta, ag, ax, 2, dx + o);
+                else if (masked == 1)
+                    BN_NAME(grad_row)
+                    (C, x + o, ry + o, dy + o, mean, invstd, k, NULL, ag, ax, 1, dx + o);
                 else
-                    BN_NAME(grad_row)(C, x + o, NULL, dy + o, mean, invstd, k, ag, ax, 0, dx + o);
+                    BN_NAME(grad_row)
+                    (C, x + o, NULL, dy + o, mean, invstd, k, NULL, ag, ax, 0, dx + o);
             }
         }
     }
