@@ -24,15 +24,17 @@
 //
 // Every entry has the fast-kernel signature; ctx.c fills the table from the reference kernels
 // (through small adapters that drop the nk_exec) and then overrides what this CPU does faster.
+// A conv's input gradient dx from dy and w: overwritten, or added into (the _acc entries).
+typedef void (*nt_conv_bwd_data_fn)(const nk_exec *, const nk_conv_desc *, const float *dy,
+                                    const float *w, float *dx);
+
 typedef struct nt_ops {
     void (*conv_fwd)(const nk_exec *, const nk_conv_desc *, const float *x, const float *w,
                      const float *b, float *y);
-    void (*conv_bwd_data)(const nk_exec *, const nk_conv_desc *, const float *dy, const float *w,
-                          float *dx);
+    nt_conv_bwd_data_fn conv_bwd_data;
     // The same added into dx; NULL where only the overwriting form exists (the reference
     // context: the backward then adds through the scratch buffer).
-    void (*conv_bwd_data_acc)(const nk_exec *, const nk_conv_desc *, const float *dy,
-                              const float *w, float *dx);
+    nt_conv_bwd_data_fn conv_bwd_data_acc;
     void (*conv_bwd_filter)(const nk_exec *, const nk_conv_desc *, const float *x, const float *dy,
                             float *dw, float *db);
     size_t (*conv_ws)(const nk_conv_desc *, int nthreads);
@@ -81,10 +83,8 @@ typedef struct nt_ops {
                            const nk_epilogue *ep, float *y, uint16_t *yb);
     size_t (*conv_bf16x_ws)(const nk_conv_desc *, int nthreads, int x_bf16);
     // bf16 input gradient (training with NT_DTYPE_BF16): w float32, rounded and packed per call.
-    void (*conv_bwd_data_bf16)(const nk_exec *, const nk_conv_desc *, const float *dy,
-                               const float *w, float *dx);
-    void (*conv_bwd_data_bf16_acc)(const nk_exec *, const nk_conv_desc *, const float *dy,
-                                   const float *w, float *dx); // as conv_bwd_data_acc
+    nt_conv_bwd_data_fn conv_bwd_data_bf16;
+    nt_conv_bwd_data_fn conv_bwd_data_bf16_acc; // as conv_bwd_data_acc
     size_t (*conv_bwd_data_bf16_ws)(const nk_conv_desc *, int nthreads);
     // bf16 weight gradient (dw float32 from bf16 products; db the float32 sum of dy, may be NULL).
     void (*conv_bwd_filter_bf16)(const nk_exec *, const nk_conv_desc *, const float *x,

@@ -199,7 +199,7 @@ static void fuse(nt_model *m, int training, const int *ncons, const int *cons, i
             l->gsrc      = k;
         } else if (l->type == NT_LAYER_ADD && l->in[0] != l->in[1]) {
             l->fuse_relu = k;
-            int fused_bn = 0;
+            int fused_bn = -1; // the BN that computes the add, if any
             for (int t = 0; t < 2; t++) {
                 const int bi = l->in[t], o = l->in[1 - t];
                 nt_layer *b = &m->layers[bi];
@@ -209,20 +209,19 @@ static void fuse(nt_model *m, int training, const int *ncons, const int *cons, i
                 b->gsrc = k;
                 // The BN computes the add and its ReLU too when the add's other input is
                 // already in memory then: its own output and the add's never exist.
-                if (!fused_bn && born[o] >= 0 && born[o] < bi) {
+                if (fused_bn < 0 && born[o] >= 0 && born[o] < bi) {
                     b->fuse_add  = i;
                     b->fuse_res  = o;
                     b->fuse_relu = k;
                     l->fused     = 1; // the add's forward; its backward still runs
                     born[bi]     = -1;
-                    fused_bn     = 1;
+                    fused_bn     = bi;
                 }
             }
-            if (fused_bn) {
+            if (fused_bn >= 0) {
                 m->layers[k].fused = 1;
                 born[i]            = -1;
-                for (int t = 0; t < 2; t++)
-                    if (m->layers[l->in[t]].fuse_add == i) born[k] = l->in[t];
+                born[k]            = fused_bn;
                 continue;
             }
         } else {
@@ -856,23 +855,17 @@ nt_status nt_model_backward(nt_model *m, const nt_tensor *dy, nt_tensor *dx)
             else if (l->trainable)
                 o->conv_bwd_filter(&ex, &cd, out_of(m, j), g, pgrad(m, l, 0), pgrad(m, l, 1));
             if (!want) break;
-            d            = grad_dst(m, j, &acc);
-            const int bf = m->ctx->opts.dtype == NT_DTYPE_BF16;
+            d                      = grad_dst(m, j, &acc);
+            const int bf           = m->ctx->opts.dtype == NT_DTYPE_BF16;
+            nt_conv_bwd_data_fn fn = bf ? o->conv_bwd_data_bf16 : o->conv_bwd_data;
+            nt_conv_bwd_data_fn fa = bf ? o->conv_bwd_data_bf16_acc : o->conv_bwd_data_acc;
             // A second gradient into the same tensor goes straight in where the kernels can add
             // (1x1 filters: a stride-1 wider one would leave its faster forward-conv form).
-            if (acc && cd.R * cd.S == 1 &&
-                (bf ? o->conv_bwd_data_bf16_acc : o->conv_bwd_data_acc)) {
-                float *gj = m->buf + m->layers[j].grad_off;
-                if (bf)
-                    o->conv_bwd_data_bf16_acc(&ex, &cd, g, param(m, l, 0), gj);
-                else
-                    o->conv_bwd_data_acc(&ex, &cd, g, param(m, l, 0), gj);
+            if (acc && cd.R * cd.S == 1 && fa) {
+                fa(&ex, &cd, g, param(m, l, 0), m->buf + m->layers[j].grad_off);
                 break;
             }
-            if (bf)
-                o->conv_bwd_data_bf16(&ex, &cd, g, param(m, l, 0), d);
-            else
-                o->conv_bwd_data(&ex, &cd, g, param(m, l, 0), d);
+            fn(&ex, &cd, g, param(m, l, 0), d);
             accumulate(m, &ex, j, acc);
         } break;
         case NT_LAYER_BN: {

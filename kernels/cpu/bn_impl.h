@@ -75,15 +75,24 @@ static inline void BN_NAME(chunk_stats)(const float *x, int64_t ld, int n, int w
         m2[j] = s[j];
 }
 
-// One output row: (x - sh) * sc + beta, plus the residual row rr when res, then the ReLU when
-// relu. res and relu are constants at each call, so the four forms compile to four loops.
+// The normalised output (x - mean) * k + beta, k = gamma * invstd in float: the one expression
+// the forward writes and the backward recomputes a fused ReLU's mask from, so both agree bit for
+// bit (no FMA contraction: -std=c11 gives -ffp-contract=off).
+static inline __attribute__((always_inline)) float BN_NAME(affine)(float x, float mean, float k,
+                                                                   float beta)
+{
+    return (x - mean) * k + beta;
+}
+
+// One output row: the affine map, plus the residual row rr when res, then the ReLU when relu.
+// res and relu are constants at each call, so the four forms compile to four loops.
 static inline __attribute__((always_inline)) void
-BN_NAME(out_row)(int C, const float *xr, const float *sh, const float *sc, const float *beta,
+BN_NAME(out_row)(int C, const float *xr, const float *mean, const float *k, const float *beta,
                  const float *rr, int res, int relu, float *yr)
 {
 #pragma omp simd
     for (int c = 0; c < C; c++) {
-        float v = (xr[c] - sh[c]) * sc[c] + beta[c];
+        float v = BN_NAME(affine)(xr[c], mean[c], k[c], beta[c]);
         if (res) v = rr[c] + v; // Add([shortcut, bn]): the shortcut first, as Keras
         if (relu) v = v > 0.0f ? v : 0.0f;
         yr[c] = v;
@@ -96,7 +105,7 @@ void BN_NAME(fwd_train)(const nk_exec *ex, int64_t M, int C, const float *x, con
 {
     const bn_grid g = bn_grid_of(M, C);
     double *gmu = (double *)ex->ws, *gm2 = gmu + (int64_t)g.ngroups * C;
-    float *sc = (float *)(gm2 + (int64_t)g.ngroups * C), *sh = sc + C;
+    float *sc = (float *)(gm2 + (int64_t)g.ngroups * C);
 #pragma omp parallel num_threads(bn_threads(ex, M *C))
     {
         // 1. Per group: its chunks' (mean, M2) merged in order (Chan et al.), in double.
@@ -146,10 +155,7 @@ void BN_NAME(fwd_train)(const nk_exec *ex, int64_t M, int C, const float *x, con
             const double is = 1.0 / sqrt(q / (double)M + eps);
             mean[c]         = (float)m;
             invstd[c]       = (float)is;
-            // From the rounded invstd, so that the backward can recompute the fused ReLU's
-            // mask bit for bit (k in bwd_train).
-            sc[c] = gamma[c] * invstd[c];
-            sh[c] = mean[c];
+            sc[c]           = gamma[c] * invstd[c]; // from the rounded invstd, as bwd_train's k
         }
         // 3. The output, rows split over the threads.
 #pragma omp for schedule(static)
@@ -157,13 +163,13 @@ void BN_NAME(fwd_train)(const nk_exec *ex, int64_t M, int C, const float *x, con
             const float *xr = x + r * C, *rr = res ? res + r * C : NULL;
             float *yr = y + r * C;
             if (res && relu)
-                BN_NAME(out_row)(C, xr, sh, sc, beta, rr, 1, 1, yr);
+                BN_NAME(out_row)(C, xr, mean, sc, beta, rr, 1, 1, yr);
             else if (res)
-                BN_NAME(out_row)(C, xr, sh, sc, beta, rr, 1, 0, yr);
+                BN_NAME(out_row)(C, xr, mean, sc, beta, rr, 1, 0, yr);
             else if (relu)
-                BN_NAME(out_row)(C, xr, sh, sc, beta, NULL, 0, 1, yr);
+                BN_NAME(out_row)(C, xr, mean, sc, beta, rr, 0, 1, yr);
             else
-                BN_NAME(out_row)(C, xr, sh, sc, beta, NULL, 0, 0, yr);
+                BN_NAME(out_row)(C, xr, mean, sc, beta, rr, 0, 0, yr);
         }
     }
 }
@@ -189,20 +195,10 @@ void BN_NAME(fwd_infer)(const nk_exec *ex, int64_t M, int C, const float *x, con
     }
 }
 
-// Whether the fused ReLU passed x's gradient: masked 1 reads its output ry (> 0); masked 2
-// recomputes that output from x exactly as fwd_train did ((x - mean) * k + beta with k =
-// gamma * invstd in float, the same operations in the same order), so ry is not read.
-static inline __attribute__((always_inline)) int BN_NAME(pass)(int masked, float ry, float x,
-                                                               float mu, float k, float beta)
-{
-    if (masked == 1) return ry > 0.0f;
-    if (masked == 2) return (x - mu) * k + beta > 0.0f;
-    return 1;
-}
-
 // Sums of g and g * xh over rows [r0,r1) of the channel block at cb (w <= BN_CB channels), where
-// g is dy, masked by the fused ReLU when masked (BN_NAME(pass)). masked is a constant at each
-// call, so the three forms compile to three loops without a test inside.
+// g is dy, masked by the fused ReLU where it passed: masked 1 reads its output ry (> 0), masked 2
+// recomputes that output from x (BN_NAME(affine)), so ry is not read. masked is a constant at
+// each call, so the three forms compile to three loops without a test inside.
 static inline __attribute__((always_inline)) void
 BN_NAME(grad_sums)(int64_t r0, int64_t r1, int C, int cb, int w, const float *x, const float *ry,
                    const float *dy, const float *mu, const float *is, const float *k,
@@ -214,11 +210,8 @@ BN_NAME(grad_sums)(int64_t r0, int64_t r1, int C, int cb, int w, const float *x,
         for (int j = 0; j < w; j++) {
             const float xv = x[o + j];
             float gv       = dy[o + j];
-            if (masked)
-                gv = BN_NAME(pass)(masked, masked == 1 ? ry[o + j] : 0.0f, xv, mu[j],
-                                   masked == 2 ? k[j] : 0.0f, masked == 2 ? beta[j] : 0.0f)
-                         ? gv
-                         : 0.0f;
+            if (masked == 1) gv = ry[o + j] > 0.0f ? gv : 0.0f;
+            if (masked == 2) gv = BN_NAME(affine)(xv, mu[j], k[j], beta[j]) > 0.0f ? gv : 0.0f;
             sg[j] += gv;
             sx[j] += gv * ((xv - mu[j]) * is[j]);
         }
@@ -234,11 +227,8 @@ BN_NAME(grad_row)(int C, const float *x, const float *ry, const float *dy, const
 #pragma omp simd
     for (int c = 0; c < C; c++) {
         float gv = dy[c];
-        if (masked)
-            gv = BN_NAME(pass)(masked, masked == 1 ? ry[c] : 0.0f, x[c], mean[c], k[c],
-                               masked == 2 ? beta[c] : 0.0f)
-                     ? gv
-                     : 0.0f;
+        if (masked == 1) gv = ry[c] > 0.0f ? gv : 0.0f;
+        if (masked == 2) gv = BN_NAME(affine)(x[c], mean[c], k[c], beta[c]) > 0.0f ? gv : 0.0f;
         const float xh = (x[c] - mean[c]) * invstd[c];
         dx[c]          = k[c] * (gv - ag[c] - xh * ax[c]);
     }
@@ -254,10 +244,12 @@ void BN_NAME(bwd_train)(const nk_exec *ex, int64_t M, int C, const float *x, con
     const int masked = beta ? 2 : ry ? 1 : 0;
 #pragma omp parallel num_threads(bn_threads(ex, M *C))
     {
+        // 0. fwd_train's scale, bit for bit (a fused ReLU's mask may be recomputed with it).
 #pragma omp for schedule(static)
-        for (int c = 0; c < C; c++)
-            k[c] = gamma[c] * invstd[c]; // fwd_train's scale, bit for bit
-            // 1. Per group: sum g and sum g * xh, each chunk in float, added up in double.
+        for (int c = 0; c < C; c++) {
+            k[c] = gamma[c] * invstd[c];
+        }
+        // 1. Per group: sum g and sum g * xh, each chunk in float, added up in double.
 #pragma omp for schedule(static)
         for (int gi = 0; gi < g.ngroups; gi++) {
             double *asg = gsg + (int64_t)gi * C, *asx = gsx + (int64_t)gi * C;
@@ -272,15 +264,13 @@ void BN_NAME(bwd_train)(const nk_exec *ex, int64_t M, int C, const float *x, con
                     const int w     = C - cb < BN_CB ? C - cb : BN_CB;
                     float sg[BN_CB] = {0}, sx[BN_CB] = {0};
                     const float *mu = mean + cb, *is = invstd + cb, *kb = k + cb;
+                    const float *bb = beta ? beta + cb : NULL;
                     if (masked == 2)
-                        BN_NAME(grad_sums)
-                        (r0, r1, C, cb, w, x, NULL, dy, mu, is, kb, beta + cb, 2, sg, sx);
+                        BN_NAME(grad_sums)(r0, r1, C, cb, w, x, ry, dy, mu, is, kb, bb, 2, sg, sx);
                     else if (masked == 1)
-                        BN_NAME(grad_sums)
-                        (r0, r1, C, cb, w, x, ry, dy, mu, is, kb, NULL, 1, sg, sx);
+                        BN_NAME(grad_sums)(r0, r1, C, cb, w, x, ry, dy, mu, is, kb, bb, 1, sg, sx);
                     else
-                        BN_NAME(grad_sums)
-                        (r0, r1, C, cb, w, x, NULL, dy, mu, is, kb, NULL, 0, sg, sx);
+                        BN_NAME(grad_sums)(r0, r1, C, cb, w, x, ry, dy, mu, is, kb, bb, 0, sg, sx);
                     for (int j = 0; j < w; j++) {
                         asg[cb + j] += sg[j];
                         asx[cb + j] += sx[j];
@@ -306,15 +296,13 @@ void BN_NAME(bwd_train)(const nk_exec *ex, int64_t M, int C, const float *x, con
 #pragma omp for schedule(static)
             for (int64_t r = 0; r < M; r++) {
                 const int64_t o = r * C;
-                if (masked == 2)
-                    BN_NAME(grad_row)
-                    (C, x + o, NULL, dy + o, mean, invstd, k, beta, ag, ax, 2, dx + o);
-                else if (masked == 1)
-                    BN_NAME(grad_row)
-                    (C, x + o, ry + o, dy + o, mean, invstd, k, NULL, ag, ax, 1, dx + o);
-                else
-                    BN_NAME(grad_row)
-                    (C, x + o, NULL, dy + o, mean, invstd, k, NULL, ag, ax, 0, dx + o);
+                const float *rr = ry ? ry + o : NULL;
+                if (masked == 2) BN_NAME(grad_row)
+                (C, x + o, rr, dy + o, mean, invstd, k, beta, ag, ax, 2, dx + o);
+                else if (masked == 1) BN_NAME(grad_row)(C, x + o, rr, dy + o, mean, invstd, k, beta,
+                                                        ag, ax, 1, dx + o);
+                else BN_NAME(grad_row)(C, x + o, rr, dy + o, mean, invstd, k, beta, ag, ax, 0,
+                                       dx + o);
             }
         }
     }

@@ -708,7 +708,7 @@ void nk_conv2d_bwd_filter_bf16_cpu(nk_bf16_impl impl, const nk_exec *ex, const n
     int64_t lp;
     const int64_t nch = wgrad_split(d, &lp);
     // db is summed while dy is packed (no pass of its own over dy): float sums per chunk of rows,
-    // added in double in chunk order.
+    // then the chunks in order (as dw's partials, or in double over the unsplit loop's steps).
     float *sums   = ex->ws;
     float *ws     = sums + wgrad_sum_floats(d, nch);
     double *dbsum = (double *)sums;
@@ -741,14 +741,8 @@ void nk_conv2d_bwd_filter_bf16_cpu(nk_bf16_impl impl, const nk_exec *ex, const n
                 nk_gemm_bf16_at_cpu(impl, &one, rsc, K, rows, src, rsc, bp, 0.0f, part + c * nw, K);
             }
             add_partials(part, nch, nw, dw);
+            if (db) add_partials(sums, nch, K, db);
         }
-        if (db)
-            for (int k = 0; k < K; k++) {
-                double sum = 0.0;
-                for (int64_t c = 0; c < nch; c++)
-                    sum += sums[c * K + k];
-                db[k] = (float)sum;
-            }
         return;
     }
     const int64_t step    = wgrad_chunk_lines(d);
