@@ -73,6 +73,7 @@ typedef struct nt_layer {
     int64_t out_off, grad_off;
     int64_t out_death;         // last plan step the output is alive
     int out_bf16;              // the output buffer holds bf16 (see choose_bf16 in run.c)
+    int out_whole;             // in a chunked prefix: the buffer holds the whole batch
     int grad_ready;            // the grad buffer has been written in this backward
     double prof_fwd, prof_bwd; // seconds spent, summed since nt_model_set_profile
 } nt_layer;
@@ -90,6 +91,9 @@ struct nt_model {
     // Memory plan for batch planned_n in mode planned_training (0: not planned).
     int planned_n, planned_training;
     int bstart; // first layer whose backward runs (nlayers: none)
+    // Chunked forward (see chunk_plan in run.c): layers [0, chunk_end) run chunk_b images at a
+    // time; 0 when the whole batch runs layer by layer.
+    int chunk_b, chunk_end;
     float *buf;
     int64_t buf_floats;
     int64_t plan_floats; // what the current plan uses of buf

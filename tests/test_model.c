@@ -743,6 +743,88 @@ static void test_bf16_training(void)
     nt_ctx_free(cb), nt_ctx_free(cf);
 }
 
+// Chunked forward (chunk_plan in libnet/run.c): the early layers run a few images at a time
+// (NT_CHUNK forces it at these small sizes), through a smaller plan, and give the same outputs
+// as the whole batch layer by layer; in fine-tuning the frozen prefix is chunked and the loss and
+// gradients are the same too. Batch 3 in chunks of 2 leaves a short last chunk.
+static void test_chunked(nt_ctx *ctx, const char *tag)
+{
+    nt_resnet_cfg cfg;
+    nt_resnet_cfg_default(&cfg);
+    cfg.img_size         = 32;
+    cfg.width_div        = 2;
+    cfg.head1            = 16;
+    cfg.head2            = 8;
+    const char *modes[3] = {"0", "2:conv3_block1_1_conv", "1"};
+    float out[3][3], loss[3];
+    size_t bytes[3][2];
+    float *grads[3] = {NULL, NULL, NULL};
+    int64_t ngrad   = 0;
+    int64_t shp[4]  = {3, 32, 32, 3};
+    nt_tensor x;
+    nt_tensor_new(ctx, 4, shp, &x);
+    fill_input(&x, 5);
+    float labels[3] = {1, 0, 1};
+    for (int k = 0; k < 3; k++) {
+        setenv("NT_CHUNK", modes[k], 1);
+        nt_model *m;
+        CHECK(nt_resnet50_new(ctx, &cfg, &m) == NT_OK);
+        nt_model_init(m, NT_INIT_TEST, 99);
+        CHECK(nt_model_set_trainable_last(m, 20) == NT_OK);
+        CHECK(nt_model_forward(m, &x, 0, 0) == NT_OK);
+        memcpy(out[k], nt_model_output(m)->data, sizeof out[k]);
+        bytes[k][0] = nt_model_activation_bytes(m);
+        CHECK(nt_model_forward(m, &x, 1, 3) == NT_OK);
+        double l;
+        CHECK(nt_model_loss(m, labels, NULL, &l, NULL, NULL) == NT_OK);
+        loss[k] = (float)l;
+        // Not the loss's gradient: these logits saturate the clipped sigmoid (gradient 0).
+        float dl[3]  = {1.0f, -0.5f, 0.25f};
+        nt_tensor dy = {.ndim = 2, .shape = {3, 1}, .data = dl};
+        CHECK(nt_model_backward(m, &dy, NULL) == NT_OK);
+        bytes[k][1] = nt_model_activation_bytes(m);
+        ngrad       = 0;
+        for (int i = 0; i < nt_model_num_params(m); i++) {
+            nt_param p;
+            nt_model_param(m, i, &p);
+            if (p.grad) ngrad += nt_tensor_numel(p.grad);
+        }
+        grads[k] = malloc((size_t)ngrad * sizeof(float));
+        for (int i = 0, at = 0; i < nt_model_num_params(m) && grads[k]; i++) {
+            nt_param p;
+            nt_model_param(m, i, &p);
+            if (!p.grad) continue;
+            memcpy(grads[k] + at, p.grad->data, (size_t)nt_tensor_numel(p.grad) * sizeof(float));
+            at += (int)nt_tensor_numel(p.grad);
+        }
+        nt_model_free(m);
+    }
+    unsetenv("NT_CHUNK");
+    // Not a degenerate model: the images' logits differ and the gradients are not all zero.
+    double gsum = 0;
+    for (int64_t i = 0; i < ngrad && grads[0]; i++)
+        gsum += fabs(grads[0][i]);
+    CHECK_MSG(out[0][0] != out[0][1] && out[0][1] != out[0][2] && gsum > 0,
+              "%s: logits %g %g %g, sum |gradient| %g", tag, out[0][0], out[0][1], out[0][2], gsum);
+    for (int k = 1; k < 3; k++) {
+        char what[96];
+        snprintf(what, sizeof what, "%s NT_CHUNK=%s: inference logits", tag, modes[k]);
+        CHECK_CLOSE(what, out[k], out[0], 3, 1e-6, 1e-6);
+        snprintf(what, sizeof what, "%s NT_CHUNK=%s: fine-tuning loss", tag, modes[k]);
+        CHECK_CLOSE(what, &loss[k], &loss[0], 1, 1e-6, 1e-6);
+        snprintf(what, sizeof what, "%s NT_CHUNK=%s: fine-tuning gradients", tag, modes[k]);
+        CHECK(grads[k] && grads[0] && ngrad > 0);
+        if (grads[k] && grads[0]) CHECK_CLOSE(what, grads[k], grads[0], ngrad, 1e-6, 1e-5);
+        CHECK_MSG(bytes[k][0] < bytes[0][0] && bytes[k][1] < bytes[0][1],
+                  "%s NT_CHUNK=%s: activations %zu/%zu bytes (inference/training) against %zu/%zu "
+                  "unchunked",
+                  tag, modes[k], bytes[k][0], bytes[k][1], bytes[0][0], bytes[0][1]);
+    }
+    for (int k = 0; k < 3; k++)
+        free(grads[k]);
+    nt_tensor_free(&x);
+}
+
 int main(void)
 {
     nt_ctx *ctx = new_ctx(NT_IMPL_AUTO, 11);
@@ -758,6 +840,12 @@ int main(void)
     test_fd_gradients(ctx);
     test_train_fused(ref);
     test_train_fused(ctx);
+    test_chunked(ref, "ref");
+    test_chunked(ctx, "auto");
+    nt_status st;
+    nt_ctx *cb = new_ctx_dtype(NT_IMPL_AUTO, NT_DTYPE_BF16, &st);
+    if (cb) test_chunked(cb, "bf16");
+    nt_ctx_free(cb);
     nt_ctx_free(ref);
     nt_ctx_free(ctx);
     return check_summary("test_model");
