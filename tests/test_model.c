@@ -525,6 +525,19 @@ static double max_rel(const float *a, const float *b, int n)
     return e / (mx > 0 ? mx : 1);
 }
 
+// A half-width ResNet50 on 32x32 inputs with a 16-8 head: the channel counts are multiples of
+// 32, so the implicit-GEMM packing runs.
+static nt_resnet_cfg half_resnet_cfg(void)
+{
+    nt_resnet_cfg cfg;
+    nt_resnet_cfg_default(&cfg);
+    cfg.img_size  = 32;
+    cfg.width_div = 2;
+    cfg.head1     = 16;
+    cfg.head2     = 8;
+    return cfg;
+}
+
 static void test_bf16(void)
 {
     nt_status st;
@@ -544,13 +557,7 @@ static void test_bf16(void)
     CHECK(nt_dtype_parse("bf16", &t) == NT_OK && t == NT_DTYPE_BF16);
     CHECK(nt_dtype_parse("f16", &t) == NT_EINVAL);
     printf("kernels: %s\n", nt_ctx_impl_name(cb));
-    // Half width: the channel counts are multiples of 32, so the implicit-GEMM packing runs.
-    nt_resnet_cfg cfg;
-    nt_resnet_cfg_default(&cfg);
-    cfg.img_size  = 32;
-    cfg.width_div = 2;
-    cfg.head1     = 16;
-    cfg.head2     = 8;
+    nt_resnet_cfg cfg = half_resnet_cfg();
     nt_model *mb, *mf, *mr;
     CHECK(nt_resnet50_new(cb, &cfg, &mb) == NT_OK);
     CHECK(nt_resnet50_new(cf, &cfg, &mf) == NT_OK);
@@ -749,12 +756,7 @@ static void test_bf16_training(void)
 // gradients are the same too. Batch 3 in chunks of 2 leaves a short last chunk.
 static void test_chunked(nt_ctx *ctx, const char *tag)
 {
-    nt_resnet_cfg cfg;
-    nt_resnet_cfg_default(&cfg);
-    cfg.img_size         = 32;
-    cfg.width_div        = 2;
-    cfg.head1            = 16;
-    cfg.head2            = 8;
+    nt_resnet_cfg cfg    = half_resnet_cfg();
     const char *modes[3] = {"0", "2:conv3_block1_1_conv", "1"};
     float out[3][3], loss[3];
     size_t bytes[3][2];
