@@ -802,6 +802,18 @@ static void test_chunked(nt_ctx *ctx, const char *tag)
         nt_model_free(m);
     }
     unsetenv("NT_CHUNK");
+    // Unforced, the rule leaves a batch this small (well inside the L3 cache) whole: the same
+    // plan as NT_CHUNK=0.
+    {
+        nt_model *m;
+        CHECK(nt_resnet50_new(ctx, &cfg, &m) == NT_OK);
+        nt_model_init(m, NT_INIT_TEST, 99);
+        CHECK(nt_model_forward(m, &x, 0, 0) == NT_OK);
+        CHECK_MSG(nt_model_activation_bytes(m) == bytes[0][0],
+                  "%s unforced: %zu bytes of activations, %zu unchunked", tag,
+                  nt_model_activation_bytes(m), bytes[0][0]);
+        nt_model_free(m);
+    }
     // Not a degenerate model: the images' logits differ and the gradients are not all zero.
     double gsum = 0;
     for (int64_t i = 0; i < ngrad && grads[0]; i++)

@@ -296,13 +296,15 @@ void BN_NAME(bwd_train)(const nk_exec *ex, int64_t M, int C, const float *x, con
 #pragma omp for schedule(static)
             for (int64_t r = 0; r < M; r++) {
                 const int64_t o = r * C;
-                const float *rr = ry ? ry + o : NULL;
-                if (masked == 2) BN_NAME(grad_row)
-                (C, x + o, rr, dy + o, mean, invstd, k, beta, ag, ax, 2, dx + o);
-                else if (masked == 1) BN_NAME(grad_row)(C, x + o, rr, dy + o, mean, invstd, k, beta,
-                                                        ag, ax, 1, dx + o);
-                else BN_NAME(grad_row)(C, x + o, rr, dy + o, mean, invstd, k, beta, ag, ax, 0,
-                                       dx + o);
+                const float *xr = x + o, *rr = ry ? ry + o : NULL, *gr = dy + o;
+                float *dr = dx + o;
+                // Constant mask modes, so each call inlines its own loop.
+                if (masked == 2)
+                    BN_NAME(grad_row)(C, xr, rr, gr, mean, invstd, k, beta, ag, ax, 2, dr);
+                else if (masked == 1)
+                    BN_NAME(grad_row)(C, xr, rr, gr, mean, invstd, k, beta, ag, ax, 1, dr);
+                else
+                    BN_NAME(grad_row)(C, xr, rr, gr, mean, invstd, k, beta, ag, ax, 0, dr);
             }
         }
     }
