@@ -19,8 +19,9 @@ bp=0; bm=0
 for round in 1 2 3; do
     $P predict --model $MODEL --batch 8 --format jsonl s3://benchb/set/ > $T/out.jsonl 2> $T/err.txt || { tail -n 3 $T/err.txt; exit 1; }
     done_n=$(grep -c '"probability"' $T/out.jsonl)
-    rate=$(sed -n 's/.*(\([0-9.]*\) images\/s).*/\1/p' $T/err.txt | tail -n 1)
-    echo "op=predict source=s3 round=$round images=$done_n img=$IMG batch=8 images_per_s=$rate"
+    rate=$(sed -n 's/.*(\([0-9.]*\) images\/s.*/\1/p' $T/err.txt | tail -n 1)
+    split=$(sed -n 's/.*images\/s; model \([0-9.]*\) s, waiting for input \([0-9.]*\) s).*/model_s=\1 wait_s=\2/p' $T/err.txt | tail -n 1)
+    echo "op=predict source=s3 round=$round images=$done_n img=$IMG batch=8 images_per_s=$rate $split"
     $P bench model --img-size $IMG --batch 8 --repeat 5 --no-check > $T/model.txt 2>&1
     m=$(sed -n 's/.*images_per_s=\([0-9.]*\).*/\1/p' $T/model.txt | tail -n 1)
     echo "op=model round=$round img=$IMG batch=8 images_per_s=$m"

@@ -28,7 +28,7 @@ head -n 256 $T/list8 > $T/listp   # predict's share: the first images the 8-conn
 # after the wrk runs: the machine may be shared, and two figures show how much that moved.
 predict_rate() {
     $P predict --batch 8 --format jsonl - < $T/listp > $T/pred.jsonl 2> $T/pred.err || { cat $T/pred.err; exit 1; }
-    sed -n 's/.*(\([0-9.]*\) images\/s).*/\1/p' $T/pred.err | tail -n 1
+    sed -n 's/.*(\([0-9.]*\) images\/s.*/\1/p' $T/pred.err | tail -n 1
 }
 # metric NAME: the value of a counter in serve's /metrics (through nginx, from loopback).
 metric() { curl -sS --cacert $CA $URL/metrics | awk -v m="$1" '$1 == m { print $2 }'; }

@@ -275,14 +275,15 @@ out:
 }
 
 static int bench_conv(int batch, int threads, int repeat, double peak, nk_isa isa, int bf16,
-                      conv_pass pass)
+                      conv_pass pass, const char *only)
 {
     int rc         = EXIT_OK;
     double total_s = 0, total_f = 0;
     const char *impl = bf16 ? nk_bf16_impl_name(nk_cpu_bf16()) : nk_isa_name(isa);
     for (size_t i = 0; i < sizeof(conv_shapes) / sizeof(conv_shapes[0]); i++) {
         const conv_shape *c = &conv_shapes[i];
-        nk_conv_desc d      = conv_shape_desc(c, batch);
+        if (only && strcmp(only, c->name) != 0) continue;
+        nk_conv_desc d = conv_shape_desc(c, batch);
         double err = 0, s = conv_run(c, batch, threads, repeat, isa, bf16, pass, &err);
         double fl = 2.0 * batch * d.P * d.Q * (double)d.K * d.R * d.S * d.C;
         if (s < 0) {
@@ -301,7 +302,7 @@ static int bench_conv(int batch, int threads, int repeat, double peak, nk_isa is
                100 * fl / s * 1e-9 / peak);
         fflush(stdout);
     }
-    if (rc == EXIT_OK)
+    if (rc == EXIT_OK && !only)
         printf("op=conv name=resnet50_all_convs pass=%s dtype=%s impl=%s N=%d threads=%d "
                "ms=%.1f gflops=%.1f pct_peak=%.1f\n",
                pass_names[pass], bf16 ? "bf16" : "f32", impl, batch, threads, total_s * 1e3,
@@ -502,7 +503,7 @@ int cmd_bench(int argc, char **argv)
     int threads = 0, batch = 16, img = 224, train = 0, repeat = 5, warmup = 1, M = 0, N = 0, K = 0,
         nocheck = 0, profile = 0, top = 12;
     double peak            = 0;
-    const char *unfreeze_s = "20", *isa_s = NULL, *dtype_s = "f32", *pass_s = "fwd";
+    const char *unfreeze_s = "20", *isa_s = NULL, *dtype_s = "f32", *pass_s = "fwd", *shape = NULL;
     cli_opt opts[] = {
         {"threads", OPT_INT, &threads, 0, 1024, "N", "threads, default all CPUs"},
         {"batch", OPT_INT, &batch, 1, 4096, "N", "model, conv: batch size, default 16"},
@@ -524,6 +525,7 @@ int cmd_bench(int argc, char **argv)
         {"top", OPT_INT, &top, 1, 100000, "N", "model --profile: slowest layers listed (12)"},
         {"pass", OPT_STR, &pass_s, 0, 0, "fwd|bwd-data|bwd-filter",
          "conv: the forward (default) or a backward half"},
+        {"shape", OPT_STR, &shape, 0, 0, "NAME", "conv: only this shape (a name that it prints)"},
     };
     cli_cmd cmd = {"bench",
                    "peak|gemm|conv|model|data [options]",
@@ -562,6 +564,16 @@ int cmd_bench(int argc, char **argv)
             return cli_fail("bench", EXIT_USAGE, "--isa %s: this CPU supports at most %s", isa_s,
                             nk_isa_name(isa));
         isa = want;
+    }
+    if (shape && strcmp(what, "conv") == 0) {
+        size_t i = 0, n = sizeof(conv_shapes) / sizeof(conv_shapes[0]);
+        while (i < n && strcmp(shape, conv_shapes[i].name) != 0)
+            i++;
+        if (i == n)
+            return cli_fail("bench", EXIT_USAGE,
+                            "--shape expects a name that bench conv prints (conv1_7x7s2 ... "
+                            "conv5_1x1_reduce), got \"%s\"",
+                            shape);
     }
     if (peak <= 0) {
         peak = bf16 ? nk_bf16_peak_gflops(threads, 0.5) : measure_peak(nk_cpu_detect(), threads);
@@ -604,7 +616,7 @@ int cmd_bench(int argc, char **argv)
         if (pass < 0)
             return cli_fail("bench", EXIT_USAGE,
                             "--pass expects fwd, bwd-data or bwd-filter, got \"%s\"", pass_s);
-        return bench_conv(batch, threads, repeat, peak, isa, bf16, (conv_pass)pass);
+        return bench_conv(batch, threads, repeat, peak, isa, bf16, (conv_pass)pass, shape);
     }
     return bench_model(batch, threads, img, train, unfreeze, repeat, warmup, peak, !nocheck,
                        profile, top, bf16 ? "bf16" : "f32");

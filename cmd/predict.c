@@ -947,11 +947,18 @@ int cmd_predict(int argc, char **argv)
     }
     char tnow[40];
     int n = 0;
+    // Seconds the model spent computing, and waiting for the loaders (a long wait: loading is
+    // the bottleneck; more --loader-threads may help).
+    double t_model = 0, t_wait = 0;
     for (int i = 0; i < total; i++) {
         slot *s = &ps.slots[i % ps.Q];
         pthread_mutex_lock(&ps.mu);
-        while (!(s->ready && s->idx == i))
-            pthread_cond_wait(&ps.cv_ready, &ps.mu);
+        if (!(s->ready && s->idx == i)) {
+            const double tw = now_s();
+            while (!(s->ready && s->idx == i))
+                pthread_cond_wait(&ps.cv_ready, &ps.mu);
+            t_wait += now_s() - tw;
+        }
         pthread_mutex_unlock(&ps.mu);
         rec r = {it.v[i].source, s->sha, NULL, NULL, tnow, 0, 0, s->prep_ms, 0};
         if (s->kind == SLOT_COMPUTE) {
@@ -992,6 +999,7 @@ int cmd_predict(int argc, char **argv)
                 rc = cli_fail("predict", EXIT_FAIL, "%s", nt_ctx_errmsg(ctx));
                 goto out;
             }
+            t_model += now_s() - tf;
             double fwd_ms = (now_s() - tf) * 1e3 / n;
             iso_now(tnow, sizeof(tnow));
             for (int k = 0; k < n; k++) {
@@ -1024,9 +1032,10 @@ int cmd_predict(int argc, char **argv)
     w_flush(&w);
     if (bar) progress(nseen, total, t0, 1);
     fprintf(stderr,
-            "predict: %d images: %d done (%d cached), %d failed in %.1f s (%.1f images/s)%s%s\n",
-            total, ndone, ncached, nfailed, elapsed, elapsed > 0 ? nseen / elapsed : 0.0,
-            w.r ? "; run " : "", w.r ? run_id : "");
+            "predict: %d images: %d done (%d cached), %d failed in %.1f s (%.1f images/s; model "
+            "%.1f s, waiting for input %.1f s)%s%s\n",
+            total, ndone, ncached, nfailed, elapsed, elapsed > 0 ? nseen / elapsed : 0.0, t_model,
+            t_wait, w.r ? "; run " : "", w.r ? run_id : "");
     if (w.lost) {
         if (fmt == FMT_JSONL)
             rc = cli_fail("predict", EXIT_FAIL,
