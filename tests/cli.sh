@@ -48,7 +48,14 @@ expect 0 "Preprocess: caffe" -- $P info $T/w.st
 expect 0 "imported .* tensors .*2017" -- $P weights import tests/fixtures/keras_resnet50_w16_2017.h5 --width-div 16 --out $T/w17.st
 expect 1 "shape" -- $P weights import tests/fixtures/keras_resnet50_w16_current.h5 --width-div 8 --out $T/w8.st
 expect 0 '"probability"' -- $P predict --model $T/w.st --format jsonl data/samples/IM-0115-0001.jpeg
+expect 0 '1 done \(0 cached\), 0 failed in [0-9.]+ s \([0-9.]+ images/s; model [0-9.]+ s, waiting for input [0-9.]+ s\)' -- $P predict --model $T/w.st --format jsonl data/samples/IM-0115-0001.jpeg
 expect 2 "expected peak, gemm, conv, model or data" -- $P bench nothing
+expect 2 '--shape expects a name that bench conv prints .*got "conv9"' -- $P bench conv --shape conv9
+# --shape: that one convolution (checked against its reference first), no network total.
+expect 0 'op=conv name=conv2_1x1_64_64 pass=bwd-filter dtype=f32 .*gflops=' -- $P bench conv --shape conv2_1x1_64_64 --pass bwd-filter --batch 1 --repeat 1 --peak 100
+$P bench conv --shape conv3_3x3 --batch 1 --repeat 1 --peak 100 > $T/conv1.txt 2>&1
+[ "$(grep -c '^op=conv ' $T/conv1.txt)" = 1 ] && grep -q "name=conv3_3x3 " $T/conv1.txt &&
+    ok "bench conv --shape conv3_3x3 times that shape only" || bad "bench conv --shape: $(cat $T/conv1.txt)"
 # --dtype: a bad name is a usage error; bf16 (where the CPU has AVX512_BF16) stays near f32.
 for c in predict worker serve eval train; do expect 2 "dtype expects f32 or bf16" -- $P $c --dtype bf17; done
 if grep -qw avx512_bf16 /proc/cpuinfo && [ -f weights/pneumo-resnet50.safetensors ]; then
