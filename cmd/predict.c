@@ -999,8 +999,9 @@ int cmd_predict(int argc, char **argv)
                 rc = cli_fail("predict", EXIT_FAIL, "%s", nt_ctx_errmsg(ctx));
                 goto out;
             }
-            t_model += now_s() - tf;
-            double fwd_ms = (now_s() - tf) * 1e3 / n;
+            const double dt = now_s() - tf;
+            t_model += dt;
+            double fwd_ms = dt * 1e3 / n;
             iso_now(tnow, sizeof(tnow));
             for (int k = 0; k < n; k++) {
                 item *itm = &it.v[bidx[k]];

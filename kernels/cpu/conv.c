@@ -56,8 +56,10 @@ static int64_t chunk_lines(const nk_conv_desc *d)
 // conv1, conv2's 3x3 and the strided 1x1s measured the same (256, 512 and whole chunks alike).
 #define WGRAD_SUB_ROWS 256
 
+// Lines per piece of a chunk of lp lines (all lp for a 1x1 stride-1 conv: nothing to gather).
 static int64_t wgrad_sub_lines(const nk_conv_desc *d, int64_t lp)
 {
+    if (is_direct(d)) return lp;
     int64_t l = WGRAD_SUB_ROWS / (d->Q > 0 ? d->Q : 1);
     if (l < 1) l = 1;
     return l < lp ? l : lp;
@@ -408,7 +410,7 @@ void nk_conv2d_bwd_filter_cpu(nk_isa isa, const nk_exec *ex, const nk_conv_desc 
 #pragma omp for schedule(dynamic, 1)
             for (int64_t c = 0; c < nch; c++) {
                 const int64_t l0 = c * lp, l1 = l0 + lp < lines ? l0 + lp : lines;
-                const int64_t sub = is_direct(d) ? lp : wgrad_sub_lines(d, lp);
+                const int64_t sub = wgrad_sub_lines(d, lp);
                 for (int64_t s0 = l0; s0 < l1; s0 += sub) {
                     const int64_t s1 = s0 + sub < l1 ? s0 + sub : l1;
                     const int rows   = (int)((s1 - s0) * d->Q);
@@ -693,7 +695,7 @@ static int64_t wgrad_chunk_lines(const nk_conv_desc *d)
 // a piece's bias sums.
 static size_t wgrad_split_thread_floats(const nk_conv_desc *d, int64_t lp)
 {
-    const size_t rows = (size_t)(is_direct(d) ? lp : wgrad_sub_lines(d, lp)) * d->Q;
+    const size_t rows = (size_t)wgrad_sub_lines(d, lp) * d->Q;
     const size_t rsc  = (size_t)d->R * d->S * d->C;
     return bf16_gemm_part(1) + (is_direct(d) ? 0 : ((rows * rsc + 15) & ~(size_t)15)) +
            bf16_floats(nk_gemm_bf16_packed_b_elems((int)rows, d->K)) +
@@ -739,7 +741,7 @@ void nk_conv2d_bwd_filter_bf16_cpu(nk_bf16_impl impl, const nk_exec *ex, const n
         float *part      = ws;
         float *tws       = part + ((nch * nw + 15) & ~(int64_t)15);
         const size_t per = wgrad_split_thread_floats(d, lp), g1 = bf16_gemm_part(1);
-        const int64_t sub = is_direct(d) ? lp : wgrad_sub_lines(d, lp);
+        const int64_t sub = wgrad_sub_lines(d, lp);
         const size_t colf =
             is_direct(d) ? 0 : (((size_t)sub * d->Q * (size_t)rsc + 15) & ~(size_t)15);
         const size_t bpf = bf16_floats(nk_gemm_bf16_packed_b_elems((int)(sub * d->Q), K));
@@ -753,6 +755,7 @@ void nk_conv2d_bwd_filter_bf16_cpu(nk_bf16_impl impl, const nk_exec *ex, const n
 #pragma omp for schedule(dynamic, 1)
             for (int64_t c = 0; c < nch; c++) {
                 const int64_t l0 = c * lp, l1 = l0 + lp < lines ? l0 + lp : lines;
+                float *cs = sums + c * K; // this chunk's bias sums
                 for (int64_t s0 = l0; s0 < l1; s0 += sub) {
                     const int64_t s1 = s0 + sub < l1 ? s0 + sub : l1;
                     const int rows   = (int)((s1 - s0) * d->Q);
@@ -761,7 +764,6 @@ void nk_conv2d_bwd_filter_bf16_cpu(nk_bf16_impl impl, const nk_exec *ex, const n
                         im2col(d, x, s0, s1, col, 1);
                         src = col;
                     }
-                    float *cs = sums + c * K;
                     if (db)
                         nk_gemm_bf16_pack_b_sum_mt(1, rows, K, dy + s0 * d->Q * K, K, bp,
                                                    s0 == l0 ? cs : psum);
