@@ -196,8 +196,8 @@ static const char *const pass_names[] = {"fwd", "bwd-data", "bwd-filter"};
 // nk_conv2d_bwd_data_cpu (dx from dy and w) and nk_conv2d_bwd_filter_cpu (dw and db from x and
 // dy), as training runs them. Returns seconds per call (median), or -1 on a failed check: the fast
 // kernel is compared with the reference (f32 or bf16) at batch 1 first.
-static double conv_run(const conv_shape *c, int N, int threads, int repeat, nk_isa isa, int bf16,
-                       conv_pass pass, double *err)
+static double conv_run(const conv_shape *c, int N, int threads, int repeat, nk_isa isa,
+                       nk_conv_algo algo, int bf16, conv_pass pass, double *err)
 {
     nk_conv_desc d = conv_shape_desc(c, N), d1 = conv_shape_desc(c, 1);
     const size_t nx = (size_t)N * d.H * d.W * d.C, ny = (size_t)N * d.P * d.Q * d.K;
@@ -215,7 +215,7 @@ static double conv_run(const conv_shape *c, int N, int threads, int repeat, nk_i
     float *db = malloc((size_t)d.K * 4), *ws = malloc(wsn * 4);
     uint16_t *wp = bf16 ? malloc(nk_gemm_bf16_packed_b_elems((int)rsc, d.K) * 2) : NULL;
     // f32 too runs on weights packed once, as the model's inference does.
-    float *wpf = bf16 ? NULL : malloc(nk_sgemm_packed_b_floats(isa, (int)rsc, d.K) * 4);
+    float *wpf = bf16 ? NULL : malloc(nk_conv2d_packed_floats(isa, algo, &d) * 4);
     double s   = -1;
     if (!x || !w || !b || !y || !o || !yr || !db || !ws || (bf16 ? !wp : !wpf)) goto out;
     for (size_t i = 0; i < nx; i++)
@@ -229,7 +229,7 @@ static double conv_run(const conv_shape *c, int N, int threads, int repeat, nk_i
     if (bf16)
         nk_gemm_bf16_pack_b(0, (int)rsc, d.K, w, d.K, wp);
     else
-        nk_sgemm_pack_b_full(isa, (int)rsc, d.K, w, d.K, wpf);
+        nk_conv2d_pack(isa, algo, &d, w, wpf);
     nk_exec ex = {threads, ws, wsn};
 #define RUN(dd)                                                                                    \
     (pass == PASS_BWD_DATA && bf16                                                                 \
@@ -239,7 +239,7 @@ static double conv_run(const conv_shape *c, int N, int threads, int repeat, nk_i
          ? nk_conv2d_bwd_filter_bf16_cpu(nk_cpu_bf16(), &ex, &(dd), x, y, o, db)                   \
      : pass == PASS_BWD_FILTER ? nk_conv2d_bwd_filter_cpu(isa, &ex, &(dd), x, y, o, db)            \
      : bf16 ? nk_conv2d_fwd_bf16_cpu(nk_cpu_bf16(), &ex, &(dd), x, wp, b, NULL, o)                 \
-            : nk_conv2d_fwd_packed_cpu(isa, &ex, &(dd), x, wpf, b, NULL, o))
+            : nk_conv2d_fwd_packed_cpu(isa, algo, &ex, &(dd), x, wpf, b, NULL, o))
     RUN(d1);
     if (pass == PASS_BWD_DATA && bf16)
         nk_conv2d_bwd_data_bf16_ref(&d1, y, w, yr);
@@ -274,8 +274,8 @@ out:
     return s;
 }
 
-static int bench_conv(int batch, int threads, int repeat, double peak, nk_isa isa, int bf16,
-                      conv_pass pass, const char *only)
+static int bench_conv(int batch, int threads, int repeat, double peak, nk_isa isa,
+                      nk_conv_algo algo, int bf16, conv_pass pass, const char *only)
 {
     int rc         = EXIT_OK;
     double total_s = 0, total_f = 0;
@@ -284,7 +284,7 @@ static int bench_conv(int batch, int threads, int repeat, double peak, nk_isa is
         const conv_shape *c = &conv_shapes[i];
         if (only && strcmp(only, c->name) != 0) continue;
         nk_conv_desc d = conv_shape_desc(c, batch);
-        double err = 0, s = conv_run(c, batch, threads, repeat, isa, bf16, pass, &err);
+        double err = 0, s = conv_run(c, batch, threads, repeat, isa, algo, bf16, pass, &err);
         double fl = 2.0 * batch * d.P * d.Q * (double)d.K * d.R * d.S * d.C;
         if (s < 0) {
             printf("op=conv name=%s pass=%s dtype=%s impl=%s FAIL (rel error %.3g vs the "
@@ -503,29 +503,32 @@ int cmd_bench(int argc, char **argv)
     int threads = 0, batch = 16, img = 224, train = 0, repeat = 5, warmup = 1, M = 0, N = 0, K = 0,
         nocheck = 0, profile = 0, top = 12;
     double peak            = 0;
-    const char *unfreeze_s = "20", *isa_s = NULL, *dtype_s = "f32", *pass_s = "fwd", *shape = NULL;
-    cli_opt opts[] = {
-        {"threads", OPT_INT, &threads, 0, 1024, "N", "threads, default all CPUs"},
-        {"batch", OPT_INT, &batch, 1, 4096, "N", "model, conv: batch size, default 16"},
-        {"img-size", OPT_INT, &img, 32, 1024, "PX", "model: input size, default 224"},
-        {"train", OPT_FLAG, &train, 0, 0, NULL, "model: time a training step (forward+backward)"},
-        {"unfreeze", OPT_STR, &unfreeze_s, 0, 0, "N|all", "model --train: trainable layers (20)"},
-        {"repeat", OPT_INT, &repeat, 1, 64, "N", "timed repeats (median), default 5"},
-        {"warmup", OPT_INT, &warmup, 0, 16, "N", "untimed repeats first, default 1"},
-        {"m", OPT_INT, &M, 1, 1 << 20, "M", "gemm: rows of C (with --n, --k: one shape)"},
-        {"n", OPT_INT, &N, 1, 1 << 20, "N", "gemm: columns of C"},
-        {"k", OPT_INT, &K, 1, 1 << 20, "K", "gemm: inner dimension"},
-        {"isa", OPT_STR, &isa_s, 0, 0, "avx512|avx2|scalar", "gemm: micro-kernel, default best"},
-        {"dtype", OPT_STR, &dtype_s, 0, 0, "f32|bf16",
-         "compute type (bf16: inference, and the frozen layers when training; peak: the VDPBF16PS "
-         "peak)"},
-        {"peak", OPT_FLOAT, &peak, 1, 1e9, "GFLOPS", "peak to report against (default: measured)"},
-        {"no-check", OPT_FLAG, &nocheck, 0, 0, NULL, "model: skip the check against the reference"},
-        {"profile", OPT_FLAG, &profile, 0, 0, NULL, "model: time every layer (by type, slowest)"},
-        {"top", OPT_INT, &top, 1, 100000, "N", "model --profile: slowest layers listed (12)"},
-        {"pass", OPT_STR, &pass_s, 0, 0, "fwd|bwd-data|bwd-filter",
-         "conv: the forward (default) or a backward half"},
-        {"shape", OPT_STR, &shape, 0, 0, "NAME", "conv: only this shape (a name that it prints)"},
+    const char *unfreeze_s = "20", *isa_s = NULL, *dtype_s = "f32", *pass_s = "fwd", *shape = NULL,
+               *algo_s = "auto";
+    cli_opt opts[]     = {
+            {"threads", OPT_INT, &threads, 0, 1024, "N", "threads, default all CPUs"},
+            {"batch", OPT_INT, &batch, 1, 4096, "N", "model, conv: batch size, default 16"},
+            {"img-size", OPT_INT, &img, 32, 1024, "PX", "model: input size, default 224"},
+            {"train", OPT_FLAG, &train, 0, 0, NULL, "model: time a training step (forward+backward)"},
+            {"unfreeze", OPT_STR, &unfreeze_s, 0, 0, "N|all", "model --train: trainable layers (20)"},
+            {"repeat", OPT_INT, &repeat, 1, 64, "N", "timed repeats (median), default 5"},
+            {"warmup", OPT_INT, &warmup, 0, 16, "N", "untimed repeats first, default 1"},
+            {"m", OPT_INT, &M, 1, 1 << 20, "M", "gemm: rows of C (with --n, --k: one shape)"},
+            {"n", OPT_INT, &N, 1, 1 << 20, "N", "gemm: columns of C"},
+            {"k", OPT_INT, &K, 1, 1 << 20, "K", "gemm: inner dimension"},
+            {"isa", OPT_STR, &isa_s, 0, 0, "avx512|avx2|scalar", "gemm: micro-kernel, default best"},
+            {"dtype", OPT_STR, &dtype_s, 0, 0, "f32|bf16",
+             "compute type (bf16: inference, and the frozen layers when training; peak: the VDPBF16PS "
+                 "peak)"},
+            {"peak", OPT_FLOAT, &peak, 1, 1e9, "GFLOPS", "peak to report against (default: measured)"},
+            {"no-check", OPT_FLAG, &nocheck, 0, 0, NULL, "model: skip the check against the reference"},
+            {"profile", OPT_FLAG, &profile, 0, 0, NULL, "model: time every layer (by type, slowest)"},
+            {"top", OPT_INT, &top, 1, 100000, "N", "model --profile: slowest layers listed (12)"},
+            {"pass", OPT_STR, &pass_s, 0, 0, "fwd|bwd-data|bwd-filter",
+             "conv: the forward (default) or a backward half"},
+            {"shape", OPT_STR, &shape, 0, 0, "NAME", "conv: only this shape (a name that it prints)"},
+            {"conv-algo", OPT_STR, &algo_s, 0, 0, "auto|gemm",
+             "conv, model (f32): auto (Winograd for the 3x3s where it pays) or gemm only"},
     };
     cli_cmd cmd = {"bench",
                    "peak|gemm|conv|model|data [options]",
@@ -550,6 +553,15 @@ int cmd_bench(int argc, char **argv)
     const int bf16 = dtype == NT_DTYPE_BF16;
     if (bf16 && nk_cpu_bf16() < NK_BF16_AVX512)
         return cli_fail("bench", EXIT_FAIL, "--dtype bf16 needs a CPU with AVX512_BF16");
+    nk_conv_algo algo;
+    if (strcmp(algo_s, "auto") == 0)
+        algo = NK_CONV_AUTO;
+    else if (strcmp(algo_s, "gemm") == 0)
+        algo = NK_CONV_GEMM;
+    else
+        return cli_fail("bench", EXIT_USAGE, "--conv-algo expects auto or gemm, got \"%s\"",
+                        algo_s);
+    if (strcmp(algo_s, "auto") != 0) setenv("PNEUMO_CONV", algo_s, 1); // bench model's context
     threads    = resolve_threads(threads);
     nk_isa isa = nk_cpu_detect();
     if (isa_s) {
@@ -616,7 +628,7 @@ int cmd_bench(int argc, char **argv)
         if (pass < 0)
             return cli_fail("bench", EXIT_USAGE,
                             "--pass expects fwd, bwd-data or bwd-filter, got \"%s\"", pass_s);
-        return bench_conv(batch, threads, repeat, peak, isa, bf16, (conv_pass)pass, shape);
+        return bench_conv(batch, threads, repeat, peak, isa, algo, bf16, (conv_pass)pass, shape);
     }
     return bench_model(batch, threads, img, train, unfreeze, repeat, warmup, peak, !nocheck,
                        profile, top, bf16 ? "bf16" : "f32");

@@ -174,6 +174,14 @@ nt_ctx *cli_ctx_dtype(const char *cmd, int threads, unsigned long long seed, con
     const char *impl = getenv("PNEUMO_KERNELS");
     if (impl && strcmp(impl, "ref") == 0) o.impl = NT_IMPL_REF;
     if (impl && strcmp(impl, "avx2") == 0) o.impl = NT_IMPL_AVX2;
+    const char *conv = getenv("PNEUMO_CONV");
+    if (conv && *conv) {
+        if (strcmp(conv, "gemm") != 0 && strcmp(conv, "auto") != 0) {
+            cli_fail(cmd, EXIT_USAGE, "PNEUMO_CONV must be auto or gemm, got \"%s\"", conv);
+            return NULL;
+        }
+        o.no_winograd = strcmp(conv, "gemm") == 0;
+    }
     nt_ctx *ctx;
     if (nt_ctx_new(&o, &ctx) != NT_OK) {
         cli_fail(cmd, EXIT_FAIL, "%s", nt_ctx_errmsg(ctx));

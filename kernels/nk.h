@@ -260,13 +260,26 @@ void nk_conv2d_fwd_epi_cpu(nk_isa isa, const nk_exec *ex, const nk_conv_desc *d,
 // Inference weights packed once (float32): B = w [R*S*C, K] in the ISA's micro-kernel panels
 // over all of K, so that repeated forwards skip packing B (it dominates small batches, where
 // each weight is used a few times only). nk_sgemm_packed_b_floats gives the size for B [K,N];
-// nk_sgemm_pack_b_full packs a row-major B [K,N] (one thread). The packing depends on isa: pack
-// and run with the same one. nk_conv2d_fwd_packed_cpu is nk_conv2d_fwd_epi_cpu on such a wp
-// (w packed as B with K = R*S*C, N = K), same scratch.
+// nk_sgemm_pack_b_full packs a row-major B [K,N] (one thread).
 size_t nk_sgemm_packed_b_floats(nk_isa isa, int K, int N);
 void nk_sgemm_pack_b_full(nk_isa isa, int K, int N, const float *B, int ldb, float *dst);
-void nk_conv2d_fwd_packed_cpu(nk_isa isa, const nk_exec *ex, const nk_conv_desc *d, const float *x,
-                              const float *wp, const float *b, const nk_epilogue *ep, float *y);
+
+// How a packed forward convolution computes. AUTO: Winograd F(4x4, 3x3) for the 3x3 stride-1
+// 'same' convolutions with C and K multiples of 16 on AVX-512 (4x fewer multiplies in its GEMMs,
+// float32 error about 10x the direct sum's), the implicit GEMM otherwise; GEMM: never Winograd.
+typedef enum { NK_CONV_AUTO = 0, NK_CONV_GEMM = 1 } nk_conv_algo;
+
+// Inference convolution on weights packed once: nk_conv2d_pack writes w [R,S,C,K] in
+// nk_conv2d_packed_floats floats (B panels as above, or transformed for Winograd; the batch size
+// d->N is not used, the packing serves any), and nk_conv2d_fwd_packed_cpu is then
+// nk_conv2d_fwd_epi_cpu on it. Pack and run with the same isa and algo. Same scratch
+// (nk_conv2d_ws_floats).
+size_t nk_conv2d_packed_floats(nk_isa isa, nk_conv_algo algo, const nk_conv_desc *d);
+void nk_conv2d_pack(nk_isa isa, nk_conv_algo algo, const nk_conv_desc *d, const float *w,
+                    float *dst);
+void nk_conv2d_fwd_packed_cpu(nk_isa isa, nk_conv_algo algo, const nk_exec *ex,
+                              const nk_conv_desc *d, const float *x, const float *wp,
+                              const float *b, const nk_epilogue *ep, float *y);
 
 // Threaded pooling, padding and add+ReLU (same contracts as the _ref versions).
 void nk_maxpool_fwd_cpu(const nk_exec *ex, const nk_conv_desc *d, const float *x, float *y);

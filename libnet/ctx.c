@@ -254,19 +254,19 @@ static void ref_gap_fwd(const nk_exec *ex, int N, int HW, int C, const float *x,
     {                                                                                              \
         nk_conv2d_fwd_epi_cpu(ISA, ex, d, x, w, b, ep, y);                                         \
     }                                                                                              \
-    static size_t fast_conv_packed_floats_##SUF(int K, int N)                                      \
+    static size_t fast_conv_packed_floats_##SUF(const nk_conv_desc *d, int algo)                   \
     {                                                                                              \
-        return nk_sgemm_packed_b_floats(ISA, K, N);                                                \
+        return nk_conv2d_packed_floats(ISA, (nk_conv_algo)algo, d);                                \
     }                                                                                              \
-    static void fast_conv_pack_##SUF(int K, int N, const float *w, float *dst)                     \
+    static void fast_conv_pack_##SUF(const nk_conv_desc *d, int algo, const float *w, float *dst)  \
     {                                                                                              \
-        nk_sgemm_pack_b_full(ISA, K, N, w, N, dst);                                                \
+        nk_conv2d_pack(ISA, (nk_conv_algo)algo, d, w, dst);                                        \
     }                                                                                              \
-    static void fast_conv_fwd_packed_##SUF(const nk_exec *ex, const nk_conv_desc *d,               \
+    static void fast_conv_fwd_packed_##SUF(const nk_exec *ex, const nk_conv_desc *d, int algo,     \
                                            const float *x, const float *wp, const float *b,        \
                                            const nk_epilogue *ep, float *y)                        \
     {                                                                                              \
-        nk_conv2d_fwd_packed_cpu(ISA, ex, d, x, wp, b, ep, y);                                     \
+        nk_conv2d_fwd_packed_cpu(ISA, (nk_conv_algo)algo, ex, d, x, wp, b, ep, y);                 \
     }                                                                                              \
     static void fast_dense_fwd_##SUF(const nk_exec *ex, int N, int C, int K, const float *x,       \
                                      const float *w, const float *b, int relu, float *y)           \

@@ -92,11 +92,13 @@ typedef struct nt_ops {
     size_t (*conv_bwd_filter_bf16_ws)(const nk_conv_desc *, int nthreads);
     int conv_bf16_packs;
     // float32 inference on weights packed once (NULL on the reference table): the packed size
-    // in floats for B [K,N], the packer, and the forward (conv_fwd_epi's contract, ep may be NULL).
-    size_t (*conv_packed_floats)(int K, int N);
-    void (*conv_pack)(int K, int N, const float *w, float *dst);
-    void (*conv_fwd_packed)(const nk_exec *, const nk_conv_desc *, const float *x, const float *wp,
-                            const float *b, const nk_epilogue *ep, float *y);
+    // in floats, the packer, and the forward (conv_fwd_epi's contract, ep may be NULL); algo is an
+    // nk_conv_algo (the same for all three; the batch size in the desc is not used by the first
+    // two).
+    size_t (*conv_packed_floats)(const nk_conv_desc *, int algo);
+    void (*conv_pack)(const nk_conv_desc *, int algo, const float *w, float *dst);
+    void (*conv_fwd_packed)(const nk_exec *, const nk_conv_desc *, int algo, const float *x,
+                            const float *wp, const float *b, const nk_epilogue *ep, float *y);
 } nt_ops;
 
 #define NT_ERRMSG_LEN 512

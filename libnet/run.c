@@ -623,6 +623,12 @@ static int conv_bf16(const nt_model *m, int i, int training)
     return m->ctx->opts.dtype == NT_DTYPE_BF16;
 }
 
+// The nk_conv_algo of the float32 packed convolutions (nt_ctx_opts.no_winograd).
+static int conv_algo(const nt_model *m)
+{
+    return m->ctx->opts.no_winograd ? NK_CONV_GEMM : NK_CONV_AUTO;
+}
+
 // Whether conv i runs on the packed cache (l->wpack) in this forward.
 static int conv_packed(const nt_model *m, int i, int training)
 {
@@ -639,11 +645,12 @@ static nt_status pack_weights(nt_model *m, int training)
     for (int i = 0; i < m->nlayers; i++) {
         nt_layer *l = &m->layers[i];
         if (l->type != NT_LAYER_CONV || l->wpack_ok || !conv_packed(m, i, training)) continue;
-        const int rsc  = l->R * l->S * m->layers[l->in[0]].C;
-        const float *w = m->params[l->param0].value.data;
+        const int rsc        = l->R * l->S * m->layers[l->in[0]].C;
+        const float *w       = m->params[l->param0].value.data;
+        const nk_conv_desc d = conv_desc(m, l, 1);
         if (!l->wpack) {
             const size_t b = bf16 ? nk_gemm_bf16_packed_b_elems(rsc, l->C) * sizeof(uint16_t)
-                                  : o->conv_packed_floats(rsc, l->C) * sizeof(float);
+                                  : o->conv_packed_floats(&d, conv_algo(m)) * sizeof(float);
             l->wpack       = nt_alloc(b);
             if (!l->wpack)
                 return nt_ctx_seterr(m->ctx, NT_ENOMEM,
@@ -654,7 +661,7 @@ static nt_status pack_weights(nt_model *m, int training)
         if (bf16)
             nk_gemm_bf16_pack_b_mt(m->ctx->nthreads, 0, rsc, l->C, w, l->C, l->wpack);
         else
-            o->conv_pack(rsc, l->C, w, l->wpack);
+            o->conv_pack(&d, conv_algo(m), w, l->wpack);
         l->wpack_ok = 1;
     }
     return NT_OK;
@@ -713,7 +720,7 @@ static void fwd_layer(nt_model *m, const nk_exec *ex, int i, int N, int64_t img0
             else if (bf16)
                 o->conv_fwd_bf16(ex, &d, xin, param(m, l, 0), l->wpack, param(m, l, 1), NULL, y);
             else if (packed)
-                o->conv_fwd_packed(ex, &d, xin, l->wpack, param(m, l, 1), NULL, y);
+                o->conv_fwd_packed(ex, &d, conv_algo(m), xin, l->wpack, param(m, l, 1), NULL, y);
             else
                 o->conv_fwd(ex, &d, xin, param(m, l, 0), param(m, l, 1), y);
             break;
@@ -742,7 +749,7 @@ static void fwd_layer(nt_model *m, const nk_exec *ex, int i, int N, int64_t img0
         else if (bf16)
             o->conv_fwd_bf16(ex, &d, xin, param(m, l, 0), l->wpack, param(m, l, 1), &ep, yo);
         else if (packed)
-            o->conv_fwd_packed(ex, &d, xin, l->wpack, param(m, l, 1), &ep, yo);
+            o->conv_fwd_packed(ex, &d, conv_algo(m), xin, l->wpack, param(m, l, 1), &ep, yo);
         else
             o->conv_fwd_epi(ex, &d, xin, param(m, l, 0), param(m, l, 1), &ep, yo);
     } break;

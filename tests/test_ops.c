@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kernels/cpu/cpu_internal.h"
 #include "kernels/nk.h"
 #include "tests/check.h"
 
@@ -56,28 +57,31 @@ typedef struct {
 
 static const conv_case convs[] = {
     // N  H   W   C   K   R  S  st ph pw pb pr
-    {1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0},     // 1x1 s1, all ones
-    {3, 7, 7, 33, 7, 1, 1, 1, 0, 0, 0, 0},    // 1x1 s1 (direct GEMM)
-    {1, 8, 6, 64, 33, 1, 1, 1, 0, 0, 0, 0},   // 1x1 s1, rectangular
-    {3, 7, 7, 33, 7, 1, 1, 2, 0, 0, 0, 0},    // 1x1 s2 (downsample shortcut)
-    {1, 8, 8, 7, 33, 1, 1, 2, 0, 0, 0, 0},    // 1x1 s2, even size
-    {3, 7, 7, 7, 33, 3, 3, 1, 1, 1, 1, 1},    // 3x3 s1 p1
-    {1, 33, 33, 7, 7, 3, 3, 1, 1, 1, 1, 1},   // 3x3 s1 p1, odd size
-    {3, 7, 9, 5, 7, 3, 3, 2, 0, 0, 1, 1},     // 3x3 s2, pad only bottom/right
-    {1, 33, 33, 3, 7, 7, 7, 2, 3, 3, 3, 3},   // 7x7 s2 p3 (conv1)
-    {3, 7, 7, 1, 1, 7, 7, 2, 3, 3, 2, 2},     // 7x7 s2, one channel
-    {3, 40, 40, 64, 16, 3, 3, 1, 1, 1, 1, 1}, // 4800 rows x 576: several im2col chunks
-    {1, 1, 1, 1023, 1, 1, 1, 1, 0, 0, 0, 0},  // long reduction
-    {2, 9, 9, 32, 40, 1, 1, 2, 0, 0, 0, 0},   // 1x1 s2, C % 32 == 0 (bf16 implicit GEMM)
-    {2, 9, 7, 64, 33, 3, 3, 2, 0, 0, 1, 1},   // 3x3 s2 asymmetric pad, C % 32 == 0
-    {1, 5, 5, 512, 40, 3, 3, 1, 1, 1, 1, 1},  // C > kc: k blocks inside one tap
-    {2, 6, 6, 16, 35, 3, 3, 1, 1, 1, 1, 1},   // C = 16: a k block spans many taps
-    {2, 21, 21, 3, 20, 7, 7, 2, 0, 0, 0, 0},  // conv1 after ZeroPadding2D: contiguous filter rows
-    {2, 7, 7, 24, 32, 3, 3, 1, 1, 1, 1, 1},   // K % 16 == 0: backward data as a forward conv
-    {2, 9, 9, 64, 161, 1, 1, 1, 0, 0, 0, 0},  // K > 128: several bf16 staging blocks, a ragged one
-    {2, 64, 64, 8, 16, 3, 3, 1, 1, 1, 1, 1},  // weight gradient split into 4 row chunks (3x3)
-    {2, 60, 60, 8, 16, 3, 3, 1, 1, 1, 1, 1},  // the same, chunks of 34 lines in pieces of 4 (+2)
-    {9, 32, 32, 16, 24, 1, 1, 1, 0, 0, 0, 0}, // the same, 1x1 (bf16), 5 chunks, a short last one
+    {1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0},      // 1x1 s1, all ones
+    {3, 7, 7, 33, 7, 1, 1, 1, 0, 0, 0, 0},     // 1x1 s1 (direct GEMM)
+    {1, 8, 6, 64, 33, 1, 1, 1, 0, 0, 0, 0},    // 1x1 s1, rectangular
+    {3, 7, 7, 33, 7, 1, 1, 2, 0, 0, 0, 0},     // 1x1 s2 (downsample shortcut)
+    {1, 8, 8, 7, 33, 1, 1, 2, 0, 0, 0, 0},     // 1x1 s2, even size
+    {3, 7, 7, 7, 33, 3, 3, 1, 1, 1, 1, 1},     // 3x3 s1 p1
+    {1, 33, 33, 7, 7, 3, 3, 1, 1, 1, 1, 1},    // 3x3 s1 p1, odd size
+    {3, 7, 9, 5, 7, 3, 3, 2, 0, 0, 1, 1},      // 3x3 s2, pad only bottom/right
+    {1, 33, 33, 3, 7, 7, 7, 2, 3, 3, 3, 3},    // 7x7 s2 p3 (conv1)
+    {3, 7, 7, 1, 1, 7, 7, 2, 3, 3, 2, 2},      // 7x7 s2, one channel
+    {3, 40, 40, 64, 16, 3, 3, 1, 1, 1, 1, 1},  // 4800 rows x 576: several im2col chunks
+    {1, 1, 1, 1023, 1, 1, 1, 1, 0, 0, 0, 0},   // long reduction
+    {2, 9, 9, 32, 40, 1, 1, 2, 0, 0, 0, 0},    // 1x1 s2, C % 32 == 0 (bf16 implicit GEMM)
+    {2, 9, 7, 64, 33, 3, 3, 2, 0, 0, 1, 1},    // 3x3 s2 asymmetric pad, C % 32 == 0
+    {1, 5, 5, 512, 40, 3, 3, 1, 1, 1, 1, 1},   // C > kc: k blocks inside one tap
+    {2, 6, 6, 16, 35, 3, 3, 1, 1, 1, 1, 1},    // C = 16: a k block spans many taps
+    {2, 21, 21, 3, 20, 7, 7, 2, 0, 0, 0, 0},   // conv1 after ZeroPadding2D: contiguous filter rows
+    {2, 7, 7, 24, 32, 3, 3, 1, 1, 1, 1, 1},    // K % 16 == 0: backward data as a forward conv
+    {2, 9, 9, 64, 161, 1, 1, 1, 0, 0, 0, 0},   // K > 128: several bf16 staging blocks, a ragged one
+    {2, 64, 64, 8, 16, 3, 3, 1, 1, 1, 1, 1},   // weight gradient split into 4 row chunks (3x3)
+    {2, 60, 60, 8, 16, 3, 3, 1, 1, 1, 1, 1},   // the same, chunks of 34 lines in pieces of 4 (+2)
+    {9, 32, 32, 16, 24, 1, 1, 1, 0, 0, 0, 0},  // the same, 1x1 (bf16), 5 chunks, a short last one
+    {2, 9, 11, 32, 48, 3, 3, 1, 1, 1, 1, 1},   // Winograd: ragged tiles, one K block, a half panel
+    {1, 14, 14, 48, 160, 3, 3, 1, 1, 1, 1, 1}, // Winograd: shared V, K blocks of 64, 64, 32
+    {2, 30, 30, 16, 80, 3, 3, 1, 1, 1, 1, 1},  // Winograd: 128 tiles in V chunks of 48, 48, 32
 };
 
 static void test_conv(const conv_case *cc)
@@ -166,12 +170,29 @@ static void test_conv(const conv_case *cc)
                 NAME("fwd_bn_add_relu");
                 CHECK_CLOSE(what, y, ye, (int64_t)ny, tol_fwd * 1.5, TOL_SUM_RTOL);
                 // ... and on weights packed once (the inference cache).
-                const int rsc = d.R * d.S * d.C;
-                float *wp     = xmalloc(nk_sgemm_packed_b_floats((nk_isa)isa, rsc, d.K));
-                nk_sgemm_pack_b_full((nk_isa)isa, rsc, d.K, w, d.K, wp);
+                float *wp = xmalloc(nk_conv2d_packed_floats((nk_isa)isa, NK_CONV_GEMM, &d));
+                nk_conv2d_pack((nk_isa)isa, NK_CONV_GEMM, &d, w, wp);
                 poison(y, ny);
-                nk_conv2d_fwd_packed_cpu((nk_isa)isa, &ex, &d, x, wp, b, &epr, y);
+                nk_conv2d_fwd_packed_cpu((nk_isa)isa, NK_CONV_GEMM, &ex, &d, x, wp, b, &epr, y);
                 NAME("fwd_packed_bn_add_relu");
+                CHECK_CLOSE(what, y, ye, (int64_t)ny, tol_fwd * 1.5, TOL_SUM_RTOL);
+                free(wp);
+                // ... and as the packed forward chooses by default: Winograd F(4x4, 3x3) for a
+                // 3x3 stride-1 'same' conv with C and K multiples of 16 on AVX-512 (its packing
+                // is then 36 transformed 3x3 ones: 4x the floats), the same GEMM otherwise.
+                const int wino = isa == NK_ISA_AVX512 && d.R == 3 && d.S == 3 && d.stride == 1 &&
+                                 d.pad_h == 1 && d.pad_w == 1 && d.P == d.H && d.Q == d.W &&
+                                 d.C % 16 == 0 && d.K % 16 == 0;
+                const size_t pg = nk_conv2d_packed_floats((nk_isa)isa, NK_CONV_GEMM, &d);
+                const size_t pa = nk_conv2d_packed_floats((nk_isa)isa, NK_CONV_AUTO, &d);
+                NAME("packed_auto_size");
+                CHECK_MSG(pa == (wino ? 4 : 1) * pg, "%s: %zu floats packed, GEMM's %zu", what, pa,
+                          pg);
+                wp = xmalloc(pa);
+                nk_conv2d_pack((nk_isa)isa, NK_CONV_AUTO, &d, w, wp);
+                poison(y, ny);
+                nk_conv2d_fwd_packed_cpu((nk_isa)isa, NK_CONV_AUTO, &ex, &d, x, wp, b, &epr, y);
+                NAME(wino ? "fwd_winograd_bn_add_relu" : "fwd_auto_bn_add_relu");
                 CHECK_CLOSE(what, y, ye, (int64_t)ny, tol_fwd * 1.5, TOL_SUM_RTOL);
                 free(wp);
                 free(sc), free(sh), free(ye), free(res);
@@ -650,6 +671,12 @@ int main(void)
     printf("isa detected: %s\n", nk_isa_name(nk_cpu_detect()));
     for (size_t i = 0; i < sizeof convs / sizeof convs[0]; i++)
         test_conv(&convs[i]);
+    // Winograd's shared V in chunks of 48 tiles (the default holds a whole small test shape).
+    const size_t chunk   = nk_wino_chunk_floats;
+    nk_wino_chunk_floats = 36 * 16 * 48;
+    for (size_t i = 0; i < sizeof convs / sizeof convs[0]; i++)
+        if (convs[i].R == 3 && convs[i].stride == 1 && convs[i].K > 64) test_conv(&convs[i]);
+    nk_wino_chunk_floats = chunk;
 
     static const int dn[][3] = {{1, 1, 1},     {7, 33, 1},  {1, 1023, 7},
                                 {33, 7, 1023}, {3, 64, 33}, {16, 2048, 14}};

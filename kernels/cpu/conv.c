@@ -130,6 +130,10 @@ size_t nk_conv2d_ws_floats(const nk_conv_desc *d, int nthreads)
         const size_t wt = d->stride == 1 ? (size_t)d->R * d->S * d->C * d->K : 0;
         w               = g + (col > wt ? col : wt);
     }
+    if (nk_wino_ok(NK_ISA_AVX512, d)) {
+        const size_t wi = nk_wino_ws_floats(d, nthreads);
+        if (wi > w) w = wi;
+    }
     int64_t lp;
     const int64_t nch = wgrad_split_f32(d, &lp);
     size_t per, split = nch > 0 ? wgrad_split_f32_floats(d, nthreads, nch, lp, &per) : 0;
@@ -293,10 +297,37 @@ void nk_conv2d_fwd_epi_cpu(nk_isa isa, const nk_exec *ex, const nk_conv_desc *d,
     conv_fwd(isa, ex, d, x, w, NULL, b, ep, y);
 }
 
-void nk_conv2d_fwd_packed_cpu(nk_isa isa, const nk_exec *ex, const nk_conv_desc *d, const float *x,
-                              const float *wp, const float *b, const nk_epilogue *ep, float *y)
+// Whether the packed forward of this shape runs Winograd F(4x4, 3x3) (winograd.c). The choice
+// depends on the shape without the batch size, since the weights are packed once for any batch.
+static int use_wino(nk_isa isa, nk_conv_algo algo, const nk_conv_desc *d)
 {
-    conv_fwd(isa, ex, d, x, NULL, wp, b, ep, y);
+    if (algo == NK_CONV_GEMM || !nk_wino_ok(isa, d)) return 0;
+    return 1;
+}
+
+size_t nk_conv2d_packed_floats(nk_isa isa, nk_conv_algo algo, const nk_conv_desc *d)
+{
+    if (use_wino(isa, algo, d)) return nk_wino_packed_floats(d);
+    return nk_sgemm_packed_b_floats(isa, d->R * d->S * d->C, d->K);
+}
+
+void nk_conv2d_pack(nk_isa isa, nk_conv_algo algo, const nk_conv_desc *d, const float *w,
+                    float *dst)
+{
+    if (use_wino(isa, algo, d))
+        nk_wino_pack(d, w, dst);
+    else
+        nk_sgemm_pack_b_full(isa, d->R * d->S * d->C, d->K, w, d->K, dst);
+}
+
+void nk_conv2d_fwd_packed_cpu(nk_isa isa, nk_conv_algo algo, const nk_exec *ex,
+                              const nk_conv_desc *d, const float *x, const float *wp,
+                              const float *b, const nk_epilogue *ep, float *y)
+{
+    if (use_wino(isa, algo, d))
+        nk_wino_fwd(ex, d, x, wp, b, ep, y);
+    else
+        conv_fwd(isa, ex, d, x, NULL, wp, b, ep, y);
 }
 
 // The descriptor of the forward conv that computes a stride-1 conv's input gradient (below).

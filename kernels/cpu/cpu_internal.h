@@ -192,4 +192,29 @@ void nk_gemm_bf16_conv_cpu(nk_bf16_impl impl, const nk_exec *ex, const nk_conv_d
 // VDPBF16PS throughput loop for nk_bf16_peak_gflops; returns the flops done.
 double nk_bf16_loop_avx512(int64_t iters);
 
+// ---- Winograd F(4x4, 3x3) (winograd.c, AVX-512 only) ----
+//
+// nk_wino_ok: a 3x3 stride-1 'same' convolution with C and K multiples of 16 on an AVX-512
+// machine. The weights are transformed and packed once (nk_wino_packed_floats floats; the batch
+// size N of d is not used), then nk_wino_fwd computes the forward with the fused epilogue (ep
+// may be NULL) in nk_wino_ws_floats(d, nthreads) floats of ex->ws.
+int nk_wino_ok(nk_isa isa, const nk_conv_desc *d);
+// Floats of the shared V chunk (2 Mi); tests lower it to reach several chunks on small shapes
+// (set it before sizing the workspace).
+extern size_t nk_wino_chunk_floats;
+size_t nk_wino_packed_floats(const nk_conv_desc *d);
+void nk_wino_pack(const nk_conv_desc *d, const float *w, float *dst);
+size_t nk_wino_ws_floats(const nk_conv_desc *d, int nthreads);
+void nk_wino_fwd(const nk_exec *ex, const nk_conv_desc *d, const float *x, const float *up,
+                 const float *b, const nk_epilogue *ep, float *y);
+// Transforms (winograd_avx512.c). In: V[e * ves + c] (e < 36, c < C, C % 16 == 0) from the 6x6
+// patch of image xb (H x W x C, NHWC) whose corner is (ih0, iw0), zeros outside the image.
+// Out: the 4x4 tile from M[e * mes + k] (k < n, n % 16 == 0) into y[i * ldh + j * ldw + k] for
+// i < rows, j < cols, with the epilogue of nk_tile_epi_fn (res has y's layout).
+void nk_wino4_in_avx512(const float *xb, int H, int W, int C, int ih0, int iw0, float *v,
+                        int64_t ves);
+void nk_wino4_out_avx512(const float *m, int64_t mes, int n, float *y, int64_t ldh, int64_t ldw,
+                         int rows, int cols, const float *bias, const float *sc, const float *sh,
+                         const float *res, int relu);
+
 #endif

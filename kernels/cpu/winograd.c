@@ -1,0 +1,235 @@
+/*
+ * winograd.c: 3x3 stride-1 'same' convolutions by Winograd's minimal filtering F(4x4, 3x3)
+ * (Lavin and Gray, 2016). Each 4x4 output tile comes from a 6x6 input tile d (4x4 strided,
+ * overlapping by 2): y = A^T [ (G g G^T) . (B^T d B) ] A, summed over the input channels. The
+ * product . is elementwise over the 36 points e of the 6x6 transform domain, so the channel sum
+ * becomes 36 independent GEMMs M_e[tiles, K] = V_e[tiles, C] U_e[C, K]: 36 * 16 = 576 multiply-adds
+ * per tile and channel pair where the direct convolution needs 16 * 9 = 144 * 4; 2.25x fewer, and
+ * 4x fewer in the GEMMs alone, for transforms that cost O(C + K) per tile.
+ *
+ * Layout. U (the transformed weights, once per set of weights) is stored as 36 B matrices packed
+ * for the AVX-512 micro-kernel (panels of NR columns over all C). The input is processed a chunk of
+ * tiles at a time: all threads transform the chunk's tiles into V[e][tile][C] (an L3-sized
+ * buffer); then each work unit (a block of TB tiles x KB output channels) runs, per NR-wide panel,
+ * the 36 small GEMMs from V into a per-thread M[e][tile][NR] (L2) through the same batch-reduce
+ * micro-kernel as the implicit GEMM (ukr_rows, one segment of C), and the output transform with
+ * the fused epilogue writes y. The transforms are in winograd_avx512.c; the specification is the
+ * direct convolution (kernels/ref/conv2d.c), and tests/test_ops.c compares.
+ *
+ * Accuracy: the transforms multiply by up to 8 and divide by up to 24, so float32 rounding grows
+ * by about one decimal digit against the direct sum (relative error ~1e-6 -> ~1e-5); inference
+ * tolerates that, and `pneumo bench model` checks the whole network against the reference.
+ */
+#include <omp.h>
+#include <string.h>
+
+#include "kernels/cpu/cpu_internal.h"
+#include "kernels/nk.h"
+
+#define WINO_E  36 // points of the 6x6 transform domain
+#define WINO_TB 48 // tiles per work unit (whole micro-tiles of 12 rows)
+#define WINO_KBP 2 // NR-wide panels of output channels per work unit
+#define WINO_MAX_MR 16
+// V chunk target: 2 Mi floats (8 MiB) stays in L3 between the input transform and the GEMMs.
+size_t nk_wino_chunk_floats = 2u << 20;
+
+static size_t round16(size_t n)
+{
+    return (n + 15) & ~(size_t)15;
+}
+
+int nk_wino_ok(nk_isa isa, const nk_conv_desc *d)
+{
+    return isa >= NK_ISA_AVX512 && nk_gemm_kernel_avx512.mr <= WINO_MAX_MR && nk_cpu_detect() >= NK_ISA_AVX512 && d->R == 3 && d->S == 3 &&
+           d->stride == 1 && d->pad_h == 1 && d->pad_w == 1 && d->P == d->H && d->Q == d->W &&
+           d->C % 16 == 0 && d->K % 16 == 0;
+}
+
+// Floats of one point's packed U_e: ceil(K / NR) panels of C x NR.
+static size_t packed_e_floats(const nk_conv_desc *d)
+{
+    const int NR = nk_gemm_kernel_avx512.nr;
+    return (size_t)((d->K + NR - 1) / NR) * NR * d->C;
+}
+
+size_t nk_wino_packed_floats(const nk_conv_desc *d)
+{
+    return WINO_E * packed_e_floats(d);
+}
+
+void nk_wino_pack(const nk_conv_desc *d, const float *w, float *dst)
+{
+    // G for the points 0, +-1, +-2, infinity (U = G g G^T, 6x6 from 3x3).
+    static const double G[6][3] = {{1.0 / 4, 0, 0},
+                                   {-1.0 / 6, -1.0 / 6, -1.0 / 6},
+                                   {-1.0 / 6, 1.0 / 6, -1.0 / 6},
+                                   {1.0 / 24, 1.0 / 12, 1.0 / 6},
+                                   {1.0 / 24, -1.0 / 12, 1.0 / 6},
+                                   {0, 0, 1}};
+    const int C = d->C, K = d->K, NR = nk_gemm_kernel_avx512.nr;
+    const size_t pe = packed_e_floats(d);
+    memset(dst, 0, WINO_E * pe * sizeof(float)); // the padding columns of the last panel
+    for (int c = 0; c < C; c++) {
+        for (int k = 0; k < K; k++) {
+            double g[3][3], gg[6][3];
+            for (int r = 0; r < 3; r++)
+                for (int s = 0; s < 3; s++)
+                    g[r][s] = w[((int64_t)(r * 3 + s) * C + c) * K + k];
+            for (int i = 0; i < 6; i++)
+                for (int s = 0; s < 3; s++)
+                    gg[i][s] = G[i][0] * g[0][s] + G[i][1] * g[1][s] + G[i][2] * g[2][s];
+            float *o = dst + (int64_t)(k / NR) * C * NR + (int64_t)c * NR + k % NR;
+            for (int i = 0; i < 6; i++)
+                for (int j = 0; j < 6; j++)
+                    o[(i * 6 + j) * pe] =
+                        (float)(gg[i][0] * G[j][0] + gg[i][1] * G[j][1] + gg[i][2] * G[j][2]);
+        }
+    }
+}
+
+// Tiles per chunk of V: about nk_wino_chunk_floats, in whole units, the chunks of equal size.
+static int64_t chunk_tiles(const nk_conv_desc *d, int64_t tiles)
+{
+    int64_t tc = (int64_t)nk_wino_chunk_floats / ((int64_t)WINO_E * d->C);
+    tc         = tc / WINO_TB * WINO_TB;
+    if (tc < WINO_TB) tc = WINO_TB;
+    if (tc >= tiles) return tiles;
+    const int64_t nch = (tiles + tc - 1) / tc;
+    tc                = (tiles + nch - 1) / nch;
+    return (tc + WINO_TB - 1) / WINO_TB * WINO_TB;
+}
+
+static int64_t tiles_of(const nk_conv_desc *d)
+{
+    return (int64_t)d->N * ((d->P + 3) / 4) * ((d->Q + 3) / 4);
+}
+
+// Whether each work unit transforms its own tiles into a per-thread V (one unit covers all K, so
+// nothing is transformed twice, and V never leaves the core's L2): the alternative, a shared V
+// chunk that all threads fill before any GEMM, measured 16.8 ms against ? ms on conv2's 3x3
+// (C = K = 64, batch 16), where the GEMMs are too short to hide reading V from L3.
+static int local_v(const nk_conv_desc *d)
+{
+    return d->K <= WINO_KBP * nk_gemm_kernel_avx512.nr;
+}
+
+// Per-thread floats: M, and V when local_v.
+static size_t thread_floats(const nk_conv_desc *d)
+{
+    const size_t m = round16((size_t)WINO_E * WINO_TB * nk_gemm_kernel_avx512.nr);
+    return m + (local_v(d) ? round16((size_t)WINO_E * WINO_TB * d->C) : 0);
+}
+
+size_t nk_wino_ws_floats(const nk_conv_desc *d, int nthreads)
+{
+    const size_t v = local_v(d) ? 0 : round16((size_t)WINO_E * chunk_tiles(d, tiles_of(d)) * d->C);
+    return 16 + v + (size_t)(nthreads > 0 ? nthreads : 1) * thread_floats(d);
+}
+
+typedef struct wino_run {
+    const nk_conv_desc *d;
+    const float *x, *up, *b, *sc, *sh, *res;
+    float *y;
+    int relu, tw, thw;
+    size_t pe; // floats of one packed U_e
+} wino_run;
+
+// Transforms tiles [g0, g0 + n) into V: tile g0 + t at v + t * C, point e ves floats further.
+static void in_tiles(const wino_run *r, int64_t g0, int64_t n, float *v, int64_t ves)
+{
+    const nk_conv_desc *d = r->d;
+    for (int64_t t = 0; t < n; t++) {
+        const int64_t g = g0 + t, img = g / r->thw;
+        const int th = (int)(g % r->thw) / r->tw, tw = (int)(g % r->thw) % r->tw;
+        nk_wino4_in_avx512(r->x + img * d->H * d->W * d->C, d->H, d->W, d->C, 4 * th - d->pad_h,
+                           4 * tw - d->pad_w, v + t * d->C, ves);
+    }
+}
+
+// One work unit: tiles [g0, g0 + tbn) (tbn <= WINO_TB, transformed at v as in_tiles wrote them)
+// times output channels [k0, k1): per NR-wide panel, the 36 GEMMs into M, then the output
+// transform and epilogue into y.
+static void unit(const wino_run *r, const float *v, int64_t ves, int64_t g0, int tbn, int k0,
+                 int k1, float *mb)
+{
+    const nk_gemm_kernel *kr = &nk_gemm_kernel_avx512;
+    const nk_conv_desc *d    = r->d;
+    const int MR = kr->mr, NR = kr->nr, C = d->C, K = d->K, P = d->P, Q = d->Q;
+    for (int j = k0; j < k1; j += NR) {
+        const int n = k1 - j < NR ? k1 - j : NR;
+        for (int e = 0; e < WINO_E; e++) {
+            const float *bp = r->up + e * r->pe + (int64_t)(j / NR) * C * NR;
+            const float *ve = v + e * ves;
+            for (int i = 0; i < tbn; i += MR) {
+                const int m = tbn - i < MR ? tbn - i : MR;
+                const float *rows[WINO_MAX_MR];
+                for (int q = 0; q < MR; q++) // rows past m: read, never stored
+                    rows[q] = ve + (int64_t)(i + (q < m ? q : 0)) * C;
+                kr->ukr_rows(1, &C, rows, bp, mb + ((int64_t)e * WINO_TB + i) * NR, NR, 0.0f, m,
+                             n);
+            }
+        }
+        for (int i = 0; i < tbn; i++) {
+            const int64_t g = g0 + i, img = g / r->thw;
+            const int oh = (int)(g % r->thw) / r->tw * 4, ow = (int)(g % r->thw) % r->tw * 4;
+            const int64_t off = ((img * P + oh) * Q + ow) * K + j;
+            nk_wino4_out_avx512(mb + (int64_t)i * NR, (int64_t)WINO_TB * NR, n, r->y + off,
+                                (int64_t)Q * K, K, P - oh < 4 ? P - oh : 4, Q - ow < 4 ? Q - ow : 4,
+                                r->b ? r->b + j : NULL, r->sc ? r->sc + j : NULL,
+                                r->sc ? r->sh + j : NULL, r->res ? r->res + off : NULL, r->relu);
+        }
+    }
+}
+
+void nk_wino_fwd(const nk_exec *ex, const nk_conv_desc *d, const float *x, const float *up,
+                 const float *b, const nk_epilogue *ep, float *y)
+{
+    const int NR = nk_gemm_kernel_avx512.nr, C = d->C, K = d->K;
+    const int KB = WINO_KBP * NR, nkb = (K + KB - 1) / KB;
+    const int64_t T = tiles_of(d);
+    const int local = local_v(d);
+    const int64_t TC = local ? WINO_TB : chunk_tiles(d, T);
+    const wino_run r = {.d    = d,
+                        .x    = x,
+                        .up   = up,
+                        .b    = b,
+                        .sc   = ep ? ep->scale : NULL,
+                        .sh   = ep ? ep->shift : NULL,
+                        .res  = ep ? ep->residual : NULL,
+                        .y    = y,
+                        .relu = ep && ep->relu,
+                        .tw   = (d->Q + 3) / 4,
+                        .thw  = (d->P + 3) / 4 * ((d->Q + 3) / 4),
+                        .pe   = packed_e_floats(d)};
+    float *V   = (float *)(((uintptr_t)ex->ws + 63) & ~(uintptr_t)63);
+    float *th0 = local ? V : V + round16((size_t)WINO_E * TC * C);
+    const int nt = ex->nthreads > 0 ? ex->nthreads : 1;
+#pragma omp parallel num_threads(nt)
+    {
+        float *mb = th0 + (size_t)omp_get_thread_num() * thread_floats(d);
+        if (local) {
+            float *vl = mb + round16((size_t)WINO_E * WINO_TB * NR);
+#pragma omp for schedule(dynamic, 1)
+            for (int64_t g0 = 0; g0 < T; g0 += WINO_TB) {
+                const int tbn = (int)(T - g0 < WINO_TB ? T - g0 : WINO_TB);
+                in_tiles(&r, g0, tbn, vl, (int64_t)WINO_TB * C);
+                unit(&r, vl, (int64_t)WINO_TB * C, g0, tbn, 0, K, mb);
+            }
+        } else {
+            for (int64_t t0 = 0; t0 < T; t0 += TC) {
+                const int64_t tc = T - t0 < TC ? T - t0 : TC;
+#pragma omp for schedule(dynamic, 1)
+                for (int64_t t = 0; t < tc; t += 8)
+                    in_tiles(&r, t0 + t, tc - t < 8 ? tc - t : 8, V + t * C, TC * C);
+                const int64_t units = (tc + WINO_TB - 1) / WINO_TB * nkb;
+#pragma omp for schedule(dynamic, 1)
+                for (int64_t u = 0; u < units; u++) {
+                    const int64_t tb0 = u / nkb * WINO_TB;
+                    const int tbn     = (int)(tc - tb0 < WINO_TB ? tc - tb0 : WINO_TB);
+                    const int k0 = (int)(u % nkb) * KB, k1 = K - k0 < KB ? K : k0 + KB;
+                    unit(&r, V + tb0 * C, TC * C, t0 + tb0, tbn, k0, k1, mb);
+                }
+            }
+        }
+    }
+}

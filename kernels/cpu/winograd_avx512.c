@@ -1,0 +1,107 @@
+/*
+ * winograd_avx512.c: the input and output transforms of the Winograd F(4x4, 3x3) convolution
+ * (driver, weight transform and the algorithm's description: winograd.c), 16 channels per
+ * 512-bit register. Lavin and Gray's matrices for the points 0, +-1, +-2 and infinity:
+ *   B^T = [4 0 -5 0 1 0; 0 -4 -4 1 1 0; 0 4 -4 -1 1 0; 0 -2 -1 2 1 0; 0 2 -1 -2 1 0; 0 4 0 -5 0 1]
+ *   A^T = [1 1 1 1 1 0; 0 1 -1 2 -2 0; 0 1 1 4 4 0; 0 1 -1 8 -8 1]
+ * Both transforms are separable: the 1-D one down the columns of the tile, then along its rows.
+ */
+#include <immintrin.h>
+#include <stdint.h>
+
+#include "kernels/cpu/cpu_internal.h"
+
+// t = B^T d for six values, as adds and multiplies by 2, 4 and 5 in a shared order.
+static inline void bt6(const __m512 d[6], __m512 t[6])
+{
+    const __m512 four = _mm512_set1_ps(4.0f), five = _mm512_set1_ps(5.0f);
+    const __m512 two = _mm512_set1_ps(2.0f);
+    const __m512 s34 = _mm512_add_ps(d[3], d[4]), s12 = _mm512_add_ps(d[1], d[2]);
+    const __m512 d43 = _mm512_sub_ps(d[4], d[3]), d12 = _mm512_sub_ps(d[1], d[2]);
+    const __m512 d42 = _mm512_sub_ps(d[4], d[2]), d31 = _mm512_sub_ps(d[3], d[1]);
+    t[0] = _mm512_fnmadd_ps(five, d[2], _mm512_fmadd_ps(four, d[0], d[4]));
+    t[1] = _mm512_fnmadd_ps(four, s12, s34);
+    t[2] = _mm512_fmadd_ps(four, d12, d43);
+    t[3] = _mm512_fmadd_ps(two, d31, d42);
+    t[4] = _mm512_fnmadd_ps(two, d31, d42);
+    t[5] = _mm512_fnmadd_ps(five, d[3], _mm512_fmadd_ps(four, d[1], d[5]));
+}
+
+// o = A^T m for six values.
+static inline void at6(const __m512 m[6], __m512 o[4])
+{
+    const __m512 two = _mm512_set1_ps(2.0f), four = _mm512_set1_ps(4.0f);
+    const __m512 eight = _mm512_set1_ps(8.0f);
+    const __m512 p12 = _mm512_add_ps(m[1], m[2]), q12 = _mm512_sub_ps(m[1], m[2]);
+    const __m512 p34 = _mm512_add_ps(m[3], m[4]), q34 = _mm512_sub_ps(m[3], m[4]);
+    o[0] = _mm512_add_ps(_mm512_add_ps(m[0], p12), p34);
+    o[1] = _mm512_fmadd_ps(two, q34, q12);
+    o[2] = _mm512_fmadd_ps(four, p34, p12);
+    o[3] = _mm512_add_ps(_mm512_fmadd_ps(eight, q34, q12), m[5]);
+}
+
+void nk_wino4_in_avx512(const float *xb, int H, int W, int C, int ih0, int iw0, float *v,
+                        int64_t ves)
+{
+    const __m512 zero = _mm512_setzero_ps();
+    int rok[6], cok[6];
+    for (int i = 0; i < 6; i++) {
+        rok[i] = ih0 + i >= 0 && ih0 + i < H;
+        cok[i] = iw0 + i >= 0 && iw0 + i < W;
+    }
+    for (int c = 0; c < C; c += 16) {
+        __m512 t[6][6]; // t[i][j] = (B^T d)[i][j]
+        for (int j = 0; j < 6; j++) {
+            __m512 d[6], o[6];
+            for (int i = 0; i < 6; i++)
+                d[i] = rok[i] && cok[j]
+                           ? _mm512_loadu_ps(xb + ((int64_t)(ih0 + i) * W + iw0 + j) * C + c)
+                           : zero;
+            bt6(d, o);
+            for (int i = 0; i < 6; i++)
+                t[i][j] = o[i];
+        }
+        for (int i = 0; i < 6; i++) {
+            __m512 o[6];
+            bt6(t[i], o);
+            for (int j = 0; j < 6; j++)
+                _mm512_storeu_ps(v + (i * 6 + j) * ves + c, o[j]);
+        }
+    }
+}
+
+void nk_wino4_out_avx512(const float *m, int64_t mes, int n, float *y, int64_t ldh, int64_t ldw,
+                         int rows, int cols, const float *bias, const float *sc, const float *sh,
+                         const float *res, int relu)
+{
+    const __m512 zero = _mm512_setzero_ps();
+    for (int k = 0; k < n; k += 16) {
+        const __mmask16 km = n - k >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - k)) - 1u);
+        __m512 s[4][6]; // s = A^T m
+        for (int j = 0; j < 6; j++) {
+            __m512 a[6], o[4];
+            for (int i = 0; i < 6; i++)
+                a[i] = _mm512_loadu_ps(m + (i * 6 + j) * mes + k);
+            at6(a, o);
+            for (int i = 0; i < 4; i++)
+                s[i][j] = o[i];
+        }
+        const __m512 vb = bias ? _mm512_maskz_loadu_ps(km, bias + k) : zero;
+        const __m512 vs = sc ? _mm512_maskz_loadu_ps(km, sc + k) : zero;
+        const __m512 vh = sc ? _mm512_maskz_loadu_ps(km, sh + k) : zero;
+        for (int i = 0; i < rows; i++) {
+            __m512 o[4];
+            at6(s[i], o);
+            for (int j = 0; j < cols; j++) {
+                const int64_t off = i * ldh + j * ldw + k;
+                __m512 r          = o[j];
+                if (bias) r = _mm512_add_ps(r, vb);
+                if (sc) r = _mm512_fmadd_ps(r, vs, vh);
+                if (res) r = _mm512_add_ps(r, _mm512_maskz_loadu_ps(km, res + off));
+                // MAXPS returns its second operand when the first is NaN: NaN -> 0, as the refs.
+                if (relu) r = _mm512_max_ps(r, zero);
+                _mm512_mask_storeu_ps(y + off, km, r);
+            }
+        }
+    }
+}
