@@ -26,9 +26,9 @@
 #include "kernels/cpu/cpu_internal.h"
 #include "kernels/nk.h"
 
-#define WINO_E  36 // points of the 6x6 transform domain
-#define WINO_TB 48 // tiles per work unit (whole micro-tiles of 12 rows)
-#define WINO_KBP 2 // NR-wide panels of output channels per work unit
+#define WINO_E      36 // points of the 6x6 transform domain
+#define WINO_TB     48 // tiles per work unit (whole micro-tiles of 12 rows)
+#define WINO_KBP    2  // NR-wide panels of output channels per work unit
 #define WINO_MAX_MR 16
 // V chunk target: 2 Mi floats (8 MiB) stays in L3 between the input transform and the GEMMs.
 size_t nk_wino_chunk_floats = 2u << 20;
@@ -40,9 +40,10 @@ static size_t round16(size_t n)
 
 int nk_wino_ok(nk_isa isa, const nk_conv_desc *d)
 {
-    return isa >= NK_ISA_AVX512 && nk_gemm_kernel_avx512.mr <= WINO_MAX_MR && nk_cpu_detect() >= NK_ISA_AVX512 && d->R == 3 && d->S == 3 &&
-           d->stride == 1 && d->pad_h == 1 && d->pad_w == 1 && d->P == d->H && d->Q == d->W &&
-           d->C % 16 == 0 && d->K % 16 == 0;
+    return isa >= NK_ISA_AVX512 && nk_gemm_kernel_avx512.mr <= WINO_MAX_MR &&
+           nk_cpu_detect() >= NK_ISA_AVX512 && d->R == 3 && d->S == 3 && d->stride == 1 &&
+           d->pad_h == 1 && d->pad_w == 1 && d->P == d->H && d->Q == d->W && d->C % 16 == 0 &&
+           d->K % 16 == 0;
 }
 
 // Floats of one point's packed U_e: ceil(K / NR) panels of C x NR.
@@ -165,8 +166,7 @@ static void unit(const wino_run *r, const float *v, int64_t ves, int64_t g0, int
                 const float *rows[WINO_MAX_MR];
                 for (int q = 0; q < MR; q++) // rows past m: read, never stored
                     rows[q] = ve + (int64_t)(i + (q < m ? q : 0)) * C;
-                kr->ukr_rows(1, &C, rows, bp, mb + ((int64_t)e * WINO_TB + i) * NR, NR, 0.0f, m,
-                             n);
+                kr->ukr_rows(1, &C, rows, bp, mb + ((int64_t)e * WINO_TB + i) * NR, NR, 0.0f, m, n);
             }
         }
         for (int i = 0; i < tbn; i++) {
@@ -186,8 +186,8 @@ void nk_wino_fwd(const nk_exec *ex, const nk_conv_desc *d, const float *x, const
 {
     const int NR = nk_gemm_kernel_avx512.nr, C = d->C, K = d->K;
     const int KB = WINO_KBP * NR, nkb = (K + KB - 1) / KB;
-    const int64_t T = tiles_of(d);
-    const int local = local_v(d);
+    const int64_t T  = tiles_of(d);
+    const int local  = local_v(d);
     const int64_t TC = local ? WINO_TB : chunk_tiles(d, T);
     const wino_run r = {.d    = d,
                         .x    = x,
@@ -201,9 +201,9 @@ void nk_wino_fwd(const nk_exec *ex, const nk_conv_desc *d, const float *x, const
                         .tw   = (d->Q + 3) / 4,
                         .thw  = (d->P + 3) / 4 * ((d->Q + 3) / 4),
                         .pe   = packed_e_floats(d)};
-    float *V   = (float *)(((uintptr_t)ex->ws + 63) & ~(uintptr_t)63);
-    float *th0 = local ? V : V + round16((size_t)WINO_E * TC * C);
-    const int nt = ex->nthreads > 0 ? ex->nthreads : 1;
+    float *V         = (float *)(((uintptr_t)ex->ws + 63) & ~(uintptr_t)63);
+    float *th0       = local ? V : V + round16((size_t)WINO_E * TC * C);
+    const int nt     = ex->nthreads > 0 ? ex->nthreads : 1;
 #pragma omp parallel num_threads(nt)
     {
         float *mb = th0 + (size_t)omp_get_thread_num() * thread_floats(d);
