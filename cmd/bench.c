@@ -108,7 +108,7 @@ static int bench_gemm(int M, int N, int K, int threads, int repeat, double peak,
         A[i] = nk_u01(1, i) - 0.5f;
     for (size_t i = 0; i < (size_t)K * N; i++)
         B[i] = nk_u01(2, i) - 0.5f;
-    nk_exec ex         = {threads, ws, wsn};
+    nk_exec ex         = {threads, ws, wsn, NK_CONV_AUTO};
     const char *op     = bf16 ? "gemm_bf16" : "sgemm";
     const char *impl   = bf16 ? nk_bf16_impl_name(nk_cpu_bf16()) : nk_isa_name(isa);
     nk_bf16_impl bimpl = nk_cpu_bf16();
@@ -230,7 +230,7 @@ static double conv_run(const conv_shape *c, int N, int threads, int repeat, nk_i
         nk_gemm_bf16_pack_b(0, (int)rsc, d.K, w, d.K, wp);
     else
         nk_conv2d_pack(isa, algo, &d, w, wpf);
-    nk_exec ex = {threads, ws, wsn};
+    nk_exec ex = {threads, ws, wsn, algo};
 #define RUN(dd)                                                                                    \
     (pass == PASS_BWD_DATA && bf16                                                                 \
          ? nk_conv2d_bwd_data_bf16_cpu(nk_cpu_bf16(), &ex, &(dd), y, w, o)                         \

@@ -51,6 +51,9 @@ typedef struct nk_exec {
     int nthreads;
     float *ws;
     size_t ws_floats;
+    // An nk_conv_algo for the float32 convolutions that take w unpacked (forward, and backward
+    // data as a forward on the flipped filter): 0 (NK_CONV_AUTO) lets them run Winograd.
+    int conv_algo;
 } nk_exec;
 
 // ---- convolution ----

@@ -521,6 +521,7 @@ nt_status nt_ctx_exec(nt_ctx *ctx, size_t n, nk_exec *ex)
     ex->nthreads  = ctx->nthreads;
     ex->ws        = ctx->ws;
     ex->ws_floats = ctx->ws_floats;
+    ex->conv_algo = ctx->opts.no_winograd ? NK_CONV_GEMM : NK_CONV_AUTO;
     return NT_OK;
 }
 

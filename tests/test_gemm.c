@@ -89,7 +89,7 @@ static int run_case(const shape *s, int ta, int tb, coef cf, int pad)
     for (int isa = 0; isa <= (int)nk_cpu_detect(); isa++) {
         for (int nt = 1; nt <= 2; nt++) {
             memcpy(C, C0, (size_t)M * ldc * sizeof(float));
-            nk_exec ex = {nt, ws, wsn};
+            nk_exec ex = {nt, ws, wsn, 0};
             nk_sgemm_cpu((nk_isa)isa, &ex, ta, tb, M, N, K, cf.alpha, A, lda, B, ldb, cf.beta, C,
                          ldc);
             char what[160];
@@ -145,7 +145,7 @@ static void check_projection(int M, int N, int K, int nt)
     size_t wsn = nk_sgemm_ws_floats(nt);
     float *ws  = xmalloc(wsn);
     nk_isa isa = nk_cpu_detect();
-    nk_exec ex = {nt, ws, wsn};
+    nk_exec ex = {nt, ws, wsn, 0};
     nk_sgemm_cpu(isa, &ex, 0, 0, M, N, K, 1.0f, A, K, B, N, 0.0f, C, N);
     double err = 0, nrm = 0;
     for (int i = 0; i < M; i++) {
@@ -276,7 +276,7 @@ static void run_bf16_case(const shape *s, int tb, float beta, int epi)
     for (int impl = 0; impl <= (int)nk_cpu_bf16(); impl++) {
         for (int nt = 1; nt <= 2; nt++) {
             memcpy(C, C0, (size_t)M * ldc * sizeof(float));
-            nk_exec ex = {nt, wsb + 1, wsn};
+            nk_exec ex = {nt, wsb + 1, wsn, 0};
             nk_gemm_bf16_cpu((nk_bf16_impl)impl, &ex, M, N, K, A, lda, Bp, beta, C, ldc,
                              epi ? bias : NULL, epi ? &ep : NULL);
             char what[160];

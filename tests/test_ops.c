@@ -84,6 +84,15 @@ static const conv_case convs[] = {
     {2, 30, 30, 16, 80, 3, 3, 1, 1, 1, 1, 1},  // Winograd: 128 tiles in V chunks of 48, 48, 32
 };
 
+// The shapes that Winograd F(4x4, 3x3) computes on AVX-512 (an independent statement of
+// nk_wino_ok's rule): 3x3, stride 1, 'same' padding, C and K multiples of 16.
+static int wino_shape(const nk_conv_desc *d)
+{
+    return nk_cpu_detect() >= NK_ISA_AVX512 && d->R == 3 && d->S == 3 && d->stride == 1 &&
+           d->pad_h == 1 && d->pad_w == 1 && d->P == d->H && d->Q == d->W && d->C % 16 == 0 &&
+           d->K % 16 == 0;
+}
+
 static void test_conv(const conv_case *cc)
 {
     nk_conv_desc d  = {.N      = cc->N,
@@ -118,16 +127,20 @@ static void test_conv(const conv_case *cc)
     const double tol_fwd        = TOL_SUM_ATOL_PER_TERM * (d.R * d.S * d.C + 1);
     const double tol_bwd_data   = TOL_SUM_ATOL_PER_TERM * (d.R * d.S * d.K + 1);
     const double tol_bwd_filter = TOL_SUM_ATOL_PER_TERM * ((double)d.N * d.P * d.Q + 1);
+    // With AVX-512 the Winograd shapes (wino_shape) run the plain forward and backward data by
+    // Winograd by default (conv_algo 0): they run twice, the second time with NK_CONV_GEMM.
+    const int nalgo = wino_shape(&d) ? 2 : 1;
     for (int isa = 0; isa <= (int)nk_cpu_detect(); isa++) {
-        for (int nt = 1; nt <= 2; nt++) {
-            nk_exec ex = {nt, ws, wsn};
+        for (int run = 0; run < 2 * nalgo; run++) {
+            const int nt = 1 + run % 2, algo = run / 2;
+            nk_exec ex = {nt, ws, wsn, algo};
             char what[200];
 #define NAME(op)                                                                                   \
     snprintf(what, sizeof what,                                                                    \
-             "conv2d_%s %s t%d N=%d H=%d W=%d C=%d K=%d R=%d S=%d st=%d P=%d "                     \
+             "conv2d_%s %s%s t%d N=%d H=%d W=%d C=%d K=%d R=%d S=%d st=%d P=%d "                   \
              "Q=%d",                                                                               \
-             op, nk_isa_name((nk_isa)isa), nt, d.N, d.H, d.W, d.C, d.K, d.R, d.S, d.stride, d.P,   \
-             d.Q)
+             op, nk_isa_name((nk_isa)isa), algo ? "/gemm" : "", nt, d.N, d.H, d.W, d.C, d.K, d.R,  \
+             d.S, d.stride, d.P, d.Q)
             poison(y, ny);
             nk_conv2d_fwd_cpu((nk_isa)isa, &ex, &d, x, w, b, y);
             NAME("fwd");
@@ -180,9 +193,7 @@ static void test_conv(const conv_case *cc)
                 // ... and as the packed forward chooses by default: Winograd F(4x4, 3x3) for a
                 // 3x3 stride-1 'same' conv with C and K multiples of 16 on AVX-512 (its packing
                 // is then 36 transformed 3x3 ones: 4x the floats), the same GEMM otherwise.
-                const int wino = isa == NK_ISA_AVX512 && d.R == 3 && d.S == 3 && d.stride == 1 &&
-                                 d.pad_h == 1 && d.pad_w == 1 && d.P == d.H && d.Q == d.W &&
-                                 d.C % 16 == 0 && d.K % 16 == 0;
+                const int wino  = isa == NK_ISA_AVX512 && wino_shape(&d);
                 const size_t pg = nk_conv2d_packed_floats((nk_isa)isa, NK_CONV_GEMM, &d);
                 const size_t pa = nk_conv2d_packed_floats((nk_isa)isa, NK_CONV_AUTO, &d);
                 NAME("packed_auto_size");
@@ -221,7 +232,7 @@ static void test_conv(const conv_case *cc)
                 nk_gemm_bf16_pack_b(0, rsc, d.K, w, d.K, wp);
                 const nk_epilogue ep = {.scale = sc, .shift = sh, .relu = 1, .residual = res};
                 for (int bi = 0; bi <= (int)nk_cpu_bf16(); bi++) {
-                    nk_exec bex = {nt, bws, bwn};
+                    nk_exec bex = {nt, bws, bwn, 0};
                     poison(y, ny);
                     nk_conv2d_fwd_bf16_cpu((nk_bf16_impl)bi, &bex, &d, x, wp, b, &ep, y);
                     snprintf(what, sizeof what,
@@ -252,7 +263,7 @@ static void test_conv(const conv_case *cc)
                             nk_conv2d_fwd_bf16x_ref(&d, x, xin ? xb : NULL, w, b, &epb,
                                                     yout ? NULL : ye, yout ? ybe : NULL);
                             for (int bi = 0; bi <= (int)nk_cpu_bf16(); bi++) {
-                                nk_exec bex = {nt, xws, xwn};
+                                nk_exec bex = {nt, xws, xwn, 0};
                                 poison(yx, ny);
                                 memset(yb, 0xff, ny * 2);
                                 nk_conv2d_fwd_bf16x_cpu((nk_bf16_impl)bi, &bex, &d, xin ? NULL : x,
@@ -290,7 +301,7 @@ static void test_conv(const conv_case *cc)
                 float *dws = xmalloc(dwn);
                 CHECK(dwn >= nk_conv2d_bwd_data_bf16_ws_floats(&d, 1));
                 for (int bi = 0; bi <= (int)nk_cpu_bf16(); bi++) {
-                    nk_exec bex = {nt, dws, dwn};
+                    nk_exec bex = {nt, dws, dwn, 0};
                     poison(dx, nx);
                     nk_conv2d_bwd_data_bf16_cpu((nk_bf16_impl)bi, &bex, &d, dy, w, dx);
                     snprintf(what, sizeof what,
@@ -316,7 +327,7 @@ static void test_conv(const conv_case *cc)
                 float *fws = xmalloc(fwn);
                 CHECK(fwn >= nk_conv2d_bwd_filter_bf16_ws_floats(&d, 1));
                 for (int bi = 0; bi <= (int)nk_cpu_bf16(); bi++) {
-                    nk_exec bex = {nt, fws, fwn};
+                    nk_exec bex = {nt, fws, fwn, 0};
                     poison(dw, nw);
                     poison(db, d.K);
                     nk_conv2d_bwd_filter_bf16_cpu((nk_bf16_impl)bi, &bex, &d, x, dy, dw, db);
@@ -387,7 +398,7 @@ static void test_dense(int N, int C, int K)
     nk_dense_bwd_filter_ref(N, C, K, x, dy, dw_ref, db_ref);
     for (int isa = 0; isa <= (int)nk_cpu_detect(); isa++) {
         for (int nt = 1; nt <= 2; nt++) {
-            nk_exec ex = {nt, ws, wsn};
+            nk_exec ex = {nt, ws, wsn, 0};
             char what[160];
             for (int variant = 0; variant < 4; variant++) {
                 const float *bias = variant & 1 ? b : NULL;
@@ -446,7 +457,7 @@ static void test_bn(int64_t M, int C)
         const float *ry = relu ? y_ref : NULL;
         nk_bn_bwd_train_ref(M, C, x, ry, dy, g, mean_ref, is_ref, dx_ref, dg_ref, db_ref);
         for (int nt = 1; nt <= 2; nt++) {
-            nk_exec ex = {nt, ws, nk_bn_ws_floats(M, C)};
+            nk_exec ex = {nt, ws, nk_bn_ws_floats(M, C), 0};
             char what[120];
             poison(y, n);
             nk_bn_fwd_train_cpu(&ex, M, C, x, g, be, eps, relu, NULL, y, mean, is);
@@ -487,7 +498,7 @@ static void test_bn(int64_t M, int C)
         nk_add_fwd_ref((int64_t)n, res, y_ref, y_ref);
         if (relu) nk_relu_fwd_ref((int64_t)n, y_ref, y_ref);
         for (int nt = 1; nt <= 2; nt++) {
-            nk_exec ex = {nt, ws, nk_bn_ws_floats(M, C)};
+            nk_exec ex = {nt, ws, nk_bn_ws_floats(M, C), 0};
             char what[120];
             poison(y, n);
             nk_bn_fwd_train_cpu(&ex, M, C, x, g, be, eps, relu, res, y, mean, is);
@@ -504,7 +515,7 @@ static void test_bn(int64_t M, int C)
     }
     // The fused ReLU really masks: where the ReLU's output is 0, dy must not matter.
     if (n > 0) {
-        nk_exec ex = {2, ws, nk_bn_ws_floats(M, C)};
+        nk_exec ex = {2, ws, nk_bn_ws_floats(M, C), 0};
         nk_bn_fwd_train_ref(M, C, x, g, be, eps, 1, y_ref, mean_ref, is_ref);
         nk_bn_bwd_train_cpu(&ex, M, C, x, y_ref, dy, g, NULL, mean_ref, is_ref, dx, dg, db);
         float *dy2 = xmalloc(n), *dx2 = xmalloc(n);
@@ -519,7 +530,7 @@ static void test_bn(int64_t M, int C)
         free(dy2), free(dx2);
     }
     for (int nt = 1; nt <= 2; nt++) {
-        nk_exec ex = {nt, ws, nk_bn_ws_floats(M, C)};
+        nk_exec ex = {nt, ws, nk_bn_ws_floats(M, C), 0};
         char what[120];
         nk_bn_fwd_infer_ref(M, C, x, g, be, mm, mv, eps, y_ref);
         poison(y, n);
@@ -529,11 +540,11 @@ static void test_bn(int64_t M, int C)
     }
     // The thread count does not change a bit (fixed chunks and groups, sums in a fixed order).
     {
-        nk_exec e1 = {1, ws, nk_bn_ws_floats(M, C)};
+        nk_exec e1 = {1, ws, nk_bn_ws_floats(M, C), 0};
         nk_bn_fwd_train_cpu(&e1, M, C, x, g, be, eps, 1, NULL, y_ref, mean_ref, is_ref);
         nk_bn_bwd_train_cpu(&e1, M, C, x, y_ref, dy, g, NULL, mean_ref, is_ref, dx_ref, dg_ref,
                             db_ref);
-        nk_exec e3 = {3, ws, nk_bn_ws_floats(M, C)};
+        nk_exec e3 = {3, ws, nk_bn_ws_floats(M, C), 0};
         nk_bn_fwd_train_cpu(&e3, M, C, x, g, be, eps, 1, NULL, y, mean, is);
         nk_bn_bwd_train_cpu(&e3, M, C, x, y, dy, g, NULL, mean, is, dx, dg, db);
         CHECK(memcmp(y, y_ref, n * sizeof(float)) == 0 &&
@@ -573,7 +584,7 @@ static void test_eltwise(int64_t n)
         a[i] = 0.0f;
     if (n > 3) a[3] = NAN;
     for (int nt = 1; nt <= 2; nt++) {
-        nk_exec ex = {nt, NULL, 0};
+        nk_exec ex = {nt, NULL, 0, 0};
         char what[80];
         nk_relu_fwd_ref(n, a, r);
         poison(o, n);
@@ -632,7 +643,7 @@ static void test_pool(int N, int H, int W, int C, int R, int stride, int pad)
     for (size_t i = 0; i < nx; i += 3)
         x[i] = 0.0f;
     for (int nt = 1; nt <= 2; nt++) {
-        nk_exec ex = {nt, NULL, 0};
+        nk_exec ex = {nt, NULL, 0, 0};
         char what[120];
         nk_maxpool_fwd_ref(&d, x, r);
         poison(o, ny);

@@ -121,6 +121,14 @@ static int64_t wgrad_split_f32(const nk_conv_desc *d, int64_t *lines_per)
     return d->R * d->S > 1 ? wgrad_split(d, lines_per) : 0;
 }
 
+static nk_conv_desc flipped_desc(const nk_conv_desc *d);
+
+// Floats of a Winograd U in the workspace (rounded to 64 bytes).
+static size_t wino_u_floats(const nk_conv_desc *d)
+{
+    return (nk_wino_packed_floats(d) + 15) & ~(size_t)15;
+}
+
 size_t nk_conv2d_ws_floats(const nk_conv_desc *d, int nthreads)
 {
     size_t g = gemm_part(nthreads), w = g;
@@ -130,8 +138,14 @@ size_t nk_conv2d_ws_floats(const nk_conv_desc *d, int nthreads)
         const size_t wt = d->stride == 1 ? (size_t)d->R * d->S * d->C * d->K : 0;
         w               = g + (col > wt ? col : wt);
     }
-    if (nk_wino_ok(NK_ISA_AVX512, d)) {
-        const size_t wi = nk_wino_ws_floats(d, nthreads);
+    if (nk_wino_ok(NK_ISA_AVX512, d)) { // U, then Winograd's scratch
+        const size_t wi = wino_u_floats(d) + nk_wino_ws_floats(d, nthreads);
+        if (wi > w) w = wi;
+    }
+    const nk_conv_desc t = flipped_desc(d);
+    if (d->stride == 1 && nk_wino_ok(NK_ISA_AVX512, &t)) { // backward data: wt, U, scratch
+        const size_t wi = (((size_t)d->R * d->S * d->C * d->K + 15) & ~(size_t)15) +
+                          wino_u_floats(&t) + nk_wino_ws_floats(&t, nthreads);
         if (wi > w) w = wi;
     }
     int64_t lp;
@@ -244,7 +258,7 @@ static float *split_ws(const nk_exec *ex, nk_exec *gex)
 {
     const int nt   = nthreads_of(ex);
     const size_t g = gemm_part(nt);
-    *gex           = (nk_exec){nt, ex->ws, g};
+    *gex           = (nk_exec){nt, ex->ws, g, ex->conv_algo};
     return ex->ws + g;
 }
 
@@ -254,6 +268,23 @@ void nk_conv2d_fwd_cpu(nk_isa isa, const nk_exec *ex, const nk_conv_desc *d, con
     nk_conv2d_fwd_epi_cpu(isa, ex, d, x, w, b, NULL, y);
 }
 
+// Whether a forward of this shape runs Winograd F(4x4, 3x3) (winograd.c). The choice depends on
+// the shape without the batch size, since packed weights serve any batch.
+static int use_wino(nk_isa isa, nk_conv_algo algo, const nk_conv_desc *d)
+{
+    return algo != NK_CONV_GEMM && nk_wino_ok(isa, d);
+}
+
+// Winograd forward on unpacked w: U transformed into the start of the workspace, then the rest.
+static void wino_fwd_w(const nk_exec *ex, const nk_conv_desc *d, const float *x, const float *w,
+                       const float *b, const nk_epilogue *ep, float *y)
+{
+    const size_t nu = wino_u_floats(d);
+    nk_wino_pack(nthreads_of(ex), d, w, ex->ws);
+    const nk_exec rest = {nthreads_of(ex), ex->ws + nu, ex->ws_floats - nu, ex->conv_algo};
+    nk_wino_fwd(&rest, d, x, ex->ws, b, ep, y);
+}
+
 // Forward with the epilogue on w, or (wp != NULL) on w packed by nk_sgemm_pack_b_full.
 static void conv_fwd(nk_isa isa, const nk_exec *ex, const nk_conv_desc *d, const float *x,
                      const float *w, const float *wp, const float *b, const nk_epilogue *ep,
@@ -261,6 +292,10 @@ static void conv_fwd(nk_isa isa, const nk_exec *ex, const nk_conv_desc *d, const
 {
     const int K   = d->K;
     const int rsc = d->R * d->S * d->C;
+    if (!wp && use_wino(isa, (nk_conv_algo)ex->conv_algo, d)) {
+        wino_fwd_w(ex, d, x, w, b, ep, y);
+        return;
+    }
     if (nk_sgemm_conv_ok(isa, d)) {
         // Implicit GEMM: the patches go from x straight into the micro-kernel, no col copy.
         nk_sgemm_conv_cpu(isa, ex, d, x, w, wp, b, ep, y);
@@ -297,14 +332,6 @@ void nk_conv2d_fwd_epi_cpu(nk_isa isa, const nk_exec *ex, const nk_conv_desc *d,
     conv_fwd(isa, ex, d, x, w, NULL, b, ep, y);
 }
 
-// Whether the packed forward of this shape runs Winograd F(4x4, 3x3) (winograd.c). The choice
-// depends on the shape without the batch size, since the weights are packed once for any batch.
-static int use_wino(nk_isa isa, nk_conv_algo algo, const nk_conv_desc *d)
-{
-    if (algo == NK_CONV_GEMM || !nk_wino_ok(isa, d)) return 0;
-    return 1;
-}
-
 size_t nk_conv2d_packed_floats(nk_isa isa, nk_conv_algo algo, const nk_conv_desc *d)
 {
     if (use_wino(isa, algo, d)) return nk_wino_packed_floats(d);
@@ -315,7 +342,7 @@ void nk_conv2d_pack(nk_isa isa, nk_conv_algo algo, const nk_conv_desc *d, const 
                     float *dst)
 {
     if (use_wino(isa, algo, d))
-        nk_wino_pack(d, w, dst);
+        nk_wino_pack(1, d, w, dst);
     else
         nk_sgemm_pack_b_full(isa, d->R * d->S * d->C, d->K, w, d->K, dst);
 }
@@ -361,6 +388,12 @@ static int bwd_data_as_fwd(nk_isa isa, const nk_exec *ex, const nk_conv_desc *d,
     nk_exec gex;
     float *wt   = split_ws(ex, &gex);
     const int C = d->C, K = d->K;
+    const int wino = use_wino(isa, (nk_conv_algo)ex->conv_algo, &t);
+    if (wino) { // wt first, then Winograd's U and scratch
+        const size_t nwt = ((size_t)d->R * d->S * C * K + 15) & ~(size_t)15;
+        wt               = ex->ws;
+        gex = (nk_exec){nthreads_of(ex), ex->ws + nwt, ex->ws_floats - nwt, ex->conv_algo};
+    }
 #pragma omp parallel for num_threads(gex.nthreads) schedule(static)
     for (int rs = 0; rs < d->R * d->S; rs++) {
         const int r = rs / d->S, s = rs % d->S;
@@ -370,7 +403,10 @@ static int bwd_data_as_fwd(nk_isa isa, const nk_exec *ex, const nk_conv_desc *d,
             for (int c = 0; c < C; c++)
                 dst[(int64_t)k * C + c] = src[(int64_t)c * K + k];
     }
-    conv_fwd(isa, &gex, &t, dy, wt, NULL, NULL, NULL, dx);
+    if (wino)
+        wino_fwd_w(&gex, &t, dy, wt, NULL, NULL, dx);
+    else
+        conv_fwd(isa, &gex, &t, dy, wt, NULL, NULL, NULL, dx);
     return 1;
 }
 
@@ -436,7 +472,7 @@ void nk_conv2d_bwd_filter_cpu(nk_isa isa, const nk_exec *ex, const nk_conv_desc 
 #pragma omp parallel num_threads(nt)
         {
             float *mine       = tws + (size_t)omp_get_thread_num() * per;
-            const nk_exec one = {1, mine, g1};
+            const nk_exec one = {1, mine, g1, ex->conv_algo};
             float *col        = mine + g1;
 #pragma omp for schedule(dynamic, 1)
             for (int64_t c = 0; c < nch; c++) {
@@ -543,7 +579,7 @@ static void conv_bf16_col(nk_bf16_impl impl, const nk_exec *ex, const nk_conv_de
     const int nt = nthreads_of(ex), K = d->K;
     const size_t g    = bf16_gemm_part(nt);
     const int64_t ldk = bf16_col_ldk(d);
-    nk_exec gex       = {nt, ex->ws, g};
+    nk_exec gex       = {nt, ex->ws, g, ex->conv_algo};
     uint16_t *col     = (uint16_t *)(ex->ws + g);
     if (!xb) {
         // x rounded once in front of the patch chunk.
@@ -661,7 +697,7 @@ static void bwd_data_bf16(nk_bf16_impl impl, const nk_exec *ex, const nk_conv_de
                                    : 0;
                     }
                 }
-        const nk_exec tex = {nt, rest, nk_conv2d_bf16_ws_floats(&t, nt)};
+        const nk_exec tex = {nt, rest, nk_conv2d_bf16_ws_floats(&t, nt), ex->conv_algo};
         nk_conv2d_fwd_bf16_cpu(impl, &tex, &t, dy, wp, NULL, NULL, dx);
         return;
     }
@@ -669,7 +705,7 @@ static void bwd_data_bf16(nk_bf16_impl impl, const nk_exec *ex, const nk_conv_de
     const size_t g = bf16_gemm_part(nt);
     uint16_t *wp   = (uint16_t *)(ex->ws + g);
     nk_gemm_bf16_pack_b_mt(nt, 1, K, rsc, w, K, wp);
-    const nk_exec gex = {nt, ex->ws, g};
+    const nk_exec gex = {nt, ex->ws, g, ex->conv_algo};
     if (is_direct(d)) {
         nk_gemm_bf16_cpu(impl, &gex, d->N * d->H * d->W, C, K, dy, K, wp, acc ? 1.0f : 0.0f, dx, C,
                          NULL, NULL);
@@ -779,7 +815,7 @@ void nk_conv2d_bwd_filter_bf16_cpu(nk_bf16_impl impl, const nk_exec *ex, const n
 #pragma omp parallel num_threads(nt)
         {
             float *mine       = tws + (size_t)omp_get_thread_num() * per;
-            const nk_exec one = {1, mine, g1};
+            const nk_exec one = {1, mine, g1, ex->conv_algo};
             float *col        = mine + g1;
             uint16_t *bp      = (uint16_t *)(col + colf);
             float *psum       = col + colf + bpf;
@@ -815,7 +851,7 @@ void nk_conv2d_bwd_filter_bf16_cpu(nk_bf16_impl impl, const nk_exec *ex, const n
     const size_t rows_max = (size_t)step * d->Q, g = bf16_gemm_part(nt);
     float *col   = ws + g;
     uint16_t *bp = (uint16_t *)(col + (is_direct(d) ? 0 : ((rows_max * rsc + 15) & ~(size_t)15)));
-    const nk_exec gex = {nt, ws, g};
+    const nk_exec gex = {nt, ws, g, ex->conv_algo};
     float *chunk_sum  = sums + 2 * (size_t)K; // after the K doubles
     for (int64_t l0 = 0; l0 < lines; l0 += step) {
         const int64_t l1 = l0 + step < lines ? l0 + step : lines;

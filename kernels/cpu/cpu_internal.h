@@ -203,7 +203,7 @@ int nk_wino_ok(nk_isa isa, const nk_conv_desc *d);
 // (set it before sizing the workspace).
 extern size_t nk_wino_chunk_floats;
 size_t nk_wino_packed_floats(const nk_conv_desc *d);
-void nk_wino_pack(const nk_conv_desc *d, const float *w, float *dst);
+void nk_wino_pack(int nthreads, const nk_conv_desc *d, const float *w, float *dst);
 size_t nk_wino_ws_floats(const nk_conv_desc *d, int nthreads);
 void nk_wino_fwd(const nk_exec *ex, const nk_conv_desc *d, const float *x, const float *up,
                  const float *b, const nk_epilogue *ep, float *y);
@@ -211,6 +211,8 @@ void nk_wino_fwd(const nk_exec *ex, const nk_conv_desc *d, const float *x, const
 // patch of image xb (H x W x C, NHWC) whose corner is (ih0, iw0), zeros outside the image.
 // Out: the 4x4 tile from M[e * mes + k] (k < n, n % 16 == 0) into y[i * ldh + j * ldw + k] for
 // i < rows, j < cols, with the epilogue of nk_tile_epi_fn (res has y's layout).
+// Weights: U[e * ues + j] for e < 36, j < 16, from the 3x3 filters g[(r*3 + s) * ld + j].
+void nk_wino4_wt_avx512(const float *g, int64_t ld, float *u, int64_t ues);
 void nk_wino4_in_avx512(const float *xb, int H, int W, int C, int ih0, int iw0, float *v,
                         int64_t ves);
 void nk_wino4_out_avx512(const float *m, int64_t mes, int n, float *y, int64_t ldh, int64_t ldw,

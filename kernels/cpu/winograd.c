@@ -58,33 +58,19 @@ size_t nk_wino_packed_floats(const nk_conv_desc *d)
     return WINO_E * packed_e_floats(d);
 }
 
-void nk_wino_pack(const nk_conv_desc *d, const float *w, float *dst)
+void nk_wino_pack(int nthreads, const nk_conv_desc *d, const float *w, float *dst)
 {
-    // G for the points 0, +-1, +-2, infinity (U = G g G^T, 6x6 from 3x3).
-    static const double G[6][3] = {{1.0 / 4, 0, 0},
-                                   {-1.0 / 6, -1.0 / 6, -1.0 / 6},
-                                   {-1.0 / 6, 1.0 / 6, -1.0 / 6},
-                                   {1.0 / 24, 1.0 / 12, 1.0 / 6},
-                                   {1.0 / 24, -1.0 / 12, 1.0 / 6},
-                                   {0, 0, 1}};
     const int C = d->C, K = d->K, NR = nk_gemm_kernel_avx512.nr;
-    const size_t pe = packed_e_floats(d);
-    memset(dst, 0, WINO_E * pe * sizeof(float)); // the padding columns of the last panel
+    const int64_t pe = (int64_t)packed_e_floats(d);
+#pragma omp parallel for num_threads(nthreads > 0 ? nthreads : 1) schedule(static)
     for (int c = 0; c < C; c++) {
-        for (int k = 0; k < K; k++) {
-            double g[3][3], gg[6][3];
-            for (int r = 0; r < 3; r++)
-                for (int s = 0; s < 3; s++)
-                    g[r][s] = w[((int64_t)(r * 3 + s) * C + c) * K + k];
-            for (int i = 0; i < 6; i++)
-                for (int s = 0; s < 3; s++)
-                    gg[i][s] = G[i][0] * g[0][s] + G[i][1] * g[1][s] + G[i][2] * g[2][s];
-            float *o = dst + (int64_t)(k / NR) * C * NR + (int64_t)c * NR + k % NR;
-            for (int i = 0; i < 6; i++)
-                for (int j = 0; j < 6; j++)
-                    o[(i * 6 + j) * pe] =
-                        (float)(gg[i][0] * G[j][0] + gg[i][1] * G[j][1] + gg[i][2] * G[j][2]);
-        }
+        for (int k = 0; k < K; k += 16)
+            nk_wino4_wt_avx512(w + (int64_t)c * K + k, (int64_t)C * K,
+                               dst + (int64_t)(k / NR) * C * NR + (int64_t)c * NR + k % NR, pe);
+        if (K % NR) // the last panel's columns past K
+            for (int e = 0; e < WINO_E; e++)
+                memset(dst + e * pe + (int64_t)(K / NR) * C * NR + (int64_t)c * NR + K % NR, 0,
+                       (size_t)(NR - K % NR) * sizeof(float));
     }
 }
 

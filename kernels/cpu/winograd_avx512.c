@@ -4,7 +4,9 @@
  * 512-bit register. Lavin and Gray's matrices for the points 0, +-1, +-2 and infinity:
  *   B^T = [4 0 -5 0 1 0; 0 -4 -4 1 1 0; 0 4 -4 -1 1 0; 0 -2 -1 2 1 0; 0 2 -1 -2 1 0; 0 4 0 -5 0 1]
  *   A^T = [1 1 1 1 1 0; 0 1 -1 2 -2 0; 0 1 1 4 4 0; 0 1 -1 8 -8 1]
- * Both transforms are separable: the 1-D one down the columns of the tile, then along its rows.
+ *   G = [1/4 0 0; -1/6 -1/6 -1/6; -1/6 1/6 -1/6; 1/24 1/12 1/6; 1/24 -1/12 1/6; 0 0 1]
+ * All three transforms are separable: the 1-D one down the columns of the tile, then along its
+ * rows.
  */
 #include <immintrin.h>
 #include <stdint.h>
@@ -103,5 +105,39 @@ void nk_wino4_out_avx512(const float *m, int64_t mes, int n, float *y, int64_t l
                 _mm512_mask_storeu_ps(y + off, km, r);
             }
         }
+    }
+}
+
+// u = G g for three values.
+static inline void g3(const __m512 g[3], __m512 u[6])
+{
+    const __m512 q = _mm512_set1_ps(0.25f), s6 = _mm512_set1_ps(1.0f / 6);
+    const __m512 s12 = _mm512_set1_ps(1.0f / 12), s24 = _mm512_set1_ps(1.0f / 24);
+    const __m512 p02 = _mm512_add_ps(g[0], g[2]);
+    const __m512 a   = _mm512_fmadd_ps(s24, g[0], _mm512_mul_ps(s6, g[2]));
+    u[0]             = _mm512_mul_ps(q, g[0]);
+    u[1]             = _mm512_mul_ps(_mm512_set1_ps(-1.0f / 6), _mm512_add_ps(p02, g[1]));
+    u[2]             = _mm512_mul_ps(_mm512_set1_ps(-1.0f / 6), _mm512_sub_ps(p02, g[1]));
+    u[3]             = _mm512_fmadd_ps(s12, g[1], a);
+    u[4]             = _mm512_fnmadd_ps(s12, g[1], a);
+    u[5]             = g[2];
+}
+
+void nk_wino4_wt_avx512(const float *g, int64_t ld, float *u, int64_t ues)
+{
+    __m512 t[6][3]; // t = G g
+    for (int s = 0; s < 3; s++) {
+        __m512 a[3], o[6];
+        for (int r = 0; r < 3; r++)
+            a[r] = _mm512_loadu_ps(g + (r * 3 + s) * ld);
+        g3(a, o);
+        for (int i = 0; i < 6; i++)
+            t[i][s] = o[i];
+    }
+    for (int i = 0; i < 6; i++) {
+        __m512 o[6];
+        g3(t[i], o);
+        for (int j = 0; j < 6; j++)
+            _mm512_storeu_ps(u + (i * 6 + j) * ues, o[j]);
     }
 }
