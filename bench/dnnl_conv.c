@@ -6,6 +6,7 @@
  *   op=conv name=... dtype=f32 impl=onednn:<kernel> N=16 ... threads=2 ms= gflops=
  * Built and run only by bench/run.sh (cc -O2 -fopenmp bench/dnnl_conv.c -ldnnl): never linked
  * into libnet. Usage: dnnl_conv [--batch N] [--threads N] [--dtype f32|bf16] [--repeat N]
+ * [--algo direct|winograd|auto] (winograd: the 3x3 stride-1 shapes only, oneDNN's layouts).
  */
 #include <oneapi/dnnl/dnnl.h>
 #include <omp.h>
@@ -84,32 +85,38 @@ static int fill(dnnl_memory_t m, const dnnl_memory_desc_t *md, int bf16)
 }
 
 static int run(dnnl_engine_t eng, dnnl_stream_t st, const conv_shape *c, int N, int bf16,
-               int repeat, int threads)
+               int repeat, int threads, dnnl_alg_kind_t alg)
 {
     const int P               = (c->H + 2 * c->pad - c->R) / c->stride + 1;
     const dnnl_data_type_t dt = bf16 ? dnnl_bf16 : dnnl_f32;
     dnnl_memory_desc_t src_md, w_md, b_md, dst_md;
     dnnl_dims_t sd = {N, c->C, c->H, c->H}, wd = {c->K, c->C, c->R, c->R}, bd = {c->K};
     dnnl_dims_t dd = {N, c->K, P, P};
-    CHK(dnnl_memory_desc_init_by_tag(&src_md, 4, sd, dt, dnnl_nhwc));
+    // Winograd takes only oneDNN's blocked layouts: the activations' layout is then its own
+    // choice too (the reorder from NHWC is not timed, which favours oneDNN).
+    const dnnl_format_tag_t act =
+        alg == dnnl_convolution_winograd ? dnnl_format_tag_any : dnnl_nhwc;
+    CHK(dnnl_memory_desc_init_by_tag(&src_md, 4, sd, dt, act));
     CHK(dnnl_memory_desc_init_by_tag(&w_md, 4, wd, dt, dnnl_format_tag_any));
     CHK(dnnl_memory_desc_init_by_tag(&b_md, 1, bd, dnnl_f32, dnnl_a));
-    CHK(dnnl_memory_desc_init_by_tag(&dst_md, 4, dd, dnnl_f32, dnnl_nhwc));
+    CHK(dnnl_memory_desc_init_by_tag(&dst_md, 4, dd, dnnl_f32, act));
     dnnl_dims_t strides = {c->stride, c->stride}, pad = {c->pad, c->pad};
     dnnl_convolution_desc_t cd;
-    CHK(dnnl_convolution_forward_desc_init(&cd, dnnl_forward_inference, dnnl_convolution_direct,
-                                           &src_md, &w_md, &b_md, &dst_md, strides, pad, pad));
+    CHK(dnnl_convolution_forward_desc_init(&cd, dnnl_forward_inference, alg, &src_md, &w_md, &b_md,
+                                           &dst_md, strides, pad, pad));
     dnnl_primitive_desc_t pd;
     CHK(dnnl_primitive_desc_create(&pd, &cd, NULL, eng, NULL));
     const dnnl_memory_desc_t *wq = dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
+    const dnnl_memory_desc_t *sq = dnnl_primitive_desc_query_md(pd, dnnl_query_src_md, 0);
+    const dnnl_memory_desc_t *dq = dnnl_primitive_desc_query_md(pd, dnnl_query_dst_md, 0);
     const char *impl             = "?";
     dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl);
     dnnl_memory_t sm, wm, bm, dm;
-    CHK(dnnl_memory_create(&sm, &src_md, eng, DNNL_MEMORY_ALLOCATE));
+    CHK(dnnl_memory_create(&sm, sq, eng, DNNL_MEMORY_ALLOCATE));
     CHK(dnnl_memory_create(&wm, wq, eng, DNNL_MEMORY_ALLOCATE));
     CHK(dnnl_memory_create(&bm, &b_md, eng, DNNL_MEMORY_ALLOCATE));
-    CHK(dnnl_memory_create(&dm, &dst_md, eng, DNNL_MEMORY_ALLOCATE));
-    if (fill(sm, &src_md, bf16) || fill(wm, wq, bf16) || fill(bm, &b_md, 0)) return -1;
+    CHK(dnnl_memory_create(&dm, dq, eng, DNNL_MEMORY_ALLOCATE));
+    if (fill(sm, sq, bf16) || fill(wm, wq, bf16) || fill(bm, &b_md, 0)) return -1;
     dnnl_primitive_t prim;
     CHK(dnnl_primitive_create(&prim, pd));
     dnnl_exec_arg_t args[4] = {
@@ -141,6 +148,7 @@ static int run(dnnl_engine_t eng, dnnl_stream_t st, const conv_shape *c, int N, 
 int main(int argc, char **argv)
 {
     int N = 16, threads = 2, bf16 = 0, repeat = 5;
+    dnnl_alg_kind_t alg = dnnl_convolution_direct;
     for (int i = 1; i + 1 < argc; i += 2) {
         if (!strcmp(argv[i], "--batch"))
             N = (int)strtol(argv[i + 1], NULL, 10);
@@ -150,6 +158,10 @@ int main(int argc, char **argv)
             repeat = (int)strtol(argv[i + 1], NULL, 10);
         else if (!strcmp(argv[i], "--dtype"))
             bf16 = !strcmp(argv[i + 1], "bf16");
+        else if (!strcmp(argv[i], "--algo"))
+            alg = !strcmp(argv[i + 1], "winograd") ? dnnl_convolution_winograd
+                  : !strcmp(argv[i + 1], "auto")   ? dnnl_convolution_auto
+                                                   : dnnl_convolution_direct;
         else {
             fprintf(stderr, "dnnl_conv: unknown option %s\n", argv[i]);
             return 2;
@@ -169,7 +181,9 @@ int main(int argc, char **argv)
     }
     int rc = 0;
     for (size_t i = 0; i < sizeof(shapes) / sizeof(shapes[0]); i++)
-        if (run(eng, st, &shapes[i], N, bf16, repeat, threads)) rc = 1;
+        if ((alg != dnnl_convolution_winograd || (shapes[i].R == 3 && shapes[i].stride == 1)) &&
+            run(eng, st, &shapes[i], N, bf16, repeat, threads, alg))
+            rc = 1;
     dnnl_stream_destroy(st);
     dnnl_engine_destroy(eng);
     return rc;

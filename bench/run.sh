@@ -56,6 +56,7 @@ done
 if [ -f /usr/include/oneapi/dnnl/dnnl.h ] &&
     ${CC:-cc} -O2 -fopenmp bench/dnnl_conv.c -ldnnl -o build/bench/dnnl_conv 2>/dev/null; then
     ./build/bench/dnnl_conv --threads "$T" | tee -a "$CONV"
+    ./build/bench/dnnl_conv --threads "$T" --algo winograd | tee -a "$CONV"
     [ "$HAVE_BF16" = 1 ] && ./build/bench/dnnl_conv --threads "$T" --dtype bf16 | tee -a "$CONV"
 else
     log "oneDNN not installed (libdnnl-dev): no convolution peer figures"
@@ -87,8 +88,14 @@ row() { # label pneumo-pattern batch mode torch-filter
 # convf NAME DTYPE IMPL FIELD [PASS]: a field of one conv line (pneumo's carry pass=, oneDNN's
 # are forward only).
 convf() { grep -E "op=conv name=$1 (pass=${5:-fwd} )?dtype=$2 impl=$3" "$CONV" | head -n 1 | sed -n "s/.* $4=\([0-9.]*\).*/\1/p"; }
+conv_best_total() { # dtype impl-prefix: conv_total's forward sum from the fastest line per conv
+    grep -E "op=conv name=[^ ]* dtype=$1 impl=$2" "$CONV" | grep -v resnet50_all |
+        sed -n 's/.*name=\([^ ]*\) .* count=\([0-9]*\) .* ms=\([0-9.]*\).*/\1 \2 \3/p' |
+        awk '!($1 in m) || $3 < m[$1] {if (!($1 in m)) n++; m[$1] = $3; c[$1] = $2}
+             END {for (k in m) s += c[k] * m[k]; if (n) printf "%.1f", s}'
+}
 conv_total() { # dtype impl-prefix [pass]: sum over the network of ms x count, per-conv lines
-    grep -E "op=conv name=[^ ]* (pass=${3:-fwd} )?dtype=$1 impl=$2" "$CONV" | grep -v resnet50_all |
+    grep -E "op=conv name=[^ ]* (pass=${3:-fwd} )?dtype=$1 impl=$2" "$CONV" | grep -v 'resnet50_all\|jit_wino' |
         sed -n 's/.* count=\([0-9]*\) .* ms=\([0-9.]*\).*/\1 \2/p' |
         awk '{s += $1 * $2} END {if (NR) printf "%.1f", s}'
 }
@@ -130,19 +137,25 @@ conv_total() { # dtype impl-prefix [pass]: sum over the network of ms x count, p
     echo "GFLOP per 224x224 image forward, conv and dense multiply-adds x 2."
     echo
     echo "Convolutions at batch 16, $T threads, GFLOP/s (\`pneumo bench conv [--dtype bf16]\` beside"
-    echo "\`build/bench/dnnl_conv\`: oneDNN $(grep -m1 -o 'impl=onednn-[0-9.]*' "$CONV" | cut -d- -f2), NHWC activations, weights in oneDNN's own layout):"
+    echo "\`build/bench/dnnl_conv\`: oneDNN $(grep -m1 -o 'impl=onednn-[0-9.]*' "$CONV" | cut -d- -f2), NHWC activations, weights in oneDNN's own layout;"
+    echo "its f32 Winograd (\`--algo winograd\`, 3x3 only) in its own blocked activation layouts, the reorders untimed)."
+    echo "pneumo's f32 3x3 rows are its Winograd F(4x4, 3x3) (algo=winograd); GFLOP/s count the direct"
+    echo "convolution's multiply-adds for every algorithm. The f32 ratio is against oneDNN's faster algorithm:"
     echo
-    echo "| conv | x per net | pneumo f32 | oneDNN f32 | ratio | pneumo bf16 | oneDNN bf16 | ratio |"
-    echo "|---|---|---|---|---|---|---|---|"
+    echo "| conv | x per net | pneumo f32 | oneDNN f32 | oneDNN f32 Winograd | ratio | pneumo bf16 | oneDNN bf16 | ratio |"
+    echo "|---|---|---|---|---|---|---|---|---|"
     grep -E "op=conv name=[^ ]* pass=fwd dtype=f32 impl=avx" "$CONV" | grep -v resnet50_all | while read -r line; do
         n=$(printf '%s' "$line" | sed -n 's/.*name=\([^ ]*\).*/\1/p')
         c=$(printf '%s' "$line" | sed -n 's/.* count=\([0-9]*\) .*/\1/p')
         pf=$(convf "$n" f32 avx gflops); of=$(convf "$n" f32 onednn gflops)
         pb=$(convf "$n" bf16 avx gflops); ob=$(convf "$n" bf16 onednn gflops)
-        echo "| $n | ${c:-?} | ${pf:--} | ${of:--} | $(ratio "$pf" "$of") | ${pb:--} | ${ob:--} | $(ratio "$pb" "$ob") |"
+        ow=$(convf "$n" f32 'onednn-[0-9.]*:jit_wino' gflops)
+        obest=$(printf '%s\n%s\n' "$of" "$ow" | grep . | sort -g | tail -n 1)
+        echo "| $n | ${c:-?} | ${pf:--} | ${of:--} | ${ow:--} | $(ratio "$pf" "$obest") | ${pb:--} | ${ob:--} | $(ratio "$pb" "$ob") |"
     done
     pt=$(conv_total f32 avx); ot=$(conv_total f32 onednn); pbt=$(conv_total bf16 avx); obt=$(conv_total bf16 onednn)
-    echo "| all convs of one forward (ms, lower is better) | | ${pt:--} | ${ot:--} | $(ratio "$ot" "$pt") | ${pbt:--} | ${obt:--} | $(ratio "$obt" "$pbt") |"
+    owt=$(conv_best_total f32 onednn)
+    echo "| all convs of one forward (ms, lower is better) | | ${pt:--} | ${ot:--} | ${owt:--} (with Winograd) | $(ratio "$owt" "$pt") | ${pbt:--} | ${obt:--} | $(ratio "$obt" "$pbt") |"
     echo
     echo "The backward passes of the same convolutions, GFLOP/s (\`pneumo bench conv --pass"
     echo "bwd-data|bwd-filter [--dtype bf16]\`; no peer run here). Training with \`--dtype bf16\` uses"

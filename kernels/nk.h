@@ -277,6 +277,8 @@ typedef enum { NK_CONV_AUTO = 0, NK_CONV_GEMM = 1 } nk_conv_algo;
 // d->N is not used, the packing serves any), and nk_conv2d_fwd_packed_cpu is then
 // nk_conv2d_fwd_epi_cpu on it. Pack and run with the same isa and algo. Same scratch
 // (nk_conv2d_ws_floats).
+// Whether a float32 forward of this shape runs Winograd (packed or not) under algo.
+int nk_conv2d_winograd(nk_isa isa, nk_conv_algo algo, const nk_conv_desc *d);
 size_t nk_conv2d_packed_floats(nk_isa isa, nk_conv_algo algo, const nk_conv_desc *d);
 void nk_conv2d_pack(nk_isa isa, nk_conv_algo algo, const nk_conv_desc *d, const float *w,
                     float *dst);

@@ -332,6 +332,11 @@ void nk_conv2d_fwd_epi_cpu(nk_isa isa, const nk_exec *ex, const nk_conv_desc *d,
     conv_fwd(isa, ex, d, x, w, NULL, b, ep, y);
 }
 
+int nk_conv2d_winograd(nk_isa isa, nk_conv_algo algo, const nk_conv_desc *d)
+{
+    return use_wino(isa, algo, d);
+}
+
 size_t nk_conv2d_packed_floats(nk_isa isa, nk_conv_algo algo, const nk_conv_desc *d)
 {
     if (use_wino(isa, algo, d)) return nk_wino_packed_floats(d);
