@@ -7,18 +7,26 @@
  * per tile and channel pair where the direct convolution needs 16 * 9 = 144 * 4; 2.25x fewer, and
  * 4x fewer in the GEMMs alone, for transforms that cost O(C + K) per tile.
  *
- * Layout. U (the transformed weights, once per set of weights) is stored as 36 B matrices packed
- * for the AVX-512 micro-kernel (panels of NR columns over all C). The input is processed a chunk of
- * tiles at a time: all threads transform the chunk's tiles into V[e][tile][C] (an L3-sized
- * buffer); then each work unit (a block of TB tiles x KB output channels) runs, per NR-wide panel,
- * the 36 small GEMMs from V into a per-thread M[e][tile][NR] (L2) through the same batch-reduce
- * micro-kernel as the implicit GEMM (ukr_rows, one segment of C), and the output transform with
- * the fused epilogue writes y. The transforms are in winograd_avx512.c; the specification is the
- * direct convolution (kernels/ref/conv2d.c), and tests/test_ops.c compares.
+ * Layout. U (the transformed weights: packed once for inference, transformed per call in
+ * training) is stored as 36 B matrices packed for the AVX-512 micro-kernel (panels of NR columns
+ * over all C). A work unit is a block of WINO_TB tiles x a block of output channels: per NR-wide
+ * panel it runs the 36 small GEMMs from V[e][tile][C] into a per-thread M[e][tile][NR] (L2)
+ * through the same batch-reduce micro-kernel as the implicit GEMM (ukr_rows, one segment of C),
+ * then the output transform with the fused epilogue writes y. Where one unit covers all K
+ * (local_v), it transforms its own tiles into a per-thread V first; otherwise the tiles go a chunk
+ * at a time, all threads transforming the chunk into a shared V (L3) before the units run, so that
+ * no tile is transformed once per channel block. The transforms are in winograd_avx512.c; the
+ * specification is the direct convolution (kernels/ref/conv2d.c), and tests/test_ops.c compares.
  *
  * Accuracy: the transforms multiply by up to 8 and divide by up to 24, so float32 rounding grows
- * by about one decimal digit against the direct sum (relative error ~1e-6 -> ~1e-5); inference
- * tolerates that, and `pneumo bench model` checks the whole network against the reference.
+ * by about one decimal digit against the direct sum (test_ops: max error 2e-4 against 2e-5 on
+ * 576-term sums of values in [-1, 1]); the whole network's logit moves by 7.6e-7 relative
+ * (`pneumo bench model`'s check) and stays within tests/test_fixtures.c's PyTorch tolerances.
+ *
+ * Speed (batch 16, 2 Zen 4 threads, `pneumo bench conv`): ResNet50's four 3x3 shapes 7.9-8.8 ms
+ * against 18-20.5 ms as implicit GEMMs, i.e. 2.2-2.5x, and on par with oneDNN 2.6's jit_wino_4x3
+ * (7.4-8.6 ms); backward data 8.9-10.6 ms against 19.4-32.7 (conv5's, whose U is 4x its 9 MB of
+ * weights and is transformed per call, only 19.6 against 22.5).
  */
 #include <omp.h>
 #include <string.h>
@@ -93,7 +101,7 @@ static int64_t tiles_of(const nk_conv_desc *d)
 
 // Whether each work unit transforms its own tiles into a per-thread V (one unit covers all K, so
 // nothing is transformed twice, and V never leaves the core's L2): the alternative, a shared V
-// chunk that all threads fill before any GEMM, measured 16.8 ms against ? ms on conv2's 3x3
+// chunk that all threads fill before any GEMM, measured 16.8 ms against 7.9 ms on conv2's 3x3
 // (C = K = 64, batch 16), where the GEMMs are too short to hide reading V from L3.
 static int local_v(const nk_conv_desc *d)
 {
