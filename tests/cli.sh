@@ -56,6 +56,17 @@ expect 0 'op=conv name=conv2_1x1_64_64 pass=bwd-filter dtype=f32 .*gflops=' -- $
 $P bench conv --shape conv3_3x3 --batch 1 --repeat 1 --peak 100 > $T/conv1.txt 2>&1
 [ "$(grep -c '^op=conv ' $T/conv1.txt)" = 1 ] && grep -q "name=conv3_3x3 " $T/conv1.txt &&
     ok "bench conv --shape conv3_3x3 times that shape only" || bad "bench conv --shape: $(cat $T/conv1.txt)"
+# Winograd: the 3x3 runs it where the CPU has AVX-512 (and says so), --conv-algo gemm and
+# PNEUMO_CONV=gemm turn it off; bad names are usage errors.
+if grep -qw avx512f /proc/cpuinfo; then
+    expect 0 'name=conv3_3x3 .* algo=winograd' -- $P bench conv --shape conv3_3x3 --batch 1 --repeat 1 --peak 100
+    expect 0 'name=conv3_3x3 .* algo=winograd' -- $P bench conv --shape conv3_3x3 --pass bwd-data --batch 1 --repeat 1 --peak 100
+fi
+expect 0 'name=conv3_3x3 .* algo=gemm' -- $P bench conv --shape conv3_3x3 --conv-algo gemm --batch 1 --repeat 1 --peak 100
+expect 0 'name=conv2_1x1_64_64 .* algo=gemm' -- $P bench conv --shape conv2_1x1_64_64 --batch 1 --repeat 1 --peak 100
+expect 2 '--conv-algo expects auto or gemm, got "fft"' -- $P bench conv --conv-algo fft
+expect 1 'PNEUMO_CONV must be auto or gemm, got "fft"' -- env PNEUMO_CONV=fft $P predict --format jsonl data/samples/IM-0115-0001.jpeg
+expect 0 '"probability"' -- env PNEUMO_CONV=gemm $P predict --format jsonl data/samples/IM-0115-0001.jpeg
 # --dtype: a bad name is a usage error; bf16 (where the CPU has AVX512_BF16) stays near f32.
 for c in predict worker serve eval train; do expect 2 "dtype expects f32 or bf16" -- $P $c --dtype bf17; done
 if grep -qw avx512_bf16 /proc/cpuinfo && [ -f weights/pneumo-resnet50.safetensors ]; then
