@@ -303,6 +303,11 @@ FAST_ADAPTERS(NK_ISA_AVX512, avx512)
         (ops)->dense_bwd_filter   = fast_dense_bwd_filter_##SUF;                                   \
     } while (0)
 
+static int fast_conv_winograd_avx512(const nk_conv_desc *d, int algo)
+{
+    return nk_conv2d_winograd(NK_ISA_AVX512, (nk_conv_algo)algo, d);
+}
+
 static size_t fast_dense_ws(int nthreads)
 {
     return nk_sgemm_ws_floats(nthreads);
@@ -344,6 +349,8 @@ static void ops_init(nt_ctx *ctx)
     o->conv_bwd_filter_bf16_ws = ref_conv_ws;
     o->conv_bf16_packs         = 0;
     o->conv_fwd_packed         = NULL;
+    o->conv_winograd           = NULL;
+    o->conv_fwd_wino_x         = NULL;
     ctx->isa                   = NK_ISA_SCALAR;
     ctx->impl_name             = "ref";
     if (ctx->opts.impl == NT_IMPL_REF) return;
@@ -355,6 +362,8 @@ static void ops_init(nt_ctx *ctx)
     switch (isa) {
     case NK_ISA_AVX512:
         SET_FAST(o, avx512);
+        o->conv_winograd   = fast_conv_winograd_avx512;
+        o->conv_fwd_wino_x = nk_conv2d_fwd_wino_x_cpu;
         break;
     case NK_ISA_AVX2:
         SET_FAST(o, avx2);

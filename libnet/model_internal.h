@@ -61,11 +61,13 @@ typedef struct nt_layer {
     // one after the residual add it feeds): its backward reads that directly, and the BN's own
     // gradient buffer never exists. -1 when none.
     int gsrc;
-    // Conv weights packed once for inference: bf16 pairs (nk_gemm_bf16_pack_b) with
-    // NT_DTYPE_BF16, else float32 micro-kernel panels (nt_ops.conv_pack). Valid while wpack_ok is
-    // set (cleared whenever the weights may have changed).
+    // Conv weights packed once for inference: bf16 pairs (nk_gemm_bf16_pack_b) for the bf16
+    // convs, else float32 micro-kernel panels or Winograd's transform (nt_ops.conv_pack); which
+    // of the two is wpack_bf16, the allocation wpack_bytes. Valid while wpack_ok is set (cleared
+    // whenever the weights may have changed).
     void *wpack;
-    int wpack_ok;
+    size_t wpack_bytes;
+    int wpack_ok, wpack_bf16;
     // Set per forward: did this BN use batch statistics?
     int bn_batch_mode;
     // Planned buffers (offsets in floats into m->buf; -1 when none: out_off is -1 for an

@@ -99,6 +99,13 @@ typedef struct nt_ops {
     void (*conv_pack)(const nk_conv_desc *, int algo, const float *w, float *dst);
     void (*conv_fwd_packed)(const nk_exec *, const nk_conv_desc *, int algo, const float *x,
                             const float *wp, const float *b, const nk_epilogue *ep, float *y);
+    // Whether the packed forward of a shape runs Winograd under algo (NULL: never), and that
+    // forward with bf16 activations on either side (nk_conv2d_fwd_wino_x_cpu: bf16 inference's
+    // 3x3s run it on weights that conv_pack packed with NK_CONV_AUTO).
+    int (*conv_winograd)(const nk_conv_desc *, int algo);
+    void (*conv_fwd_wino_x)(const nk_exec *, const nk_conv_desc *, const float *x,
+                            const uint16_t *xb, const float *wp, const float *b,
+                            const nk_epilogue *ep, float *y, uint16_t *yb);
 } nt_ops;
 
 #define NT_ERRMSG_LEN 512

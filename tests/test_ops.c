@@ -93,6 +93,94 @@ static int wino_shape(const nk_conv_desc *d)
            d->K % 16 == 0;
 }
 
+// Bits of a bf16 array against nk_f32_to_bf16 of a float32 one: the mismatches.
+static int64_t bf16_mismatches(const uint16_t *got, const float *ref, int64_t n)
+{
+    int64_t bad = 0;
+    for (int64_t i = 0; i < n; i++)
+        bad += got[i] != nk_f32_to_bf16(ref[i]);
+    return bad;
+}
+
+// nk_conv2d_fwd_wino_x_cpu (bf16 inference's 3x3s): from bf16 activations against the reference
+// on their float32 values, then the same with a bf16 output, which must be nk_f32_to_bf16 of the
+// float32 one bit for bit.
+static void test_wino_bf16x(const nk_conv_desc *d, const nk_exec *ex, const float *x,
+                            const float *w, const float *b, const float *wp, const nk_epilogue *ep,
+                            double tol)
+{
+    const size_t nx = (size_t)d->N * d->H * d->W * d->C, ny = (size_t)d->N * d->P * d->Q * d->K;
+    uint16_t *xb = malloc(nx * 2), *yb = malloc(ny * 2);
+    float *xr = xmalloc(nx), *yr = xmalloc(ny), *y = xmalloc(ny);
+    if (!xb || !yb) abort();
+    for (size_t i = 0; i < nx; i++)
+        xr[i] = nk_bf16_to_f32(xb[i] = nk_f32_to_bf16(x[i]));
+    nk_conv2d_fwd_ref(d, xr, w, b, yr);
+    for (size_t i = 0; i < ny; i++) {
+        const size_t k = i % (size_t)d->K;
+        float v        = yr[i] * ep->scale[k] + ep->shift[k] + ep->residual[i];
+        yr[i]          = v > 0.0f ? v : 0.0f;
+    }
+    char what[160];
+    snprintf(what, sizeof what, "conv2d_fwd_winograd_bf16_in t%d N=%d H=%d W=%d C=%d K=%d",
+             ex->nthreads, d->N, d->H, d->W, d->C, d->K);
+    poison(y, ny);
+    nk_conv2d_fwd_wino_x_cpu(ex, d, NULL, xb, wp, b, ep, y, NULL);
+    CHECK_CLOSE(what, y, yr, (int64_t)ny, tol, TOL_SUM_RTOL);
+    nk_conv2d_fwd_wino_x_cpu(ex, d, xr, NULL, wp, b, ep, NULL, yb);
+    const int64_t bad = bf16_mismatches(yb, y, (int64_t)ny);
+    CHECK_MSG(bad == 0, "%s: bf16 output, %lld of %zu differ from nk_f32_to_bf16", what,
+              (long long)bad, ny);
+    free(xb), free(yb), free(xr), free(yr), free(y);
+}
+
+// The bf16 output's rounding on the values that take its other branches: NaN (from a NaN input,
+// kept quiet), denormals (to a signed zero) and ties (to even), against nk_f32_to_bf16.
+static void test_wino_bf16_rounding(void)
+{
+    if (nk_cpu_detect() < NK_ISA_AVX512) return;
+    const nk_conv_desc d = {.N      = 1,
+                            .H      = 8,
+                            .W      = 8,
+                            .C      = 16,
+                            .K      = 16,
+                            .R      = 3,
+                            .S      = 3,
+                            .P      = 8,
+                            .Q      = 8,
+                            .stride = 1,
+                            .pad_h  = 1,
+                            .pad_w  = 1};
+    const size_t nx = 8 * 8 * 16, ny = 8 * 8 * 16, nw = 9 * 16 * 16;
+    float *x = xmalloc(nx), *w = xmalloc(nw), *y = xmalloc(ny), sc[16], sh[16];
+    uint16_t *yb = malloc(ny * 2);
+    if (!yb) abort();
+    fill(w, nw, 31, -1, 1);
+    for (size_t i = 0; i < nx; i++)
+        x[i] = 0.0f;
+    x[(1 * 8 + 1) * 16 + 3] = NAN; // one tile's outputs become NaN
+    // y = acc * sc + sh: acc is 0 away from the NaN, so y = sh exactly there.
+    const float shs[4] = {1e-39f, -1e-39f, 1.00390625f, 1.01171875f}; // denormals, two ties
+    for (int k = 0; k < 16; k++)
+        sc[k] = 1.0f, sh[k] = shs[k % 4];
+    const nk_epilogue ep = {.scale = sc, .shift = sh};
+    float *wp            = xmalloc(nk_conv2d_packed_floats(NK_ISA_AVX512, NK_CONV_AUTO, &d));
+    const size_t wsn     = nk_conv2d_ws_floats(&d, 2);
+    float *ws            = xmalloc(wsn);
+    const nk_exec ex     = {2, ws, wsn, 0};
+    nk_conv2d_pack(NK_ISA_AVX512, NK_CONV_AUTO, &d, w, wp);
+    nk_conv2d_fwd_wino_x_cpu(&ex, &d, x, NULL, wp, NULL, &ep, y, NULL);
+    nk_conv2d_fwd_wino_x_cpu(&ex, &d, x, NULL, wp, NULL, &ep, NULL, yb);
+    int nan = 0, den = 0;
+    for (size_t i = 0; i < ny; i++)
+        nan += isnan(y[i]), den += y[i] != 0.0f && fabsf(y[i]) < 1e-38f;
+    const int64_t bad = bf16_mismatches(yb, y, (int64_t)ny);
+    CHECK_MSG(nan > 0 && den > 0 && bad == 0,
+              "winograd bf16 output rounding: %d NaN, %d denormal, %lld of %zu differ", nan, den,
+              (long long)bad, ny);
+    free(x), free(w), free(y), free(yb), free(wp), free(ws);
+}
+
 static void test_conv(const conv_case *cc)
 {
     nk_conv_desc d  = {.N      = cc->N,
@@ -205,6 +293,7 @@ static void test_conv(const conv_case *cc)
                 nk_conv2d_fwd_packed_cpu((nk_isa)isa, NK_CONV_AUTO, &ex, &d, x, wp, b, &epr, y);
                 NAME(wino ? "fwd_winograd_bn_add_relu" : "fwd_auto_bn_add_relu");
                 CHECK_CLOSE(what, y, ye, (int64_t)ny, tol_fwd * 1.5, TOL_SUM_RTOL);
+                if (wino) test_wino_bf16x(&d, &ex, x, w, b, wp, &epr, tol_fwd * 1.5);
                 free(wp);
                 free(sc), free(sh), free(ye), free(res);
             }
@@ -682,6 +771,7 @@ int main(void)
     printf("isa detected: %s\n", nk_isa_name(nk_cpu_detect()));
     for (size_t i = 0; i < sizeof convs / sizeof convs[0]; i++)
         test_conv(&convs[i]);
+    test_wino_bf16_rounding();
     // Winograd's shared V in chunks of 48 tiles (the default holds a whole small test shape).
     const size_t chunk   = nk_wino_chunk_floats;
     nk_wino_chunk_floats = 36 * 16 * 48;

@@ -282,7 +282,7 @@ static void wino_fwd_w(const nk_exec *ex, const nk_conv_desc *d, const float *x,
     const size_t nu = wino_u_floats(d);
     nk_wino_pack(nthreads_of(ex), d, w, ex->ws);
     const nk_exec rest = {nthreads_of(ex), ex->ws + nu, ex->ws_floats - nu, ex->conv_algo};
-    nk_wino_fwd(&rest, d, x, ex->ws, b, ep, y);
+    nk_wino_fwd(&rest, d, x, NULL, ex->ws, b, ep, y, NULL);
 }
 
 // Forward with the epilogue on w, or (wp != NULL) on w packed by nk_sgemm_pack_b_full.
@@ -357,9 +357,16 @@ void nk_conv2d_fwd_packed_cpu(nk_isa isa, nk_conv_algo algo, const nk_exec *ex,
                               const float *b, const nk_epilogue *ep, float *y)
 {
     if (use_wino(isa, algo, d))
-        nk_wino_fwd(ex, d, x, wp, b, ep, y);
+        nk_wino_fwd(ex, d, x, NULL, wp, b, ep, y, NULL);
     else
         conv_fwd(isa, ex, d, x, NULL, wp, b, ep, y);
+}
+
+void nk_conv2d_fwd_wino_x_cpu(const nk_exec *ex, const nk_conv_desc *d, const float *x,
+                              const uint16_t *xb, const float *wp, const float *b,
+                              const nk_epilogue *ep, float *y, uint16_t *yb)
+{
+    nk_wino_fwd(ex, d, x, xb, wp, b, ep, y, yb);
 }
 
 // The descriptor of the forward conv that computes a stride-1 conv's input gradient (below).

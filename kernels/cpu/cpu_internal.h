@@ -205,18 +205,23 @@ extern size_t nk_wino_chunk_floats;
 size_t nk_wino_packed_floats(const nk_conv_desc *d);
 void nk_wino_pack(int nthreads, const nk_conv_desc *d, const float *w, float *dst);
 size_t nk_wino_ws_floats(const nk_conv_desc *d, int nthreads);
-void nk_wino_fwd(const nk_exec *ex, const nk_conv_desc *d, const float *x, const float *up,
-                 const float *b, const nk_epilogue *ep, float *y);
+// x (or, when xb != NULL, bf16 activations xb) in; y (or, when yb != NULL, bf16 yb) out. The
+// epilogue's residual must be float32.
+void nk_wino_fwd(const nk_exec *ex, const nk_conv_desc *d, const float *x, const uint16_t *xb,
+                 const float *up, const float *b, const nk_epilogue *ep, float *y, uint16_t *yb);
 // Transforms (winograd_avx512.c). In: V[e * ves + c] (e < 36, c < C, C % 16 == 0) from the 6x6
-// patch of image xb (H x W x C, NHWC) whose corner is (ih0, iw0), zeros outside the image.
-// Out: the 4x4 tile from M[e * mes + k] (k < n, n % 16 == 0) into y[i * ldh + j * ldw + k] for
-// i < rows, j < cols, with the epilogue of nk_tile_epi_fn (res has y's layout).
+// patch of image xb (H x W x C, NHWC; float32 or bf16) whose corner is (ih0, iw0), zeros outside
+// the image. Out: the 4x4 tile from M[e * mes + k] (k < n, n % 16 == 0) into y[i * ldh + j * ldw
+// + k] (or rounded to bf16 into yb at the same offsets when yb != NULL) for i < rows, j < cols,
+// with the epilogue of nk_tile_epi_fn (res float32, y's layout).
 // Weights: U[e * ues + j] for e < 36, j < 16, from the 3x3 filters g[(r*3 + s) * ld + j].
 void nk_wino4_wt_avx512(const float *g, int64_t ld, float *u, int64_t ues);
 void nk_wino4_in_avx512(const float *xb, int H, int W, int C, int ih0, int iw0, float *v,
                         int64_t ves);
-void nk_wino4_out_avx512(const float *m, int64_t mes, int n, float *y, int64_t ldh, int64_t ldw,
-                         int rows, int cols, const float *bias, const float *sc, const float *sh,
-                         const float *res, int relu);
+void nk_wino4_in_bf16_avx512(const uint16_t *xb, int H, int W, int C, int ih0, int iw0, float *v,
+                             int64_t ves);
+void nk_wino4_out_avx512(const float *m, int64_t mes, int n, float *y, uint16_t *yb, int64_t ldh,
+                         int64_t ldw, int rows, int cols, const float *bias, const float *sc,
+                         const float *sh, const float *res, int relu);
 
 #endif

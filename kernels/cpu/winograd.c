@@ -124,7 +124,9 @@ size_t nk_wino_ws_floats(const nk_conv_desc *d, int nthreads)
 typedef struct wino_run {
     const nk_conv_desc *d;
     const float *x, *up, *b, *sc, *sh, *res;
+    const uint16_t *xb; // bf16 input instead of x
     float *y;
+    uint16_t *yb; // bf16 output instead of y
     int relu, tw, thw;
     size_t pe; // floats of one packed U_e
 } wino_run;
@@ -136,8 +138,13 @@ static void in_tiles(const wino_run *r, int64_t g0, int64_t n, float *v, int64_t
     for (int64_t t = 0; t < n; t++) {
         const int64_t g = g0 + t, img = g / r->thw;
         const int th = (int)(g % r->thw) / r->tw, tw = (int)(g % r->thw) % r->tw;
-        nk_wino4_in_avx512(r->x + img * d->H * d->W * d->C, d->H, d->W, d->C, 4 * th - d->pad_h,
-                           4 * tw - d->pad_w, v + t * d->C, ves);
+        const int64_t o = img * d->H * d->W * d->C;
+        if (r->xb)
+            nk_wino4_in_bf16_avx512(r->xb + o, d->H, d->W, d->C, 4 * th - d->pad_h,
+                                    4 * tw - d->pad_w, v + t * d->C, ves);
+        else
+            nk_wino4_in_avx512(r->x + o, d->H, d->W, d->C, 4 * th - d->pad_h, 4 * tw - d->pad_w,
+                               v + t * d->C, ves);
     }
 }
 
@@ -167,7 +174,8 @@ static void unit(const wino_run *r, const float *v, int64_t ves, int64_t g0, int
             const int64_t g = g0 + i, img = g / r->thw;
             const int oh = (int)(g % r->thw) / r->tw * 4, ow = (int)(g % r->thw) % r->tw * 4;
             const int64_t off = ((img * P + oh) * Q + ow) * K + j;
-            nk_wino4_out_avx512(mb + (int64_t)i * NR, (int64_t)WINO_TB * NR, n, r->y + off,
+            nk_wino4_out_avx512(mb + (int64_t)i * NR, (int64_t)WINO_TB * NR, n,
+                                r->yb ? NULL : r->y + off, r->yb ? r->yb + off : NULL,
                                 (int64_t)Q * K, K, P - oh < 4 ? P - oh : 4, Q - ow < 4 ? Q - ow : 4,
                                 r->b ? r->b + j : NULL, r->sc ? r->sc + j : NULL,
                                 r->sc ? r->sh + j : NULL, r->res ? r->res + off : NULL, r->relu);
@@ -175,8 +183,8 @@ static void unit(const wino_run *r, const float *v, int64_t ves, int64_t g0, int
     }
 }
 
-void nk_wino_fwd(const nk_exec *ex, const nk_conv_desc *d, const float *x, const float *up,
-                 const float *b, const nk_epilogue *ep, float *y)
+void nk_wino_fwd(const nk_exec *ex, const nk_conv_desc *d, const float *x, const uint16_t *xb,
+                 const float *up, const float *b, const nk_epilogue *ep, float *y, uint16_t *yb)
 {
     const int NR = nk_gemm_kernel_avx512.nr, C = d->C, K = d->K;
     const int KB = WINO_KBP * NR, nkb = (K + KB - 1) / KB;
@@ -185,6 +193,8 @@ void nk_wino_fwd(const nk_exec *ex, const nk_conv_desc *d, const float *x, const
     const int64_t TC = local ? WINO_TB : chunk_tiles(d, T);
     const wino_run r = {.d    = d,
                         .x    = x,
+                        .xb   = xb,
+                        .yb   = yb,
                         .up   = up,
                         .b    = b,
                         .sc   = ep ? ep->scale : NULL,

@@ -42,8 +42,34 @@ static inline void at6(const __m512 m[6], __m512 o[4])
     o[3] = _mm512_add_ps(_mm512_fmadd_ps(eight, q34, q12), m[5]);
 }
 
-void nk_wino4_in_avx512(const float *xb, int H, int W, int C, int ih0, int iw0, float *v,
-                        int64_t ves)
+// 16 channels at p as float32, from float32 or (bf) bf16 (exact: bf16 is float32's top half).
+static inline __m512 load16(const void *p, int bf)
+{
+    if (!bf) return _mm512_loadu_ps(p);
+    const __m512i w = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)p));
+    return _mm512_castsi512_ps(_mm512_slli_epi32(w, 16));
+}
+
+// Rounds 16 floats to bf16 as nk_f32_to_bf16 does (nearest even; zeros and denormals to a signed
+// zero, NaNs quiet) and stores the km lanes at p.
+static inline void store16_bf16(uint16_t *p, __mmask16 km, __m512 v)
+{
+    const __m512i u = _mm512_castps_si512(v), hi = _mm512_srli_epi32(u, 16);
+    const __m512i exp   = _mm512_and_si512(u, _mm512_set1_epi32(0x7f800000));
+    const __m512i mag   = _mm512_and_si512(u, _mm512_set1_epi32(0x7fffffff));
+    const __mmask16 zd  = _mm512_cmpeq_epi32_mask(exp, _mm512_setzero_si512());
+    const __mmask16 nan = _mm512_cmpgt_epi32_mask(mag, _mm512_set1_epi32(0x7f800000));
+    const __m512i odd   = _mm512_and_si512(hi, _mm512_set1_epi32(1));
+    __m512i r           = _mm512_srli_epi32(
+                  _mm512_add_epi32(u, _mm512_add_epi32(_mm512_set1_epi32(0x7fff), odd)), 16);
+    r = _mm512_mask_mov_epi32(r, zd, _mm512_and_si512(hi, _mm512_set1_epi32(0x8000)));
+    r = _mm512_mask_mov_epi32(r, nan, _mm512_or_si512(hi, _mm512_set1_epi32(0x0040)));
+    _mm256_mask_storeu_epi16(p, km, _mm512_cvtepi32_epi16(r));
+}
+
+// The input transform from float32 or (bf) bf16 activations; bf is a constant at each call.
+static inline void in_tile(const void *x, int bf, int H, int W, int C, int ih0, int iw0, float *v,
+                           int64_t ves)
 {
     const __m512 zero = _mm512_setzero_ps();
     int rok[6], cok[6];
@@ -55,10 +81,13 @@ void nk_wino4_in_avx512(const float *xb, int H, int W, int C, int ih0, int iw0, 
         __m512 t[6][6]; // t[i][j] = (B^T d)[i][j]
         for (int j = 0; j < 6; j++) {
             __m512 d[6], o[6];
-            for (int i = 0; i < 6; i++)
-                d[i] = rok[i] && cok[j]
-                           ? _mm512_loadu_ps(xb + ((int64_t)(ih0 + i) * W + iw0 + j) * C + c)
-                           : zero;
+            for (int i = 0; i < 6; i++) {
+                const int64_t off = ((int64_t)(ih0 + i) * W + iw0 + j) * C + c;
+                d[i] = rok[i] && cok[j] ? load16(bf ? (const void *)((const uint16_t *)x + off)
+                                                    : (const void *)((const float *)x + off),
+                                                 bf)
+                                        : zero;
+            }
             bt6(d, o);
             for (int i = 0; i < 6; i++)
                 t[i][j] = o[i];
@@ -72,9 +101,21 @@ void nk_wino4_in_avx512(const float *xb, int H, int W, int C, int ih0, int iw0, 
     }
 }
 
-void nk_wino4_out_avx512(const float *m, int64_t mes, int n, float *y, int64_t ldh, int64_t ldw,
-                         int rows, int cols, const float *bias, const float *sc, const float *sh,
-                         const float *res, int relu)
+void nk_wino4_in_avx512(const float *xb, int H, int W, int C, int ih0, int iw0, float *v,
+                        int64_t ves)
+{
+    in_tile(xb, 0, H, W, C, ih0, iw0, v, ves);
+}
+
+void nk_wino4_in_bf16_avx512(const uint16_t *xb, int H, int W, int C, int ih0, int iw0, float *v,
+                             int64_t ves)
+{
+    in_tile(xb, 1, H, W, C, ih0, iw0, v, ves);
+}
+
+void nk_wino4_out_avx512(const float *m, int64_t mes, int n, float *y, uint16_t *yb, int64_t ldh,
+                         int64_t ldw, int rows, int cols, const float *bias, const float *sc,
+                         const float *sh, const float *res, int relu)
 {
     const __m512 zero = _mm512_setzero_ps();
     for (int k = 0; k < n; k += 16) {
@@ -102,7 +143,10 @@ void nk_wino4_out_avx512(const float *m, int64_t mes, int n, float *y, int64_t l
                 if (res) r = _mm512_add_ps(r, _mm512_maskz_loadu_ps(km, res + off));
                 // MAXPS returns its second operand when the first is NaN: NaN -> 0, as the refs.
                 if (relu) r = _mm512_max_ps(r, zero);
-                _mm512_mask_storeu_ps(y + off, km, r);
+                if (yb)
+                    store16_bf16(yb + off, km, r);
+                else
+                    _mm512_mask_storeu_ps(y + off, km, r);
             }
         }
     }
