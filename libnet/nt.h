@@ -57,7 +57,9 @@ typedef struct nt_ctx_opts {
     // fine-tune starts from); every trainable layer, its gradients and the float32 master
     // weights stay float32. Needs a CPU with AVX512_BF16 unless
     // impl is NT_IMPL_REF (then the plain bf16 references run); otherwise nt_ctx_new fails with
-    // NT_EDEVICE and says so. Typical effect on a probability: |dp| ~ 1e-3.
+    // NT_EDEVICE and says so. Typical effect on a probability: |dp| ~ 1e-3. Inference-form 3x3
+    // convolutions that Winograd takes (no_winograd unset, AVX-512) compute in float32 Winograd
+    // on their bf16 activations and float32 weights instead.
     int dtype; // an nt_dtype; 0 (NT_DTYPE_F32) is the default
     // float32 inference convolutions: 0 (the default) runs the 3x3 stride-1 ones by Winograd
     // F(4x4, 3x3) where the CPU has AVX-512 (about 2x faster; float32 error about 10x the direct

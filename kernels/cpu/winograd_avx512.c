@@ -68,8 +68,8 @@ static inline void store16_bf16(uint16_t *p, __mmask16 km, __m512 v)
 }
 
 // The input transform from float32 or (bf) bf16 activations; bf is a constant at each call.
-static inline void in_tile(const void *x, int bf, int H, int W, int C, int ih0, int iw0, float *v,
-                           int64_t ves)
+static inline __attribute__((always_inline)) void
+in_tile(const void *x, int bf, int H, int W, int C, int ih0, int iw0, float *v, int64_t ves)
 {
     const __m512 zero = _mm512_setzero_ps();
     int rok[6], cok[6];
