@@ -295,11 +295,12 @@ static int bench_conv(int batch, int threads, int repeat, double peak, nk_isa is
         }
         total_s += s * c->count;
         total_f += fl * c->count;
-        // Winograd (f32 forward, and backward data as a forward of the flipped filter: C and K
-        // swap): GFLOP/s still count the direct convolution's multiply-adds.
+        // Winograd (f32: forward, weight gradient, and backward data as a forward of the
+        // flipped filter, C and K swapped): GFLOP/s still count the direct convolution's
+        // multiply-adds.
         nk_conv_desc dw = d;
         if (pass == PASS_BWD_DATA) dw.C = d.K, dw.K = d.C;
-        const int wino = !bf16 && pass != PASS_BWD_FILTER && nk_conv2d_winograd(isa, algo, &dw);
+        const int wino = !bf16 && nk_conv2d_winograd(isa, algo, &dw);
         printf("op=conv name=%s pass=%s dtype=%s impl=%s N=%d H=%d C=%d K=%d R=%d stride=%d "
                "count=%d threads=%d ms=%.3f gflops=%.1f pct_peak=%.1f algo=%s\n",
                c->name, pass_names[pass], bf16 ? "bf16" : "f32", impl, batch, c->H, c->C, c->K,

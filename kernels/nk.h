@@ -220,7 +220,9 @@ void nk_sgemm_cpu(nk_isa isa, const nk_exec *ex, int ta, int tb, int M, int N, i
 // ones whose filter rows are contiguous in x) are implicit GEMMs whose micro-kernel broadcasts
 // straight from x (no im2col, no A packing); the rest use im2col in chunks (1x1 stride-1: x is
 // A). Backward data of a stride-1 conv runs as such a forward on the flipped filter; otherwise
-// dcol = dy w^T and col2im. Backward filter: im2col and col^T dy. Same contracts as the _ref
+// dcol = dy w^T and col2im. Backward filter: im2col and col^T dy. With AVX-512 and
+// ex->conv_algo NK_CONV_AUTO, 3x3 stride-1 'same' convolutions with C, K % 16 == 0 run all
+// three by Winograd F(4x4, 3x3) instead (kernels/cpu/winograd.c). Same contracts as the _ref
 // versions. Scratch: nk_conv2d_ws_floats(d, nthreads), enough for all three.
 size_t nk_conv2d_ws_floats(const nk_conv_desc *d, int nthreads);
 void nk_conv2d_fwd_cpu(nk_isa isa, const nk_exec *ex, const nk_conv_desc *d, const float *x,

@@ -61,6 +61,7 @@ $P bench conv --shape conv3_3x3 --batch 1 --repeat 1 --peak 100 > $T/conv1.txt 2
 if grep -qw avx512f /proc/cpuinfo; then
     expect 0 'name=conv3_3x3 .* algo=winograd' -- $P bench conv --shape conv3_3x3 --batch 1 --repeat 1 --peak 100
     expect 0 'name=conv3_3x3 .* algo=winograd' -- $P bench conv --shape conv3_3x3 --pass bwd-data --batch 1 --repeat 1 --peak 100
+    expect 0 'name=conv3_3x3 .* algo=winograd' -- $P bench conv --shape conv3_3x3 --pass bwd-filter --batch 1 --repeat 1 --peak 100
 fi
 expect 0 'name=conv3_3x3 .* algo=gemm' -- $P bench conv --shape conv3_3x3 --conv-algo gemm --batch 1 --repeat 1 --peak 100
 expect 0 'name=conv2_1x1_64_64 .* algo=gemm' -- $P bench conv --shape conv2_1x1_64_64 --batch 1 --repeat 1 --peak 100

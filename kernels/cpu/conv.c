@@ -138,9 +138,10 @@ size_t nk_conv2d_ws_floats(const nk_conv_desc *d, int nthreads)
         const size_t wt = d->stride == 1 ? (size_t)d->R * d->S * d->C * d->K : 0;
         w               = g + (col > wt ? col : wt);
     }
-    if (nk_wino_ok(NK_ISA_AVX512, d)) { // U, then Winograd's scratch
-        const size_t wi = wino_u_floats(d) + nk_wino_ws_floats(d, nthreads);
+    if (nk_wino_ok(NK_ISA_AVX512, d)) { // U, then Winograd's scratch; the weight gradient's
+        size_t wi = wino_u_floats(d) + nk_wino_ws_floats(d, nthreads);
         if (wi > w) w = wi;
+        if ((wi = nk_wino_wgrad_ws_floats(d, nthreads)) > w) w = wi;
     }
     const nk_conv_desc t = flipped_desc(d);
     if (d->stride == 1 && nk_wino_ok(NK_ISA_AVX512, &t)) { // backward data: wt, U, scratch
@@ -415,10 +416,12 @@ static int bwd_data_as_fwd(nk_isa isa, const nk_exec *ex, const nk_conv_desc *d,
             for (int c = 0; c < C; c++)
                 dst[(int64_t)k * C + c] = src[(int64_t)c * K + k];
     }
-    if (wino)
+    if (wino) {
         wino_fwd_w(&gex, &t, dy, wt, NULL, NULL, dx);
-    else
+    } else {
+        gex.conv_algo = NK_CONV_GEMM; // wt sits in the scratch that Winograd would use
         conv_fwd(isa, &gex, &t, dy, wt, NULL, NULL, NULL, dx);
+    }
     return 1;
 }
 
@@ -472,6 +475,10 @@ void nk_conv2d_bwd_filter_cpu(nk_isa isa, const nk_exec *ex, const nk_conv_desc 
     const int rsc          = d->R * d->S * C;
     const int64_t rows_all = (int64_t)d->N * d->P * d->Q;
     if (db) nk_colsum_cpu(ex, rows_all, K, dy, db);
+    if (use_wino(isa, (nk_conv_algo)ex->conv_algo, d)) {
+        nk_wino_wgrad(ex, d, x, dy, dw);
+        return;
+    }
     int64_t lp;
     const int64_t nch = wgrad_split_f32(d, &lp);
     if (nch > 0) {

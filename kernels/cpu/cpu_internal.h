@@ -209,6 +209,11 @@ size_t nk_wino_ws_floats(const nk_conv_desc *d, int nthreads);
 // epilogue's residual must be float32.
 void nk_wino_fwd(const nk_exec *ex, const nk_conv_desc *d, const float *x, const uint16_t *xb,
                  const float *up, const float *b, const nk_epilogue *ep, float *y, uint16_t *yb);
+// Weight gradient dw [3,3,C,K] (overwritten) by Winograd in nk_wino_wgrad_ws_floats(d, nthreads)
+// floats of ex->ws: summed over tile chunks in a fixed order (the same for any thread count).
+size_t nk_wino_wgrad_ws_floats(const nk_conv_desc *d, int nthreads);
+void nk_wino_wgrad(const nk_exec *ex, const nk_conv_desc *d, const float *x, const float *dy,
+                   float *dw);
 // Transforms (winograd_avx512.c). In: V[e * ves + c] (e < 36, c < C, C % 16 == 0) from the 6x6
 // patch of image xb (H x W x C, NHWC; float32 or bf16) whose corner is (ih0, iw0), zeros outside
 // the image. Out: the 4x4 tile from M[e * mes + k] (k < n, n % 16 == 0) into y[i * ldh + j * ldw
@@ -218,6 +223,12 @@ void nk_wino_fwd(const nk_exec *ex, const nk_conv_desc *d, const float *x, const
 void nk_wino4_wt_avx512(const float *g, int64_t ld, float *u, int64_t ues);
 void nk_wino4_in_avx512(const float *xb, int H, int W, int C, int ih0, int iw0, float *v,
                         int64_t ves);
+// Weight gradient: Z[e * zes + k] (k < K, K % 16 == 0) = (A dY A^T) of the 4x4 tile of dyb (P x Q
+// x K) whose corner is (oh0, ow0), zeros past P and Q; and dW = G^T M G for 16 channel pairs:
+// M[e * mes + j] (j < 16) into dw[(r*3 + s) * ldtap + j].
+void nk_wino4_dy_avx512(const float *dyb, int P, int Q, int K, int oh0, int ow0, float *z,
+                        int64_t zes);
+void nk_wino4_dw_avx512(const float *m, int64_t mes, float *dw, int64_t ldtap);
 void nk_wino4_in_bf16_avx512(const uint16_t *xb, int H, int W, int C, int ih0, int iw0, float *v,
                              int64_t ves);
 void nk_wino4_out_avx512(const float *m, int64_t mes, int n, float *y, uint16_t *yb, int64_t ldh,

@@ -23,10 +23,15 @@
  * 576-term sums of values in [-1, 1]); the whole network's logit moves by 7.6e-7 relative
  * (`pneumo bench model`'s check) and stays within tests/test_fixtures.c's PyTorch tolerances.
  *
+ * In training the forward's error moves the batch statistics a little: against PyTorch on
+ * tests/test_fixtures.c's small batch-2 network the worst BN gradient's relative error grows from
+ * 0.5 % to 1.5 % (its tolerance is 2 %); the backward passes by Winograd add nothing measurable.
+ *
  * Speed (batch 16, 2 Zen 4 threads, `pneumo bench conv`): ResNet50's four 3x3 shapes 7.9-8.8 ms
  * against 18-20.5 ms as implicit GEMMs, i.e. 2.2-2.5x, and on par with oneDNN 2.6's jit_wino_4x3
  * (7.4-8.6 ms); backward data 8.9-10.6 ms against 19.4-32.7 (conv5's, whose U is 4x its 9 MB of
- * weights and is transformed per call, only 19.6 against 22.5).
+ * weights and is transformed per call, only 19.6 against 22.5); weight gradient 10.1-14.6 ms
+ * against 20.7-22.6 (conv5's 18.5 against 22.3).
  */
 #include <omp.h>
 #include <string.h>
@@ -235,5 +240,69 @@ void nk_wino_fwd(const nk_exec *ex, const nk_conv_desc *d, const float *x, const
                 }
             }
         }
+    }
+}
+
+// ---- weight gradient ----
+//
+// dW = G^T [ sum over tiles (A dY A^T) . (B^T D B) ] G (the forward's algorithm transposed, so
+// the same B, with A and G swapping roles): per chunk of tiles all threads transform the input
+// tiles into V (as the forward does) and the output-gradient tiles into Z, then the 36 sums
+// M_e[C, K] += V_e^T Z_e, one point per thread at a time (chunks in order, so the result does not
+// depend on the thread count), and at the end dW = G^T M G.
+
+// Tiles per chunk: V (36 x tc x C) and Z (36 x tc x K) in about nk_wino_chunk_floats.
+static int64_t wgrad_chunk_tiles(const nk_conv_desc *d, int64_t tiles)
+{
+    int64_t tc = (int64_t)nk_wino_chunk_floats / ((int64_t)WINO_E * (d->C + d->K));
+    if (tc < 16) tc = 16;
+    if (tc >= tiles) return tiles;
+    const int64_t nch = (tiles + tc - 1) / tc;
+    return (tiles + nch - 1) / nch;
+}
+
+size_t nk_wino_wgrad_ws_floats(const nk_conv_desc *d, int nthreads)
+{
+    const size_t tc = (size_t)wgrad_chunk_tiles(d, tiles_of(d));
+    return 16 + round16((size_t)WINO_E * d->C * d->K) + round16(WINO_E * tc * d->C) +
+           round16(WINO_E * tc * d->K) +
+           (size_t)(nthreads > 0 ? nthreads : 1) * round16(nk_sgemm_ws_floats(1));
+}
+
+void nk_wino_wgrad(const nk_exec *ex, const nk_conv_desc *d, const float *x, const float *dy,
+                   float *dw)
+{
+    const int C = d->C, K = d->K, P = d->P, Q = d->Q;
+    const int64_t T = tiles_of(d), TC = wgrad_chunk_tiles(d, T), mes = (int64_t)C * K;
+    const wino_run r = {.d = d, .x = x, .tw = (Q + 3) / 4, .thw = (P + 3) / 4 * ((Q + 3) / 4)};
+    float *M         = (float *)(((uintptr_t)ex->ws + 63) & ~(uintptr_t)63);
+    float *V         = M + round16((size_t)WINO_E * C * K);
+    float *Z         = V + round16((size_t)WINO_E * TC * C);
+    float *G0        = Z + round16((size_t)WINO_E * TC * K);
+    const size_t g1  = round16(nk_sgemm_ws_floats(1));
+    const int nt     = ex->nthreads > 0 ? ex->nthreads : 1;
+#pragma omp parallel num_threads(nt)
+    {
+        // Each thread's GEMMs run single-threaded on its own scratch (packing where C, K are
+        // large).
+        const nk_exec one = {1, G0 + (size_t)omp_get_thread_num() * g1, g1, ex->conv_algo};
+        for (int64_t t0 = 0; t0 < T; t0 += TC) {
+            const int64_t tc = T - t0 < TC ? T - t0 : TC;
+#pragma omp for schedule(dynamic, 8)
+            for (int64_t t = 0; t < tc; t++) {
+                const int64_t g = t0 + t, img = g / r.thw;
+                const int oh = (int)(g % r.thw) / r.tw * 4, ow = (int)(g % r.thw) % r.tw * 4;
+                in_tiles(&r, g, 1, V + t * C, TC * C);
+                nk_wino4_dy_avx512(dy + img * P * Q * K, P, Q, K, oh, ow, Z + t * K, TC * K);
+            }
+#pragma omp for schedule(dynamic, 1)
+            for (int e = 0; e < WINO_E; e++)
+                nk_sgemm_atb_cpu(NK_ISA_AVX512, &one, C, K, (int)tc, V + e * TC * C, C,
+                                 Z + e * TC * K, K, t0 == 0 ? 0.0f : 1.0f, M + e * mes, K);
+        }
+#pragma omp for schedule(static)
+        for (int c = 0; c < C; c++)
+            for (int k = 0; k < K; k += 16)
+                nk_wino4_dw_avx512(M + (int64_t)c * K + k, mes, dw + (int64_t)c * K + k, mes);
     }
 }

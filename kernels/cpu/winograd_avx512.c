@@ -185,3 +185,77 @@ void nk_wino4_wt_avx512(const float *g, int64_t ld, float *u, int64_t ues)
             _mm512_storeu_ps(u + (i * 6 + j) * ues, o[j]);
     }
 }
+
+// ---- weight gradient: dW = G^T [ sum over tiles (A dY A^T) . (B^T D B) ] G ----
+
+// z = A dy for four values (A = (A^T)^T, 6 x 4).
+static inline void a6(const __m512 z[4], __m512 o[6])
+{
+    const __m512 two = _mm512_set1_ps(2.0f), four = _mm512_set1_ps(4.0f);
+    const __m512 eight = _mm512_set1_ps(8.0f);
+    const __m512 p02 = _mm512_add_ps(z[0], z[2]), p13 = _mm512_add_ps(z[1], z[3]);
+    const __m512 q = _mm512_fmadd_ps(four, z[2], z[0]);
+    const __m512 r = _mm512_fmadd_ps(eight, z[3], _mm512_mul_ps(two, z[1]));
+    o[0]           = z[0];
+    o[1]           = _mm512_add_ps(p02, p13);
+    o[2]           = _mm512_sub_ps(p02, p13);
+    o[3]           = _mm512_add_ps(q, r);
+    o[4]           = _mm512_sub_ps(q, r);
+    o[5]           = z[3];
+}
+
+void nk_wino4_dy_avx512(const float *dyb, int P, int Q, int K, int oh0, int ow0, float *z,
+                        int64_t zes)
+{
+    const __m512 zero = _mm512_setzero_ps();
+    for (int k = 0; k < K; k += 16) {
+        __m512 t[6][4]; // t = A dY
+        for (int j = 0; j < 4; j++) {
+            __m512 a[4], o[6];
+            for (int i = 0; i < 4; i++)
+                a[i] = oh0 + i < P && ow0 + j < Q
+                           ? _mm512_loadu_ps(dyb + ((int64_t)(oh0 + i) * Q + ow0 + j) * K + k)
+                           : zero;
+            a6(a, o);
+            for (int i = 0; i < 6; i++)
+                t[i][j] = o[i];
+        }
+        for (int i = 0; i < 6; i++) {
+            __m512 o[6];
+            a6(t[i], o);
+            for (int j = 0; j < 6; j++)
+                _mm512_storeu_ps(z + (i * 6 + j) * zes + k, o[j]);
+        }
+    }
+}
+
+// o = G^T m for six values.
+static inline void gt6(const __m512 m[6], __m512 o[3])
+{
+    const __m512 s6 = _mm512_set1_ps(1.0f / 6), s12 = _mm512_set1_ps(1.0f / 12);
+    const __m512 s24 = _mm512_set1_ps(1.0f / 24), q = _mm512_set1_ps(0.25f);
+    const __m512 p12 = _mm512_add_ps(m[1], m[2]), q21 = _mm512_sub_ps(m[2], m[1]);
+    const __m512 p34 = _mm512_add_ps(m[3], m[4]), q34 = _mm512_sub_ps(m[3], m[4]);
+    o[0] = _mm512_fmadd_ps(s24, p34, _mm512_fnmadd_ps(s6, p12, _mm512_mul_ps(q, m[0])));
+    o[1] = _mm512_fmadd_ps(s12, q34, _mm512_mul_ps(s6, q21));
+    o[2] = _mm512_fmadd_ps(s6, _mm512_sub_ps(p34, p12), m[5]);
+}
+
+void nk_wino4_dw_avx512(const float *m, int64_t mes, float *dw, int64_t ldtap)
+{
+    __m512 t[3][6]; // t = G^T M
+    for (int j = 0; j < 6; j++) {
+        __m512 a[6], o[3];
+        for (int i = 0; i < 6; i++)
+            a[i] = _mm512_loadu_ps(m + (i * 6 + j) * mes);
+        gt6(a, o);
+        for (int r = 0; r < 3; r++)
+            t[r][j] = o[r];
+    }
+    for (int r = 0; r < 3; r++) {
+        __m512 o[3];
+        gt6(t[r], o);
+        for (int s = 0; s < 3; s++)
+            _mm512_storeu_ps(dw + (r * 3 + s) * ldtap, o[s]);
+    }
+}
