@@ -28,8 +28,8 @@
  * 0.5 % to 1.5 % (its tolerance is 2 %); the backward passes by Winograd add nothing measurable.
  *
  * Speed (batch 16, 2 Zen 4 threads, `pneumo bench conv`): ResNet50's four 3x3 shapes 7.9-8.8 ms
- * against 18-20.5 ms as implicit GEMMs, i.e. 2.2-2.5x, and on par with oneDNN 2.6's jit_wino_4x3
- * (7.4-8.6 ms); backward data 8.9-10.6 ms against 19.4-32.7 (conv5's, whose U is 4x its 9 MB of
+ * against 18-20.5 ms as implicit GEMMs, i.e. 2.2-2.5x; oneDNN 2.6's jit_wino_4x3 in its own
+ * blocked layouts took 6.4-8.7 ms (about 1.1-1.25x faster, bench/RESULTS.md); backward data 8.9-10.6 ms against 19.4-32.7 (conv5's, whose U is 4x its 9 MB of
  * weights and is transformed per call, only 19.6 against 22.5); weight gradient 10.1-14.6 ms
  * against 20.7-22.6 (conv5's 18.5 against 22.3).
  */
