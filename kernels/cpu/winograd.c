@@ -3,9 +3,9 @@
  * (Lavin and Gray, 2016). Each 4x4 output tile comes from a 6x6 input tile d (4x4 strided,
  * overlapping by 2): y = A^T [ (G g G^T) . (B^T d B) ] A, summed over the input channels. The
  * product . is elementwise over the 36 points e of the 6x6 transform domain, so the channel sum
- * becomes 36 independent GEMMs M_e[tiles, K] = V_e[tiles, C] U_e[C, K]: 36 * 16 = 576 multiply-adds
- * per tile and channel pair where the direct convolution needs 16 * 9 = 144 * 4; 2.25x fewer, and
- * 4x fewer in the GEMMs alone, for transforms that cost O(C + K) per tile.
+ * becomes 36 independent GEMMs M_e[tiles, K] = V_e[tiles, C] U_e[C, K]: 36 multiply-adds per tile
+ * and channel pair where the direct convolution needs 16 * 9 = 144, i.e. 4x fewer, for transforms
+ * that cost O(C + K) per tile.
  *
  * Layout. U (the transformed weights: packed once for inference, transformed per call in
  * training) is stored as 36 B matrices packed for the AVX-512 micro-kernel (panels of NR columns
@@ -20,7 +20,7 @@
  *
  * Accuracy: the transforms multiply by up to 8 and divide by up to 24, so float32 rounding grows
  * by about one decimal digit against the direct sum (test_ops: max error 2e-4 against 2e-5 on
- * 576-term sums of values in [-1, 1]); the whole network's logit moves by 7.6e-7 relative
+ * 576-term sums of values in [-1, 1]); the whole network's logit moves by under 1e-6 relative
  * (`pneumo bench model`'s check) and stays within tests/test_fixtures.c's PyTorch tolerances.
  *
  * In training the forward's error moves the batch statistics a little: against PyTorch on
@@ -29,9 +29,11 @@
  *
  * Speed (batch 16, 2 Zen 4 threads, `pneumo bench conv`): ResNet50's four 3x3 shapes 7.9-8.8 ms
  * against 18-20.5 ms as implicit GEMMs, i.e. 2.2-2.5x; oneDNN 2.6's jit_wino_4x3 in its own
- * blocked layouts took 6.4-8.7 ms (about 1.1-1.25x faster, bench/RESULTS.md); backward data 8.9-10.6 ms against 19.4-32.7 (conv5's, whose U is 4x its 9 MB of
- * weights and is transformed per call, only 19.6 against 22.5); weight gradient 10.1-14.6 ms
- * against 20.7-22.6 (conv5's 18.5 against 22.3).
+ * blocked layouts took 6.4-8.7 ms (about 1.1-1.25x faster, bench/RESULTS.md; at batch 16 the
+ * input and output transforms here are bound by memory traffic, 40 % of conv2's time). Backward
+ * data 8.9-10.6 ms against 19.4-32.7 (conv5's, whose U is 4x its 9 MB of weights and is
+ * transformed per call, only 19.6 against 22.5); weight gradient 10.1-14.6 ms against 20.7-22.6
+ * (conv5's 18.5 against 22.3).
  */
 #include <omp.h>
 #include <string.h>
