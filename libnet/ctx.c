@@ -530,8 +530,13 @@ nt_status nt_ctx_exec(nt_ctx *ctx, size_t n, nk_exec *ex)
     ex->nthreads  = ctx->nthreads;
     ex->ws        = ctx->ws;
     ex->ws_floats = ctx->ws_floats;
-    ex->conv_algo = ctx->opts.no_winograd ? NK_CONV_GEMM : NK_CONV_AUTO;
+    ex->conv_algo = nt_ctx_conv_algo(ctx);
     return NT_OK;
+}
+
+int nt_ctx_conv_algo(const nt_ctx *ctx)
+{
+    return ctx->opts.no_winograd ? NK_CONV_GEMM : NK_CONV_AUTO;
 }
 
 // ---- tensors ----

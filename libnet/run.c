@@ -623,11 +623,10 @@ static int conv_bf16(const nt_model *m, int i, int training)
     return m->ctx->opts.dtype == NT_DTYPE_BF16;
 }
 
-// The nk_conv_algo of the float32 packed convolutions (nt_ctx_opts.no_winograd, as nt_ctx_exec
-// sets it for the rest).
+// The nk_conv_algo of the float32 packed convolutions (nt_ctx_exec gives the rest the same).
 static int conv_algo(const nt_model *m)
 {
-    return m->ctx->opts.no_winograd ? NK_CONV_GEMM : NK_CONV_AUTO;
+    return nt_ctx_conv_algo(m->ctx);
 }
 
 // bf16 inference's 3x3s (NT_DTYPE_BF16, inference form, a shape the packed forward runs by

@@ -129,6 +129,12 @@ static size_t wino_u_floats(const nk_conv_desc *d)
     return (nk_wino_packed_floats(d) + 15) & ~(size_t)15;
 }
 
+// Floats of the flipped filter that backward data as a forward builds (rounded to 64 bytes).
+static size_t flipped_w_floats(const nk_conv_desc *d)
+{
+    return ((size_t)d->R * d->S * d->C * d->K + 15) & ~(size_t)15;
+}
+
 size_t nk_conv2d_ws_floats(const nk_conv_desc *d, int nthreads)
 {
     size_t g = gemm_part(nthreads), w = g;
@@ -145,8 +151,7 @@ size_t nk_conv2d_ws_floats(const nk_conv_desc *d, int nthreads)
     }
     const nk_conv_desc t = flipped_desc(d);
     if (d->stride == 1 && nk_wino_ok(NK_ISA_AVX512, &t)) { // backward data: wt, U, scratch
-        const size_t wi = (((size_t)d->R * d->S * d->C * d->K + 15) & ~(size_t)15) +
-                          wino_u_floats(&t) + nk_wino_ws_floats(&t, nthreads);
+        const size_t wi = flipped_w_floats(d) + wino_u_floats(&t) + nk_wino_ws_floats(&t, nthreads);
         if (wi > w) w = wi;
     }
     int64_t lp;
@@ -403,7 +408,7 @@ static int bwd_data_as_fwd(nk_isa isa, const nk_exec *ex, const nk_conv_desc *d,
     const int C = d->C, K = d->K;
     const int wino = use_wino(isa, (nk_conv_algo)ex->conv_algo, &t);
     if (wino) { // wt first, then Winograd's U and scratch
-        const size_t nwt = ((size_t)d->R * d->S * C * K + 15) & ~(size_t)15;
+        const size_t nwt = flipped_w_floats(d);
         wt               = ex->ws;
         gex = (nk_exec){nthreads_of(ex), ex->ws + nwt, ex->ws_floats - nwt, ex->conv_algo};
     }

@@ -89,16 +89,22 @@ void nk_wino_pack(int nthreads, const nk_conv_desc *d, const float *w, float *ds
     }
 }
 
-// Tiles per chunk of V: about nk_wino_chunk_floats, in whole units, the chunks of equal size.
-static int64_t chunk_tiles(const nk_conv_desc *d, int64_t tiles)
+// Tiles per chunk when each tile takes per_tile floats: about nk_wino_chunk_floats, a multiple
+// of unit (at least one), the chunks of equal size.
+static int64_t chunk_tiles(int64_t tiles, int64_t per_tile, int64_t unit)
 {
-    int64_t tc = (int64_t)nk_wino_chunk_floats / ((int64_t)WINO_E * d->C);
-    tc         = tc / WINO_TB * WINO_TB;
-    if (tc < WINO_TB) tc = WINO_TB;
+    int64_t tc = (int64_t)nk_wino_chunk_floats / per_tile / unit * unit;
+    if (tc < unit) tc = unit;
     if (tc >= tiles) return tiles;
     const int64_t nch = (tiles + tc - 1) / tc;
     tc                = (tiles + nch - 1) / nch;
-    return (tc + WINO_TB - 1) / WINO_TB * WINO_TB;
+    return (tc + unit - 1) / unit * unit;
+}
+
+// The forward's shared V chunk: whole work units of V[36][tile][C].
+static int64_t fwd_chunk_tiles(const nk_conv_desc *d, int64_t tiles)
+{
+    return chunk_tiles(tiles, (int64_t)WINO_E * d->C, WINO_TB);
 }
 
 static int64_t tiles_of(const nk_conv_desc *d)
@@ -124,8 +130,15 @@ static size_t thread_floats(const nk_conv_desc *d)
 
 size_t nk_wino_ws_floats(const nk_conv_desc *d, int nthreads)
 {
-    const size_t v = local_v(d) ? 0 : round16((size_t)WINO_E * chunk_tiles(d, tiles_of(d)) * d->C);
+    const size_t v =
+        local_v(d) ? 0 : round16((size_t)WINO_E * fwd_chunk_tiles(d, tiles_of(d)) * d->C);
     return 16 + v + (size_t)(nthreads > 0 ? nthreads : 1) * thread_floats(d);
+}
+
+// The start of ex->ws rounded up to 64 bytes (the *_ws_floats queries add 16 floats for it).
+static float *ws_start(const nk_exec *ex)
+{
+    return (float *)(((uintptr_t)ex->ws + 63) & ~(uintptr_t)63);
 }
 
 typedef struct wino_run {
@@ -133,24 +146,39 @@ typedef struct wino_run {
     const float *x, *up, *b, *sc, *sh, *res;
     const uint16_t *xb; // bf16 input instead of x
     float *y;
-    uint16_t *yb; // bf16 output instead of y
-    int relu, tw, thw;
-    size_t pe; // floats of one packed U_e
+    uint16_t *yb;      // bf16 output instead of y
+    int relu, tw, thw; // tiles per row of the output, per image
+    size_t pe;         // floats of one packed U_e
 } wino_run;
+
+// The tile grid of d's output: 4x4 tiles, the last row and column ragged.
+static wino_run grid(const nk_conv_desc *d)
+{
+    return (wino_run){.d = d, .tw = (d->Q + 3) / 4, .thw = (d->P + 3) / 4 * ((d->Q + 3) / 4)};
+}
+
+// Tile g of the batch: its image, and its output corner (oh, ow); the input tile starts at
+// (oh - pad_h, ow - pad_w).
+static int64_t tile_at(const wino_run *r, int64_t g, int *oh, int *ow)
+{
+    const int t = (int)(g % r->thw);
+    *oh         = t / r->tw * 4;
+    *ow         = t % r->tw * 4;
+    return g / r->thw;
+}
 
 // Transforms tiles [g0, g0 + n) into V: tile g0 + t at v + t * C, point e ves floats further.
 static void in_tiles(const wino_run *r, int64_t g0, int64_t n, float *v, int64_t ves)
 {
     const nk_conv_desc *d = r->d;
     for (int64_t t = 0; t < n; t++) {
-        const int64_t g = g0 + t, img = g / r->thw;
-        const int th = (int)(g % r->thw) / r->tw, tw = (int)(g % r->thw) % r->tw;
-        const int64_t o = img * d->H * d->W * d->C;
+        int oh, ow;
+        const int64_t o = tile_at(r, g0 + t, &oh, &ow) * d->H * d->W * d->C;
         if (r->xb)
-            nk_wino4_in_bf16_avx512(r->xb + o, d->H, d->W, d->C, 4 * th - d->pad_h,
-                                    4 * tw - d->pad_w, v + t * d->C, ves);
+            nk_wino4_in_bf16_avx512(r->xb + o, d->H, d->W, d->C, oh - d->pad_h, ow - d->pad_w,
+                                    v + t * d->C, ves);
         else
-            nk_wino4_in_avx512(r->x + o, d->H, d->W, d->C, 4 * th - d->pad_h, 4 * tw - d->pad_w,
+            nk_wino4_in_avx512(r->x + o, d->H, d->W, d->C, oh - d->pad_h, ow - d->pad_w,
                                v + t * d->C, ves);
     }
 }
@@ -178,8 +206,8 @@ static void unit(const wino_run *r, const float *v, int64_t ves, int64_t g0, int
             }
         }
         for (int i = 0; i < tbn; i++) {
-            const int64_t g = g0 + i, img = g / r->thw;
-            const int oh = (int)(g % r->thw) / r->tw * 4, ow = (int)(g % r->thw) % r->tw * 4;
+            int oh, ow;
+            const int64_t img = tile_at(r, g0 + i, &oh, &ow);
             const int64_t off = ((img * P + oh) * Q + ow) * K + j;
             nk_wino4_out_avx512(mb + (int64_t)i * NR, (int64_t)WINO_TB * NR, n,
                                 r->yb ? NULL : r->y + off, r->yb ? r->yb + off : NULL,
@@ -197,24 +225,14 @@ void nk_wino_fwd(const nk_exec *ex, const nk_conv_desc *d, const float *x, const
     const int KB = WINO_KBP * NR, nkb = (K + KB - 1) / KB;
     const int64_t T  = tiles_of(d);
     const int local  = local_v(d);
-    const int64_t TC = local ? WINO_TB : chunk_tiles(d, T);
-    const wino_run r = {.d    = d,
-                        .x    = x,
-                        .xb   = xb,
-                        .yb   = yb,
-                        .up   = up,
-                        .b    = b,
-                        .sc   = ep ? ep->scale : NULL,
-                        .sh   = ep ? ep->shift : NULL,
-                        .res  = ep ? ep->residual : NULL,
-                        .y    = y,
-                        .relu = ep && ep->relu,
-                        .tw   = (d->Q + 3) / 4,
-                        .thw  = (d->P + 3) / 4 * ((d->Q + 3) / 4),
-                        .pe   = packed_e_floats(d)};
-    float *V         = (float *)(((uintptr_t)ex->ws + 63) & ~(uintptr_t)63);
-    float *th0       = local ? V : V + round16((size_t)WINO_E * TC * C);
-    const int nt     = ex->nthreads > 0 ? ex->nthreads : 1;
+    const int64_t TC = local ? WINO_TB : fwd_chunk_tiles(d, T);
+    wino_run r       = grid(d);
+    r.x = x, r.xb = xb, r.up = up, r.b = b, r.y = y, r.yb = yb, r.pe = packed_e_floats(d);
+    r.sc = ep ? ep->scale : NULL, r.sh = ep ? ep->shift : NULL;
+    r.res = ep ? ep->residual : NULL, r.relu = ep && ep->relu;
+    float *V     = ws_start(ex);
+    float *th0   = local ? V : V + round16((size_t)WINO_E * TC * C);
+    const int nt = ex->nthreads > 0 ? ex->nthreads : 1;
 #pragma omp parallel num_threads(nt)
     {
         float *mb = th0 + (size_t)omp_get_thread_num() * thread_floats(d);
@@ -256,11 +274,7 @@ void nk_wino_fwd(const nk_exec *ex, const nk_conv_desc *d, const float *x, const
 // Tiles per chunk: V (36 x tc x C) and Z (36 x tc x K) in about nk_wino_chunk_floats.
 static int64_t wgrad_chunk_tiles(const nk_conv_desc *d, int64_t tiles)
 {
-    int64_t tc = (int64_t)nk_wino_chunk_floats / ((int64_t)WINO_E * (d->C + d->K));
-    if (tc < 16) tc = 16;
-    if (tc >= tiles) return tiles;
-    const int64_t nch = (tiles + tc - 1) / tc;
-    return (tiles + nch - 1) / nch;
+    return chunk_tiles(tiles, (int64_t)WINO_E * (d->C + d->K), 16);
 }
 
 size_t nk_wino_wgrad_ws_floats(const nk_conv_desc *d, int nthreads)
@@ -276,13 +290,14 @@ void nk_wino_wgrad(const nk_exec *ex, const nk_conv_desc *d, const float *x, con
 {
     const int C = d->C, K = d->K, P = d->P, Q = d->Q;
     const int64_t T = tiles_of(d), TC = wgrad_chunk_tiles(d, T), mes = (int64_t)C * K;
-    const wino_run r = {.d = d, .x = x, .tw = (Q + 3) / 4, .thw = (P + 3) / 4 * ((Q + 3) / 4)};
-    float *M         = (float *)(((uintptr_t)ex->ws + 63) & ~(uintptr_t)63);
-    float *V         = M + round16((size_t)WINO_E * C * K);
-    float *Z         = V + round16((size_t)WINO_E * TC * C);
-    float *G0        = Z + round16((size_t)WINO_E * TC * K);
-    const size_t g1  = round16(nk_sgemm_ws_floats(1));
-    const int nt     = ex->nthreads > 0 ? ex->nthreads : 1;
+    wino_run r      = grid(d);
+    r.x             = x;
+    float *M        = ws_start(ex);
+    float *V        = M + round16((size_t)WINO_E * C * K);
+    float *Z        = V + round16((size_t)WINO_E * TC * C);
+    float *G0       = Z + round16((size_t)WINO_E * TC * K);
+    const size_t g1 = round16(nk_sgemm_ws_floats(1));
+    const int nt    = ex->nthreads > 0 ? ex->nthreads : 1;
 #pragma omp parallel num_threads(nt)
     {
         // Each thread's GEMMs run single-threaded on its own scratch (packing where C, K are
@@ -292,9 +307,9 @@ void nk_wino_wgrad(const nk_exec *ex, const nk_conv_desc *d, const float *x, con
             const int64_t tc = T - t0 < TC ? T - t0 : TC;
 #pragma omp for schedule(dynamic, 8)
             for (int64_t t = 0; t < tc; t++) {
-                const int64_t g = t0 + t, img = g / r.thw;
-                const int oh = (int)(g % r.thw) / r.tw * 4, ow = (int)(g % r.thw) % r.tw * 4;
-                in_tiles(&r, g, 1, V + t * C, TC * C);
+                int oh, ow;
+                const int64_t img = tile_at(&r, t0 + t, &oh, &ow);
+                in_tiles(&r, t0 + t, 1, V + t * C, TC * C);
                 nk_wino4_dy_avx512(dy + img * P * Q * K, P, Q, K, oh, ow, Z + t * K, TC * K);
             }
 #pragma omp for schedule(dynamic, 1)
