@@ -22,13 +22,21 @@ typedef void (*nk_gemm_ukr_fn)(int64_t kc, const float *a, const float *b, float
 // [N,K]). Partial panels are zero-padded, so the micro-kernel always runs full mr x nr tiles.
 typedef void (*nk_gemm_pack_a_fn)(int ta, int mc, int kc, const float *A, int64_t lda, float *dst);
 typedef void (*nk_gemm_pack_b_fn)(int tb, int kc, int nc, const float *B, int64_t ldb, float *dst);
+// A micro-tile's fused epilogue, applied in registers before C is stored, in the order of
+// nk_tile_epi_fn: bias, sc and sh point at the tile's first column, res at its element (0,0)
+// (C's ldc); each may be NULL.
+typedef struct nk_tile_epi {
+    const float *bias, *sc, *sh, *res;
+    int relu;
+} nk_tile_epi;
+
 // Micro-kernel on unpacked A rows (a batch-reduce GEMM, as oneDNN's brgemm): C[0:m,0:n] =
 // sum over segments s of A_s B_s + beta * C, where A_s's row i is rows[s*mr + i] (seglen[s]
 // contiguous floats; a row of zeros for padding taps and rows >= m) and B_s the next seglen[s]
-// k of the packed panel b. No alpha: convolutions only.
+// k of the packed panel b, then the epilogue e (NULL: none). No alpha: convolutions only.
 typedef void (*nk_gemm_ukr_rows_fn)(int nseg, const int *seglen, const float *const *rows,
-                                    const float *b, float *c, int64_t ldc, float beta, int m,
-                                    int n);
+                                    const float *b, float *c, int64_t ldc, float beta, int m, int n,
+                                    const nk_tile_epi *e);
 
 // Unpacked C[0:m,0:n] = A^T B + beta * C over kc k steps, with a[p*lda + i] and b[p*ldb + j]
 // (both operands [k, channels] row-major, as activations and gradients are: a weight gradient

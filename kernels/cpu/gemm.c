@@ -340,12 +340,20 @@ static void sgemm_run(nk_isa isa, const nk_exec *ex, int ta, int tb, int M, int 
                         for (int ir = 0; ir < mcc; ir += MR) {
                             const int m = mcc - ir < MR ? mcc - ir : MR;
                             float *c    = C + (row + ir) * ldc + j0 + j;
-                            if (direct)
+                            if (direct) {
+                                // The epilogue fused into the micro-kernel's stores.
+                                const nk_tile_epi te = {
+                                    bias ? bias + j0 + j : NULL,
+                                    ep && ep->scale ? ep->scale + j0 + j : NULL,
+                                    ep && ep->scale ? ep->shift + j0 + j : NULL,
+                                    ep && ep->residual ? ep->residual + (c - C) : NULL, relu};
                                 kr->ukr_rows(nseg, seglen, rows + (int64_t)(ir / MR) * nseg * MR,
-                                             bp, c, ldc, beta_eff, m, n);
-                            else
-                                kr->ukr(kcb, abuf + (int64_t)ir * kcb, bp, c, ldc, alpha, beta_eff,
-                                        m, n);
+                                             bp, c, ldc, beta_eff, m, n,
+                                             last && any_epi ? &te : NULL);
+                                continue;
+                            }
+                            kr->ukr(kcb, abuf + (int64_t)ir * kcb, bp, c, ldc, alpha, beta_eff, m,
+                                    n);
                             if (last && any_epi)
                                 epi(c, ldc, m, n, bias ? bias + j0 + j : NULL,
                                     ep && ep->scale ? ep->scale + j0 + j : NULL,

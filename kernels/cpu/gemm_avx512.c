@@ -163,7 +163,7 @@ static void ukr_atb_avx512(int64_t kc, const float *a, int64_t lda, const float 
 // Batch-reduce form over unpacked rows (see nk_gemm_ukr_rows_fn): the A broadcasts come straight
 // from the activations, so a convolution needs no A packing at all.
 static void ukr_rows_avx512(int nseg, const int *seglen, const float *const *rows, const float *b,
-                            float *c, int64_t ldc, float beta, int m, int n)
+                            float *c, int64_t ldc, float beta, int m, int n, const nk_tile_epi *e)
 {
     __m512 acc[MR][NV];
 #pragma GCC unroll 16
@@ -189,17 +189,35 @@ static void ukr_rows_avx512(int nseg, const int *seglen, const float *const *row
             b += NR;
         }
     }
-    __m512 vb = _mm512_set1_ps(beta);
+    const __m512 vb = _mm512_set1_ps(beta), zero = _mm512_setzero_ps();
+    // The epilogue in registers: C is written once (on the large early layers a separate pass
+    // over the stored tile, waiting on its fresh lines, took a fifth of the convolution).
+    const float *bias = e ? e->bias : NULL, *sc = e ? e->sc : NULL, *sh = e ? e->sh : NULL;
+    const float *res = e ? e->res : NULL;
+    const int relu   = e && e->relu;
+    __mmask16 km[NV];
+    __m512 eb[NV], es[NV], eh[NV];
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; v++) {
+        km[v] = col_mask(n, v);
+        eb[v] = bias ? _mm512_maskz_loadu_ps(km[v], bias + 16 * v) : zero;
+        es[v] = sc ? _mm512_maskz_loadu_ps(km[v], sc + 16 * v) : zero;
+        eh[v] = sc ? _mm512_maskz_loadu_ps(km[v], sh + 16 * v) : zero;
+    }
 #pragma GCC unroll 16
     for (int i = 0; i < MR; i++) {
         if (i >= m) break;
 #pragma GCC unroll 4
         for (int v = 0; v < NV; v++) {
-            __mmask16 k = col_mask(n, v);
-            float *cp   = c + i * ldc + 16 * v;
-            __m512 r    = acc[i][v];
-            if (beta != 0.0f) r = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(k, cp), r);
-            _mm512_mask_storeu_ps(cp, k, r);
+            float *cp = c + i * ldc + 16 * v;
+            __m512 r  = acc[i][v];
+            if (beta != 0.0f) r = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(km[v], cp), r);
+            if (bias) r = _mm512_add_ps(r, eb[v]);
+            if (sc) r = _mm512_fmadd_ps(r, es[v], eh[v]);
+            if (res) r = _mm512_add_ps(r, _mm512_maskz_loadu_ps(km[v], res + i * ldc + 16 * v));
+            // MAXPS returns its second operand when the first is NaN: NaN -> 0, as the refs.
+            if (relu) r = _mm512_max_ps(r, zero);
+            _mm512_mask_storeu_ps(cp, km[v], r);
         }
     }
 }

@@ -202,7 +202,8 @@ static void unit(const wino_run *r, const float *v, int64_t ves, int64_t g0, int
                 const float *rows[WINO_MAX_MR];
                 for (int q = 0; q < MR; q++) // rows past m: read, never stored
                     rows[q] = ve + (int64_t)(i + (q < m ? q : 0)) * C;
-                kr->ukr_rows(1, &C, rows, bp, mb + ((int64_t)e * WINO_TB + i) * NR, NR, 0.0f, m, n);
+                kr->ukr_rows(1, &C, rows, bp, mb + ((int64_t)e * WINO_TB + i) * NR, NR, 0.0f, m, n,
+                             NULL);
             }
         }
         for (int i = 0; i < tbn; i++) {
