@@ -178,12 +178,25 @@ static const conv_shape conv_shapes[] = {
     {"conv5_1x1_reduce", 7, 2048, 512, 1, 1, 0, 2},
 };
 
-static nk_conv_desc conv_shape_desc(const conv_shape *c, int N)
+// The shape's input size at img px (the table is at 224: conv1's input after its 3-pixel padding,
+// then the stages' 56, 28, 14 and 7), through the network's own arithmetic: conv1 7x7/2 and
+// pool1 3x3/2 on their padded inputs, then a 1x1/2 at the start of each later stage.
+static int conv_shape_h(const conv_shape *c, int img)
 {
-    nk_conv_desc d = {.N = N, .H = c->H, .W = c->H, .C = c->C, .K = c->K, .R = c->R, .S = c->R};
+    if (c->H == 230) return img + 6;
+    int h = ((img + 6 - 7) / 2 + 1 + 2 - 3) / 2 + 1; // conv2's
+    for (int t = 56; t > c->H; t /= 2)
+        h = (h - 1) / 2 + 1;
+    return h;
+}
+
+static nk_conv_desc conv_shape_desc(const conv_shape *c, int N, int img)
+{
+    const int h    = conv_shape_h(c, img);
+    nk_conv_desc d = {.N = N, .H = h, .W = h, .C = c->C, .K = c->K, .R = c->R, .S = c->R};
     d.stride       = c->stride;
     d.pad_h = d.pad_w = c->pad;
-    d.P = d.Q = (c->H + 2 * c->pad - c->R) / c->stride + 1;
+    d.P = d.Q = (h + 2 * c->pad - c->R) / c->stride + 1;
     return d;
 }
 
@@ -196,10 +209,10 @@ static const char *const pass_names[] = {"fwd", "bwd-data", "bwd-filter"};
 // nk_conv2d_bwd_data_cpu (dx from dy and w) and nk_conv2d_bwd_filter_cpu (dw and db from x and
 // dy), as training runs them. Returns seconds per call (median), or -1 on a failed check: the fast
 // kernel is compared with the reference (f32 or bf16) at batch 1 first.
-static double conv_run(const conv_shape *c, int N, int threads, int repeat, nk_isa isa,
+static double conv_run(const conv_shape *c, int N, int img, int threads, int repeat, nk_isa isa,
                        nk_conv_algo algo, int bf16, conv_pass pass, double *err)
 {
-    nk_conv_desc d = conv_shape_desc(c, N), d1 = conv_shape_desc(c, 1);
+    nk_conv_desc d = conv_shape_desc(c, N, img), d1 = conv_shape_desc(c, 1, img);
     const size_t nx = (size_t)N * d.H * d.W * d.C, ny = (size_t)N * d.P * d.Q * d.K;
     const size_t nw = (size_t)d.R * d.S * d.C * d.K, rsc = (size_t)d.R * d.S * d.C;
     size_t wsn = bf16 ? nk_conv2d_bf16_ws_floats(&d, threads) : nk_conv2d_ws_floats(&d, threads);
@@ -274,7 +287,7 @@ out:
     return s;
 }
 
-static int bench_conv(int batch, int threads, int repeat, double peak, nk_isa isa,
+static int bench_conv(int batch, int img, int threads, int repeat, double peak, nk_isa isa,
                       nk_conv_algo algo, int bf16, conv_pass pass, const char *only)
 {
     int rc         = EXIT_OK;
@@ -283,8 +296,8 @@ static int bench_conv(int batch, int threads, int repeat, double peak, nk_isa is
     for (size_t i = 0; i < sizeof(conv_shapes) / sizeof(conv_shapes[0]); i++) {
         const conv_shape *c = &conv_shapes[i];
         if (only && strcmp(only, c->name) != 0) continue;
-        nk_conv_desc d = conv_shape_desc(c, batch);
-        double err = 0, s = conv_run(c, batch, threads, repeat, isa, algo, bf16, pass, &err);
+        nk_conv_desc d = conv_shape_desc(c, batch, img);
+        double err = 0, s = conv_run(c, batch, img, threads, repeat, isa, algo, bf16, pass, &err);
         double fl = 2.0 * batch * d.P * d.Q * (double)d.K * d.R * d.S * d.C;
         if (s < 0) {
             printf("op=conv name=%s pass=%s dtype=%s impl=%s FAIL (rel error %.3g vs the "
@@ -296,16 +309,17 @@ static int bench_conv(int batch, int threads, int repeat, double peak, nk_isa is
         total_s += s * c->count;
         total_f += fl * c->count;
         // Winograd (f32: forward, weight gradient, and backward data as a forward of the
-        // flipped filter, C and K swapped): GFLOP/s still count the direct convolution's
-        // multiply-adds.
+        // flipped filter, C and K swapped; the backward passes from 48 tiles up): GFLOP/s still
+        // count the direct convolution's multiply-adds.
         nk_conv_desc dw = d;
         if (pass == PASS_BWD_DATA) dw.C = d.K, dw.K = d.C;
-        const int wino = !bf16 && nk_conv2d_winograd(isa, algo, &dw);
+        const int wino = !bf16 && (pass == PASS_FWD ? nk_conv2d_winograd(isa, algo, &dw)
+                                                    : nk_conv2d_winograd_w(isa, algo, &dw));
         printf("op=conv name=%s pass=%s dtype=%s impl=%s N=%d H=%d C=%d K=%d R=%d stride=%d "
                "count=%d threads=%d ms=%.3f gflops=%.1f pct_peak=%.1f algo=%s\n",
-               c->name, pass_names[pass], bf16 ? "bf16" : "f32", impl, batch, c->H, c->C, c->K,
-               c->R, c->stride, c->count, threads, s * 1e3, fl / s * 1e-9,
-               100 * fl / s * 1e-9 / peak, wino ? "winograd" : "gemm");
+               c->name, pass_names[pass], bf16 ? "bf16" : "f32", impl, batch, d.H, c->C, c->K, c->R,
+               c->stride, c->count, threads, s * 1e3, fl / s * 1e-9, 100 * fl / s * 1e-9 / peak,
+               wino ? "winograd" : "gemm");
         fflush(stdout);
     }
     if (rc == EXIT_OK && !only)
@@ -514,7 +528,8 @@ int cmd_bench(int argc, char **argv)
     cli_opt opts[]     = {
             {"threads", OPT_INT, &threads, 0, 1024, "N", "threads, default all CPUs"},
             {"batch", OPT_INT, &batch, 1, 4096, "N", "model, conv: batch size, default 16"},
-            {"img-size", OPT_INT, &img, 32, 1024, "PX", "model: input size, default 224"},
+            {"img-size", OPT_INT, &img, 32, 1024, "PX",
+             "model, conv: input size, default 224 (conv: the shapes at that size)"},
             {"train", OPT_FLAG, &train, 0, 0, NULL, "model: time a training step (forward+backward)"},
             {"unfreeze", OPT_STR, &unfreeze_s, 0, 0, "N|all", "model --train: trainable layers (20)"},
             {"repeat", OPT_INT, &repeat, 1, 64, "N", "timed repeats (median), default 5"},
@@ -634,7 +649,8 @@ int cmd_bench(int argc, char **argv)
         if (pass < 0)
             return cli_fail("bench", EXIT_USAGE,
                             "--pass expects fwd, bwd-data or bwd-filter, got \"%s\"", pass_s);
-        return bench_conv(batch, threads, repeat, peak, isa, algo, bf16, (conv_pass)pass, shape);
+        return bench_conv(batch, img, threads, repeat, peak, isa, algo, bf16, (conv_pass)pass,
+                          shape);
     }
     return bench_model(batch, threads, img, train, unfreeze, repeat, warmup, peak, !nocheck,
                        profile, top, bf16 ? "bf16" : "f32");

@@ -308,6 +308,11 @@ static int fast_conv_winograd_avx512(const nk_conv_desc *d, int algo)
     return nk_conv2d_winograd(NK_ISA_AVX512, (nk_conv_algo)algo, d);
 }
 
+static int fast_conv_winograd_w_avx512(const nk_conv_desc *d, int algo)
+{
+    return nk_conv2d_winograd_w(NK_ISA_AVX512, (nk_conv_algo)algo, d);
+}
+
 static size_t fast_dense_ws(int nthreads)
 {
     return nk_sgemm_ws_floats(nthreads);
@@ -350,6 +355,7 @@ static void ops_init(nt_ctx *ctx)
     o->conv_bf16_packs         = 0;
     o->conv_fwd_packed         = NULL;
     o->conv_winograd           = NULL;
+    o->conv_winograd_w         = NULL;
     o->conv_fwd_wino_x         = NULL;
     ctx->isa                   = NK_ISA_SCALAR;
     ctx->impl_name             = "ref";
@@ -363,6 +369,7 @@ static void ops_init(nt_ctx *ctx)
     case NK_ISA_AVX512:
         SET_FAST(o, avx512);
         o->conv_winograd   = fast_conv_winograd_avx512;
+        o->conv_winograd_w = fast_conv_winograd_w_avx512;
         o->conv_fwd_wino_x = nk_conv2d_fwd_wino_x_cpu;
         break;
     case NK_ISA_AVX2:

@@ -103,6 +103,9 @@ typedef struct nt_ops {
     // forward with bf16 activations on either side (nk_conv2d_fwd_wino_x_cpu: bf16 inference's
     // 3x3s run it on weights that conv_pack packed with NK_CONV_AUTO).
     int (*conv_winograd)(const nk_conv_desc *, int algo);
+    // Whether the unpacked passes (training's forward, input and weight gradients) of a shape
+    // at its batch size run Winograd (nk_conv2d_winograd_w; NULL: never).
+    int (*conv_winograd_w)(const nk_conv_desc *, int algo);
     void (*conv_fwd_wino_x)(const nk_exec *, const nk_conv_desc *, const float *x,
                             const uint16_t *xb, const float *wp, const float *b,
                             const nk_epilogue *ep, float *y, uint16_t *yb);

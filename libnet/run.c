@@ -613,20 +613,35 @@ static int conv_infer(const nt_model *m, int i, int training)
     return !training || i < m->bstart;
 }
 
-// With NT_DTYPE_BF16 every conv runs in bf16: the frozen ones on weights packed once, the
-// trainable ones (training) on their float32 master weights rounded and packed at each forward,
-// and their input and weight gradients from bf16 products too (float32 sums); the master
-// weights, BN, the loss and the optimizer stay float32.
-static int conv_bf16(const nt_model *m, int i, int training)
-{
-    (void)i, (void)training;
-    return m->ctx->opts.dtype == NT_DTYPE_BF16;
-}
-
 // The nk_conv_algo of the float32 packed convolutions (nt_ctx_exec gives the rest the same).
 static int conv_algo(const nt_model *m)
 {
     return nt_ctx_conv_algo(m->ctx);
+}
+
+// bf16 training's trainable convs that float32 Winograd runs faster than bf16 products, in all
+// three passes: the 3x3s it takes at the planned batch whose output is whole 4x4 tiles (conv2's
+// and conv3's at 224 px). Measured per conv (batch 16, 2 threads, forward + input gradient +
+// weight gradient): conv2's 3x3 26.6 ms against 36.3 in bf16, conv3's 24.4 against 30.6; conv4's
+// (14x14, a quarter of each tile row wasted) 30.1 against 29.9 and conv5's (7x7) 41.7 against
+// 35.0 stay bf16. In a ResNet50 step: conv2's three 3x3s 115 -> 93-100 ms, conv3's four 129-134
+// -> 112-117 ms. Float32 Winograd is also the more accurate of the two.
+static int conv_train_wino(const nt_model *m, int i, int training)
+{
+    const nt_ops *o   = &m->ctx->ops;
+    const nt_layer *l = &m->layers[i];
+    if (!training || i < m->bstart || !o->conv_winograd_w || m->planned_n < 1) return 0;
+    const nk_conv_desc d = conv_desc(m, l, m->planned_n);
+    return d.P % 4 == 0 && d.Q % 4 == 0 && o->conv_winograd_w(&d, conv_algo(m));
+}
+
+// With NT_DTYPE_BF16 every conv runs in bf16 but those of conv_train_wino: the frozen ones on
+// weights packed once, the trainable ones (training) on their float32 master weights rounded and
+// packed at each forward, and their input and weight gradients from bf16 products too (float32
+// sums); the master weights, BN, the loss and the optimizer stay float32.
+static int conv_bf16(const nt_model *m, int i, int training)
+{
+    return m->ctx->opts.dtype == NT_DTYPE_BF16 && !conv_train_wino(m, i, training);
 }
 
 // bf16 inference's 3x3s (NT_DTYPE_BF16, inference form, a shape the packed forward runs by
@@ -1028,13 +1043,13 @@ nt_status nt_model_backward(nt_model *m, const nt_tensor *dy, nt_tensor *dx)
             break;
         case NT_LAYER_CONV: {
             nk_conv_desc cd = conv_desc(m, l, N);
-            if (l->trainable && m->ctx->opts.dtype == NT_DTYPE_BF16)
+            const int bf    = conv_bf16(m, i, 1);
+            if (l->trainable && bf)
                 o->conv_bwd_filter_bf16(&ex, &cd, out_of(m, j), g, pgrad(m, l, 0), pgrad(m, l, 1));
             else if (l->trainable)
                 o->conv_bwd_filter(&ex, &cd, out_of(m, j), g, pgrad(m, l, 0), pgrad(m, l, 1));
             if (!want) break;
             d                      = grad_dst(m, j, &acc);
-            const int bf           = m->ctx->opts.dtype == NT_DTYPE_BF16;
             nt_conv_bwd_data_fn fn = bf ? o->conv_bwd_data_bf16 : o->conv_bwd_data;
             nt_conv_bwd_data_fn fa = bf ? o->conv_bwd_data_bf16_acc : o->conv_bwd_data_acc;
             // A second gradient into the same tensor goes straight in where the kernels can add

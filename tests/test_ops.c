@@ -137,6 +137,28 @@ static void test_wino_bf16x(const nk_conv_desc *d, const nk_exec *ex, const floa
 
 // The bf16 output's rounding on the values that take its other branches: NaN (from a NaN input,
 // kept quiet), denormals (to a signed zero) and ties (to even), against nk_f32_to_bf16.
+// Which passes run Winograd by default: the packed forward for any batch, the passes on unpacked
+// weights (training) from 48 tiles up: a 7x7 image is 4 tiles, so batch 11 is 44 and 12 is 48.
+static void test_wino_tiles(void)
+{
+    nk_conv_desc d = {.N = 11, .H = 7, .W = 7, .C = 32, .K = 48, .R = 3, .S = 3, .stride = 1};
+    d.pad_h = d.pad_w = 1, d.P = d.Q = 7;
+    if (nk_cpu_detect() < NK_ISA_AVX512) {
+        CHECK(!nk_conv2d_winograd(NK_ISA_AVX512, NK_CONV_AUTO, &d));
+        printf("SKIP winograd tile rule: no AVX-512\n");
+        return;
+    }
+    CHECK(nk_conv2d_winograd(NK_ISA_AVX512, NK_CONV_AUTO, &d));
+    CHECK(!nk_conv2d_winograd_w(NK_ISA_AVX512, NK_CONV_AUTO, &d));
+    d.N = 12;
+    CHECK(nk_conv2d_winograd_w(NK_ISA_AVX512, NK_CONV_AUTO, &d));
+    CHECK(!nk_conv2d_winograd_w(NK_ISA_AVX512, NK_CONV_GEMM, &d));
+    CHECK(!nk_conv2d_winograd_w(NK_ISA_AVX2, NK_CONV_AUTO, &d));
+    d.N = 1, d.H = d.W = d.P = d.Q = 28; // 49 tiles in one image
+    CHECK(nk_conv2d_winograd_w(NK_ISA_AVX512, NK_CONV_AUTO, &d));
+    printf("ok   winograd tile rule: packed forward any batch, unpacked passes from 48 tiles\n");
+}
+
 static void test_wino_bf16_rounding(void)
 {
     if (nk_cpu_detect() < NK_ISA_AVX512) return;
@@ -781,6 +803,10 @@ static void test_pool(int N, int H, int W, int C, int R, int stride, int pad)
 int main(void)
 {
     printf("isa detected: %s\n", nk_isa_name(nk_cpu_detect()));
+    // The small test shapes run by Winograd in every pass (by default the passes on unpacked
+    // weights leave shapes under 48 tiles to the implicit GEMM; test_wino_tiles checks that).
+    const int min_tiles = nk_wino_min_tiles_w;
+    nk_wino_min_tiles_w = 0;
     for (size_t i = 0; i < sizeof convs / sizeof convs[0]; i++)
         test_conv(&convs[i]);
     test_wino_bf16_rounding();
@@ -790,6 +816,8 @@ int main(void)
     for (size_t i = 0; i < sizeof convs / sizeof convs[0]; i++)
         if (convs[i].R == 3 && convs[i].stride == 1 && convs[i].K > 64) test_conv(&convs[i]);
     nk_wino_chunk_floats = chunk;
+    nk_wino_min_tiles_w  = min_tiles;
+    test_wino_tiles();
 
     static const int dn[][3] = {{1, 1, 1},     {7, 33, 1},  {1, 1023, 7},
                                 {33, 7, 1023}, {3, 64, 33}, {16, 2048, 14}};

@@ -281,6 +281,20 @@ static int use_wino(nk_isa isa, nk_conv_algo algo, const nk_conv_desc *d)
     return algo != NK_CONV_GEMM && nk_wino_ok(isa, d);
 }
 
+// On weights transformed per call (training's forward, input and weight gradients) Winograd also
+// needs tiles enough to pay for that transform (36 C K floats written and read, against 72 C K
+// flops per tile): measured on conv5's 3x3 (C = K = 512, 7x7, 4 tiles an image; 2 threads,
+// `pneumo bench conv --batch B --pass bwd-data|bwd-filter`, GEMM against Winograd, ms): 16 tiles
+// 8.1 / 11.1 and 4.5 / 10.6, 32 tiles 13.4 / 12.6 and 9.6 / 11.8, 48 tiles 18.1 / 17.8 and
+// 15.2 / 10.1, 64 tiles 22.9 / 21.6 and 19.4 / 15.5. So Winograd from one work unit of tiles up.
+int nk_wino_min_tiles_w = 48;
+
+static int use_wino_w(nk_isa isa, nk_conv_algo algo, const nk_conv_desc *d)
+{
+    const int64_t tiles = (int64_t)d->N * ((d->P + 3) / 4) * ((d->Q + 3) / 4);
+    return use_wino(isa, algo, d) && tiles >= nk_wino_min_tiles_w;
+}
+
 // Winograd forward on unpacked w: U transformed into the start of the workspace, then the rest.
 static void wino_fwd_w(const nk_exec *ex, const nk_conv_desc *d, const float *x, const float *w,
                        const float *b, const nk_epilogue *ep, float *y)
@@ -298,7 +312,7 @@ static void conv_fwd(nk_isa isa, const nk_exec *ex, const nk_conv_desc *d, const
 {
     const int K   = d->K;
     const int rsc = d->R * d->S * d->C;
-    if (!wp && use_wino(isa, (nk_conv_algo)ex->conv_algo, d)) {
+    if (!wp && use_wino_w(isa, (nk_conv_algo)ex->conv_algo, d)) {
         wino_fwd_w(ex, d, x, w, b, ep, y);
         return;
     }
@@ -341,6 +355,11 @@ void nk_conv2d_fwd_epi_cpu(nk_isa isa, const nk_exec *ex, const nk_conv_desc *d,
 int nk_conv2d_winograd(nk_isa isa, nk_conv_algo algo, const nk_conv_desc *d)
 {
     return use_wino(isa, algo, d);
+}
+
+int nk_conv2d_winograd_w(nk_isa isa, nk_conv_algo algo, const nk_conv_desc *d)
+{
+    return use_wino_w(isa, algo, d);
 }
 
 size_t nk_conv2d_packed_floats(nk_isa isa, nk_conv_algo algo, const nk_conv_desc *d)
@@ -406,7 +425,7 @@ static int bwd_data_as_fwd(nk_isa isa, const nk_exec *ex, const nk_conv_desc *d,
     nk_exec gex;
     float *wt   = split_ws(ex, &gex);
     const int C = d->C, K = d->K;
-    const int wino = use_wino(isa, (nk_conv_algo)ex->conv_algo, &t);
+    const int wino = use_wino_w(isa, (nk_conv_algo)ex->conv_algo, &t);
     if (wino) { // wt first, then Winograd's U and scratch
         const size_t nwt = flipped_w_floats(d);
         wt               = ex->ws;
@@ -480,7 +499,7 @@ void nk_conv2d_bwd_filter_cpu(nk_isa isa, const nk_exec *ex, const nk_conv_desc 
     const int rsc          = d->R * d->S * C;
     const int64_t rows_all = (int64_t)d->N * d->P * d->Q;
     if (db) nk_colsum_cpu(ex, rows_all, K, dy, db);
-    if (use_wino(isa, (nk_conv_algo)ex->conv_algo, d)) {
+    if (use_wino_w(isa, (nk_conv_algo)ex->conv_algo, d)) {
         nk_wino_wgrad(ex, d, x, dy, dw);
         return;
     }

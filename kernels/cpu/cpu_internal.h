@@ -210,6 +210,9 @@ int nk_wino_ok(nk_isa isa, const nk_conv_desc *d);
 // Floats of the shared V chunk (2 Mi); tests lower it to reach several chunks on small shapes
 // (set it before sizing the workspace).
 extern size_t nk_wino_chunk_floats;
+// Fewest tiles (batch included) for which the passes on unpacked weights run Winograd (48; conv.c
+// says why); a global so that tests can run small shapes through those passes too.
+extern int nk_wino_min_tiles_w;
 size_t nk_wino_packed_floats(const nk_conv_desc *d);
 void nk_wino_pack(int nthreads, const nk_conv_desc *d, const float *w, float *dst);
 size_t nk_wino_ws_floats(const nk_conv_desc *d, int nthreads);
