@@ -254,6 +254,24 @@ static void progress(int step, int steps, double elapsed, const nt_metrics *mt, 
     fflush(stderr);
 }
 
+// Without a terminal (a log file, nohup) the bar would be one endless line; instead one plain
+// line per PROGRESS_LOG_S seconds, so that a long epoch still shows it is moving.
+#define PROGRESS_LOG_S 60.0
+
+static void progress_line(int epoch, int epochs, int step, int steps, double elapsed,
+                          const nt_metrics *mt, int images)
+{
+    nt_metric_values v;
+    nt_metrics_compute(mt, 0.5f, &v);
+    double eta = step > 0 && steps > step ? elapsed / step * (steps - step) : 0;
+    fprintf(stderr,
+            "epoch %d/%d step %d/%d - %.0fs - ETA %d:%02d - loss %.4f - accuracy %.4f - %.1f "
+            "img/s\n",
+            epoch, epochs, step, steps, elapsed, (int)eta / 60, (int)eta % 60, v.loss, v.accuracy,
+            elapsed > 0 ? images / elapsed : 0.0);
+    fflush(stderr);
+}
+
 // ---- run state and checkpoints ----
 
 typedef struct run {
@@ -799,6 +817,9 @@ int cmd_train(int argc, char **argv)
     sa.sa_handler = on_sigint;
     sigaction(SIGINT, &sa, NULL);
     int tty = cli_isatty(stderr) && !o->json;
+    // Test hook: the non-terminal progress interval in seconds (tests/train.sh sets it to 0).
+    const char *log_env    = getenv("PNEUMO_PROGRESS_LOG_S");
+    const double log_every = log_env ? strtod(log_env, NULL) : PROGRESS_LOG_S;
     // Test hook: behave as if Ctrl-C came after this many steps (tests/train.sh uses it to
     // interrupt a run at an exact step).
     const char *stop_env = getenv("PNEUMO_STOP_AFTER_STEPS");
@@ -813,7 +834,7 @@ int cmd_train(int argc, char **argv)
         for (int k = 0; k < r->step_in_epoch; k++)
             if (nd_loader_next(tl, &x, lab, NULL, &n) != NT_OK) FAIL("%s", nt_ctx_errmsg(ctx));
         if (r->step_in_epoch == 0) nt_metrics_reset(r->trm);
-        double t0 = now_s();
+        double t0 = now_s(), logged = t0;
         for (;;) {
             if ((s = nd_loader_next(tl, &x, lab, NULL, &n)) != NT_OK)
                 FAIL("%s", nt_ctx_errmsg(ctx));
@@ -836,7 +857,14 @@ int cmd_train(int argc, char **argv)
             r->step_in_epoch++;
             r->global_step++;
             images += n;
-            if (tty) progress(r->step_in_epoch, steps, now_s() - t0, r->trm, images);
+            const double t = now_s();
+            if (tty) {
+                progress(r->step_in_epoch, steps, t - t0, r->trm, images);
+            } else if (!o->json && t - logged >= log_every && r->step_in_epoch < steps) {
+                progress_line(r->epoch + 1, o->epochs, r->step_in_epoch, steps, t - t0, r->trm,
+                              images);
+                logged = t;
+            }
             if (stop_after >= 0 && r->global_step >= stop_after) g_stop = 1;
             if (g_stop) {
                 if (tty) fputc('\n', stderr);

@@ -21,6 +21,8 @@ ARGS="--data $D --img-size 64 --width-div 16 --batch 8 --epochs 3 --seed 1 --thr
 --rotation-range 10 --val-split 0.25"
 
 expect 0 "best val_loss" -- $P train $ARGS --out $T/a
+# Not on a terminal: plain progress lines (here after every step; every 60 s by default).
+expect 0 "^epoch 1/1 step 1/[0-9]+ - [0-9]+s - ETA [0-9]+:[0-9]{2} - loss [0-9.]+ - accuracy [0-9.]+ - [0-9.]+ img/s" -- env PNEUMO_PROGRESS_LOG_S=0 $P train $ARGS --epochs 1 --out $T/p
 for f in best.safetensors last.ckpt.safetensors log.csv command.json; do
     [ -f $T/a/$f ] && ok "run folder has $f" || bad "run folder lacks $f"
 done
