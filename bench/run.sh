@@ -9,13 +9,17 @@
 #   - ResNet50's 20 convolutions beside oneDNN (bench/dnnl_conv.c, built here with -ldnnl);
 #   - SGEMM on ResNet50's shapes beside OpenBLAS (build/bench/bench_gemm).
 # Needs `make`; peers when installed: python3-torch, libdnnl-dev, libopenblas-dev
-# (scripts/install-deps.sh --bench). Usage: sh bench/run.sh [THREADS]
+# (scripts/install-deps.sh --bench). Usage: [ROUNDS=N] sh bench/run.sh [THREADS]
+# The model rows and PyTorch's alternate for ROUNDS rounds (2): on a shared VM the speed drifts by
+# 20-50 % over minutes, so each side's best round is compared, and each round's own ratio shown.
 set -e
 cd "$(dirname "$0")/.."
 T=${1:-2}
 P=build/pneumo
 make -s all bench >/dev/null
-OUT=$(mktemp); GEMM=$(mktemp); CONV=$(mktemp); trap 'rm -f "$OUT" "$GEMM" "$CONV"' EXIT
+ROUNDS=${ROUNDS:-2}
+OUT=$(mktemp); GEMM=$(mktemp); CONV=$(mktemp); RD=$(mktemp -d)
+trap 'rm -rf "$OUT" "$GEMM" "$CONV" "$RD"' EXIT
 log() { echo "$@" | tee -a "$OUT"; }
 HAVE_BF16=0
 $P bench peak --threads "$T" | tee -a "$OUT"
@@ -26,18 +30,38 @@ if $P bench peak --dtype bf16 --threads "$T" >/dev/null 2>&1; then
     PEAKB=$(grep -m1 "op=peak dtype=bf16.*threads=$T " "$OUT" | sed -n 's/.*gflops=\([0-9.]*\).*/\1/p')
 fi
 M="$P bench model --threads $T"
-$M --batch 16 --peak "$PEAK" | tee -a "$OUT"
-$M --batch 1 --repeat 9 --no-check --peak "$PEAK" | tee -a "$OUT"
-if [ "$HAVE_BF16" = 1 ]; then
-    $M --batch 16 --dtype bf16 --peak "$PEAKB" | tee -a "$OUT"
-    $M --batch 1 --repeat 9 --no-check --dtype bf16 --peak "$PEAKB" | tee -a "$OUT"
-fi
-$M --batch 16 --train --unfreeze 20 --no-check --repeat 3 --peak "$PEAK" | tee -a "$OUT"
-$M --batch 16 --train --unfreeze all --no-check --repeat 3 --peak "$PEAK" | tee -a "$OUT"
-if [ "$HAVE_BF16" = 1 ]; then
-    $M --batch 16 --train --unfreeze 20 --dtype bf16 --no-check --repeat 3 --peak "$PEAKB" | tee -a "$OUT"
-    $M --batch 16 --train --unfreeze all --dtype bf16 --no-check --repeat 3 --peak "$PEAKB" | tee -a "$OUT"
-fi
+have_torch=0
+/usr/bin/python3 -c 'import torch' 2>/dev/null && have_torch=1
+TP="/usr/bin/python3 bench/torch_resnet50.py --threads $T"
+V=eager,channels_last,jit_frozen; VT=eager,channels_last
+[ "$HAVE_BF16" = 1 ] && V=$V,bf16_autocast && VT=$VT,bf16_autocast
+r=1
+while [ "$r" -le "$ROUNDS" ]; do
+    log "# round $r of $ROUNDS"
+    {
+        # The check against the reference kernels once, in the first round.
+        if [ "$r" = 1 ]; then $M --batch 16 --peak "$PEAK"; else $M --batch 16 --no-check --peak "$PEAK"; fi
+        $M --batch 1 --repeat 9 --no-check --peak "$PEAK"
+        if [ "$HAVE_BF16" = 1 ]; then
+            if [ "$r" = 1 ]; then $M --batch 16 --dtype bf16 --peak "$PEAKB"; else $M --batch 16 --no-check --dtype bf16 --peak "$PEAKB"; fi
+            $M --batch 1 --repeat 9 --no-check --dtype bf16 --peak "$PEAKB"
+        fi
+        $M --batch 16 --train --unfreeze 20 --no-check --repeat 3 --peak "$PEAK"
+        $M --batch 16 --train --unfreeze all --no-check --repeat 3 --peak "$PEAK"
+        if [ "$HAVE_BF16" = 1 ]; then
+            $M --batch 16 --train --unfreeze 20 --dtype bf16 --no-check --repeat 3 --peak "$PEAKB"
+            $M --batch 16 --train --unfreeze all --dtype bf16 --no-check --repeat 3 --peak "$PEAKB"
+        fi
+        if [ "$have_torch" = 1 ]; then
+            $TP --batch 16 --variants "$V"
+            $TP --batch 1 --repeat 9 --variants "$V"
+            $TP --batch 16 --train last20 --repeat 3 --variants "$VT"
+            $TP --batch 16 --train all --repeat 3 --variants "$VT"
+        fi
+    } | tee "$RD/$r" | tee -a "$OUT"
+    r=$((r + 1))
+done
+[ "$have_torch" = 1 ] || log "PyTorch not installed (scripts/install-deps.sh --bench): no peer figures"
 if [ "$T" -gt 1 ]; then # scaling: the same inference on one thread
     P1=$(grep -m1 "op=peak dtype=f32.*threads=1 " "$OUT" | sed -n 's/.*gflops=\([0-9.]*\).*/\1/p')
     $P bench model --threads 1 --batch 16 --repeat 3 --no-check --peak "$P1" | tee -a "$OUT"
@@ -63,27 +87,21 @@ else
 fi
 # GEMM beside OpenBLAS (when the bench was built with it), same process, same shapes.
 ./build/bench/bench_gemm | tee "$GEMM"
-if /usr/bin/python3 -c 'import torch' 2>/dev/null; then
-    TP="/usr/bin/python3 bench/torch_resnet50.py --threads $T"
-    V=eager,channels_last,jit_frozen
-    [ "$HAVE_BF16" = 1 ] && V=$V,bf16_autocast
-    $TP --batch 16 --variants "$V" | tee -a "$OUT"
-    $TP --batch 1 --repeat 9 --variants "$V" | tee -a "$OUT"
-    VT=eager,channels_last
-    [ "$HAVE_BF16" = 1 ] && VT=$VT,bf16_autocast
-    $TP --batch 16 --train last20 --repeat 3 --variants "$VT" | tee -a "$OUT"
-    $TP --batch 16 --train all --repeat 3 --variants "$VT" | tee -a "$OUT"
-else
-    log "PyTorch not installed (scripts/install-deps.sh --bench): no peer figures"
-fi
 # The tables: pneumo beside the best peer variant for the same mode, dtype and batch.
-val() { grep -E "$1" "$OUT" | head -n 1 | sed -n "s/.* $2=\([0-9.]*\).*/\1/p"; }
-best_torch() { grep -E "impl=pytorch.*batch=$1 .*mode=$2" "$OUT" | grep -E "$3" | sed -n 's/.*images_per_s=\([0-9.]*\).*/\1/p' | sort -g | tail -n 1; }
+val() { grep -E "$1" "${3:-$OUT}" | head -n 1 | sed -n "s/.* $2=\([0-9.]*\).*/\1/p"; }
+# The largest value of a field over the matching lines (every round).
+vmax() { grep -E "$1" "${3:-$OUT}" | sed -n "s/.* $2=\([0-9.]*\).*/\1/p" | sort -g | tail -n 1; }
+best_torch() { grep -E "impl=pytorch.*batch=$1 .*mode=$2" "${4:-$OUT}" | grep -E "$3" | sed -n 's/.*images_per_s=\([0-9.]*\).*/\1/p' | sort -g | tail -n 1; }
 ratio() { [ -n "$1" ] && [ -n "$2" ] && awk "BEGIN{printf \"%.2fx\", $1/$2}" || echo "-"; }
-row() { # label pneumo-pattern batch mode torch-filter
-    p=$(val "$2" images_per_s); b=$(val "$2" best_images_per_s); pct=$(val "$2" pct_peak)
+row() { # label pneumo-pattern batch mode torch-filter: best round of each side, and each round's ratio
+    p=$(vmax "$2" images_per_s); b=$(vmax "$2" best_images_per_s); pct=$(vmax "$2" pct_peak)
     t=$(best_torch "$3" "$4" "$5")
-    echo "| $1 | ${p:--} | ${b:--} | ${pct:--} | ${t:--} | $(ratio "$p" "$t") |"
+    rr=""; k=1
+    while [ "$k" -le "$ROUNDS" ]; do
+        rr="$rr${rr:+ / }$(ratio "$(val "$2" images_per_s "$RD/$k")" "$(best_torch "$3" "$4" "$5" "$RD/$k")")"
+        k=$((k + 1))
+    done
+    echo "| $1 | ${p:--} | ${b:--} | ${pct:--} | ${t:--} | $(ratio "$p" "$t") | $rr |"
 }
 # convf NAME DTYPE IMPL FIELD [PASS]: a field of one conv line (pneumo's carry pass=, oneDNN's
 # are forward only).
@@ -106,8 +124,11 @@ conv_total() { # dtype impl-prefix [pass]: sum over the network of ms x count, p
     echo "Command: \`sh bench/run.sh $T\` (pneumo $(build/pneumo version | head -n 1 | cut -d' ' -f2), git $(git rev-parse --short HEAD 2>/dev/null || echo '?'))."
     echo "Peaks (measured register-only loops): fp32 FMA $(val 'op=peak dtype=f32.*threads='"$T" gflops) GFLOP/s; bf16 VDPBF16PS ${PEAKB:-n/a} GFLOP/s. fp32 rows are % of the first, bf16 rows of the second."
     echo
-    echo "| case | pneumo images/s (median) | best step | % of peak (median) | PyTorch images/s (best variant) | ratio |"
-    echo "|---|---|---|---|---|---|"
+    echo "Model rows: $ROUNDS rounds, pneumo's and PyTorch's runs alternating; each side's best round (its"
+    echo "median step), and the ratio of each round on its own."
+    echo
+    echo "| case | pneumo images/s (median) | best step | % of peak (median) | PyTorch images/s (best variant) | ratio | ratio by round |"
+    echo "|---|---|---|---|---|---|---|"
     row "fp32 inference, batch 16" "mode=infer dtype=f32 .*batch=16 .*threads=$T " 16 infer "variant=(eager|channels_last|jit_frozen)"
     row "fp32 inference, batch 1" "mode=infer dtype=f32 .*batch=1 .*threads=$T " 1 infer "variant=(eager|channels_last|jit_frozen)"
     if [ "$HAVE_BF16" = 1 ]; then
@@ -128,7 +149,7 @@ conv_total() { # dtype impl-prefix [pass]: sum over the network of ms x count, p
         echo "|---|---|---|---|"
         for dt in f32 bf16; do
             a=$(val "mode=infer dtype=$dt .*batch=16 .*threads=1 " best_images_per_s)
-            b=$(val "mode=infer dtype=$dt .*batch=16 .*threads=$T " best_images_per_s)
+            b=$(vmax "mode=infer dtype=$dt .*batch=16 .*threads=$T " best_images_per_s)
             [ -n "$a$b" ] && echo "| $dt | ${a:--} | ${b:--} | $(ratio "$b" "$a") |"
         done
     fi
