@@ -125,7 +125,7 @@ static void bench_one(const char *name, int M, int N, int K, int nt, nk_isa isa,
     for (size_t i = 0; i < (size_t)M * N; i++)
         C[i] = NAN;
 
-    nk_ctx ctx = {isa, {nt, ws, wsn}};
+    nk_ctx ctx = {isa, {nt, ws, wsn, NK_CONV_AUTO}};
     run_nk(&ctx, M, N, K, A, B, C);
     int v  = VERIFY_ROWS < M ? VERIFY_ROWS : M;
     int ok = verify_rows(0, v, N, K, A, B, C, tmp) && verify_rows(M - v, M, N, K, A, B, C, tmp);
