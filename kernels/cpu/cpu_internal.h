@@ -58,8 +58,11 @@ typedef struct nk_gemm_kernel {
     nk_gemm_pack_a_fn pack_a;
     nk_gemm_pack_b_fn pack_b;
     nk_gemm_ukr_rows_fn ukr_rows; // NULL: convolutions go through im2col with this ISA
-    nk_gemm_ukr_atb_fn ukr_atb;   // NULL: nk_sgemm_atb_cpu packs as nk_sgemm_cpu does
-    nk_tile_epi_fn epi;           // NULL: the plain C epilogue in gemm.c
+    // ukr_rows prefetching its rows ahead, for A read in place from memory (the implicit GEMM;
+    // Winograd's rows are in L2). NULL: ukr_rows.
+    nk_gemm_ukr_rows_fn ukr_rows_pf;
+    nk_gemm_ukr_atb_fn ukr_atb; // NULL: nk_sgemm_atb_cpu packs as nk_sgemm_cpu does
+    nk_tile_epi_fn epi;         // NULL: the plain C epilogue in gemm.c
 } nk_gemm_kernel;
 
 // Largest blocks any table uses; nk_sgemm_ws_floats sizes the workspace from these.
@@ -89,6 +92,11 @@ int nk_sgemm_conv_ok(nk_isa isa, const nk_conv_desc *d);
 void nk_sgemm_conv_cpu(nk_isa isa, const nk_exec *ex, const nk_conv_desc *d, const float *x,
                        const float *w, const float *wp, const float *b, const nk_epilogue *ep,
                        float *y);
+// The same GEMM on the transposed filter: y[M, K] = patches(x) wt^T + beta y, wt row-major
+// [d->K, R*S*C] (packed block by block). A 1x1 stride-1 convolution's input gradient is this with
+// dy as x and the filter as wt (C and K swapped in d).
+void nk_sgemm_conv_bt_cpu(nk_isa isa, const nk_exec *ex, const nk_conv_desc *d, const float *x,
+                          const float *wt, float beta, float *y);
 // C[M,N] = A[M,K] Bp (+ bias, ep) with B packed whole by nk_sgemm_pack_b_full.
 void nk_sgemm_cpu_pb(nk_isa isa, const nk_exec *ex, int M, int N, int K, const float *A, int lda,
                      const float *Bp, float *C, int ldc, const float *bias, const nk_epilogue *ep);

@@ -284,7 +284,8 @@ static void sgemm_run(nk_isa isa, const nk_exec *ex, int ta, int tb, int M, int 
     const nk_gemm_kernel *kr = kernel_for(isa);
     const int MR = kr->mr, NR = kr->nr, MC = kr->mc, KC = kr->kc, NC = kr->nc;
     // Bias and epilogue once, on the last k block's tiles (beta == 0 with a bias: the contract).
-    const nk_tile_epi_fn epi = kr->epi ? kr->epi : tile_epi_c;
+    const nk_tile_epi_fn epi           = kr->epi ? kr->epi : tile_epi_c;
+    const nk_gemm_ukr_rows_fn ukr_rows = kr->ukr_rows_pf ? kr->ukr_rows_pf : kr->ukr_rows;
     // Convolutions read A unpacked (batch-reduce micro-kernel): packing costs about the same per
     // element of A whatever N is, while the work per element is N multiply-adds, so skipping it
     // measured 1.0-1.36x faster on every ResNet50 conv with C % 16 == 0 (most for N = 64).
@@ -347,9 +348,8 @@ static void sgemm_run(nk_isa isa, const nk_exec *ex, int ta, int tb, int M, int 
                                     ep && ep->scale ? ep->scale + j0 + j : NULL,
                                     ep && ep->scale ? ep->shift + j0 + j : NULL,
                                     ep && ep->residual ? ep->residual + (c - C) : NULL, relu};
-                                kr->ukr_rows(nseg, seglen, rows + (int64_t)(ir / MR) * nseg * MR,
-                                             bp, c, ldc, beta_eff, m, n,
-                                             last && any_epi ? &te : NULL);
+                                ukr_rows(nseg, seglen, rows + (int64_t)(ir / MR) * nseg * MR, bp, c,
+                                         ldc, beta_eff, m, n, last && any_epi ? &te : NULL);
                                 continue;
                             }
                             kr->ukr(kcb, abuf + (int64_t)ir * kcb, bp, c, ldc, alpha, beta_eff, m,
@@ -387,6 +387,14 @@ void nk_sgemm_conv_cpu(nk_isa isa, const nk_exec *ex, const nk_conv_desc *d, con
 {
     sgemm_run(isa, ex, 0, 0, d->N * d->P * d->Q, d->K, d->R * d->S * d->C, 1.0f, NULL, 0, d, x, w,
               d->K, wp, 0.0f, y, d->K, b, ep);
+}
+
+void nk_sgemm_conv_bt_cpu(nk_isa isa, const nk_exec *ex, const nk_conv_desc *d, const float *x,
+                          const float *wt, float beta, float *y)
+{
+    const int rsc = d->R * d->S * d->C;
+    sgemm_run(isa, ex, 0, 1, d->N * d->P * d->Q, d->K, rsc, 1.0f, NULL, 0, d, x, wt, rsc, NULL,
+              beta, y, d->K, NULL, NULL);
 }
 
 void nk_sgemm_cpu_pb(nk_isa isa, const nk_exec *ex, int M, int N, int K, const float *A, int lda,

@@ -26,6 +26,12 @@ _Static_assert(NK_AVX512_MC <= NK_GEMM_MAX_MC && NK_AVX512_KC <= NK_GEMM_MAX_KC 
                    NK_AVX512_NC <= NK_GEMM_MAX_NC && NK_AVX512_MC % NK_AVX512_MR == 0,
                "AVX-512 blocks must fit the workspace nk_sgemm_ws_floats reserves");
 #define MR NK_AVX512_MR
+// ukr_rows_pf prefetches each A row this many floats (two lines) ahead, once per line: with A
+// read in place from activations beyond L2, twelve rows are more streams than the hardware
+// prefetcher follows.
+#ifndef NK_ROWS_PF
+#    define NK_ROWS_PF 32
+#endif
 #define NV NK_AVX512_NV // zmm vectors per row
 #define NR (16 * NV)
 
@@ -162,8 +168,9 @@ static void ukr_atb_avx512(int64_t kc, const float *a, int64_t lda, const float 
 
 // Batch-reduce form over unpacked rows (see nk_gemm_ukr_rows_fn): the A broadcasts come straight
 // from the activations, so a convolution needs no A packing at all.
-static void ukr_rows_avx512(int nseg, const int *seglen, const float *const *rows, const float *b,
-                            float *c, int64_t ldc, float beta, int m, int n, const nk_tile_epi *e)
+static inline __attribute__((always_inline)) void
+ukr_rows_body(int nseg, const int *seglen, const float *const *rows, const float *b, float *c,
+              int64_t ldc, float beta, int m, int n, const nk_tile_epi *e, int pf)
 {
     __m512 acc[MR][NV];
 #pragma GCC unroll 16
@@ -179,6 +186,11 @@ static void ukr_rows_avx512(int nseg, const int *seglen, const float *const *row
 #pragma GCC unroll 4
             for (int v = 0; v < NV; v++)
                 bv[v] = _mm512_loadu_ps(b + 16 * v);
+            if (pf && (p & 15) == 0 && p + NK_ROWS_PF < len) {
+#pragma GCC unroll 16
+                for (int i = 0; i < MR; i++)
+                    _mm_prefetch((const char *)(rows[i] + p + NK_ROWS_PF), _MM_HINT_T0);
+            }
 #pragma GCC unroll 16
             for (int i = 0; i < MR; i++) {
                 __m512 av = _mm512_set1_ps(rows[i][p]);
@@ -220,6 +232,19 @@ static void ukr_rows_avx512(int nseg, const int *seglen, const float *const *row
             _mm512_mask_storeu_ps(cp, km[v], r);
         }
     }
+}
+
+static void ukr_rows_avx512(int nseg, const int *seglen, const float *const *rows, const float *b,
+                            float *c, int64_t ldc, float beta, int m, int n, const nk_tile_epi *e)
+{
+    ukr_rows_body(nseg, seglen, rows, b, c, ldc, beta, m, n, e, 0);
+}
+
+static void ukr_rows_pf_avx512(int nseg, const int *seglen, const float *const *rows,
+                               const float *b, float *c, int64_t ldc, float beta, int m, int n,
+                               const nk_tile_epi *e)
+{
+    ukr_rows_body(nseg, seglen, rows, b, c, ldc, beta, m, n, e, 1);
 }
 
 // The fused epilogue in 512-bit registers (masked at the right edge). Was plain C before: GCC's
@@ -325,17 +350,18 @@ static void pack_b_avx512(int tb, int kc, int nc, const float *B, int64_t ldb, f
 // measured best (192 and 384 were 1-6% slower): the 12 x 256 A micro-panel (12 KiB) and the
 // 256 x 32 B micro-panel (32 KiB) stream from L1/L2 at 176 B per 24 FMAs.
 const nk_gemm_kernel nk_gemm_kernel_avx512 = {
-    .mr       = MR,
-    .nr       = NR,
-    .mc       = NK_AVX512_MC,
-    .kc       = NK_AVX512_KC,
-    .nc       = NK_AVX512_NC,
-    .ukr      = ukr_avx512,
-    .pack_a   = pack_a_avx512,
-    .pack_b   = pack_b_avx512,
-    .ukr_rows = ukr_rows_avx512,
-    .ukr_atb  = ukr_atb_avx512,
-    .epi      = tile_epi_avx512,
+    .mr          = MR,
+    .nr          = NR,
+    .mc          = NK_AVX512_MC,
+    .kc          = NK_AVX512_KC,
+    .nc          = NK_AVX512_NC,
+    .ukr         = ukr_avx512,
+    .pack_a      = pack_a_avx512,
+    .pack_b      = pack_b_avx512,
+    .ukr_rows    = ukr_rows_avx512,
+    .ukr_rows_pf = ukr_rows_pf_avx512,
+    .ukr_atb     = ukr_atb_avx512,
+    .epi         = tile_epi_avx512,
 };
 
 // ---- peak ----
