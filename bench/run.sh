@@ -70,21 +70,27 @@ if [ "$T" -gt 1 ]; then # scaling: the same inference on one thread
         $P bench model --threads 1 --batch 16 --repeat 3 --no-check --dtype bf16 --peak "$P1B" | tee -a "$OUT"
     fi
 fi
-# Convolutions beside oneDNN, same shapes, same threads.
-$P bench conv --threads "$T" --peak "$PEAK" | tee -a "$CONV"
-[ "$HAVE_BF16" = 1 ] && $P bench conv --threads "$T" --dtype bf16 --peak "$PEAKB" | tee -a "$CONV"
+# Convolutions beside oneDNN, same shapes, same threads, alternating for ROUNDS rounds (the
+# tables take each side's fastest round per convolution).
+have_dnnl=0
+[ -f /usr/include/oneapi/dnnl/dnnl.h ] &&
+    ${CC:-cc} -O2 -fopenmp bench/dnnl_conv.c -ldnnl -o build/bench/dnnl_conv 2>/dev/null && have_dnnl=1
+r=1
+while [ "$r" -le "$ROUNDS" ]; do
+    $P bench conv --threads "$T" --peak "$PEAK" | tee -a "$CONV"
+    [ "$HAVE_BF16" = 1 ] && $P bench conv --threads "$T" --dtype bf16 --peak "$PEAKB" | tee -a "$CONV"
+    if [ "$have_dnnl" = 1 ]; then
+        ./build/bench/dnnl_conv --threads "$T" | tee -a "$CONV"
+        ./build/bench/dnnl_conv --threads "$T" --algo winograd | tee -a "$CONV"
+        [ "$HAVE_BF16" = 1 ] && ./build/bench/dnnl_conv --threads "$T" --dtype bf16 | tee -a "$CONV"
+    fi
+    r=$((r + 1))
+done
+[ "$have_dnnl" = 1 ] || log "oneDNN not installed (libdnnl-dev): no convolution peer figures"
 for pass in bwd-data bwd-filter; do
     $P bench conv --threads "$T" --pass $pass --repeat 3 --peak "$PEAK" | tee -a "$CONV"
     [ "$HAVE_BF16" = 1 ] && $P bench conv --threads "$T" --pass $pass --repeat 3 --dtype bf16 --peak "$PEAKB" | tee -a "$CONV"
 done
-if [ -f /usr/include/oneapi/dnnl/dnnl.h ] &&
-    ${CC:-cc} -O2 -fopenmp bench/dnnl_conv.c -ldnnl -o build/bench/dnnl_conv 2>/dev/null; then
-    ./build/bench/dnnl_conv --threads "$T" | tee -a "$CONV"
-    ./build/bench/dnnl_conv --threads "$T" --algo winograd | tee -a "$CONV"
-    [ "$HAVE_BF16" = 1 ] && ./build/bench/dnnl_conv --threads "$T" --dtype bf16 | tee -a "$CONV"
-else
-    log "oneDNN not installed (libdnnl-dev): no convolution peer figures"
-fi
 # GEMM beside OpenBLAS (when the bench was built with it), same process, same shapes.
 ./build/bench/bench_gemm | tee "$GEMM"
 # The tables: pneumo beside the best peer variant for the same mode, dtype and batch.
@@ -103,19 +109,17 @@ row() { # label pneumo-pattern batch mode torch-filter: best round of each side,
     done
     echo "| $1 | ${p:--} | ${b:--} | ${pct:--} | ${t:--} | $(ratio "$p" "$t") | $rr |"
 }
-# convf NAME DTYPE IMPL FIELD [PASS]: a field of one conv line (pneumo's carry pass=, oneDNN's
-# are forward only).
-convf() { grep -E "op=conv name=$1 (pass=${5:-fwd} )?dtype=$2 impl=$3" "$CONV" | head -n 1 | sed -n "s/.* $4=\([0-9.]*\).*/\1/p"; }
-conv_best_total() { # dtype impl-prefix: conv_total's forward sum from the fastest line per conv
-    grep -E "op=conv name=[^ ]* dtype=$1 impl=$2" "$CONV" | grep -v resnet50_all |
+# convf NAME DTYPE IMPL FIELD [PASS] [SKIP]: the largest value of a field (GFLOP/s: the fastest
+# round) over the conv lines that match and not SKIP (pneumo's carry pass=, oneDNN's are forward
+# only).
+convf() { grep -E "op=conv name=$1 (pass=${5:-fwd} )?dtype=$2 impl=$3" "$CONV" | grep -Ev "${6:-^$}" | sed -n "s/.* $4=\([0-9.]*\).*/\1/p" | sort -g | tail -n 1; }
+# conv_total DTYPE IMPL [PASS] [SKIP]: the network's sum of count x ms, each conv at its fastest
+# matching line (of the rounds, and of oneDNN's algorithms unless SKIP, an ERE, drops lines).
+conv_total() {
+    grep -E "op=conv name=[^ ]* (pass=${3:-fwd} )?dtype=$1 impl=$2" "$CONV" | grep -Ev "resnet50_all${4:+|$4}" |
         sed -n 's/.*name=\([^ ]*\) .* count=\([0-9]*\) .* ms=\([0-9.]*\).*/\1 \2 \3/p' |
-        awk '!($1 in m) || $3 < m[$1] {if (!($1 in m)) n++; m[$1] = $3; c[$1] = $2}
+        awk '!($1 in m) {n++} !($1 in m) || $3 < m[$1] {m[$1] = $3; c[$1] = $2}
              END {for (k in m) s += c[k] * m[k]; if (n) printf "%.1f", s}'
-}
-conv_total() { # dtype impl-prefix [pass]: sum over the network of ms x count, per-conv lines
-    grep -E "op=conv name=[^ ]* (pass=${3:-fwd} )?dtype=$1 impl=$2" "$CONV" | grep -v 'resnet50_all\|jit_wino' |
-        sed -n 's/.* count=\([0-9]*\) .* ms=\([0-9.]*\).*/\1 \2/p' |
-        awk '{s += $1 * $2} END {if (NR) printf "%.1f", s}'
 }
 {
     echo "## ResNet50 fp32 and bf16, $(date -u +%Y-%m-%d), $T threads"
@@ -168,14 +172,14 @@ conv_total() { # dtype impl-prefix [pass]: sum over the network of ms x count, p
     grep -E "op=conv name=[^ ]* pass=fwd dtype=f32 impl=avx" "$CONV" | grep -v resnet50_all | while read -r line; do
         n=$(printf '%s' "$line" | sed -n 's/.*name=\([^ ]*\).*/\1/p')
         c=$(printf '%s' "$line" | sed -n 's/.* count=\([0-9]*\) .*/\1/p')
-        pf=$(convf "$n" f32 avx gflops); of=$(convf "$n" f32 onednn gflops)
+        pf=$(convf "$n" f32 avx gflops); of=$(convf "$n" f32 onednn gflops fwd jit_wino)
         pb=$(convf "$n" bf16 avx gflops); ob=$(convf "$n" bf16 onednn gflops)
         ow=$(convf "$n" f32 'onednn-[0-9.]*:jit_wino' gflops)
         obest=$(printf '%s\n%s\n' "$of" "$ow" | grep . | sort -g | tail -n 1)
         echo "| $n | ${c:-?} | ${pf:--} | ${of:--} | ${ow:--} | $(ratio "$pf" "$obest") | ${pb:--} | ${ob:--} | $(ratio "$pb" "$ob") |"
     done
-    pt=$(conv_total f32 avx); ot=$(conv_total f32 onednn); pbt=$(conv_total bf16 avx); obt=$(conv_total bf16 onednn)
-    owt=$(conv_best_total f32 onednn)
+    pt=$(conv_total f32 avx); ot=$(conv_total f32 onednn fwd jit_wino); pbt=$(conv_total bf16 avx); obt=$(conv_total bf16 onednn)
+    owt=$(conv_total f32 onednn)
     echo "| all convs of one forward (ms, lower is better) | | ${pt:--} | ${ot:--} | ${owt:--} (with Winograd) | $(ratio "$owt" "$pt") | ${pbt:--} | ${obt:--} | $(ratio "$obt" "$pbt") |"
     echo
     echo "The backward passes of the same convolutions, GFLOP/s (\`pneumo bench conv --pass"

@@ -339,15 +339,14 @@ static void sgemm_run(nk_isa isa, const nk_exec *ex, int ta, int tb, int M, int 
                             Bp ? Bp + (int64_t)((j0 + j) / NR) * K * NR + (int64_t)pc * NR
                                : bbuf + (int64_t)j * kcb;
                         for (int ir = 0; ir < mcc; ir += MR) {
-                            const int m = mcc - ir < MR ? mcc - ir : MR;
-                            float *c    = C + (row + ir) * ldc + j0 + j;
-                            if (direct) {
-                                // The epilogue fused into the micro-kernel's stores.
-                                const nk_tile_epi te = {
-                                    bias ? bias + j0 + j : NULL,
-                                    ep && ep->scale ? ep->scale + j0 + j : NULL,
-                                    ep && ep->scale ? ep->shift + j0 + j : NULL,
-                                    ep && ep->residual ? ep->residual + (c - C) : NULL, relu};
+                            const int m          = mcc - ir < MR ? mcc - ir : MR;
+                            float *c             = C + (row + ir) * ldc + j0 + j;
+                            const nk_tile_epi te = {
+                                bias ? bias + j0 + j : NULL,
+                                ep && ep->scale ? ep->scale + j0 + j : NULL,
+                                ep && ep->scale ? ep->shift + j0 + j : NULL,
+                                ep && ep->residual ? ep->residual + (c - C) : NULL, relu};
+                            if (direct) { // the epilogue fused into the micro-kernel's stores
                                 ukr_rows(nseg, seglen, rows + (int64_t)(ir / MR) * nseg * MR, bp, c,
                                          ldc, beta_eff, m, n, last && any_epi ? &te : NULL);
                                 continue;
@@ -355,10 +354,7 @@ static void sgemm_run(nk_isa isa, const nk_exec *ex, int ta, int tb, int M, int 
                             kr->ukr(kcb, abuf + (int64_t)ir * kcb, bp, c, ldc, alpha, beta_eff, m,
                                     n);
                             if (last && any_epi)
-                                epi(c, ldc, m, n, bias ? bias + j0 + j : NULL,
-                                    ep && ep->scale ? ep->scale + j0 + j : NULL,
-                                    ep && ep->scale ? ep->shift + j0 + j : NULL,
-                                    ep && ep->residual ? ep->residual + (c - C) : NULL, relu);
+                                epi(c, ldc, m, n, te.bias, te.sc, te.sh, te.res, relu);
                         }
                     }
                 }
