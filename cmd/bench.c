@@ -390,7 +390,8 @@ static void print_profile(nt_model *m, int repeat, double step_s, int top)
         by_type[li.type][1] += b / repeat;
         names[li.type] = li.type_name;
     }
-    printf("profile: per step (%.1f ms), by layer type: forward ms / backward ms / %% of step\n",
+    printf("profile: per step (mean %.1f ms), by layer type: forward ms / backward ms / %% of "
+           "step\n",
            step_s * 1e3);
     for (int t = 0; t < 16; t++)
         if (names[t] && by_type[t][0] + by_type[t][1] > 0)
@@ -508,7 +509,12 @@ static int bench_model(int batch, int threads, int img, int train, int unfreeze,
            img, nt_ctx_nthreads(ctx), sec * 1e3, batch / sec, flops / batch * 1e-9, gf,
            100 * gf / peak, best * 1e3, batch / best, 100 * flops / best * 1e-9 / peak,
            cpu_med * 1e3);
-    if (profile && warmup > 0) print_profile(m, repeat, sec, top);
+    // The layer times are sums over the timed steps: their shares are of the mean step (the
+    // median one, on a noisy machine, made the shares add up to more than 100 %).
+    double mean = 0;
+    for (int r = 0; r < repeat; r++)
+        mean += t[r] / repeat;
+    if (profile && warmup > 0) print_profile(m, repeat, mean, top);
 out:
     nt_tensor_free(&x);
     nt_model_free(m);
