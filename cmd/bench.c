@@ -313,7 +313,7 @@ static int bench_conv(int batch, int img, int threads, int repeat, double peak, 
         // count the direct convolution's multiply-adds.
         nk_conv_desc dw = d;
         if (pass == PASS_BWD_DATA) dw.C = d.K, dw.K = d.C;
-        const int wino = !bf16 && (pass == PASS_FWD ? nk_conv2d_winograd(isa, algo, &dw)
+        const int wino = !bf16 && (pass == PASS_FWD ? nk_conv2d_winograd_fwd(isa, algo, &dw)
                                                     : nk_conv2d_winograd_w(isa, algo, &dw));
         printf("op=conv name=%s pass=%s dtype=%s impl=%s N=%d H=%d C=%d K=%d R=%d stride=%d "
                "count=%d threads=%d ms=%.3f gflops=%.1f pct_peak=%.1f algo=%s\n",

@@ -279,8 +279,11 @@ typedef enum { NK_CONV_AUTO = 0, NK_CONV_GEMM = 1 } nk_conv_algo;
 // d->N is not used, the packing serves any), and nk_conv2d_fwd_packed_cpu is then
 // nk_conv2d_fwd_epi_cpu on it. Pack and run with the same isa and algo. Same scratch
 // (nk_conv2d_ws_floats).
-// Whether the packed float32 forward of this shape runs Winograd under algo (any batch size).
+// Whether this shape packs for Winograd under algo (any batch size: nk_conv2d_pack's form).
 int nk_conv2d_winograd(nk_isa isa, nk_conv_algo algo, const nk_conv_desc *d);
+// Whether the packed forward at batch d->N runs it: shapes of fewer than 4 tiles an image (conv5
+// at 128 px) also pack the GEMM's panels, and run those while the batch has under 4 tiles.
+int nk_conv2d_winograd_fwd(nk_isa isa, nk_conv_algo algo, const nk_conv_desc *d);
 // Whether the passes on weights transformed per call run Winograd: nk_conv2d_fwd_epi_cpu on
 // unpacked w, the weight gradient, and the stride-1 input gradient (pass the desc of the forward
 // it becomes: C and K swapped). These also need d->N * ceil(P/4) * ceil(Q/4) >= 48 tiles.

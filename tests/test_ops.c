@@ -84,6 +84,8 @@ static const conv_case convs[] = {
     {1, 14, 14, 48, 160, 3, 3, 1, 1, 1, 1, 1}, // Winograd: shared V, K blocks of 64, 64, 32
     {2, 30, 30, 16, 80, 3, 3, 1, 1, 1, 1, 1},  // Winograd: 128 tiles in V chunks of 48, 48, 32
     {1, 6, 6, 288, 320, 3, 3, 1, 1, 1, 1, 1},  // Winograd weight gradient: its GEMMs pack
+    {2, 4, 4, 32, 48, 3, 3, 1, 1, 1, 1, 1},    // one tile an image: both forms packed; GEMM runs
+    {5, 3, 5, 16, 32, 3, 3, 1, 1, 1, 1, 1},    // ... and 10 tiles in the batch: Winograd runs
 };
 
 // The shapes that Winograd F(4x4, 3x3) computes on AVX-512 (an independent statement of
@@ -138,8 +140,9 @@ static void test_wino_bf16x(const nk_conv_desc *d, const nk_exec *ex, const floa
 
 // The bf16 output's rounding on the values that take its other branches: NaN (from a NaN input,
 // kept quiet), denormals (to a signed zero) and ties (to even), against nk_f32_to_bf16.
-// Which passes run Winograd by default: the packed forward for any batch, the passes on unpacked
-// weights (training) from 48 tiles up: a 7x7 image is 4 tiles, so batch 11 is 44 and 12 is 48.
+// Which passes run Winograd by default: the packed forward from 4 tiles in the batch (any batch
+// where an image has 4), the passes on unpacked weights (training) from 48 tiles up: a 7x7 image
+// is 4 tiles, so batch 11 is 44 and 12 is 48.
 static void test_wino_tiles(void)
 {
     nk_conv_desc d = {.N = 11, .H = 7, .W = 7, .C = 32, .K = 48, .R = 3, .S = 3, .stride = 1};
@@ -157,7 +160,16 @@ static void test_wino_tiles(void)
     CHECK(!nk_conv2d_winograd_w(NK_ISA_AVX2, NK_CONV_AUTO, &d));
     d.N = 1, d.H = d.W = d.P = d.Q = 28; // 49 tiles in one image
     CHECK(nk_conv2d_winograd_w(NK_ISA_AVX512, NK_CONV_AUTO, &d));
-    printf("ok   winograd tile rule: packed forward any batch, unpacked passes from 48 tiles\n");
+    // The packed forward: from 4 tiles in the batch where an image has fewer (both forms packed).
+    CHECK(nk_conv2d_winograd_fwd(NK_ISA_AVX512, NK_CONV_AUTO, &d));
+    d.H = d.W = d.P = d.Q = 4, d.N = 3; // one tile an image
+    CHECK(nk_conv2d_winograd(NK_ISA_AVX512, NK_CONV_AUTO, &d));
+    CHECK(!nk_conv2d_winograd_fwd(NK_ISA_AVX512, NK_CONV_AUTO, &d));
+    d.N = 4;
+    CHECK(nk_conv2d_winograd_fwd(NK_ISA_AVX512, NK_CONV_AUTO, &d));
+    d.H = d.W = d.P = d.Q = 7, d.N = 1; // 4 tiles in one image
+    CHECK(nk_conv2d_winograd_fwd(NK_ISA_AVX512, NK_CONV_AUTO, &d));
+    printf("ok   winograd tile rule: packed forward from 4 tiles, unpacked passes from 48\n");
 }
 
 static void test_wino_bf16_rounding(void)
@@ -305,18 +317,25 @@ static void test_conv(const conv_case *cc)
                 free(wp);
                 // ... and as the packed forward chooses by default: Winograd F(4x4, 3x3) for a
                 // 3x3 stride-1 'same' conv with C and K multiples of 16 on AVX-512 (its packing
-                // is then 36 transformed 3x3 ones: 4x the floats), the same GEMM otherwise.
+                // is then 36 transformed 3x3 ones: 4x the floats; under 4 tiles an image the
+                // GEMM's panels too, which a batch of under 4 tiles runs), the GEMM otherwise.
                 const int wino  = isa == NK_ISA_AVX512 && wino_shape(&d);
+                const int tpi   = ((d.P + 3) / 4) * ((d.Q + 3) / 4);
+                const int dual  = wino && tpi < 4;
                 const size_t pg = nk_conv2d_packed_floats((nk_isa)isa, NK_CONV_GEMM, &d);
                 const size_t pa = nk_conv2d_packed_floats((nk_isa)isa, NK_CONV_AUTO, &d);
                 NAME("packed_auto_size");
-                CHECK_MSG(pa == (wino ? 4 : 1) * pg, "%s: %zu floats packed, GEMM's %zu", what, pa,
-                          pg);
+                CHECK_MSG(pa == (wino ? 4 : 1) * pg + (dual ? pg : 0),
+                          "%s: %zu floats packed, GEMM's %zu", what, pa, pg);
+                CHECK(nk_conv2d_winograd_fwd((nk_isa)isa, NK_CONV_AUTO, &d) ==
+                      (wino && (!dual || d.N * tpi >= 4)));
                 wp = xmalloc(pa);
                 nk_conv2d_pack((nk_isa)isa, NK_CONV_AUTO, &d, w, wp);
                 poison(y, ny);
                 nk_conv2d_fwd_packed_cpu((nk_isa)isa, NK_CONV_AUTO, &ex, &d, x, wp, b, &epr, y);
-                NAME(wino ? "fwd_winograd_bn_add_relu" : "fwd_auto_bn_add_relu");
+                NAME(nk_conv2d_winograd_fwd((nk_isa)isa, NK_CONV_AUTO, &d)
+                         ? "fwd_winograd_bn_add_relu"
+                         : "fwd_auto_bn_add_relu");
                 CHECK_CLOSE(what, y, ye, (int64_t)ny, tol_fwd * 1.5, TOL_SUM_RTOL);
                 if (wino) test_wino_bf16x(&d, &ex, x, w, b, wp, &epr, tol_fwd * 1.5);
                 free(wp);

@@ -123,7 +123,8 @@ static int64_t wgrad_split_f32(const nk_conv_desc *d, int64_t *lines_per)
 
 static nk_conv_desc flipped_desc(const nk_conv_desc *d);
 
-// Floats of a Winograd U in the workspace (rounded to 64 bytes).
+// Floats of a Winograd U in the workspace, or at the start of a packed buffer (rounded to 64
+// bytes).
 static size_t wino_u_floats(const nk_conv_desc *d)
 {
     return (nk_wino_packed_floats(d) + 15) & ~(size_t)15;
@@ -289,10 +290,34 @@ static int use_wino(nk_isa isa, nk_conv_algo algo, const nk_conv_desc *d)
 // 15.2 / 10.1, 64 tiles 22.9 / 21.6 and 19.4 / 15.5. So Winograd from one work unit of tiles up.
 int nk_wino_min_tiles_w = 48;
 
+// 4x4 output tiles of one image.
+static int64_t wino_tiles_per_image(const nk_conv_desc *d)
+{
+    return (int64_t)((d->P + 3) / 4) * ((d->Q + 3) / 4);
+}
+
 static int use_wino_w(nk_isa isa, nk_conv_algo algo, const nk_conv_desc *d)
 {
-    const int64_t tiles = (int64_t)d->N * ((d->P + 3) / 4) * ((d->Q + 3) / 4);
-    return use_wino(isa, algo, d) && tiles >= nk_wino_min_tiles_w;
+    return use_wino(isa, algo, d) && d->N * wino_tiles_per_image(d) >= nk_wino_min_tiles_w;
+}
+
+// The packed forward, too, needs a few tiles: below WINO_MIN_TILES_PACKED in the batch, streaming
+// U (4x the weights' bytes) takes longer than the direct GEMM's work. Measured on conv5's 3x3 at
+// 128 px (4x4: one tile an image; 2 threads, ms, Winograd / GEMM): batch 1 1.36 / 0.56, batch 2
+// 1.23 / 0.86, batch 4 1.33 / 1.71; at 224 px, batch 1 (4 tiles) 1.52 / 1.50. So shapes with
+// fewer tiles an image pack both forms (U, then the GEMM's panels) and each forward picks by its
+// batch: the shipped 128 px model's conv5 3x3s at batch 1 and 2 (serving one image).
+#define WINO_MIN_TILES_PACKED 4
+
+static int wino_dual(nk_isa isa, nk_conv_algo algo, const nk_conv_desc *d)
+{
+    return use_wino(isa, algo, d) && wino_tiles_per_image(d) < WINO_MIN_TILES_PACKED;
+}
+
+static int use_wino_fwd(nk_isa isa, nk_conv_algo algo, const nk_conv_desc *d)
+{
+    return use_wino(isa, algo, d) &&
+           (!wino_dual(isa, algo, d) || d->N * wino_tiles_per_image(d) >= WINO_MIN_TILES_PACKED);
 }
 
 // Winograd forward on unpacked w: U transformed into the start of the workspace, then the rest.
@@ -362,29 +387,40 @@ int nk_conv2d_winograd_w(nk_isa isa, nk_conv_algo algo, const nk_conv_desc *d)
     return use_wino_w(isa, algo, d);
 }
 
+int nk_conv2d_winograd_fwd(nk_isa isa, nk_conv_algo algo, const nk_conv_desc *d)
+{
+    return use_wino_fwd(isa, algo, d);
+}
+
 size_t nk_conv2d_packed_floats(nk_isa isa, nk_conv_algo algo, const nk_conv_desc *d)
 {
-    if (use_wino(isa, algo, d)) return nk_wino_packed_floats(d);
-    return nk_sgemm_packed_b_floats(isa, d->R * d->S * d->C, d->K);
+    const size_t g = nk_sgemm_packed_b_floats(isa, d->R * d->S * d->C, d->K);
+    if (!use_wino(isa, algo, d)) return g;
+    return wino_u_floats(d) + (wino_dual(isa, algo, d) ? g : 0);
 }
 
 void nk_conv2d_pack(nk_isa isa, nk_conv_algo algo, const nk_conv_desc *d, const float *w,
                     float *dst)
 {
-    if (use_wino(isa, algo, d))
-        nk_wino_pack(1, d, w, dst);
-    else
-        nk_sgemm_pack_b_full(isa, d->R * d->S * d->C, d->K, w, d->K, dst);
+    const int rsc = d->R * d->S * d->C;
+    if (!use_wino(isa, algo, d)) {
+        nk_sgemm_pack_b_full(isa, rsc, d->K, w, d->K, dst);
+        return;
+    }
+    nk_wino_pack(1, d, w, dst);
+    if (wino_dual(isa, algo, d))
+        nk_sgemm_pack_b_full(isa, rsc, d->K, w, d->K, dst + wino_u_floats(d));
 }
 
 void nk_conv2d_fwd_packed_cpu(nk_isa isa, nk_conv_algo algo, const nk_exec *ex,
                               const nk_conv_desc *d, const float *x, const float *wp,
                               const float *b, const nk_epilogue *ep, float *y)
 {
-    if (use_wino(isa, algo, d))
+    if (use_wino_fwd(isa, algo, d))
         nk_wino_fwd(ex, d, x, NULL, wp, b, ep, y, NULL);
     else
-        conv_fwd(isa, ex, d, x, NULL, wp, b, ep, y);
+        conv_fwd(isa, ex, d, x, NULL, use_wino(isa, algo, d) ? wp + wino_u_floats(d) : wp, b, ep,
+                 y);
 }
 
 void nk_conv2d_fwd_wino_x_cpu(const nk_exec *ex, const nk_conv_desc *d, const float *x,
