@@ -294,10 +294,12 @@ void nk_conv2d_pack(nk_isa isa, nk_conv_algo algo, const nk_conv_desc *d, const 
 void nk_conv2d_fwd_packed_cpu(nk_isa isa, nk_conv_algo algo, const nk_exec *ex,
                               const nk_conv_desc *d, const float *x, const float *wp,
                               const float *b, const nk_epilogue *ep, float *y);
-// The Winograd packed forward (nk_conv2d_winograd true, wp from nk_conv2d_pack with the same
-// algo) with bf16 activations on either side, as bf16 inference stores them: the input from xb
-// when not NULL (else x), the output rounded into yb when not NULL (else y); float32 arithmetic
-// throughout, the epilogue's residual float32 (residual_bf16 unsupported). Same scratch.
+// The Winograd packed forward (nk_conv2d_winograd true, wp from nk_conv2d_pack with
+// NK_CONV_AUTO) with bf16 activations on either side, as bf16 inference stores them: the input
+// from xb when not NULL (else x), the output rounded into yb when not NULL (else y); float32
+// arithmetic throughout, the epilogue's residual float32 (residual_bf16 unsupported). Where
+// nk_conv2d_winograd_fwd is false (under 4 tiles) it runs the packed GEMM panels instead, on
+// float32 copies of the bf16 sides. Same scratch.
 void nk_conv2d_fwd_wino_x_cpu(const nk_exec *ex, const nk_conv_desc *d, const float *x,
                               const uint16_t *xb, const float *wp, const float *b,
                               const nk_epilogue *ep, float *y, uint16_t *yb);

@@ -122,6 +122,15 @@ static int64_t wgrad_split_f32(const nk_conv_desc *d, int64_t *lines_per)
 }
 
 static nk_conv_desc flipped_desc(const nk_conv_desc *d);
+static int use_wino_fwd(nk_isa isa, nk_conv_algo algo, const nk_conv_desc *d);
+
+// Floats of nk_conv2d_fwd_wino_x_cpu's float32 copy of x (0) or y (1) under 4 tiles, rounded
+// to 64 bytes.
+static size_t wino_x_copy_floats(const nk_conv_desc *d, int out)
+{
+    const size_t n = out ? (size_t)d->N * d->P * d->Q * d->K : (size_t)d->N * d->H * d->W * d->C;
+    return (n + 15) & ~(size_t)15;
+}
 
 // Floats of a Winograd U in the workspace, or at the start of a packed buffer (rounded to 64
 // bytes).
@@ -149,6 +158,10 @@ size_t nk_conv2d_ws_floats(const nk_conv_desc *d, int nthreads)
         size_t wi = wino_u_floats(d) + nk_wino_ws_floats(d, nthreads);
         if (wi > w) w = wi;
         if ((wi = nk_wino_wgrad_ws_floats(d, nthreads)) > w) w = wi;
+        // bf16 activations under 4 tiles: float32 copies of x and y, then the GEMM's scratch.
+        if (!use_wino_fwd(NK_ISA_AVX512, NK_CONV_AUTO, d) &&
+            (wi = wino_x_copy_floats(d, 0) + wino_x_copy_floats(d, 1) + g) > w)
+            w = wi;
     }
     const nk_conv_desc t = flipped_desc(d);
     if (d->stride == 1 && nk_wino_ok(NK_ISA_AVX512, &t)) { // backward data: wt, U, scratch
@@ -427,7 +440,25 @@ void nk_conv2d_fwd_wino_x_cpu(const nk_exec *ex, const nk_conv_desc *d, const fl
                               const uint16_t *xb, const float *wp, const float *b,
                               const nk_epilogue *ep, float *y, uint16_t *yb)
 {
-    nk_wino_fwd(ex, d, x, xb, wp, b, ep, y, yb);
+    if (use_wino_fwd(NK_ISA_AVX512, NK_CONV_AUTO, d)) {
+        nk_wino_fwd(ex, d, x, xb, wp, b, ep, y, yb);
+        return;
+    }
+    // Under 4 tiles (the buffer is dual, see use_wino_fwd): the GEMM's float32 panels, on float32
+    // copies of the bf16 sides (a few images of a few pixels: conv5 at 128 px, batch 1-3).
+    float *buf      = ex->ws;
+    const size_t nx = wino_x_copy_floats(d, 0), ny = wino_x_copy_floats(d, 1);
+    if (xb) {
+        for (size_t i = 0; i < (size_t)d->N * d->H * d->W * d->C; i++)
+            buf[i] = nk_bf16_to_f32(xb[i]);
+        x = buf;
+    }
+    float *yf          = yb ? buf + nx : y;
+    const nk_exec rest = {nthreads_of(ex), buf + nx + ny, ex->ws_floats - nx - ny, NK_CONV_AUTO};
+    conv_fwd(NK_ISA_AVX512, &rest, d, x, NULL, wp + wino_u_floats(d), b, ep, yf);
+    if (yb)
+        for (size_t i = 0; i < (size_t)d->N * d->P * d->Q * d->K; i++)
+            yb[i] = nk_f32_to_bf16(yf[i]);
 }
 
 // The descriptor of the forward conv that computes a stride-1 conv's input gradient (below).
