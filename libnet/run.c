@@ -659,6 +659,26 @@ static int conv_wino_bf16(const nt_model *m, int i, int training)
     return o->conv_winograd(&d, conv_algo(m));
 }
 
+// At a batch of few tiles those 3x3s run bf16 products instead, on bf16 panels packed after the
+// Winograd ones: streaming U (36 C K floats) then costs more than the products on 9 C K bf16
+// weights. Measured (128 px, 2 threads, ms, float32 Winograd / bf16 products): conv4's 3x3
+// (C = 256, 4 tiles an image) batch 1 0.30 / 0.22, batch 2 0.36 / 0.39; conv5's (C = 512, one
+// tile) batch 8 2.00 / 1.74, batch 16 2.84 / 3.28; conv3's (C = 128, 16 tiles) never. So below
+// C / 32 tiles in the batch (n: the batch; 1 asks whether any batch can).
+static int conv_wino_bf16_small(const nt_model *m, int i, int training, int n)
+{
+    if (!conv_wino_bf16(m, i, training)) return 0;
+    const nk_conv_desc d = conv_desc(m, &m->layers[i], n);
+    return (int64_t)n * ((d.P + 3) / 4) * ((d.Q + 3) / 4) * 32 < d.C;
+}
+
+// Bytes of the float32 part of a bf16 3x3's packed buffer (the bf16 panels start there).
+static size_t wino_bf16_off(const nt_model *m, int i)
+{
+    const nk_conv_desc d = conv_desc(m, &m->layers[i], 1);
+    return (m->ctx->ops.conv_packed_floats(&d, conv_algo(m)) * sizeof(float) + 63) & ~(size_t)63;
+}
+
 // Whether conv i runs on the packed cache (l->wpack) in this forward.
 static int conv_packed(const nt_model *m, int i, int training)
 {
@@ -681,8 +701,12 @@ static nt_status pack_weights(nt_model *m, int training)
         const int rsc        = l->R * l->S * m->layers[l->in[0]].C;
         const float *w       = m->params[l->param0].value.data;
         const nk_conv_desc d = conv_desc(m, l, 1);
-        const size_t b       = bf16 ? nk_gemm_bf16_packed_b_elems(rsc, l->C) * sizeof(uint16_t)
-                                    : o->conv_packed_floats(&d, conv_algo(m)) * sizeof(float);
+        const size_t pb      = nk_gemm_bf16_packed_b_elems(rsc, l->C) * sizeof(uint16_t);
+        // bf16 inference's Winograd 3x3s that few-tile batches run in bf16: both forms.
+        const int both = !bf16 && conv_wino_bf16_small(m, i, training, 1);
+        const size_t b = bf16   ? pb
+                         : both ? wino_bf16_off(m, i) + pb
+                                : o->conv_packed_floats(&d, conv_algo(m)) * sizeof(float);
         if (!l->wpack || l->wpack_bytes < b) {
             nt_free(l->wpack);
             l->wpack_bytes = 0;
@@ -697,6 +721,9 @@ static nt_status pack_weights(nt_model *m, int training)
             nk_gemm_bf16_pack_b_mt(m->ctx->nthreads, 0, rsc, l->C, w, l->C, l->wpack);
         else
             o->conv_pack(&d, conv_algo(m), w, l->wpack);
+        if (both)
+            nk_gemm_bf16_pack_b_mt(m->ctx->nthreads, 0, rsc, l->C, w, l->C,
+                                   (uint16_t *)((char *)l->wpack + wino_bf16_off(m, i)));
         l->wpack_ok   = 1;
         l->wpack_bf16 = bf16;
     }
@@ -748,7 +775,11 @@ static void fwd_layer(nt_model *m, const nk_exec *ex, int i, int N, int64_t img0
                                            : i;
         const int xbf = src->out_bf16, ybf = m->layers[yl].out_bf16;
         const int rbf = l->fuse_res >= 0 && m->layers[l->fuse_res].out_bf16;
-        const int wx  = conv_wino_bf16(m, i, training); // bf16 activations, float32 Winograd
+        // bf16 activations, float32 Winograd; at a batch of few tiles, bf16 products on the bf16
+        // panels after the Winograd ones (wq).
+        const int wxs  = conv_wino_bf16_small(m, i, training, N);
+        const int wx   = conv_wino_bf16(m, i, training) && !wxs;
+        const void *wq = wxs ? (const char *)l->wpack + wino_bf16_off(m, i) : l->wpack;
         if (l->fuse_bn < 0) {
             if (wx)
                 o->conv_fwd_wino_x(ex, &d, xbf ? NULL : xin, xbf ? (const uint16_t *)xin : NULL,
@@ -756,10 +787,10 @@ static void fwd_layer(nt_model *m, const nk_exec *ex, int i, int N, int64_t img0
                                    ybf ? (uint16_t *)y : NULL);
             else if (bf16 && (xbf || ybf))
                 o->conv_fwd_bf16x(ex, &d, xbf ? NULL : xin, xbf ? (const uint16_t *)xin : NULL,
-                                  param(m, l, 0), l->wpack, param(m, l, 1), NULL, ybf ? NULL : y,
+                                  param(m, l, 0), wq, param(m, l, 1), NULL, ybf ? NULL : y,
                                   ybf ? (uint16_t *)y : NULL);
             else if (bf16)
-                o->conv_fwd_bf16(ex, &d, xin, param(m, l, 0), l->wpack, param(m, l, 1), NULL, y);
+                o->conv_fwd_bf16(ex, &d, xin, param(m, l, 0), wq, param(m, l, 1), NULL, y);
             else if (packed)
                 o->conv_fwd_packed(ex, &d, conv_algo(m), xin, l->wpack, param(m, l, 1), NULL, y);
             else
@@ -789,10 +820,10 @@ static void fwd_layer(nt_model *m, const nk_exec *ex, int i, int N, int64_t img0
                                ybf ? (uint16_t *)yo : NULL);
         else if (bf16 && (xbf || ybf || rbf))
             o->conv_fwd_bf16x(ex, &d, xbf ? NULL : xin, xbf ? (const uint16_t *)xin : NULL,
-                              param(m, l, 0), l->wpack, param(m, l, 1), &ep, ybf ? NULL : yo,
+                              param(m, l, 0), wq, param(m, l, 1), &ep, ybf ? NULL : yo,
                               ybf ? (uint16_t *)yo : NULL);
         else if (bf16)
-            o->conv_fwd_bf16(ex, &d, xin, param(m, l, 0), l->wpack, param(m, l, 1), &ep, yo);
+            o->conv_fwd_bf16(ex, &d, xin, param(m, l, 0), wq, param(m, l, 1), &ep, yo);
         else if (packed)
             o->conv_fwd_packed(ex, &d, conv_algo(m), xin, l->wpack, param(m, l, 1), &ep, yo);
         else
