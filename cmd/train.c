@@ -237,38 +237,34 @@ static void csv_row(FILE *f, int epoch, const epoch_logs *l)
     fflush(f);
 }
 
-// A Keras-like progress bar on a terminal.
-static void progress(int step, int steps, double elapsed, const nt_metrics *mt, int images)
-{
-    nt_metric_values v;
-    nt_metrics_compute(mt, 0.5f, &v);
-    int width = 30, done = steps > 0 ? step * width / steps : 0;
-    char bar[64];
-    for (int i = 0; i < width; i++)
-        bar[i] = i < done ? '=' : i == done ? '>' : '.';
-    bar[width] = 0;
-    double eta = step > 0 && steps > step ? elapsed / step * (steps - step) : 0;
-    fprintf(stderr, "\r%4d/%-4d [%s] - ETA %3d:%02d - loss %.4f - accuracy %.4f - %.1f img/s ",
-            step, steps, bar, (int)eta / 60, (int)eta % 60, v.loss, v.accuracy,
-            elapsed > 0 ? images / elapsed : 0.0);
-    fflush(stderr);
-}
-
 // Without a terminal (a log file, nohup) the bar would be one endless line; instead one plain
 // line per PROGRESS_LOG_S seconds, so that a long epoch still shows it is moving.
 #define PROGRESS_LOG_S 60.0
 
-static void progress_line(int epoch, int epochs, int step, int steps, double elapsed,
-                          const nt_metrics *mt, int images)
+// Progress within an epoch: a Keras-like bar redrawn in place on a terminal (epoch 0), else one
+// plain line that names the epoch (1-based, of epochs).
+static void progress(int epoch, int epochs, int step, int steps, double elapsed,
+                     const nt_metrics *mt, int images)
 {
     nt_metric_values v;
     nt_metrics_compute(mt, 0.5f, &v);
-    double eta = step > 0 && steps > step ? elapsed / step * (steps - step) : 0;
-    fprintf(stderr,
-            "epoch %d/%d step %d/%d - %.0fs - ETA %d:%02d - loss %.4f - accuracy %.4f - %.1f "
-            "img/s\n",
-            epoch, epochs, step, steps, elapsed, (int)eta / 60, (int)eta % 60, v.loss, v.accuracy,
-            elapsed > 0 ? images / elapsed : 0.0);
+    const double eta = step > 0 && steps > step ? elapsed / step * (steps - step) : 0;
+    const double ips = elapsed > 0 ? images / elapsed : 0.0;
+    if (epoch > 0) {
+        fprintf(stderr,
+                "epoch %d/%d step %d/%d - %.0fs - ETA %d:%02d - loss %.4f - accuracy %.4f - "
+                "%.1f img/s\n",
+                epoch, epochs, step, steps, elapsed, (int)eta / 60, (int)eta % 60, v.loss,
+                v.accuracy, ips);
+    } else {
+        int width = 30, done = steps > 0 ? step * width / steps : 0;
+        char bar[64];
+        for (int i = 0; i < width; i++)
+            bar[i] = i < done ? '=' : i == done ? '>' : '.';
+        bar[width] = 0;
+        fprintf(stderr, "\r%4d/%-4d [%s] - ETA %3d:%02d - loss %.4f - accuracy %.4f - %.1f img/s ",
+                step, steps, bar, (int)eta / 60, (int)eta % 60, v.loss, v.accuracy, ips);
+    }
     fflush(stderr);
 }
 
@@ -859,10 +855,9 @@ int cmd_train(int argc, char **argv)
             images += n;
             const double t = now_s();
             if (tty) {
-                progress(r->step_in_epoch, steps, t - t0, r->trm, images);
+                progress(0, 0, r->step_in_epoch, steps, t - t0, r->trm, images);
             } else if (!o->json && t - logged >= log_every && r->step_in_epoch < steps) {
-                progress_line(r->epoch + 1, o->epochs, r->step_in_epoch, steps, t - t0, r->trm,
-                              images);
+                progress(r->epoch + 1, o->epochs, r->step_in_epoch, steps, t - t0, r->trm, images);
                 logged = t;
             }
             if (stop_after >= 0 && r->global_step >= stop_after) g_stop = 1;

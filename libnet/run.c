@@ -664,10 +664,10 @@ static int conv_wino_bf16(const nt_model *m, int i, int training)
 // weights. Measured (128 px, 2 threads, ms, float32 Winograd / bf16 products): conv4's 3x3
 // (C = 256, 4 tiles an image) batch 1 0.30 / 0.22, batch 2 0.36 / 0.39; conv5's (C = 512, one
 // tile) batch 8 2.00 / 1.74, batch 16 2.84 / 3.28; conv3's (C = 128, 16 tiles) never. So below
-// C / 32 tiles in the batch (n: the batch; 1 asks whether any batch can).
-static int conv_wino_bf16_small(const nt_model *m, int i, int training, int n)
+// C / 32 tiles in the batch (n: the batch; 1 asks whether any batch can). Only for layers of
+// conv_wino_bf16.
+static int wino_bf16_few_tiles(const nt_model *m, int i, int n)
 {
-    if (!conv_wino_bf16(m, i, training)) return 0;
     const nk_conv_desc d = conv_desc(m, &m->layers[i], n);
     return (int64_t)n * ((d.P + 3) / 4) * ((d.Q + 3) / 4) * 32 < d.C;
 }
@@ -696,14 +696,15 @@ static nt_status pack_weights(nt_model *m, int training)
         if (l->type != NT_LAYER_CONV || !conv_packed(m, i, training)) continue;
         // bf16 panels, or float32 ones (Winograd's for bf16 inference's 3x3s too); a layer
         // that switches (trainable, then frozen) is packed anew.
-        const int bf16 = conv_bf16(m, i, training) && !conv_wino_bf16(m, i, training);
+        const int wino = conv_wino_bf16(m, i, training);
+        const int bf16 = conv_bf16(m, i, training) && !wino;
         if (l->wpack_ok && l->wpack_bf16 == bf16) continue;
         const int rsc        = l->R * l->S * m->layers[l->in[0]].C;
         const float *w       = m->params[l->param0].value.data;
         const nk_conv_desc d = conv_desc(m, l, 1);
         const size_t pb      = nk_gemm_bf16_packed_b_elems(rsc, l->C) * sizeof(uint16_t);
         // bf16 inference's Winograd 3x3s that few-tile batches run in bf16: both forms.
-        const int both = !bf16 && conv_wino_bf16_small(m, i, training, 1);
+        const int both = wino && wino_bf16_few_tiles(m, i, 1);
         const size_t b = bf16   ? pb
                          : both ? wino_bf16_off(m, i) + pb
                                 : o->conv_packed_floats(&d, conv_algo(m)) * sizeof(float);
@@ -777,8 +778,9 @@ static void fwd_layer(nt_model *m, const nk_exec *ex, int i, int N, int64_t img0
         const int rbf = l->fuse_res >= 0 && m->layers[l->fuse_res].out_bf16;
         // bf16 activations, float32 Winograd; at a batch of few tiles, bf16 products on the bf16
         // panels after the Winograd ones (wq).
-        const int wxs  = conv_wino_bf16_small(m, i, training, N);
-        const int wx   = conv_wino_bf16(m, i, training) && !wxs;
+        const int wb   = conv_wino_bf16(m, i, training);
+        const int wxs  = wb && wino_bf16_few_tiles(m, i, N);
+        const int wx   = wb && !wxs;
         const void *wq = wxs ? (const char *)l->wpack + wino_bf16_off(m, i) : l->wpack;
         if (l->fuse_bn < 0) {
             if (wx)
