@@ -871,6 +871,11 @@ int cmd_predict(int argc, char **argv)
     read_inputs(ctx, &s3, &it, npos, pos);
     nd_s3_free(s3);
     s3 = NULL;
+    // The model's one-time work (packing its weights) before the clock starts, as serve does.
+    if (it.n > 0 && nt_model_prepare(m, it.n < batch ? it.n : batch, 0) != NT_OK) {
+        rc = cli_fail("predict", EXIT_FAIL, "%s", nt_ctx_errmsg(ctx));
+        goto out;
+    }
     if (out_path && !(out = fopen(out_path, "w"))) {
         out = stdout;
         rc  = cli_fail("predict", EXIT_FAIL, "cannot write %s: %s", out_path, strerror(errno));

@@ -451,6 +451,10 @@ int cmd_worker(int argc, char **argv)
         goto out;
     }
     if ((rc = pr_model_open("worker", ctx, model, &m, &meta, w.model_sha, w.model_id))) goto out;
+    if (nt_model_prepare(m, count, 0) != NT_OK) {
+        rc = cli_fail("worker", EXIT_FAIL, "%s", nt_ctx_errmsg(ctx));
+        goto out;
+    }
     int S      = meta.cfg.img_size;
     size_t img = (size_t)S * S * 3;
     probs      = malloc(sizeof(float) * (size_t)count);

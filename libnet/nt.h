@@ -307,6 +307,11 @@ void nt_gradcam_overlay(const float *cam, int h, int w, const uint8_t *rgb, int 
 // nk_u01(nk_mix64(seed + NK_GOLDEN * (s + 1)) ^ (l + 1), i) >= rate, where seed is the
 // context's (nt_ctx_opts.seed), not nt_model_init's.
 nt_status nt_model_forward(nt_model *m, const nt_tensor *x, int training, uint64_t step);
+// Does ahead of time what the first forward over `batch` images would: plans the activation
+// memory, packs the weights for the kernels (BN folded, GEMM panels, Winograd transforms) and
+// touches the buffers. A command calls it while opening the model, so that its first batch is
+// not the slow one; a later forward at another batch size plans again.
+nt_status nt_model_prepare(nt_model *m, int batch, int training);
 // The last forward's output of the final layer (a view owned by the model).
 const nt_tensor *nt_model_output(const nt_model *m);
 // The last forward's output of layer `layer`, or NULL when it was not kept (frozen inference
@@ -314,7 +319,7 @@ const nt_tensor *nt_model_output(const nt_model *m);
 const nt_tensor *nt_model_layer_output(const nt_model *m, int layer);
 // Bytes of activations (and gradients) that the last forward's memory plan holds: every live
 // buffer at its peak, after reuse and fusion; with NT_DTYPE_BF16 the outputs that only convs read
-// count 2 bytes an element. 0 before the first forward.
+// count 2 bytes an element. 0 before the first forward (or nt_model_prepare).
 size_t nt_model_activation_bytes(const nt_model *m);
 
 // Sigmoid + class-weighted BCE on the last forward's logits (N x 1): Keras reduction

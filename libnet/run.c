@@ -920,6 +920,21 @@ nt_status nt_model_forward(nt_model *m, const nt_tensor *x, int training, uint64
     return NT_OK;
 }
 
+nt_status nt_model_prepare(nt_model *m, int batch, int training)
+{
+    if (batch < 1 || batch > 65536)
+        return nt_ctx_seterr(m->ctx, NT_EINVAL, "prepare: batch must be 1..65536, got %d", batch);
+    nt_status s = plan(m, batch, training ? 1 : 0);
+    if (s == NT_OK) s = pack_weights(m, training ? 1 : 0);
+    nk_exec ex;
+    if (s == NT_OK) s = nt_ctx_exec(m->ctx, m->ws_floats, &ex);
+    if (s != NT_OK) return s;
+    // First touch now: the kernel maps these pages on the first write.
+    memset(m->buf, 0, (size_t)m->plan_floats * sizeof(float));
+    memset(ex.ws, 0, ex.ws_floats * sizeof(float));
+    return NT_OK;
+}
+
 static void set_view(nt_tensor *v, const nt_layer *l, int N, float *data)
 {
     memset(v, 0, sizeof(*v));

@@ -184,6 +184,19 @@ static void test_plan_and_modes(nt_ctx *ctx)
         nt_model_free(u);
     }
 
+    // Preparing ahead (plan, packed weights) changes nothing of the first forward's result.
+    {
+        nt_model *p = small_model(ctx, 64, 20);
+        CHECK(nt_model_prepare(p, 0, 0) == NT_EINVAL);
+        CHECK(strstr(nt_ctx_errmsg(ctx), "got 0") != NULL);
+        CHECK(nt_model_activation_bytes(p) == 0);
+        CHECK(nt_model_prepare(p, 3, 0) == NT_OK);
+        CHECK(nt_model_activation_bytes(p) > 0);
+        CHECK(nt_model_forward(p, &x, 0, 0) == NT_OK);
+        CHECK(memcmp(nt_model_output(p)->data, infer0, sizeof(infer0)) == 0);
+        nt_model_free(p);
+    }
+
     // Training keeps what the trainable suffix needs, and nothing of the frozen prefix.
     CHECK(nt_model_forward(m, &x, 1, 0) == NT_OK);
     CHECK(nt_model_layer_output(m, conv1) == NULL);
