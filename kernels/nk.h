@@ -336,10 +336,12 @@ void nk_bn_fwd_infer_cpu(const nk_exec *ex, int64_t M, int C, const float *x, co
                          float *y);
 // beta (may be NULL): the BN's beta. Given after nk_bn_fwd_train_cpu with relu and no residual
 // (same gamma, beta, mean, invstd), the fused ReLU's mask is recomputed from x bit for bit and
-// ry is not read (one tensor less to stream, twice).
+// ry is not read (one tensor less to stream, twice). dxsum (may be NULL; needs dx) receives
+// the column sums of dx, bit for bit what nk_colsum_cpu would read back from it: the bias
+// gradient of the convolution before the BN, without a pass over dx of its own.
 void nk_bn_bwd_train_cpu(const nk_exec *ex, int64_t M, int C, const float *x, const float *ry,
                          const float *dy, const float *gamma, const float *beta, const float *mean,
-                         const float *invstd, float *dx, float *dgamma, float *dbeta);
+                         const float *invstd, float *dx, float *dgamma, float *dbeta, float *dxsum);
 void nk_relu_fwd_cpu(const nk_exec *ex, int64_t n, const float *x, float *y);
 void nk_relu_bwd_cpu(const nk_exec *ex, int64_t n, const float *y, const float *dy, float *dx);
 void nk_add_fwd_cpu(const nk_exec *ex, int64_t n, const float *a, const float *b, float *y);

@@ -106,9 +106,15 @@ static void ref_bn_fwd_infer(const nk_exec *ex, int64_t M, int C, const float *x
 static void ref_bn_bwd_train(const nk_exec *ex, int64_t M, int C, const float *x, const float *ry,
                              const float *dy, const float *gamma, const float *beta,
                              const float *mean, const float *invstd, float *dx, float *dgamma,
-                             float *dbeta)
+                             float *dbeta, float *dxsum)
 { // the reference always reads the mask from ry
     nk_bn_bwd_train_ref(M, C, x, ry, dy, gamma, mean, invstd, dx, dgamma, dbeta);
+    for (int c = 0; dxsum && c < C; c++) { // as the reference conv sums its bias gradient
+        double s = 0.0;
+        for (int64_t r = 0; r < M; r++)
+            s += dx[r * C + c];
+        dxsum[c] = (float)s;
+    }
 }
 static void ref_relu_fwd(const nk_exec *ex, int64_t n, const float *x, float *y)
 {

@@ -73,10 +73,14 @@ typedef struct nt_layer {
     // Planned buffers (offsets in floats into m->buf; -1 when none: out_off is -1 for an
     // output that is never materialised because a fused epilogue skipped it).
     int64_t out_off, grad_off;
-    int64_t out_death;         // last plan step the output is alive
-    int out_bf16;              // the output buffer holds bf16 (see choose_bf16 in run.c)
-    int out_whole;             // in a chunked prefix: the buffer holds the whole batch
-    int grad_ready;            // the grad buffer has been written in this backward
+    int64_t out_death; // last plan step the output is alive
+    int out_bf16;      // the output buffer holds bf16 (see choose_bf16 in run.c)
+    int out_whole;     // in a chunked prefix: the buffer holds the whole batch
+    int grad_ready;    // the grad buffer has been written in this backward
+    // A batch-statistics BN whose input is a trainable conv read by nothing else: its backward
+    // also sums its dx (the conv's output gradient) into the conv's bias gradient (set by the
+    // plan), and db_done tells that conv so (per backward).
+    int sum_dx, db_done;
     double prof_fwd, prof_bwd; // seconds spent, summed since nt_model_set_profile
 } nt_layer;
 

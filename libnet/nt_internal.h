@@ -55,10 +55,11 @@ typedef struct nt_ops {
                          const float *beta, const float *mmean, const float *mvar, float eps,
                          float *y);
     // ry: the fused ReLU's output (dy is its gradient), or NULL. beta (may be NULL, and may be
-    // ignored): the mask can be recomputed from x (a BN + ReLU without a residual).
+    // ignored): the mask can be recomputed from x (a BN + ReLU without a residual). dxsum (may
+    // be NULL, needs dx): the column sums of dx (the bias gradient of the conv before).
     void (*bn_bwd_train)(const nk_exec *, int64_t M, int C, const float *x, const float *ry,
                          const float *dy, const float *gamma, const float *beta, const float *mean,
-                         const float *invstd, float *dx, float *dgamma, float *dbeta);
+                         const float *invstd, float *dx, float *dgamma, float *dbeta, float *dxsum);
     void (*relu_fwd)(const nk_exec *, int64_t n, const float *x, float *y);
     void (*relu_bwd)(const nk_exec *, int64_t n, const float *y, const float *dy, float *dx);
     void (*add_fwd)(const nk_exec *, int64_t n, const float *a, const float *b, float *y);

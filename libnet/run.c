@@ -453,6 +453,13 @@ static nt_status plan(nt_model *m, int N, int training)
         }
     fuse(m, training, ncons, cons, born);
     choose_bf16(m, training, born);
+    for (int i = 0; i < L; i++) {
+        nt_layer *l = &m->layers[i];
+        const int j = l->nin ? l->in[0] : -1;
+        l->sum_dx   = l->type == NT_LAYER_BN && bn_batch_mode(l, training) && j >= bstart &&
+                    m->layers[j].type == NT_LAYER_CONV && m->layers[j].trainable &&
+                    m->layers[j].nparam >= 2 && ncons[j] == 1;
+    }
     int n          = 0;
     int64_t maxact = 0;
     size_t ws      = 0;
@@ -1062,7 +1069,7 @@ nt_status nt_model_backward(nt_model *m, const nt_tensor *dy, nt_tensor *dx)
     nt_ctx_exec(ctx, m->ws_floats, &ex);
     const nt_ops *o = &ctx->ops;
     for (int i = 0; i < L; i++)
-        m->layers[i].grad_ready = 0;
+        m->layers[i].grad_ready = m->layers[i].db_done = 0;
     memcpy(m->buf + last->grad_off, dy->data, (size_t)layer_numel(last, N) * sizeof(float));
     m->layers[L - 1].grad_ready = 1;
 
@@ -1092,10 +1099,11 @@ nt_status nt_model_backward(nt_model *m, const nt_tensor *dy, nt_tensor *dx)
         case NT_LAYER_CONV: {
             nk_conv_desc cd = conv_desc(m, l, N);
             const int bf    = conv_bf16(m, i, 1);
+            float *db       = l->db_done ? NULL : pgrad(m, l, 1); // the BN after it summed it
             if (l->trainable && bf)
-                o->conv_bwd_filter_bf16(&ex, &cd, out_of(m, j), g, pgrad(m, l, 0), pgrad(m, l, 1));
+                o->conv_bwd_filter_bf16(&ex, &cd, out_of(m, j), g, pgrad(m, l, 0), db);
             else if (l->trainable)
-                o->conv_bwd_filter(&ex, &cd, out_of(m, j), g, pgrad(m, l, 0), pgrad(m, l, 1));
+                o->conv_bwd_filter(&ex, &cd, out_of(m, j), g, pgrad(m, l, 0), db);
             if (!want) break;
             d                      = grad_dst(m, j, &acc);
             nt_conv_bwd_data_fn fn = bf ? o->conv_bwd_data_bf16 : o->conv_bwd_data;
@@ -1115,9 +1123,12 @@ nt_status nt_model_backward(nt_model *m, const nt_tensor *dy, nt_tensor *dx)
                 d = want ? grad_dst(m, j, &acc) : NULL;
                 // A BN + ReLU with no residual: the mask follows from x and the parameters.
                 const int own = l->fuse_relu >= 0 && l->fuse_res < 0;
+                // The conv before it gets its bias gradient here (dx is all of its gradient).
+                float *cdb = l->sum_dx && d && !acc ? pgrad(m, src, 1) : NULL;
                 o->bn_bwd_train(&ex, M, l->C, out_of(m, j), gi != i ? out_of(m, gi) : NULL, g,
                                 param(m, l, 0), own ? param(m, l, 1) : NULL, l->bn_mean,
-                                l->bn_invstd, d, pgrad(m, l, 0), pgrad(m, l, 1));
+                                l->bn_invstd, d, pgrad(m, l, 0), pgrad(m, l, 1), cdb);
+                m->layers[j].db_done = cdb != NULL;
             } else {
                 if (!want) break;
                 // Frozen statistics: a per-channel scale (in fold_scale, unused by a BN that no

@@ -616,7 +616,7 @@ static void test_bn(int64_t M, int C)
 
             // Backward from the ref's statistics and mask, so only the backward is compared.
             poison(dx, n);
-            nk_bn_bwd_train_cpu(&ex, M, C, x, ry, dy, g, NULL, mean_ref, is_ref, dx, dg, db);
+            nk_bn_bwd_train_cpu(&ex, M, C, x, ry, dy, g, NULL, mean_ref, is_ref, dx, dg, db, NULL);
             snprintf(what, sizeof what, "bn_bwd_train_dx r%d t%d M=%lld C=%d", relu, nt,
                      (long long)M, C);
             CHECK_CLOSE(what, dx, dx_ref, (int64_t)n, TOL_BN_ATOL, TOL_BN_RTOL);
@@ -627,7 +627,8 @@ static void test_bn(int64_t M, int C)
                      (long long)M, C);
             CHECK_CLOSE(what, db, db_ref, C, tol_grad, TOL_BN_RTOL);
             poison(dg, C);
-            nk_bn_bwd_train_cpu(&ex, M, C, x, ry, dy, g, NULL, mean_ref, is_ref, NULL, dg, db);
+            nk_bn_bwd_train_cpu(&ex, M, C, x, ry, dy, g, NULL, mean_ref, is_ref, NULL, dg, db,
+                                NULL);
             snprintf(what, sizeof what, "bn_bwd_train_nodx r%d t%d M=%lld C=%d", relu, nt,
                      (long long)M, C);
             CHECK_CLOSE(what, dg, dg_ref, C, tol_grad, TOL_BN_RTOL);
@@ -660,14 +661,14 @@ static void test_bn(int64_t M, int C)
     if (n > 0) {
         nk_exec ex = {2, ws, nk_bn_ws_floats(M, C), 0};
         nk_bn_fwd_train_ref(M, C, x, g, be, eps, 1, y_ref, mean_ref, is_ref);
-        nk_bn_bwd_train_cpu(&ex, M, C, x, y_ref, dy, g, NULL, mean_ref, is_ref, dx, dg, db);
+        nk_bn_bwd_train_cpu(&ex, M, C, x, y_ref, dy, g, NULL, mean_ref, is_ref, dx, dg, db, NULL);
         float *dy2 = xmalloc(n), *dx2 = xmalloc(n);
         int64_t masked = 0;
         for (size_t i = 0; i < n; i++) {
             dy2[i] = y_ref[i] > 0 ? dy[i] : 1e6f;
             masked += !(y_ref[i] > 0);
         }
-        nk_bn_bwd_train_cpu(&ex, M, C, x, y_ref, dy2, g, NULL, mean_ref, is_ref, dx2, dg, db);
+        nk_bn_bwd_train_cpu(&ex, M, C, x, y_ref, dy2, g, NULL, mean_ref, is_ref, dx2, dg, db, NULL);
         CHECK(masked > 0 || n < 64);
         CHECK(memcmp(dx, dx2, n * sizeof(float)) == 0);
         free(dy2), free(dx2);
@@ -686,10 +687,10 @@ static void test_bn(int64_t M, int C)
         nk_exec e1 = {1, ws, nk_bn_ws_floats(M, C), 0};
         nk_bn_fwd_train_cpu(&e1, M, C, x, g, be, eps, 1, NULL, y_ref, mean_ref, is_ref);
         nk_bn_bwd_train_cpu(&e1, M, C, x, y_ref, dy, g, NULL, mean_ref, is_ref, dx_ref, dg_ref,
-                            db_ref);
+                            db_ref, NULL);
         nk_exec e3 = {3, ws, nk_bn_ws_floats(M, C), 0};
         nk_bn_fwd_train_cpu(&e3, M, C, x, g, be, eps, 1, NULL, y, mean, is);
-        nk_bn_bwd_train_cpu(&e3, M, C, x, y, dy, g, NULL, mean, is, dx, dg, db);
+        nk_bn_bwd_train_cpu(&e3, M, C, x, y, dy, g, NULL, mean, is, dx, dg, db, NULL);
         CHECK(memcmp(y, y_ref, n * sizeof(float)) == 0 &&
               memcmp(mean, mean_ref, C * sizeof(float)) == 0 &&
               memcmp(is, is_ref, C * sizeof(float)) == 0);
@@ -700,14 +701,29 @@ static void test_bn(int64_t M, int C)
         // same bits as reading ry, for either thread count.
         float *dx3 = xmalloc(n), *dg3 = xmalloc(C), *db3 = xmalloc(C);
         for (int t = 0; t < 2; t++) {
-            nk_bn_bwd_train_cpu(t ? &e3 : &e1, M, C, x, NULL, dy, g, be, mean, is, dx3, dg3, db3);
+            nk_bn_bwd_train_cpu(t ? &e3 : &e1, M, C, x, NULL, dy, g, be, mean, is, dx3, dg3, db3,
+                                NULL);
             CHECK_MSG(memcmp(dx3, dx, n * sizeof(float)) == 0 &&
                           memcmp(dg3, dg, C * sizeof(float)) == 0 &&
                           memcmp(db3, db, C * sizeof(float)) == 0,
                       "BN backward with the ReLU mask from x, %d threads, M=%lld C=%d", t ? 3 : 1,
                       (long long)M, C);
         }
-        free(dx3), free(dg3), free(db3);
+        // With dxsum: the same dx, and dx's column sums bit for bit as nk_colsum_cpu reads them
+        // back (the conv bias gradient it replaces), from ry or from x, either thread count.
+        float *cs = xmalloc(C), *cs_ref = xmalloc(C);
+        for (int t = 0; t < 4; t++) {
+            const nk_exec *e = t & 1 ? &e3 : &e1;
+            poison(dx3, n);
+            nk_bn_bwd_train_cpu(e, M, C, x, t & 2 ? NULL : y, dy, g, t & 2 ? be : NULL, mean, is,
+                                dx3, dg3, db3, cs);
+            nk_colsum_cpu(e, M, C, dx3, cs_ref);
+            CHECK_MSG(memcmp(dx3, dx, n * sizeof(float)) == 0 &&
+                          memcmp(cs, cs_ref, C * sizeof(float)) == 0,
+                      "BN backward summing dx (%s), %d threads, M=%lld C=%d",
+                      t & 2 ? "mask from x" : "mask from ry", t & 1 ? 3 : 1, (long long)M, C);
+        }
+        free(dx3), free(dg3), free(db3), free(cs), free(cs_ref);
     }
     free(x), free(dy), free(g), free(be), free(mm), free(mv), free(y_ref), free(y);
     free(dx_ref), free(dx), free(mean_ref), free(mean), free(is_ref), free(is);

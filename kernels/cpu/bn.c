@@ -28,7 +28,7 @@ void bn_fwd_infer_avx512(const nk_exec *ex, int64_t M, int C, const float *x, co
                          float *y);
 void bn_bwd_train_avx512(const nk_exec *ex, int64_t M, int C, const float *x, const float *ry,
                          const float *dy, const float *gamma, const float *beta, const float *mean,
-                         const float *invstd, float *dx, float *dgamma, float *dbeta);
+                         const float *invstd, float *dx, float *dgamma, float *dbeta, float *dxsum);
 
 void bn_colsum_avx512(const nk_exec *ex, int64_t M, int C, const float *x, float *out);
 
@@ -80,10 +80,11 @@ void nk_bn_fwd_infer_cpu(const nk_exec *ex, int64_t M, int C, const float *x, co
 
 void nk_bn_bwd_train_cpu(const nk_exec *ex, int64_t M, int C, const float *x, const float *ry,
                          const float *dy, const float *gamma, const float *beta, const float *mean,
-                         const float *invstd, float *dx, float *dgamma, float *dbeta)
+                         const float *invstd, float *dx, float *dgamma, float *dbeta, float *dxsum)
 {
     if (nk_cpu_detect() >= NK_ISA_AVX512)
-        bn_bwd_train_avx512(ex, M, C, x, ry, dy, gamma, beta, mean, invstd, dx, dgamma, dbeta);
+        bn_bwd_train_avx512(ex, M, C, x, ry, dy, gamma, beta, mean, invstd, dx, dgamma, dbeta,
+                            dxsum);
     else
-        bn_bwd_train_base(ex, M, C, x, ry, dy, gamma, beta, mean, invstd, dx, dgamma, dbeta);
+        bn_bwd_train_base(ex, M, C, x, ry, dy, gamma, beta, mean, invstd, dx, dgamma, dbeta, dxsum);
 }

@@ -236,7 +236,7 @@ BN_NAME(grad_row)(int C, const float *x, const float *ry, const float *dy, const
 
 void BN_NAME(bwd_train)(const nk_exec *ex, int64_t M, int C, const float *x, const float *ry,
                         const float *dy, const float *gamma, const float *beta, const float *mean,
-                        const float *invstd, float *dx, float *dgamma, float *dbeta)
+                        const float *invstd, float *dx, float *dgamma, float *dbeta, float *dxsum)
 {
     const bn_grid g = bn_grid_of(M, C);
     double *gsg = (double *)ex->ws, *gsx = gsg + (int64_t)g.ngroups * C;
@@ -291,8 +291,55 @@ void BN_NAME(bwd_train)(const nk_exec *ex, int64_t M, int C, const float *x, con
             ag[c]     = (float)(sg / (double)M);
             ax[c]     = (float)(sx / (double)M);
         }
-        // 3. dx = gamma * invstd * (g - mean(g) - xh * mean(g * xh)), rows split.
-        if (dx) {
+        // 3. dx = gamma * invstd * (g - mean(g) - xh * mean(g * xh)), rows split. With dxsum,
+        // by groups of chunks instead, each chunk's rows summed as written while still in L1,
+        // into the groups' (now free) rows of gsg: colsum's grid and order, so its bits.
+        if (dx && dxsum) {
+#pragma omp for schedule(static)
+            for (int gi = 0; gi < g.ngroups; gi++) {
+                double *as = gsg + (int64_t)gi * C;
+                for (int c = 0; c < C; c++)
+                    as[c] = 0.0;
+                const int64_t k0 = (int64_t)gi * g.gchunks;
+                const int64_t k1 = k0 + g.gchunks < g.nchunks ? k0 + g.gchunks : g.nchunks;
+                for (int64_t kk = k0; kk < k1; kk++) {
+                    const int64_t r0 = kk * g.rows;
+                    const int64_t r1 = M - r0 < g.rows ? M : r0 + g.rows;
+                    for (int64_t r = r0; r < r1; r++) {
+                        const int64_t o = r * C;
+                        const float *xr = x + o, *rr = ry ? ry + o : NULL, *gr = dy + o;
+                        if (masked == 2)
+                            BN_NAME(grad_row)
+                            (C, xr, rr, gr, mean, invstd, k, beta, ag, ax, 2, dx + o);
+                        else if (masked == 1)
+                            BN_NAME(grad_row)
+                            (C, xr, rr, gr, mean, invstd, k, beta, ag, ax, 1, dx + o);
+                        else
+                            BN_NAME(grad_row)
+                            (C, xr, rr, gr, mean, invstd, k, beta, ag, ax, 0, dx + o);
+                    }
+                    for (int cb = 0; cb < C; cb += BN_CB) {
+                        const int w     = C - cb < BN_CB ? C - cb : BN_CB;
+                        float sg[BN_CB] = {0};
+                        for (int64_t r = r0; r < r1; r++) {
+                            const float *dr = dx + r * C + cb;
+#pragma omp simd
+                            for (int j = 0; j < w; j++)
+                                sg[j] += dr[j];
+                        }
+                        for (int j = 0; j < w; j++)
+                            as[cb + j] += sg[j];
+                    }
+                }
+            }
+#pragma omp for schedule(static)
+            for (int c = 0; c < C; c++) {
+                double sum = 0.0;
+                for (int gi = 0; gi < g.ngroups; gi++)
+                    sum += gsg[(int64_t)gi * C + c];
+                dxsum[c] = (float)sum;
+            }
+        } else if (dx) {
 #pragma omp for schedule(static)
             for (int64_t r = 0; r < M; r++) {
                 const int64_t o = r * C;
