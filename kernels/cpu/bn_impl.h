@@ -234,6 +234,39 @@ BN_NAME(grad_row)(int C, const float *x, const float *ry, const float *dy, const
     }
 }
 
+// grad_row in the mask mode of the call: constant there, so each mode inlines its own loop.
+static inline __attribute__((always_inline)) void
+BN_NAME(grad_row_as)(int masked, int C, const float *x, const float *ry, const float *dy,
+                     const float *mean, const float *invstd, const float *k, const float *beta,
+                     const float *ag, const float *ax, float *dx)
+{
+    if (masked == 2) {
+        BN_NAME(grad_row)(C, x, ry, dy, mean, invstd, k, beta, ag, ax, 2, dx);
+    } else if (masked == 1) {
+        BN_NAME(grad_row)(C, x, ry, dy, mean, invstd, k, beta, ag, ax, 1, dx);
+    } else {
+        BN_NAME(grad_row)(C, x, ry, dy, mean, invstd, k, beta, ag, ax, 0, dx);
+    }
+}
+
+// as[c] += the sum over rows [r0,r1) of x[r*C + c], in float from 0 per block of BN_CB channels
+// (rows in order), added to as in double: one chunk of colsum.
+static inline void BN_NAME(chunk_colsum)(const float *x, int64_t r0, int64_t r1, int C, double *as)
+{
+    for (int cb = 0; cb < C; cb += BN_CB) {
+        const int w     = C - cb < BN_CB ? C - cb : BN_CB;
+        float sg[BN_CB] = {0};
+        for (int64_t r = r0; r < r1; r++) {
+            const float *xr = x + r * C + cb;
+#pragma omp simd
+            for (int j = 0; j < w; j++)
+                sg[j] += xr[j];
+        }
+        for (int j = 0; j < w; j++)
+            as[cb + j] += sg[j];
+    }
+}
+
 void BN_NAME(bwd_train)(const nk_exec *ex, int64_t M, int C, const float *x, const float *ry,
                         const float *dy, const float *gamma, const float *beta, const float *mean,
                         const float *invstd, float *dx, float *dgamma, float *dbeta, float *dxsum)
@@ -307,29 +340,11 @@ void BN_NAME(bwd_train)(const nk_exec *ex, int64_t M, int C, const float *x, con
                     const int64_t r1 = M - r0 < g.rows ? M : r0 + g.rows;
                     for (int64_t r = r0; r < r1; r++) {
                         const int64_t o = r * C;
-                        const float *xr = x + o, *rr = ry ? ry + o : NULL, *gr = dy + o;
-                        if (masked == 2)
-                            BN_NAME(grad_row)
-                            (C, xr, rr, gr, mean, invstd, k, beta, ag, ax, 2, dx + o);
-                        else if (masked == 1)
-                            BN_NAME(grad_row)
-                            (C, xr, rr, gr, mean, invstd, k, beta, ag, ax, 1, dx + o);
-                        else
-                            BN_NAME(grad_row)
-                            (C, xr, rr, gr, mean, invstd, k, beta, ag, ax, 0, dx + o);
+                        BN_NAME(grad_row_as)
+                        (masked, C, x + o, ry ? ry + o : NULL, dy + o, mean, invstd, k, beta, ag,
+                         ax, dx + o);
                     }
-                    for (int cb = 0; cb < C; cb += BN_CB) {
-                        const int w     = C - cb < BN_CB ? C - cb : BN_CB;
-                        float sg[BN_CB] = {0};
-                        for (int64_t r = r0; r < r1; r++) {
-                            const float *dr = dx + r * C + cb;
-#pragma omp simd
-                            for (int j = 0; j < w; j++)
-                                sg[j] += dr[j];
-                        }
-                        for (int j = 0; j < w; j++)
-                            as[cb + j] += sg[j];
-                    }
+                    BN_NAME(chunk_colsum)(dx, r0, r1, C, as);
                 }
             }
 #pragma omp for schedule(static)
@@ -343,15 +358,9 @@ void BN_NAME(bwd_train)(const nk_exec *ex, int64_t M, int C, const float *x, con
 #pragma omp for schedule(static)
             for (int64_t r = 0; r < M; r++) {
                 const int64_t o = r * C;
-                const float *xr = x + o, *rr = ry ? ry + o : NULL, *gr = dy + o;
-                float *dr = dx + o;
-                // Constant mask modes, so each call inlines its own loop.
-                if (masked == 2)
-                    BN_NAME(grad_row)(C, xr, rr, gr, mean, invstd, k, beta, ag, ax, 2, dr);
-                else if (masked == 1)
-                    BN_NAME(grad_row)(C, xr, rr, gr, mean, invstd, k, beta, ag, ax, 1, dr);
-                else
-                    BN_NAME(grad_row)(C, xr, rr, gr, mean, invstd, k, beta, ag, ax, 0, dr);
+                BN_NAME(grad_row_as)
+                (masked, C, x + o, ry ? ry + o : NULL, dy + o, mean, invstd, k, beta, ag, ax,
+                 dx + o);
             }
         }
     }
@@ -374,19 +383,7 @@ void BN_NAME(colsum)(const nk_exec *ex, int64_t M, int C, const float *x, float 
             const int64_t k1 = k0 + g.gchunks < g.nchunks ? k0 + g.gchunks : g.nchunks;
             for (int64_t kk = k0; kk < k1; kk++) {
                 const int64_t r0 = kk * g.rows;
-                const int64_t r1 = M - r0 < g.rows ? M : r0 + g.rows;
-                for (int cb = 0; cb < C; cb += BN_CB) {
-                    const int w     = C - cb < BN_CB ? C - cb : BN_CB;
-                    float sg[BN_CB] = {0};
-                    for (int64_t r = r0; r < r1; r++) {
-                        const float *xr = x + r * C + cb;
-#pragma omp simd
-                        for (int j = 0; j < w; j++)
-                            sg[j] += xr[j];
-                    }
-                    for (int j = 0; j < w; j++)
-                        as[cb + j] += sg[j];
-                }
+                BN_NAME(chunk_colsum)(x, r0, M - r0 < g.rows ? M : r0 + g.rows, C, as);
             }
         }
 #pragma omp for schedule(static)
