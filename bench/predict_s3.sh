@@ -2,7 +2,8 @@
 # Batch prediction from the local S3 server against the model's pure compute rate, same run:
 # starts @20minutes/s3rver on loopback (tests/lib.sh), uploads N images of the shared train set
 # with awscli, runs `pneumo predict s3://...` (no Redis) and `pneumo bench model` at the same image
-# size and batch, interleaved three times. Usage: sh bench/predict_s3.sh [N] [MODEL]
+# size and batch, interleaved three times, with the S3 server's CPU time per image (it shares
+# the cores) and the ratio bound that sets. Usage: sh bench/predict_s3.sh [N] [MODEL]
 N=${1:-256}
 MODEL=${2:-weights/pneumo-resnet50.safetensors}
 . tests/lib.sh
