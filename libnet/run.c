@@ -938,7 +938,7 @@ nt_status nt_model_prepare(nt_model *m, int batch, int training)
     if (s != NT_OK) return s;
     // First touch now: the kernel maps these pages on the first write.
     memset(m->buf, 0, (size_t)m->plan_floats * sizeof(float));
-    memset(ex.ws, 0, ex.ws_floats * sizeof(float));
+    if (ex.ws) memset(ex.ws, 0, ex.ws_floats * sizeof(float));
     return NT_OK;
 }
 

@@ -267,6 +267,19 @@ static inline void BN_NAME(chunk_colsum)(const float *x, int64_t r0, int64_t r1,
     }
 }
 
+// out[c] = the groups' sums gs[gi * C + c] added in group order (an orphaned omp for: called
+// inside a parallel region, the threads share the channels).
+static inline void BN_NAME(sum_groups)(const double *gs, int ngroups, int C, float *out)
+{
+#pragma omp for schedule(static)
+    for (int c = 0; c < C; c++) {
+        double sum = 0.0;
+        for (int gi = 0; gi < ngroups; gi++)
+            sum += gs[(int64_t)gi * C + c];
+        out[c] = (float)sum;
+    }
+}
+
 void BN_NAME(bwd_train)(const nk_exec *ex, int64_t M, int C, const float *x, const float *ry,
                         const float *dy, const float *gamma, const float *beta, const float *mean,
                         const float *invstd, float *dx, float *dgamma, float *dbeta, float *dxsum)
@@ -347,13 +360,7 @@ void BN_NAME(bwd_train)(const nk_exec *ex, int64_t M, int C, const float *x, con
                     BN_NAME(chunk_colsum)(dx, r0, r1, C, as);
                 }
             }
-#pragma omp for schedule(static)
-            for (int c = 0; c < C; c++) {
-                double sum = 0.0;
-                for (int gi = 0; gi < g.ngroups; gi++)
-                    sum += gsg[(int64_t)gi * C + c];
-                dxsum[c] = (float)sum;
-            }
+            BN_NAME(sum_groups)(gsg, g.ngroups, C, dxsum);
         } else if (dx) {
 #pragma omp for schedule(static)
             for (int64_t r = 0; r < M; r++) {
@@ -386,12 +393,6 @@ void BN_NAME(colsum)(const nk_exec *ex, int64_t M, int C, const float *x, float 
                 BN_NAME(chunk_colsum)(x, r0, M - r0 < g.rows ? M : r0 + g.rows, C, as);
             }
         }
-#pragma omp for schedule(static)
-        for (int c = 0; c < C; c++) {
-            double sum = 0.0;
-            for (int gi = 0; gi < g.ngroups; gi++)
-                sum += gs[(int64_t)gi * C + c];
-            out[c] = (float)sum;
-        }
+        BN_NAME(sum_groups)(gs, g.ngroups, C, out);
     }
 }
