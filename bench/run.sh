@@ -113,6 +113,12 @@ row() { # label pneumo-pattern batch mode torch-filter: best round of each side,
 # round) over the conv lines that match and not SKIP (pneumo's carry pass=, oneDNN's are forward
 # only).
 convf() { grep -E "op=conv name=$1 (pass=${5:-fwd} )?dtype=$2 impl=$3" "$CONV" | grep -Ev "${6:-^$}" | sed -n "s/.* $4=\([0-9.]*\).*/\1/p" | sort -g | tail -n 1; }
+# conv_names: "NAME COUNT" of each convolution pneumo's forward f32 ran, once each in the order
+# run (every round printed them all).
+conv_names() {
+    grep -E "op=conv name=[^ ]* pass=fwd dtype=f32 impl=avx" "$CONV" | grep -v resnet50_all |
+        sed -n 's/.*name=\([^ ]*\).* count=\([0-9]*\) .*/\1 \2/p' | awk '!seen[$1]++'
+}
 # conv_total DTYPE IMPL [PASS] [SKIP]: the network's sum of count x ms, each conv at its fastest
 # matching line (of the rounds, and of oneDNN's algorithms unless SKIP, an ERE, drops lines).
 conv_total() {
@@ -169,9 +175,7 @@ conv_total() {
     echo
     echo "| conv | x per net | pneumo f32 | oneDNN f32 | oneDNN f32 Winograd | ratio | pneumo bf16 | oneDNN bf16 | ratio |"
     echo "|---|---|---|---|---|---|---|---|---|"
-    grep -E "op=conv name=[^ ]* pass=fwd dtype=f32 impl=avx" "$CONV" | grep -v resnet50_all | while read -r line; do
-        n=$(printf '%s' "$line" | sed -n 's/.*name=\([^ ]*\).*/\1/p')
-        c=$(printf '%s' "$line" | sed -n 's/.* count=\([0-9]*\) .*/\1/p')
+    conv_names | while read -r n c; do
         pf=$(convf "$n" f32 avx gflops); of=$(convf "$n" f32 onednn gflops fwd jit_wino)
         pb=$(convf "$n" bf16 avx gflops); ob=$(convf "$n" bf16 onednn gflops)
         ow=$(convf "$n" f32 'onednn-[0-9.]*:jit_wino' gflops)
@@ -188,9 +192,7 @@ conv_total() {
     echo
     echo "| conv | x per net | fwd f32 | bwd-data f32 | bwd-filter f32 | fwd bf16 | bwd-data bf16 | bwd-filter bf16 |"
     echo "|---|---|---|---|---|---|---|---|"
-    grep -E "op=conv name=[^ ]* pass=fwd dtype=f32 impl=avx" "$CONV" | grep -v resnet50_all | while read -r line; do
-        n=$(printf '%s' "$line" | sed -n 's/.*name=\([^ ]*\).*/\1/p')
-        c=$(printf '%s' "$line" | sed -n 's/.* count=\([0-9]*\) .*/\1/p')
+    conv_names | while read -r n c; do
         echo "| $n | ${c:-?} | $(convf "$n" f32 avx gflops) | $(convf "$n" f32 avx gflops bwd-data) | $(convf "$n" f32 avx gflops bwd-filter) | $(convf "$n" bf16 avx gflops) | $(convf "$n" bf16 avx gflops bwd-data) | $(convf "$n" bf16 avx gflops bwd-filter) |"
     done
     echo "| all convs of the network (ms) | | $(conv_total f32 avx) | $(conv_total f32 avx bwd-data) | $(conv_total f32 avx bwd-filter) | $(conv_total bf16 avx) | $(conv_total bf16 avx bwd-data) | $(conv_total bf16 avx bwd-filter) |"
