@@ -210,11 +210,13 @@ static nk_conv_desc conv_shape_desc(const conv_shape *c, int N, int img)
 }
 
 // Which computation `bench conv` times: the forward, or one half of the backward.
-typedef enum { PASS_FWD, PASS_BWD_DATA, PASS_BWD_FILTER } conv_pass;
-static const char *const pass_names[] = {"fwd", "bwd-data", "bwd-filter"};
+typedef enum { PASS_FWD, PASS_BWD_DATA, PASS_BWD_FILTER, PASS_FWD_TRAIN } conv_pass;
+static const char *const pass_names[] = {"fwd", "bwd-data", "bwd-filter", "fwd-train"};
 
 // Runs one convolution pass. The forward runs on weights packed before timing, as inference does
-// (f32: nk_conv2d_fwd_packed_cpu; bf16: nk_conv2d_fwd_bf16_cpu); the backward passes (f32) are
+// (f32: nk_conv2d_fwd_packed_cpu; bf16: nk_conv2d_fwd_bf16_cpu); fwd-train (f32) on the weights as
+// they are, as training's forward does (nk_conv2d_fwd_cpu: any transform inside the timed call);
+// the backward passes (f32) are
 // nk_conv2d_bwd_data_cpu (dx from dy and w) and nk_conv2d_bwd_filter_cpu (dw and db from x and
 // dy), as training runs them. Returns seconds per call (median), or -1 on a failed check: the fast
 // kernel is compared with the reference (f32 or bf16) at batch 1 first.
@@ -228,8 +230,9 @@ static double conv_run(const conv_shape *c, int N, int img, int threads, int rep
     if (bf16 && pass == PASS_BWD_DATA) wsn = nk_conv2d_bwd_data_bf16_ws_floats(&d, threads);
     if (bf16 && pass == PASS_BWD_FILTER) wsn = nk_conv2d_bwd_filter_bf16_ws_floats(&d, threads);
     // The output of this pass and its size at batch 1 (the reference's copy).
-    const size_t nout  = pass == PASS_FWD ? ny : pass == PASS_BWD_DATA ? nx : nw;
-    const size_t nout1 = pass == PASS_FWD        ? (size_t)d1.P * d1.Q * d.K
+    const int fwd      = pass == PASS_FWD || pass == PASS_FWD_TRAIN;
+    const size_t nout  = fwd ? ny : pass == PASS_BWD_DATA ? nx : nw;
+    const size_t nout1 = fwd                     ? (size_t)d1.P * d1.Q * d.K
                          : pass == PASS_BWD_DATA ? (size_t)d1.H * d1.W * d.C
                                                  : nw;
     float *x = amalloc(nx * 4), *w = amalloc(nw * 4), *b = amalloc((size_t)d.K * 4);
@@ -260,6 +263,7 @@ static double conv_run(const conv_shape *c, int N, int img, int threads, int rep
      : pass == PASS_BWD_FILTER && bf16                                                             \
          ? nk_conv2d_bwd_filter_bf16_cpu(nk_cpu_bf16(), &ex, &(dd), x, y, o, db)                   \
      : pass == PASS_BWD_FILTER ? nk_conv2d_bwd_filter_cpu(isa, &ex, &(dd), x, y, o, db)            \
+     : pass == PASS_FWD_TRAIN  ? nk_conv2d_fwd_cpu(isa, &ex, &(dd), x, w, b, o)                    \
      : bf16 ? nk_conv2d_fwd_bf16_cpu(nk_cpu_bf16(), &ex, &(dd), x, wp, b, NULL, o)                 \
             : nk_conv2d_fwd_packed_cpu(isa, algo, &ex, &(dd), x, wpf, b, NULL, o))
     RUN(d1);
@@ -318,8 +322,8 @@ static int bench_conv(int batch, int img, int threads, int repeat, double peak, 
         total_s += s * c->count;
         total_f += fl * c->count;
         // Winograd (f32: forward, weight gradient, and backward data as a forward of the
-        // flipped filter, C and K swapped; the backward passes from 48 tiles up): GFLOP/s still
-        // count the direct convolution's multiply-adds.
+        // flipped filter, C and K swapped; the passes on unpacked weights from 32 tiles up):
+        // GFLOP/s still count the direct convolution's multiply-adds.
         nk_conv_desc dw = d;
         if (pass == PASS_BWD_DATA) dw.C = d.K, dw.K = d.C;
         const int wino = !bf16 && (pass == PASS_FWD ? nk_conv2d_winograd_fwd(isa, algo, &dw)
@@ -560,8 +564,9 @@ int cmd_bench(int argc, char **argv)
             {"no-check", OPT_FLAG, &nocheck, 0, 0, NULL, "model: skip the check against the reference"},
             {"profile", OPT_FLAG, &profile, 0, 0, NULL, "model: time every layer (by type, slowest)"},
             {"top", OPT_INT, &top, 1, 100000, "N", "model --profile: slowest layers listed (12)"},
-            {"pass", OPT_STR, &pass_s, 0, 0, "fwd|bwd-data|bwd-filter",
-             "conv: the forward (default) or a backward half"},
+            {"pass", OPT_STR, &pass_s, 0, 0, "fwd|fwd-train|bwd-data|bwd-filter",
+             "conv: the forward on packed weights (default), training's forward, or a backward "
+                 "half"},
             {"shape", OPT_STR, &shape, 0, 0, "NAME", "conv: only this shape (a name that it prints)"},
             {"conv-algo", OPT_STR, &algo_s, 0, 0, "auto|gemm",
              "conv, model (f32): auto (Winograd for the 3x3s where it pays) or gemm only"},
@@ -659,11 +664,16 @@ int cmd_bench(int argc, char **argv)
     }
     if (strcmp(what, "conv") == 0) {
         int pass = -1;
-        for (int i = 0; i < 3; i++)
+        for (int i = 0; i < 4; i++)
             if (strcmp(pass_s, pass_names[i]) == 0) pass = i;
         if (pass < 0)
             return cli_fail("bench", EXIT_USAGE,
-                            "--pass expects fwd, bwd-data or bwd-filter, got \"%s\"", pass_s);
+                            "--pass expects fwd, fwd-train, bwd-data or bwd-filter, got \"%s\"",
+                            pass_s);
+        if (pass == PASS_FWD_TRAIN && bf16)
+            return cli_fail("bench", EXIT_USAGE,
+                            "--pass fwd-train expects --dtype f32 (bf16 training's forward runs "
+                            "the packed bf16 path, --pass fwd), got bf16");
         return bench_conv(batch, img, threads, repeat, peak, isa, algo, bf16, (conv_pass)pass,
                           shape);
     }

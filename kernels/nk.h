@@ -286,7 +286,7 @@ int nk_conv2d_winograd(nk_isa isa, nk_conv_algo algo, const nk_conv_desc *d);
 int nk_conv2d_winograd_fwd(nk_isa isa, nk_conv_algo algo, const nk_conv_desc *d);
 // Whether the passes on weights transformed per call run Winograd: nk_conv2d_fwd_epi_cpu on
 // unpacked w, the weight gradient, and the stride-1 input gradient (pass the desc of the forward
-// it becomes: C and K swapped). These also need d->N * ceil(P/4) * ceil(Q/4) >= 48 tiles.
+// it becomes: C and K swapped). These also need d->N * ceil(P/4) * ceil(Q/4) >= 32 tiles.
 int nk_conv2d_winograd_w(nk_isa isa, nk_conv_algo algo, const nk_conv_desc *d);
 size_t nk_conv2d_packed_floats(nk_isa isa, nk_conv_algo algo, const nk_conv_desc *d);
 void nk_conv2d_pack(nk_isa isa, nk_conv_algo algo, const nk_conv_desc *d, const float *w,

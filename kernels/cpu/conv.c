@@ -139,12 +139,6 @@ static size_t wino_u_floats(const nk_conv_desc *d)
     return (nk_wino_packed_floats(d) + 15) & ~(size_t)15;
 }
 
-// Floats of the flipped filter that backward data as a forward builds (rounded to 64 bytes).
-static size_t flipped_w_floats(const nk_conv_desc *d)
-{
-    return ((size_t)d->R * d->S * d->C * d->K + 15) & ~(size_t)15;
-}
-
 size_t nk_conv2d_ws_floats(const nk_conv_desc *d, int nthreads)
 {
     size_t g = gemm_part(nthreads), w = g;
@@ -164,8 +158,8 @@ size_t nk_conv2d_ws_floats(const nk_conv_desc *d, int nthreads)
             w = wi;
     }
     const nk_conv_desc t = flipped_desc(d);
-    if (d->stride == 1 && nk_wino_ok(NK_ISA_AVX512, &t)) { // backward data: wt, U, scratch
-        const size_t wi = flipped_w_floats(d) + wino_u_floats(&t) + nk_wino_ws_floats(&t, nthreads);
+    if (d->stride == 1 && nk_wino_ok(NK_ISA_AVX512, &t)) { // backward data: U, scratch
+        const size_t wi = wino_u_floats(&t) + nk_wino_ws_floats(&t, nthreads);
         if (wi > w) w = wi;
     }
     int64_t lp;
@@ -297,11 +291,13 @@ static int use_wino(nk_isa isa, nk_conv_algo algo, const nk_conv_desc *d)
 
 // On weights transformed per call (training's forward, input and weight gradients) Winograd also
 // needs tiles enough to pay for that transform (36 C K floats written and read, against 72 C K
-// flops per tile): measured on conv5's 3x3 (C = K = 512, 7x7, 4 tiles an image; 2 threads,
-// `pneumo bench conv --batch B --pass bwd-data|bwd-filter`, GEMM against Winograd, ms): 16 tiles
-// 8.1 / 11.1 and 4.5 / 10.6, 32 tiles 13.4 / 12.6 and 9.6 / 11.8, 48 tiles 18.1 / 17.8 and
-// 15.2 / 10.1, 64 tiles 22.9 / 21.6 and 19.4 / 15.5. So Winograd from one work unit of tiles up.
-int nk_wino_min_tiles_w = 48;
+// flops per tile). Measured on conv5's 3x3 (C = K = 512, 7x7, 4 tiles an image; 2 threads,
+// `pneumo bench conv --batch B --pass bwd-data|bwd-filter|fwd-train`, GEMM against Winograd,
+// ms): 16 tiles 8.1 / 8.7, 4.4 / 6.7 and 5.1 / 5.1; 32 tiles 12.9 / 10.3, 9.3 / 8.4 and 9.8 /
+// 7.7; 48 tiles 17.4 / 12.7, 15.8 / 12.2 and 16.4 / 10.4. conv4's (C = K = 256, 16 tiles an
+// image) at 16 tiles: 1.55 / 1.65, 1.15 / 1.0, 1.2 / 1.0; at 32 all three Winograd by 1.6-1.9x.
+// So Winograd from 32 tiles up.
+int nk_wino_min_tiles_w = 32;
 
 // 4x4 output tiles of one image.
 static int64_t wino_tiles_per_image(const nk_conv_desc *d)
@@ -489,15 +485,16 @@ static int bwd_data_as_fwd(nk_isa isa, const nk_exec *ex, const nk_conv_desc *d,
     if (d->stride != 1 || is_direct(d)) return 0;
     const nk_conv_desc t = flipped_desc(d);
     if (t.pad_h < 0 || t.pad_w < 0 || !nk_sgemm_conv_ok(isa, &t)) return 0;
+    if (use_wino_w(isa, (nk_conv_algo)ex->conv_algo, &t)) { // U from w, then the scratch
+        const size_t nu = wino_u_floats(&t);
+        nk_wino_pack_flipped(nthreads_of(ex), d, w, ex->ws);
+        const nk_exec rest = {nthreads_of(ex), ex->ws + nu, ex->ws_floats - nu, ex->conv_algo};
+        nk_wino_fwd(&rest, &t, dy, NULL, ex->ws, NULL, NULL, dx, NULL);
+        return 1;
+    }
     nk_exec gex;
     float *wt   = split_ws(ex, &gex);
     const int C = d->C, K = d->K;
-    const int wino = use_wino_w(isa, (nk_conv_algo)ex->conv_algo, &t);
-    if (wino) { // wt first, then Winograd's U and scratch
-        const size_t nwt = flipped_w_floats(d);
-        wt               = ex->ws;
-        gex = (nk_exec){nthreads_of(ex), ex->ws + nwt, ex->ws_floats - nwt, ex->conv_algo};
-    }
 #pragma omp parallel for num_threads(gex.nthreads) schedule(static)
     for (int rs = 0; rs < d->R * d->S; rs++) {
         const int r = rs / d->S, s = rs % d->S;
@@ -507,12 +504,8 @@ static int bwd_data_as_fwd(nk_isa isa, const nk_exec *ex, const nk_conv_desc *d,
             for (int c = 0; c < C; c++)
                 dst[(int64_t)k * C + c] = src[(int64_t)c * K + k];
     }
-    if (wino) {
-        wino_fwd_w(&gex, &t, dy, wt, NULL, NULL, dx);
-    } else {
-        gex.conv_algo = NK_CONV_GEMM; // wt sits in the scratch that Winograd would use
-        conv_fwd(isa, &gex, &t, dy, wt, NULL, NULL, NULL, dx);
-    }
+    gex.conv_algo = NK_CONV_GEMM; // wt sits in the scratch that Winograd would use
+    conv_fwd(isa, &gex, &t, dy, wt, NULL, NULL, NULL, dx);
     return 1;
 }
 

@@ -223,6 +223,10 @@ extern size_t nk_wino_chunk_floats;
 extern int nk_wino_min_tiles_w;
 size_t nk_wino_packed_floats(const nk_conv_desc *d);
 void nk_wino_pack(int nthreads, const nk_conv_desc *d, const float *w, float *dst);
+// U of the convolution that computes d's input gradient as a forward (its filter turned 180
+// degrees, C and K swapped: conv.c's flipped_desc), straight from d's filter w, in the layout
+// nk_wino_pack writes for that convolution (nk_wino_packed_floats of it).
+void nk_wino_pack_flipped(int nthreads, const nk_conv_desc *d, const float *w, float *dst);
 size_t nk_wino_ws_floats(const nk_conv_desc *d, int nthreads);
 // x (or, when xb != NULL, bf16 activations xb) in; y (or, when yb != NULL, bf16 yb) out. The
 // epilogue's residual must be float32.
@@ -240,6 +244,11 @@ void nk_wino_wgrad(const nk_exec *ex, const nk_conv_desc *d, const float *x, con
 // with the epilogue of nk_tile_epi_fn (res float32, y's layout).
 // Weights: U[e * ues + j] for e < 36, j < 16, from the 3x3 filters g[(r*3 + s) * ld + j].
 void nk_wino4_wt_avx512(const float *g, int64_t ld, float *u, int64_t ues);
+// The same for the filter turned 180 degrees and transposed (backward data as a forward): from
+// the 16 x 16 block w[tap * ldtap + i * ldc + j] (i < 16 input channels c, j < 16 output
+// channels k), U'[e * ues + j * ldk + i] = the transform of w[(8 - tap) * ldtap + i * ldc + j].
+void nk_wino4_wt_flip_avx512(const float *w, int64_t ldc, int64_t ldtap, float *u, int64_t ldk,
+                             int64_t ues);
 void nk_wino4_in_avx512(const float *xb, int H, int W, int C, int ih0, int iw0, float *v,
                         int64_t ves);
 // Weight gradient: Z[e * zes + k] (k < K, K % 16 == 0) = (A dY A^T) of the 4x4 tile of dyb (P x Q

@@ -32,8 +32,9 @@
  * blocked layouts took 6.4-8.7 ms (about 1.1-1.25x faster, bench/RESULTS.md; at batch 16 the
  * input and output transforms here are bound by memory traffic, 40 % of conv2's time). Backward
  * data 8.9-10.6 ms against 19.4-32.7 (conv5's, whose U is 4x its 9 MB of weights and is
- * transformed per call, only 19.6 against 22.5); weight gradient 10.1-14.6 ms against 20.7-22.6
- * (conv5's 18.5 against 22.3).
+ * transformed per call, 13.6 against 22.5: U is transformed straight from the filter, turned and
+ * transposed 16 x 16 in registers, written panel by panel); weight gradient 10.1-14.6 ms against
+ * 20.7-22.6 (conv5's 13.4-14.4 against 22.3: its M_e are a cache line apart, not 1 MiB).
  */
 #include <omp.h>
 #include <string.h>
@@ -75,17 +76,46 @@ size_t nk_wino_packed_floats(const nk_conv_desc *d)
 
 void nk_wino_pack(int nthreads, const nk_conv_desc *d, const float *w, float *dst)
 {
-    const int C = d->C, K = d->K, NR = nk_gemm_kernel_avx512.nr;
-    const int64_t pe = (int64_t)packed_e_floats(d);
+    // Panel after panel (parallel), each written row (c) after row: 36 streams of stores, where
+    // going across the panels row by row kept 36 x K/NR of them open (conv5's U at 2x the time).
+    const int C = d->C, K = d->K, NR = nk_gemm_kernel_avx512.nr, np = (K + NR - 1) / NR;
+    const int64_t pe = (int64_t)packed_e_floats(d), ck = (int64_t)C * K;
 #pragma omp parallel for num_threads(nthreads > 0 ? nthreads : 1) schedule(static)
-    for (int c = 0; c < C; c++) {
-        for (int k = 0; k < K; k += 16)
-            nk_wino4_wt_avx512(w + (int64_t)c * K + k, (int64_t)C * K,
-                               dst + (int64_t)(k / NR) * C * NR + (int64_t)c * NR + k % NR, pe);
-        if (K % NR) // the last panel's columns past K
-            for (int e = 0; e < WINO_E; e++)
-                memset(dst + e * pe + (int64_t)(K / NR) * C * NR + (int64_t)c * NR + K % NR, 0,
-                       (size_t)(NR - K % NR) * sizeof(float));
+    for (int p = 0; p < np; p++) {
+        float *panel = dst + (int64_t)p * C * NR;
+        const int n  = K - p * NR < NR ? K - p * NR : NR;
+        for (int c = 0; c < C; c++) {
+            for (int j = 0; j < n; j += 16)
+                nk_wino4_wt_avx512(w + (int64_t)c * K + p * NR + j, ck, panel + (int64_t)c * NR + j,
+                                   pe);
+            if (n < NR) // the last panel's columns past K
+                for (int e = 0; e < WINO_E; e++)
+                    memset(panel + e * pe + (int64_t)c * NR + n, 0,
+                           (size_t)(NR - n) * sizeof(float));
+        }
+    }
+}
+
+void nk_wino_pack_flipped(int nthreads, const nk_conv_desc *d, const float *w, float *dst)
+{
+    // The turned convolution's U_e has K rows (its input channels) and C columns in panels of
+    // NR; each panel (parallel) is written row after row, two 16 x 16 blocks of w at a time.
+    const int C = d->C, K = d->K, NR = nk_gemm_kernel_avx512.nr, np = (C + NR - 1) / NR;
+    const int64_t pe = (int64_t)np * NR * K, ck = (int64_t)C * K;
+#pragma omp parallel for num_threads(nthreads > 0 ? nthreads : 1) schedule(static)
+    for (int p = 0; p < np; p++) {
+        float *panel = dst + (int64_t)p * K * NR;
+        const int n  = C - p * NR < NR ? C - p * NR : NR;
+        for (int k0 = 0; k0 < K; k0 += 16) {
+            for (int i = 0; i < n; i += 16)
+                nk_wino4_wt_flip_avx512(w + (int64_t)(p * NR + i) * K + k0, K, ck,
+                                        panel + (int64_t)k0 * NR + i, NR, pe);
+            if (n < NR) // the last panel's columns past C
+                for (int e = 0; e < WINO_E; e++)
+                    for (int j = 0; j < 16; j++)
+                        memset(panel + e * pe + (int64_t)(k0 + j) * NR + n, 0,
+                               (size_t)(NR - n) * sizeof(float));
+        }
     }
 }
 
@@ -273,6 +303,14 @@ void nk_wino_fwd(const nk_exec *ex, const nk_conv_desc *d, const float *x, const
 // depend on the thread count), and at the end dW = G^T M G.
 
 // Tiles per chunk: V (36 x tc x C) and Z (36 x tc x K) in about nk_wino_chunk_floats.
+// Floats from one point's M_e to the next: C x K and a cache line, so that the output transform's
+// 36 streams (and the GEMMs' stores) do not all fall in the same cache sets when C x K is a
+// multiple of 16 Ki floats.
+static int64_t wgrad_m_stride(const nk_conv_desc *d)
+{
+    return (int64_t)d->C * d->K + 16;
+}
+
 static int64_t wgrad_chunk_tiles(const nk_conv_desc *d, int64_t tiles)
 {
     return chunk_tiles(tiles, (int64_t)WINO_E * (d->C + d->K), 16);
@@ -281,7 +319,7 @@ static int64_t wgrad_chunk_tiles(const nk_conv_desc *d, int64_t tiles)
 size_t nk_wino_wgrad_ws_floats(const nk_conv_desc *d, int nthreads)
 {
     const size_t tc = (size_t)wgrad_chunk_tiles(d, tiles_of(d));
-    return 16 + round16((size_t)WINO_E * d->C * d->K) + round16(WINO_E * tc * d->C) +
+    return 16 + round16((size_t)WINO_E * wgrad_m_stride(d)) + round16(WINO_E * tc * d->C) +
            round16(WINO_E * tc * d->K) +
            (size_t)(nthreads > 0 ? nthreads : 1) * round16(nk_sgemm_ws_floats(1));
 }
@@ -290,11 +328,11 @@ void nk_wino_wgrad(const nk_exec *ex, const nk_conv_desc *d, const float *x, con
                    float *dw)
 {
     const int C = d->C, K = d->K, P = d->P, Q = d->Q;
-    const int64_t T = tiles_of(d), TC = wgrad_chunk_tiles(d, T), mes = (int64_t)C * K;
+    const int64_t T = tiles_of(d), TC = wgrad_chunk_tiles(d, T), mes = wgrad_m_stride(d);
     wino_run r      = grid(d);
     r.x             = x;
     float *M        = ws_start(ex);
-    float *V        = M + round16((size_t)WINO_E * C * K);
+    float *V        = M + round16((size_t)WINO_E * mes);
     float *Z        = V + round16((size_t)WINO_E * TC * C);
     float *G0       = Z + round16((size_t)WINO_E * TC * K);
     const size_t g1 = round16(nk_sgemm_ws_floats(1));
@@ -321,6 +359,7 @@ void nk_wino_wgrad(const nk_exec *ex, const nk_conv_desc *d, const float *x, con
 #pragma omp for schedule(static)
         for (int c = 0; c < C; c++)
             for (int k = 0; k < K; k += 16)
-                nk_wino4_dw_avx512(M + (int64_t)c * K + k, mes, dw + (int64_t)c * K + k, mes);
+                nk_wino4_dw_avx512(M + (int64_t)c * K + k, mes, dw + (int64_t)c * K + k,
+                                   (int64_t)C * K);
     }
 }

@@ -12,6 +12,7 @@
 #include <stdint.h>
 
 #include "kernels/cpu/cpu_internal.h"
+#include "kernels/cpu/transpose_avx512.h"
 
 // t = B^T d for six values, as adds and multiplies by 2, 4 and 5 in a shared order.
 static inline void bt6(const __m512 d[6], __m512 t[6])
@@ -184,6 +185,24 @@ void nk_wino4_wt_avx512(const float *g, int64_t ld, float *u, int64_t ues)
         for (int j = 0; j < 6; j++)
             _mm512_storeu_ps(u + (i * 6 + j) * ues, o[j]);
     }
+}
+
+void nk_wino4_wt_flip_avx512(const float *w, int64_t ldc, int64_t ldtap, float *u, int64_t ldk,
+                             int64_t ues)
+{
+    // tmp[rs][j][i]: tap rs of the turned filter, channel k0 + j, channel c0 + i.
+    float tmp[9][16][16] __attribute__((aligned(64)));
+    for (int rs = 0; rs < 9; rs++) {
+        const float *src = w + (int64_t)(8 - rs) * ldtap; // tap (2 - r, 2 - s)
+        __m512 r[16];
+        for (int i = 0; i < 16; i++)
+            r[i] = _mm512_loadu_ps(src + i * ldc);
+        transpose16(r);
+        for (int j = 0; j < 16; j++)
+            _mm512_store_ps(tmp[rs][j], r[j]);
+    }
+    for (int j = 0; j < 16; j++)
+        nk_wino4_wt_avx512(tmp[0][j], 16 * 16, u + j * ldk, ues);
 }
 
 // ---- weight gradient: dW = G^T [ sum over tiles (A dY A^T) . (B^T D B) ] G ----
