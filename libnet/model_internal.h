@@ -61,6 +61,10 @@ typedef struct nt_layer {
     // one after the residual add it feeds): its backward reads that directly, and the BN's own
     // gradient buffer never exists. -1 when none.
     int gsrc;
+    // Set by an add's backward (a fused ReLU's): the layer whose gradient buffer it wrote the
+    // masked gradient into, its other input, when it was the first gradient there; else -1.
+    // The BN that computes the add then reads that instead of masking the ReLU's gradient itself.
+    int gm_at;
     // Conv weights packed once for inference: bf16 pairs (nk_gemm_bf16_pack_b) for the bf16
     // convs, else float32 micro-kernel panels or Winograd's transform (nt_ops.conv_pack); which
     // of the two is wpack_bf16, the allocation wpack_bytes. Valid while wpack_ok is set (cleared

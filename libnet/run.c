@@ -132,6 +132,7 @@ static void fuse(nt_model *m, int training, const int *ncons, const int *cons, i
         l->fuse_add  = -1;
         l->fuse_res  = -1;
         l->gsrc      = -1;
+        l->gm_at     = -1;
         l->fused     = 0;
         born[i]      = i;
     }
@@ -1041,6 +1042,22 @@ static int wants_grad(const nt_model *m, int j)
     return m->layers[j].grad_off >= 0;
 }
 
+// For BN i that computes a residual add and its ReLU: the layer whose gradient buffer holds the
+// add's masked gradient (written by the add's backward into its other input's, see gm_at) and
+// still unchanged, since no layer that runs between the two backward steps reads that input;
+// else -1.
+static int masked_grad_at(const nt_model *m, int i)
+{
+    const nt_layer *l = &m->layers[i];
+    const int a       = l->fuse_add;
+    if (l->fuse_res < 0 || a < 0 || m->layers[a].gm_at < 0) return -1;
+    const int at = m->layers[a].gm_at;
+    for (int t = i + 1; t < a; t++)
+        for (int k = 0; k < m->layers[t].nin; k++)
+            if (m->layers[t].in[k] == at) return -1;
+    return at;
+}
+
 nt_status nt_model_backward(nt_model *m, const nt_tensor *dy, nt_tensor *dx)
 {
     nt_ctx *ctx = m->ctx;
@@ -1068,8 +1085,10 @@ nt_status nt_model_backward(nt_model *m, const nt_tensor *dy, nt_tensor *dx)
     nk_exec ex;
     nt_ctx_exec(ctx, m->ws_floats, &ex);
     const nt_ops *o = &ctx->ops;
-    for (int i = 0; i < L; i++)
+    for (int i = 0; i < L; i++) {
         m->layers[i].grad_ready = m->layers[i].db_done = 0;
+        m->layers[i].gm_at                             = -1;
+    }
     memcpy(m->buf + last->grad_off, dy->data, (size_t)layer_numel(last, N) * sizeof(float));
     m->layers[L - 1].grad_ready = 1;
 
@@ -1125,9 +1144,14 @@ nt_status nt_model_backward(nt_model *m, const nt_tensor *dy, nt_tensor *dx)
                 const int own = l->fuse_relu >= 0 && l->fuse_res < 0;
                 // The conv before it gets its bias gradient here (dx is all of its gradient).
                 float *cdb = l->sum_dx && d && !acc ? pgrad(m, src, 1) : NULL;
-                o->bn_bwd_train(&ex, M, l->C, out_of(m, j), gi != i ? out_of(m, gi) : NULL, g,
-                                param(m, l, 0), own ? param(m, l, 1) : NULL, l->bn_mean,
-                                l->bn_invstd, d, pgrad(m, l, 0), pgrad(m, l, 1), cdb);
+                // The add this BN computes wrote the masked gradient for its other input: read
+                // that (the same values) rather than the ReLU's gradient and output.
+                const int gm    = masked_grad_at(m, i);
+                const float *ry = gm < 0 && gi != i ? out_of(m, gi) : NULL;
+                o->bn_bwd_train(&ex, M, l->C, out_of(m, j), ry,
+                                gm >= 0 ? m->buf + m->layers[gm].grad_off : g, param(m, l, 0),
+                                own ? param(m, l, 1) : NULL, l->bn_mean, l->bn_invstd, d,
+                                pgrad(m, l, 0), pgrad(m, l, 1), cdb);
                 m->layers[j].db_done = cdb != NULL;
             } else {
                 if (!want) break;
@@ -1162,12 +1186,14 @@ nt_status nt_model_backward(nt_model *m, const nt_tensor *dy, nt_tensor *dx)
             accumulate(m, &ex, j, acc);
         } break;
         case NT_LAYER_ADD:
+            l->gm_at = -1;
             for (int k = 0; k < 2; k++) {
                 int jk = l->in[k];
                 if (!wants_grad(m, jk)) continue; // (also a BN that reads gi itself)
                 d = grad_dst(m, jk, &acc);
                 if (gi != i) { // through the fused ReLU's mask
                     o->relu_bwd(&ex, n, out_of(m, gi), g, d);
+                    if (!acc) l->gm_at = jk;
                     accumulate(m, &ex, jk, acc);
                 } else if (acc) {
                     o->add_fwd(&ex, n, m->buf + m->layers[jk].grad_off, g,
