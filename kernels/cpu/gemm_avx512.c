@@ -104,14 +104,24 @@ static void ukr_avx512(int64_t kc, const float *a, const float *b, float *c, int
     }
 }
 
+// ukr_atb prefetches B (an output gradient, row after row of ldb floats) this many rows ahead
+// when its rows are at least nk_atb_pf_min_ldb floats long: a micro-kernel reads only NR of each
+// row's floats, so with rows of 512 bytes and more a 4 KiB page holds at most 8 of its k steps
+// and the hardware's prefetch, which follows a stream within a page, falls behind. Measured on
+// the 1x1 weight gradients at batch 16, 2 threads, the two forms alternating call by call in one
+// process (medians of 20, ms): conv3's expand (2 KiB rows) 10.64 -> 8.96, conv3's reduce (512 B)
+// 11.51 -> 10.08; conv2's expand (1 KiB) 11.54 -> 11.27, conv4's and conv5's (their wider
+// shapes take the packed path) unchanged; conv2's reduce (256 B rows) got slower when tried.
+#define ATB_PF_ROWS 32
+int nk_atb_pf_min_ldb = 128;
+
 // C[0:m,0:n] = A^T B + beta * C over kc rows of unpacked A (a[p*lda + i]) and B (b[p*ldb + j]),
 // as in a weight gradient: A and B are activations and output gradients, both [rows, channels],
 // so row p of either is one k step and nothing is packed. Rows past m of A are never read (the
 // edge form clamps the broadcast index), columns past n of B are masked off.
-static inline __attribute__((always_inline)) void ukr_atb_body(int64_t kc, const float *a,
-                                                               int64_t lda, const float *b,
-                                                               int64_t ldb, float *c, int64_t ldc,
-                                                               float beta, int m, int n, int edge)
+static inline __attribute__((always_inline)) void
+ukr_atb_body(int64_t kc, const float *a, int64_t lda, const float *b, int64_t ldb, float *c,
+             int64_t ldc, float beta, int m, int n, int edge, int pf)
 {
     __m512 acc[MR][NV];
 #pragma GCC unroll 16
@@ -130,6 +140,10 @@ static inline __attribute__((always_inline)) void ukr_atb_body(int64_t kc, const
         ix[i] = edge && i >= m ? m - 1 : i;
     for (int64_t p = 0; p < kc; p++) {
         __m512 bv[NV];
+        if (pf)
+#pragma GCC unroll 4
+            for (int v = 0; v < NV; v++)
+                _mm_prefetch((const char *)(b + ATB_PF_ROWS * ldb + 16 * v), _MM_HINT_T0);
 #pragma GCC unroll 4
         for (int v = 0; v < NV; v++)
             bv[v] = edge ? _mm512_maskz_loadu_ps(km[v], b + 16 * v) : _mm512_loadu_ps(b + 16 * v);
@@ -160,10 +174,16 @@ static inline __attribute__((always_inline)) void ukr_atb_body(int64_t kc, const
 static void ukr_atb_avx512(int64_t kc, const float *a, int64_t lda, const float *b, int64_t ldb,
                            float *c, int64_t ldc, float beta, int m, int n)
 {
-    if (m == MR && n == NR)
-        ukr_atb_body(kc, a, lda, b, ldb, c, ldc, beta, MR, NR, 0);
-    else
-        ukr_atb_body(kc, a, lda, b, ldb, c, ldc, beta, m, n, 1);
+    if (ldb >= nk_atb_pf_min_ldb) {
+        if (m == MR && n == NR)
+            ukr_atb_body(kc, a, lda, b, ldb, c, ldc, beta, MR, NR, 0, 1);
+        else
+            ukr_atb_body(kc, a, lda, b, ldb, c, ldc, beta, m, n, 1, 1);
+    } else if (m == MR && n == NR) {
+        ukr_atb_body(kc, a, lda, b, ldb, c, ldc, beta, MR, NR, 0, 0);
+    } else {
+        ukr_atb_body(kc, a, lda, b, ldb, c, ldc, beta, m, n, 1, 0);
+    }
 }
 
 // One 16-column vector of the fused epilogue, in nk_tile_epi_fn's order: + bias (vb), then
