@@ -430,6 +430,7 @@ static int bench_model(int batch, int threads, int img, int train, int unfreeze,
     nt_resnet_cfg_default(&cfg);
     cfg.img_size = img;
     nt_model *m  = NULL;
+    nt_optim *op = NULL;
     nt_tensor x  = {0};
     int rc       = EXIT_OK;
     // bf16 with --train: the frozen layers' forward runs in bf16, the rest in f32.
@@ -437,6 +438,12 @@ static int bench_model(int batch, int threads, int img, int train, int unfreeze,
     nt_status s    = nt_resnet50_new(ctx, &cfg, &m);
     if (s == NT_OK) s = nt_model_init(m, NT_INIT_KERAS, 1);
     if (s == NT_OK) s = nt_model_set_trainable_last(m, unfreeze);
+    // A training step ends with the update, as PyTorch's in bench/torch_resnet50.py: SGD with
+    // momentum 0.9, lr 0.01.
+    nt_optim_cfg oc;
+    nt_optim_cfg_default(&oc, NT_OPT_SGD);
+    oc.momentum = 0.9f;
+    if (s == NT_OK && train) s = nt_optim_new(ctx, &oc, m, &op);
     int64_t shp[4] = {batch, img, img, 3};
     if (s == NT_OK) s = nt_tensor_new(ctx, 4, shp, &x);
     if (s != NT_OK) {
@@ -494,6 +501,7 @@ static int bench_model(int batch, int threads, int img, int train, int unfreeze,
             for (int k = 0; k < batch; k++)
                 dl[k] = 1.0f / (float)batch;
             if (s == NT_OK) s = nt_model_backward(m, &dy, NULL);
+            if (s == NT_OK) s = nt_optim_step(op);
         }
         if (s != NT_OK) break;
         if (r >= 0) t[r] = now_s() - t0, cpu[r] = cpu_s() - c0;
@@ -530,6 +538,7 @@ static int bench_model(int batch, int threads, int img, int train, int unfreeze,
     if (profile && warmup > 0) print_profile(m, repeat, mean, top);
 out:
     nt_tensor_free(&x);
+    nt_optim_free(op);
     nt_model_free(m);
     nt_ctx_free(ctx);
     return rc;
@@ -549,7 +558,8 @@ int cmd_bench(int argc, char **argv)
             {"batch", OPT_INT, &batch, 1, 4096, "N", "model, conv: batch size, default 16"},
             {"img-size", OPT_INT, &img, 32, 1024, "PX",
              "model, conv: input size, default 224 (conv: the shapes at that size)"},
-            {"train", OPT_FLAG, &train, 0, 0, NULL, "model: time a training step (forward+backward)"},
+            {"train", OPT_FLAG, &train, 0, 0, NULL,
+             "model: time a training step (forward, backward, SGD update)"},
             {"unfreeze", OPT_STR, &unfreeze_s, 0, 0, "N|all", "model --train: trainable layers (20)"},
             {"repeat", OPT_INT, &repeat, 1, 64, "N", "timed repeats (median), default 5"},
             {"warmup", OPT_INT, &warmup, 0, 16, "N", "untimed repeats first, default 1"},

@@ -483,6 +483,79 @@ static void test_optimizers(nt_ctx *ctx)
     nt_model_free(m);
 }
 
+// The update is split over the threads (slots of 32768 floats and more) and small slots go whole
+// to one thread each: the weights after a few steps are the same bits for 1 and 3 threads, and
+// match the formula, for SGD (plain, momentum with Nesterov and weight decay) and Adam.
+static void test_optimizer_threads(void)
+{
+    enum { IN = 300, OUT = 200 }; // a 60000-float kernel (split) and a 200-float bias (whole)
+    const nt_opt_kind kinds[3] = {NT_OPT_SGD, NT_OPT_SGD, NT_OPT_ADAM};
+    for (int k = 0; k < 3; k++) {
+        float *w[2] = {NULL, NULL};
+        for (int t = 0; t < 2; t++) {
+            nt_ctx_opts co;
+            nt_ctx_opts_default(&co);
+            co.nthreads = t ? 3 : 1;
+            nt_ctx *ctx;
+            nt_model *m;
+            CHECK(nt_ctx_new(&co, &ctx) == NT_OK);
+            CHECK(nt_model_new(ctx, "in", 1, 1, IN, &m) == NT_OK);
+            CHECK(nt_layer_dense(m, "d", nt_layer_gap(m, "gap", 0), OUT, NT_ACT_NONE) == 2);
+            nt_optim_cfg oc;
+            nt_optim_cfg_default(&oc, kinds[k]);
+            oc.momentum     = k == 1 ? 0.9f : 0.0f;
+            oc.nesterov     = k == 1;
+            oc.weight_decay = k ? 1e-2f : 0.0f;
+            nt_optim *o;
+            CHECK(nt_optim_new(ctx, &oc, m, &o) == NT_OK);
+            nt_param kp, bp;
+            nt_model_param(m, 0, &kp);
+            nt_model_param(m, 1, &bp);
+            for (int64_t i = 0; i < IN * OUT; i++)
+                kp.value->data[i] = nk_u01(71, (uint64_t)i) - 0.5f;
+            for (int i = 0; i < OUT; i++)
+                bp.value->data[i] = nk_u01(72, (uint64_t)i) - 0.5f;
+            const float w0 = kp.value->data[12345];
+            for (int step = 0; step < 3; step++) {
+                for (int64_t i = 0; i < IN * OUT; i++)
+                    kp.grad->data[i] = nk_u01(73 + step, (uint64_t)i) - 0.5f;
+                for (int i = 0; i < OUT; i++)
+                    bp.grad->data[i] = nk_u01(76 + step, (uint64_t)i) - 0.5f;
+                CHECK(nt_optim_step(o) == NT_OK);
+            }
+            // The formula in double for one element of the split kernel.
+            double wd = w0, m1 = 0, v1 = 0, vm = 0;
+            for (int step = 0; step < 3; step++) {
+                const double g = nk_u01(73 + step, 12345) - 0.5, lr = oc.lr, w_in = wd;
+                if (k == 2) {
+                    m1 = 0.9 * m1 + 0.1 * g, v1 = 0.999 * v1 + 0.001 * g * g;
+                    const double lr_t =
+                        lr * sqrt(1 - pow(0.999, step + 1)) / (1 - pow(0.9, step + 1));
+                    wd = w_in - lr_t * m1 / (sqrt(v1) + 1e-7);
+                } else if (k == 1) {
+                    vm = 0.9 * vm - lr * g;
+                    wd = w_in + 0.9 * vm - lr * g;
+                } else {
+                    wd = w_in - lr * g;
+                }
+                wd -= lr * oc.weight_decay * w_in;
+            }
+            CHECK_MSG(fabs(kp.value->data[12345] - wd) < 1e-5, "optimizer %d: w %.7f, formula %.7f",
+                      k, kp.value->data[12345], wd);
+            w[t] = malloc((IN * OUT + OUT) * sizeof(float));
+            memcpy(w[t], kp.value->data, IN * OUT * sizeof(float));
+            memcpy(w[t] + IN * OUT, bp.value->data, OUT * sizeof(float));
+            nt_optim_free(o);
+            nt_model_free(m);
+            nt_ctx_free(ctx);
+        }
+        CHECK_MSG(memcmp(w[0], w[1], (IN * OUT + OUT) * sizeof(float)) == 0,
+                  "optimizer %d: 1 and 3 threads give different weights", k);
+        free(w[0]), free(w[1]);
+    }
+    printf("ok   optimizers: the same bits for 1 and 3 threads\n");
+}
+
 static void test_bad_graphs(nt_ctx *ctx)
 {
     nt_model *m;
@@ -859,6 +932,7 @@ int main(void)
     test_layer_list(ctx);
     test_plan_and_modes(ctx);
     test_optimizers(ctx);
+    test_optimizer_threads();
     test_bad_graphs(ctx);
     test_bf16();
     test_bf16_training();
