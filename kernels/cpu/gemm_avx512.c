@@ -104,16 +104,18 @@ static void ukr_avx512(int64_t kc, const float *a, const float *b, float *c, int
     }
 }
 
-// ukr_atb prefetches B (an output gradient, row after row of ldb floats) this many rows ahead
-// when its rows are at least nk_atb_pf_min_ldb floats long: a micro-kernel reads only NR of each
-// row's floats, so with rows of 512 bytes and more a 4 KiB page holds at most 8 of its k steps
-// and the hardware's prefetch, which follows a stream within a page, falls behind. Measured on
-// the 1x1 weight gradients at batch 16, 2 threads, the two forms alternating call by call in one
-// process (medians of 20, ms): conv3's expand (2 KiB rows) 10.64 -> 8.96, conv3's reduce (512 B)
-// 11.51 -> 10.08; conv2's expand (1 KiB) 11.54 -> 11.27, conv4's and conv5's (their wider
-// shapes take the packed path) unchanged; conv2's reduce (256 B rows) got slower when tried.
+// ukr_atb prefetches the rows of A and of B (activations and output gradients, [rows, channels])
+// this many rows ahead when they are at least nk_atb_pf_min_ld floats long: a micro-kernel reads
+// only MR or NR floats of each row, so with rows of 512 bytes and more a 4 KiB page holds at most
+// 8 of its k steps and the hardware's prefetch, which follows a stream within a page, falls
+// behind. Measured on the 1x1 weight gradients at batch 16, 2 threads, the forms alternating call
+// by call in one process (medians of 20, ms). B alone: conv3's expand (B rows of 2 KiB) 10.64 ->
+// 8.96, conv3's reduce (512 B) 11.51 -> 10.08, conv2's expand (1 KiB) 11.54 -> 11.27; conv2's
+// reduce (256 B rows) got slower. A too: conv2's reduce (A rows of 1 KiB) 10.60 -> 8.79, conv3's
+// expand 9.90 -> 9.01, conv3's reduce 10.41 -> 8.99; conv4's and conv5's (the packed path) and
+// those with 256-byte rows unchanged.
 #define ATB_PF_ROWS 32
-int nk_atb_pf_min_ldb = 128;
+int nk_atb_pf_min_ld = 128;
 
 // C[0:m,0:n] = A^T B + beta * C over kc rows of unpacked A (a[p*lda + i]) and B (b[p*ldb + j]),
 // as in a weight gradient: A and B are activations and output gradients, both [rows, channels],
@@ -140,10 +142,14 @@ ukr_atb_body(int64_t kc, const float *a, int64_t lda, const float *b, int64_t ld
         ix[i] = edge && i >= m ? m - 1 : i;
     for (int64_t p = 0; p < kc; p++) {
         __m512 bv[NV];
-        if (pf)
+        if (pf & 1)
 #pragma GCC unroll 4
             for (int v = 0; v < NV; v++)
                 _mm_prefetch((const char *)(b + ATB_PF_ROWS * ldb + 16 * v), _MM_HINT_T0);
+        if (pf & 2) {
+            _mm_prefetch((const char *)(a + ATB_PF_ROWS * lda), _MM_HINT_T0);
+            _mm_prefetch((const char *)(a + ATB_PF_ROWS * lda + MR - 1), _MM_HINT_T0);
+        }
 #pragma GCC unroll 4
         for (int v = 0; v < NV; v++)
             bv[v] = edge ? _mm512_maskz_loadu_ps(km[v], b + 16 * v) : _mm512_loadu_ps(b + 16 * v);
@@ -174,15 +180,24 @@ ukr_atb_body(int64_t kc, const float *a, int64_t lda, const float *b, int64_t ld
 static void ukr_atb_avx512(int64_t kc, const float *a, int64_t lda, const float *b, int64_t ldb,
                            float *c, int64_t ldc, float beta, int m, int n)
 {
-    if (ldb >= nk_atb_pf_min_ldb) {
-        if (m == MR && n == NR)
+    const int pf = (ldb >= nk_atb_pf_min_ld) | (lda >= nk_atb_pf_min_ld) << 1; // B, A
+    if (m == MR && n == NR) {
+        switch (pf) {
+        case 0:
+            ukr_atb_body(kc, a, lda, b, ldb, c, ldc, beta, MR, NR, 0, 0);
+            break;
+        case 1:
             ukr_atb_body(kc, a, lda, b, ldb, c, ldc, beta, MR, NR, 0, 1);
-        else
-            ukr_atb_body(kc, a, lda, b, ldb, c, ldc, beta, m, n, 1, 1);
-    } else if (m == MR && n == NR) {
-        ukr_atb_body(kc, a, lda, b, ldb, c, ldc, beta, MR, NR, 0, 0);
+            break;
+        case 2:
+            ukr_atb_body(kc, a, lda, b, ldb, c, ldc, beta, MR, NR, 0, 2);
+            break;
+        default:
+            ukr_atb_body(kc, a, lda, b, ldb, c, ldc, beta, MR, NR, 0, 3);
+            break;
+        }
     } else {
-        ukr_atb_body(kc, a, lda, b, ldb, c, ldc, beta, m, n, 1, 0);
+        ukr_atb_body(kc, a, lda, b, ldb, c, ldc, beta, m, n, 1, pf);
     }
 }
 
