@@ -65,6 +65,9 @@ typedef struct nt_layer {
     // masked gradient into, its other input, when it was the first gradient there; else -1.
     // The BN that computes the add then reads that instead of masking the ReLU's gradient itself.
     int gm_at;
+    // Set by an add's backward on its fused ReLU (per step): that ReLU's gradient buffer has been
+    // masked by its output in place, for the two BNs that read it (a projection block's).
+    int grad_masked;
     // Conv weights packed once for inference: bf16 pairs (nk_gemm_bf16_pack_b) for the bf16
     // convs, else float32 micro-kernel panels or Winograd's transform (nt_ops.conv_pack); which
     // of the two is wpack_bf16, the allocation wpack_bytes. Valid while wpack_ok is set (cleared

@@ -1086,8 +1086,8 @@ nt_status nt_model_backward(nt_model *m, const nt_tensor *dy, nt_tensor *dx)
     nt_ctx_exec(ctx, m->ws_floats, &ex);
     const nt_ops *o = &ctx->ops;
     for (int i = 0; i < L; i++) {
-        m->layers[i].grad_ready = m->layers[i].db_done = 0;
-        m->layers[i].gm_at                             = -1;
+        m->layers[i].grad_ready = m->layers[i].db_done = m->layers[i].grad_masked = 0;
+        m->layers[i].gm_at                                                        = -1;
     }
     memcpy(m->buf + last->grad_off, dy->data, (size_t)layer_numel(last, N) * sizeof(float));
     m->layers[L - 1].grad_ready = 1;
@@ -1146,11 +1146,13 @@ nt_status nt_model_backward(nt_model *m, const nt_tensor *dy, nt_tensor *dx)
                 float *cdb = l->sum_dx && d && !acc ? pgrad(m, src, 1) : NULL;
                 // The add this BN computes wrote the masked gradient for its other input: read
                 // that (the same values) rather than the ReLU's gradient and output.
+                // Or the add masked the ReLU's gradient in place already.
                 const int gm    = masked_grad_at(m, i);
-                const float *ry = gm < 0 && gi != i ? out_of(m, gi) : NULL;
+                const int done  = gi != i && m->layers[gi].grad_masked;
+                const float *ry = gm < 0 && gi != i && !done ? out_of(m, gi) : NULL;
                 o->bn_bwd_train(&ex, M, l->C, out_of(m, j), ry,
                                 gm >= 0 ? m->buf + m->layers[gm].grad_off : g, param(m, l, 0),
-                                own ? param(m, l, 1) : NULL, l->bn_mean, l->bn_invstd, d,
+                                own && !done ? param(m, l, 1) : NULL, l->bn_mean, l->bn_invstd, d,
                                 pgrad(m, l, 0), pgrad(m, l, 1), cdb);
                 m->layers[j].db_done = cdb != NULL;
             } else {
@@ -1187,6 +1189,12 @@ nt_status nt_model_backward(nt_model *m, const nt_tensor *dy, nt_tensor *dx)
         } break;
         case NT_LAYER_ADD:
             l->gm_at = -1;
+            // Both inputs BNs that read the fused ReLU's gradient themselves: mask it once in
+            // place for both, rather than each reading the ReLU's output twice to mask it.
+            if (gi != i && !wants_grad(m, l->in[0]) && !wants_grad(m, l->in[1])) {
+                o->relu_bwd(&ex, n, out_of(m, gi), g, g);
+                m->layers[gi].grad_masked = 1;
+            }
             for (int k = 0; k < 2; k++) {
                 int jk = l->in[k];
                 if (!wants_grad(m, jk)) continue; // (also a BN that reads gi itself)
