@@ -310,6 +310,9 @@ void nk_maxpool_bwd_cpu(const nk_exec *ex, const nk_conv_desc *d, const float *x
                         float *dx);
 void nk_zeropad_fwd_cpu(const nk_exec *ex, int N, int H, int W, int C, int pt, int pb, int pl,
                         int pr, const float *x, float *y);
+// dx [N,H,W,C] = the interior of dy [N,H+pt+pb,W+pl+pr,C].
+void nk_zeropad_bwd_cpu(const nk_exec *ex, int N, int H, int W, int C, int pt, int pb, int pl,
+                        int pr, const float *dy, float *dx);
 void nk_gap_fwd_cpu(const nk_exec *ex, int N, int HW, int C, const float *x, float *y);
 // y = max(a + b, 0): a residual add fused with the ReLU that follows it.
 void nk_add_relu_fwd_cpu(const nk_exec *ex, int64_t n, const float *a, const float *b, float *y);

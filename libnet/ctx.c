@@ -223,6 +223,11 @@ static void ref_zeropad_fwd(const nk_exec *ex, int N, int H, int W, int C, int p
 {
     nk_zeropad_fwd_ref(N, H, W, C, pt, pb, pl, pr, x, y);
 }
+static void ref_zeropad_bwd(const nk_exec *ex, int N, int H, int W, int C, int pt, int pb, int pl,
+                            int pr, const float *dy, float *dx)
+{
+    nk_zeropad_bwd_ref(N, H, W, C, pt, pb, pl, pr, dy, dx);
+}
 static void ref_gap_fwd(const nk_exec *ex, int N, int HW, int C, const float *x, float *y)
 {
     nk_gap_fwd_ref(N, HW, C, x, y);
@@ -349,6 +354,7 @@ static void ops_init(nt_ctx *ctx)
     o->maxpool_fwd             = ref_maxpool_fwd;
     o->maxpool_bwd             = ref_maxpool_bwd;
     o->zeropad_fwd             = ref_zeropad_fwd;
+    o->zeropad_bwd             = ref_zeropad_bwd;
     o->gap_fwd                 = ref_gap_fwd;
     o->conv_fwd_bf16           = ref_conv_fwd_bf16;
     o->conv_bf16_ws            = ref_conv_ws;
@@ -398,6 +404,7 @@ static void ops_init(nt_ctx *ctx)
     o->maxpool_fwd  = nk_maxpool_fwd_cpu;
     o->maxpool_bwd  = nk_maxpool_bwd_cpu;
     o->zeropad_fwd  = nk_zeropad_fwd_cpu;
+    o->zeropad_bwd  = nk_zeropad_bwd_cpu;
     o->gap_fwd      = nk_gap_fwd_cpu;
     if (ctx->opts.dtype == NT_DTYPE_BF16 && nk_cpu_bf16() >= NK_BF16_AVX512) {
         o->conv_fwd_bf16           = fast_conv_fwd_bf16;

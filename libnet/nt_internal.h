@@ -71,6 +71,8 @@ typedef struct nt_ops {
                         float *dx);
     void (*zeropad_fwd)(const nk_exec *, int N, int H, int W, int C, int pt, int pb, int pl, int pr,
                         const float *x, float *y);
+    void (*zeropad_bwd)(const nk_exec *, int N, int H, int W, int C, int pt, int pb, int pl, int pr,
+                        const float *dy, float *dx);
     void (*gap_fwd)(const nk_exec *, int N, int HW, int C, const float *x, float *y);
     // bf16 inference convolution (NT_DTYPE_BF16): the reference reads w, the fast path wp (w
     // packed by nk_gemm_bf16_pack_b; NULL when conv_bf16_packs is 0). ep may be NULL.

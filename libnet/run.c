@@ -1112,7 +1112,7 @@ nt_status nt_model_backward(nt_model *m, const nt_tensor *dy, nt_tensor *dx)
         case NT_LAYER_ZEROPAD:
             if (!want) break;
             d = grad_dst(m, j, &acc);
-            nk_zeropad_bwd_ref(N, src->H, src->W, src->C, l->pt, l->pb, l->pl, l->pr, g, d);
+            o->zeropad_bwd(&ex, N, src->H, src->W, src->C, l->pt, l->pb, l->pl, l->pr, g, d);
             accumulate(m, &ex, j, acc);
             break;
         case NT_LAYER_CONV: {

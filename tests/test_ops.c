@@ -825,6 +825,12 @@ static void test_pool(int N, int H, int W, int C, int R, int stride, int pad)
         nk_zeropad_fwd_cpu(&ex, N, H, W, C, pt, pb, pl, pr, x, pgot);
         snprintf(what, sizeof what, "zeropad_fwd t%d N=%d H=%d C=%d", nt, N, H, C);
         CHECK_CLOSE(what, pgot, pref, (int64_t)np, TOL_EXACT, TOL_EXACT);
+        // Backward: the interior of a padded gradient (pref as dy).
+        nk_zeropad_bwd_ref(N, H, W, C, pt, pb, pl, pr, pref, r);
+        poison(o, nx);
+        nk_zeropad_bwd_cpu(&ex, N, H, W, C, pt, pb, pl, pr, pref, o);
+        snprintf(what, sizeof what, "zeropad_bwd t%d N=%d H=%d C=%d", nt, N, H, C);
+        CHECK_CLOSE(what, o, r, (int64_t)nx, TOL_EXACT, TOL_EXACT);
         free(pref), free(pgot);
 
         nk_gap_fwd_ref(N, H * W, C, x, r);

@@ -79,6 +79,18 @@ void nk_zeropad_fwd_cpu(const nk_exec *ex, int N, int H, int W, int C, int pt, i
     }
 }
 
+void nk_zeropad_bwd_cpu(const nk_exec *ex, int N, int H, int W, int C, int pt, int pb, int pl,
+                        int pr, const float *dy, float *dx)
+{
+    const int Ho = H + pt + pb, Wo = W + pl + pr;
+#pragma omp parallel for num_threads(threads_of(ex)) schedule(static)
+    for (int64_t nh = 0; nh < (int64_t)N * H; nh++) {
+        const int64_t n = nh / H, h = nh % H;
+        memcpy(dx + nh * W * C, dy + ((n * Ho + h + pt) * Wo + pl) * C,
+               (size_t)W * C * sizeof(float));
+    }
+}
+
 void nk_gap_fwd_cpu(const nk_exec *ex, int N, int HW, int C, const float *x, float *y)
 {
     // Per (n, c) in double, as the reference, so the result does not depend on threads.
