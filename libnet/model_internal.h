@@ -65,6 +65,11 @@ typedef struct nt_layer {
     // masked gradient into, its other input, when it was the first gradient there; else -1.
     // The BN that computes the add then reads that instead of masking the ReLU's gradient itself.
     int gm_at;
+    // A max-pool that reads through the ZeroPadding2D in front of it (its layer index; -1: none):
+    // the pool takes the pad's input with the padding as its own (the pad's output, all >= 0
+    // after a ReLU, is never written, and the zeros would never win a window), the pad layer is
+    // fused (skipped) both ways.
+    int fold_pad;
     // Set by an add's backward on its fused ReLU (per step): that ReLU's gradient buffer has been
     // masked by its output in place, for the two BNs that read it (a projection block's).
     int grad_masked;

@@ -101,19 +101,31 @@ static int64_t place(plan_item *it, int n)
 static nk_conv_desc conv_desc(const nt_model *m, const nt_layer *l, int N)
 {
     const nt_layer *src = &m->layers[l->in[0]];
-    nk_conv_desc d      = {.N      = N,
-                           .H      = src->H,
-                           .W      = src->W,
-                           .C      = src->C,
-                           .K      = l->C,
-                           .R      = l->R,
-                           .S      = l->S,
-                           .P      = l->H,
-                           .Q      = l->W,
-                           .stride = l->stride,
-                           .pad_h  = l->pad_h,
-                           .pad_w  = l->pad_w};
+    int ph = l->pad_h, pw = l->pad_w;
+    if (l->type == NT_LAYER_MAXPOOL && l->fold_pad >= 0) { // the pad's input, padded by the pool
+        ph += src->pt, pw += src->pl;
+        src = &m->layers[src->in[0]];
+    }
+    nk_conv_desc d = {.N      = N,
+                      .H      = src->H,
+                      .W      = src->W,
+                      .C      = src->C,
+                      .K      = l->C,
+                      .R      = l->R,
+                      .S      = l->S,
+                      .P      = l->H,
+                      .Q      = l->W,
+                      .stride = l->stride,
+                      .pad_h  = ph,
+                      .pad_w  = pw};
     return d;
+}
+
+// The layer whose output layer l reads as its first input: through a folded pad (fold_pad).
+static int in0(const nt_model *m, const nt_layer *l)
+{
+    return l->type == NT_LAYER_MAXPOOL && l->fold_pad >= 0 ? m->layers[l->fold_pad].in[0]
+                                                           : l->in[0];
 }
 
 // Fusion in the inference parts of the graph (before the backward region): a conv whose only
@@ -133,8 +145,27 @@ static void fuse(nt_model *m, int training, const int *ncons, const int *cons, i
         l->fuse_res  = -1;
         l->gsrc      = -1;
         l->gm_at     = -1;
+        l->fold_pad  = -1;
         l->fused     = 0;
         born[i]      = i;
+    }
+    // A max-pool with no padding of its own after a ZeroPadding2D that only it reads, of a ReLU's
+    // output: the pool pads itself (its kernels skip the taps outside the input, and every window
+    // keeps one inside when each pad is under the window; the zeros, never above a ReLU's
+    // output, would not change a maximum), so the padded copy is never made. On a tie at 0 the
+    // gradient then goes to an input 0 instead of a pad, and the ReLU's mask drops it either way.
+    for (int i = 1; i < L; i++) {
+        nt_layer *l = &m->layers[i];
+        if (l->type != NT_LAYER_MAXPOOL || l->pad_h || l->pad_w) continue;
+        const int p = l->in[0];
+        nt_layer *z = &m->layers[p];
+        if (z->type != NT_LAYER_ZEROPAD || z->keep || ncons[p] != 1 ||
+            m->layers[z->in[0]].type != NT_LAYER_RELU || z->pt >= l->R || z->pb >= l->R ||
+            z->pl >= l->S || z->pr >= l->S)
+            continue;
+        l->fold_pad = p;
+        z->fused    = 1;
+        born[p]     = -1;
     }
     for (int i = 1; i < L; i++) {
         nt_layer *l = &m->layers[i];
@@ -489,6 +520,14 @@ static nt_status plan(nt_model *m, int N, int training)
                 src->out_death = T - 1 - i;
         }
     }
+    // A pool reads through a folded pad: the pad's input, in the pool's forward and backward.
+    for (int i = 0; i < L; i++) {
+        nt_layer *l = &m->layers[i];
+        if (l->type != NT_LAYER_MAXPOOL || l->fold_pad < 0) continue;
+        nt_layer *src = &m->layers[in0(m, l)];
+        if (src->out_death < i) src->out_death = i;
+        if (i >= bstart && src->out_death < T - 1 - i) src->out_death = T - 1 - i;
+    }
     // A fused ReLU's output is read (as a mask) by the backward steps of the layers that take
     // its gradient.
     for (int i = bstart; i < L; i++) {
@@ -518,6 +557,8 @@ static nt_status plan(nt_model *m, int N, int training)
         for (int j = 0; j < L; j++) {
             int needs = j >= bstart || (j == 0 && m->want_input_grad);
             if (!needs || grad_src(m, j) != j) continue; // fused: it reads a ReLU's gradient
+            const nt_layer *lj = &m->layers[j];
+            if (lj->type == NT_LAYER_ZEROPAD && lj->fused) continue; // folded: no gradient
             // A gradient lives until the last backward step that reads it (a fused ReLU's: the
             // earliest layer that takes it).
             int owner = j;
@@ -529,7 +570,7 @@ static nt_status plan(nt_model *m, int N, int training)
             int last = j == L - 1 ? j : -1;
             for (int i = j + 1; i < L; i++)
                 for (int k = 0; k < m->layers[i].nin; k++)
-                    if (m->layers[i].in[k] == j) last = i;
+                    if (m->layers[i].in[k] == j || (k == 0 && in0(m, &m->layers[i]) == j)) last = i;
             if (last < 0) continue; // a dead end: nothing flows back into it
             it[n++] = (plan_item){.size    = round16(layer_numel(&m->layers[j], N)),
                                   .birth   = T - 1 - last,
@@ -864,7 +905,7 @@ static void fwd_layer(nt_model *m, const nk_exec *ex, int i, int N, int64_t img0
         break;
     case NT_LAYER_MAXPOOL: {
         nk_conv_desc d = conv_desc(m, l, N);
-        o->maxpool_fwd(ex, &d, xin, y);
+        o->maxpool_fwd(ex, &d, act(m, in0(m, l), img0), y);
     } break;
     case NT_LAYER_ADD:
         if (l->fuse_relu >= 0)
@@ -1095,7 +1136,8 @@ nt_status nt_model_backward(nt_model *m, const nt_tensor *dy, nt_tensor *dx)
     for (int i = L - 1; i >= m->bstart; i--) {
         double t0   = m->profile ? prof_now() : 0;
         nt_layer *l = &m->layers[i];
-        if (l->type == NT_LAYER_RELU && l->fused) continue; // in the layer before it (fuse())
+        // In the layer before it, or a pad folded into the pool after it (fuse()).
+        if ((l->type == NT_LAYER_RELU || l->type == NT_LAYER_ZEROPAD) && l->fused) continue;
         // A training-fused BN or add starts from the ReLU's gradient.
         const int gi = grad_src(m, i);
         NT_ASSERT(m->layers[gi].grad_ready);
@@ -1181,11 +1223,12 @@ nt_status nt_model_backward(nt_model *m, const nt_tensor *dy, nt_tensor *dx)
             accumulate(m, &ex, j, acc);
             break;
         case NT_LAYER_MAXPOOL: {
-            if (!want) break;
+            const int s = in0(m, l); // through a folded pad
+            if (!wants_grad(m, s)) break;
             nk_conv_desc cd = conv_desc(m, l, N);
-            d               = grad_dst(m, j, &acc);
-            o->maxpool_bwd(&ex, &cd, out_of(m, j), g, d);
-            accumulate(m, &ex, j, acc);
+            d               = grad_dst(m, s, &acc);
+            o->maxpool_bwd(&ex, &cd, out_of(m, s), g, d);
+            accumulate(m, &ex, s, acc);
         } break;
         case NT_LAYER_ADD:
             l->gm_at = -1;
