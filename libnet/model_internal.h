@@ -61,18 +61,17 @@ typedef struct nt_layer {
     // one after the residual add it feeds): its backward reads that directly, and the BN's own
     // gradient buffer never exists. -1 when none.
     int gsrc;
-    // Set by an add's backward (a fused ReLU's): the layer whose gradient buffer it wrote the
-    // masked gradient into, its other input, when it was the first gradient there; else -1.
-    // The BN that computes the add then reads that instead of masking the ReLU's gradient itself.
+    // On a ReLU fused into the residual add before it, set by the add's backward (per step): the
+    // layer whose gradient buffer holds the ReLU's gradient masked by its output, the ReLU itself
+    // (masked in place: both inputs are BNs that read it) or the add's other input (the first
+    // gradient written there: a shortcut's); -1 when none. The BNs that read the ReLU's
+    // gradient take it from there instead of masking it again (masked_grad_at in run.c).
     int gm_at;
     // A max-pool that reads through the ZeroPadding2D in front of it (its layer index; -1: none):
     // the pool takes the pad's input with the padding as its own (the pad's output, all >= 0
     // after a ReLU, is never written, and the zeros would never win a window), the pad layer is
     // fused (skipped) both ways.
     int fold_pad;
-    // Set by an add's backward on its fused ReLU (per step): that ReLU's gradient buffer has been
-    // masked by its output in place, for the two BNs that read it (a projection block's).
-    int grad_masked;
     // Conv weights packed once for inference: bf16 pairs (nk_gemm_bf16_pack_b) for the bf16
     // convs, else float32 micro-kernel panels or Winograd's transform (nt_ops.conv_pack); which
     // of the two is wpack_bf16, the allocation wpack_bytes. Valid while wpack_ok is set (cleared

@@ -144,7 +144,6 @@ static void fuse(nt_model *m, int training, const int *ncons, const int *cons, i
         l->fuse_add  = -1;
         l->fuse_res  = -1;
         l->gsrc      = -1;
-        l->gm_at     = -1;
         l->fold_pad  = -1;
         l->fused     = 0;
         born[i]      = i;
@@ -805,8 +804,8 @@ static void fwd_layer(nt_model *m, const nk_exec *ex, int i, int N, int64_t img0
     if (l->fused) return; // computed by the layer it is fused into
     double t0           = m->profile ? prof_now() : 0;
     float *y            = l->out_off >= 0 ? act(m, i, img0) : NULL;
-    const nt_layer *src = l->nin ? &m->layers[l->in[0]] : NULL;
-    const float *xin    = src ? act(m, l->in[0], img0) : NULL;
+    const nt_layer *src = l->nin ? &m->layers[in0(m, l)] : NULL;
+    const float *xin    = src ? act(m, in0(m, l), img0) : NULL;
     int64_t n           = layer_numel(l, N);
     switch (l->type) {
     case NT_LAYER_INPUT:
@@ -905,7 +904,7 @@ static void fwd_layer(nt_model *m, const nk_exec *ex, int i, int N, int64_t img0
         break;
     case NT_LAYER_MAXPOOL: {
         nk_conv_desc d = conv_desc(m, l, N);
-        o->maxpool_fwd(ex, &d, act(m, in0(m, l), img0), y);
+        o->maxpool_fwd(ex, &d, xin, y);
     } break;
     case NT_LAYER_ADD:
         if (l->fuse_relu >= 0)
@@ -1083,17 +1082,17 @@ static int wants_grad(const nt_model *m, int j)
     return m->layers[j].grad_off >= 0;
 }
 
-// For BN i that computes a residual add and its ReLU: the layer whose gradient buffer holds the
-// add's masked gradient (written by the add's backward into its other input's, see gm_at) and
-// still unchanged, since no layer that runs between the two backward steps reads that input;
-// else -1.
-static int masked_grad_at(const nt_model *m, int i)
+// For BN i that reads the gradient of ReLU gi (gsrc): the layer whose gradient buffer holds that
+// gradient already masked by the ReLU's output (the add's backward left it there, see gm_at),
+// or -1. The shortcut's buffer counts only while unchanged: its layer comes before i (so its
+// gradient outlives i's step) and no layer whose backward runs between the add's and i's reads
+// it.
+static int masked_grad_at(const nt_model *m, int i, int gi)
 {
-    const nt_layer *l = &m->layers[i];
-    const int a       = l->fuse_add;
-    if (l->fuse_res < 0 || a < 0 || m->layers[a].gm_at < 0) return -1;
-    const int at = m->layers[a].gm_at;
-    for (int t = i + 1; t < a; t++)
+    const int at = gi != i ? m->layers[gi].gm_at : -1;
+    if (at < 0 || at == gi) return at;
+    if (at >= i) return -1;
+    for (int t = i + 1, a = m->layers[gi].in[0]; t < a; t++) // up to the add
         for (int k = 0; k < m->layers[t].nin; k++)
             if (m->layers[t].in[k] == at) return -1;
     return at;
@@ -1127,8 +1126,8 @@ nt_status nt_model_backward(nt_model *m, const nt_tensor *dy, nt_tensor *dx)
     nt_ctx_exec(ctx, m->ws_floats, &ex);
     const nt_ops *o = &ctx->ops;
     for (int i = 0; i < L; i++) {
-        m->layers[i].grad_ready = m->layers[i].db_done = m->layers[i].grad_masked = 0;
-        m->layers[i].gm_at                                                        = -1;
+        m->layers[i].grad_ready = m->layers[i].db_done = 0;
+        m->layers[i].gm_at                             = -1;
     }
     memcpy(m->buf + last->grad_off, dy->data, (size_t)layer_numel(last, N) * sizeof(float));
     m->layers[L - 1].grad_ready = 1;
@@ -1142,7 +1141,7 @@ nt_status nt_model_backward(nt_model *m, const nt_tensor *dy, nt_tensor *dx)
         const int gi = grad_src(m, i);
         NT_ASSERT(m->layers[gi].grad_ready);
         float *g            = m->buf + m->layers[gi].grad_off;
-        int j               = l->nin ? l->in[0] : -1;
+        int j               = l->nin ? in0(m, l) : -1; // through a folded pad
         const nt_layer *src = j >= 0 ? &m->layers[j] : NULL;
         int want            = j >= 0 && wants_grad(m, j);
         int64_t n           = layer_numel(l, N);
@@ -1186,15 +1185,13 @@ nt_status nt_model_backward(nt_model *m, const nt_tensor *dy, nt_tensor *dx)
                 const int own = l->fuse_relu >= 0 && l->fuse_res < 0;
                 // The conv before it gets its bias gradient here (dx is all of its gradient).
                 float *cdb = l->sum_dx && d && !acc ? pgrad(m, src, 1) : NULL;
-                // The add this BN computes wrote the masked gradient for its other input: read
-                // that (the same values) rather than the ReLU's gradient and output.
-                // Or the add masked the ReLU's gradient in place already.
-                const int gm    = masked_grad_at(m, i);
-                const int done  = gi != i && m->layers[gi].grad_masked;
-                const float *ry = gm < 0 && gi != i && !done ? out_of(m, gi) : NULL;
+                // The add before the ReLU may have masked its gradient already (in place, or into
+                // the shortcut's): read that (the same values) rather than mask it again.
+                const int gm    = masked_grad_at(m, i, gi);
+                const float *ry = gm < 0 && gi != i ? out_of(m, gi) : NULL;
                 o->bn_bwd_train(&ex, M, l->C, out_of(m, j), ry,
                                 gm >= 0 ? m->buf + m->layers[gm].grad_off : g, param(m, l, 0),
-                                own && !done ? param(m, l, 1) : NULL, l->bn_mean, l->bn_invstd, d,
+                                own && gm < 0 ? param(m, l, 1) : NULL, l->bn_mean, l->bn_invstd, d,
                                 pgrad(m, l, 0), pgrad(m, l, 1), cdb);
                 m->layers[j].db_done = cdb != NULL;
             } else {
@@ -1223,20 +1220,18 @@ nt_status nt_model_backward(nt_model *m, const nt_tensor *dy, nt_tensor *dx)
             accumulate(m, &ex, j, acc);
             break;
         case NT_LAYER_MAXPOOL: {
-            const int s = in0(m, l); // through a folded pad
-            if (!wants_grad(m, s)) break;
+            if (!want) break;
             nk_conv_desc cd = conv_desc(m, l, N);
-            d               = grad_dst(m, s, &acc);
-            o->maxpool_bwd(&ex, &cd, out_of(m, s), g, d);
-            accumulate(m, &ex, s, acc);
+            d               = grad_dst(m, j, &acc);
+            o->maxpool_bwd(&ex, &cd, out_of(m, j), g, d);
+            accumulate(m, &ex, j, acc);
         } break;
         case NT_LAYER_ADD:
-            l->gm_at = -1;
             // Both inputs BNs that read the fused ReLU's gradient themselves: mask it once in
             // place for both, rather than each reading the ReLU's output twice to mask it.
             if (gi != i && !wants_grad(m, l->in[0]) && !wants_grad(m, l->in[1])) {
                 o->relu_bwd(&ex, n, out_of(m, gi), g, g);
-                m->layers[gi].grad_masked = 1;
+                m->layers[gi].gm_at = gi;
             }
             for (int k = 0; k < 2; k++) {
                 int jk = l->in[k];
@@ -1244,7 +1239,7 @@ nt_status nt_model_backward(nt_model *m, const nt_tensor *dy, nt_tensor *dx)
                 d = grad_dst(m, jk, &acc);
                 if (gi != i) { // through the fused ReLU's mask
                     o->relu_bwd(&ex, n, out_of(m, gi), g, d);
-                    if (!acc) l->gm_at = jk;
+                    if (!acc) m->layers[gi].gm_at = jk;
                     accumulate(m, &ex, jk, acc);
                 } else if (acc) {
                     o->add_fwd(&ex, n, m->buf + m->layers[jk].grad_off, g,

@@ -35,6 +35,19 @@ static inline bn_grid bn_grid_of(int64_t M, int C)
     return g;
 }
 
+// Group gi's chunks: [*k0, *k1).
+static inline void bn_group_chunks(const bn_grid *g, int gi, int64_t *k0, int64_t *k1)
+{
+    *k0 = (int64_t)gi * g->gchunks;
+    *k1 = *k0 + g->gchunks < g->nchunks ? *k0 + g->gchunks : g->nchunks;
+}
+
+// One past chunk k's last row (of M).
+static inline int64_t bn_chunk_end(const bn_grid *g, int64_t M, int64_t k)
+{
+    return M - k * g->rows < g->rows ? M : k * g->rows + g->rows;
+}
+
 static inline int bn_threads(const nk_exec *ex, int64_t n)
 {
     int nt = ex && ex->nthreads > 0 ? ex->nthreads : 1;
@@ -114,12 +127,11 @@ void BN_NAME(fwd_train)(const nk_exec *ex, int64_t M, int C, const float *x, con
             double *am = gmu + (int64_t)gi * C, *a2 = gm2 + (int64_t)gi * C;
             for (int c = 0; c < C; c++)
                 am[c] = a2[c] = 0.0;
-            const int64_t k0 = (int64_t)gi * g.gchunks;
-            const int64_t k1 = k0 + g.gchunks < g.nchunks ? k0 + g.gchunks : g.nchunks;
-            int64_t na       = 0;
+            int64_t k0, k1, na = 0;
+            bn_group_chunks(&g, gi, &k0, &k1);
             for (int64_t k = k0; k < k1; k++) {
                 const int64_t r0 = k * g.rows;
-                const int nb     = (int)(M - r0 < g.rows ? M - r0 : g.rows);
+                const int nb     = (int)(bn_chunk_end(&g, M, k) - r0);
                 const double fb = nb / (double)(na + nb), fab = (double)na * nb / (double)(na + nb);
                 for (int cb = 0; cb < C; cb += BN_CB) {
                     const int w = C - cb < BN_CB ? C - cb : BN_CB;
@@ -301,11 +313,10 @@ void BN_NAME(bwd_train)(const nk_exec *ex, int64_t M, int C, const float *x, con
             double *asg = gsg + (int64_t)gi * C, *asx = gsx + (int64_t)gi * C;
             for (int c = 0; c < C; c++)
                 asg[c] = asx[c] = 0.0;
-            const int64_t k0 = (int64_t)gi * g.gchunks;
-            const int64_t k1 = k0 + g.gchunks < g.nchunks ? k0 + g.gchunks : g.nchunks;
+            int64_t k0, k1;
+            bn_group_chunks(&g, gi, &k0, &k1);
             for (int64_t kk = k0; kk < k1; kk++) {
-                const int64_t r0 = kk * g.rows;
-                const int64_t r1 = M - r0 < g.rows ? M : r0 + g.rows;
+                const int64_t r0 = kk * g.rows, r1 = bn_chunk_end(&g, M, kk);
                 for (int cb = 0; cb < C; cb += BN_CB) {
                     const int w     = C - cb < BN_CB ? C - cb : BN_CB;
                     float sg[BN_CB] = {0}, sx[BN_CB] = {0};
@@ -346,11 +357,10 @@ void BN_NAME(bwd_train)(const nk_exec *ex, int64_t M, int C, const float *x, con
                 double *as = gsg + (int64_t)gi * C;
                 for (int c = 0; c < C; c++)
                     as[c] = 0.0;
-                const int64_t k0 = (int64_t)gi * g.gchunks;
-                const int64_t k1 = k0 + g.gchunks < g.nchunks ? k0 + g.gchunks : g.nchunks;
+                int64_t k0, k1;
+                bn_group_chunks(&g, gi, &k0, &k1);
                 for (int64_t kk = k0; kk < k1; kk++) {
-                    const int64_t r0 = kk * g.rows;
-                    const int64_t r1 = M - r0 < g.rows ? M : r0 + g.rows;
+                    const int64_t r0 = kk * g.rows, r1 = bn_chunk_end(&g, M, kk);
                     for (int64_t r = r0; r < r1; r++) {
                         const int64_t o = r * C;
                         BN_NAME(grad_row_as)
@@ -386,12 +396,10 @@ void BN_NAME(colsum)(const nk_exec *ex, int64_t M, int C, const float *x, float 
             double *as = gs + (int64_t)gi * C;
             for (int c = 0; c < C; c++)
                 as[c] = 0.0;
-            const int64_t k0 = (int64_t)gi * g.gchunks;
-            const int64_t k1 = k0 + g.gchunks < g.nchunks ? k0 + g.gchunks : g.nchunks;
-            for (int64_t kk = k0; kk < k1; kk++) {
-                const int64_t r0 = kk * g.rows;
-                BN_NAME(chunk_colsum)(x, r0, M - r0 < g.rows ? M : r0 + g.rows, C, as);
-            }
+            int64_t k0, k1;
+            bn_group_chunks(&g, gi, &k0, &k1);
+            for (int64_t kk = k0; kk < k1; kk++)
+                BN_NAME(chunk_colsum)(x, kk * g.rows, bn_chunk_end(&g, M, kk), C, as);
         }
         BN_NAME(sum_groups)(gs, g.ngroups, C, out);
     }
