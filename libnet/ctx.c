@@ -7,6 +7,7 @@
 
 #include <stdarg.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 const char *nt_status_str(nt_status s)
@@ -30,11 +31,28 @@ const char *nt_status_str(nt_status s)
     return "unknown status";
 }
 
+// Blocks of NT_HUGE_MIN bytes and more (the activation plan, the kernels' workspace, large
+// weights and their gradients) are whole 2 MiB pages, aligned and advised as transparent huge
+// pages (Linux's default "madvise" mode uses them only when asked): a training step streams GBs
+// through them, and 4 KiB pages cost a TLB miss every 4 KiB and a page fault per page on first
+// touch. Measured (ResNet50 at 224 px, batch 16, all layers): 462k page faults a run -> 30k; BN
+// passes 3-5 % faster, the GEMMs 0-2 %. Where the kernel has no THP the advice is ignored.
+#define NT_HUGE_PAGE ((size_t)2 << 20)
+#define NT_HUGE_MIN  ((size_t)4 << 20)
+
 void *nt_alloc(size_t bytes)
 {
     void *p = NULL;
     if (bytes == 0) bytes = 64;
     bytes = (bytes + 63) & ~(size_t)63;
+    if (bytes >= NT_HUGE_MIN) {
+        bytes = (bytes + NT_HUGE_PAGE - 1) & ~(NT_HUGE_PAGE - 1);
+        if (posix_memalign(&p, NT_HUGE_PAGE, bytes) != 0) return NULL;
+#ifdef MADV_HUGEPAGE
+        (void)madvise(p, bytes, MADV_HUGEPAGE);
+#endif
+        return p;
+    }
     if (posix_memalign(&p, 64, bytes) != 0) return NULL;
     return p;
 }

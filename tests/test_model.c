@@ -9,6 +9,8 @@
 #include "tests/check.h"
 
 #include <math.h>
+#include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 
 // Finite differences on a float forward: eps large enough to beat float round-off.
@@ -932,10 +934,49 @@ static void test_chunked(nt_ctx *ctx, const char *tag)
     nt_tensor_free(&x);
 }
 
+// Large tensors (nt_alloc's blocks of 4 MiB and more) are whole 2 MiB pages, advised as
+// transparent huge pages: the address is 2 MiB-aligned, and where THP is on ("always" or
+// "madvise"), the touched block's mapping holds huge pages (/proc/self/smaps).
+static void test_huge_pages(nt_ctx *ctx)
+{
+    nt_tensor t;
+    CHECK(nt_tensor_new(ctx, 1, (int64_t[]){3 << 20}, &t) == NT_OK); // 12 MiB
+    const uintptr_t a = (uintptr_t)t.data;
+    CHECK_MSG(a % (2u << 20) == 0, "12 MiB tensor at %#lx: 2 MiB-aligned", (unsigned long)a);
+    memset(t.data, 1, (size_t)nt_tensor_numel(&t) * sizeof(float));
+    char mode[128] = "";
+    FILE *f        = fopen("/sys/kernel/mm/transparent_hugepage/enabled", "r");
+    if (f && !fgets(mode, sizeof mode, f)) mode[0] = 0;
+    if (f) fclose(f);
+    if (!strstr(mode, "[always]") && !strstr(mode, "[madvise]")) {
+        printf("SKIP part: huge pages (THP is \"%.*s\")\n", (int)strcspn(mode, "\n"), mode);
+        nt_tensor_free(&t);
+        return;
+    }
+    long huge_kb = -1;
+    char line[512];
+    int in = 0;
+    if ((f = fopen("/proc/self/smaps", "r"))) {
+        while (fgets(line, sizeof line, f)) {
+            unsigned long lo, hi;
+            if (sscanf(line, "%lx-%lx ", &lo, &hi) == 2 && strchr(line, '-') < strchr(line, ' '))
+                in = a >= lo && a < hi;
+            else if (in && sscanf(line, "AnonHugePages: %ld kB", &huge_kb) == 1)
+                break;
+        }
+        fclose(f);
+    }
+    CHECK_MSG(huge_kb >= 2048, "12 MiB tensor's mapping: %ld kB in huge pages", huge_kb);
+    if (huge_kb >= 2048)
+        printf("ok   12 MiB tensor: 2 MiB-aligned, %ld kB of its mapping in huge pages\n", huge_kb);
+    nt_tensor_free(&t);
+}
+
 int main(void)
 {
     nt_ctx *ctx = new_ctx(NT_IMPL_AUTO, 11);
     printf("kernels: %s, %d threads\n", nt_ctx_impl_name(ctx), nt_ctx_nthreads(ctx));
+    test_huge_pages(ctx);
     test_layer_list(ctx);
     test_plan_and_modes(ctx);
     test_optimizers(ctx);
