@@ -12,6 +12,9 @@
 # (scripts/install-deps.sh --bench). Usage: [ROUNDS=N] sh bench/run.sh [THREADS]
 # The model rows and PyTorch's alternate for ROUNDS rounds (2): on a shared VM the speed drifts by
 # 20-50 % over minutes, so each side's best round is compared, and each round's own ratio shown.
+# PyTorch runs with glibc's malloc on transparent huge pages (GLIBC_TUNABLES=glibc.malloc.hugetlb=1),
+# as pneumo's own large buffers are (nt_alloc): where THP is "madvise" (this VM) its allocator
+# otherwise faults in every step's activations 4 KiB at a time (training 25 % slower here).
 set -e
 cd "$(dirname "$0")/.."
 T=${1:-2}
@@ -32,7 +35,7 @@ fi
 M="$P bench model --threads $T"
 have_torch=0
 /usr/bin/python3 -c 'import torch' 2>/dev/null && have_torch=1
-TP="/usr/bin/python3 bench/torch_resnet50.py --threads $T"
+TP="env GLIBC_TUNABLES=glibc.malloc.hugetlb=1 /usr/bin/python3 bench/torch_resnet50.py --threads $T"
 V=eager,channels_last,jit_frozen; VT=eager,channels_last
 [ "$HAVE_BF16" = 1 ] && V=$V,bf16_autocast && VT=$VT,bf16_autocast
 r=1
@@ -135,7 +138,8 @@ conv_total() {
     echo "Peaks (measured register-only loops): fp32 FMA $(val 'op=peak dtype=f32.*threads='"$T" gflops) GFLOP/s; bf16 VDPBF16PS ${PEAKB:-n/a} GFLOP/s. fp32 rows are % of the first, bf16 rows of the second."
     echo
     echo "Model rows: $ROUNDS rounds, pneumo's and PyTorch's runs alternating; each side's best round (its"
-    echo "median step), and the ratio of each round on its own."
+    echo "median step), and the ratio of each round on its own. PyTorch runs on transparent huge pages"
+    echo "(GLIBC_TUNABLES=glibc.malloc.hugetlb=1), as pneumo's large buffers are."
     echo
     echo "| case | pneumo images/s (median) | best step | % of peak (median) | PyTorch images/s (best variant) | ratio | ratio by round |"
     echo "|---|---|---|---|---|---|---|"

@@ -92,13 +92,13 @@ static int gemm_check(nk_isa isa, const nk_exec *ex, int M, int N, int K, const 
 // One GEMM C[M,N] = A[M,K] B[K,N]; bf16: B packed once before timing (as model weights are), A
 // rounded while packed inside the timed call. The check runs on bf16-rounded copies of A and B,
 // so it tests the kernel, not bf16's precision.
-// Operands 64-byte aligned, as the model's buffers are (nt_alloc): glibc's malloc hands large
-// blocks out 16 bytes past a page, and rows that straddle cache lines made conv2's 1x1 weight
-// gradient 30 % slower than the model runs it (18 against 14 ms).
+// Operands allocated as the model's buffers are (nt_alloc: 64-byte aligned, huge pages from 4
+// MiB): glibc's malloc hands large blocks out 16 bytes past a page, and rows that straddle
+// cache lines made conv2's 1x1 weight gradient 30 % slower than the model runs it (18 against 14
+// ms). Released with nt_free.
 static void *amalloc(size_t bytes)
 {
-    void *p = NULL;
-    return posix_memalign(&p, 64, bytes ? bytes : 64) == 0 ? p : NULL;
+    return nt_alloc(bytes);
 }
 
 static int bench_gemm(int M, int N, int K, int threads, int repeat, double peak, nk_isa isa,
@@ -110,7 +110,7 @@ static int bench_gemm(int M, int N, int K, int threads, int repeat, double peak,
     float *ws    = amalloc(sizeof(float) * (wsn ? wsn : 1));
     uint16_t *Bp = bf16 ? amalloc(nk_gemm_bf16_packed_b_elems(K, N) * sizeof(uint16_t)) : NULL;
     if (!A || !B || !C || !ws || (bf16 && !Bp)) {
-        free(A), free(B), free(C), free(ws), free(Bp);
+        nt_free(A), nt_free(B), nt_free(C), nt_free(ws), nt_free(Bp);
         return cli_fail("bench", EXIT_FAIL, "out of memory for M=%d N=%d K=%d", M, N, K);
     }
     for (size_t i = 0; i < (size_t)M * K; i++)
@@ -150,7 +150,7 @@ static int bench_gemm(int M, int N, int K, int threads, int repeat, double peak,
                impl, M, N, K, threads, s * 1e3, gf, 100 * gf / peak);
     }
     fflush(stdout);
-    free(A), free(B), free(C), free(ws), free(Bp);
+    nt_free(A), nt_free(B), nt_free(C), nt_free(ws), nt_free(Bp);
     return ok ? EXIT_OK : EXIT_FAIL;
 }
 
@@ -296,7 +296,8 @@ static double conv_run(const conv_shape *c, int N, int img, int threads, int rep
 #undef RUN
     s = median(t, repeat);
 out:
-    free(x), free(w), free(b), free(y), free(o), free(yr), free(db), free(ws), free(wp), free(wpf);
+    nt_free(x), nt_free(w), nt_free(b), nt_free(y), nt_free(o), nt_free(yr), nt_free(db),
+        nt_free(ws), nt_free(wp), nt_free(wpf);
     return s;
 }
 

@@ -116,6 +116,11 @@ int64_t nt_tensor_numel(const nt_tensor *t);
 nt_status nt_tensor_new(nt_ctx *ctx, int ndim, const int64_t *shape, nt_tensor *out);
 // Frees data allocated by nt_tensor_new and clears t. NULL or empty tensors are fine.
 void nt_tensor_free(nt_tensor *t);
+// The library's own allocation (tensors, activations, workspace): 64-byte aligned; blocks of 4
+// MiB and more are whole 2 MiB pages advised as transparent huge pages. NULL when out of memory.
+// Release with nt_free.
+void *nt_alloc(size_t bytes);
+void nt_free(void *p);
 // Writes "[2,224,224,3]" into buf (always terminated).
 const char *nt_shape_str(const nt_tensor *t, char *buf, size_t len);
 

@@ -134,8 +134,4 @@ nt_status nt_ctx_exec(nt_ctx *ctx, size_t n, nk_exec *ex);
 // The nk_conv_algo that nt_ctx_opts.no_winograd asks for (nk_exec.conv_algo, packing).
 int nt_ctx_conv_algo(const nt_ctx *ctx);
 
-// 64-byte aligned allocation (NULL on failure) and its free.
-void *nt_alloc(size_t bytes);
-void nt_free(void *p);
-
 #endif
