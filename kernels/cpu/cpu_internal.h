@@ -32,6 +32,8 @@ typedef struct nk_tile_epi {
 
 // gemm_avx512.c's ukr_atb prefetches A and B rows of at least this many floats (see there).
 extern int nk_atb_pf_min_ld;
+// gemm.c's bf16 A packer prefetches rows of at least this many floats (see there).
+extern int nk_bf16_pack_pf_min_ld;
 
 // Micro-kernel on unpacked A rows (a batch-reduce GEMM, as oneDNN's brgemm): C[0:m,0:n] =
 // sum over segments s of A_s B_s + beta * C, where A_s's row i is rows[s*mr + i] (seglen[s]
