@@ -112,10 +112,12 @@ static void ukr_avx512(int64_t kc, const float *a, const float *b, float *c, int
 // by call in one process (medians of 20, ms). B alone: conv3's expand (B rows of 2 KiB) 10.64 ->
 // 8.96, conv3's reduce (512 B) 11.51 -> 10.08, conv2's expand (1 KiB) 11.54 -> 11.27; conv2's
 // reduce (256 B rows) got slower. A too: conv2's reduce (A rows of 1 KiB) 10.60 -> 8.79, conv3's
-// expand 9.90 -> 9.01, conv3's reduce 10.41 -> 8.99; conv4's and conv5's (the packed path) and
-// those with 256-byte rows unchanged.
+// expand 9.90 -> 9.01, conv3's reduce 10.41 -> 8.99; conv4's and conv5's (the packed path)
+// unchanged. Rows of 256 bytes too, since the buffers are huge pages (b980fd5), best of 15
+// alternating: conv2's expand (A rows of 256 B) 9.8-11.3 -> 9.0-9.9, its reduce (B rows of
+// 256 B) 9.8-10.5 -> 9.2-10.1, conv2's 64 x 64 3.1 -> 2.7-2.8.
 #define ATB_PF_ROWS 32
-int nk_atb_pf_min_ld = 128;
+int nk_atb_pf_min_ld = 64;
 
 // C[0:m,0:n] = A^T B + beta * C over kc rows of unpacked A (a[p*lda + i]) and B (b[p*ldb + j]),
 // as in a weight gradient: A and B are activations and output gradients, both [rows, channels],
