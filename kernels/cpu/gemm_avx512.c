@@ -26,11 +26,14 @@ _Static_assert(NK_AVX512_MC <= NK_GEMM_MAX_MC && NK_AVX512_KC <= NK_GEMM_MAX_KC 
                    NK_AVX512_NC <= NK_GEMM_MAX_NC && NK_AVX512_MC % NK_AVX512_MR == 0,
                "AVX-512 blocks must fit the workspace nk_sgemm_ws_floats reserves");
 #define MR NK_AVX512_MR
-// ukr_rows_pf prefetches each A row this many floats (two lines) ahead, once per line, for A
+// ukr_rows_pf prefetches each A row this many floats (one line) ahead, once per line, for A
 // read in place from activations beyond L2: conv2_1x1_reduce (batch 16) 11.0 -> 9.9 ms, medians
-// of 6 alternating runs; 16 and 64 floats were no better.
+// of 6 alternating runs (at 32 floats; 16 and 64 were no better then, on 4 KiB pages). On huge
+// pages (b980fd5) 16 is better: 1x1 forwards at batch 16, best of 25, builds with 16 / 32 / 64
+// alternating: conv2's expand 9.45 / 10.24 / 9.45 ms, its reduce 9.11 / 9.38 / 9.67, conv3's
+// expand 8.59 / 9.29 / 9.10, its reduce 8.59 / 8.78 / 8.88, conv4's and conv5's within +-2 %.
 #ifndef NK_ROWS_PF
-#    define NK_ROWS_PF 32
+#    define NK_ROWS_PF 16
 #endif
 #define NV NK_AVX512_NV // zmm vectors per row
 #define NR (16 * NV)
