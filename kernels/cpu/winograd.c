@@ -150,9 +150,21 @@ static int64_t tiles_of(const nk_conv_desc *d)
 // nothing is transformed twice, and V never leaves the core's L2): the alternative, a shared V
 // chunk that all threads fill before any GEMM, measured 16.8 ms against 7.9 ms on conv2's 3x3
 // (C = K = 64, batch 16), where the GEMMs are too short to hide reading V from L3.
+// A unit also covers all of K up to WINO_LOCAL_KBP panels when the batch has at least
+// WINO_LOCAL_UNITS tile blocks (enough units for any thread count to share; the decision must
+// not depend on the threads, since the workspace query sizes V by it): conv3's 3x3 (K = 128) at
+// batch 16, builds alternating, best of 11: forward 6.95-7.01 -> 6.32-6.39 ms, input gradient
+// 7.40-7.61 -> 6.46-6.65; 128 px, batch 32 forward 4.57 -> 4.12-4.20, input gradient 5.04 ->
+// 4.22-4.43; at batch 1 (3 units) it was 10-16 % slower, hence the floor (8 units: 192 tiles,
+// measured no worse than the shared V there). Up to 8 panels (conv4's K = 256) gained 0-6 %
+// with V at 864 KiB of the 1 MiB L2: left at 4.
+#define WINO_LOCAL_KBP   4
+#define WINO_LOCAL_UNITS 8
 static int local_v(const nk_conv_desc *d)
 {
-    return d->K <= WINO_KBP * nk_gemm_kernel_avx512.nr;
+    const int nr = nk_gemm_kernel_avx512.nr;
+    return d->K <= WINO_KBP * nr ||
+           (d->K <= WINO_LOCAL_KBP * nr && tiles_of(d) >= (int64_t)WINO_LOCAL_UNITS * WINO_TB);
 }
 
 // Per-thread floats: M, and V when local_v.
