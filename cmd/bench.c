@@ -92,23 +92,20 @@ static int gemm_check(nk_isa isa, const nk_exec *ex, int M, int N, int K, const 
 // One GEMM C[M,N] = A[M,K] B[K,N]; bf16: B packed once before timing (as model weights are), A
 // rounded while packed inside the timed call. The check runs on bf16-rounded copies of A and B,
 // so it tests the kernel, not bf16's precision.
-// Operands allocated as the model's buffers are (nt_alloc: 64-byte aligned, huge pages from 4
+// Operands come from nt_alloc, as the model's buffers do (64-byte aligned, huge pages from 4
 // MiB): glibc's malloc hands large blocks out 16 bytes past a page, and rows that straddle
 // cache lines made conv2's 1x1 weight gradient 30 % slower than the model runs it (18 against 14
-// ms). Released with nt_free.
-static void *amalloc(size_t bytes)
-{
-    return nt_alloc(bytes);
-}
+// ms).
 
 static int bench_gemm(int M, int N, int K, int threads, int repeat, double peak, nk_isa isa,
                       int bf16)
 {
-    float *A = amalloc(sizeof(float) * (size_t)M * K), *B = amalloc(sizeof(float) * (size_t)K * N);
-    float *C     = amalloc(sizeof(float) * (size_t)M * N);
+    float *A     = nt_alloc(sizeof(float) * (size_t)M * K),
+          *B     = nt_alloc(sizeof(float) * (size_t)K * N);
+    float *C     = nt_alloc(sizeof(float) * (size_t)M * N);
     size_t wsn   = bf16 ? nk_gemm_bf16_ws_floats(threads) : nk_sgemm_ws_floats(threads);
-    float *ws    = amalloc(sizeof(float) * (wsn ? wsn : 1));
-    uint16_t *Bp = bf16 ? amalloc(nk_gemm_bf16_packed_b_elems(K, N) * sizeof(uint16_t)) : NULL;
+    float *ws    = nt_alloc(sizeof(float) * (wsn ? wsn : 1));
+    uint16_t *Bp = bf16 ? nt_alloc(nk_gemm_bf16_packed_b_elems(K, N) * sizeof(uint16_t)) : NULL;
     if (!A || !B || !C || !ws || (bf16 && !Bp)) {
         nt_free(A), nt_free(B), nt_free(C), nt_free(ws), nt_free(Bp);
         return cli_fail("bench", EXIT_FAIL, "out of memory for M=%d N=%d K=%d", M, N, K);
@@ -235,12 +232,12 @@ static double conv_run(const conv_shape *c, int N, int img, int threads, int rep
     const size_t nout1 = fwd                     ? (size_t)d1.P * d1.Q * d.K
                          : pass == PASS_BWD_DATA ? (size_t)d1.H * d1.W * d.C
                                                  : nw;
-    float *x = amalloc(nx * 4), *w = amalloc(nw * 4), *b = amalloc((size_t)d.K * 4);
-    float *y = amalloc(ny * 4), *o = amalloc(nout * 4), *yr = amalloc(nout1 * 4);
-    float *db = amalloc((size_t)d.K * 4), *ws = amalloc(wsn * 4);
-    uint16_t *wp = bf16 ? amalloc(nk_gemm_bf16_packed_b_elems((int)rsc, d.K) * 2) : NULL;
+    float *x = nt_alloc(nx * 4), *w = nt_alloc(nw * 4), *b = nt_alloc((size_t)d.K * 4);
+    float *y = nt_alloc(ny * 4), *o = nt_alloc(nout * 4), *yr = nt_alloc(nout1 * 4);
+    float *db = nt_alloc((size_t)d.K * 4), *ws = nt_alloc(wsn * 4);
+    uint16_t *wp = bf16 ? nt_alloc(nk_gemm_bf16_packed_b_elems((int)rsc, d.K) * 2) : NULL;
     // f32 too runs on weights packed once, as the model's inference does.
-    float *wpf = bf16 ? NULL : amalloc(nk_conv2d_packed_floats(isa, algo, &d) * 4);
+    float *wpf = bf16 ? NULL : nt_alloc(nk_conv2d_packed_floats(isa, algo, &d) * 4);
     double s   = -1;
     if (!x || !w || !b || !y || !o || !yr || !db || !ws || (bf16 ? !wp : !wpf)) goto out;
     for (size_t i = 0; i < nx; i++)

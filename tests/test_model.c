@@ -959,7 +959,7 @@ static void test_huge_pages(nt_ctx *ctx)
     if ((f = fopen("/proc/self/smaps", "r"))) {
         while (fgets(line, sizeof line, f)) {
             unsigned long lo, hi;
-            if (sscanf(line, "%lx-%lx ", &lo, &hi) == 2 && strchr(line, '-') < strchr(line, ' '))
+            if (sscanf(line, "%lx-%lx ", &lo, &hi) == 2) // a mapping's header line
                 in = a >= lo && a < hi;
             else if (in && sscanf(line, "AnonHugePages: %ld kB", &huge_kb) == 1)
                 break;

@@ -83,11 +83,10 @@ static const conv_case convs[] = {
     {2, 9, 11, 32, 48, 3, 3, 1, 1, 1, 1, 1},   // Winograd: ragged tiles, one K block, a half panel
     {1, 14, 14, 48, 160, 3, 3, 1, 1, 1, 1, 1}, // Winograd: shared V, K blocks of 64, 64, 32
     {2, 30, 30, 16, 80, 3, 3, 1, 1, 1, 1, 1},  // Winograd: 128 tiles in V chunks of 48, 48, 32
-    {3, 32, 32, 16, 112, 3, 3, 1, 1, 1, 1,
-     1}, // Winograd: 192 tiles, units own V over K = 3.5 panels
-    {1, 6, 6, 288, 320, 3, 3, 1, 1, 1, 1, 1}, // Winograd weight gradient: its GEMMs pack
-    {2, 4, 4, 32, 48, 3, 3, 1, 1, 1, 1, 1},   // one tile an image: both forms packed; GEMM runs
-    {5, 3, 5, 16, 32, 3, 3, 1, 1, 1, 1, 1},   // ... and 10 tiles in the batch: Winograd runs
+    {3, 32, 32, 16, 112, 3, 3, 1, 1, 1, 1, 1}, // Winograd: per-unit V over 3.5 K panels
+    {1, 6, 6, 288, 320, 3, 3, 1, 1, 1, 1, 1},  // Winograd weight gradient: its GEMMs pack
+    {2, 4, 4, 32, 48, 3, 3, 1, 1, 1, 1, 1},    // one tile an image: both forms packed; GEMM runs
+    {5, 3, 5, 16, 32, 3, 3, 1, 1, 1, 1, 1},    // ... and 10 tiles in the batch: Winograd runs
 };
 
 // The shapes that Winograd F(4x4, 3x3) computes on AVX-512 (an independent statement of

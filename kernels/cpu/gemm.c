@@ -814,8 +814,6 @@ static void bf16_unit_out(const nk_bf16_kernel *kr, const bf16_src *s, int64_t i
     }
 }
 
-// Packs rows [row0, row0 + mc) x k [pc, pc + kc) of A into panels of BMR rows (kc rounded up to
-// pairs), through the kernel's chunk packer.
 // bf16_pack_a prefetches the next panel's rows of a row-major A, the same 32 k, while a chunk
 // packs, when the rows are at least this many floats long: the packer reads 128 bytes of each
 // of 12 rows a lda apart, which the hardware's prefetch does not follow. Measured (2 threads,
@@ -825,6 +823,8 @@ static void bf16_unit_out(const nk_bf16_kernel *kr, const bf16_src *s, int64_t i
 // ahead no better than one.
 int nk_bf16_pack_pf_min_ld = 128;
 
+// Packs rows [row0, row0 + mc) x k [pc, pc + kc) of A into panels of BMR rows (kc rounded up to
+// pairs), through the kernel's chunk packer.
 static void bf16_pack_a(const nk_bf16_kernel *kr, const bf16_src *s, int64_t row0, int mc, int pc,
                         int kc, uint32_t *abuf)
 {
