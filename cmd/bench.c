@@ -343,31 +343,47 @@ static int bench_conv(int batch, int img, int threads, int repeat, double peak, 
 
 // ---- model ----
 
-// FLOPs of one forward (conv and dense multiply-adds x 2) and of one training step.
-static void model_flops(nt_model *m, int N, double *fwd, double *train)
+// The first trainable layer (the backward stops there), or L when none is.
+static int first_trainable(nt_model *m)
 {
-    int L = nt_model_num_layers(m), bstart = L;
-    double f = 0, t = 0;
+    const int L = nt_model_num_layers(m);
     for (int i = 0; i < L; i++) {
         nt_layer_info li;
         nt_model_layer(m, i, &li);
-        if (li.ntrain > 0 && bstart == L) bstart = i;
+        if (li.ntrain > 0) return i;
     }
+    return L;
+}
+
+// FLOPs of layer i at batch N (conv and dense multiply-adds x 2): its forward, and what a
+// training step's backward adds (the weight gradient when trainable, the input gradient above
+// the first trainable layer).
+static void layer_flops(nt_model *m, int i, int N, int bstart, double *fwd, double *bwd)
+{
+    nt_layer_info li;
+    nt_model_layer(m, i, &li);
+    double c = 0;
+    if (li.type == NT_LAYER_CONV) {
+        // MACs = P*Q*K * (R*S*C); R*S*C = kernel params / K (bias excluded)
+        double kparams = (double)(li.nparams - li.out_shape[3]);
+        c              = 2.0 * N * (double)li.out_shape[1] * (double)li.out_shape[2] * kparams;
+    } else if (li.type == NT_LAYER_DENSE) {
+        c = 2.0 * N * (double)(li.nparams - li.out_shape[1]);
+    }
+    *fwd = c;
+    *bwd = i >= bstart ? (li.ntrain > 0 ? c : 0) + (i > bstart ? c : 0) : 0;
+}
+
+// FLOPs of one forward and of one training step.
+static void model_flops(nt_model *m, int N, double *fwd, double *train)
+{
+    const int L = nt_model_num_layers(m), bstart = first_trainable(m);
+    double f = 0, t = 0;
     for (int i = 1; i < L; i++) {
-        nt_layer_info li, in;
-        nt_model_layer(m, i, &li);
-        nt_model_layer(m, li.inputs[0], &in);
-        double c = 0;
-        if (li.type == NT_LAYER_CONV) {
-            // MACs = P*Q*K * (R*S*C); R*S*C = kernel params / K (bias excluded)
-            double kparams = (double)(li.nparams - li.out_shape[3]);
-            c              = 2.0 * N * (double)li.out_shape[1] * (double)li.out_shape[2] * kparams;
-        } else if (li.type == NT_LAYER_DENSE) {
-            c = 2.0 * N * (double)(li.nparams - li.out_shape[1]);
-        }
-        f += c;
-        t += c;
-        if (i >= bstart) t += (li.ntrain > 0 ? c : 0) + (i > bstart ? c : 0);
+        double lf, lb;
+        layer_flops(m, i, N, bstart, &lf, &lb);
+        f += lf;
+        t += lf + lb;
     }
     *fwd   = f;
     *train = t;
@@ -375,7 +391,8 @@ static void model_flops(nt_model *m, int N, double *fwd, double *train)
 
 typedef struct prof_row {
     int layer;
-    double s;
+    double s, f, b; // seconds per step: forward + backward, forward, backward
+    double flops;   // per step, forward + backward (direct-convolution count)
 } prof_row;
 
 static int cmp_prof(const void *a, const void *b)
@@ -385,9 +402,11 @@ static int cmp_prof(const void *a, const void *b)
 }
 
 // Per-layer-type totals and the slowest layers, per step (summed over `repeat` steps).
-static void print_profile(nt_model *m, int repeat, double step_s, int top)
+static void print_profile(nt_model *m, int N, int train, double peak, int repeat, double step_s,
+                          int top)
 {
     int L                 = nt_model_num_layers(m);
+    const int bstart      = first_trainable(m);
     prof_row *row         = calloc((size_t)L, sizeof(*row));
     double by_type[16][2] = {{0}};
     const char *names[16] = {0};
@@ -396,7 +415,10 @@ static void print_profile(nt_model *m, int repeat, double step_s, int top)
         double f, b;
         nt_model_layer(m, i, &li);
         nt_model_layer_time(m, i, &f, &b);
-        row[i] = (prof_row){i, (f + b) / repeat};
+        double ff, fb;
+        layer_flops(m, i, N, bstart, &ff, &fb);
+        if (!train) fb = 0;
+        row[i] = (prof_row){i, (f + b) / repeat, f / repeat, b / repeat, ff + fb};
         by_type[li.type][0] += f / repeat;
         by_type[li.type][1] += b / repeat;
         names[li.type] = li.type_name;
@@ -409,12 +431,19 @@ static void print_profile(nt_model *m, int repeat, double step_s, int top)
             printf("  %-24s %9.1f %9.1f %6.1f%%\n", names[t], by_type[t][0] * 1e3,
                    by_type[t][1] * 1e3, 100 * (by_type[t][0] + by_type[t][1]) / step_s);
     qsort(row, (size_t)L, sizeof(*row), cmp_prof);
-    printf("profile: slowest layers (forward + backward ms per step)\n");
+    // GFLOP/s counts a convolution's direct multiply-adds, so Winograd layers can pass 100 %.
+    printf("profile: slowest layers (ms per step: forward + backward, forward, backward; "
+           "GFLOP/s, %% of peak)\n");
     for (int i = 0; i < top && i < L; i++) {
         nt_layer_info li;
         nt_model_layer(m, row[i].layer, &li);
         if (row[i].s <= 0) break;
-        printf("  %-28s %-20s %9.2f\n", li.name, li.type_name, row[i].s * 1e3);
+        printf("  %-28s %-20s %9.2f %9.2f %9.2f", li.name, li.type_name, row[i].s * 1e3,
+               row[i].f * 1e3, row[i].b * 1e3);
+        if (row[i].flops > 0)
+            printf(" %8.1f %6.1f%%", row[i].flops / row[i].s * 1e-9,
+                   100 * row[i].flops / row[i].s * 1e-9 / peak);
+        printf("\n");
     }
     free(row);
 }
@@ -533,7 +562,7 @@ static int bench_model(int batch, int threads, int img, int train, int unfreeze,
     double mean = 0;
     for (int r = 0; r < repeat; r++)
         mean += t[r] / repeat;
-    if (profile && warmup > 0) print_profile(m, repeat, mean, top);
+    if (profile && warmup > 0) print_profile(m, batch, train, peak, repeat, mean, top);
 out:
     nt_tensor_free(&x);
     nt_optim_free(op);

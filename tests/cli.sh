@@ -72,6 +72,19 @@ expect 0 'name=conv1_7x7s2 .* H=134 ' -- $P bench conv --shape conv1_7x7s2 --img
 expect 0 'name=conv3_3x3 .* algo=gemm' -- $P bench conv --shape conv3_3x3 --conv-algo gemm --batch 1 --repeat 1 --peak 100
 expect 0 'name=conv2_1x1_64_64 .* algo=gemm' -- $P bench conv --shape conv2_1x1_64_64 --batch 1 --repeat 1 --peak 100
 expect 2 '--conv-algo expects auto or gemm, got "fft"' -- $P bench conv --conv-algo fft
+# bench model --profile: each slow layer's forward and backward ms and its GFLOP/s, whose flop
+# count is checked here: conv2's 3x3 (64 -> 64, 16x16 at 64 px) runs forward, input and weight
+# gradients, 3 x 2*2*16*16*64*576 flops; conv1 (first trainable: no input gradient) 2 x
+# 2*2*32*32*64*147.
+$P bench model --train --unfreeze all --img-size 64 --batch 2 --repeat 1 --profile --top 200 --no-check --peak 100 > $T/prof.txt 2>&1
+n=$((n+1))
+if awk '$1 == "conv2_block1_2_conv" { f = $6 * $3 * 1e6; if (f > 0.95 * 113246208 && f < 1.05 * 113246208 && $5 > 0) ok2 = 1 }
+        $1 == "conv1_conv" { f = $6 * $3 * 1e6; if (f > 0.95 * 77070336 && f < 1.05 * 77070336) ok1 = 1 }
+        END { exit !(ok1 && ok2) }' $T/prof.txt; then
+    echo "ok   bench model --profile: per-layer forward/backward ms and GFLOP/s"
+else
+    fails=$((fails+1)); echo "FAIL: bench model --profile per-layer columns:"; grep -E "slowest|conv2_block1_2_conv|conv1_conv " $T/prof.txt | sed 's/^/    /'
+fi
 expect 1 'PNEUMO_CONV must be auto or gemm, got "fft"' -- env PNEUMO_CONV=fft $P predict --format jsonl data/samples/IM-0115-0001.jpeg
 expect 0 '"probability"' -- env PNEUMO_CONV=gemm $P predict --format jsonl data/samples/IM-0115-0001.jpeg
 # --dtype: a bad name is a usage error; bf16 (where the CPU has AVX512_BF16) stays near f32.
