@@ -9,13 +9,19 @@
 #include "kernels/cpu/cpu_internal.h"
 #include "kernels/cpu/transpose_avx512.h"
 
-// 12 x 32: 24 zmm accumulators, 2 for B, 1 broadcast. On Zen 4 it matched 6x64 and 14x32 on
-// large squares (~100 GFLOP/s per core, ~88% of the measured FMA peak) and beat them on the
-// N = 64 ResNet shapes; 8x48 wastes a third of each tile there. The macros let a tuning build
-// (-DNK_AVX512_MR=... -DNK_AVX512_NV=...) try others; mc % mr must stay 0.
+// 6 x 64: 24 zmm accumulators, 4 for B, 1 broadcast. First chosen as 12 x 32, which on Zen 4
+// matched 6 x 64 and 14 x 32 on large squares (~100 GFLOP/s per core, ~88% of the measured FMA
+// peak) and then beat them on the N = 64 ResNet shapes; re-measured after the convolutions read
+// A in place with prefetch and the buffers became huge pages, 6 x 64 wins (batch 16, 2 threads,
+// `pneumo bench conv --pass P`, best of 2 alternating runs, the network's total ms 12 x 32 / 6 x
+// 64): fwd 483 / 437, fwd-train 489 / 448, bwd-data 521 / 508, bwd-filter 519 / 516. Half the
+// broadcasts per k step and one B panel covering the N = 64 shapes whole, so each A row is read
+// once: conv2's reduce forward 9.9 -> 8.5 ms, conv4's strided reduce 5.8 -> 3.9, conv5's 3x3
+// input gradient 15.9 -> 13.1. The macros let a tuning build (-DNK_AVX512_MR=...
+// -DNK_AVX512_NV=...) try others; mc % mr must stay 0.
 #ifndef NK_AVX512_MR
-#    define NK_AVX512_MR 12
-#    define NK_AVX512_NV 2
+#    define NK_AVX512_MR 6
+#    define NK_AVX512_NV 4
 #endif
 #ifndef NK_AVX512_MC
 #    define NK_AVX512_MC 480
