@@ -43,7 +43,7 @@ typedef struct {
     int M, N, K;
 } shape;
 
-// Odd sizes around the register blocks (4x8, 6x16, 12x32) and cache blocks (kc 256, mc 264/480),
+// Odd sizes around the register blocks (4x8, 6x16, 6x64) and cache blocks (kc 256, mc 264/480),
 // and the 1 / 7 / 33 / 1023 mixes.
 static const shape shapes[] = {
     {1, 1, 1},     {1, 7, 33},     {7, 1, 33},     {33, 33, 1},   {7, 33, 1023},
