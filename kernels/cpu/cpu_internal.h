@@ -78,6 +78,8 @@ typedef struct nk_gemm_kernel {
 extern const nk_gemm_kernel nk_gemm_kernel_scalar;
 extern const nk_gemm_kernel nk_gemm_kernel_avx2;
 extern const nk_gemm_kernel nk_gemm_kernel_avx512;
+// The same kernels with the 12 x 32 block, for the fully packed GEMM (gemm_packed_avx512.c).
+extern const nk_gemm_kernel nk_gemm_kernel_avx512_12x32;
 
 // nk_sgemm_cpu with a fused epilogue: C = alpha op(A) op(B) + beta C, then + bias[N] (may be
 // NULL), then ep (may be NULL: per-column scale/shift, a residual with C's ldc, ReLU; see

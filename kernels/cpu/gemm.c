@@ -98,6 +98,14 @@ static const nk_gemm_kernel *kernel_for(nk_isa isa)
     return &nk_gemm_kernel_scalar;
 }
 
+// The table for a GEMM that packs both A and B per block (no convolution rows, no prepacked B,
+// whose panels are kernel_for's): AVX-512's 12 x 32 build (see gemm_packed_avx512.c).
+static const nk_gemm_kernel *kernel_packed_for(nk_isa isa)
+{
+    const nk_gemm_kernel *kr = kernel_for(isa);
+    return kr == &nk_gemm_kernel_avx512 ? &nk_gemm_kernel_avx512_12x32 : kr;
+}
+
 // C = beta * C (+ bias, then ReLU) over an M x N block, the whole GEMM when K == 0 or
 // alpha == 0. beta == 0 writes without reading C.
 static void scale_c(int nt, int M, int N, float beta, float *C, int64_t ldc, const float *bias,
@@ -281,7 +289,7 @@ static void sgemm_run(nk_isa isa, const nk_exec *ex, int ta, int tb, int M, int 
         scale_c(nt, M, N, beta, C, ldc, bias, ep);
         return;
     }
-    const nk_gemm_kernel *kr = kernel_for(isa);
+    const nk_gemm_kernel *kr = d || Bp ? kernel_for(isa) : kernel_packed_for(isa);
     const int MR = kr->mr, NR = kr->nr, MC = kr->mc, KC = kr->kc, NC = kr->nc;
     // Bias and epilogue once, on the last k block's tiles (beta == 0 with a bias: the contract).
     const nk_tile_epi_fn epi           = kr->epi ? kr->epi : tile_epi_c;
