@@ -668,19 +668,22 @@ static int conv_algo(const nt_model *m)
 }
 
 // bf16 training's trainable convs that float32 Winograd runs faster than bf16 products, in all
-// three passes: the 3x3s it takes at the planned batch whose output is whole 4x4 tiles (conv2's
-// and conv3's at 224 px). Measured per conv (batch 16, 2 threads, forward + input gradient +
-// weight gradient): conv2's 3x3 26.6 ms against 36.3 in bf16, conv3's 24.4 against 30.6; conv4's
-// (14x14, a quarter of each tile row wasted) 30.1 against 29.9 and conv5's (7x7) 41.7 against
-// 35.0 stay bf16. In a ResNet50 step: conv2's three 3x3s 115 -> 93-100 ms, conv3's four 129-134
-// -> 112-117 ms. Float32 Winograd is also the more accurate of the two.
+// three passes: the 3x3s it takes at the planned batch with at least 16 4x4 output tiles an image
+// (conv2's to conv4's at 224 px). Measured per conv (batch 16, 2 threads, forward + input
+// gradient + weight gradient): conv2's 3x3 26.6 ms against 36.3 in bf16, conv3's 24.4 against
+// 30.6 (12 x 32 SGEMM tile); with the 6 x 64 tile (4cea066), `pneumo bench conv --pass
+// fwd-train|bwd-data|bwd-filter` against the bf16 passes, 2 runs each: conv4's (14x14, 16 tiles,
+// a quarter of each tile row wasted) 24.2-24.7 against 28.4-29.0, where before it was 30.1
+// against 29.9; conv5's (7x7, 4 tiles) 34.6-34.9 against 30.8-30.9 stays bf16. In a ResNet50
+// step: conv2's three 3x3s 115 -> 93-100 ms, conv3's four 129-134 -> 112-117 ms. Float32
+// Winograd is also the more accurate of the two.
 static int conv_train_wino(const nt_model *m, int i, int training)
 {
     const nt_ops *o   = &m->ctx->ops;
     const nt_layer *l = &m->layers[i];
     if (!training || i < m->bstart || !o->conv_winograd_w || m->planned_n < 1) return 0;
     const nk_conv_desc d = conv_desc(m, l, m->planned_n);
-    return d.P % 4 == 0 && d.Q % 4 == 0 && o->conv_winograd_w(&d, conv_algo(m));
+    return ((d.P + 3) / 4) * ((d.Q + 3) / 4) >= 16 && o->conv_winograd_w(&d, conv_algo(m));
 }
 
 // With NT_DTYPE_BF16 every conv runs in bf16 but those of conv_train_wino: the frozen ones on
