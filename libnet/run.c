@@ -673,8 +673,8 @@ static int conv_algo(const nt_model *m)
 // gradient + weight gradient): conv2's 3x3 26.6 ms against 36.3 in bf16, conv3's 24.4 against
 // 30.6 (12 x 32 SGEMM tile); with the 6 x 64 tile (4cea066), `pneumo bench conv --pass
 // fwd-train|bwd-data|bwd-filter` against the bf16 passes, 2 runs each: conv4's (14x14, 16 tiles,
-// a quarter of each tile row wasted) 24.2-24.7 against 28.4-29.0, where before it was 30.1
-// against 29.9; conv5's (7x7, 4 tiles) 34.6-34.9 against 30.8-30.9 stays bf16. In a ResNet50
+// a quarter of each tile row wasted) 24.5 against 28.0-28.7, where before it was 30.1 against
+// 29.9; conv5's (7x7, 4 tiles) 34.6-34.8 against 30.9-31.0 stays bf16. In a ResNet50
 // step: conv2's three 3x3s 115 -> 93-100 ms, conv3's four 129-134 -> 112-117 ms. Float32
 // Winograd is also the more accurate of the two.
 static int conv_train_wino(const nt_model *m, int i, int training)
