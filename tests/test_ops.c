@@ -76,6 +76,7 @@ static const conv_case convs[] = {
     {2, 21, 21, 3, 20, 7, 7, 2, 0, 0, 0, 0},   // conv1 after ZeroPadding2D: contiguous filter rows
     {2, 7, 7, 24, 32, 3, 3, 1, 1, 1, 1, 1},    // K % 16 == 0: backward data as a forward conv
     {2, 9, 9, 64, 161, 1, 1, 1, 0, 0, 0, 0},   // K > 128: several bf16 staging blocks, a ragged one
+    {2, 5, 3, 7, 33, 1, 1, 1, 0, 0, 0, 0},     // 1x1 s1, C < K: weight gradient as dw^T, transposed
     {2, 9, 7, 48, 32, 1, 1, 1, 0, 0, 0, 0},    // 1x1 s1, C <= 64, K % 16 == 0: dx reads dy in place
     {2, 64, 64, 8, 16, 3, 3, 1, 1, 1, 1, 1},   // weight gradient split into 4 row chunks (3x3)
     {2, 60, 60, 8, 16, 3, 3, 1, 1, 1, 1, 1},   // the same, chunks of 34 lines in pieces of 4 (+2)

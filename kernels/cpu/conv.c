@@ -139,9 +139,37 @@ static size_t wino_u_floats(const nk_conv_desc *d)
     return (nk_wino_packed_floats(d) + 15) & ~(size_t)15;
 }
 
+// The weight gradient of a 1x1 stride-1 conv with fewer input than output channels, at most
+// NK_WGRAD_T_MAX of them (conv2's and conv3's expand convs), as dw^T[K, C] = dy^T x, then
+// transposed: the A^T B kernel's 6-row tiles then run over K (the longer side) and its 64-wide
+// panels over C, reading x's rows whole. Batch 16, 2 threads, `pneumo bench conv --pass
+// bwd-filter`, 3 runs each alternating, ms: conv2's expand (64 -> 256) 12.6-13.3 -> 10.8-11.1,
+// conv3's (128 -> 512) 10.1-10.4 -> 9.1; conv4's (256 -> 1024) 8.5-8.7 -> 8.7-8.8 and conv5's
+// (512 -> 2048) 8.2-8.3 -> 8.7-11.4 went slower, hence the bound.
+#ifndef NK_WGRAD_T_MAX
+#    define NK_WGRAD_T_MAX 128
+#endif
+static int wgrad_transposed(const nk_conv_desc *d)
+{
+    return is_direct(d) && d->C < d->K && d->C <= (NK_WGRAD_T_MAX);
+}
+
+// dst[c, k] = src[k, c] for the [K, C] src, in 16 x 16 blocks, blocks of dst rows split over
+// the threads.
+static void transpose_into(const nk_exec *ex, int K, int C, const float *src, float *dst)
+{
+#pragma omp parallel for num_threads(ex && ex->nthreads > 0 ? ex->nthreads : 1) schedule(static)
+    for (int c0 = 0; c0 < C; c0 += 16)
+        for (int k0 = 0; k0 < K; k0 += 16)
+            for (int c = c0; c < C && c < c0 + 16; c++)
+                for (int k = k0; k < K && k < k0 + 16; k++)
+                    dst[(int64_t)c * K + k] = src[(int64_t)k * C + c];
+}
+
 size_t nk_conv2d_ws_floats(const nk_conv_desc *d, int nthreads)
 {
     size_t g = gemm_part(nthreads), w = g;
+    if (wgrad_transposed(d)) w = g + (((size_t)d->C * d->K + 15) & ~(size_t)15);
     if (!is_direct(d)) {
         const size_t col = (size_t)chunk_lines(d) * d->Q * d->R * d->S * d->C;
         // Backward data of a stride-1 conv keeps the flipped filter there instead.
@@ -660,6 +688,14 @@ void nk_conv2d_bwd_filter_cpu(nk_isa isa, const nk_exec *ex, const nk_conv_desc 
         return;
     }
     if (is_direct(d)) {
+        if (wgrad_transposed(d)) {
+            // dw^T[K, C] = dy^T x into the workspace after the GEMM's part, then transposed.
+            nk_exec gex;
+            float *t = split_ws(ex, &gex);
+            nk_sgemm_atb_cpu(isa, &gex, K, C, (int)rows_all, dy, K, x, C, 0.0f, t, C);
+            transpose_into(ex, K, C, t, dw);
+            return;
+        }
         // dw[C, K] = x[NHW, C]^T dy[NHW, K].
         nk_sgemm_atb_cpu(isa, ex, C, K, (int)rows_all, x, C, dy, K, 0.0f, dw, K);
         return;
