@@ -72,6 +72,11 @@ expect 0 'name=conv1_7x7s2 .* H=134 ' -- $P bench conv --shape conv1_7x7s2 --img
 expect 0 'name=conv3_3x3 .* algo=gemm' -- $P bench conv --shape conv3_3x3 --conv-algo gemm --batch 1 --repeat 1 --peak 100
 expect 0 'name=conv2_1x1_64_64 .* algo=gemm' -- $P bench conv --shape conv2_1x1_64_64 --batch 1 --repeat 1 --peak 100
 expect 2 '--conv-algo expects auto or gemm, got "fft"' -- $P bench conv --conv-algo fft
+# bench/ab.sh: two builds alternating (here the same one twice), per case both sides' ms and the
+# ratio of the medians.
+expect 0 '^  B/A [0-9.]+ \(medians [0-9.]+ / [0-9.]+\), B faster in [0-2] of 2 rounds$' -- sh bench/ab.sh -r 2 $P $P -- conv --shape conv2_1x1_64_64 --pass bwd-data --batch 1 --repeat 1 --no-check
+expect 2 'usage: sh bench/ab.sh' -- sh bench/ab.sh $P $P conv
+expect 2 'expected an executable pneumo, got "nope"' -- sh bench/ab.sh $P nope -- conv
 # bench model --profile: each slow layer's forward and backward ms and its GFLOP/s, whose flop
 # count is checked here: conv2's 3x3 (64 -> 64, 16x16 at 64 px) runs forward, input and weight
 # gradients, 3 x 2*2*16*16*64*576 flops; conv1 (first trainable: no input gradient) 2 x
