@@ -211,14 +211,18 @@ conv_total() {
         echo "| $(f shape) | $(f M) | $(f N) | $(f K) | $(f gflops) | $(f pct_peak) | $(f openblas_gflops) | $(f ratio_vs_openblas) |"
     done
     echo
-    echo "Raw output:"
+    echo "<details><summary>Raw output ($(cat "$OUT" "$CONV" "$GEMM" | wc -l) lines)</summary>"
     echo
     echo '```'
     cat "$OUT" "$CONV" "$GEMM"
     echo '```'
     echo
+    echo "</details>"
+    echo
 } > bench/RESULTS.new.md
 [ -f bench/RESULTS.md ] || printf '# Benchmark results\n\nNewest first. Each section is one run of the command it names.\n\n' > bench/RESULTS.md
-{ sed -n '1,4p' bench/RESULTS.md; cat bench/RESULTS.new.md; sed -n '5,$p' bench/RESULTS.md; } > bench/RESULTS.tmp
+# Only the newest section keeps its raw output; older ones point at the history (each section
+# landed in its own commit, raw lines and all).
+{ sed -n '1,4p' bench/RESULTS.md; cat bench/RESULTS.new.md; sed -n '5,$p' bench/RESULTS.md | sh bench/strip_raw.sh; } > bench/RESULTS.tmp
 mv bench/RESULTS.tmp bench/RESULTS.md; rm -f bench/RESULTS.new.md
 echo "bench/RESULTS.md updated"

@@ -77,6 +77,15 @@ expect 2 '--conv-algo expects auto or gemm, got "fft"' -- $P bench conv --conv-a
 expect 0 '^  B/A [0-9.]+ \(medians [0-9.]+ / [0-9.]+\), B faster in [0-2] of 2 rounds$' -- sh bench/ab.sh -r 2 $P $P -- conv --shape conv2_1x1_64_64 --pass bwd-data --batch 1 --repeat 1 --no-check
 expect 2 'usage: sh bench/ab.sh' -- sh bench/ab.sh $P $P conv
 expect 2 'expected an executable pneumo, got "nope"' -- sh bench/ab.sh $P nope -- conv
+# bench/strip_raw.sh: older RESULTS sections lose their raw output blocks (both forms), nothing else.
+printf '## A\nx\nRaw output:\n\n```\nop=1\n```\n\n## B\n<details><summary>Raw output (1 lines)</summary>\n\n```\nop=2\n```\n\n</details>\ny\n' | sh bench/strip_raw.sh > $T/strip.txt
+n=$((n+1))
+if [ "$(grep -c '^Raw output: in the git history' $T/strip.txt)" = 2 ] && ! grep -q 'op=' $T/strip.txt &&
+    [ "$(grep -c '^[xy]$\|^## [AB]$' $T/strip.txt)" = 4 ]; then
+    echo "ok   bench/strip_raw.sh"
+else
+    fails=$((fails+1)); echo "FAIL: bench/strip_raw.sh:"; sed 's/^/    /' $T/strip.txt
+fi
 # bench model --profile: each slow layer's forward and backward ms and its GFLOP/s, whose flop
 # count is checked here: conv2's 3x3 (64 -> 64, 16x16 at 64 px) runs forward, input and weight
 # gradients, 3 x 2*2*16*16*64*576 flops; conv1 (first trainable: no input gradient) 2 x
