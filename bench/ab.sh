@@ -48,17 +48,14 @@ if ! [ -s "$OUT" ]; then
     exit 1
 fi
 awk '
-    function median(s, n,    a, i, j, t) {
+    # Sorts the numbers of string s into a[1..n]; returns n.
+    function sortnum(s, a,    n, i, j, t) {
         n = split(s, a, " ")
         for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (a[j] + 0 < a[i] + 0) { t = a[i]; a[i] = a[j]; a[j] = t }
-        return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+        return n
     }
-    function sorted(s,    a, i, j, t, n, r) {
-        n = split(s, a, " ")
-        for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (a[j] + 0 < a[i] + 0) { t = a[i]; a[i] = a[j]; a[j] = t }
-        r = a[1]; for (i = 2; i <= n; i++) r = r " " a[i]
-        return r
-    }
+    function median(a, n) { return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2 }
+    function joined(a, n,    i, r) { r = a[1]; for (i = 2; i <= n; i++) r = r " " a[i]; return r }
     {
         if (!($2 in seen)) { seen[$2] = 1; order[++nk] = $2 }
         v[$1, $2] = v[$1, $2] " " $3
@@ -69,9 +66,10 @@ awk '
     END {
         for (k = 1; k <= nk; k++) {
             key = order[k]
-            if (!cnt["A", key] || !cnt["B", key]) continue
-            ma = median(v["A", key]); mb = median(v["B", key])
+            if (!cnt["A", key] || !cnt["B", key]) { printf "%s\n  only %s printed it\n", key, cnt["A", key] ? "A" : "B"; continue }
+            na = sortnum(v["A", key], sa); nb = sortnum(v["B", key], sb)
+            ma = median(sa, na); mb = median(sb, nb)
             printf "%s\n  A ms: %s\n  B ms: %s\n  B/A %.3f (medians %.3f / %.3f), B faster in %d of %d rounds\n",
-                   key, sorted(v["A", key]), sorted(v["B", key]), mb / ma, mb, ma, wins[key], rounds[key]
+                   key, joined(sa, na), joined(sb, nb), mb / ma, mb, ma, wins[key], rounds[key]
         }
     }' "$OUT"

@@ -96,7 +96,6 @@ static int gemm_check(nk_isa isa, const nk_exec *ex, int M, int N, int K, const 
 // MiB): glibc's malloc hands large blocks out 16 bytes past a page, and rows that straddle
 // cache lines made conv2's 1x1 weight gradient 30 % slower than the model runs it (18 against 14
 // ms).
-
 static int bench_gemm(int M, int N, int K, int threads, int repeat, double peak, nk_isa isa,
                       int bf16)
 {
@@ -391,13 +390,15 @@ static void model_flops(nt_model *m, int N, double *fwd, double *train)
 
 typedef struct prof_row {
     int layer;
-    double s, f, b; // seconds per step: forward + backward, forward, backward
-    double flops;   // per step, forward + backward (direct-convolution count)
+    double f, b;  // seconds per step: forward, backward
+    double flops; // per step, forward + backward (direct-convolution count)
 } prof_row;
 
+// Slowest first (forward + backward).
 static int cmp_prof(const void *a, const void *b)
 {
-    double x = ((const prof_row *)a)->s, y = ((const prof_row *)b)->s;
+    const prof_row *p = a, *q = b;
+    double x = p->f + p->b, y = q->f + q->b;
     return x < y ? 1 : x > y ? -1 : 0;
 }
 
@@ -406,7 +407,7 @@ static void print_profile(nt_model *m, int N, int train, double peak, int repeat
                           int top)
 {
     int L                 = nt_model_num_layers(m);
-    const int bstart      = first_trainable(m);
+    const int bstart      = train ? first_trainable(m) : L; // inference: no backward flops
     prof_row *row         = calloc((size_t)L, sizeof(*row));
     double by_type[16][2] = {{0}};
     const char *names[16] = {0};
@@ -417,8 +418,7 @@ static void print_profile(nt_model *m, int N, int train, double peak, int repeat
         nt_model_layer_time(m, i, &f, &b);
         double ff, fb;
         layer_flops(m, i, N, bstart, &ff, &fb);
-        if (!train) fb = 0;
-        row[i] = (prof_row){i, (f + b) / repeat, f / repeat, b / repeat, ff + fb};
+        row[i] = (prof_row){i, f / repeat, b / repeat, ff + fb};
         by_type[li.type][0] += f / repeat;
         by_type[li.type][1] += b / repeat;
         names[li.type] = li.type_name;
@@ -437,12 +437,12 @@ static void print_profile(nt_model *m, int N, int train, double peak, int repeat
     for (int i = 0; i < top && i < L; i++) {
         nt_layer_info li;
         nt_model_layer(m, row[i].layer, &li);
-        if (row[i].s <= 0) break;
-        printf("  %-28s %-20s %9.2f %9.2f %9.2f", li.name, li.type_name, row[i].s * 1e3,
-               row[i].f * 1e3, row[i].b * 1e3);
+        const double s = row[i].f + row[i].b;
+        if (s <= 0) break;
+        printf("  %-28s %-20s %9.2f %9.2f %9.2f", li.name, li.type_name, s * 1e3, row[i].f * 1e3,
+               row[i].b * 1e3);
         if (row[i].flops > 0)
-            printf(" %8.1f %6.1f%%", row[i].flops / row[i].s * 1e-9,
-                   100 * row[i].flops / row[i].s * 1e-9 / peak);
+            printf(" %8.1f %6.1f%%", row[i].flops / s * 1e-9, 100 * row[i].flops / s * 1e-9 / peak);
         printf("\n");
     }
     free(row);

@@ -43,10 +43,10 @@
 #include "kernels/nk.h"
 
 #define WINO_E 36 // points of the 6x6 transform domain
-// Tiles per work unit (whole micro-tiles of 12 rows). 24 rather than 48 since the buffers are
-// huge pages: conv2's 3x3 (56 x 56, C = 64) at batch 16, best of 11 with the builds alternating,
-// forward 7.83-9.11 -> 7.54-8.80 ms, input gradient 7.94-9.01 -> 7.55-8.76; conv3's-conv5's and
-// batch 1 within the noise.
+// Tiles per work unit (whole micro-tiles of MR rows: 12, now 6). 24 rather than 48 since the
+// buffers are huge pages: conv2's 3x3 (56 x 56, C = 64) at batch 16, best of 11 with the builds
+// alternating, forward 7.83-9.11 -> 7.54-8.80 ms, input gradient 7.94-9.01 -> 7.55-8.76;
+// conv3's-conv5's and batch 1 within the noise.
 #define WINO_TB     24
 #define WINO_KBP    2 // NR-wide panels of output channels per work unit
 #define WINO_MAX_MR 16
@@ -157,7 +157,10 @@ static int64_t tiles_of(const nk_conv_desc *d)
 // 7.40-7.61 -> 6.46-6.65; 128 px, batch 32 forward 4.57 -> 4.12-4.20, input gradient 5.04 ->
 // 4.22-4.43; at batch 1 (3 units) it was 10-16 % slower, hence the floor (8 units: 192 tiles,
 // measured no worse than the shared V there). Up to 8 panels (conv4's K = 256) gained 0-6 %
-// with V at 864 KiB of the 1 MiB L2: left at 4.
+// with V at 864 KiB of the 1 MiB L2: left at 4. Those panels were 32 wide (the 12 x 32 tile);
+// with 6 x 64 (4cea066), 4 panels cover K = 256, so conv4's 3x3 now takes the local V as well
+// (and a unit WINO_KBP x 64 channels): the tile change's run had conv4's 3x3 8.0 -> 7.0 ms in
+// the forward and 8.7 -> 7.9 in the input gradient.
 #define WINO_LOCAL_KBP   4
 #define WINO_LOCAL_UNITS 8
 static int local_v(const nk_conv_desc *d)
