@@ -2,7 +2,8 @@
  * dnnl_conv.c: the oneDNN peer for `pneumo bench conv`: ResNet50's 20 distinct convolutions
  * (the table of cmd/bench.c) through oneDNN's C API (2.x), forward inference, NHWC activations as
  * pneumo's, weights in the layout oneDNN picks (prepacked, as pneumo packs bf16 weights once),
- * f32 or bf16 inputs with f32 output. Prints lines like pneumo's:
+ * f32, or bf16 activations in and out (as `pneumo bench conv --dtype bf16` times pneumo's, the
+ * way bf16 inference passes them between convolutions). Prints lines like pneumo's:
  *   op=conv name=... dtype=f32 impl=onednn:<kernel> N=16 ... threads=2 ms= gflops=
  * Built and run only by bench/run.sh (cc -O2 -fopenmp bench/dnnl_conv.c -ldnnl): never linked
  * into libnet. Usage: dnnl_conv [--batch N] [--threads N] [--dtype f32|bf16] [--repeat N]
@@ -112,7 +113,7 @@ static int run(dnnl_engine_t eng, dnnl_stream_t st, const conv_shape *c, int N, 
     CHK(dnnl_memory_desc_init_by_tag(&src_md, 4, sd, dt, act));
     CHK(dnnl_memory_desc_init_by_tag(&w_md, 4, wd, dt, dnnl_format_tag_any));
     CHK(dnnl_memory_desc_init_by_tag(&b_md, 1, bd, dnnl_f32, dnnl_a));
-    CHK(dnnl_memory_desc_init_by_tag(&dst_md, 4, dd, dnnl_f32, act));
+    CHK(dnnl_memory_desc_init_by_tag(&dst_md, 4, dd, dt, act));
     dnnl_dims_t strides = {c->stride, c->stride}, pad = {c->pad, c->pad};
     dnnl_convolution_desc_t cd;
     CHK(dnnl_convolution_forward_desc_init(&cd, dnnl_forward_inference, alg, &src_md, &w_md, &b_md,

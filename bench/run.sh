@@ -173,7 +173,8 @@ conv_total() {
     echo
     echo "Convolutions at batch 16, $T threads, GFLOP/s (\`pneumo bench conv [--dtype bf16]\` beside"
     echo "\`build/bench/dnnl_conv\`: oneDNN $(grep -m1 -o 'impl=onednn-[0-9.]*' "$CONV" | cut -d- -f2), NHWC activations, weights in oneDNN's own layout;"
-    echo "its f32 Winograd (\`--algo winograd\`, 3x3 only) in its own blocked activation layouts, the reorders untimed)."
+    echo "bf16: both sides read and write bf16 activations, as bf16 inference passes them (pneumo's conv1 reads the float32 image);"
+    echo "oneDNN's f32 Winograd (\`--algo winograd\`, 3x3 only) in its own blocked activation layouts, the reorders untimed)."
     echo "pneumo's f32 3x3 rows are its Winograd F(4x4, 3x3) (algo=winograd); GFLOP/s count the direct"
     echo "convolution's multiply-adds for every algorithm. The f32 ratio is against oneDNN's faster algorithm:"
     echo

@@ -72,6 +72,13 @@ expect 0 'name=conv1_7x7s2 .* H=134 ' -- $P bench conv --shape conv1_7x7s2 --img
 expect 0 'name=conv3_3x3 .* algo=gemm' -- $P bench conv --shape conv3_3x3 --conv-algo gemm --batch 1 --repeat 1 --peak 100
 expect 0 'name=conv2_1x1_64_64 .* algo=gemm' -- $P bench conv --shape conv2_1x1_64_64 --batch 1 --repeat 1 --peak 100
 expect 2 '--conv-algo expects auto or gemm, got "fft"' -- $P bench conv --conv-algo fft
+# --dtype bf16: bf16 activations in and out (conv1's image stays float32), each shape checked
+# against the bf16 reference before it is timed (a failed check prints FAIL and exits 1).
+if grep -qw avx512_bf16 /proc/cpuinfo; then
+    for s in conv1_7x7s2 conv2_1x1_reduce conv3_1x1s2_proj conv4_3x3; do
+        expect 0 "name=$s pass=fwd dtype=bf16 impl=avx512bf16 .*gflops=" -- $P bench conv --dtype bf16 --shape $s --img-size 64 --batch 2 --repeat 1 --peak 100
+    done
+fi
 # bench/ab.sh: two builds alternating (here the same one twice), per case both sides' ms and the
 # ratio of the medians.
 expect 0 '^  B/A [0-9.]+ \(medians [0-9.]+ / [0-9.]+\), B faster in [0-2] of 2 rounds$' -- sh bench/ab.sh -r 2 $P $P -- conv --shape conv2_1x1_64_64 --pass bwd-data --batch 1 --repeat 1 --no-check

@@ -34,6 +34,8 @@ typedef struct nk_tile_epi {
 extern int nk_atb_pf_min_ld;
 // gemm.c's bf16 A packer prefetches rows of at least this many floats (see there).
 extern int nk_bf16_pack_pf_min_ld;
+// gemm.c's bf16 row kernels prefetch A's rows when A holds at least this many bytes (see there).
+extern int64_t nk_bf16_rows_pf_min_bytes;
 
 // Micro-kernel on unpacked A rows (a batch-reduce GEMM, as oneDNN's brgemm): C[0:m,0:n] =
 // sum over segments s of A_s B_s + beta * C, where A_s's row i is rows[s*mr + i] (seglen[s]
@@ -155,10 +157,11 @@ typedef void (*nk_bf16_pack_b_fn)(const float *B, int64_t ldb, int K, int n, uin
                                   float *colsum);
 
 // Batch-reduce form on unpacked bf16 rows (see nk_gemm_ukr_rows_fn): segment s has segp[s] k
-// pairs, row i of it at rows[s*MR + i] (32-bit pair words: bf16 activations, NHWC).
+// pairs, row i of it at rows[s*MR + i] (32-bit pair words: bf16 activations, NHWC). pf: the rows
+// are read here for the first time (the first column panel): prefetch them ahead.
 typedef void (*nk_bf16_ukr_rows_fn)(int nseg, const int *segp, const uint32_t *const *rows,
                                     const uint32_t *b, float *c, int64_t ldc, float beta, int m,
-                                    int n);
+                                    int n, int pf);
 // y[0:n] = bf16(x[0:n]) (nk_f32_to_bf16's rounding).
 typedef void (*nk_bf16_convert_fn)(int64_t n, const float *x, uint16_t *y);
 
@@ -169,12 +172,30 @@ typedef void (*nk_bf16_fin_fn)(float *c, int64_t ldc, int m, int n, const float 
                                const float *sc, const float *sh, const uint16_t *resb, int64_t ldr,
                                int relu, uint16_t *yb, int64_t ldy);
 
+// The finish of nk_bf16_fin_fn for one micro-tile, as arguments (any pointer may be NULL but yb).
+typedef struct nk_bf16_fin_args {
+    const float *bias, *sc, *sh;
+    const uint16_t *resb;
+    int64_t ldr;
+    int relu;
+    uint16_t *yb;
+    int64_t ldy;
+} nk_bf16_fin_args;
+
+// ukr_rows on the last k block of a bf16-output GEMM: the sum (acc + beta * c; c is the float32
+// partial sum of the earlier k blocks) finished as nk_bf16_fin_fn does, in registers, and stored
+// only to f->yb in bf16 (c is not written). Same values as ukr_rows, then fin.
+typedef void (*nk_bf16_ukr_rows_fin_fn)(int nseg, const int *segp, const uint32_t *const *rows,
+                                        const uint32_t *b, const float *c, int64_t ldc, float beta,
+                                        int m, int n, int pf, const nk_bf16_fin_args *f);
+
 typedef struct nk_bf16_kernel {
     nk_bf16_ukr_fn ukr;
     nk_bf16_pack_fn pack;
     nk_bf16_pack_t_fn pack_t;
     nk_bf16_pack_b_fn pack_b; // NULL: the portable packer
     nk_bf16_ukr_rows_fn ukr_rows;
+    nk_bf16_ukr_rows_fin_fn ukr_rows_fin; // NULL: ukr_rows, then fin
     nk_bf16_convert_fn convert;
     nk_bf16_fin_fn fin;
 } nk_bf16_kernel;

@@ -573,7 +573,8 @@ static void pack_t_bf16_scalar(const float *src, int64_t lda, int m, int kc, uin
 }
 
 static void ukr_rows_bf16_scalar(int nseg, const int *segp, const uint32_t *const *rows,
-                                 const uint32_t *b, float *c, int64_t ldc, float beta, int m, int n)
+                                 const uint32_t *b, float *c, int64_t ldc, float beta, int m, int n,
+                                 int pf)
 {
     float acc[BMR][BNR] = {{0}};
     for (int s = 0; s < nseg; s++, rows += BMR)
@@ -786,7 +787,7 @@ static int bf16_unpacked_rows(const bf16_src *s, int64_t row0, int mc, int pc, i
 static void bf16_unit_out(const nk_bf16_kernel *kr, const bf16_src *s, int64_t i0, int mcb, int j0,
                           int ncb, int K, const uint32_t *B32, const float *bias,
                           const nk_epilogue *ep, uint16_t *Cb, int ldc, uint32_t *abuf,
-                          float *stage)
+                          float *stage, int pfa)
 {
     const int Kp         = (K + 1) / 2;
     const float *sc      = ep ? ep->scale : NULL;
@@ -804,16 +805,38 @@ static void bf16_unit_out(const nk_bf16_kernel *kr, const bf16_src *s, int64_t i
                 int segp[BKC / 2 + 1];
                 const uint32_t **rows = (const uint32_t **)abuf;
                 const int nseg        = bf16_unpacked_rows(s, row, mcc, pc, kcb, segp, rows);
+                // The last k block finishes in the micro-kernel where it can (fused).
+                const int fuse = kr->ukr_rows_fin && pc + kcb >= K;
                 for (int j = jc; j < jc + jce; j += BNR) {
                     const int n = jc + jce - j < BNR ? jc + jce - j : BNR;
                     const uint32_t *bp =
                         B32 + (int64_t)((j0 + j) / BNR) * Kp * BNR + (int64_t)(pc / 2) * BNR;
-                    for (int ir = 0; ir < mcc; ir += BMR)
-                        kr->ukr_rows(nseg, segp, rows + (int64_t)(ir / BMR) * nseg * BMR, bp,
-                                     stage + (int64_t)ir * BJC + (j - jc), BJC,
-                                     pc == 0 ? 0.0f : 1.0f, mcc - ir < BMR ? mcc - ir : BMR, n);
+                    const int jj = j0 + j, pf = pfa && j == 0; // the rows' first panel here
+                    for (int ir = 0; ir < mcc; ir += BMR) {
+                        const uint32_t *const *rr = rows + (int64_t)(ir / BMR) * nseg * BMR;
+                        float *st                 = stage + (int64_t)ir * BJC + (j - jc);
+                        const float beta          = pc == 0 ? 0.0f : 1.0f;
+                        const int m               = mcc - ir < BMR ? mcc - ir : BMR;
+                        if (!fuse) {
+                            kr->ukr_rows(nseg, segp, rr, bp, st, BJC, beta, m, n, pf);
+                            continue;
+                        }
+                        const int64_t off         = (row + ir) * ldc + jj;
+                        const nk_bf16_fin_args fa = {
+                            .bias = bias ? bias + jj : NULL,
+                            .sc   = sc ? sc + jj : NULL,
+                            .sh   = sc ? ep->shift + jj : NULL,
+                            .resb = resb ? resb + off : NULL,
+                            .ldr  = ldc,
+                            .relu = ep && ep->relu,
+                            .yb   = Cb + off,
+                            .ldy  = ldc,
+                        };
+                        kr->ukr_rows_fin(nseg, segp, rr, bp, st, BJC, beta, m, n, pf, &fa);
+                    }
                 }
             }
+            if (kr->ukr_rows_fin && K > 0) continue; // finished above
             for (int ir = 0; ir < mcc; ir += BMR) {
                 const int64_t off = (row + ir) * ldc + j0 + jc;
                 kr->fin(stage + (int64_t)ir * BJC, BJC, mcc - ir < BMR ? mcc - ir : BMR, jce,
@@ -894,6 +917,13 @@ static void bf16_pack_a(const nk_bf16_kernel *kr, const bf16_src *s, int64_t row
     }
 }
 
+// The bf16 row kernels prefetch A's rows on their first column panel (later panels find them in
+// L2) when A holds at least this many bytes. Measured (bench conv --dtype bf16, builds
+// alternating, 5-7 rounds): conv2's reduce (25.7 MB of rows) 15 % faster with the prefetch,
+// conv1's patch chunks (4.2 MB) 7 %; conv4's and conv5's (1.6-6.4 MB, rows of 512 B - 4 KiB that
+// the previous layer left in L2/L3) 2-7 % slower, conv3's no different.
+int64_t nk_bf16_rows_pf_min_bytes = 4 << 20;
+
 // C (float32) or Cb (bf16, when not NULL; beta must be 0 and A unpacked: s->xb or s->ab) =
 // A Bp + beta C, then the epilogue (its residual float32, or bf16 from ep->residual_bf16 with A
 // unpacked).
@@ -918,8 +948,14 @@ static void gemm_bf16_run(nk_bf16_impl impl, const nk_exec *ex, int M, int N, in
     // B needs no block limit here (it is packed already): nc = N leaves the grid free.
     const nk_gemm_kernel shape = {.mr = BMR, .nr = BNR, .mc = BMC, .kc = BKC, .nc = N};
     const int unpacked         = s->xb || s->ab;
-    const gemm_units u         = plan_units(&shape, M, N, K, nt, unpacked ? 0.25 : 1.0, 0.25);
-    const int total            = u.m_units * u.n_units;
+    // Unpacked rows are prefetched on their first column panel when A is large (see
+    // nk_bf16_rows_pf_min_bytes).
+    const int64_t a_bytes = s->xb   ? (int64_t)s->d->N * s->d->H * s->d->W * s->d->C * 2
+                            : s->ab ? (int64_t)M * s->ldab * 4
+                                    : 0;
+    const int pfa         = a_bytes >= nk_bf16_rows_pf_min_bytes;
+    const gemm_units u    = plan_units(&shape, M, N, K, nt, unpacked ? 0.25 : 1.0, 0.25);
+    const int total       = u.m_units * u.n_units;
     if (nt > total) nt = total;
     const int Kp            = (K + 1) / 2;
     const uint32_t *B32     = (const uint32_t *)Bp;
@@ -940,7 +976,7 @@ static void gemm_bf16_run(nk_bf16_impl impl, const nk_exec *ex, int M, int N, in
             const int mcb    = (int)(M - i0 < u.mc_u ? M - i0 : u.mc_u);
             const int ncb    = N - j0 < u.nc_u ? N - j0 : u.nc_u;
             if (Cb) {
-                bf16_unit_out(kr, s, i0, mcb, j0, ncb, K, B32, bias, ep, Cb, ldc, abuf, stage);
+                bf16_unit_out(kr, s, i0, mcb, j0, ncb, K, B32, bias, ep, Cb, ldc, abuf, stage, pfa);
                 continue;
             }
             for (int pc = 0; pc < K; pc += BKC) {
@@ -965,7 +1001,7 @@ static void gemm_bf16_run(nk_bf16_impl impl, const nk_exec *ex, int M, int N, in
                             float *c    = C + (row + ir) * ldc + j0 + j;
                             if (unpacked)
                                 kr->ukr_rows(nseg, segp, rows + (int64_t)(ir / BMR) * nseg * BMR,
-                                             bp, c, ldc, beta_eff, m, n);
+                                             bp, c, ldc, beta_eff, m, n, pfa && j == 0);
                             else
                                 kr->ukr(kp, abuf + (int64_t)ir * kp, bp, c, ldc, beta_eff, m, n);
                             if (last && resb)

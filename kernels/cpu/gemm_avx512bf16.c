@@ -158,8 +158,30 @@ static void pack_b_bf16_avx512(const float *B, int64_t ldb, int K, int n, uint32
     }
 }
 
-static void ukr_rows_bf16_avx512(int nseg, const int *segp, const uint32_t *const *rows,
-                                 const uint32_t *b, float *c, int64_t ldc, float beta, int m, int n)
+// With pf, ukr_rows prefetches each A row one line (16 pair words) ahead, once per line: the
+// first column panel reads the rows from memory (12 short streams that the hardware's prefetch
+// does not follow); later panels find them in L2, where prefetching only costs (measured in the
+// kernels' commit message).
+#define ROWS_PF 16
+
+// The finish of one vector (fin_bf16_avx512's order: bias, scale/shift, residual, ReLU); vb
+// applies when bias, vs and vh when sc.
+static inline __m512 fin_vec(__m512 v, __mmask16 k, const float *bias, __m512 vb, const float *sc,
+                             __m512 vs, __m512 vh, const uint16_t *res, int relu)
+{
+    if (bias) v = _mm512_add_ps(v, vb);
+    if (sc) v = _mm512_fmadd_ps(v, vs, vh);
+    if (res) {
+        const __m256i r = _mm256_maskz_loadu_epi16(k, res);
+        v = _mm512_add_ps(v, _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(r), 16)));
+    }
+    if (relu) v = _mm512_max_ps(v, _mm512_setzero_ps());
+    return v;
+}
+
+static inline __attribute__((always_inline)) void
+ukr_rows_body(int nseg, const int *segp, const uint32_t *const *rows, const uint32_t *b, float *c,
+              int64_t ldc, float beta, int m, int n, const int pf, const nk_bf16_fin_args *f)
 {
     __m512 acc[MR][NV];
 #pragma GCC unroll 16
@@ -175,6 +197,11 @@ static void ukr_rows_bf16_avx512(int nseg, const int *segp, const uint32_t *cons
 #pragma GCC unroll 4
             for (int v = 0; v < NV; v++)
                 bv[v] = as_bh(_mm512_loadu_si512((const void *)(b + 16 * v)));
+            if (pf && (p & 15) == 0 && p + ROWS_PF < len) {
+#pragma GCC unroll 16
+                for (int i = 0; i < MR; i++)
+                    _mm_prefetch((const char *)(rows[i] + p + ROWS_PF), _MM_HINT_T0);
+            }
 #pragma GCC unroll 16
             for (int i = 0; i < MR; i++) {
                 __m512bh av = as_bh(_mm512_set1_epi32((int)rows[i][p]));
@@ -185,19 +212,56 @@ static void ukr_rows_bf16_avx512(int nseg, const int *segp, const uint32_t *cons
             b += NR;
         }
     }
-    __m512 vb = _mm512_set1_ps(beta);
+    // The finish's arguments as locals (the bf16 stores below may alias *f).
+    const nk_bf16_fin_args fa = f ? *f : (nk_bf16_fin_args){0};
+    const __m512 vbeta = _mm512_set1_ps(beta), zero = _mm512_setzero_ps();
+    __mmask16 km[NV];
+    __m512 eb[NV], es[NV], eh[NV];
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; v++) {
+        km[v] = col_mask(n, v);
+        eb[v] = fa.bias ? _mm512_maskz_loadu_ps(km[v], fa.bias + 16 * v) : zero;
+        es[v] = fa.sc ? _mm512_maskz_loadu_ps(km[v], fa.sc + 16 * v) : zero;
+        eh[v] = fa.sc ? _mm512_maskz_loadu_ps(km[v], fa.sh + 16 * v) : zero;
+    }
 #pragma GCC unroll 16
     for (int i = 0; i < MR; i++) {
         if (i >= m) break;
 #pragma GCC unroll 4
         for (int v = 0; v < NV; v++) {
-            __mmask16 k = col_mask(n, v);
-            float *cp   = c + i * ldc + 16 * v;
-            __m512 r    = acc[i][v];
-            if (beta != 0.0f) r = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(k, cp), r);
-            _mm512_mask_storeu_ps(cp, k, r);
+            float *cp = c + i * ldc + 16 * v;
+            __m512 r  = acc[i][v];
+            if (beta != 0.0f) r = _mm512_fmadd_ps(vbeta, _mm512_maskz_loadu_ps(km[v], cp), r);
+            if (!f) {
+                _mm512_mask_storeu_ps(cp, km[v], r);
+                continue;
+            }
+            r = fin_vec(r, km[v], fa.bias, eb[v], fa.sc, es[v], eh[v],
+                        fa.resb ? fa.resb + i * fa.ldr + 16 * v : NULL, fa.relu);
+            _mm256_mask_storeu_epi16(fa.yb + i * fa.ldy + 16 * v, km[v],
+                                     (__m256i)_mm512_cvtneps_pbh(r));
         }
     }
+}
+
+static void ukr_rows_bf16_avx512(int nseg, const int *segp, const uint32_t *const *rows,
+                                 const uint32_t *b, float *c, int64_t ldc, float beta, int m, int n,
+                                 int pf)
+{
+    if (pf)
+        ukr_rows_body(nseg, segp, rows, b, c, ldc, beta, m, n, 1, NULL);
+    else
+        ukr_rows_body(nseg, segp, rows, b, c, ldc, beta, m, n, 0, NULL);
+}
+
+static void ukr_rows_fin_bf16_avx512(int nseg, const int *segp, const uint32_t *const *rows,
+                                     const uint32_t *b, const float *c, int64_t ldc, float beta,
+                                     int m, int n, int pf, const nk_bf16_fin_args *f)
+{
+    if (pf)
+        ukr_rows_body(nseg, segp, rows, b, (float *)c, ldc, beta, m, n, 1, f);
+    else
+        ukr_rows_body(nseg, segp, rows, b, (float *)c, ldc, beta, m, n, 0, f);
 }
 
 static void convert_bf16_avx512(int64_t n, const float *x, uint16_t *y)
@@ -223,15 +287,8 @@ static void fin_bf16_avx512(float *c, int64_t ldc, int m, int n, const float *bi
         const __m512 vh   = sc ? _mm512_maskz_loadu_ps(k, sh + j) : zero;
         for (int i = 0; i < m; i++) {
             float *cp = c + i * ldc + j;
-            __m512 v  = _mm512_maskz_loadu_ps(k, cp);
-            if (bias) v = _mm512_add_ps(v, vb);
-            if (sc) v = _mm512_fmadd_ps(v, vs, vh);
-            if (resb) {
-                const __m256i r = _mm256_maskz_loadu_epi16(k, resb + i * ldr + j);
-                v               = _mm512_add_ps(
-                                  v, _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(r), 16)));
-            }
-            if (relu) v = _mm512_max_ps(v, zero);
+            __m512 v  = fin_vec(_mm512_maskz_loadu_ps(k, cp), k, bias, vb, sc, vs, vh,
+                               resb ? resb + i * ldr + j : NULL, relu);
             if (yb)
                 _mm256_mask_storeu_epi16(yb + i * ldy + j, k, (__m256i)_mm512_cvtneps_pbh(v));
             else
@@ -241,13 +298,14 @@ static void fin_bf16_avx512(float *c, int64_t ldc, int m, int n, const float *bi
 }
 
 const nk_bf16_kernel nk_bf16_kernel_avx512 = {
-    .ukr      = ukr_bf16_avx512,
-    .pack     = pack_bf16_avx512,
-    .pack_t   = pack_t_bf16_avx512,
-    .pack_b   = pack_b_bf16_avx512,
-    .ukr_rows = ukr_rows_bf16_avx512,
-    .convert  = convert_bf16_avx512,
-    .fin      = fin_bf16_avx512,
+    .ukr          = ukr_bf16_avx512,
+    .pack         = pack_bf16_avx512,
+    .pack_t       = pack_t_bf16_avx512,
+    .pack_b       = pack_b_bf16_avx512,
+    .ukr_rows     = ukr_rows_bf16_avx512,
+    .ukr_rows_fin = ukr_rows_fin_bf16_avx512,
+    .convert      = convert_bf16_avx512,
+    .fin          = fin_bf16_avx512,
 };
 
 // ---- peak ----
