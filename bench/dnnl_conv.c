@@ -7,7 +7,8 @@
  *   op=conv name=... dtype=f32 impl=onednn:<kernel> N=16 ... threads=2 ms= gflops=
  * Built and run only by bench/run.sh (cc -O2 -fopenmp bench/dnnl_conv.c -ldnnl): never linked
  * into libnet. Usage: dnnl_conv [--batch N] [--threads N] [--dtype f32|bf16] [--repeat N]
- * [--algo direct|winograd|auto] (winograd: the 3x3 stride-1 shapes only, oneDNN's layouts).
+ * [--algo direct|winograd|auto] (winograd: the 3x3 stride-1 shapes only, oneDNN's layouts)
+ * [--conv H,C,K,R[,S[,P]]] (one shape instead, as `pneumo bench conv --conv` takes and names it).
  */
 #include <oneapi/dnnl/dnnl.h>
 #include <omp.h>
@@ -164,6 +165,8 @@ int main(int argc, char **argv)
 {
     int N = 16, threads = 2, bf16 = 0, repeat = 5;
     dnnl_alg_kind_t alg = dnnl_convolution_direct;
+    conv_shape own      = {0};
+    char own_name[128];
     for (int i = 1; i + 1 < argc; i += 2) {
         if (!strcmp(argv[i], "--batch"))
             N = (int)strtol(argv[i + 1], NULL, 10);
@@ -177,7 +180,20 @@ int main(int argc, char **argv)
             alg = !strcmp(argv[i + 1], "winograd") ? dnnl_convolution_winograd
                   : !strcmp(argv[i + 1], "auto")   ? dnnl_convolution_auto
                                                    : dnnl_convolution_direct;
-        else {
+        else if (!strcmp(argv[i], "--conv")) {
+            int v[6] = {0, 0, 0, 0, 1, 0};
+            const int n =
+                sscanf(argv[i + 1], "%d,%d,%d,%d,%d,%d", &v[0], &v[1], &v[2], &v[3], &v[4], &v[5]);
+            if (n < 4 || v[0] < 1 || v[1] < 1 || v[2] < 1 || v[3] < 1 || v[4] < 1 || v[5] < 0 ||
+                v[3] > v[0] + 2 * v[5]) {
+                fprintf(stderr, "dnnl_conv: --conv expects H,C,K,R[,S[,P]], got \"%s\"\n",
+                        argv[i + 1]);
+                return 2;
+            }
+            snprintf(own_name, sizeof own_name, "conv_h%d_c%d_k%d_r%d_s%d_p%d", v[0], v[1], v[2],
+                     v[3], v[4], v[5]);
+            own = (conv_shape){own_name, v[0], v[1], v[2], v[3], v[4], v[5], 1};
+        } else {
             fprintf(stderr, "dnnl_conv: unknown option %s\n", argv[i]);
             return 2;
         }
@@ -194,11 +210,14 @@ int main(int argc, char **argv)
         fprintf(stderr, "dnnl_conv: no CPU engine\n");
         return 1;
     }
-    int rc = 0;
-    for (size_t i = 0; i < sizeof(shapes) / sizeof(shapes[0]); i++)
-        if ((alg != dnnl_convolution_winograd || (shapes[i].R == 3 && shapes[i].stride == 1)) &&
-            run(eng, st, &shapes[i], N, bf16, repeat, threads, alg))
+    int rc          = 0;
+    const size_t ns = own.name ? 1 : sizeof(shapes) / sizeof(shapes[0]);
+    for (size_t i = 0; i < ns; i++) {
+        const conv_shape *c = own.name ? &own : &shapes[i];
+        if ((alg != dnnl_convolution_winograd || (c->R == 3 && c->stride == 1)) &&
+            run(eng, st, c, N, bf16, repeat, threads, alg))
             rc = 1;
+    }
     dnnl_stream_destroy(st);
     dnnl_engine_destroy(eng);
     return rc;

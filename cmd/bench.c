@@ -9,6 +9,7 @@
 #include "cmd/cli.h"
 #include "kernels/nk.h"
 
+#include <errno.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -158,29 +159,30 @@ static int bench_gemm(int M, int N, int K, int threads, int repeat, double peak,
 typedef struct conv_shape {
     const char *name;
     int H, C, K, R, stride, pad, count; // count: how often the network runs it
+    int own; // a shape given with --conv: H as given, whatever --img-size
 } conv_shape;
 
 static const conv_shape conv_shapes[] = {
-    {"conv1_7x7s2", 230, 3, 64, 7, 2, 0, 1},
-    {"conv2_1x1_64_64", 56, 64, 64, 1, 1, 0, 1},
-    {"conv2_3x3", 56, 64, 64, 3, 1, 1, 3},
-    {"conv2_1x1_expand", 56, 64, 256, 1, 1, 0, 4},
-    {"conv2_1x1_reduce", 56, 256, 64, 1, 1, 0, 2},
-    {"conv3_1x1s2_reduce", 56, 256, 128, 1, 2, 0, 1},
-    {"conv3_1x1s2_proj", 56, 256, 512, 1, 2, 0, 1},
-    {"conv3_3x3", 28, 128, 128, 3, 1, 1, 4},
-    {"conv3_1x1_expand", 28, 128, 512, 1, 1, 0, 4},
-    {"conv3_1x1_reduce", 28, 512, 128, 1, 1, 0, 3},
-    {"conv4_1x1s2_reduce", 28, 512, 256, 1, 2, 0, 1},
-    {"conv4_1x1s2_proj", 28, 512, 1024, 1, 2, 0, 1},
-    {"conv4_3x3", 14, 256, 256, 3, 1, 1, 6},
-    {"conv4_1x1_expand", 14, 256, 1024, 1, 1, 0, 6},
-    {"conv4_1x1_reduce", 14, 1024, 256, 1, 1, 0, 5},
-    {"conv5_1x1s2_reduce", 14, 1024, 512, 1, 2, 0, 1},
-    {"conv5_1x1s2_proj", 14, 1024, 2048, 1, 2, 0, 1},
-    {"conv5_3x3", 7, 512, 512, 3, 1, 1, 3},
-    {"conv5_1x1_expand", 7, 512, 2048, 1, 1, 0, 3},
-    {"conv5_1x1_reduce", 7, 2048, 512, 1, 1, 0, 2},
+    {"conv1_7x7s2", 230, 3, 64, 7, 2, 0, 1, 0},
+    {"conv2_1x1_64_64", 56, 64, 64, 1, 1, 0, 1, 0},
+    {"conv2_3x3", 56, 64, 64, 3, 1, 1, 3, 0},
+    {"conv2_1x1_expand", 56, 64, 256, 1, 1, 0, 4, 0},
+    {"conv2_1x1_reduce", 56, 256, 64, 1, 1, 0, 2, 0},
+    {"conv3_1x1s2_reduce", 56, 256, 128, 1, 2, 0, 1, 0},
+    {"conv3_1x1s2_proj", 56, 256, 512, 1, 2, 0, 1, 0},
+    {"conv3_3x3", 28, 128, 128, 3, 1, 1, 4, 0},
+    {"conv3_1x1_expand", 28, 128, 512, 1, 1, 0, 4, 0},
+    {"conv3_1x1_reduce", 28, 512, 128, 1, 1, 0, 3, 0},
+    {"conv4_1x1s2_reduce", 28, 512, 256, 1, 2, 0, 1, 0},
+    {"conv4_1x1s2_proj", 28, 512, 1024, 1, 2, 0, 1, 0},
+    {"conv4_3x3", 14, 256, 256, 3, 1, 1, 6, 0},
+    {"conv4_1x1_expand", 14, 256, 1024, 1, 1, 0, 6, 0},
+    {"conv4_1x1_reduce", 14, 1024, 256, 1, 1, 0, 5, 0},
+    {"conv5_1x1s2_reduce", 14, 1024, 512, 1, 2, 0, 1, 0},
+    {"conv5_1x1s2_proj", 14, 1024, 2048, 1, 2, 0, 1, 0},
+    {"conv5_3x3", 7, 512, 512, 3, 1, 1, 3, 0},
+    {"conv5_1x1_expand", 7, 512, 2048, 1, 1, 0, 3, 0},
+    {"conv5_1x1_reduce", 7, 2048, 512, 1, 1, 0, 2, 0},
 };
 
 // The shape's input size at img px (the table is at 224: conv1's input after its 3-pixel padding,
@@ -188,6 +190,7 @@ static const conv_shape conv_shapes[] = {
 // pool1 3x3/2 on their padded inputs, then a 1x1/2 at the start of each later stage.
 static int conv_shape_h(const conv_shape *c, int img)
 {
+    if (c->own) return c->H;
     if (c->H == 230) return img + 6;
     int h = ((img + 6 - 7) / 2 + 1 + 2 - 3) / 2 + 1; // conv2's
     for (int t = 56; t > c->H; t /= 2)
@@ -244,6 +247,7 @@ static double conv_run(const conv_shape *c, int N, int img, int threads, int rep
     float *wpf   = bf16 ? NULL : nt_alloc(nk_conv2d_packed_floats(isa, algo, &d) * 4);
     uint16_t *xb = bfx ? nt_alloc(nx * 2) : NULL, *yb = bfy ? nt_alloc(ny * 2) : NULL;
     double s = -1;
+    *err     = -1; // out of memory, until the check has run
     if (!x || !w || !b || !y || !o || !yr || !db || !ws || (bf16 ? !wp : !wpf) || (bfx && !xb) ||
         (bfy && !yb))
         goto out;
@@ -313,17 +317,26 @@ out:
 }
 
 static int bench_conv(int batch, int img, int threads, int repeat, double peak, nk_isa isa,
-                      nk_conv_algo algo, int bf16, conv_pass pass, const char *only)
+                      nk_conv_algo algo, int bf16, conv_pass pass, const char *only,
+                      const conv_shape *own)
 {
     int rc         = EXIT_OK;
     double total_s = 0, total_f = 0;
     const char *impl = bf16 ? nk_bf16_impl_name(nk_cpu_bf16()) : nk_isa_name(isa);
-    for (size_t i = 0; i < sizeof(conv_shapes) / sizeof(conv_shapes[0]); i++) {
-        const conv_shape *c = &conv_shapes[i];
+    const size_t n   = own ? 1 : sizeof(conv_shapes) / sizeof(conv_shapes[0]);
+    for (size_t i = 0; i < n; i++) {
+        const conv_shape *c = own ? own : &conv_shapes[i];
         if (only && strcmp(only, c->name) != 0) continue;
         nk_conv_desc d = conv_shape_desc(c, batch, img);
         double err = 0, s = conv_run(c, batch, img, threads, repeat, isa, algo, bf16, pass, &err);
         double fl = 2.0 * batch * d.P * d.Q * (double)d.K * d.R * d.S * d.C;
+        if (s < 0 && err < 0) {
+            printf("op=conv name=%s pass=%s dtype=%s impl=%s FAIL (out of memory for its buffers "
+                   "at batch %d)\n",
+                   c->name, pass_names[pass], bf16 ? "bf16" : "f32", impl, batch);
+            rc = EXIT_FAIL;
+            continue;
+        }
         if (s < 0) {
             printf("op=conv name=%s pass=%s dtype=%s impl=%s FAIL (rel error %.3g vs the "
                    "reference)\n",
@@ -347,7 +360,7 @@ static int bench_conv(int batch, int img, int threads, int repeat, double peak, 
                wino ? "winograd" : "gemm");
         fflush(stdout);
     }
-    if (rc == EXIT_OK && !only)
+    if (rc == EXIT_OK && !only && !own)
         printf("op=conv name=resnet50_all_convs pass=%s dtype=%s impl=%s N=%d threads=%d "
                "ms=%.1f gflops=%.1f pct_peak=%.1f\n",
                pass_names[pass], bf16 ? "bf16" : "f32", impl, batch, threads, total_s * 1e3,
@@ -586,6 +599,37 @@ out:
     return rc;
 }
 
+// --conv H,C,K,R[,S[,P]]: a convolution of the caller's, named after its numbers (conv_h56_c64_
+// k64_r3_s1_p1). Returns 0, or EXIT_USAGE after a one-line error.
+static int parse_conv_shape(const char *s, conv_shape *c, char *name, size_t cap)
+{
+    long v[6]     = {0, 0, 0, 0, 1, 0};
+    int n         = 0;
+    const char *p = s;
+    while (n < 6) {
+        char *end;
+        errno  = 0;
+        long x = strtol(p, &end, 10);
+        if (end == p || errno || x < 0 || x > 1 << 20 || (*end != ',' && *end != '\0')) break;
+        v[n++] = x;
+        p      = end;
+        if (*p == '\0') break;
+        p++;
+    }
+    const int ok = (n >= 4 && *p == '\0' && p[-1] != ',') && v[0] >= 1 && v[0] <= 4096 &&
+                   v[1] >= 1 && v[1] <= 65536 && v[2] >= 1 && v[2] <= 65536 && v[3] >= 1 &&
+                   v[3] <= 64 && v[4] >= 1 && v[4] <= 64 && v[5] < v[3] && v[3] <= v[0] + 2 * v[5];
+    if (!ok)
+        return cli_fail("bench", EXIT_USAGE,
+                        "--conv expects H,C,K,R[,STRIDE[,PAD]]: integers, H 1..4096, C and K "
+                        "1..65536, R and STRIDE 1..64, PAD 0..R-1, R <= H + 2*PAD; got \"%s\"",
+                        s);
+    snprintf(name, cap, "conv_h%d_c%d_k%d_r%d_s%d_p%d", (int)v[0], (int)v[1], (int)v[2], (int)v[3],
+             (int)v[4], (int)v[5]);
+    *c = (conv_shape){name, (int)v[0], (int)v[1], (int)v[2], (int)v[3], (int)v[4], (int)v[5], 1, 1};
+    return 0;
+}
+
 int cmd_bench(int argc, char **argv)
 {
     const char *what = argc > 0 && argv[0][0] != '-' ? argv[0] : NULL;
@@ -594,34 +638,37 @@ int cmd_bench(int argc, char **argv)
         nocheck = 0, profile = 0, top = 12;
     double peak            = 0;
     const char *unfreeze_s = "20", *isa_s = NULL, *dtype_s = "f32", *pass_s = "fwd", *shape = NULL,
-               *algo_s = "auto";
-    cli_opt opts[]     = {
-            {"threads", OPT_INT, &threads, 0, 1024, "N", "threads, default all CPUs"},
-            {"batch", OPT_INT, &batch, 1, 4096, "N", "model, conv: batch size, default 16"},
-            {"img-size", OPT_INT, &img, 32, 1024, "PX",
-             "model, conv: input size, default 224 (conv: the shapes at that size)"},
-            {"train", OPT_FLAG, &train, 0, 0, NULL,
-             "model: time a training step (forward, backward, SGD update)"},
-            {"unfreeze", OPT_STR, &unfreeze_s, 0, 0, "N|all", "model --train: trainable layers (20)"},
-            {"repeat", OPT_INT, &repeat, 1, 64, "N", "timed repeats (median), default 5"},
-            {"warmup", OPT_INT, &warmup, 0, 16, "N", "untimed repeats first, default 1"},
-            {"m", OPT_INT, &M, 1, 1 << 20, "M", "gemm: rows of C (with --n, --k: one shape)"},
-            {"n", OPT_INT, &N, 1, 1 << 20, "N", "gemm: columns of C"},
-            {"k", OPT_INT, &K, 1, 1 << 20, "K", "gemm: inner dimension"},
-            {"isa", OPT_STR, &isa_s, 0, 0, "avx512|avx2|scalar", "gemm: micro-kernel, default best"},
-            {"dtype", OPT_STR, &dtype_s, 0, 0, "f32|bf16",
-             "compute type (bf16: inference, and the frozen layers when training; peak: the VDPBF16PS "
-                 "peak)"},
-            {"peak", OPT_FLOAT, &peak, 1, 1e9, "GFLOPS", "peak to report against (default: measured)"},
-            {"no-check", OPT_FLAG, &nocheck, 0, 0, NULL, "model: skip the check against the reference"},
-            {"profile", OPT_FLAG, &profile, 0, 0, NULL, "model: time every layer (by type, slowest)"},
-            {"top", OPT_INT, &top, 1, 100000, "N", "model --profile: slowest layers listed (12)"},
-            {"pass", OPT_STR, &pass_s, 0, 0, "fwd|fwd-train|bwd-data|bwd-filter",
-             "conv: the forward on packed weights (default), training's forward, or a backward "
-                 "half"},
-            {"shape", OPT_STR, &shape, 0, 0, "NAME", "conv: only this shape (a name that it prints)"},
-            {"conv-algo", OPT_STR, &algo_s, 0, 0, "auto|gemm",
-             "conv, model (f32): auto (Winograd for the 3x3s where it pays) or gemm only"},
+               *algo_s = "auto", *conv_s = NULL;
+    cli_opt opts[] = {
+        {"threads", OPT_INT, &threads, 0, 1024, "N", "threads, default all CPUs"},
+        {"batch", OPT_INT, &batch, 1, 4096, "N", "model, conv: batch size, default 16"},
+        {"img-size", OPT_INT, &img, 32, 1024, "PX",
+         "model, conv: input size, default 224 (conv: the shapes at that size)"},
+        {"train", OPT_FLAG, &train, 0, 0, NULL,
+         "model: time a training step (forward, backward, SGD update)"},
+        {"unfreeze", OPT_STR, &unfreeze_s, 0, 0, "N|all", "model --train: trainable layers (20)"},
+        {"repeat", OPT_INT, &repeat, 1, 64, "N", "timed repeats (median), default 5"},
+        {"warmup", OPT_INT, &warmup, 0, 16, "N", "untimed repeats first, default 1"},
+        {"m", OPT_INT, &M, 1, 1 << 20, "M", "gemm: rows of C (with --n, --k: one shape)"},
+        {"n", OPT_INT, &N, 1, 1 << 20, "N", "gemm: columns of C"},
+        {"k", OPT_INT, &K, 1, 1 << 20, "K", "gemm: inner dimension"},
+        {"isa", OPT_STR, &isa_s, 0, 0, "avx512|avx2|scalar", "gemm: micro-kernel, default best"},
+        {"dtype", OPT_STR, &dtype_s, 0, 0, "f32|bf16",
+         "compute type (bf16: inference, and the frozen layers when training; peak: the VDPBF16PS "
+         "peak)"},
+        {"peak", OPT_FLOAT, &peak, 1, 1e9, "GFLOPS", "peak to report against (default: measured)"},
+        {"no-check", OPT_FLAG, &nocheck, 0, 0, NULL, "model: skip the check against the reference"},
+        {"profile", OPT_FLAG, &profile, 0, 0, NULL, "model: time every layer (by type, slowest)"},
+        {"top", OPT_INT, &top, 1, 100000, "N", "model --profile: slowest layers listed (12)"},
+        {"pass", OPT_STR, &pass_s, 0, 0, "fwd|fwd-train|bwd-data|bwd-filter",
+         "conv: the forward on packed weights (default), training's forward, or a backward "
+         "half"},
+        {"shape", OPT_STR, &shape, 0, 0, "NAME", "conv: only this shape (a name that it prints)"},
+        {"conv", OPT_STR, &conv_s, 0, 0, "H,C,K,R[,S[,P]]",
+         "conv: one shape of your own instead: HxH input, C channels in, K out, RxR filter, "
+         "stride S (1), padding P (0)"},
+        {"conv-algo", OPT_STR, &algo_s, 0, 0, "auto|gemm",
+         "conv, model (f32): auto (Winograd for the 3x3s where it pays) or gemm only"},
     };
     cli_cmd cmd = {"bench",
                    "peak|gemm|conv|model|data [options]",
@@ -680,6 +727,24 @@ int cmd_bench(int argc, char **argv)
                             "conv5_1x1_reduce), got \"%s\"",
                             shape);
     }
+    conv_shape own;
+    char own_name[128];
+    if (conv_s && strcmp(what, "conv") == 0) {
+        if (shape)
+            return cli_fail("bench", EXIT_USAGE,
+                            "--conv and --shape: expected one of them, got both");
+        if ((rc = parse_conv_shape(conv_s, &own, own_name, sizeof own_name))) return rc;
+        // The kernels take a GEMM's rows and sizes as int.
+        const nk_conv_desc d = conv_shape_desc(&own, batch, img);
+        const double big =
+            fmax(fmax((double)batch * d.H * d.W * d.C, (double)batch * d.P * d.Q * d.K),
+                 (double)batch * d.P * d.Q * d.R * d.S * d.C);
+        if (big > 2147483647.0)
+            return cli_fail("bench", EXIT_USAGE,
+                            "--conv %s at --batch %d: expected tensors of at most 2^31-1 values, "
+                            "got %.3g",
+                            conv_s, batch, big);
+    }
     if (peak <= 0) {
         peak = bf16 ? nk_bf16_peak_gflops(threads, 0.5) : measure_peak(nk_cpu_detect(), threads);
         printf("op=peak dtype=%s impl=%s threads=%d gflops=%.1f (measured %s loop)\n",
@@ -727,7 +792,7 @@ int cmd_bench(int argc, char **argv)
                             "--pass fwd-train expects --dtype f32 (bf16 training's forward runs "
                             "the packed bf16 path, --pass fwd), got bf16");
         return bench_conv(batch, img, threads, repeat, peak, isa, algo, bf16, (conv_pass)pass,
-                          shape);
+                          shape, conv_s ? &own : NULL);
     }
     return bench_model(batch, threads, img, train, unfreeze, repeat, warmup, peak, !nocheck,
                        profile, top, bf16 ? "bf16" : "f32");

@@ -72,12 +72,26 @@ expect 0 'name=conv1_7x7s2 .* H=134 ' -- $P bench conv --shape conv1_7x7s2 --img
 expect 0 'name=conv3_3x3 .* algo=gemm' -- $P bench conv --shape conv3_3x3 --conv-algo gemm --batch 1 --repeat 1 --peak 100
 expect 0 'name=conv2_1x1_64_64 .* algo=gemm' -- $P bench conv --shape conv2_1x1_64_64 --batch 1 --repeat 1 --peak 100
 expect 2 '--conv-algo expects auto or gemm, got "fft"' -- $P bench conv --conv-algo fft
+# --conv H,C,K,R[,S[,P]]: one shape of the caller's (named after its numbers, --img-size ignored),
+# checked against its reference like the table's; bad or oversized shapes are usage errors.
+expect 0 'op=conv name=conv_h9_c16_k24_r3_s1_p1 pass=fwd dtype=f32 .* N=2 H=9 C=16 K=24 R=3 stride=1 count=1 .*gflops=' -- $P bench conv --conv 9,16,24,3,1,1 --batch 2 --img-size 64 --repeat 1 --peak 100
+expect 0 'name=conv_h11_c5_k7_r5_s2_p2 pass=bwd-data .* H=11 C=5 K=7 R=5 stride=2 .*gflops=' -- $P bench conv --conv 11,5,7,5,2,2 --pass bwd-data --batch 2 --repeat 1 --peak 100
+expect 0 'name=conv_h8_c32_k40_r1_s1_p0 pass=bwd-filter .*gflops=' -- $P bench conv --conv 8,32,40,1 --pass bwd-filter --batch 3 --repeat 1 --peak 100
+$P bench conv --conv 9,16,24,3,1,1 --batch 2 --repeat 1 --peak 100 > $T/own.txt 2>&1
+[ "$(grep -c '^op=conv ' $T/own.txt)" = 1 ] && ok "bench conv --conv times that shape only (no network total)" ||
+    bad "bench conv --conv: $(cat $T/own.txt)"
+expect 2 '--conv expects H,C,K,R\[,STRIDE\[,PAD\]\].*got "5,8,8,9"' -- $P bench conv --conv 5,8,8,9
+expect 2 '--conv expects .*got "56,64,64"' -- $P bench conv --conv 56,64,64
+expect 2 '--conv expects .*got "56,64,64,3,1,3"' -- $P bench conv --conv 56,64,64,3,1,3
+expect 2 '--conv and --shape: expected one of them, got both' -- $P bench conv --conv 5,8,8,1 --shape conv2_3x3
+expect 2 '--conv 1024,64,64,3,1,1 at --batch 64: expected tensors of at most 2\^31-1 values' -- $P bench conv --conv 1024,64,64,3,1,1 --batch 64
 # --dtype bf16: bf16 activations in and out (conv1's image stays float32), each shape checked
 # against the bf16 reference before it is timed (a failed check prints FAIL and exits 1).
 if grep -qw avx512_bf16 /proc/cpuinfo; then
     for s in conv1_7x7s2 conv2_1x1_reduce conv3_1x1s2_proj conv4_3x3; do
         expect 0 "name=$s pass=fwd dtype=bf16 impl=avx512bf16 .*gflops=" -- $P bench conv --dtype bf16 --shape $s --img-size 64 --batch 2 --repeat 1 --peak 100
     done
+    expect 0 'name=conv_h9_c16_k24_r3_s1_p1 pass=fwd dtype=bf16 .*gflops=' -- $P bench conv --dtype bf16 --conv 9,16,24,3,1,1 --batch 2 --repeat 1 --peak 100
 fi
 # bench/ab.sh: two builds alternating (here the same one twice), per case both sides' ms and the
 # ratio of the medians.
