@@ -92,7 +92,7 @@ done
 [ "$have_dnnl" = 1 ] || log "oneDNN not installed (libdnnl-dev): no convolution peer figures"
 for pass in fwd-train bwd-data bwd-filter; do
     $P bench conv --threads "$T" --pass $pass --repeat 3 --peak "$PEAK" | tee -a "$CONV"
-    [ "$HAVE_BF16" = 1 ] && [ $pass != fwd-train ] && $P bench conv --threads "$T" --pass $pass --repeat 3 --dtype bf16 --peak "$PEAKB" | tee -a "$CONV"
+    [ "$HAVE_BF16" = 1 ] && $P bench conv --threads "$T" --pass $pass --repeat 3 --dtype bf16 --peak "$PEAKB" | tee -a "$CONV"
 done
 # GEMM beside OpenBLAS (when the bench was built with it), same process, same shapes.
 ./build/bench/bench_gemm | tee "$GEMM"
@@ -193,15 +193,16 @@ conv_total() {
     echo
     echo "Training's passes of the same convolutions, GFLOP/s (\`pneumo bench conv --pass"
     echo "fwd-train|bwd-data|bwd-filter [--dtype bf16]\`; no peer run here): fwd-train is the forward on"
-    echo "weights as they are (any Winograd transform inside the call). Training with \`--dtype bf16\`"
+    echo "weights as they are (any Winograd transform inside the call; bf16: on float32 activations in and"
+    echo "out, which the backward reads, where fwd bf16 above runs on bf16 ones). Training with \`--dtype bf16\`"
     echo "uses the bf16 passes; conv1's input gradient is never needed in training."
     echo
-    echo "| conv | x per net | fwd f32 | fwd-train f32 | bwd-data f32 | bwd-filter f32 | fwd bf16 | bwd-data bf16 | bwd-filter bf16 |"
-    echo "|---|---|---|---|---|---|---|---|---|"
+    echo "| conv | x per net | fwd f32 | fwd-train f32 | bwd-data f32 | bwd-filter f32 | fwd bf16 | fwd-train bf16 | bwd-data bf16 | bwd-filter bf16 |"
+    echo "|---|---|---|---|---|---|---|---|---|---|"
     conv_names | while read -r n c; do
-        echo "| $n | ${c:-?} | $(convf "$n" f32 avx gflops) | $(convf "$n" f32 avx gflops fwd-train) | $(convf "$n" f32 avx gflops bwd-data) | $(convf "$n" f32 avx gflops bwd-filter) | $(convf "$n" bf16 avx gflops) | $(convf "$n" bf16 avx gflops bwd-data) | $(convf "$n" bf16 avx gflops bwd-filter) |"
+        echo "| $n | ${c:-?} | $(convf "$n" f32 avx gflops) | $(convf "$n" f32 avx gflops fwd-train) | $(convf "$n" f32 avx gflops bwd-data) | $(convf "$n" f32 avx gflops bwd-filter) | $(convf "$n" bf16 avx gflops) | $(convf "$n" bf16 avx gflops fwd-train) | $(convf "$n" bf16 avx gflops bwd-data) | $(convf "$n" bf16 avx gflops bwd-filter) |"
     done
-    echo "| all convs of the network (ms) | | $(conv_total f32 avx) | $(conv_total f32 avx fwd-train) | $(conv_total f32 avx bwd-data) | $(conv_total f32 avx bwd-filter) | $(conv_total bf16 avx) | $(conv_total bf16 avx bwd-data) | $(conv_total bf16 avx bwd-filter) |"
+    echo "| all convs of the network (ms) | | $(conv_total f32 avx) | $(conv_total f32 avx fwd-train) | $(conv_total f32 avx bwd-data) | $(conv_total f32 avx bwd-filter) | $(conv_total bf16 avx) | $(conv_total bf16 avx fwd-train) | $(conv_total bf16 avx bwd-data) | $(conv_total bf16 avx bwd-filter) |"
     echo
     echo "SGEMM on ResNet50's shapes, $T threads (\`build/bench/bench_gemm\`; M = batch x P x Q):"
     echo

@@ -215,8 +215,9 @@ static const char *const pass_names[] = {"fwd", "bwd-data", "bwd-filter", "fwd-t
 // Runs one convolution pass. The forward runs on weights packed before timing, as inference does
 // (f32: nk_conv2d_fwd_packed_cpu; bf16: nk_conv2d_fwd_bf16x_cpu on bf16 activations in and out,
 // as bf16 inference passes them between convolutions; an odd C (conv1's image) reads float32
-// x, as the model's first convolution does); fwd-train (f32) on the weights as
-// they are, as training's forward does (nk_conv2d_fwd_cpu: any transform inside the timed call);
+// x, as the model's first convolution does); fwd-train as training's forward runs: f32 on the
+// weights as they are (nk_conv2d_fwd_cpu: any transform inside the timed call), bf16 on float32
+// activations in and out, which the backward reads (nk_conv2d_fwd_bf16_cpu, weights packed);
 // the backward passes (f32) are
 // nk_conv2d_bwd_data_cpu (dx from dy and w) and nk_conv2d_bwd_filter_cpu (dw and db from x and
 // dy), as training runs them. Returns seconds per call (median), or -1 on a failed check: the fast
@@ -273,7 +274,9 @@ static double conv_run(const conv_shape *c, int N, int img, int threads, int rep
      : pass == PASS_BWD_FILTER && bf16                                                             \
          ? nk_conv2d_bwd_filter_bf16_cpu(nk_cpu_bf16(), &ex, &(dd), x, y, o, db)                   \
      : pass == PASS_BWD_FILTER ? nk_conv2d_bwd_filter_cpu(isa, &ex, &(dd), x, y, o, db)            \
-     : pass == PASS_FWD_TRAIN  ? nk_conv2d_fwd_cpu(isa, &ex, &(dd), x, w, b, o)                    \
+     : pass == PASS_FWD_TRAIN && bf16                                                              \
+         ? nk_conv2d_fwd_bf16_cpu(nk_cpu_bf16(), &ex, &(dd), x, wp, b, NULL, o)                    \
+     : pass == PASS_FWD_TRAIN ? nk_conv2d_fwd_cpu(isa, &ex, &(dd), x, w, b, o)                     \
      : bf16 ? nk_conv2d_fwd_bf16x_cpu(nk_cpu_bf16(), &ex, &(dd), bfx ? NULL : x, xb, wp, b, NULL,  \
                                       NULL, yb)                                                    \
             : nk_conv2d_fwd_packed_cpu(isa, algo, &ex, &(dd), x, wpf, b, NULL, o))
@@ -787,10 +790,6 @@ int cmd_bench(int argc, char **argv)
             return cli_fail("bench", EXIT_USAGE,
                             "--pass expects fwd, fwd-train, bwd-data or bwd-filter, got \"%s\"",
                             pass_s);
-        if (pass == PASS_FWD_TRAIN && bf16)
-            return cli_fail("bench", EXIT_USAGE,
-                            "--pass fwd-train expects --dtype f32 (bf16 training's forward runs "
-                            "the packed bf16 path, --pass fwd), got bf16");
         return bench_conv(batch, img, threads, repeat, peak, isa, algo, bf16, (conv_pass)pass,
                           shape, conv_s ? &own : NULL);
     }

@@ -92,6 +92,7 @@ if grep -qw avx512_bf16 /proc/cpuinfo; then
         expect 0 "name=$s pass=fwd dtype=bf16 impl=avx512bf16 .*gflops=" -- $P bench conv --dtype bf16 --shape $s --img-size 64 --batch 2 --repeat 1 --peak 100
     done
     expect 0 'name=conv_h9_c16_k24_r3_s1_p1 pass=fwd dtype=bf16 .*gflops=' -- $P bench conv --dtype bf16 --conv 9,16,24,3,1,1 --batch 2 --repeat 1 --peak 100
+    expect 0 'name=conv2_1x1_reduce pass=fwd-train dtype=bf16 .*gflops=' -- $P bench conv --dtype bf16 --pass fwd-train --shape conv2_1x1_reduce --img-size 64 --batch 2 --repeat 1 --peak 100
 fi
 # bench/ab.sh: two builds alternating (here the same one twice), per case both sides' ms and the
 # ratio of the medians.
