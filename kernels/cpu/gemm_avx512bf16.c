@@ -2,9 +2,10 @@
  * gemm_avx512bf16.c: the AVX512_BF16 micro-kernel of the bf16 inference GEMM (12 x 32 float32
  * accumulators, VDPBF16PS on k pairs: broadcast one A pair, two B vectors of 16 column pairs) and
  * its A packer (VCVTNE2PS2BF16 rounding, then a 16x16 word transpose), plus the VDPBF16PS peak
- * loop. Compiled with -mavx512bf16; reached only through nk_bf16_kernel_avx512 after run-time
- * detection (cpu.c). The driver is in gemm.c; tests in tests/test_gemm.c against
- * nk_gemm_bf16_ref.
+ * loop; the row kernel on unpacked bf16 activations, which can finish a bf16 output tile in
+ * registers (ukr_rows_fin). Compiled with -mavx512bf16; reached only through
+ * nk_bf16_kernel_avx512 after run-time detection (cpu.c). The driver is in gemm.c; tests in
+ * tests/test_gemm.c against nk_gemm_bf16_ref and in tests/test_ops.c (bf16 convolutions).
  */
 #include <immintrin.h>
 
@@ -160,8 +161,8 @@ static void pack_b_bf16_avx512(const float *B, int64_t ldb, int K, int n, uint32
 
 // With pf, ukr_rows prefetches each A row one line (16 pair words) ahead, once per line: the
 // first column panel reads the rows from memory (12 short streams that the hardware's prefetch
-// does not follow); later panels find them in L2, where prefetching only costs (measured in the
-// kernels' commit message).
+// does not follow); later panels find them in L2, where prefetching only costs. gemm.c passes pf
+// for large A only (nk_bf16_rows_pf_min_bytes, with the measurements).
 #define ROWS_PF 16
 
 // The finish of one vector (fin_bf16_avx512's order: bias, scale/shift, residual, ReLU); vb
