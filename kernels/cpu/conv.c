@@ -752,15 +752,30 @@ static int64_t bf16_col_ldk(const nk_conv_desc *d)
     return ((int64_t)d->R * d->S * d->C + 1) & ~(int64_t)1;
 }
 
-// Workspace floats of x rounded to bf16, and of one chunk of the bf16 patch matrix.
+// Workspace floats of x rounded to bf16.
 static size_t bf16_x_floats(const nk_conv_desc *d)
 {
     return bf16_floats((size_t)d->N * d->H * d->W * d->C);
 }
 
-static size_t bf16_col_floats(const nk_conv_desc *d)
+// The patch matrix goes block by block, each a few output lines that one thread gathers and then
+// multiplies on its own while the block is in its core's L2 (conv1: 4 lines of 112, 448 rows of
+// 148 bf16 = 130 KiB). Chunks of 4 MiB gathered by all threads, then multiplied by all, left
+// the L2 in between: conv1 ran 13 ms at best, and 32-33 ms (the gather 7x slower) whenever this
+// VM's memory was contended, which it often is.
+#define COL_BF16_BLOCK_ROWS 480
+
+static int64_t bf16_col_block_lines(const nk_conv_desc *d)
 {
-    return bf16_floats((size_t)chunk_lines(d) * d->Q * (size_t)bf16_col_ldk(d));
+    const int64_t l = COL_BF16_BLOCK_ROWS / (d->Q > 0 ? d->Q : 1);
+    return l > 0 ? l : 1;
+}
+
+// Per thread: a one-thread GEMM's scratch, then one block of the patch matrix.
+static size_t bf16_col_thread_floats(const nk_conv_desc *d)
+{
+    return bf16_gemm_part(1) +
+           bf16_floats((size_t)bf16_col_block_lines(d) * d->Q * (size_t)bf16_col_ldk(d));
 }
 
 size_t nk_conv2d_bf16_ws_floats(const nk_conv_desc *d, int nthreads)
@@ -768,34 +783,45 @@ size_t nk_conv2d_bf16_ws_floats(const nk_conv_desc *d, int nthreads)
     const size_t g = bf16_gemm_part(nthreads);
     if (bf16_unpacked(d)) return g + bf16_x_floats(d);
     if (is_direct(d) || bf16_implicit(d)) return g;
-    return g + bf16_x_floats(d) + bf16_col_floats(d);
+    return bf16_x_floats(d) + (size_t)(nthreads > 0 ? nthreads : 1) * bf16_col_thread_floats(d);
 }
 
-// The patch-matrix route (any C): x (or xb, already bf16) gathered into bf16 rows of ldk per
-// chunk of output lines, each chunk one GEMM on unpacked rows, into y or (yb) bf16.
+// The patch-matrix route (any C): x (or xb, already bf16) gathered into bf16 rows of ldk, a
+// block of output lines at a time (bf16_col_block_lines), each block one thread's GEMM on
+// unpacked rows, into y or (yb) bf16. Every output row is one thread's whole sum, so the result
+// does not depend on the thread count.
 static void conv_bf16_col(nk_bf16_impl impl, const nk_exec *ex, const nk_conv_desc *d,
                           const float *x, const uint16_t *xb, const uint16_t *wp, const float *b,
                           const nk_epilogue *ep, float *y, uint16_t *yb)
 {
     const int nt = nthreads_of(ex), K = d->K;
-    const size_t g    = bf16_gemm_part(nt);
     const int64_t ldk = bf16_col_ldk(d);
-    nk_exec gex       = {nt, ex->ws, g, ex->conv_algo};
-    uint16_t *col     = (uint16_t *)(ex->ws + g);
+    float *tws        = ex->ws;
     if (!xb) {
-        // x rounded once in front of the patch chunk.
-        uint16_t *xr = col;
-        col          = (uint16_t *)(ex->ws + g + bf16_x_floats(d));
+        // x rounded once in front of the blocks.
+        uint16_t *xr = (uint16_t *)ex->ws;
+        tws          = ex->ws + bf16_x_floats(d);
         nk_bf16_convert_mt(impl, nt, (int64_t)d->N * d->H * d->W * d->C, x, xr);
         xb = xr;
     }
-    const int64_t lines = (int64_t)d->N * d->P, step = chunk_lines(d);
-    for (int64_t l0 = 0; l0 < lines; l0 += step) {
-        const int64_t l1 = l0 + step < lines ? l0 + step : lines, off = l0 * d->Q * K;
-        im2col_es(d, xb, sizeof(uint16_t), l0, l1, ldk, col, nt);
-        const nk_epilogue epc = chunk_epilogue(ep, off);
-        nk_gemm_bf16_rows_cpu(impl, &gex, (int)((l1 - l0) * d->Q), K, (int)ldk, col, (int)ldk, wp,
-                              yb ? NULL : y + off, yb ? yb + off : NULL, K, b, ep ? &epc : NULL);
+    const size_t per = bf16_col_thread_floats(d), g1 = bf16_gemm_part(1);
+    const int64_t lines = (int64_t)d->N * d->P, step = bf16_col_block_lines(d);
+    const int64_t nblk = (lines + step - 1) / step;
+#pragma omp parallel num_threads(nt)
+    {
+        float *mine       = tws + (size_t)omp_get_thread_num() * per;
+        const nk_exec one = {1, mine, g1, ex->conv_algo};
+        uint16_t *col     = (uint16_t *)(mine + g1);
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t bi = 0; bi < nblk; bi++) {
+            const int64_t l0 = bi * step, l1 = l0 + step < lines ? l0 + step : lines;
+            const int64_t off = l0 * d->Q * K;
+            im2col_es(d, xb, sizeof(uint16_t), l0, l1, ldk, col, 1);
+            const nk_epilogue epc = chunk_epilogue(ep, off);
+            nk_gemm_bf16_rows_cpu(impl, &one, (int)((l1 - l0) * d->Q), K, (int)ldk, col, (int)ldk,
+                                  wp, yb ? NULL : y + off, yb ? yb + off : NULL, K, b,
+                                  ep ? &epc : NULL);
+        }
     }
 }
 
@@ -825,7 +851,8 @@ void nk_conv2d_fwd_bf16_cpu(nk_bf16_impl impl, const nk_exec *ex, const nk_conv_
 size_t nk_conv2d_bf16x_ws_floats(const nk_conv_desc *d, int nthreads, int x_bf16)
 {
     const size_t g = bf16_gemm_part(nthreads), xb = x_bf16 ? 0 : bf16_x_floats(d);
-    return g + xb + (d->C % 2 ? bf16_col_floats(d) : 0);
+    if (d->C % 2) return xb + (size_t)(nthreads > 0 ? nthreads : 1) * bf16_col_thread_floats(d);
+    return g + xb;
 }
 
 void nk_conv2d_fwd_bf16x_cpu(nk_bf16_impl impl, const nk_exec *ex, const nk_conv_desc *d,
