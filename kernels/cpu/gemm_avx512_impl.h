@@ -10,6 +10,7 @@
 #include <immintrin.h>
 
 #include "kernels/cpu/cpu_internal.h"
+#include "kernels/cpu/epi_avx512.h"
 #include "kernels/cpu/transpose_avx512.h"
 
 #ifndef NK_AVX512_MC
@@ -34,14 +35,6 @@ _Static_assert(NK_AVX512_MC <= NK_GEMM_MAX_MC && NK_AVX512_KC <= NK_GEMM_MAX_KC 
 #define NR (16 * NV)
 
 // ---- micro-kernel ----
-
-static inline __mmask16 col_mask(int n, int v)
-{
-    int left = n - 16 * v;
-    if (left >= 16) return (__mmask16)0xFFFF;
-    if (left <= 0) return 0;
-    return (__mmask16)((1u << left) - 1u);
-}
 
 static void ukr_avx512(int64_t kc, const float *a, const float *b, float *c, int64_t ldc,
                        float alpha, float beta, int m, int n)
@@ -200,20 +193,6 @@ static void ukr_atb_avx512(int64_t kc, const float *a, int64_t lda, const float 
     }
 }
 
-// One 16-column vector of the fused epilogue, in nk_tile_epi_fn's order: + bias (vb), then
-// * scale + shift (vs, vh), then + the residual at res (masked by k; NULL: none), then ReLU.
-// bias and sc say whether vb and vs/vh apply.
-static inline __m512 epi_vec(__m512 v, __mmask16 k, const float *bias, __m512 vb, const float *sc,
-                             __m512 vs, __m512 vh, const float *res, int relu)
-{
-    if (bias) v = _mm512_add_ps(v, vb);
-    if (sc) v = _mm512_fmadd_ps(v, vs, vh);
-    if (res) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(k, res));
-    // MAXPS returns its second operand when the first is NaN: NaN -> 0, as the refs.
-    if (relu) v = _mm512_max_ps(v, _mm512_setzero_ps());
-    return v;
-}
-
 // Batch-reduce form over unpacked rows (see nk_gemm_ukr_rows_fn): the A broadcasts come straight
 // from the activations, so a convolution needs no A packing at all.
 static inline __attribute__((always_inline)) void
@@ -273,7 +252,7 @@ ukr_rows_body(int nseg, const int *seglen, const float *const *rows, const float
             __m512 r  = acc[i][v];
             if (beta != 0.0f) r = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(km[v], cp), r);
             r = epi_vec(r, km[v], bias, eb[v], sc, es[v], eh[v],
-                        res ? res + i * ldc + 16 * v : NULL, relu);
+                        res ? res + i * ldc + 16 * v : NULL, NULL, relu);
             _mm512_mask_storeu_ps(cp, km[v], r);
         }
     }
@@ -306,7 +285,7 @@ static void tile_epi_avx512(float *c, int64_t ldc, int m, int n, const float *bi
         for (int i = 0; i < m; i++) {
             float *cp      = c + i * ldc + j;
             const __m512 v = epi_vec(_mm512_maskz_loadu_ps(k, cp), k, bias, vb, sc, vs, vh,
-                                     res ? res + i * ldc + j : NULL, relu);
+                                     res ? res + i * ldc + j : NULL, NULL, relu);
             _mm512_mask_storeu_ps(cp, k, v);
         }
     }

@@ -10,19 +10,12 @@
 #include <immintrin.h>
 
 #include "kernels/cpu/cpu_internal.h"
+#include "kernels/cpu/epi_avx512.h"
 #include "kernels/cpu/transpose_avx512.h"
 
 #define MR NK_BF16_MR
 #define NR NK_BF16_NR
 #define NV (NR / 16)
-
-static inline __mmask16 col_mask(int n, int v)
-{
-    int left = n - 16 * v;
-    if (left >= 16) return (__mmask16)0xFFFF;
-    if (left <= 0) return 0;
-    return (__mmask16)((1u << left) - 1u);
-}
 
 static inline __m512bh as_bh(__m512i v)
 {
@@ -165,21 +158,6 @@ static void pack_b_bf16_avx512(const float *B, int64_t ldb, int K, int n, uint32
 // for large A only (nk_bf16_rows_pf_min_bytes, with the measurements).
 #define ROWS_PF 16
 
-// The finish of one vector (fin_bf16_avx512's order: bias, scale/shift, residual, ReLU); vb
-// applies when bias, vs and vh when sc.
-static inline __m512 fin_vec(__m512 v, __mmask16 k, const float *bias, __m512 vb, const float *sc,
-                             __m512 vs, __m512 vh, const uint16_t *res, int relu)
-{
-    if (bias) v = _mm512_add_ps(v, vb);
-    if (sc) v = _mm512_fmadd_ps(v, vs, vh);
-    if (res) {
-        const __m256i r = _mm256_maskz_loadu_epi16(k, res);
-        v = _mm512_add_ps(v, _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(r), 16)));
-    }
-    if (relu) v = _mm512_max_ps(v, _mm512_setzero_ps());
-    return v;
-}
-
 static inline __attribute__((always_inline)) void
 ukr_rows_body(int nseg, const int *segp, const uint32_t *const *rows, const uint32_t *b, float *c,
               int64_t ldc, float beta, int m, int n, const int pf, const nk_bf16_fin_args *f)
@@ -237,7 +215,7 @@ ukr_rows_body(int nseg, const int *segp, const uint32_t *const *rows, const uint
                 _mm512_mask_storeu_ps(cp, km[v], r);
                 continue;
             }
-            r = fin_vec(r, km[v], fa.bias, eb[v], fa.sc, es[v], eh[v],
+            r = epi_vec(r, km[v], fa.bias, eb[v], fa.sc, es[v], eh[v], NULL,
                         fa.resb ? fa.resb + i * fa.ldr + 16 * v : NULL, fa.relu);
             _mm256_mask_storeu_epi16(fa.yb + i * fa.ldy + 16 * v, km[v],
                                      (__m256i)_mm512_cvtneps_pbh(r));
@@ -288,7 +266,7 @@ static void fin_bf16_avx512(float *c, int64_t ldc, int m, int n, const float *bi
         const __m512 vh   = sc ? _mm512_maskz_loadu_ps(k, sh + j) : zero;
         for (int i = 0; i < m; i++) {
             float *cp = c + i * ldc + j;
-            __m512 v  = fin_vec(_mm512_maskz_loadu_ps(k, cp), k, bias, vb, sc, vs, vh,
+            __m512 v  = epi_vec(_mm512_maskz_loadu_ps(k, cp), k, bias, vb, sc, vs, vh, NULL,
                                resb ? resb + i * ldr + j : NULL, relu);
             if (yb)
                 _mm256_mask_storeu_epi16(yb + i * ldy + j, k, (__m256i)_mm512_cvtneps_pbh(v));
