@@ -314,6 +314,8 @@ void nk_zeropad_fwd_cpu(const nk_exec *ex, int N, int H, int W, int C, int pt, i
 void nk_zeropad_bwd_cpu(const nk_exec *ex, int N, int H, int W, int C, int pt, int pb, int pl,
                         int pr, const float *dy, float *dx);
 void nk_gap_fwd_cpu(const nk_exec *ex, int N, int HW, int C, const float *x, float *y);
+// dx [N,HW,C] = dy [N,C] / HW at every position, the reference's bits.
+void nk_gap_bwd_cpu(const nk_exec *ex, int N, int HW, int C, const float *dy, float *dx);
 // y = max(a + b, 0): a residual add fused with the ReLU that follows it.
 void nk_add_relu_fwd_cpu(const nk_exec *ex, int64_t n, const float *a, const float *b, float *y);
 

@@ -250,6 +250,10 @@ static void ref_gap_fwd(const nk_exec *ex, int N, int HW, int C, const float *x,
 {
     nk_gap_fwd_ref(N, HW, C, x, y);
 }
+static void ref_gap_bwd(const nk_exec *ex, int N, int HW, int C, const float *dy, float *dx)
+{
+    nk_gap_bwd_ref(N, HW, C, dy, dx);
+}
 
 // ---- fast adapters: bind the ISA chosen at context creation ----
 //
@@ -374,6 +378,7 @@ static void ops_init(nt_ctx *ctx)
     o->zeropad_fwd             = ref_zeropad_fwd;
     o->zeropad_bwd             = ref_zeropad_bwd;
     o->gap_fwd                 = ref_gap_fwd;
+    o->gap_bwd                 = ref_gap_bwd;
     o->conv_fwd_bf16           = ref_conv_fwd_bf16;
     o->conv_bf16_ws            = ref_conv_ws;
     o->conv_fwd_bf16x          = ref_conv_fwd_bf16x;
@@ -424,6 +429,7 @@ static void ops_init(nt_ctx *ctx)
     o->zeropad_fwd  = nk_zeropad_fwd_cpu;
     o->zeropad_bwd  = nk_zeropad_bwd_cpu;
     o->gap_fwd      = nk_gap_fwd_cpu;
+    o->gap_bwd      = nk_gap_bwd_cpu;
     if (ctx->opts.dtype == NT_DTYPE_BF16 && nk_cpu_bf16() >= NK_BF16_AVX512) {
         o->conv_fwd_bf16           = fast_conv_fwd_bf16;
         o->conv_bwd_data_bf16      = fast_conv_bwd_data_bf16;

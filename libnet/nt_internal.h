@@ -74,6 +74,7 @@ typedef struct nt_ops {
     void (*zeropad_bwd)(const nk_exec *, int N, int H, int W, int C, int pt, int pb, int pl, int pr,
                         const float *dy, float *dx);
     void (*gap_fwd)(const nk_exec *, int N, int HW, int C, const float *x, float *y);
+    void (*gap_bwd)(const nk_exec *, int N, int HW, int C, const float *dy, float *dx);
     // bf16 inference convolution (NT_DTYPE_BF16): the reference reads w, the fast path wp (w
     // packed by nk_gemm_bf16_pack_b; NULL when conv_bf16_packs is 0). ep may be NULL.
     void (*conv_fwd_bf16)(const nk_exec *, const nk_conv_desc *, const float *x, const float *w,

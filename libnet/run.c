@@ -1255,7 +1255,7 @@ nt_status nt_model_backward(nt_model *m, const nt_tensor *dy, nt_tensor *dx)
         case NT_LAYER_GAP:
             if (!want) break;
             d = grad_dst(m, j, &acc);
-            nk_gap_bwd_ref(N, src->H * src->W, src->C, g, d);
+            o->gap_bwd(&ex, N, src->H * src->W, src->C, g, d);
             accumulate(m, &ex, j, acc);
             break;
         case NT_LAYER_DENSE:

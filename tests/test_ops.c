@@ -840,6 +840,12 @@ static void test_pool(int N, int H, int W, int C, int R, int stride, int pad)
         nk_gap_fwd_cpu(&ex, N, H * W, C, x, o);
         snprintf(what, sizeof what, "gap_fwd t%d N=%d HW=%d C=%d", nt, N, H * W, C);
         CHECK_CLOSE(what, o, r, (int64_t)N * C, TOL_EXACT, TOL_EXACT); // same double sums
+        // Backward: x's first N*C values as dy.
+        nk_gap_bwd_ref(N, H * W, C, x, r);
+        poison(o, nx);
+        nk_gap_bwd_cpu(&ex, N, H * W, C, x, o);
+        snprintf(what, sizeof what, "gap_bwd t%d N=%d HW=%d C=%d", nt, N, H * W, C);
+        CHECK_CLOSE(what, o, r, (int64_t)nx, TOL_EXACT, TOL_EXACT);
     }
     free(x), free(dy), free(r), free(o);
 }

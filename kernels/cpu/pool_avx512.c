@@ -1,5 +1,5 @@
 /*
- * pool_avx512.c: the max pooling backward loop of pool_impl.h compiled with AVX-512 (the Makefile
+ * pool_avx512.c: the max pooling loops of pool_impl.h compiled with AVX-512 (the Makefile
  * gives *_avx512.c its flags); called from pool.c only when the CPU has AVX-512.
  */
 #include <string.h>
