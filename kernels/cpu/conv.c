@@ -100,15 +100,23 @@ static size_t wgrad_split_f32_floats(const nk_conv_desc *d, int nthreads, int64_
 }
 
 // dw[e] = the row split's partials summed in chunk order. Called inside the split's parallel
-// region: the threads share the elements (an orphaned omp for).
+// region: the threads share blocks of elements (an orphaned omp for), each element's sum its own
+// vector lane, in chunk order.
+#define ADD_PARTIALS_BLOCK 64
 static void add_partials(const float *part, int64_t nch, int64_t nw, float *dw)
 {
 #pragma omp for schedule(static)
-    for (int64_t e = 0; e < nw; e++) {
-        float sum = 0.0f;
-        for (int64_t c = 0; c < nch; c++)
-            sum += part[c * nw + e];
-        dw[e] = sum;
+    for (int64_t e0 = 0; e0 < nw; e0 += ADD_PARTIALS_BLOCK) {
+        const int w = nw - e0 < ADD_PARTIALS_BLOCK ? (int)(nw - e0) : ADD_PARTIALS_BLOCK;
+        float sum[ADD_PARTIALS_BLOCK] = {0};
+        for (int64_t c = 0; c < nch; c++) {
+            const float *pc = part + c * nw + e0;
+#pragma omp simd
+            for (int j = 0; j < w; j++)
+                sum[j] += pc[j];
+        }
+        for (int j = 0; j < w; j++)
+            dw[e0 + j] = sum[j];
     }
 }
 
@@ -275,6 +283,7 @@ static void col2im_add(const nk_conv_desc *d, const float *col, int64_t l0, int6
                     if (iw < 0 || iw >= W) continue;
                     const float *src = crow + q * rsc + (int64_t)s * C;
                     float *dst       = drow + (int64_t)iw * C;
+#pragma omp simd
                     for (int c = 0; c < C; c++)
                         dst[c] += src[c];
                 }
