@@ -88,6 +88,7 @@ static const conv_case convs[] = {
     {1, 6, 6, 288, 320, 3, 3, 1, 1, 1, 1, 1},  // Winograd weight gradient: its GEMMs pack
     {2, 4, 4, 32, 48, 3, 3, 1, 1, 1, 1, 1},    // one tile an image: both forms packed; GEMM runs
     {5, 3, 5, 16, 32, 3, 3, 1, 1, 1, 1, 1},    // ... and 10 tiles in the batch: Winograd runs
+    {2, 6, 5, 768, 48, 1, 1, 1, 0, 0, 0, 0},   // 1x1, C = 768: implicit k blocks of 512 and 256
 };
 
 // The shapes that Winograd F(4x4, 3x3) computes on AVX-512 (an independent statement of

@@ -74,7 +74,7 @@ typedef struct nk_gemm_kernel {
 
 // Largest blocks any table uses; nk_sgemm_ws_floats sizes the workspace from these.
 #define NK_GEMM_MAX_MC 480
-#define NK_GEMM_MAX_KC 256
+#define NK_GEMM_MAX_KC 512
 #define NK_GEMM_MAX_NC 3072
 
 extern const nk_gemm_kernel nk_gemm_kernel_scalar;

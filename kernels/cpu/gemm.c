@@ -284,6 +284,16 @@ static int conv_rows(const nk_gemm_kernel *kr, const nk_conv_desc *d, const floa
     return nseg;
 }
 
+// Depth blocks of convolutions read in place (the implicit GEMM) with K >= this many: half the
+// passes over C for the deep 1x1s. Alternating runs at batch 16 (`pneumo bench conv --pass
+// fwd-train` and `--pass fwd`, 5 rounds each, 512 against 256): the 1x1s with C >= 512 (conv3's
+// reduce, conv4's and conv5's) 0.96-0.975x the time, faster in 4-5 of 5 rounds; K < 512 runs
+// the same code. (512 in the packed GEMM's table too was mixed: some input gradients faster,
+// others slower.)
+#define CONV_WIDE_KC 512
+_Static_assert(CONV_WIDE_KC <= NK_GEMM_MAX_KC,
+               "the workspace and segment arrays cover CONV_WIDE_KC");
+
 // The driver behind nk_sgemm_cpu_epi and nk_sgemm_conv_cpu: A is op(A) (ta, lda), or, when d is
 // not NULL, the patch matrix of x.
 // Bp, when not NULL, is B packed whole (nk_sgemm_pack_b_full) and B/tb/ldb are unused.
@@ -303,7 +313,8 @@ static void sgemm_run(nk_isa isa, const nk_exec *ex, int ta, int tb, int M, int 
         return;
     }
     const nk_gemm_kernel *kr = d || Bp ? kernel_for(isa) : kernel_packed_for(isa);
-    const int MR = kr->mr, NR = kr->nr, MC = kr->mc, KC = kr->kc, NC = kr->nc;
+    const int MR = kr->mr, NR = kr->nr, MC = kr->mc, NC = kr->nc;
+    const int KC = d && K >= CONV_WIDE_KC ? CONV_WIDE_KC : kr->kc;
     // Bias and epilogue once, on the last k block's tiles (beta == 0 with a bias: the contract).
     const nk_tile_epi_fn epi           = kr->epi ? kr->epi : tile_epi_c;
     const nk_gemm_ukr_rows_fn ukr_rows = kr->ukr_rows_pf ? kr->ukr_rows_pf : kr->ukr_rows;
