@@ -877,9 +877,10 @@ int main(void)
         test_dense(dn[i][0], dn[i][1], dn[i][2]);
 
     static const int64_t bm[] = {1, 7, 33 * 33, 20000};
-    static const int bc[]     = {1, 7, 33, 300};
-    for (size_t i = 0; i < 4; i++)
-        for (size_t j = 0; j < 4; j++)
+    // C = 300: ragged blocks of the per-channel merges (64); 1100: two channel blocks (1024).
+    static const int bc[] = {1, 7, 33, 300, 1100};
+    for (size_t i = 0; i < sizeof bm / sizeof bm[0]; i++)
+        for (size_t j = 0; j < sizeof bc / sizeof bc[0]; j++)
             if (bm[i] * bc[j] <= 2000000) test_bn(bm[i], bc[j]);
 
     test_pool(1, 3, 3, 1, 3, 2, 0);
