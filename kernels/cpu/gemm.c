@@ -761,7 +761,19 @@ static int bf16_conv_rows(const bf16_src *s, int64_t row0, int mc, int pc, int k
         segp[nseg++]  = len / 2; // C and pc even: every segment is whole pairs
         k += len;
     }
+    // Per segment once, per row no division (as conv_rows): tap (sr, ss) and the offset in
+    // floats from the tap (0, 0) pixel; C and c0 even, so offsets halve into pair words.
+    int sr[BKC / 2 + 1], ss[BKC / 2 + 1];
+    int64_t soff[BKC / 2 + 1];
+    for (int t = 0; t < nseg; t++) {
+        const int tap = segk[t] / d->C, c0 = segk[t] % d->C;
+        sr[t]   = tap / d->S;
+        ss[t]   = tap % d->S;
+        soff[t] = ((int64_t)sr[t] * d->W + ss[t]) * d->C + c0;
+    }
     const int64_t PQ = (int64_t)d->P * d->Q;
+    int64_t n        = row0 / PQ;
+    int p = (int)(row0 % PQ / d->Q), q = (int)(row0 % PQ % d->Q);
     for (int i0 = 0; i0 < mc; i0 += BMR) {
         const uint32_t **rp = rows + (int64_t)(i0 / BMR) * nseg * BMR;
         for (int i = 0; i < BMR; i++) {
@@ -770,16 +782,17 @@ static int bf16_conv_rows(const bf16_src *s, int64_t row0, int mc, int pc, int k
                     rp[t * BMR + i] = zero_pairs;
                 continue;
             }
-            const int64_t r = row0 + i0 + i, n = r / PQ, pq = r % PQ;
-            const int ih0 = (int)(pq / d->Q) * d->stride - d->pad_h;
-            const int iw0 = (int)(pq % d->Q) * d->stride - d->pad_w;
+            const int ih0 = p * d->stride - d->pad_h, iw0 = q * d->stride - d->pad_w;
+            const int64_t at = ((n * d->H + ih0) * d->W + iw0) * (int64_t)d->C;
             for (int t = 0; t < nseg; t++) {
-                const int tap = segk[t] / d->C, c0 = segk[t] % d->C;
-                const int ih = ih0 + tap / d->S, iw = iw0 + tap % d->S;
-                rp[t * BMR + i] =
-                    ih >= 0 && ih < d->H && iw >= 0 && iw < d->W
-                        ? s->xb + (((n * d->H + ih) * d->W + iw) * (int64_t)d->C + c0) / 2
-                        : zero_pairs;
+                const int ih = ih0 + sr[t], iw = iw0 + ss[t];
+                rp[t * BMR + i] = ih >= 0 && ih < d->H && iw >= 0 && iw < d->W
+                                      ? s->xb + (at + soff[t]) / 2
+                                      : zero_pairs;
+            }
+            if (++q == d->Q) {
+                q = 0;
+                if (++p == d->P) p = 0, n++;
             }
         }
     }
