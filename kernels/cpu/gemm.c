@@ -900,6 +900,26 @@ static void bf16_pack_a(const nk_bf16_kernel *kr, const bf16_src *s, int64_t row
                         int kc, uint32_t *abuf)
 {
     const int kp = (kc + 1) / 2;
+    // Implicit GEMM: row = (n*P + p)*Q + q reads x[n, p*stride - pad_h + r, q*stride - pad_w + s,
+    // c] at k = (r*S + s)*C + c. Each 32-k chunk's tap (cr, cs) and offset from the tap (0, 0)
+    // pixel once per call, and the rows' (n, p, q) stepped, not divided (as conv_rows).
+    const nk_conv_desc *d = s->d;
+    int cr[BKC / 32 + 1], cs[BKC / 32 + 1];
+    int64_t coff[BKC / 32 + 1];
+    int64_t n = 0;
+    int p = 0, q = 0;
+    if (d && !s->at) {
+        for (int k = 0; k < kc; k += 32) {
+            const int kk = pc + k, tap = kk / d->C, c0 = kk % d->C;
+            cr[k / 32]   = tap / d->S;
+            cs[k / 32]   = tap % d->S;
+            coff[k / 32] = ((int64_t)cr[k / 32] * d->W + cs[k / 32]) * d->C + c0;
+        }
+        const int64_t PQ = (int64_t)d->P * d->Q;
+        n                = row0 / PQ;
+        p                = (int)(row0 % PQ / d->Q);
+        q                = (int)(row0 % PQ % d->Q);
+    }
     for (int i0 = 0; i0 < mc; i0 += BMR) {
         uint32_t *dst = abuf + (int64_t)(i0 / BMR) * kp * BMR;
         const int m   = mc - i0 < BMR ? mc - i0 : BMR;
@@ -927,27 +947,24 @@ static void bf16_pack_a(const nk_bf16_kernel *kr, const bf16_src *s, int64_t row
             }
             continue;
         }
-        // Implicit GEMM: row = (n*P + p)*Q + q reads x[n, p*stride - pad_h + r,
-        // q*stride - pad_w + s, c] at k = (r*S + s)*C + c.
-        const nk_conv_desc *d = s->d;
-        const int64_t PQ      = (int64_t)d->P * d->Q;
-        const float *base[BMR];
+        int64_t at[BMR]; // tap (0, 0)'s offset in x: it may lie outside, the taps are checked
         int ih0[BMR], iw0[BMR];
         for (int i = 0; i < m; i++) {
-            const int64_t r = row0 + i0 + i, n = r / PQ, pq = r % PQ;
-            base[i] = s->x + n * d->H * d->W * d->C;
-            ih0[i]  = (int)(pq / d->Q) * d->stride - d->pad_h;
-            iw0[i]  = (int)(pq % d->Q) * d->stride - d->pad_w;
+            ih0[i] = p * d->stride - d->pad_h;
+            iw0[i] = q * d->stride - d->pad_w;
+            at[i]  = ((n * d->H + ih0[i]) * d->W + iw0[i]) * (int64_t)d->C;
+            if (++q == d->Q) {
+                q = 0;
+                if (++p == d->P) p = 0, n++;
+            }
         }
         for (int k = 0; k < kc; k += 32) {
-            const int kk = pc + k, tap = kk / d->C, c0 = kk % d->C;
-            const int r = tap / d->S, sx = tap % d->S;
+            const int j = k / 32;
             for (int i = 0; i < BMR; i++) {
                 src[i] = NULL;
                 if (i >= m) continue;
-                const int ih = ih0[i] + r, iw = iw0[i] + sx;
-                if (ih >= 0 && ih < d->H && iw >= 0 && iw < d->W)
-                    src[i] = base[i] + ((int64_t)ih * d->W + iw) * d->C + c0;
+                const int ih = ih0[i] + cr[j], iw = iw0[i] + cs[j];
+                if (ih >= 0 && ih < d->H && iw >= 0 && iw < d->W) src[i] = s->x + (at[i] + coff[j]);
             }
             kr->pack(src, kc - k < 32 ? kc - k : 32, dst + (k / 2) * BMR);
         }
