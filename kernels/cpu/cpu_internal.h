@@ -25,9 +25,11 @@ typedef void (*nk_gemm_pack_b_fn)(int tb, int kc, int nc, const float *B, int64_
 // A micro-tile's fused epilogue, applied in registers before C is stored, in the order of
 // nk_tile_epi_fn: bias, sc and sh point at the tile's first column, res at its element (0,0)
 // (C's ldc); each may be NULL.
+// stream: the kernel may store whole-width tiles with non-temporal stores (see sgemm_run); the
+// caller fences them (SFENCE) before anyone reads C.
 typedef struct nk_tile_epi {
     const float *bias, *sc, *sh, *res;
-    int relu;
+    int relu, stream;
 } nk_tile_epi;
 
 // gemm_avx512.c's ukr_atb prefetches A and B rows of at least this many floats (see there).

@@ -234,6 +234,8 @@ ukr_rows_body(int nseg, const int *seglen, const float *const *rows, const float
     const float *bias = e ? e->bias : NULL, *sc = e ? e->sc : NULL, *sh = e ? e->sh : NULL;
     const float *res = e ? e->res : NULL;
     const int relu   = e && e->relu;
+    // Non-temporal stores: a whole-width tile whose rows all start on a cache line.
+    const int nt_store = e && e->stream && n == NR && ((uintptr_t)c & 63) == 0 && (ldc & 15) == 0;
     __mmask16 km[NV];
     __m512 eb[NV], es[NV], eh[NV];
 #pragma GCC unroll 4
@@ -253,6 +255,10 @@ ukr_rows_body(int nseg, const int *seglen, const float *const *rows, const float
             if (beta != 0.0f) r = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(km[v], cp), r);
             r = epi_vec(r, km[v], bias, eb[v], sc, es[v], eh[v],
                         res ? res + i * ldc + 16 * v : NULL, NULL, relu);
+            if (nt_store) {
+                _mm512_stream_ps(cp, r);
+                continue;
+            }
             _mm512_mask_storeu_ps(cp, km[v], r);
         }
     }
