@@ -230,6 +230,51 @@ static int conv_row_contig(const nk_conv_desc *d)
     return d->pad_w == 0 && (int64_t)(d->Q - 1) * d->stride + d->S <= d->W && d->S * d->C >= 16;
 }
 
+// Where k = (r*S + s)*C + c of a convolution's patch rows reads: filter tap (r, s), and the offset
+// in x from a row's tap (0, 0) pixel. Worked out once per call, not per row: the divisions per
+// row and segment had cost conv1 (7 segments of 21) a sixth of its time.
+typedef struct conv_tap {
+    int r, s;
+    int64_t off;
+} conv_tap;
+
+static conv_tap conv_tap_of(const nk_conv_desc *d, int k)
+{
+    const int tap = k / d->C;
+    conv_tap t    = {tap / d->S, tap % d->S, 0};
+    t.off         = ((int64_t)t.r * d->W + t.s) * d->C + k % d->C;
+    return t;
+}
+
+// A patch row's output pixel (n, p, q), stepped from row to row without dividing.
+typedef struct conv_pos {
+    int64_t n;
+    int p, q;
+} conv_pos;
+
+static conv_pos conv_pos_at(const nk_conv_desc *d, int64_t row)
+{
+    const int64_t PQ = (int64_t)d->P * d->Q, pq = row % PQ;
+    return (conv_pos){row / PQ, (int)(pq / d->Q), (int)(pq % d->Q)};
+}
+
+static void conv_pos_next(const nk_conv_desc *d, conv_pos *c)
+{
+    if (++c->q == d->Q) {
+        c->q = 0;
+        if (++c->p == d->P) c->p = 0, c->n++;
+    }
+}
+
+// The offset in x (elements) that pixel c reads through tap t, or -1 where that is padding.
+static int64_t conv_read_at(const nk_conv_desc *d, const conv_pos *c, const conv_tap *t)
+{
+    const int ih0 = c->p * d->stride - d->pad_h, iw0 = c->q * d->stride - d->pad_w;
+    const int ih = ih0 + t->r, iw = iw0 + t->s;
+    if (ih < 0 || ih >= d->H || iw < 0 || iw >= d->W) return -1;
+    return ((c->n * d->H + ih0) * d->W + iw0) * d->C + t->off;
+}
+
 // Segments of k [pc, pc + kc) of a convolution's patch matrix that are contiguous in x (one
 // filter row when conv_row_contig, else one tap), and each micro-tile row's pointer into x for
 // each (zero_row for padding and rows past mc): rows[(ir/mr * nseg + s) * mr + i]. Returns nseg.
@@ -245,20 +290,10 @@ static int conv_rows(const nk_gemm_kernel *kr, const nk_conv_desc *d, const floa
         seglen[nseg] = len0 < left ? len0 : left;
         k += seglen[nseg++];
     }
-    // Each segment's tap (sr, ss) and its offset from the tap (0, 0) pixel, once per call: the
-    // divisions per row and segment cost conv1 (7 segments of 21) a sixth of its time.
-    int sr[NK_GEMM_MAX_KC / 16 + 2], ss[NK_GEMM_MAX_KC / 16 + 2];
-    int64_t soff[NK_GEMM_MAX_KC / 16 + 2];
-    for (int s = 0; s < nseg; s++) {
-        // k = (r*S + s)*C + c: the segment starts at tap (r, s), channel c0.
-        const int tap = segk[s] / d->C, c0 = segk[s] % d->C;
-        sr[s]   = tap / d->S;
-        ss[s]   = tap % d->S;
-        soff[s] = ((int64_t)sr[s] * d->W + ss[s]) * d->C + c0;
-    }
-    const int64_t PQ = (int64_t)d->P * d->Q;
-    int64_t r = row0, n = r / PQ, pq = r % PQ; // the next row, stepped without dividing
-    int p = (int)(pq / d->Q), q = (int)(pq % d->Q);
+    conv_tap tap[NK_GEMM_MAX_KC / 16 + 2];
+    for (int s = 0; s < nseg; s++)
+        tap[s] = conv_tap_of(d, segk[s]);
+    conv_pos at = conv_pos_at(d, row0);
     for (int i0 = 0; i0 < mc; i0 += MR) {
         const float **rp = rows + (int64_t)(i0 / MR) * nseg * MR;
         for (int i = 0; i < MR; i++) {
@@ -267,18 +302,11 @@ static int conv_rows(const nk_gemm_kernel *kr, const nk_conv_desc *d, const floa
                     rp[s * MR + i] = zero_row;
                 continue;
             }
-            const int ih0 = p * d->stride - d->pad_h, iw0 = q * d->stride - d->pad_w;
-            // Tap (0, 0)'s offset in x: it may lie outside, the segments' pixels are checked.
-            const int64_t at = ((n * d->H + ih0) * d->W + iw0) * d->C;
             for (int s = 0; s < nseg; s++) {
-                const int ih = ih0 + sr[s], iw = iw0 + ss[s];
-                rp[s * MR + i] =
-                    ih >= 0 && ih < d->H && iw >= 0 && iw < d->W ? x + (at + soff[s]) : zero_row;
+                const int64_t o = conv_read_at(d, &at, &tap[s]);
+                rp[s * MR + i]  = o >= 0 ? x + o : zero_row;
             }
-            if (++q == d->Q) {
-                q = 0;
-                if (++p == d->P) p = 0, n++;
-            }
+            conv_pos_next(d, &at);
         }
     }
     return nseg;
@@ -776,19 +804,10 @@ static int bf16_conv_rows(const bf16_src *s, int64_t row0, int mc, int pc, int k
         segp[nseg++]  = len / 2; // C and pc even: every segment is whole pairs
         k += len;
     }
-    // Per segment once, per row no division (as conv_rows): tap (sr, ss) and the offset in
-    // floats from the tap (0, 0) pixel; C and c0 even, so offsets halve into pair words.
-    int sr[BKC / 2 + 1], ss[BKC / 2 + 1];
-    int64_t soff[BKC / 2 + 1];
-    for (int t = 0; t < nseg; t++) {
-        const int tap = segk[t] / d->C, c0 = segk[t] % d->C;
-        sr[t]   = tap / d->S;
-        ss[t]   = tap % d->S;
-        soff[t] = ((int64_t)sr[t] * d->W + ss[t]) * d->C + c0;
-    }
-    const int64_t PQ = (int64_t)d->P * d->Q;
-    int64_t n        = row0 / PQ;
-    int p = (int)(row0 % PQ / d->Q), q = (int)(row0 % PQ % d->Q);
+    conv_tap tap[BKC / 2 + 1];
+    for (int t = 0; t < nseg; t++)
+        tap[t] = conv_tap_of(d, segk[t]);
+    conv_pos at = conv_pos_at(d, row0);
     for (int i0 = 0; i0 < mc; i0 += BMR) {
         const uint32_t **rp = rows + (int64_t)(i0 / BMR) * nseg * BMR;
         for (int i = 0; i < BMR; i++) {
@@ -797,18 +816,11 @@ static int bf16_conv_rows(const bf16_src *s, int64_t row0, int mc, int pc, int k
                     rp[t * BMR + i] = zero_pairs;
                 continue;
             }
-            const int ih0 = p * d->stride - d->pad_h, iw0 = q * d->stride - d->pad_w;
-            const int64_t at = ((n * d->H + ih0) * d->W + iw0) * (int64_t)d->C;
-            for (int t = 0; t < nseg; t++) {
-                const int ih = ih0 + sr[t], iw = iw0 + ss[t];
-                rp[t * BMR + i] = ih >= 0 && ih < d->H && iw >= 0 && iw < d->W
-                                      ? s->xb + (at + soff[t]) / 2
-                                      : zero_pairs;
+            for (int t = 0; t < nseg; t++) { // C and c0 even: offsets halve into pair words
+                const int64_t o = conv_read_at(d, &at, &tap[t]);
+                rp[t * BMR + i] = o >= 0 ? s->xb + o / 2 : zero_pairs;
             }
-            if (++q == d->Q) {
-                q = 0;
-                if (++p == d->P) p = 0, n++;
-            }
+            conv_pos_next(d, &at);
         }
     }
     return nseg;
@@ -915,25 +927,14 @@ static void bf16_pack_a(const nk_bf16_kernel *kr, const bf16_src *s, int64_t row
                         int kc, uint32_t *abuf)
 {
     const int kp = (kc + 1) / 2;
-    // Implicit GEMM: row = (n*P + p)*Q + q reads x[n, p*stride - pad_h + r, q*stride - pad_w + s,
-    // c] at k = (r*S + s)*C + c. Each 32-k chunk's tap (cr, cs) and offset from the tap (0, 0)
-    // pixel once per call, and the rows' (n, p, q) stepped, not divided (as conv_rows).
+    // Implicit GEMM: each 32-k chunk's tap once per call, the rows' pixels stepped (conv_rows).
     const nk_conv_desc *d = s->d;
-    int cr[BKC / 32 + 1], cs[BKC / 32 + 1];
-    int64_t coff[BKC / 32 + 1];
-    int64_t n = 0;
-    int p = 0, q = 0;
+    conv_tap tap[BKC / 32 + 1];
+    conv_pos at = {0, 0, 0};
     if (d && !s->at) {
-        for (int k = 0; k < kc; k += 32) {
-            const int kk = pc + k, tap = kk / d->C, c0 = kk % d->C;
-            cr[k / 32]   = tap / d->S;
-            cs[k / 32]   = tap % d->S;
-            coff[k / 32] = ((int64_t)cr[k / 32] * d->W + cs[k / 32]) * d->C + c0;
-        }
-        const int64_t PQ = (int64_t)d->P * d->Q;
-        n                = row0 / PQ;
-        p                = (int)(row0 % PQ / d->Q);
-        q                = (int)(row0 % PQ % d->Q);
+        for (int k = 0; k < kc; k += 32)
+            tap[k / 32] = conv_tap_of(d, pc + k);
+        at = conv_pos_at(d, row0);
     }
     for (int i0 = 0; i0 < mc; i0 += BMR) {
         uint32_t *dst = abuf + (int64_t)(i0 / BMR) * kp * BMR;
@@ -962,24 +963,15 @@ static void bf16_pack_a(const nk_bf16_kernel *kr, const bf16_src *s, int64_t row
             }
             continue;
         }
-        int64_t at[BMR]; // tap (0, 0)'s offset in x: it may lie outside, the taps are checked
-        int ih0[BMR], iw0[BMR];
+        conv_pos px[BMR]; // the panel's rows' pixels
         for (int i = 0; i < m; i++) {
-            ih0[i] = p * d->stride - d->pad_h;
-            iw0[i] = q * d->stride - d->pad_w;
-            at[i]  = ((n * d->H + ih0[i]) * d->W + iw0[i]) * (int64_t)d->C;
-            if (++q == d->Q) {
-                q = 0;
-                if (++p == d->P) p = 0, n++;
-            }
+            px[i] = at;
+            conv_pos_next(d, &at);
         }
         for (int k = 0; k < kc; k += 32) {
-            const int j = k / 32;
             for (int i = 0; i < BMR; i++) {
-                src[i] = NULL;
-                if (i >= m) continue;
-                const int ih = ih0[i] + cr[j], iw = iw0[i] + cs[j];
-                if (ih >= 0 && ih < d->H && iw >= 0 && iw < d->W) src[i] = s->x + (at[i] + coff[j]);
+                const int64_t o = i < m ? conv_read_at(d, &px[i], &tap[k / 32]) : -1;
+                src[i]          = o >= 0 ? s->x + o : NULL;
             }
             kr->pack(src, kc - k < 32 ? kc - k : 32, dst + (k / 2) * BMR);
         }
