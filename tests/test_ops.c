@@ -862,12 +862,14 @@ int main(void)
         test_conv(&convs[i]);
     test_wino_bf16_rounding();
     // Winograd's shared V in chunks of 48 tiles (the default holds a whole small test shape; 192
-    // tiles of K <= 128 take per-unit V).
-    const size_t chunk   = nk_wino_chunk_floats;
+    // tiles of K <= 128 take per-unit V), and U stored non-temporally whatever its size.
+    const size_t chunk = nk_wino_chunk_floats, nt_min = nk_wino_nt_min_bytes;
     nk_wino_chunk_floats = 36 * 16 * 48;
+    nk_wino_nt_min_bytes = 0;
     for (size_t i = 0; i < sizeof convs / sizeof convs[0]; i++)
         if (convs[i].R == 3 && convs[i].stride == 1 && convs[i].K > 64) test_conv(&convs[i]);
     nk_wino_chunk_floats = chunk;
+    nk_wino_nt_min_bytes = nt_min;
     nk_wino_min_tiles_w  = min_tiles;
     test_wino_tiles();
 

@@ -248,6 +248,9 @@ int nk_wino_ok(nk_isa isa, const nk_conv_desc *d);
 // Floats of the shared V chunk (2 Mi); tests lower it to reach several chunks on small shapes
 // (set it before sizing the workspace).
 extern size_t nk_wino_chunk_floats;
+// U (the transformed weights) of at least this many bytes is stored non-temporally (4 MiB:
+// conv4's 9.4 MB and conv5's 38 MB; tests lower it to 0 to reach that path on small shapes).
+extern size_t nk_wino_nt_min_bytes;
 // Fewest tiles (batch included) for which the passes on unpacked weights run Winograd (48; conv.c
 // says why); a global so that tests can run small shapes through those passes too.
 extern int nk_wino_min_tiles_w;
@@ -272,13 +275,14 @@ void nk_wino_wgrad(const nk_exec *ex, const nk_conv_desc *d, const float *x, con
 // the image. Out: the 4x4 tile from M[e * mes + k] (k < n, n % 16 == 0) into y[i * ldh + j * ldw
 // + k] (or rounded to bf16 into yb at the same offsets when yb != NULL) for i < rows, j < cols,
 // with the epilogue of nk_tile_epi_fn (res float32, y's layout).
-// Weights: U[e * ues + j] for e < 36, j < 16, from the 3x3 filters g[(r*3 + s) * ld + j].
-void nk_wino4_wt_avx512(const float *g, int64_t ld, float *u, int64_t ues);
+// Weights: U[e * ues + j] for e < 36, j < 16, from the 3x3 filters g[(r*3 + s) * ld + j]. nt:
+// non-temporal stores (u and ues 64-byte aligned; the caller fences).
+void nk_wino4_wt_avx512(const float *g, int64_t ld, float *u, int64_t ues, int nt);
 // The same for the filter turned 180 degrees and transposed (backward data as a forward): from
 // the 16 x 16 block w[tap * ldtap + i * ldc + j] (i < 16 input channels c, j < 16 output
 // channels k), U'[e * ues + j * ldk + i] = the transform of w[(8 - tap) * ldtap + i * ldc + j].
 void nk_wino4_wt_flip_avx512(const float *w, int64_t ldc, int64_t ldtap, float *u, int64_t ldk,
-                             int64_t ues);
+                             int64_t ues, int nt);
 void nk_wino4_in_avx512(const float *xb, int H, int W, int C, int ih0, int iw0, float *v,
                         int64_t ves);
 // Weight gradient: Z[e * zes + k] (k < K, K % 16 == 0) = (A dY A^T) of the 4x4 tile of dyb (P x Q

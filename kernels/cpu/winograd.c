@@ -78,25 +78,55 @@ size_t nk_wino_packed_floats(const nk_conv_desc *d)
     return WINO_E * packed_e_floats(d);
 }
 
+// U of at least this many bytes is written with non-temporal stores: without a read for
+// ownership of every line of its 36 store streams first. Training transforms U at every forward
+// and input gradient (the weights change), so this is per step. bench conv, alternating, batch
+// 16: conv5's 3x3 (U 38 MB) fwd-train 12.8 -> 10.3 ms, bwd-data 13.2 -> 9.8; conv4's (9.4 MB)
+// 0.93x and 0.75x; conv3's (2.4 MB) fwd-train 0.87x but bwd-data 1.03x and conv2's (0.6 MB)
+// 0.94x / 1.03x, so those stay cached. The all-layer training step 0.97x (7 of 8 rounds), the
+// fine-tuning step 0.986x (7 of 8).
+size_t nk_wino_nt_min_bytes = 4u << 20;
+
+static int wino_nt(const float *dst, int64_t pe)
+{
+    return (double)WINO_E * pe * sizeof(float) >= (double)nk_wino_nt_min_bytes &&
+           ((uintptr_t)dst & 63) == 0 && pe % 16 == 0;
+}
+
+// Each thread's non-temporal stores made visible before the parallel region ends.
+static void wino_nt_fence(int nt)
+{
+#ifdef __SSE__
+    if (nt) __builtin_ia32_sfence();
+#else
+    (void)nt;
+#endif
+}
+
 void nk_wino_pack(int nthreads, const nk_conv_desc *d, const float *w, float *dst)
 {
     // Panel after panel (parallel), each written row (c) after row: 36 streams of stores, where
     // going across the panels row by row kept 36 x K/NR of them open (conv5's U at 2x the time).
     const int C = d->C, K = d->K, NR = nk_gemm_kernel_avx512.nr, np = (K + NR - 1) / NR;
     const int64_t pe = (int64_t)packed_e_floats(d), ck = (int64_t)C * K;
-#pragma omp parallel for num_threads(nthreads > 0 ? nthreads : 1) schedule(static)
-    for (int p = 0; p < np; p++) {
-        float *panel = dst + (int64_t)p * C * NR;
-        const int n  = K - p * NR < NR ? K - p * NR : NR;
-        for (int c = 0; c < C; c++) {
-            for (int j = 0; j < n; j += 16)
-                nk_wino4_wt_avx512(w + (int64_t)c * K + p * NR + j, ck, panel + (int64_t)c * NR + j,
-                                   pe);
-            if (n < NR) // the last panel's columns past K
-                for (int e = 0; e < WINO_E; e++)
-                    memset(panel + e * pe + (int64_t)c * NR + n, 0,
-                           (size_t)(NR - n) * sizeof(float));
+    const int nt = wino_nt(dst, pe);
+#pragma omp parallel num_threads(nthreads > 0 ? nthreads : 1)
+    {
+#pragma omp for schedule(static)
+        for (int p = 0; p < np; p++) {
+            float *panel = dst + (int64_t)p * C * NR;
+            const int n  = K - p * NR < NR ? K - p * NR : NR;
+            for (int c = 0; c < C; c++) {
+                for (int j = 0; j < n; j += 16)
+                    nk_wino4_wt_avx512(w + (int64_t)c * K + p * NR + j, ck,
+                                       panel + (int64_t)c * NR + j, pe, nt);
+                if (n < NR) // the last panel's columns past K
+                    for (int e = 0; e < WINO_E; e++)
+                        memset(panel + e * pe + (int64_t)c * NR + n, 0,
+                               (size_t)(NR - n) * sizeof(float));
+            }
         }
+        wino_nt_fence(nt);
     }
 }
 
@@ -106,20 +136,25 @@ void nk_wino_pack_flipped(int nthreads, const nk_conv_desc *d, const float *w, f
     // NR; each panel (parallel) is written row after row, two 16 x 16 blocks of w at a time.
     const int C = d->C, K = d->K, NR = nk_gemm_kernel_avx512.nr, np = (C + NR - 1) / NR;
     const int64_t pe = (int64_t)np * NR * K, ck = (int64_t)C * K;
-#pragma omp parallel for num_threads(nthreads > 0 ? nthreads : 1) schedule(static)
-    for (int p = 0; p < np; p++) {
-        float *panel = dst + (int64_t)p * K * NR;
-        const int n  = C - p * NR < NR ? C - p * NR : NR;
-        for (int k0 = 0; k0 < K; k0 += 16) {
-            for (int i = 0; i < n; i += 16)
-                nk_wino4_wt_flip_avx512(w + (int64_t)(p * NR + i) * K + k0, K, ck,
-                                        panel + (int64_t)k0 * NR + i, NR, pe);
-            if (n < NR) // the last panel's columns past C
-                for (int e = 0; e < WINO_E; e++)
-                    for (int j = 0; j < 16; j++)
-                        memset(panel + e * pe + (int64_t)(k0 + j) * NR + n, 0,
-                               (size_t)(NR - n) * sizeof(float));
+    const int nt = wino_nt(dst, pe);
+#pragma omp parallel num_threads(nthreads > 0 ? nthreads : 1)
+    {
+#pragma omp for schedule(static)
+        for (int p = 0; p < np; p++) {
+            float *panel = dst + (int64_t)p * K * NR;
+            const int n  = C - p * NR < NR ? C - p * NR : NR;
+            for (int k0 = 0; k0 < K; k0 += 16) {
+                for (int i = 0; i < n; i += 16)
+                    nk_wino4_wt_flip_avx512(w + (int64_t)(p * NR + i) * K + k0, K, ck,
+                                            panel + (int64_t)k0 * NR + i, NR, pe, nt);
+                if (n < NR) // the last panel's columns past C
+                    for (int e = 0; e < WINO_E; e++)
+                        for (int j = 0; j < 16; j++)
+                            memset(panel + e * pe + (int64_t)(k0 + j) * NR + n, 0,
+                                   (size_t)(NR - n) * sizeof(float));
+            }
         }
+        wino_nt_fence(nt);
     }
 }
 

@@ -168,7 +168,7 @@ static inline void g3(const __m512 g[3], __m512 u[6])
     u[5]             = g[2];
 }
 
-void nk_wino4_wt_avx512(const float *g, int64_t ld, float *u, int64_t ues)
+void nk_wino4_wt_avx512(const float *g, int64_t ld, float *u, int64_t ues, int nt)
 {
     __m512 t[6][3]; // t = G g
     for (int s = 0; s < 3; s++) {
@@ -182,13 +182,17 @@ void nk_wino4_wt_avx512(const float *g, int64_t ld, float *u, int64_t ues)
     for (int i = 0; i < 6; i++) {
         __m512 o[6];
         g3(t[i], o);
-        for (int j = 0; j < 6; j++)
-            _mm512_storeu_ps(u + (i * 6 + j) * ues, o[j]);
+        for (int j = 0; j < 6; j++) {
+            if (nt)
+                _mm512_stream_ps(u + (i * 6 + j) * ues, o[j]);
+            else
+                _mm512_storeu_ps(u + (i * 6 + j) * ues, o[j]);
+        }
     }
 }
 
 void nk_wino4_wt_flip_avx512(const float *w, int64_t ldc, int64_t ldtap, float *u, int64_t ldk,
-                             int64_t ues)
+                             int64_t ues, int nt)
 {
     // tmp[rs][j][i]: tap rs of the turned filter, channel k0 + j, channel c0 + i.
     float tmp[9][16][16] __attribute__((aligned(64)));
@@ -202,7 +206,7 @@ void nk_wino4_wt_flip_avx512(const float *w, int64_t ldc, int64_t ldtap, float *
             _mm512_store_ps(tmp[rs][j], r[j]);
     }
     for (int j = 0; j < 16; j++)
-        nk_wino4_wt_avx512(tmp[0][j], 16 * 16, u + j * ldk, ues);
+        nk_wino4_wt_avx512(tmp[0][j], 16 * 16, u + j * ldk, ues, nt);
 }
 
 // ---- weight gradient: dW = G^T [ sum over tiles (A dY A^T) . (B^T D B) ] G ----
