@@ -787,12 +787,20 @@ static size_t bf16_col_thread_floats(const nk_conv_desc *d)
            bf16_floats((size_t)bf16_col_block_lines(d) * d->Q * (size_t)bf16_col_ldk(d));
 }
 
+// The patch-matrix route's workspace: x rounded to bf16 (unless it comes in bf16), then each
+// thread's share.
+static size_t bf16_col_ws_floats(const nk_conv_desc *d, int nthreads, int x_bf16)
+{
+    return (x_bf16 ? 0 : bf16_x_floats(d)) +
+           (size_t)(nthreads > 0 ? nthreads : 1) * bf16_col_thread_floats(d);
+}
+
 size_t nk_conv2d_bf16_ws_floats(const nk_conv_desc *d, int nthreads)
 {
     const size_t g = bf16_gemm_part(nthreads);
     if (bf16_unpacked(d)) return g + bf16_x_floats(d);
     if (is_direct(d) || bf16_implicit(d)) return g;
-    return bf16_x_floats(d) + (size_t)(nthreads > 0 ? nthreads : 1) * bf16_col_thread_floats(d);
+    return bf16_col_ws_floats(d, nthreads, 0);
 }
 
 // The patch-matrix route (any C): x (or xb, already bf16) gathered into bf16 rows of ldk, a
@@ -860,7 +868,7 @@ void nk_conv2d_fwd_bf16_cpu(nk_bf16_impl impl, const nk_exec *ex, const nk_conv_
 size_t nk_conv2d_bf16x_ws_floats(const nk_conv_desc *d, int nthreads, int x_bf16)
 {
     const size_t g = bf16_gemm_part(nthreads), xb = x_bf16 ? 0 : bf16_x_floats(d);
-    if (d->C % 2) return xb + (size_t)(nthreads > 0 ? nthreads : 1) * bf16_col_thread_floats(d);
+    if (d->C % 2) return bf16_col_ws_floats(d, nthreads, x_bf16);
     return g + xb;
 }
 

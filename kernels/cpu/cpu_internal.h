@@ -22,11 +22,22 @@ typedef void (*nk_gemm_ukr_fn)(int64_t kc, const float *a, const float *b, float
 // [N,K]). Partial panels are zero-padded, so the micro-kernel always runs full mr x nr tiles.
 typedef void (*nk_gemm_pack_a_fn)(int ta, int mc, int kc, const float *A, int64_t lda, float *dst);
 typedef void (*nk_gemm_pack_b_fn)(int tb, int kc, int nc, const float *B, int64_t ldb, float *dst);
+// Non-temporal (streamed) stores are weakly ordered: each thread that made some (on) runs this
+// SFENCE before its parallel region's closing barrier, so they are visible before C is read.
+static inline void nk_nt_fence(int on)
+{
+#ifdef __SSE__
+    if (on) __builtin_ia32_sfence();
+#else
+    (void)on;
+#endif
+}
+
 // A micro-tile's fused epilogue, applied in registers before C is stored, in the order of
 // nk_tile_epi_fn: bias, sc and sh point at the tile's first column, res at its element (0,0)
 // (C's ldc); each may be NULL.
 // stream: the kernel may store whole-width tiles with non-temporal stores (see sgemm_run); the
-// caller fences them (SFENCE) before anyone reads C.
+// caller fences them (nk_nt_fence) before anyone reads C.
 typedef struct nk_tile_epi {
     const float *bias, *sc, *sh, *res;
     int relu, stream;

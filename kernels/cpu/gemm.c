@@ -430,11 +430,7 @@ static void sgemm_run(nk_isa isa, const nk_exec *ex, int ta, int tb, int M, int 
                 }
             }
         }
-        // Streamed (non-temporal) stores are weakly ordered: an SFENCE, once per thread, makes
-        // them visible before the region's closing barrier and so before anyone reads C.
-#ifdef __SSE__
-        if (stream) __builtin_ia32_sfence();
-#endif
+        nk_nt_fence(stream);
     }
 }
 

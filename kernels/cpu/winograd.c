@@ -87,20 +87,12 @@ size_t nk_wino_packed_floats(const nk_conv_desc *d)
 // fine-tuning step 0.986x (7 of 8).
 size_t nk_wino_nt_min_bytes = 4u << 20;
 
+// Whether to stream U (pe, the floats of one point's U_e, is whole NR-wide panels, so every
+// 16-float store stays 64-byte aligned when dst is).
 static int wino_nt(const float *dst, int64_t pe)
 {
     return (double)WINO_E * pe * sizeof(float) >= (double)nk_wino_nt_min_bytes &&
-           ((uintptr_t)dst & 63) == 0 && pe % 16 == 0;
-}
-
-// Each thread's non-temporal stores made visible before the parallel region ends.
-static void wino_nt_fence(int nt)
-{
-#ifdef __SSE__
-    if (nt) __builtin_ia32_sfence();
-#else
-    (void)nt;
-#endif
+           ((uintptr_t)dst & 63) == 0;
 }
 
 void nk_wino_pack(int nthreads, const nk_conv_desc *d, const float *w, float *dst)
@@ -126,7 +118,7 @@ void nk_wino_pack(int nthreads, const nk_conv_desc *d, const float *w, float *ds
                                (size_t)(NR - n) * sizeof(float));
             }
         }
-        wino_nt_fence(nt);
+        nk_nt_fence(nt);
     }
 }
 
@@ -154,7 +146,7 @@ void nk_wino_pack_flipped(int nthreads, const nk_conv_desc *d, const float *w, f
                                    (size_t)(NR - n) * sizeof(float));
             }
         }
-        wino_nt_fence(nt);
+        nk_nt_fence(nt);
     }
 }
 
