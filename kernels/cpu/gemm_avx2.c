@@ -1,15 +1,37 @@
 /*
- * gemm_avx2.c: the AVX2+FMA SGEMM micro-kernel (6 x 16 fp32: 12 ymm accumulators, broadcast A,
- * vector B) and its packers, plus the 256-bit FMA peak loop. Compiled with -mavx2 -mfma; only
- * reached through nk_gemm_kernel_avx2 after run-time detection (cpu.c). Driver: gemm.c; tests in
- * tests/test_gemm.c.
+ * gemm_avx2.c: the AVX2+FMA SGEMM micro-kernels (MR x NR fp32 register block, broadcast A,
+ * vector B: 6 x 16, 12 ymm accumulators) and their packers, plus the 256-bit FMA peak loop: the
+ * same kernels as gemm_avx512_impl.h (packed, batch-reduce rows for the implicit-GEMM
+ * convolutions, unpacked A^T B for weight gradients, the fused epilogue), in 256-bit vectors.
+ * AVX2 has no mask registers: ragged right edges go through VMASKMOV, full tiles through plain
+ * loads and stores (masked stores are slow on AMD). Compiled with -mavx2 -mfma; only reached
+ * through nk_gemm_kernel_avx2 after run-time detection (cpu.c). Driver: gemm.c; tests in
+ * tests/test_gemm.c and tests/test_ops.c.
  */
 #include <immintrin.h>
+#include <stdint.h>
 
 #include "kernels/cpu/cpu_internal.h"
 
-#define MR 6
-#define NR 16
+#ifndef NK_AVX2_MR
+#    define NK_AVX2_MR 6
+#    define NK_AVX2_NV 2
+#endif
+#define MR NK_AVX2_MR
+#define NV NK_AVX2_NV // ymm vectors per row
+#define NR (8 * NV)
+_Static_assert(MR <= 8, "pack_a transposes 8 rows at a time");
+#define MC 480
+#define KC 256
+#define NC 3072
+_Static_assert(MC <= NK_GEMM_MAX_MC && KC <= NK_GEMM_MAX_KC && NC <= NK_GEMM_MAX_NC && MC % MR == 0,
+               "AVX2 blocks must fit the workspace nk_sgemm_ws_floats reserves");
+// ukr_rows_pf prefetches each A row this many floats (one line) ahead, as the AVX-512 kernel.
+#ifndef NK_ROWS_PF
+#    define NK_ROWS_PF 16
+#endif
+// ukr_atb prefetches A and B rows this many rows ahead (gemm_avx512_impl.h says why).
+#define ATB_PF_ROWS 32
 
 // Lane mask for a masked load/store of the first `left` floats of an 8-float vector.
 static inline __m256i lane_mask(int left)
@@ -20,56 +42,265 @@ static inline __m256i lane_mask(int left)
     return _mm256_cmpgt_epi32(_mm256_set1_epi32(left), idx);
 }
 
-// ---- micro-kernel ----
+static inline __attribute__((always_inline)) __m256 load_n(const float *p, __m256i k, int full)
+{
+    return full ? _mm256_loadu_ps(p) : _mm256_maskload_ps(p, k);
+}
+
+static inline __attribute__((always_inline)) void store_n(float *p, __m256i k, int full, __m256 v)
+{
+    if (full)
+        _mm256_storeu_ps(p, v);
+    else
+        _mm256_maskstore_ps(p, k, v);
+}
+
+// One 8-column vector of the fused epilogue, in nk_tile_epi_fn's order: + bias (vb), then
+// * scale + shift (vs, vh), then + the residual at res (NULL: none), then ReLU (MAXPS returns its
+// second operand when the first is NaN: NaN -> 0, as the refs).
+static inline __attribute__((always_inline)) __m256 epi_vec(__m256 v, __m256i k, int full,
+                                                            const float *bias, __m256 vb,
+                                                            const float *sc, __m256 vs, __m256 vh,
+                                                            const float *res, int relu)
+{
+    if (bias) v = _mm256_add_ps(v, vb);
+    if (sc) v = _mm256_fmadd_ps(v, vs, vh);
+    if (res) v = _mm256_add_ps(v, load_n(res, k, full));
+    if (relu) v = _mm256_max_ps(v, _mm256_setzero_ps());
+    return v;
+}
+
+// ---- micro-kernels ----
 
 static void ukr_avx2(int64_t kc, const float *a, const float *b, float *c, int64_t ldc, float alpha,
                      float beta, int m, int n)
 {
-    __m256 acc[MR][2];
-#pragma GCC unroll 8
-    for (int i = 0; i < MR; i++)
-        acc[i][0] = acc[i][1] = _mm256_setzero_ps();
+    __m256 acc[MR][NV];
+#pragma GCC unroll 16
+    for (int i = 0; i < MR; i++) {
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; v++)
+            acc[i][v] = _mm256_setzero_ps();
+    }
     for (int i = 0; i < m; i++)
         _mm_prefetch((const char *)(c + i * ldc), _MM_HINT_T0);
 
 #pragma GCC unroll 4
     for (int64_t p = 0; p < kc; p++) {
-        __m256 b0 = _mm256_loadu_ps(b), b1 = _mm256_loadu_ps(b + 8);
-#pragma GCC unroll 8
+        __m256 bv[NV];
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; v++)
+            bv[v] = _mm256_loadu_ps(b + 8 * v);
+#pragma GCC unroll 16
         for (int i = 0; i < MR; i++) {
             __m256 av = _mm256_broadcast_ss(a + i);
-            acc[i][0] = _mm256_fmadd_ps(av, b0, acc[i][0]);
-            acc[i][1] = _mm256_fmadd_ps(av, b1, acc[i][1]);
+#pragma GCC unroll 4
+            for (int v = 0; v < NV; v++)
+                acc[i][v] = _mm256_fmadd_ps(av, bv[v], acc[i][v]);
         }
         a += MR;
         b += NR;
     }
 
-    __m256 va = _mm256_set1_ps(alpha), vb = _mm256_set1_ps(beta);
-    if (m == MR && n == NR) {
-#pragma GCC unroll 8
-        for (int i = 0; i < MR; i++) {
-#pragma GCC unroll 2
-            for (int v = 0; v < 2; v++) {
-                float *cp = c + i * ldc + 8 * v;
-                __m256 r  = _mm256_mul_ps(va, acc[i][v]);
-                if (beta != 0.0f) r = _mm256_fmadd_ps(vb, _mm256_loadu_ps(cp), r);
-                _mm256_storeu_ps(cp, r);
-            }
-        }
-        return;
-    }
-    __m256i k0 = lane_mask(n), k1 = lane_mask(n - 8);
-#pragma GCC unroll 8
+    const __m256 va = _mm256_set1_ps(alpha), vb = _mm256_set1_ps(beta);
+    const int full = n == NR;
+    // Edge tile: rows past m are skipped, columns past n masked off.
+#pragma GCC unroll 16
     for (int i = 0; i < MR; i++) {
         if (i >= m) break;
-#pragma GCC unroll 2
-        for (int v = 0; v < 2; v++) {
-            __m256i k = v ? k1 : k0;
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; v++) {
+            const __m256i k = lane_mask(n - 8 * v);
+            float *cp       = c + i * ldc + 8 * v;
+            __m256 r        = _mm256_mul_ps(va, acc[i][v]);
+            if (beta != 0.0f) r = _mm256_fmadd_ps(vb, load_n(cp, k, full), r);
+            store_n(cp, k, full, r);
+        }
+    }
+}
+
+// C[0:m,0:n] = A^T B + beta * C over kc rows of unpacked A (a[p*lda + i]) and B (b[p*ldb + j]),
+// as in a weight gradient (see gemm_avx512_impl.h). Rows past m of A are never read (the edge
+// form clamps the broadcast index), columns past n of B are masked off.
+static inline __attribute__((always_inline)) void
+ukr_atb_body(int64_t kc, const float *a, int64_t lda, const float *b, int64_t ldb, float *c,
+             int64_t ldc, float beta, int m, int n, int edge, int pf)
+{
+    __m256 acc[MR][NV];
+#pragma GCC unroll 16
+    for (int i = 0; i < MR; i++) {
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; v++)
+            acc[i][v] = _mm256_setzero_ps();
+    }
+    __m256i km[NV];
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; v++)
+        km[v] = lane_mask(n - 8 * v);
+    int ix[MR];
+#pragma GCC unroll 16
+    for (int i = 0; i < MR; i++)
+        ix[i] = edge && i >= m ? m - 1 : i;
+    for (int64_t p = 0; p < kc; p++) {
+        __m256 bv[NV];
+        if (pf & 1)
+#pragma GCC unroll 4
+            for (int v = 0; v < NV; v += 2)
+                _mm_prefetch((const char *)(b + ATB_PF_ROWS * ldb + 8 * v), _MM_HINT_T0);
+        if (pf & 2) {
+            _mm_prefetch((const char *)(a + ATB_PF_ROWS * lda), _MM_HINT_T0);
+            _mm_prefetch((const char *)(a + ATB_PF_ROWS * lda + MR - 1), _MM_HINT_T0);
+        }
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; v++)
+            bv[v] = load_n(b + 8 * v, km[v], !edge);
+#pragma GCC unroll 16
+        for (int i = 0; i < MR; i++) {
+            __m256 av = _mm256_broadcast_ss(a + (edge ? ix[i] : i));
+#pragma GCC unroll 4
+            for (int v = 0; v < NV; v++)
+                acc[i][v] = _mm256_fmadd_ps(av, bv[v], acc[i][v]);
+        }
+        a += lda;
+        b += ldb;
+    }
+    const __m256 vb = _mm256_set1_ps(beta);
+    const int full  = n == NR;
+#pragma GCC unroll 16
+    for (int i = 0; i < MR; i++) {
+        if (i >= m) break;
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; v++) {
             float *cp = c + i * ldc + 8 * v;
-            __m256 r  = _mm256_mul_ps(va, acc[i][v]);
-            if (beta != 0.0f) r = _mm256_fmadd_ps(vb, _mm256_maskload_ps(cp, k), r);
-            _mm256_maskstore_ps(cp, k, r);
+            __m256 r  = acc[i][v];
+            if (beta != 0.0f) r = _mm256_fmadd_ps(vb, load_n(cp, km[v], full), r);
+            store_n(cp, km[v], full, r);
+        }
+    }
+}
+
+static void ukr_atb_avx2(int64_t kc, const float *a, int64_t lda, const float *b, int64_t ldb,
+                         float *c, int64_t ldc, float beta, int m, int n)
+{
+    const int pf = (ldb >= nk_atb_pf_min_ld) | (lda >= nk_atb_pf_min_ld) << 1; // B, A
+    if (m == MR && n == NR) {
+        switch (pf) {
+        case 0:
+            ukr_atb_body(kc, a, lda, b, ldb, c, ldc, beta, MR, NR, 0, 0);
+            break;
+        case 1:
+            ukr_atb_body(kc, a, lda, b, ldb, c, ldc, beta, MR, NR, 0, 1);
+            break;
+        case 2:
+            ukr_atb_body(kc, a, lda, b, ldb, c, ldc, beta, MR, NR, 0, 2);
+            break;
+        default:
+            ukr_atb_body(kc, a, lda, b, ldb, c, ldc, beta, MR, NR, 0, 3);
+            break;
+        }
+    } else {
+        ukr_atb_body(kc, a, lda, b, ldb, c, ldc, beta, m, n, 1, pf);
+    }
+}
+
+// Batch-reduce form over unpacked rows (see nk_gemm_ukr_rows_fn): the A broadcasts come straight
+// from the activations, so a convolution needs no A packing at all; the epilogue is applied in
+// registers, so C is written once.
+static inline __attribute__((always_inline)) void
+ukr_rows_body(int nseg, const int *seglen, const float *const *rows, const float *b, float *c,
+              int64_t ldc, float beta, int m, int n, const nk_tile_epi *e, int pf)
+{
+    __m256 acc[MR][NV];
+#pragma GCC unroll 16
+    for (int i = 0; i < MR; i++) {
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; v++)
+            acc[i][v] = _mm256_setzero_ps();
+    }
+    for (int s = 0; s < nseg; s++, rows += MR) {
+        const int len = seglen[s];
+        for (int p = 0; p < len; p++) {
+            __m256 bv[NV];
+#pragma GCC unroll 4
+            for (int v = 0; v < NV; v++)
+                bv[v] = _mm256_loadu_ps(b + 8 * v);
+            if (pf && (p & 15) == 0 && p + NK_ROWS_PF < len) {
+#pragma GCC unroll 16
+                for (int i = 0; i < MR; i++)
+                    _mm_prefetch((const char *)(rows[i] + p + NK_ROWS_PF), _MM_HINT_T0);
+            }
+#pragma GCC unroll 16
+            for (int i = 0; i < MR; i++) {
+                __m256 av = _mm256_broadcast_ss(rows[i] + p);
+#pragma GCC unroll 4
+                for (int v = 0; v < NV; v++)
+                    acc[i][v] = _mm256_fmadd_ps(av, bv[v], acc[i][v]);
+            }
+            b += NR;
+        }
+    }
+    const __m256 vb = _mm256_set1_ps(beta), zero = _mm256_setzero_ps();
+    const float *bias = e ? e->bias : NULL, *sc = e ? e->sc : NULL, *sh = e ? e->sh : NULL;
+    const float *res = e ? e->res : NULL;
+    const int relu   = e && e->relu;
+    const int full   = n == NR;
+    // Non-temporal stores: a whole-width tile whose rows all start on a cache line.
+    const int nt_store = e && e->stream && full && ((uintptr_t)c & 63) == 0 && (ldc & 15) == 0;
+    __m256i km[NV];
+    __m256 eb[NV], es[NV], eh[NV];
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; v++) {
+        km[v] = lane_mask(n - 8 * v);
+        eb[v] = bias ? _mm256_maskload_ps(bias + 8 * v, km[v]) : zero;
+        es[v] = sc ? _mm256_maskload_ps(sc + 8 * v, km[v]) : zero;
+        eh[v] = sc ? _mm256_maskload_ps(sh + 8 * v, km[v]) : zero;
+    }
+#pragma GCC unroll 16
+    for (int i = 0; i < MR; i++) {
+        if (i >= m) break;
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; v++) {
+            float *cp = c + i * ldc + 8 * v;
+            __m256 r  = acc[i][v];
+            if (beta != 0.0f) r = _mm256_fmadd_ps(vb, load_n(cp, km[v], full), r);
+            r = epi_vec(r, km[v], full, bias, eb[v], sc, es[v], eh[v],
+                        res ? res + i * ldc + 8 * v : NULL, relu);
+            if (nt_store)
+                _mm256_stream_ps(cp, r);
+            else
+                store_n(cp, km[v], full, r);
+        }
+    }
+}
+
+static void ukr_rows_avx2(int nseg, const int *seglen, const float *const *rows, const float *b,
+                          float *c, int64_t ldc, float beta, int m, int n, const nk_tile_epi *e)
+{
+    ukr_rows_body(nseg, seglen, rows, b, c, ldc, beta, m, n, e, 0);
+}
+
+static void ukr_rows_pf_avx2(int nseg, const int *seglen, const float *const *rows, const float *b,
+                             float *c, int64_t ldc, float beta, int m, int n, const nk_tile_epi *e)
+{
+    ukr_rows_body(nseg, seglen, rows, b, c, ldc, beta, m, n, e, 1);
+}
+
+// The fused epilogue on one finished tile (still in L1) in 256-bit registers.
+static void tile_epi_avx2(float *c, int64_t ldc, int m, int n, const float *bias, const float *sc,
+                          const float *sh, const float *res, int relu)
+{
+    const __m256 zero = _mm256_setzero_ps();
+    for (int j = 0; j < n; j += 8) {
+        const int full  = n - j >= 8;
+        const __m256i k = lane_mask(n - j);
+        const __m256 vb = bias ? _mm256_maskload_ps(bias + j, k) : zero;
+        const __m256 vs = sc ? _mm256_maskload_ps(sc + j, k) : zero;
+        const __m256 vh = sc ? _mm256_maskload_ps(sh + j, k) : zero;
+        for (int i = 0; i < m; i++) {
+            float *cp = c + i * ldc + j;
+            __m256 v  = epi_vec(load_n(cp, k, full), k, full, bias, vb, sc, vs, vh,
+                               res ? res + i * ldc + j : NULL, relu);
+            store_n(cp, k, full, v);
         }
     }
 }
@@ -137,17 +368,24 @@ static void pack_b_avx2(int tb, int kc, int nc, const float *B, int64_t ldb, flo
         int nr = nc - j0 < NR ? nc - j0 : NR;
         if (!tb) {
             const float *src = B + j0;
-            __m256i k0 = lane_mask(nr), k1 = lane_mask(nr - 8);
-            for (int p = 0; p < kc; p++) {
-                _mm256_storeu_ps(dst + p * NR, _mm256_maskload_ps(src + p * ldb, k0));
-                _mm256_storeu_ps(dst + p * NR + 8, _mm256_maskload_ps(src + p * ldb + 8, k1));
+            if (nr == NR) {
+                for (int p = 0; p < kc; p++)
+                    for (int v = 0; v < NV; v++)
+                        _mm256_storeu_ps(dst + p * NR + 8 * v,
+                                         _mm256_loadu_ps(src + p * ldb + 8 * v));
+                continue;
             }
+            for (int p = 0; p < kc; p++)
+                for (int v = 0; v < NV; v++)
+                    _mm256_storeu_ps(
+                        dst + p * NR + 8 * v,
+                        _mm256_maskload_ps(src + p * ldb + 8 * v, lane_mask(nr - 8 * v)));
             continue;
         }
         const float *src = B + (int64_t)j0 * ldb;
         int p            = 0;
         for (; p + 8 <= kc; p += 8) {
-            for (int v = 0; v < 2; v++) {
+            for (int v = 0; v < NV; v++) {
                 __m256 r[8];
                 for (int j = 0; j < 8; j++)
                     r[j] = 8 * v + j < nr ? _mm256_loadu_ps(src + (8 * v + j) * ldb + p)
@@ -163,17 +401,21 @@ static void pack_b_avx2(int tb, int kc, int nc, const float *B, int64_t ldb, flo
     }
 }
 
-// kc = 256 keeps a 256 x 16 B micro-panel (16 KiB) in L1 while 6 x 256 A panels stream from L2;
-// mc = 264 keeps the packed A block (264 KiB) well inside L2.
+// mc = 480 keeps the packed A block (480 x 256 x 4 B = 480 KiB) in half the 1 MiB L2; kc = 256
+// keeps a 256 x 16 B micro-panel (16 KiB) in the 32 KiB L1 while A panels stream from L2.
 const nk_gemm_kernel nk_gemm_kernel_avx2 = {
-    .mr     = MR,
-    .nr     = NR,
-    .mc     = 264,
-    .kc     = 256,
-    .nc     = 3072,
-    .ukr    = ukr_avx2,
-    .pack_a = pack_a_avx2,
-    .pack_b = pack_b_avx2,
+    .mr          = MR,
+    .nr          = NR,
+    .mc          = MC,
+    .kc          = KC,
+    .nc          = NC,
+    .ukr         = ukr_avx2,
+    .pack_a      = pack_a_avx2,
+    .pack_b      = pack_b_avx2,
+    .ukr_rows    = ukr_rows_avx2,
+    .ukr_rows_pf = ukr_rows_pf_avx2,
+    .ukr_atb     = ukr_atb_avx2,
+    .epi         = tile_epi_avx2,
 };
 
 // ---- peak ----
