@@ -7,8 +7,9 @@
  * fit in L1/L2, each chunk's per-channel mean and M2 come from two passes over the cached chunk,
  * and chunks are merged with Chan et al.'s pairwise formula in double, first within fixed groups
  * of chunks (one thread each), then the groups in order. The backward sums are float within a
- * chunk and double beyond. The loops are in bn_impl.h, compiled here with the baseline flags and
- * in bn_avx512.c with AVX-512; the entry points below pick a copy by the CPU's ISA.
+ * chunk and double beyond. The loops are in bn_impl.h, compiled here with the baseline flags, in
+ * bn_avx2.c with AVX2 and in bn_avx512.c with AVX-512; the entry points below pick a copy by the
+ * CPU's ISA.
  */
 #include <math.h>
 #include <omp.h>
@@ -20,17 +21,27 @@
 #define BN_NAME(f) bn_##f##_base
 #include "kernels/cpu/bn_impl.h"
 
-void bn_fwd_train_avx512(const nk_exec *ex, int64_t M, int C, const float *x, const float *gamma,
-                         const float *beta, float eps, int relu, const float *res, float *y,
-                         float *mean, float *invstd);
-void bn_fwd_infer_avx512(const nk_exec *ex, int64_t M, int C, const float *x, const float *gamma,
-                         const float *beta, const float *mmean, const float *mvar, float eps,
-                         float *y);
-void bn_bwd_train_avx512(const nk_exec *ex, int64_t M, int C, const float *x, const float *ry,
-                         const float *dy, const float *gamma, const float *beta, const float *mean,
-                         const float *invstd, float *dx, float *dgamma, float *dbeta, float *dxsum);
+// The copies of bn_impl.h built with wider vectors (bn_avx512.c, bn_avx2.c).
+#define BN_COPY(isa)                                                                               \
+    void bn_fwd_train_##isa(const nk_exec *ex, int64_t M, int C, const float *x,                   \
+                            const float *gamma, const float *beta, float eps, int relu,            \
+                            const float *res, float *y, float *mean, float *invstd);               \
+    void bn_fwd_infer_##isa(const nk_exec *ex, int64_t M, int C, const float *x,                   \
+                            const float *gamma, const float *beta, const float *mmean,             \
+                            const float *mvar, float eps, float *y);                               \
+    void bn_bwd_train_##isa(const nk_exec *ex, int64_t M, int C, const float *x, const float *ry,  \
+                            const float *dy, const float *gamma, const float *beta,                \
+                            const float *mean, const float *invstd, float *dx, float *dgamma,      \
+                            float *dbeta, float *dxsum);                                           \
+    void bn_colsum_##isa(const nk_exec *ex, int64_t M, int C, const float *x, float *out);
+BN_COPY(avx512)
+BN_COPY(avx2)
 
-void bn_colsum_avx512(const nk_exec *ex, int64_t M, int C, const float *x, float *out);
+// Calls the copy of bn_impl.h's f built for the CPU's ISA.
+#define BN_CALL(f, ...)                                                                            \
+    (nk_cpu_detect() >= NK_ISA_AVX512 ? bn_##f##_avx512(__VA_ARGS__)                               \
+     : nk_cpu_detect() >= NK_ISA_AVX2 ? bn_##f##_avx2(__VA_ARGS__)                                 \
+                                      : bn_##f##_base(__VA_ARGS__))
 
 size_t nk_colsum_ws_floats(int64_t M, int N)
 {
@@ -45,10 +56,7 @@ void nk_colsum_cpu(const nk_exec *ex, int64_t M, int N, const float *x, float *o
         nk_colsum_cols_cpu(ex, M, N, x, out);
         return;
     }
-    if (nk_cpu_detect() >= NK_ISA_AVX512)
-        bn_colsum_avx512(ex, M, N, x, out);
-    else
-        bn_colsum_base(ex, M, N, x, out);
+    BN_CALL(colsum, ex, M, N, x, out);
 }
 
 size_t nk_bn_ws_floats(int64_t M, int C)
@@ -62,29 +70,19 @@ void nk_bn_fwd_train_cpu(const nk_exec *ex, int64_t M, int C, const float *x, co
                          const float *beta, float eps, int relu, const float *res, float *y,
                          float *mean, float *invstd)
 {
-    if (nk_cpu_detect() >= NK_ISA_AVX512)
-        bn_fwd_train_avx512(ex, M, C, x, gamma, beta, eps, relu, res, y, mean, invstd);
-    else
-        bn_fwd_train_base(ex, M, C, x, gamma, beta, eps, relu, res, y, mean, invstd);
+    BN_CALL(fwd_train, ex, M, C, x, gamma, beta, eps, relu, res, y, mean, invstd);
 }
 
 void nk_bn_fwd_infer_cpu(const nk_exec *ex, int64_t M, int C, const float *x, const float *gamma,
                          const float *beta, const float *mmean, const float *mvar, float eps,
                          float *y)
 {
-    if (nk_cpu_detect() >= NK_ISA_AVX512)
-        bn_fwd_infer_avx512(ex, M, C, x, gamma, beta, mmean, mvar, eps, y);
-    else
-        bn_fwd_infer_base(ex, M, C, x, gamma, beta, mmean, mvar, eps, y);
+    BN_CALL(fwd_infer, ex, M, C, x, gamma, beta, mmean, mvar, eps, y);
 }
 
 void nk_bn_bwd_train_cpu(const nk_exec *ex, int64_t M, int C, const float *x, const float *ry,
                          const float *dy, const float *gamma, const float *beta, const float *mean,
                          const float *invstd, float *dx, float *dgamma, float *dbeta, float *dxsum)
 {
-    if (nk_cpu_detect() >= NK_ISA_AVX512)
-        bn_bwd_train_avx512(ex, M, C, x, ry, dy, gamma, beta, mean, invstd, dx, dgamma, dbeta,
-                            dxsum);
-    else
-        bn_bwd_train_base(ex, M, C, x, ry, dy, gamma, beta, mean, invstd, dx, dgamma, dbeta, dxsum);
+    BN_CALL(bwd_train, ex, M, C, x, ry, dy, gamma, beta, mean, invstd, dx, dgamma, dbeta, dxsum);
 }

@@ -1,7 +1,7 @@
 /*
- * bn_impl.h: the threaded batch normalisation loops, written once and compiled twice: by bn.c
- * (baseline flags) and by bn_avx512.c (AVX-512 flags), each defining BN_NAME(f) to name its
- * copy; bn.c picks one at run time. Inner loops run over a block of channels under omp simd, so
+ * bn_impl.h: the threaded batch normalisation loops, written once and compiled three times: by bn.c
+ * (baseline flags), bn_avx2.c (AVX2) and bn_avx512.c (AVX-512), each defining BN_NAME(f) to name
+ * its copy; bn.c picks one at run time. Inner loops run over a block of channels under omp simd, so
  * the compiler uses the widest vectors the copy was built for. Memory-bound: every pass reads or
  * writes [M,C] once, so the passes are few (see bn.c for the layout and the arithmetic).
  */

@@ -2,8 +2,8 @@
  * pool.c: threaded max pooling (forward and backward), zero padding, global average pooling and
  * the fused residual add + ReLU, on NHWC. Plain C with OpenMP: the inner loops run over
  * channels, contiguous in NHWC, and vectorise. The max pooling loops are in pool_impl.h,
- * built twice (here and in pool_avx512.c) and picked by the CPU's ISA. Contracts in
- * kernels/nk.h; tested against kernels/ref in tests/test_ops.c (and tests/isa.sh).
+ * built three times (here, in pool_avx2.c and in pool_avx512.c) and picked by the CPU's ISA.
+ * Contracts in kernels/nk.h; tested against kernels/ref in tests/test_ops.c (and tests/isa.sh).
  */
 #include <string.h>
 
@@ -18,23 +18,30 @@ static int threads_of(const nk_exec *ex)
 }
 
 void pool_maxpool_fwd_avx512(const nk_exec *ex, const nk_conv_desc *d, const float *x, float *y);
+void pool_maxpool_fwd_avx2(const nk_exec *ex, const nk_conv_desc *d, const float *x, float *y);
 
 void nk_maxpool_fwd_cpu(const nk_exec *ex, const nk_conv_desc *d, const float *x, float *y)
 {
     if (nk_cpu_detect() >= NK_ISA_AVX512)
         pool_maxpool_fwd_avx512(ex, d, x, y);
+    else if (nk_cpu_detect() >= NK_ISA_AVX2)
+        pool_maxpool_fwd_avx2(ex, d, x, y);
     else
         pool_maxpool_fwd_base(ex, d, x, y);
 }
 
 void pool_maxpool_bwd_avx512(const nk_exec *ex, const nk_conv_desc *d, const float *x,
                              const float *dy, float *dx);
+void pool_maxpool_bwd_avx2(const nk_exec *ex, const nk_conv_desc *d, const float *x,
+                           const float *dy, float *dx);
 
 void nk_maxpool_bwd_cpu(const nk_exec *ex, const nk_conv_desc *d, const float *x, const float *dy,
                         float *dx)
 {
     if (nk_cpu_detect() >= NK_ISA_AVX512)
         pool_maxpool_bwd_avx512(ex, d, x, dy, dx);
+    else if (nk_cpu_detect() >= NK_ISA_AVX2)
+        pool_maxpool_bwd_avx2(ex, d, x, dy, dx);
     else
         pool_maxpool_bwd_base(ex, d, x, dy, dx);
 }

@@ -1,8 +1,9 @@
 /*
- * pool_impl.h: the max pooling loops (forward and backward), written once and compiled twice: by
- * pool.c (baseline flags) and by pool_avx512.c (AVX-512 flags), each defining POOL_NAME(f) to name
- * its copy; pool.c picks one at run time. The running argmax is a compare and two selects per
- * channel: with AVX-512 they become masked moves, while the baseline build branches on the data,
+ * pool_impl.h: the max pooling loops (forward and backward), written once and compiled three
+ * times: by pool.c (baseline flags), pool_avx2.c (AVX2) and pool_avx512.c (AVX-512), each defining
+ * POOL_NAME(f) to name its copy; pool.c picks one at run time. The running argmax is a compare and
+ * two selects per channel: with AVX-512 they become masked moves (blends with AVX2), while the
+ * baseline build branches on the data,
  * and which tap wins is unpredictable (pool1's backward at batch 16 on random post-ReLU data:
  * 36 ms baseline, 10-11 ms AVX-512; 45 -> 8 ms inside a training step).
  */
