@@ -336,15 +336,17 @@ FAST_ADAPTERS(NK_ISA_AVX512, avx512)
         (ops)->dense_bwd_filter   = fast_dense_bwd_filter_##SUF;                                   \
     } while (0)
 
-static int fast_conv_winograd_avx512(const nk_conv_desc *d, int algo)
-{
-    return nk_conv2d_winograd(NK_ISA_AVX512, (nk_conv_algo)algo, d);
-}
-
-static int fast_conv_winograd_w_avx512(const nk_conv_desc *d, int algo)
-{
-    return nk_conv2d_winograd_w(NK_ISA_AVX512, (nk_conv_algo)algo, d);
-}
+#define FAST_WINO(SUF, ISA)                                                                        \
+    static int fast_conv_winograd_##SUF(const nk_conv_desc *d, int algo)                           \
+    {                                                                                              \
+        return nk_conv2d_winograd(ISA, (nk_conv_algo)algo, d);                                     \
+    }                                                                                              \
+    static int fast_conv_winograd_w_##SUF(const nk_conv_desc *d, int algo)                         \
+    {                                                                                              \
+        return nk_conv2d_winograd_w(ISA, (nk_conv_algo)algo, d);                                   \
+    }
+FAST_WINO(avx512, NK_ISA_AVX512)
+FAST_WINO(avx2, NK_ISA_AVX2)
 
 static size_t fast_dense_ws(int nthreads)
 {
@@ -409,6 +411,9 @@ static void ops_init(nt_ctx *ctx)
         break;
     case NK_ISA_AVX2:
         SET_FAST(o, avx2);
+        o->conv_winograd   = fast_conv_winograd_avx2;
+        o->conv_winograd_w = fast_conv_winograd_w_avx2;
+        o->conv_fwd_wino_x = nk_conv2d_fwd_wino_x_cpu;
         break;
     default:
         SET_FAST(o, scalar);

@@ -56,9 +56,9 @@ expect 0 'op=conv name=conv2_1x1_64_64 pass=bwd-filter dtype=f32 .*gflops=' -- $
 $P bench conv --shape conv3_3x3 --batch 1 --repeat 1 --peak 100 > $T/conv1.txt 2>&1
 [ "$(grep -c '^op=conv ' $T/conv1.txt)" = 1 ] && grep -q "name=conv3_3x3 " $T/conv1.txt &&
     ok "bench conv --shape conv3_3x3 times that shape only" || bad "bench conv --shape: $(cat $T/conv1.txt)"
-# Winograd: the 3x3 runs it where the CPU has AVX-512 (and says so), --conv-algo gemm and
-# PNEUMO_CONV=gemm turn it off; bad names are usage errors.
-if grep -qw avx512f /proc/cpuinfo; then
+# Winograd: the 3x3 runs it where the CPU has AVX2 and FMA or AVX-512 (and says so), --conv-algo
+# gemm and PNEUMO_CONV=gemm turn it off; bad names are usage errors.
+if grep -qw avx2 /proc/cpuinfo && grep -qw fma /proc/cpuinfo; then
     expect 0 'name=conv3_3x3 .* algo=winograd' -- $P bench conv --shape conv3_3x3 --batch 1 --repeat 1 --peak 100
     expect 0 'name=conv3_3x3 .* algo=winograd' -- $P bench conv --shape conv3_3x3 --pass bwd-data --batch 1 --repeat 1 --peak 100
     expect 0 'name=conv3_3x3 .* algo=winograd' -- $P bench conv --shape conv3_3x3 --pass bwd-filter --batch 1 --repeat 1 --peak 100

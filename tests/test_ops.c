@@ -91,11 +91,11 @@ static const conv_case convs[] = {
     {2, 6, 5, 768, 48, 1, 1, 1, 0, 0, 0, 0},   // 1x1, C = 768: implicit k blocks of 512 and 256
 };
 
-// The shapes that Winograd F(4x4, 3x3) computes on AVX-512 (an independent statement of
-// nk_wino_ok's rule): 3x3, stride 1, 'same' padding, C and K multiples of 16.
+// The shapes that Winograd F(4x4, 3x3) computes on an AVX2 or AVX-512 machine (an independent
+// statement of nk_wino_ok's rule): 3x3, stride 1, 'same' padding, C and K multiples of 16.
 static int wino_shape(const nk_conv_desc *d)
 {
-    return nk_cpu_detect() >= NK_ISA_AVX512 && d->R == 3 && d->S == 3 && d->stride == 1 &&
+    return nk_cpu_detect() >= NK_ISA_AVX2 && d->R == 3 && d->S == 3 && d->stride == 1 &&
            d->pad_h == 1 && d->pad_w == 1 && d->P == d->H && d->Q == d->W && d->C % 16 == 0 &&
            d->K % 16 == 0;
 }
@@ -150,34 +150,35 @@ static void test_wino_tiles(void)
 {
     nk_conv_desc d = {.N = 7, .H = 7, .W = 7, .C = 32, .K = 48, .R = 3, .S = 3, .stride = 1};
     d.pad_h = d.pad_w = 1, d.P = d.Q = 7;
-    if (nk_cpu_detect() < NK_ISA_AVX512) {
+    const nk_isa isa = nk_cpu_detect();
+    if (isa < NK_ISA_AVX2) {
         CHECK(!nk_conv2d_winograd(NK_ISA_AVX512, NK_CONV_AUTO, &d));
-        printf("SKIP winograd tile rule: no AVX-512\n");
+        printf("SKIP winograd tile rule: no AVX2\n");
         return;
     }
-    CHECK(nk_conv2d_winograd(NK_ISA_AVX512, NK_CONV_AUTO, &d));
-    CHECK(!nk_conv2d_winograd_w(NK_ISA_AVX512, NK_CONV_AUTO, &d));
+    CHECK(nk_conv2d_winograd(isa, NK_CONV_AUTO, &d));
+    CHECK(!nk_conv2d_winograd_w(isa, NK_CONV_AUTO, &d));
     d.N = 8;
-    CHECK(nk_conv2d_winograd_w(NK_ISA_AVX512, NK_CONV_AUTO, &d));
-    CHECK(!nk_conv2d_winograd_w(NK_ISA_AVX512, NK_CONV_GEMM, &d));
-    CHECK(!nk_conv2d_winograd_w(NK_ISA_AVX2, NK_CONV_AUTO, &d));
-    d.N = 1, d.H = d.W = d.P = d.Q = 24; // 36 tiles in one image
-    CHECK(nk_conv2d_winograd_w(NK_ISA_AVX512, NK_CONV_AUTO, &d));
+    CHECK(nk_conv2d_winograd_w(isa, NK_CONV_AUTO, &d));
+    CHECK(!nk_conv2d_winograd_w(isa, NK_CONV_GEMM, &d));
+    CHECK(!nk_conv2d_winograd_w((nk_isa)(isa - 1), NK_CONV_AUTO, &d)); // below the machine's ISA
+    d.N = 1, d.H = d.W = d.P = d.Q = 24;                               // 36 tiles in one image
+    CHECK(nk_conv2d_winograd_w(isa, NK_CONV_AUTO, &d));
     // The packed forward: from 4 tiles in the batch where an image has fewer (both forms packed).
-    CHECK(nk_conv2d_winograd_fwd(NK_ISA_AVX512, NK_CONV_AUTO, &d));
+    CHECK(nk_conv2d_winograd_fwd(isa, NK_CONV_AUTO, &d));
     d.H = d.W = d.P = d.Q = 4, d.N = 3; // one tile an image
-    CHECK(nk_conv2d_winograd(NK_ISA_AVX512, NK_CONV_AUTO, &d));
-    CHECK(!nk_conv2d_winograd_fwd(NK_ISA_AVX512, NK_CONV_AUTO, &d));
+    CHECK(nk_conv2d_winograd(isa, NK_CONV_AUTO, &d));
+    CHECK(!nk_conv2d_winograd_fwd(isa, NK_CONV_AUTO, &d));
     d.N = 4;
-    CHECK(nk_conv2d_winograd_fwd(NK_ISA_AVX512, NK_CONV_AUTO, &d));
+    CHECK(nk_conv2d_winograd_fwd(isa, NK_CONV_AUTO, &d));
     d.H = d.W = d.P = d.Q = 7, d.N = 1; // 4 tiles in one image
-    CHECK(nk_conv2d_winograd_fwd(NK_ISA_AVX512, NK_CONV_AUTO, &d));
+    CHECK(nk_conv2d_winograd_fwd(isa, NK_CONV_AUTO, &d));
     printf("ok   winograd tile rule: packed forward from 4 tiles, unpacked passes from 32\n");
 }
 
 static void test_wino_bf16_rounding(void)
 {
-    if (nk_cpu_detect() < NK_ISA_AVX512) return;
+    if (nk_cpu_detect() < NK_ISA_AVX2) return;
     const nk_conv_desc d = {.N      = 1,
                             .H      = 8,
                             .W      = 8,
@@ -255,8 +256,8 @@ static void test_conv(const conv_case *cc)
     const double tol_fwd        = TOL_SUM_ATOL_PER_TERM * (d.R * d.S * d.C + 1);
     const double tol_bwd_data   = TOL_SUM_ATOL_PER_TERM * (d.R * d.S * d.K + 1);
     const double tol_bwd_filter = TOL_SUM_ATOL_PER_TERM * ((double)d.N * d.P * d.Q + 1);
-    // With AVX-512 the Winograd shapes (wino_shape) run the plain forward and backward data by
-    // Winograd by default (conv_algo 0): they run twice, the second time with NK_CONV_GEMM.
+    // At the machine's ISA the Winograd shapes (wino_shape) run the plain forward and backward data
+    // by Winograd by default (conv_algo 0): they run twice, the second time with NK_CONV_GEMM.
     const int nalgo = wino_shape(&d) ? 2 : 1;
     for (int isa = 0; isa <= (int)nk_cpu_detect(); isa++) {
         for (int run = 0; run < 2 * nalgo; run++) {
@@ -319,10 +320,11 @@ static void test_conv(const conv_case *cc)
                 CHECK_CLOSE(what, y, ye, (int64_t)ny, tol_fwd * 1.5, TOL_SUM_RTOL);
                 free(wp);
                 // ... and as the packed forward chooses by default: Winograd F(4x4, 3x3) for a
-                // 3x3 stride-1 'same' conv with C and K multiples of 16 on AVX-512 (its packing
+                // 3x3 stride-1 'same' conv with C and K multiples of 16 at the machine's own
+                // AVX2 or AVX-512 (its packing
                 // is then 36 transformed 3x3 ones: 4x the floats; under 4 tiles an image the
                 // GEMM's panels too, which a batch of under 4 tiles runs), the GEMM otherwise.
-                const int wino  = isa == NK_ISA_AVX512 && wino_shape(&d);
+                const int wino  = isa == (int)nk_cpu_detect() && wino_shape(&d);
                 const int tpi   = ((d.P + 3) / 4) * ((d.Q + 3) / 4);
                 const int dual  = wino && tpi < 4;
                 const size_t pg = nk_conv2d_packed_floats((nk_isa)isa, NK_CONV_GEMM, &d);
@@ -503,7 +505,8 @@ static void test_conv(const conv_case *cc)
             // 10x the direct sum's float32 error (measured 2.6e-5 against 1.9e-6 on the 288x320
             // case), so 4x the tolerance there.
             const double tol_dw =
-                tol_bwd_filter * (algo == 0 && isa == NK_ISA_AVX512 && wino_shape(&d) ? 4 : 1);
+                tol_bwd_filter *
+                (algo == 0 && isa == (int)nk_cpu_detect() && wino_shape(&d) ? 4 : 1);
             NAME("bwd_filter_dw");
             CHECK_CLOSE(what, dw, dw_ref, (int64_t)nw, tol_dw, TOL_SUM_RTOL);
             if (tol_dw > tol_bwd_filter) { // Winograd: the same bits for 1 and 2 threads

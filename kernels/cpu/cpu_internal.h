@@ -249,12 +249,14 @@ void nk_gemm_bf16_conv_cpu(nk_bf16_impl impl, const nk_exec *ex, const nk_conv_d
 // VDPBF16PS throughput loop for nk_bf16_peak_gflops; returns the flops done.
 double nk_bf16_loop_avx512(int64_t iters);
 
-// ---- Winograd F(4x4, 3x3) (winograd.c, AVX-512 only) ----
+// ---- Winograd F(4x4, 3x3) (winograd.c; AVX-512 or AVX2) ----
 //
-// nk_wino_ok: a 3x3 stride-1 'same' convolution with C and K multiples of 16 on an AVX-512
-// machine. The weights are transformed and packed once (nk_wino_packed_floats floats; the batch
-// size N of d is not used), then nk_wino_fwd computes the forward with the fused epilogue (ep
-// may be NULL) in nk_wino_ws_floats(d, nthreads) floats of ex->ws.
+// nk_wino_ok: a 3x3 stride-1 'same' convolution with C and K multiples of 16 on an AVX2 or
+// AVX-512 machine, asked for at the machine's own ISA or above (the transforms and U's layout are
+// the CPU's: nk_cpu_detect picks the tables, so a capped NK_ISA reaches the AVX2 ones). The weights
+// are transformed and packed once (nk_wino_packed_floats floats; the batch size N of d is not
+// used), then nk_wino_fwd computes the forward with the fused epilogue (ep may be NULL) in
+// nk_wino_ws_floats(d, nthreads) floats of ex->ws.
 int nk_wino_ok(nk_isa isa, const nk_conv_desc *d);
 // Floats of the shared V chunk (2 Mi); tests lower it to reach several chunks on small shapes
 // (set it before sizing the workspace).
@@ -281,31 +283,39 @@ void nk_wino_fwd(const nk_exec *ex, const nk_conv_desc *d, const float *x, const
 size_t nk_wino_wgrad_ws_floats(const nk_conv_desc *d, int nthreads);
 void nk_wino_wgrad(const nk_exec *ex, const nk_conv_desc *d, const float *x, const float *dy,
                    float *dw);
-// Transforms (winograd_avx512.c). In: V[e * ves + c] (e < 36, c < C, C % 16 == 0) from the 6x6
-// patch of image xb (H x W x C, NHWC; float32 or bf16) whose corner is (ih0, iw0), zeros outside
-// the image. Out: the 4x4 tile from M[e * mes + k] (k < n, n % 16 == 0) into y[i * ldh + j * ldw
-// + k] (or rounded to bf16 into yb at the same offsets when yb != NULL) for i < rows, j < cols,
-// with the epilogue of nk_tile_epi_fn (res float32, y's layout).
-// Weights: U[e * ues + j] for e < 36, j < 16, from the 3x3 filters g[(r*3 + s) * ld + j]. nt:
+// The transforms, one table per ISA (winograd_avx512.c, winograd_avx2.c), picked with the GEMM
+// table whose batch-reduce micro-kernel runs the 36 products (gemm: its nr is U's panel width).
+// in: V[e * ves + c] (e < 36, c < C, C % 16 == 0) from the 6x6 patch of image xb (H x W x C, NHWC;
+// float32, or bf16 for in_bf16) whose corner is (ih0, iw0), zeros outside the image.
+// out: the 4x4 tile from M[e * mes + k] (k < n, n % 16 == 0) into y[i * ldh + j * ldw + k] (or
+// rounded to bf16, as nk_f32_to_bf16, into yb at the same offsets when yb != NULL) for i < rows,
+// j < cols, with the epilogue of nk_tile_epi_fn (res float32, y's layout).
+// wt: U[e * ues + j] for e < 36, j < 16, from the 3x3 filters g[(r*3 + s) * ld + j]. nt:
 // non-temporal stores (u and ues 64-byte aligned; the caller fences).
-void nk_wino4_wt_avx512(const float *g, int64_t ld, float *u, int64_t ues, int nt);
-// The same for the filter turned 180 degrees and transposed (backward data as a forward): from
-// the 16 x 16 block w[tap * ldtap + i * ldc + j] (i < 16 input channels c, j < 16 output
-// channels k), U'[e * ues + j * ldk + i] = the transform of w[(8 - tap) * ldtap + i * ldc + j].
-void nk_wino4_wt_flip_avx512(const float *w, int64_t ldc, int64_t ldtap, float *u, int64_t ldk,
-                             int64_t ues, int nt);
-void nk_wino4_in_avx512(const float *xb, int H, int W, int C, int ih0, int iw0, float *v,
-                        int64_t ves);
-// Weight gradient: Z[e * zes + k] (k < K, K % 16 == 0) = (A dY A^T) of the 4x4 tile of dyb (P x Q
-// x K) whose corner is (oh0, ow0), zeros past P and Q; and dW = G^T M G for 16 channel pairs:
-// M[e * mes + j] (j < 16) into dw[(r*3 + s) * ldtap + j].
-void nk_wino4_dy_avx512(const float *dyb, int P, int Q, int K, int oh0, int ow0, float *z,
-                        int64_t zes);
-void nk_wino4_dw_avx512(const float *m, int64_t mes, float *dw, int64_t ldtap);
-void nk_wino4_in_bf16_avx512(const uint16_t *xb, int H, int W, int C, int ih0, int iw0, float *v,
-                             int64_t ves);
-void nk_wino4_out_avx512(const float *m, int64_t mes, int n, float *y, uint16_t *yb, int64_t ldh,
-                         int64_t ldw, int rows, int cols, const float *bias, const float *sc,
-                         const float *sh, const float *res, int relu);
+// wt_flip: the same for the filter turned 180 degrees and transposed (backward data as a
+// forward): from the 16 x 16 block w[tap * ldtap + i * ldc + j] (i < 16 input channels c, j < 16
+// output channels k), U'[e * ues + j * ldk + i] = the transform of w[(8 - tap) * ldtap + i * ldc +
+// j].
+// dy (weight gradient): Z[e * zes + k] (k < K, K % 16 == 0) = (A dY A^T) of the 4x4 tile of dyb
+// (P x Q x K) whose corner is (oh0, ow0), zeros past P and Q; dw: dW = G^T M G for 16 channel
+// pairs, M[e * mes + j] (j < 16) into dw[(r*3 + s) * ldtap + j].
+typedef struct nk_wino_kernel {
+    nk_isa isa;
+    const nk_gemm_kernel *gemm;
+    void (*in)(const float *xb, int H, int W, int C, int ih0, int iw0, float *v, int64_t ves);
+    void (*in_bf16)(const uint16_t *xb, int H, int W, int C, int ih0, int iw0, float *v,
+                    int64_t ves);
+    void (*out)(const float *m, int64_t mes, int n, float *y, uint16_t *yb, int64_t ldh,
+                int64_t ldw, int rows, int cols, const float *bias, const float *sc,
+                const float *sh, const float *res, int relu);
+    void (*wt)(const float *g, int64_t ld, float *u, int64_t ues, int nt);
+    void (*wt_flip)(const float *w, int64_t ldc, int64_t ldtap, float *u, int64_t ldk, int64_t ues,
+                    int nt);
+    void (*dy)(const float *dyb, int P, int Q, int K, int oh0, int ow0, float *z, int64_t zes);
+    void (*dw)(const float *m, int64_t mes, float *dw, int64_t ldtap);
+} nk_wino_kernel;
+
+extern const nk_wino_kernel nk_wino_kernel_avx512;
+extern const nk_wino_kernel nk_wino_kernel_avx2;
 
 #endif

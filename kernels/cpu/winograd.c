@@ -8,15 +8,17 @@
  * that cost O(C + K) per tile.
  *
  * Layout. U (the transformed weights: packed once for inference, transformed per call in
- * training) is stored as 36 B matrices packed for the AVX-512 micro-kernel (panels of NR columns
- * over all C). A work unit is a block of WINO_TB tiles x a block of output channels: per NR-wide
- * panel it runs the 36 small GEMMs from V[e][tile][C] into a per-thread M[e][tile][NR] (L2)
- * through the same batch-reduce micro-kernel as the implicit GEMM (ukr_rows, one segment of C),
- * then the output transform with the fused epilogue writes y. Where one unit covers all K
- * (local_v), it transforms its own tiles into a per-thread V first; otherwise the tiles go a chunk
- * at a time, all threads transforming the chunk into a shared V (L3) before the units run, so that
- * no tile is transformed once per channel block. The transforms are in winograd_avx512.c; the
- * specification is the direct convolution (kernels/ref/conv2d.c), and tests/test_ops.c compares.
+ * training) is stored as 36 B matrices packed for the CPU's micro-kernel (nk_wino_kernel's gemm:
+ * panels of NR columns over all C, 64 with AVX-512, 16 with AVX2). A work unit is a block of
+ * WINO_TB tiles x a block of output channels: per NR-wide panel it runs the 36 small GEMMs from
+ * V[e][tile][C] into a per-thread M[e][tile][NR] (L2) through the same batch-reduce micro-kernel as
+ * the implicit GEMM (ukr_rows, one segment of C), then the output transform with the fused epilogue
+ * writes y. Where one unit covers all K (local_v), it transforms its own tiles into a per-thread V
+ * first; otherwise the tiles go a chunk at a time, all threads transforming the chunk into a shared
+ * V (L3) before the units run, so that no tile is transformed once per channel block. The
+ * transforms are in winograd_avx512.c and winograd_avx2.c (the same arithmetic, 16 or 8 channels a
+ * vector); the specification is the direct convolution (kernels/ref/conv2d.c), and tests/test_ops.c
+ * compares.
  *
  * Accuracy: the transforms multiply by up to 8 and divide by up to 24, so float32 rounding grows
  * by about one decimal digit against the direct sum (test_ops: max error 2e-4 against 2e-5 on
@@ -58,18 +60,27 @@ static size_t round16(size_t n)
     return (n + 15) & ~(size_t)15;
 }
 
+// The transforms and GEMM of this CPU (NULL: none).
+static const nk_wino_kernel *wk(void)
+{
+    const nk_isa have = nk_cpu_detect();
+    return have >= NK_ISA_AVX512 ? &nk_wino_kernel_avx512
+           : have >= NK_ISA_AVX2 ? &nk_wino_kernel_avx2
+                                 : NULL;
+}
+
 int nk_wino_ok(nk_isa isa, const nk_conv_desc *d)
 {
-    return isa >= NK_ISA_AVX512 && nk_gemm_kernel_avx512.mr <= WINO_MAX_MR &&
-           nk_cpu_detect() >= NK_ISA_AVX512 && d->R == 3 && d->S == 3 && d->stride == 1 &&
-           d->pad_h == 1 && d->pad_w == 1 && d->P == d->H && d->Q == d->W && d->C % 16 == 0 &&
-           d->K % 16 == 0;
+    const nk_wino_kernel *k = wk();
+    return k && isa >= k->isa && k->gemm->mr <= WINO_MAX_MR && d->R == 3 && d->S == 3 &&
+           d->stride == 1 && d->pad_h == 1 && d->pad_w == 1 && d->P == d->H && d->Q == d->W &&
+           d->C % 16 == 0 && d->K % 16 == 0;
 }
 
 // Floats of one point's packed U_e: ceil(K / NR) panels of C x NR.
 static size_t packed_e_floats(const nk_conv_desc *d)
 {
-    const int NR = nk_gemm_kernel_avx512.nr;
+    const int NR = wk()->gemm->nr;
     return (size_t)((d->K + NR - 1) / NR) * NR * d->C;
 }
 
@@ -99,7 +110,7 @@ void nk_wino_pack(int nthreads, const nk_conv_desc *d, const float *w, float *ds
 {
     // Panel after panel (parallel), each written row (c) after row: 36 streams of stores, where
     // going across the panels row by row kept 36 x K/NR of them open (conv5's U at 2x the time).
-    const int C = d->C, K = d->K, NR = nk_gemm_kernel_avx512.nr, np = (K + NR - 1) / NR;
+    const int C = d->C, K = d->K, NR = wk()->gemm->nr, np = (K + NR - 1) / NR;
     const int64_t pe = (int64_t)packed_e_floats(d), ck = (int64_t)C * K;
     const int nt = wino_nt(dst, pe);
 #pragma omp parallel num_threads(nthreads > 0 ? nthreads : 1)
@@ -110,8 +121,8 @@ void nk_wino_pack(int nthreads, const nk_conv_desc *d, const float *w, float *ds
             const int n  = K - p * NR < NR ? K - p * NR : NR;
             for (int c = 0; c < C; c++) {
                 for (int j = 0; j < n; j += 16)
-                    nk_wino4_wt_avx512(w + (int64_t)c * K + p * NR + j, ck,
-                                       panel + (int64_t)c * NR + j, pe, nt);
+                    wk()->wt(w + (int64_t)c * K + p * NR + j, ck, panel + (int64_t)c * NR + j, pe,
+                             nt);
                 if (n < NR) // the last panel's columns past K
                     for (int e = 0; e < WINO_E; e++)
                         memset(panel + e * pe + (int64_t)c * NR + n, 0,
@@ -126,7 +137,7 @@ void nk_wino_pack_flipped(int nthreads, const nk_conv_desc *d, const float *w, f
 {
     // The turned convolution's U_e has K rows (its input channels) and C columns in panels of
     // NR; each panel (parallel) is written row after row, two 16 x 16 blocks of w at a time.
-    const int C = d->C, K = d->K, NR = nk_gemm_kernel_avx512.nr, np = (C + NR - 1) / NR;
+    const int C = d->C, K = d->K, NR = wk()->gemm->nr, np = (C + NR - 1) / NR;
     const int64_t pe = (int64_t)np * NR * K, ck = (int64_t)C * K;
     const int nt = wino_nt(dst, pe);
 #pragma omp parallel num_threads(nthreads > 0 ? nthreads : 1)
@@ -137,8 +148,8 @@ void nk_wino_pack_flipped(int nthreads, const nk_conv_desc *d, const float *w, f
             const int n  = C - p * NR < NR ? C - p * NR : NR;
             for (int k0 = 0; k0 < K; k0 += 16) {
                 for (int i = 0; i < n; i += 16)
-                    nk_wino4_wt_flip_avx512(w + (int64_t)(p * NR + i) * K + k0, K, ck,
-                                            panel + (int64_t)k0 * NR + i, NR, pe, nt);
+                    wk()->wt_flip(w + (int64_t)(p * NR + i) * K + k0, K, ck,
+                                  panel + (int64_t)k0 * NR + i, NR, pe, nt);
                 if (n < NR) // the last panel's columns past C
                     for (int e = 0; e < WINO_E; e++)
                         for (int j = 0; j < 16; j++)
@@ -192,7 +203,7 @@ static int64_t tiles_of(const nk_conv_desc *d)
 #define WINO_LOCAL_UNITS 8
 static int local_v(const nk_conv_desc *d)
 {
-    const int nr = nk_gemm_kernel_avx512.nr;
+    const int nr = wk()->gemm->nr;
     return d->K <= WINO_KBP * nr ||
            (d->K <= WINO_LOCAL_KBP * nr && tiles_of(d) >= (int64_t)WINO_LOCAL_UNITS * WINO_TB);
 }
@@ -200,7 +211,7 @@ static int local_v(const nk_conv_desc *d)
 // Per-thread floats: M, and V when local_v.
 static size_t thread_floats(const nk_conv_desc *d)
 {
-    const size_t m = round16((size_t)WINO_E * WINO_TB * nk_gemm_kernel_avx512.nr);
+    const size_t m = round16((size_t)WINO_E * WINO_TB * wk()->gemm->nr);
     return m + (local_v(d) ? round16((size_t)WINO_E * WINO_TB * d->C) : 0);
 }
 
@@ -251,11 +262,10 @@ static void in_tiles(const wino_run *r, int64_t g0, int64_t n, float *v, int64_t
         int oh, ow;
         const int64_t o = tile_at(r, g0 + t, &oh, &ow) * d->H * d->W * d->C;
         if (r->xb)
-            nk_wino4_in_bf16_avx512(r->xb + o, d->H, d->W, d->C, oh - d->pad_h, ow - d->pad_w,
-                                    v + t * d->C, ves);
+            wk()->in_bf16(r->xb + o, d->H, d->W, d->C, oh - d->pad_h, ow - d->pad_w, v + t * d->C,
+                          ves);
         else
-            nk_wino4_in_avx512(r->x + o, d->H, d->W, d->C, oh - d->pad_h, ow - d->pad_w,
-                               v + t * d->C, ves);
+            wk()->in(r->x + o, d->H, d->W, d->C, oh - d->pad_h, ow - d->pad_w, v + t * d->C, ves);
     }
 }
 
@@ -265,7 +275,7 @@ static void in_tiles(const wino_run *r, int64_t g0, int64_t n, float *v, int64_t
 static void unit(const wino_run *r, const float *v, int64_t ves, int64_t g0, int tbn, int k0,
                  int k1, float *mb)
 {
-    const nk_gemm_kernel *kr = &nk_gemm_kernel_avx512;
+    const nk_gemm_kernel *kr = wk()->gemm;
     const nk_conv_desc *d    = r->d;
     const int MR = kr->mr, NR = kr->nr, C = d->C, K = d->K, P = d->P, Q = d->Q;
     for (int j = k0; j < k1; j += NR) {
@@ -286,11 +296,10 @@ static void unit(const wino_run *r, const float *v, int64_t ves, int64_t g0, int
             int oh, ow;
             const int64_t img = tile_at(r, g0 + i, &oh, &ow);
             const int64_t off = ((img * P + oh) * Q + ow) * K + j;
-            nk_wino4_out_avx512(mb + (int64_t)i * NR, (int64_t)WINO_TB * NR, n,
-                                r->yb ? NULL : r->y + off, r->yb ? r->yb + off : NULL,
-                                (int64_t)Q * K, K, P - oh < 4 ? P - oh : 4, Q - ow < 4 ? Q - ow : 4,
-                                r->b ? r->b + j : NULL, r->sc ? r->sc + j : NULL,
-                                r->sc ? r->sh + j : NULL, r->res ? r->res + off : NULL, r->relu);
+            wk()->out(mb + (int64_t)i * NR, (int64_t)WINO_TB * NR, n, r->yb ? NULL : r->y + off,
+                      r->yb ? r->yb + off : NULL, (int64_t)Q * K, K, P - oh < 4 ? P - oh : 4,
+                      Q - ow < 4 ? Q - ow : 4, r->b ? r->b + j : NULL, r->sc ? r->sc + j : NULL,
+                      r->sc ? r->sh + j : NULL, r->res ? r->res + off : NULL, r->relu);
         }
     }
 }
@@ -298,7 +307,7 @@ static void unit(const wino_run *r, const float *v, int64_t ves, int64_t g0, int
 void nk_wino_fwd(const nk_exec *ex, const nk_conv_desc *d, const float *x, const uint16_t *xb,
                  const float *up, const float *b, const nk_epilogue *ep, float *y, uint16_t *yb)
 {
-    const int NR = nk_gemm_kernel_avx512.nr, C = d->C, K = d->K;
+    const int NR = wk()->gemm->nr, C = d->C, K = d->K;
     const int KB = WINO_KBP * NR, nkb = (K + KB - 1) / KB;
     const int64_t T  = tiles_of(d);
     const int local  = local_v(d);
@@ -395,17 +404,16 @@ void nk_wino_wgrad(const nk_exec *ex, const nk_conv_desc *d, const float *x, con
                 int oh, ow;
                 const int64_t img = tile_at(&r, t0 + t, &oh, &ow);
                 in_tiles(&r, t0 + t, 1, V + t * C, TC * C);
-                nk_wino4_dy_avx512(dy + img * P * Q * K, P, Q, K, oh, ow, Z + t * K, TC * K);
+                wk()->dy(dy + img * P * Q * K, P, Q, K, oh, ow, Z + t * K, TC * K);
             }
 #pragma omp for schedule(dynamic, 1)
             for (int e = 0; e < WINO_E; e++)
-                nk_sgemm_atb_cpu(NK_ISA_AVX512, &one, C, K, (int)tc, V + e * TC * C, C,
-                                 Z + e * TC * K, K, t0 == 0 ? 0.0f : 1.0f, M + e * mes, K);
+                nk_sgemm_atb_cpu(wk()->isa, &one, C, K, (int)tc, V + e * TC * C, C, Z + e * TC * K,
+                                 K, t0 == 0 ? 0.0f : 1.0f, M + e * mes, K);
         }
 #pragma omp for schedule(static)
         for (int c = 0; c < C; c++)
             for (int k = 0; k < K; k += 16)
-                nk_wino4_dw_avx512(M + (int64_t)c * K + k, mes, dw + (int64_t)c * K + k,
-                                   (int64_t)C * K);
+                wk()->dw(M + (int64_t)c * K + k, mes, dw + (int64_t)c * K + k, (int64_t)C * K);
     }
 }

@@ -102,21 +102,21 @@ in_tile(const void *x, int bf, int H, int W, int C, int ih0, int iw0, float *v, 
     }
 }
 
-void nk_wino4_in_avx512(const float *xb, int H, int W, int C, int ih0, int iw0, float *v,
-                        int64_t ves)
+static void nk_wino4_in_avx512(const float *xb, int H, int W, int C, int ih0, int iw0, float *v,
+                               int64_t ves)
 {
     in_tile(xb, 0, H, W, C, ih0, iw0, v, ves);
 }
 
-void nk_wino4_in_bf16_avx512(const uint16_t *xb, int H, int W, int C, int ih0, int iw0, float *v,
-                             int64_t ves)
+static void nk_wino4_in_bf16_avx512(const uint16_t *xb, int H, int W, int C, int ih0, int iw0,
+                                    float *v, int64_t ves)
 {
     in_tile(xb, 1, H, W, C, ih0, iw0, v, ves);
 }
 
-void nk_wino4_out_avx512(const float *m, int64_t mes, int n, float *y, uint16_t *yb, int64_t ldh,
-                         int64_t ldw, int rows, int cols, const float *bias, const float *sc,
-                         const float *sh, const float *res, int relu)
+static void nk_wino4_out_avx512(const float *m, int64_t mes, int n, float *y, uint16_t *yb,
+                                int64_t ldh, int64_t ldw, int rows, int cols, const float *bias,
+                                const float *sc, const float *sh, const float *res, int relu)
 {
     const __m512 zero = _mm512_setzero_ps();
     for (int k = 0; k < n; k += 16) {
@@ -168,7 +168,7 @@ static inline void g3(const __m512 g[3], __m512 u[6])
     u[5]             = g[2];
 }
 
-void nk_wino4_wt_avx512(const float *g, int64_t ld, float *u, int64_t ues, int nt)
+static void nk_wino4_wt_avx512(const float *g, int64_t ld, float *u, int64_t ues, int nt)
 {
     __m512 t[6][3]; // t = G g
     for (int s = 0; s < 3; s++) {
@@ -191,8 +191,8 @@ void nk_wino4_wt_avx512(const float *g, int64_t ld, float *u, int64_t ues, int n
     }
 }
 
-void nk_wino4_wt_flip_avx512(const float *w, int64_t ldc, int64_t ldtap, float *u, int64_t ldk,
-                             int64_t ues, int nt)
+static void nk_wino4_wt_flip_avx512(const float *w, int64_t ldc, int64_t ldtap, float *u,
+                                    int64_t ldk, int64_t ues, int nt)
 {
     // tmp[rs][j][i]: tap rs of the turned filter, channel k0 + j, channel c0 + i.
     float tmp[9][16][16] __attribute__((aligned(64)));
@@ -227,8 +227,8 @@ static inline void a6(const __m512 z[4], __m512 o[6])
     o[5]           = z[3];
 }
 
-void nk_wino4_dy_avx512(const float *dyb, int P, int Q, int K, int oh0, int ow0, float *z,
-                        int64_t zes)
+static void nk_wino4_dy_avx512(const float *dyb, int P, int Q, int K, int oh0, int ow0, float *z,
+                               int64_t zes)
 {
     const __m512 zero = _mm512_setzero_ps();
     for (int k = 0; k < K; k += 16) {
@@ -264,7 +264,7 @@ static inline void gt6(const __m512 m[6], __m512 o[3])
     o[2] = _mm512_fmadd_ps(s6, _mm512_sub_ps(p34, p12), m[5]);
 }
 
-void nk_wino4_dw_avx512(const float *m, int64_t mes, float *dw, int64_t ldtap)
+static void nk_wino4_dw_avx512(const float *m, int64_t mes, float *dw, int64_t ldtap)
 {
     __m512 t[3][6]; // t = G^T M
     for (int j = 0; j < 6; j++) {
@@ -282,3 +282,15 @@ void nk_wino4_dw_avx512(const float *m, int64_t mes, float *dw, int64_t ldtap)
             _mm512_storeu_ps(dw + (r * 3 + s) * ldtap, o[s]);
     }
 }
+
+const nk_wino_kernel nk_wino_kernel_avx512 = {
+    .isa     = NK_ISA_AVX512,
+    .gemm    = &nk_gemm_kernel_avx512,
+    .in      = nk_wino4_in_avx512,
+    .in_bf16 = nk_wino4_in_bf16_avx512,
+    .out     = nk_wino4_out_avx512,
+    .wt      = nk_wino4_wt_avx512,
+    .wt_flip = nk_wino4_wt_flip_avx512,
+    .dy      = nk_wino4_dy_avx512,
+    .dw      = nk_wino4_dw_avx512,
+};
