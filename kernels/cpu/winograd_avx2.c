@@ -11,15 +11,15 @@
 #include "kernels/cpu/cpu_internal.h"
 
 typedef __m256 vf;
-#define VL        8
-#define vadd      _mm256_add_ps
-#define vsub      _mm256_sub_ps
-#define vmul      _mm256_mul_ps
-#define vfmadd    _mm256_fmadd_ps
-#define vfnmadd   _mm256_fnmadd_ps
-#define vset1     _mm256_set1_ps
-#define vload     _mm256_loadu_ps
-#define vstore    _mm256_storeu_ps
+#define VL      8
+#define vadd    _mm256_add_ps
+#define vsub    _mm256_sub_ps
+#define vmul    _mm256_mul_ps
+#define vfmadd  _mm256_fmadd_ps
+#define vfnmadd _mm256_fnmadd_ps
+#define vset1   _mm256_set1_ps
+#define vload   _mm256_loadu_ps
+#define vstore  _mm256_storeu_ps
 
 // t = B^T d for six values, as adds and multiplies by 2, 4 and 5 in a shared order.
 static inline void bt6(const vf d[6], vf t[6])
@@ -259,8 +259,7 @@ static inline void a6(const vf z[4], vf o[6])
     o[5]       = z[3];
 }
 
-static void wino4_dy(const float *dyb, int P, int Q, int K, int oh0, int ow0, float *z,
-                     int64_t zes)
+static void wino4_dy(const float *dyb, int P, int Q, int K, int oh0, int ow0, float *z, int64_t zes)
 {
     const vf zero = _mm256_setzero_ps();
     for (int k = 0; k < K; k += VL) {
