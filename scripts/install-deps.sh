@@ -1,6 +1,6 @@
 #!/bin/sh
 # Installs what pneumo needs on Debian 12 to build and run its tests (and, with --bench, the
-# peers the benchmarks compare against: OpenBLAS and PyTorch), then the test-only npm packages
+# peers the benchmarks compare against: OpenBLAS, oneDNN and PyTorch), then the test-only npm packages
 # pinned in package-lock.json (the local S3 server of tests/s3.sh). Safe to run again.
 set -e
 SUDO=
@@ -11,7 +11,7 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 # libmicrohttpd-dev: pneumo serve; nginx, openssl: deploy/stack.sh (TLS in front of serve);
 # chromium: the page's browser test (driven by npm playwright-core); wrk: the serve load bench.
 PKGS="build-essential pkg-config python3 libhdf5-dev libjansson-dev libpng-dev libturbojpeg0-dev libjpeg62-turbo-dev libcurl4-openssl-dev libexpat1-dev libssl-dev libhiredis-dev libmicrohttpd-dev redis-server awscli nginx openssl curl chromium wrk"
-[ "${1:-}" = "--bench" ] && PKGS="$PKGS libopenblas-dev python3-torch"
+[ "${1:-}" = "--bench" ] && PKGS="$PKGS libopenblas-dev libdnnl-dev python3-torch"
 # A node already on PATH (NodeSource's package, nvm) is kept.
 command -v node >/dev/null 2>&1 || PKGS="$PKGS nodejs"
 updated=

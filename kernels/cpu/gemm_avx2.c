@@ -203,9 +203,50 @@ static void ukr_atb_avx2(int64_t kc, const float *a, int64_t lda, const float *b
     }
 }
 
+// Stores a finished tile: acc + beta * C, then the epilogue e (NULL: none). full: a whole MR x NR
+// tile (a constant at each call, so that no lane masks are built for it).
+static inline __attribute__((always_inline)) void rows_store(__m256 acc[MR][NV], float *c,
+                                                             int64_t ldc, float beta, int m, int n,
+                                                             const nk_tile_epi *e, int full)
+{
+    const __m256 vb = _mm256_set1_ps(beta), zero = _mm256_setzero_ps();
+    const float *bias = e ? e->bias : NULL, *sc = e ? e->sc : NULL, *sh = e ? e->sh : NULL;
+    const float *res = e ? e->res : NULL;
+    const int relu   = e && e->relu;
+    // Non-temporal stores: a whole-width tile whose rows all start on a cache line.
+    const int nt_store = e && e->stream && full && ((uintptr_t)c & 63) == 0 && (ldc & 15) == 0;
+    __m256i km[NV];
+    __m256 eb[NV], es[NV], eh[NV];
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; v++) {
+        km[v] = lane_mask(n - 8 * v);
+        eb[v] = bias ? _mm256_maskload_ps(bias + 8 * v, km[v]) : zero;
+        es[v] = sc ? _mm256_maskload_ps(sc + 8 * v, km[v]) : zero;
+        eh[v] = sc ? _mm256_maskload_ps(sh + 8 * v, km[v]) : zero;
+    }
+#pragma GCC unroll 16
+    for (int i = 0; i < MR; i++) {
+        if (i >= m) break;
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; v++) {
+            float *cp = c + i * ldc + 8 * v;
+            __m256 r  = acc[i][v];
+            if (beta != 0.0f) r = _mm256_fmadd_ps(vb, load_n(cp, km[v], full), r);
+            r = epi_vec(r, km[v], full, bias, eb[v], sc, es[v], eh[v],
+                        res ? res + i * ldc + 8 * v : NULL, relu);
+            if (nt_store)
+                _mm256_stream_ps(cp, r);
+            else
+                store_n(cp, km[v], full, r);
+        }
+    }
+}
+
 // Batch-reduce form over unpacked rows (see nk_gemm_ukr_rows_fn): the A broadcasts come straight
 // from the activations, so a convolution needs no A packing at all; the epilogue is applied in
-// registers, so C is written once.
+// registers, so C is written once. The stores of a whole tile without beta or epilogue (training's
+// forward, the input gradients) are plain ones: with K = 64 (conv2's 1x1s) the general store
+// path's branches and masks cost a seventh of the call.
 static inline __attribute__((always_inline)) void
 ukr_rows_body(int nseg, const int *seglen, const float *const *rows, const float *b, float *c,
               int64_t ldc, float beta, int m, int n, const nk_tile_epi *e, int pf)
@@ -239,37 +280,19 @@ ukr_rows_body(int nseg, const int *seglen, const float *const *rows, const float
             b += NR;
         }
     }
-    const __m256 vb = _mm256_set1_ps(beta), zero = _mm256_setzero_ps();
-    const float *bias = e ? e->bias : NULL, *sc = e ? e->sc : NULL, *sh = e ? e->sh : NULL;
-    const float *res = e ? e->res : NULL;
-    const int relu   = e && e->relu;
-    const int full   = n == NR;
-    // Non-temporal stores: a whole-width tile whose rows all start on a cache line.
-    const int nt_store = e && e->stream && full && ((uintptr_t)c & 63) == 0 && (ldc & 15) == 0;
-    __m256i km[NV];
-    __m256 eb[NV], es[NV], eh[NV];
-#pragma GCC unroll 4
-    for (int v = 0; v < NV; v++) {
-        km[v] = lane_mask(n - 8 * v);
-        eb[v] = bias ? _mm256_maskload_ps(bias + 8 * v, km[v]) : zero;
-        es[v] = sc ? _mm256_maskload_ps(sc + 8 * v, km[v]) : zero;
-        eh[v] = sc ? _mm256_maskload_ps(sh + 8 * v, km[v]) : zero;
-    }
+    if (m == MR && n == NR) {
+        if (!e && beta == 0.0f) {
 #pragma GCC unroll 16
-    for (int i = 0; i < MR; i++) {
-        if (i >= m) break;
+            for (int i = 0; i < MR; i++) {
 #pragma GCC unroll 4
-        for (int v = 0; v < NV; v++) {
-            float *cp = c + i * ldc + 8 * v;
-            __m256 r  = acc[i][v];
-            if (beta != 0.0f) r = _mm256_fmadd_ps(vb, load_n(cp, km[v], full), r);
-            r = epi_vec(r, km[v], full, bias, eb[v], sc, es[v], eh[v],
-                        res ? res + i * ldc + 8 * v : NULL, relu);
-            if (nt_store)
-                _mm256_stream_ps(cp, r);
-            else
-                store_n(cp, km[v], full, r);
+                for (int v = 0; v < NV; v++)
+                    _mm256_storeu_ps(c + i * ldc + 8 * v, acc[i][v]);
+            }
+            return;
         }
+        rows_store(acc, c, ldc, beta, MR, NR, e, 1);
+    } else {
+        rows_store(acc, c, ldc, beta, m, n, e, 0);
     }
 }
 
