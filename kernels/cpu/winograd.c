@@ -50,7 +50,10 @@
 // alternating, forward 7.83-9.11 -> 7.54-8.80 ms, input gradient 7.94-9.01 -> 7.55-8.76;
 // conv3's-conv5's and batch 1 within the noise.
 #define WINO_TB     24
-#define WINO_KBP    2 // NR-wide panels of output channels per work unit
+// Output channels per work unit: 128 (2 panels of AVX-512's 64, 8 of AVX2's 16).
+#ifndef WINO_KB_CH
+#    define WINO_KB_CH 128
+#endif
 #define WINO_MAX_MR 16
 // V chunk target: 2 Mi floats (8 MiB) stays in L3 between the input transform and the GEMMs.
 size_t nk_wino_chunk_floats = 2u << 20;
@@ -188,7 +191,7 @@ static int64_t tiles_of(const nk_conv_desc *d)
 // nothing is transformed twice, and V never leaves the core's L2): the alternative, a shared V
 // chunk that all threads fill before any GEMM, measured 16.8 ms against 7.9 ms on conv2's 3x3
 // (C = K = 64, batch 16), where the GEMMs are too short to hide reading V from L3.
-// A unit also covers all of K up to WINO_LOCAL_KBP panels when the batch has at least
+// A unit also covers all of K up to WINO_LOCAL_CH channels when the batch has at least
 // WINO_LOCAL_UNITS tile blocks (enough units for any thread count to share; the decision must
 // not depend on the threads, since the workspace query sizes V by it): conv3's 3x3 (K = 128) at
 // batch 16, builds alternating, best of 11: forward 6.95-7.01 -> 6.32-6.39 ms, input gradient
@@ -197,15 +200,33 @@ static int64_t tiles_of(const nk_conv_desc *d)
 // measured no worse than the shared V there). Up to 8 panels (conv4's K = 256) gained 0-6 %
 // with V at 864 KiB of the 1 MiB L2: left at 4. Those panels were 32 wide (the 12 x 32 tile);
 // with 6 x 64 (4cea066), 4 panels cover K = 256, so conv4's 3x3 now takes the local V as well
-// (and a unit WINO_KBP x 64 channels): the tile change's run had conv4's 3x3 8.0 -> 7.0 ms in
-// the forward and 8.7 -> 7.9 in the input gradient.
-#define WINO_LOCAL_KBP   4
+// (and a unit 128 channels): the tile change's run had conv4's 3x3 8.0 -> 7.0 ms in the forward
+// and 8.7 -> 7.9 in the input gradient. Both bounds were first counted in panels; with AVX2's
+// 16-wide panels that meant units of 32 channels and the local V only up to K = 64. Counted in
+// channels (the same for AVX-512), on Zen 3 with AVX2 (batch 16, `pneumo bench conv --shape`,
+// best of 5 alternating): conv3's 3x3 forward 13.8 -> 10.4 ms, input gradient 14.4 -> 12.5;
+// conv4's 17.0 -> 13.2 and 19.8 -> 16.3 (V at 864 KiB, past the 512 KiB L2, still faster);
+// conv5's (K = 512, the shared V) within the noise; the inference step 0.964x.
+#ifndef WINO_LOCAL_CH
+#    define WINO_LOCAL_CH 256
+#endif
 #define WINO_LOCAL_UNITS 8
+// Those channel counts in whole NR-wide panels (at least one).
+static int kb_channels(int nr)
+{
+    return WINO_KB_CH > nr ? WINO_KB_CH / nr * nr : nr;
+}
+
+static int local_channels(int nr)
+{
+    return WINO_LOCAL_CH > nr ? WINO_LOCAL_CH / nr * nr : nr;
+}
+
 static int local_v(const nk_conv_desc *d)
 {
     const int nr = wk()->gemm->nr;
-    return d->K <= WINO_KBP * nr ||
-           (d->K <= WINO_LOCAL_KBP * nr && tiles_of(d) >= (int64_t)WINO_LOCAL_UNITS * WINO_TB);
+    return d->K <= kb_channels(nr) ||
+           (d->K <= local_channels(nr) && tiles_of(d) >= (int64_t)WINO_LOCAL_UNITS * WINO_TB);
 }
 
 // Per-thread floats: M, and V when local_v.
@@ -308,7 +329,7 @@ void nk_wino_fwd(const nk_exec *ex, const nk_conv_desc *d, const float *x, const
                  const float *up, const float *b, const nk_epilogue *ep, float *y, uint16_t *yb)
 {
     const int NR = wk()->gemm->nr, C = d->C, K = d->K;
-    const int KB = WINO_KBP * NR, nkb = (K + KB - 1) / KB;
+    const int KB = kb_channels(NR), nkb = (K + KB - 1) / KB;
     const int64_t T  = tiles_of(d);
     const int local  = local_v(d);
     const int64_t TC = local ? WINO_TB : fwd_chunk_tiles(d, T);
