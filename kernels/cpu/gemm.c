@@ -318,7 +318,9 @@ static int conv_rows(const nk_gemm_kernel *kr, const nk_conv_desc *d, const floa
 // reduce, conv4's and conv5's) 0.96-0.975x the time, faster in 4-5 of 5 rounds; K < 512 runs
 // the same code. (512 in the packed GEMM's table too was mixed: some input gradients faster,
 // others slower.)
-#define CONV_WIDE_KC 512
+#ifndef CONV_WIDE_KC
+#    define CONV_WIDE_KC 512
+#endif
 _Static_assert(CONV_WIDE_KC <= NK_GEMM_MAX_KC,
                "the workspace and segment arrays cover CONV_WIDE_KC");
 

@@ -49,7 +49,7 @@
 // buffers are huge pages: conv2's 3x3 (56 x 56, C = 64) at batch 16, best of 11 with the builds
 // alternating, forward 7.83-9.11 -> 7.54-8.80 ms, input gradient 7.94-9.01 -> 7.55-8.76;
 // conv3's-conv5's and batch 1 within the noise.
-#define WINO_TB     24
+#define WINO_TB 24
 // Output channels per work unit: 128 (2 panels of AVX-512's 64, 8 of AVX2's 16).
 #ifndef WINO_KB_CH
 #    define WINO_KB_CH 128
