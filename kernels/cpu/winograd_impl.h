@@ -61,8 +61,8 @@ in_tile(const void *x, int bf, int H, int W, int C, int ih0, int iw0, float *v, 
             for (int i = 0; i < 6; i++) {
                 const int64_t off = ((int64_t)(ih0 + i) * W + iw0 + j) * C + c;
                 d[i] = rok[i] && cok[j] ? vload_x(bf ? (const void *)((const uint16_t *)x + off)
-                                                   : (const void *)((const float *)x + off),
-                                                bf)
+                                                     : (const void *)((const float *)x + off),
+                                                  bf)
                                         : zero;
             }
             bt6(d, o);
