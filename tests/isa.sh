@@ -1,8 +1,9 @@
 #!/bin/sh
 # The kernels' lower-ISA paths on a machine that has more: tests/test_ops again with the CPU
 # capped by NK_ISA (kernels/cpu/cpu.c). test_ops itself passes every ISA to the kernels that take
-# one; the loops that pick their build from the CPU at run time (the baseline copies of
-# bn_impl.h and pool_impl.h) are only reached this way on an AVX-512 machine.
+# one; the code that picks its build from the CPU at run time (the copies of bn_impl.h and
+# pool_impl.h, the Winograd transforms) reaches its lower builds only this way on a machine that
+# has more (AVX2 and baseline on AVX-512, baseline on AVX2).
 . tests/lib.sh
 B=${BUILD:-build}/tests/test_ops
 [ -x $B ] || { echo "SKIP needs $B (make)"; exit 77; }
