@@ -401,8 +401,14 @@ static void pack_b_avx2(int tb, int kc, int nc, const float *B, int64_t ldb, flo
     }
 }
 
-// mc = 480 keeps the packed A block (480 x 256 x 4 B = 480 KiB) in half the 1 MiB L2; kc = 256
-// keeps a 256 x 16 B micro-panel (16 KiB) in the 32 KiB L1 while A panels stream from L2.
+// kc = 256 keeps a 256 x 16 B micro-panel (16 KiB) in the 32 KiB L1 while A panels stream from
+// L2. mc = 480 as with AVX-512 (a 480 KiB packed A block: half of Zen 4's L2, nearly all of Zen
+// 3's 512 KiB); on Zen 3 mc = 240 measured no different on the packed weight gradients (conv4's
+// and conv5's 1x1s, 0.93-1.05x), and the implicit GEMM packs no A. Also tried there and left
+// (builds alternating, batch 16): depth blocks of 256 rather than CONV_WIDE_KC's 512 for the deep
+// 1x1s, inference 1.10x the time (1 of 6 rounds faster); ukr_rows_pf 32 or 64 floats ahead, or
+// none, within the noise either way (0.96-1.08x); each row tile across all column panels before
+// the next (its rows in L1), no better.
 const nk_gemm_kernel nk_gemm_kernel_avx2 = {
     .mr          = MR,
     .nr          = NR,
