@@ -347,6 +347,14 @@ FAST_ADAPTERS(NK_ISA_AVX512, avx512)
     }
 FAST_WINO(avx512, NK_ISA_AVX512)
 FAST_WINO(avx2, NK_ISA_AVX2)
+// Winograd where the ISA has it (AVX2 and up; the CPU picks the transforms,
+// kernels/cpu/winograd.c).
+#define SET_WINO(ops, SUF)                                                                         \
+    do {                                                                                           \
+        (ops)->conv_winograd   = fast_conv_winograd_##SUF;                                         \
+        (ops)->conv_winograd_w = fast_conv_winograd_w_##SUF;                                       \
+        (ops)->conv_fwd_wino_x = nk_conv2d_fwd_wino_x_cpu;                                         \
+    } while (0)
 
 static size_t fast_dense_ws(int nthreads)
 {
@@ -405,15 +413,11 @@ static void ops_init(nt_ctx *ctx)
     switch (isa) {
     case NK_ISA_AVX512:
         SET_FAST(o, avx512);
-        o->conv_winograd   = fast_conv_winograd_avx512;
-        o->conv_winograd_w = fast_conv_winograd_w_avx512;
-        o->conv_fwd_wino_x = nk_conv2d_fwd_wino_x_cpu;
+        SET_WINO(o, avx512);
         break;
     case NK_ISA_AVX2:
         SET_FAST(o, avx2);
-        o->conv_winograd   = fast_conv_winograd_avx2;
-        o->conv_winograd_w = fast_conv_winograd_w_avx2;
-        o->conv_fwd_wino_x = nk_conv2d_fwd_wino_x_cpu;
+        SET_WINO(o, avx2);
         break;
     default:
         SET_FAST(o, scalar);

@@ -73,140 +73,21 @@ static inline __attribute__((always_inline)) __m256 epi_vec(__m256 v, __m256i k,
 
 // ---- micro-kernels ----
 
-static void ukr_avx2(int64_t kc, const float *a, const float *b, float *c, int64_t ldc, float alpha,
-                     float beta, int m, int n)
+// acc = 0.
+static inline __attribute__((always_inline)) void zero_tile(__m256 acc[MR][NV])
 {
-    __m256 acc[MR][NV];
 #pragma GCC unroll 16
     for (int i = 0; i < MR; i++) {
 #pragma GCC unroll 4
         for (int v = 0; v < NV; v++)
             acc[i][v] = _mm256_setzero_ps();
     }
-    for (int i = 0; i < m; i++)
-        _mm_prefetch((const char *)(c + i * ldc), _MM_HINT_T0);
-
-#pragma GCC unroll 4
-    for (int64_t p = 0; p < kc; p++) {
-        __m256 bv[NV];
-#pragma GCC unroll 4
-        for (int v = 0; v < NV; v++)
-            bv[v] = _mm256_loadu_ps(b + 8 * v);
-#pragma GCC unroll 16
-        for (int i = 0; i < MR; i++) {
-            __m256 av = _mm256_broadcast_ss(a + i);
-#pragma GCC unroll 4
-            for (int v = 0; v < NV; v++)
-                acc[i][v] = _mm256_fmadd_ps(av, bv[v], acc[i][v]);
-        }
-        a += MR;
-        b += NR;
-    }
-
-    const __m256 va = _mm256_set1_ps(alpha), vb = _mm256_set1_ps(beta);
-    const int full = n == NR;
-    // Edge tile: rows past m are skipped, columns past n masked off.
-#pragma GCC unroll 16
-    for (int i = 0; i < MR; i++) {
-        if (i >= m) break;
-#pragma GCC unroll 4
-        for (int v = 0; v < NV; v++) {
-            const __m256i k = lane_mask(n - 8 * v);
-            float *cp       = c + i * ldc + 8 * v;
-            __m256 r        = _mm256_mul_ps(va, acc[i][v]);
-            if (beta != 0.0f) r = _mm256_fmadd_ps(vb, load_n(cp, k, full), r);
-            store_n(cp, k, full, r);
-        }
-    }
 }
 
-// C[0:m,0:n] = A^T B + beta * C over kc rows of unpacked A (a[p*lda + i]) and B (b[p*ldb + j]),
-// as in a weight gradient (see gemm_avx512_impl.h). Rows past m of A are never read (the edge
-// form clamps the broadcast index), columns past n of B are masked off.
-static inline __attribute__((always_inline)) void
-ukr_atb_body(int64_t kc, const float *a, int64_t lda, const float *b, int64_t ldb, float *c,
-             int64_t ldc, float beta, int m, int n, int edge, int pf)
-{
-    __m256 acc[MR][NV];
-#pragma GCC unroll 16
-    for (int i = 0; i < MR; i++) {
-#pragma GCC unroll 4
-        for (int v = 0; v < NV; v++)
-            acc[i][v] = _mm256_setzero_ps();
-    }
-    __m256i km[NV];
-#pragma GCC unroll 4
-    for (int v = 0; v < NV; v++)
-        km[v] = lane_mask(n - 8 * v);
-    int ix[MR];
-#pragma GCC unroll 16
-    for (int i = 0; i < MR; i++)
-        ix[i] = edge && i >= m ? m - 1 : i;
-    for (int64_t p = 0; p < kc; p++) {
-        __m256 bv[NV];
-        if (pf & 1)
-#pragma GCC unroll 4
-            for (int v = 0; v < NV; v += 2)
-                _mm_prefetch((const char *)(b + ATB_PF_ROWS * ldb + 8 * v), _MM_HINT_T0);
-        if (pf & 2) {
-            _mm_prefetch((const char *)(a + ATB_PF_ROWS * lda), _MM_HINT_T0);
-            _mm_prefetch((const char *)(a + ATB_PF_ROWS * lda + MR - 1), _MM_HINT_T0);
-        }
-#pragma GCC unroll 4
-        for (int v = 0; v < NV; v++)
-            bv[v] = load_n(b + 8 * v, km[v], !edge);
-#pragma GCC unroll 16
-        for (int i = 0; i < MR; i++) {
-            __m256 av = _mm256_broadcast_ss(a + (edge ? ix[i] : i));
-#pragma GCC unroll 4
-            for (int v = 0; v < NV; v++)
-                acc[i][v] = _mm256_fmadd_ps(av, bv[v], acc[i][v]);
-        }
-        a += lda;
-        b += ldb;
-    }
-    const __m256 vb = _mm256_set1_ps(beta);
-    const int full  = n == NR;
-#pragma GCC unroll 16
-    for (int i = 0; i < MR; i++) {
-        if (i >= m) break;
-#pragma GCC unroll 4
-        for (int v = 0; v < NV; v++) {
-            float *cp = c + i * ldc + 8 * v;
-            __m256 r  = acc[i][v];
-            if (beta != 0.0f) r = _mm256_fmadd_ps(vb, load_n(cp, km[v], full), r);
-            store_n(cp, km[v], full, r);
-        }
-    }
-}
-
-static void ukr_atb_avx2(int64_t kc, const float *a, int64_t lda, const float *b, int64_t ldb,
-                         float *c, int64_t ldc, float beta, int m, int n)
-{
-    const int pf = (ldb >= nk_atb_pf_min_ld) | (lda >= nk_atb_pf_min_ld) << 1; // B, A
-    if (m == MR && n == NR) {
-        switch (pf) {
-        case 0:
-            ukr_atb_body(kc, a, lda, b, ldb, c, ldc, beta, MR, NR, 0, 0);
-            break;
-        case 1:
-            ukr_atb_body(kc, a, lda, b, ldb, c, ldc, beta, MR, NR, 0, 1);
-            break;
-        case 2:
-            ukr_atb_body(kc, a, lda, b, ldb, c, ldc, beta, MR, NR, 0, 2);
-            break;
-        default:
-            ukr_atb_body(kc, a, lda, b, ldb, c, ldc, beta, MR, NR, 0, 3);
-            break;
-        }
-    } else {
-        ukr_atb_body(kc, a, lda, b, ldb, c, ldc, beta, m, n, 1, pf);
-    }
-}
-
-// Stores a finished tile: acc + beta * C, then the epilogue e (NULL: none). full: a whole MR x NR
-// tile (a constant at each call, so that no lane masks are built for it).
-static inline __attribute__((always_inline)) void rows_store(__m256 acc[MR][NV], float *c,
+// Stores a finished tile, rows past m skipped and columns past n masked off: acc + beta * C, then
+// the epilogue e (NULL: none). full: n == NR (a constant where the caller knows it, so that no
+// lane masks are built). Every micro-kernel ends here.
+static inline __attribute__((always_inline)) void store_tile(__m256 acc[MR][NV], float *c,
                                                              int64_t ldc, float beta, int m, int n,
                                                              const nk_tile_epi *e, int full)
 {
@@ -243,6 +124,108 @@ static inline __attribute__((always_inline)) void rows_store(__m256 acc[MR][NV],
     }
 }
 
+static void ukr_avx2(int64_t kc, const float *a, const float *b, float *c, int64_t ldc, float alpha,
+                     float beta, int m, int n)
+{
+    __m256 acc[MR][NV];
+    zero_tile(acc);
+    for (int i = 0; i < m; i++)
+        _mm_prefetch((const char *)(c + i * ldc), _MM_HINT_T0);
+
+#pragma GCC unroll 4
+    for (int64_t p = 0; p < kc; p++) {
+        __m256 bv[NV];
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; v++)
+            bv[v] = _mm256_loadu_ps(b + 8 * v);
+#pragma GCC unroll 16
+        for (int i = 0; i < MR; i++) {
+            __m256 av = _mm256_broadcast_ss(a + i);
+#pragma GCC unroll 4
+            for (int v = 0; v < NV; v++)
+                acc[i][v] = _mm256_fmadd_ps(av, bv[v], acc[i][v]);
+        }
+        a += MR;
+        b += NR;
+    }
+
+    const __m256 va = _mm256_set1_ps(alpha);
+#pragma GCC unroll 16
+    for (int i = 0; i < MR; i++) {
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; v++)
+            acc[i][v] = _mm256_mul_ps(va, acc[i][v]);
+    }
+    store_tile(acc, c, ldc, beta, m, n, NULL, n == NR);
+}
+
+// C[0:m,0:n] = A^T B + beta * C over kc rows of unpacked A (a[p*lda + i]) and B (b[p*ldb + j]),
+// as in a weight gradient (see gemm_avx512_impl.h). Rows past m of A are never read (the edge
+// form clamps the broadcast index), columns past n of B are masked off.
+static inline __attribute__((always_inline)) void
+ukr_atb_body(int64_t kc, const float *a, int64_t lda, const float *b, int64_t ldb, float *c,
+             int64_t ldc, float beta, int m, int n, int edge, int pf)
+{
+    __m256 acc[MR][NV];
+    zero_tile(acc);
+    __m256i km[NV];
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; v++)
+        km[v] = lane_mask(n - 8 * v);
+    int ix[MR];
+#pragma GCC unroll 16
+    for (int i = 0; i < MR; i++)
+        ix[i] = edge && i >= m ? m - 1 : i;
+    for (int64_t p = 0; p < kc; p++) {
+        __m256 bv[NV];
+        if (pf & 1)
+#pragma GCC unroll 4
+            for (int v = 0; v < NV; v += 2)
+                _mm_prefetch((const char *)(b + ATB_PF_ROWS * ldb + 8 * v), _MM_HINT_T0);
+        if (pf & 2) {
+            _mm_prefetch((const char *)(a + ATB_PF_ROWS * lda), _MM_HINT_T0);
+            _mm_prefetch((const char *)(a + ATB_PF_ROWS * lda + MR - 1), _MM_HINT_T0);
+        }
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; v++)
+            bv[v] = load_n(b + 8 * v, km[v], !edge);
+#pragma GCC unroll 16
+        for (int i = 0; i < MR; i++) {
+            __m256 av = _mm256_broadcast_ss(a + (edge ? ix[i] : i));
+#pragma GCC unroll 4
+            for (int v = 0; v < NV; v++)
+                acc[i][v] = _mm256_fmadd_ps(av, bv[v], acc[i][v]);
+        }
+        a += lda;
+        b += ldb;
+    }
+    store_tile(acc, c, ldc, beta, m, n, NULL, edge ? n == NR : 1);
+}
+
+static void ukr_atb_avx2(int64_t kc, const float *a, int64_t lda, const float *b, int64_t ldb,
+                         float *c, int64_t ldc, float beta, int m, int n)
+{
+    const int pf = (ldb >= nk_atb_pf_min_ld) | (lda >= nk_atb_pf_min_ld) << 1; // B, A
+    if (m == MR && n == NR) {
+        switch (pf) {
+        case 0:
+            ukr_atb_body(kc, a, lda, b, ldb, c, ldc, beta, MR, NR, 0, 0);
+            break;
+        case 1:
+            ukr_atb_body(kc, a, lda, b, ldb, c, ldc, beta, MR, NR, 0, 1);
+            break;
+        case 2:
+            ukr_atb_body(kc, a, lda, b, ldb, c, ldc, beta, MR, NR, 0, 2);
+            break;
+        default:
+            ukr_atb_body(kc, a, lda, b, ldb, c, ldc, beta, MR, NR, 0, 3);
+            break;
+        }
+    } else {
+        ukr_atb_body(kc, a, lda, b, ldb, c, ldc, beta, m, n, 1, pf);
+    }
+}
+
 // Batch-reduce form over unpacked rows (see nk_gemm_ukr_rows_fn): the A broadcasts come straight
 // from the activations, so a convolution needs no A packing at all; the epilogue is applied in
 // registers, so C is written once. The stores of a whole tile without beta or epilogue (training's
@@ -253,12 +236,7 @@ ukr_rows_body(int nseg, const int *seglen, const float *const *rows, const float
               int64_t ldc, float beta, int m, int n, const nk_tile_epi *e, int pf)
 {
     __m256 acc[MR][NV];
-#pragma GCC unroll 16
-    for (int i = 0; i < MR; i++) {
-#pragma GCC unroll 4
-        for (int v = 0; v < NV; v++)
-            acc[i][v] = _mm256_setzero_ps();
-    }
+    zero_tile(acc);
     for (int s = 0; s < nseg; s++, rows += MR) {
         const int len = seglen[s];
         for (int p = 0; p < len; p++) {
@@ -291,9 +269,9 @@ ukr_rows_body(int nseg, const int *seglen, const float *const *rows, const float
             }
             return;
         }
-        rows_store(acc, c, ldc, beta, MR, NR, e, 1);
+        store_tile(acc, c, ldc, beta, MR, NR, e, 1);
     } else {
-        rows_store(acc, c, ldc, beta, m, n, e, 0);
+        store_tile(acc, c, ldc, beta, m, n, e, 0);
     }
 }
 

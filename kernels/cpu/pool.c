@@ -17,33 +17,30 @@ static int threads_of(const nk_exec *ex)
     return ex && ex->nthreads > 0 ? ex->nthreads : 1;
 }
 
-void pool_maxpool_fwd_avx512(const nk_exec *ex, const nk_conv_desc *d, const float *x, float *y);
-void pool_maxpool_fwd_avx2(const nk_exec *ex, const nk_conv_desc *d, const float *x, float *y);
+// The copies of pool_impl.h built with wider vectors (pool_avx512.c, pool_avx2.c).
+#define POOL_COPY(isa)                                                                             \
+    void pool_maxpool_fwd_##isa(const nk_exec *ex, const nk_conv_desc *d, const float *x,          \
+                                float *y);                                                         \
+    void pool_maxpool_bwd_##isa(const nk_exec *ex, const nk_conv_desc *d, const float *x,          \
+                                const float *dy, float *dx);
+POOL_COPY(avx512)
+POOL_COPY(avx2)
+
+// Calls the copy of pool_impl.h's f built for the CPU's ISA.
+#define POOL_CALL(f, ...)                                                                          \
+    (nk_cpu_detect() >= NK_ISA_AVX512 ? pool_##f##_avx512(__VA_ARGS__)                             \
+     : nk_cpu_detect() >= NK_ISA_AVX2 ? pool_##f##_avx2(__VA_ARGS__)                               \
+                                      : pool_##f##_base(__VA_ARGS__))
 
 void nk_maxpool_fwd_cpu(const nk_exec *ex, const nk_conv_desc *d, const float *x, float *y)
 {
-    if (nk_cpu_detect() >= NK_ISA_AVX512)
-        pool_maxpool_fwd_avx512(ex, d, x, y);
-    else if (nk_cpu_detect() >= NK_ISA_AVX2)
-        pool_maxpool_fwd_avx2(ex, d, x, y);
-    else
-        pool_maxpool_fwd_base(ex, d, x, y);
+    POOL_CALL(maxpool_fwd, ex, d, x, y);
 }
-
-void pool_maxpool_bwd_avx512(const nk_exec *ex, const nk_conv_desc *d, const float *x,
-                             const float *dy, float *dx);
-void pool_maxpool_bwd_avx2(const nk_exec *ex, const nk_conv_desc *d, const float *x,
-                           const float *dy, float *dx);
 
 void nk_maxpool_bwd_cpu(const nk_exec *ex, const nk_conv_desc *d, const float *x, const float *dy,
                         float *dx)
 {
-    if (nk_cpu_detect() >= NK_ISA_AVX512)
-        pool_maxpool_bwd_avx512(ex, d, x, dy, dx);
-    else if (nk_cpu_detect() >= NK_ISA_AVX2)
-        pool_maxpool_bwd_avx2(ex, d, x, dy, dx);
-    else
-        pool_maxpool_bwd_base(ex, d, x, dy, dx);
+    POOL_CALL(maxpool_bwd, ex, d, x, dy, dx);
 }
 
 void nk_zeropad_fwd_cpu(const nk_exec *ex, int N, int H, int W, int C, int pt, int pb, int pl,

@@ -113,7 +113,8 @@ void nk_wino_pack(int nthreads, const nk_conv_desc *d, const float *w, float *ds
 {
     // Panel after panel (parallel), each written row (c) after row: 36 streams of stores, where
     // going across the panels row by row kept 36 x K/NR of them open (conv5's U at 2x the time).
-    const int C = d->C, K = d->K, NR = wk()->gemm->nr, np = (K + NR - 1) / NR;
+    const nk_wino_kernel *k = wk();
+    const int C = d->C, K = d->K, NR = k->gemm->nr, np = (K + NR - 1) / NR;
     const int64_t pe = (int64_t)packed_e_floats(d), ck = (int64_t)C * K;
     const int nt = wino_nt(dst, pe);
 #pragma omp parallel num_threads(nthreads > 0 ? nthreads : 1)
@@ -124,8 +125,7 @@ void nk_wino_pack(int nthreads, const nk_conv_desc *d, const float *w, float *ds
             const int n  = K - p * NR < NR ? K - p * NR : NR;
             for (int c = 0; c < C; c++) {
                 for (int j = 0; j < n; j += 16)
-                    wk()->wt(w + (int64_t)c * K + p * NR + j, ck, panel + (int64_t)c * NR + j, pe,
-                             nt);
+                    k->wt(w + (int64_t)c * K + p * NR + j, ck, panel + (int64_t)c * NR + j, pe, nt);
                 if (n < NR) // the last panel's columns past K
                     for (int e = 0; e < WINO_E; e++)
                         memset(panel + e * pe + (int64_t)c * NR + n, 0,
@@ -140,7 +140,8 @@ void nk_wino_pack_flipped(int nthreads, const nk_conv_desc *d, const float *w, f
 {
     // The turned convolution's U_e has K rows (its input channels) and C columns in panels of
     // NR; each panel (parallel) is written row after row, two 16 x 16 blocks of w at a time.
-    const int C = d->C, K = d->K, NR = wk()->gemm->nr, np = (C + NR - 1) / NR;
+    const nk_wino_kernel *k = wk();
+    const int C = d->C, K = d->K, NR = k->gemm->nr, np = (C + NR - 1) / NR;
     const int64_t pe = (int64_t)np * NR * K, ck = (int64_t)C * K;
     const int nt = wino_nt(dst, pe);
 #pragma omp parallel num_threads(nthreads > 0 ? nthreads : 1)
@@ -151,8 +152,8 @@ void nk_wino_pack_flipped(int nthreads, const nk_conv_desc *d, const float *w, f
             const int n  = C - p * NR < NR ? C - p * NR : NR;
             for (int k0 = 0; k0 < K; k0 += 16) {
                 for (int i = 0; i < n; i += 16)
-                    wk()->wt_flip(w + (int64_t)(p * NR + i) * K + k0, K, ck,
-                                  panel + (int64_t)k0 * NR + i, NR, pe, nt);
+                    k->wt_flip(w + (int64_t)(p * NR + i) * K + k0, K, ck,
+                               panel + (int64_t)k0 * NR + i, NR, pe, nt);
                 if (n < NR) // the last panel's columns past C
                     for (int e = 0; e < WINO_E; e++)
                         for (int j = 0; j < 16; j++)
@@ -250,6 +251,7 @@ static float *ws_start(const nk_exec *ex)
 }
 
 typedef struct wino_run {
+    const nk_wino_kernel *k; // this CPU's transforms and GEMM
     const nk_conv_desc *d;
     const float *x, *up, *b, *sc, *sh, *res;
     const uint16_t *xb; // bf16 input instead of x
@@ -262,7 +264,8 @@ typedef struct wino_run {
 // The tile grid of d's output: 4x4 tiles, the last row and column ragged.
 static wino_run grid(const nk_conv_desc *d)
 {
-    return (wino_run){.d = d, .tw = (d->Q + 3) / 4, .thw = (d->P + 3) / 4 * ((d->Q + 3) / 4)};
+    return (wino_run){
+        .k = wk(), .d = d, .tw = (d->Q + 3) / 4, .thw = (d->P + 3) / 4 * ((d->Q + 3) / 4)};
 }
 
 // Tile g of the batch: its image, and its output corner (oh, ow); the input tile starts at
@@ -283,10 +286,10 @@ static void in_tiles(const wino_run *r, int64_t g0, int64_t n, float *v, int64_t
         int oh, ow;
         const int64_t o = tile_at(r, g0 + t, &oh, &ow) * d->H * d->W * d->C;
         if (r->xb)
-            wk()->in_bf16(r->xb + o, d->H, d->W, d->C, oh - d->pad_h, ow - d->pad_w, v + t * d->C,
+            r->k->in_bf16(r->xb + o, d->H, d->W, d->C, oh - d->pad_h, ow - d->pad_w, v + t * d->C,
                           ves);
         else
-            wk()->in(r->x + o, d->H, d->W, d->C, oh - d->pad_h, ow - d->pad_w, v + t * d->C, ves);
+            r->k->in(r->x + o, d->H, d->W, d->C, oh - d->pad_h, ow - d->pad_w, v + t * d->C, ves);
     }
 }
 
@@ -296,7 +299,7 @@ static void in_tiles(const wino_run *r, int64_t g0, int64_t n, float *v, int64_t
 static void unit(const wino_run *r, const float *v, int64_t ves, int64_t g0, int tbn, int k0,
                  int k1, float *mb)
 {
-    const nk_gemm_kernel *kr = wk()->gemm;
+    const nk_gemm_kernel *kr = r->k->gemm;
     const nk_conv_desc *d    = r->d;
     const int MR = kr->mr, NR = kr->nr, C = d->C, K = d->K, P = d->P, Q = d->Q;
     for (int j = k0; j < k1; j += NR) {
@@ -317,7 +320,7 @@ static void unit(const wino_run *r, const float *v, int64_t ves, int64_t g0, int
             int oh, ow;
             const int64_t img = tile_at(r, g0 + i, &oh, &ow);
             const int64_t off = ((img * P + oh) * Q + ow) * K + j;
-            wk()->out(mb + (int64_t)i * NR, (int64_t)WINO_TB * NR, n, r->yb ? NULL : r->y + off,
+            r->k->out(mb + (int64_t)i * NR, (int64_t)WINO_TB * NR, n, r->yb ? NULL : r->y + off,
                       r->yb ? r->yb + off : NULL, (int64_t)Q * K, K, P - oh < 4 ? P - oh : 4,
                       Q - ow < 4 ? Q - ow : 4, r->b ? r->b + j : NULL, r->sc ? r->sc + j : NULL,
                       r->sc ? r->sh + j : NULL, r->res ? r->res + off : NULL, r->relu);
@@ -425,16 +428,16 @@ void nk_wino_wgrad(const nk_exec *ex, const nk_conv_desc *d, const float *x, con
                 int oh, ow;
                 const int64_t img = tile_at(&r, t0 + t, &oh, &ow);
                 in_tiles(&r, t0 + t, 1, V + t * C, TC * C);
-                wk()->dy(dy + img * P * Q * K, P, Q, K, oh, ow, Z + t * K, TC * K);
+                r.k->dy(dy + img * P * Q * K, P, Q, K, oh, ow, Z + t * K, TC * K);
             }
 #pragma omp for schedule(dynamic, 1)
             for (int e = 0; e < WINO_E; e++)
-                nk_sgemm_atb_cpu(wk()->isa, &one, C, K, (int)tc, V + e * TC * C, C, Z + e * TC * K,
+                nk_sgemm_atb_cpu(r.k->isa, &one, C, K, (int)tc, V + e * TC * C, C, Z + e * TC * K,
                                  K, t0 == 0 ? 0.0f : 1.0f, M + e * mes, K);
         }
 #pragma omp for schedule(static)
         for (int c = 0; c < C; c++)
             for (int k = 0; k < K; k += 16)
-                wk()->dw(M + (int64_t)c * K + k, mes, dw + (int64_t)c * K + k, (int64_t)C * K);
+                r.k->dw(M + (int64_t)c * K + k, mes, dw + (int64_t)c * K + k, (int64_t)C * K);
     }
 }
