@@ -2,7 +2,7 @@
  * gemm_avx2.c: the AVX2+FMA SGEMM micro-kernels (MR x NR fp32 register block, broadcast A,
  * vector B: 6 x 16, 12 ymm accumulators) and their packers, plus the 256-bit FMA peak loop: the
  * same kernels as gemm_avx512_impl.h (packed, batch-reduce rows for the implicit-GEMM
- * convolutions, unpacked A^T B for weight gradients, the fused epilogue), in 256-bit vectors.
+ * convolutions, the fused epilogue), in 256-bit vectors; weight gradients pack (see the table).
  * AVX2 has no mask registers: ragged right edges go through VMASKMOV, full tiles through plain
  * loads and stores (masked stores are slow on AMD). Compiled with -mavx2 -mfma; only reached
  * through nk_gemm_kernel_avx2 after run-time detection (cpu.c). Driver: gemm.c; tests in
@@ -31,9 +31,6 @@ _Static_assert(MC <= NK_GEMM_MAX_MC && KC <= NK_GEMM_MAX_KC && NC <= NK_GEMM_MAX
 #ifndef NK_ROWS_PF
 #    define NK_ROWS_PF 16
 #endif
-// ukr_atb prefetches A and B rows this many rows ahead (gemm_avx512_impl.h says why).
-#define ATB_PF_ROWS 32
-
 // Lane mask for a masked load/store of the first `left` floats of an 8-float vector.
 static inline __m256i lane_mask(int left)
 {
@@ -157,73 +154,6 @@ static void ukr_avx2(int64_t kc, const float *a, const float *b, float *c, int64
             acc[i][v] = _mm256_mul_ps(va, acc[i][v]);
     }
     store_tile(acc, c, ldc, beta, m, n, NULL, n == NR);
-}
-
-// C[0:m,0:n] = A^T B + beta * C over kc rows of unpacked A (a[p*lda + i]) and B (b[p*ldb + j]),
-// as in a weight gradient (see gemm_avx512_impl.h). Rows past m of A are never read (the edge
-// form clamps the broadcast index), columns past n of B are masked off.
-static inline __attribute__((always_inline)) void
-ukr_atb_body(int64_t kc, const float *a, int64_t lda, const float *b, int64_t ldb, float *c,
-             int64_t ldc, float beta, int m, int n, int edge, int pf)
-{
-    __m256 acc[MR][NV];
-    zero_tile(acc);
-    __m256i km[NV];
-#pragma GCC unroll 4
-    for (int v = 0; v < NV; v++)
-        km[v] = lane_mask(n - 8 * v);
-    int ix[MR];
-#pragma GCC unroll 16
-    for (int i = 0; i < MR; i++)
-        ix[i] = edge && i >= m ? m - 1 : i;
-    for (int64_t p = 0; p < kc; p++) {
-        __m256 bv[NV];
-        if (pf & 1)
-#pragma GCC unroll 4
-            for (int v = 0; v < NV; v += 2)
-                _mm_prefetch((const char *)(b + ATB_PF_ROWS * ldb + 8 * v), _MM_HINT_T0);
-        if (pf & 2) {
-            _mm_prefetch((const char *)(a + ATB_PF_ROWS * lda), _MM_HINT_T0);
-            _mm_prefetch((const char *)(a + ATB_PF_ROWS * lda + MR - 1), _MM_HINT_T0);
-        }
-#pragma GCC unroll 4
-        for (int v = 0; v < NV; v++)
-            bv[v] = load_n(b + 8 * v, km[v], !edge);
-#pragma GCC unroll 16
-        for (int i = 0; i < MR; i++) {
-            __m256 av = _mm256_broadcast_ss(a + (edge ? ix[i] : i));
-#pragma GCC unroll 4
-            for (int v = 0; v < NV; v++)
-                acc[i][v] = _mm256_fmadd_ps(av, bv[v], acc[i][v]);
-        }
-        a += lda;
-        b += ldb;
-    }
-    store_tile(acc, c, ldc, beta, m, n, NULL, edge ? n == NR : 1);
-}
-
-static void ukr_atb_avx2(int64_t kc, const float *a, int64_t lda, const float *b, int64_t ldb,
-                         float *c, int64_t ldc, float beta, int m, int n)
-{
-    const int pf = (ldb >= nk_atb_pf_min_ld) | (lda >= nk_atb_pf_min_ld) << 1; // B, A
-    if (m == MR && n == NR) {
-        switch (pf) {
-        case 0:
-            ukr_atb_body(kc, a, lda, b, ldb, c, ldc, beta, MR, NR, 0, 0);
-            break;
-        case 1:
-            ukr_atb_body(kc, a, lda, b, ldb, c, ldc, beta, MR, NR, 0, 1);
-            break;
-        case 2:
-            ukr_atb_body(kc, a, lda, b, ldb, c, ldc, beta, MR, NR, 0, 2);
-            break;
-        default:
-            ukr_atb_body(kc, a, lda, b, ldb, c, ldc, beta, MR, NR, 0, 3);
-            break;
-        }
-    } else {
-        ukr_atb_body(kc, a, lda, b, ldb, c, ldc, beta, m, n, 1, pf);
-    }
 }
 
 // Batch-reduce form over unpacked rows (see nk_gemm_ukr_rows_fn): the A broadcasts come straight
@@ -403,8 +333,13 @@ const nk_gemm_kernel nk_gemm_kernel_avx2 = {
     .pack_b      = pack_b_avx2,
     .ukr_rows    = ukr_rows_avx2,
     .ukr_rows_pf = ukr_rows_pf_avx2,
-    .ukr_atb     = ukr_atb_avx2,
-    .epi         = tile_epi_avx2,
+    // No unpacked A^T B kernel: nk_sgemm_atb_cpu packs. Zen 3, once pack_a stored plainly
+    // (VMASKMOVPS stores are microcoded on AMD): `sh bench/ab.sh -r 5`, the all-layer training
+    // step 0.95x (5 of 5 rounds); bench conv --pass bwd-filter, conv3's 1x1s 0.65-0.70x, conv2's
+    // 0.80-0.85x, the unpacked kernel's strided rows of A and B missing L1 every k step.
+    // Splitting the 1x1s' rows over the threads as the wider filters do, a wash (1.004x).
+    .ukr_atb = NULL,
+    .epi     = tile_epi_avx2,
     // Zen 3 (AVX2 only), `sh bench/ab.sh -r 6`, batch 16: every epilogue convolution's output
     // streamed, the inference step 0.85x (faster in 6 of 6 rounds); bench conv, best of 5
     // alternating: conv2's expand 0.90x, conv3's 0.70x, conv2's 64 -> 64 0.81x, conv4's expand
