@@ -84,8 +84,8 @@ typedef struct nk_gemm_kernel {
     nk_gemm_ukr_atb_fn ukr_atb; // NULL: nk_sgemm_atb_cpu packs as nk_sgemm_cpu does
     nk_tile_epi_fn epi;         // NULL: the plain C epilogue in gemm.c
     // Convolutions read in place (the implicit GEMM) store their outputs non-temporally whenever
-    // they have a fused epilogue (inference, fine-tuning's frozen layers), not only when it adds
-    // a residual (see sgemm_run).
+    // their fused epilogue does more than add a bias (inference, fine-tuning's frozen layers),
+    // not only when it adds a residual (see sgemm_run).
     int stream_all;
 } nk_gemm_kernel;
 

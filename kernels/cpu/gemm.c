@@ -363,9 +363,12 @@ static void sgemm_run(nk_isa isa, const nk_exec *ex, int ta, int tb, int M, int 
     // alternating rounds at batch 16: conv2's expands 0.78-0.86x the time, conv3's 0.89-0.92x,
     // conv4's and conv5's 0.94-0.96x, their readers +0.1-0.3 ms; `sh bench/ab.sh -r 8`: the
     // inference step 0.97x (faster in 6 of 8 rounds), the fine-tuning step 0.98x (7 of 8).
-    // Tables with stream_all (AVX2) stream every convolution's output that has an epilogue.
-    const int stream        = direct && ((ep && ep->residual) || (kr->stream_all && any_epi));
-    float *ws               = align64(ex->ws);
+    // Tables with stream_all (AVX2) stream every convolution's output whose epilogue does more
+    // than add the bias: a bias alone is training's forward, whose output batch normalisation
+    // reads next (see gemm_avx2.c).
+    const int more_than_bias = relu || (ep && (ep->scale || ep->residual));
+    const int stream = direct && ((ep && ep->residual) || (kr->stream_all && more_than_bias));
+    float *ws        = align64(ex->ws);
     const size_t per_thread = (size_t)KC * NC + (size_t)MC * KC + 2 * WS_ALIGN_FLOATS;
     int next                = 0; // next unfinished unit, taken with an atomic add
 

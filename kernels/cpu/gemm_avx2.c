@@ -343,8 +343,10 @@ const nk_gemm_kernel nk_gemm_kernel_avx2 = {
     // Zen 3 (AVX2 only), `sh bench/ab.sh -r 6`, batch 16: every epilogue convolution's output
     // streamed, the inference step 0.85x (faster in 6 of 6 rounds); bench conv, best of 5
     // alternating: conv2's expand 0.90x, conv3's 0.70x, conv2's 64 -> 64 0.81x, conv4's expand
-    // 0.93x. Training's forward (no epilogue: batch normalisation reads the output next) streamed
-    // too was 1.03x (2 of 5 rounds), so it is not. With AVX-512 on Zen 4 streaming all the
+    // 0.93x. Training's forward (a bias alone: batch normalisation reads the output next) is
+    // not streamed: it was, through its bias, until 2026-11-29; stopping that, the all-layer
+    // training step 0.95x (4 of 5 rounds), fine-tuning 0.93x (4 of 4), inference 0.98x (a wash:
+    // only the projection shortcuts' outputs). With AVX-512 on Zen 4 streaming all the
     // expanding 1x1s was a wash, hence per table.
     .stream_all = 1,
 };
