@@ -100,7 +100,7 @@ nt_status nt_resnet50_new(nt_ctx *ctx, const nt_resnet_cfg *cfg_in, nt_model **o
     for (int st = 0; st < 4; st++) {
         int f = filters[st] / k;
         for (int b = 0; b < blocks[st]; b++) {
-            char prefix[32];
+            char prefix[48]; // "conv%d_block%d" with two ints: room for any
             snprintf(prefix, sizeof(prefix), "conv%d_block%d", st + 2, b + 1);
             int stride = (b == 0 && st > 0) ? 2 : 1;
             B(nt_resnet_block(m, prefix, x, f, f, 4 * f, stride, b == 0));
