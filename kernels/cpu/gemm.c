@@ -515,8 +515,9 @@ void nk_sgemm_atb_cpu(nk_isa isa, const nk_exec *ex, int M, int N, int K, const 
     const nk_gemm_kernel *kr = kernel_for(isa);
     // Packing costs the same per float of A and B whatever the shape, and each packed float
     // then serves 2MN/(M+N) flops: skipping it pays below ATB_MAX_REUSE (ResNet50's stage 2-3
-    // weight gradients: 1.1-1.7x). Above, the packed path wins: wide power-of-two rows (C or
-    // K >= 1024) alias in L1 when read unpacked (conv5's 1x1s ran at half speed).
+    // weight gradients: 1.1-1.7x on Zen 4 with AVX-512). Above, the packed path wins: wide
+    // power-of-two rows (C or K >= 1024) alias in L1 when read unpacked (conv5's 1x1s ran at half
+    // speed). The AVX2 table has no ukr_atb: on Zen 3 packing won at every reuse (gemm_avx2.c).
     const double reuse = 2.0 * M * (double)N / ((double)M + N);
     if (!kr->ukr_atb || K <= 0 || reuse > ATB_MAX_REUSE) {
         nk_sgemm_cpu(isa, ex, 1, 0, M, N, K, 1.0f, A, lda, B, ldb, beta, C, ldc);
