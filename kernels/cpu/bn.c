@@ -37,12 +37,6 @@
 BN_COPY(avx512)
 BN_COPY(avx2)
 
-// Calls the copy of bn_impl.h's f built for the CPU's ISA.
-#define BN_CALL(f, ...)                                                                            \
-    (nk_cpu_detect() >= NK_ISA_AVX512 ? bn_##f##_avx512(__VA_ARGS__)                               \
-     : nk_cpu_detect() >= NK_ISA_AVX2 ? bn_##f##_avx2(__VA_ARGS__)                                 \
-                                      : bn_##f##_base(__VA_ARGS__))
-
 size_t nk_colsum_ws_floats(int64_t M, int N)
 {
     return 2 * (size_t)bn_grid_of(M, N).ngroups * (size_t)N;
@@ -56,7 +50,7 @@ void nk_colsum_cpu(const nk_exec *ex, int64_t M, int N, const float *x, float *o
         nk_colsum_cols_cpu(ex, M, N, x, out);
         return;
     }
-    BN_CALL(colsum, ex, M, N, x, out);
+    NK_CALL_BY_ISA(bn_colsum, ex, M, N, x, out);
 }
 
 size_t nk_bn_ws_floats(int64_t M, int C)
@@ -70,19 +64,20 @@ void nk_bn_fwd_train_cpu(const nk_exec *ex, int64_t M, int C, const float *x, co
                          const float *beta, float eps, int relu, const float *res, float *y,
                          float *mean, float *invstd)
 {
-    BN_CALL(fwd_train, ex, M, C, x, gamma, beta, eps, relu, res, y, mean, invstd);
+    NK_CALL_BY_ISA(bn_fwd_train, ex, M, C, x, gamma, beta, eps, relu, res, y, mean, invstd);
 }
 
 void nk_bn_fwd_infer_cpu(const nk_exec *ex, int64_t M, int C, const float *x, const float *gamma,
                          const float *beta, const float *mmean, const float *mvar, float eps,
                          float *y)
 {
-    BN_CALL(fwd_infer, ex, M, C, x, gamma, beta, mmean, mvar, eps, y);
+    NK_CALL_BY_ISA(bn_fwd_infer, ex, M, C, x, gamma, beta, mmean, mvar, eps, y);
 }
 
 void nk_bn_bwd_train_cpu(const nk_exec *ex, int64_t M, int C, const float *x, const float *ry,
                          const float *dy, const float *gamma, const float *beta, const float *mean,
                          const float *invstd, float *dx, float *dgamma, float *dbeta, float *dxsum)
 {
-    BN_CALL(bwd_train, ex, M, C, x, ry, dy, gamma, beta, mean, invstd, dx, dgamma, dbeta, dxsum);
+    NK_CALL_BY_ISA(bn_bwd_train, ex, M, C, x, ry, dy, gamma, beta, mean, invstd, dx, dgamma, dbeta,
+                   dxsum);
 }

@@ -89,6 +89,13 @@ typedef struct nk_gemm_kernel {
     int stream_all;
 } nk_gemm_kernel;
 
+// Calls name_avx512, name_avx2 or name_base by the CPU's ISA: the copies of one loop file
+// (bn_impl.h, pool_impl.h) built with each ISA's flags.
+#define NK_CALL_BY_ISA(name, ...)                                                                  \
+    (nk_cpu_detect() >= NK_ISA_AVX512 ? name##_avx512(__VA_ARGS__)                                 \
+     : nk_cpu_detect() >= NK_ISA_AVX2 ? name##_avx2(__VA_ARGS__)                                   \
+                                      : name##_base(__VA_ARGS__))
+
 // Largest blocks any table uses; nk_sgemm_ws_floats sizes the workspace from these.
 #define NK_GEMM_MAX_MC 480
 #define NK_GEMM_MAX_KC 512

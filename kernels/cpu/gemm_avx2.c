@@ -83,11 +83,22 @@ static inline __attribute__((always_inline)) void zero_tile(__m256 acc[MR][NV])
 
 // Stores a finished tile, rows past m skipped and columns past n masked off: acc + beta * C, then
 // the epilogue e (NULL: none). full: n == NR (a constant where the caller knows it, so that no
-// lane masks are built). Every micro-kernel ends here.
+// lane masks are built). Every micro-kernel ends here. A whole tile without beta or epilogue
+// (training's forward, the input gradients) is stored plainly: with K = 64 (conv2's 1x1s) the
+// general path's branches and masks cost a seventh of the call.
 static inline __attribute__((always_inline)) void store_tile(__m256 acc[MR][NV], float *c,
                                                              int64_t ldc, float beta, int m, int n,
                                                              const nk_tile_epi *e, int full)
 {
+    if (full && m == MR && !e && beta == 0.0f) {
+#pragma GCC unroll 16
+        for (int i = 0; i < MR; i++) {
+#pragma GCC unroll 4
+            for (int v = 0; v < NV; v++)
+                _mm256_storeu_ps(c + i * ldc + 8 * v, acc[i][v]);
+        }
+        return;
+    }
     const __m256 vb = _mm256_set1_ps(beta), zero = _mm256_setzero_ps();
     const float *bias = e ? e->bias : NULL, *sc = e ? e->sc : NULL, *sh = e ? e->sh : NULL;
     const float *res = e ? e->res : NULL;
@@ -158,9 +169,7 @@ static void ukr_avx2(int64_t kc, const float *a, const float *b, float *c, int64
 
 // Batch-reduce form over unpacked rows (see nk_gemm_ukr_rows_fn): the A broadcasts come straight
 // from the activations, so a convolution needs no A packing at all; the epilogue is applied in
-// registers, so C is written once. The stores of a whole tile without beta or epilogue (training's
-// forward, the input gradients) are plain ones: with K = 64 (conv2's 1x1s) the general store
-// path's branches and masks cost a seventh of the call.
+// registers, so C is written once.
 static inline __attribute__((always_inline)) void
 ukr_rows_body(int nseg, const int *seglen, const float *const *rows, const float *b, float *c,
               int64_t ldc, float beta, int m, int n, const nk_tile_epi *e, int pf)
@@ -189,20 +198,10 @@ ukr_rows_body(int nseg, const int *seglen, const float *const *rows, const float
             b += NR;
         }
     }
-    if (m == MR && n == NR) {
-        if (!e && beta == 0.0f) {
-#pragma GCC unroll 16
-            for (int i = 0; i < MR; i++) {
-#pragma GCC unroll 4
-                for (int v = 0; v < NV; v++)
-                    _mm256_storeu_ps(c + i * ldc + 8 * v, acc[i][v]);
-            }
-            return;
-        }
+    if (m == MR && n == NR) // whole tiles with constant sizes: no masks built
         store_tile(acc, c, ldc, beta, MR, NR, e, 1);
-    } else {
+    else
         store_tile(acc, c, ldc, beta, m, n, e, 0);
-    }
 }
 
 static void ukr_rows_avx2(int nseg, const int *seglen, const float *const *rows, const float *b,

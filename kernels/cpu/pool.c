@@ -7,6 +7,7 @@
  */
 #include <string.h>
 
+#include "kernels/cpu/cpu_internal.h"
 #include "kernels/nk.h"
 
 #define POOL_NAME(f) pool_##f##_base
@@ -26,21 +27,15 @@ static int threads_of(const nk_exec *ex)
 POOL_COPY(avx512)
 POOL_COPY(avx2)
 
-// Calls the copy of pool_impl.h's f built for the CPU's ISA.
-#define POOL_CALL(f, ...)                                                                          \
-    (nk_cpu_detect() >= NK_ISA_AVX512 ? pool_##f##_avx512(__VA_ARGS__)                             \
-     : nk_cpu_detect() >= NK_ISA_AVX2 ? pool_##f##_avx2(__VA_ARGS__)                               \
-                                      : pool_##f##_base(__VA_ARGS__))
-
 void nk_maxpool_fwd_cpu(const nk_exec *ex, const nk_conv_desc *d, const float *x, float *y)
 {
-    POOL_CALL(maxpool_fwd, ex, d, x, y);
+    NK_CALL_BY_ISA(pool_maxpool_fwd, ex, d, x, y);
 }
 
 void nk_maxpool_bwd_cpu(const nk_exec *ex, const nk_conv_desc *d, const float *x, const float *dy,
                         float *dx)
 {
-    POOL_CALL(maxpool_bwd, ex, d, x, dy, dx);
+    NK_CALL_BY_ISA(pool_maxpool_bwd, ex, d, x, dy, dx);
 }
 
 void nk_zeropad_fwd_cpu(const nk_exec *ex, int N, int H, int W, int C, int pt, int pb, int pl,

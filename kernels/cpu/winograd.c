@@ -212,22 +212,18 @@ static int64_t tiles_of(const nk_conv_desc *d)
 #    define WINO_LOCAL_CH 256
 #endif
 #define WINO_LOCAL_UNITS 8
-// Those channel counts in whole NR-wide panels (at least one).
-static int kb_channels(int nr)
+// ch channels in whole NR-wide panels (at least one): WINO_KB_CH and WINO_LOCAL_CH for a table.
+static int whole_panels(int ch, int nr)
 {
-    return WINO_KB_CH > nr ? WINO_KB_CH / nr * nr : nr;
-}
-
-static int local_channels(int nr)
-{
-    return WINO_LOCAL_CH > nr ? WINO_LOCAL_CH / nr * nr : nr;
+    return ch > nr ? ch / nr * nr : nr;
 }
 
 static int local_v(const nk_conv_desc *d)
 {
     const int nr = wk()->gemm->nr;
-    return d->K <= kb_channels(nr) ||
-           (d->K <= local_channels(nr) && tiles_of(d) >= (int64_t)WINO_LOCAL_UNITS * WINO_TB);
+    return d->K <= whole_panels(WINO_KB_CH, nr) ||
+           (d->K <= whole_panels(WINO_LOCAL_CH, nr) &&
+            tiles_of(d) >= (int64_t)WINO_LOCAL_UNITS * WINO_TB);
 }
 
 // Per-thread floats: M, and V when local_v.
@@ -332,7 +328,7 @@ void nk_wino_fwd(const nk_exec *ex, const nk_conv_desc *d, const float *x, const
                  const float *up, const float *b, const nk_epilogue *ep, float *y, uint16_t *yb)
 {
     const int NR = wk()->gemm->nr, C = d->C, K = d->K;
-    const int KB = kb_channels(NR), nkb = (K + KB - 1) / KB;
+    const int KB = whole_panels(WINO_KB_CH, NR), nkb = (K + KB - 1) / KB;
     const int64_t T  = tiles_of(d);
     const int local  = local_v(d);
     const int64_t TC = local ? WINO_TB : fwd_chunk_tiles(d, T);
