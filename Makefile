@@ -85,6 +85,7 @@ info-line:
 $(BUILD)/kernels/cpu/%_avx512.o: BASE_CFLAGS += -mavx512f -mavx512bw -mavx512dq -mavx512vl -mfma -mavx2
 $(BUILD)/kernels/cpu/%_avx2.o: BASE_CFLAGS += -mavx2 -mfma
 $(BUILD)/kernels/cpu/%_avx512bf16.o: BASE_CFLAGS += -mavx512f -mavx512bw -mavx512dq -mavx512vl -mavx512bf16 -mfma -mavx2
+$(BUILD)/kernels/cpu/%_amx.o: BASE_CFLAGS += -mavx512f -mavx512bw -mavx512dq -mavx512vl -mavx512bf16 -mamx-tile -mamx-bf16 -mfma -mavx2
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)

@@ -31,6 +31,7 @@ if $P bench peak --dtype bf16 --threads "$T" >/dev/null 2>&1; then
     HAVE_BF16=1
     $P bench peak --dtype bf16 --threads "$T" | tee -a "$OUT"
     PEAKB=$(grep -m1 "op=peak dtype=bf16.*threads=$T " "$OUT" | sed -n 's/.*gflops=\([0-9.]*\).*/\1/p')
+    PEAKB_UNIT=$(grep -m1 "op=peak dtype=bf16.*threads=$T " "$OUT" | sed -n 's/.*(measured \([A-Z0-9]*\) loop).*/\1/p')
 fi
 M="$P bench model --threads $T"
 have_torch=0
@@ -135,7 +136,7 @@ conv_total() {
     echo
     echo "Machine: $(lscpu | sed -n 's/^Model name: *//p' | head -n 1), $(nproc) CPUs; kernels $(grep -m1 -o 'impl=[a-z0-9+]*' "$OUT" | cut -d= -f2)."
     echo "Command: \`sh bench/run.sh $T\` (pneumo $(build/pneumo version | head -n 1 | cut -d' ' -f2), git $(git rev-parse --short HEAD 2>/dev/null || echo '?'))."
-    echo "Peaks (measured register-only loops): fp32 FMA $(val 'op=peak dtype=f32.*threads='"$T" gflops) GFLOP/s; bf16 VDPBF16PS ${PEAKB:-n/a} GFLOP/s. fp32 rows are % of the first, bf16 rows of the second."
+    echo "Peaks (measured register-only loops): fp32 FMA $(val 'op=peak dtype=f32.*threads='"$T" gflops) GFLOP/s; bf16 ${PEAKB_UNIT:-VDPBF16PS} ${PEAKB:-n/a} GFLOP/s. fp32 rows are % of the first, bf16 rows of the second."
     echo
     echo "Model rows: $ROUNDS rounds, pneumo's and PyTorch's runs alternating; each side's best round (its"
     echo "median step), and the ratio of each round on its own. PyTorch runs on transparent huge pages"

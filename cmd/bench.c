@@ -1,9 +1,9 @@
 /*
  * bench.c: `pneumo bench peak|gemm|model [--dtype f32|bf16]`: the machine's measured FMA peak
- * (bf16: the VDPBF16PS peak), GEMM GFLOP/s on ResNet50 shapes, and whole-model images/s, each as
- * a grep-able line with % of the peak of its dtype. Every
- * fast result is checked before it is timed (GEMM: BLIS's C*t == A*(B*t) check; model: the
- * fast kernels against the reference kernels at batch 1). bench/run.sh adds PyTorch beside it.
+ * (bf16: the VDPBF16PS peak, or TDPBF16PS on AMX), GEMM GFLOP/s on ResNet50 shapes, and whole-model
+ * images/s, each as a grep-able line with % of the peak of its dtype. Every fast result is checked
+ * before it is timed (GEMM: BLIS's C*t == A*(B*t) check; model: the fast kernels against the
+ * reference kernels at batch 1). bench/run.sh adds PyTorch beside it.
  */
 #include "cmd/bench_data.h"
 #include "cmd/cli.h"
@@ -658,7 +658,7 @@ int cmd_bench(int argc, char **argv)
         {"isa", OPT_STR, &isa_s, 0, 0, "avx512|avx2|scalar", "gemm: micro-kernel, default best"},
         {"dtype", OPT_STR, &dtype_s, 0, 0, "f32|bf16",
          "compute type (bf16: inference, and the frozen layers when training; peak: the VDPBF16PS "
-         "peak)"},
+         "peak, TDPBF16PS on AMX; NK_BF16=avx512 in the environment keeps AMX off)"},
         {"peak", OPT_FLOAT, &peak, 1, 1e9, "GFLOPS", "peak to report against (default: measured)"},
         {"no-check", OPT_FLAG, &nocheck, 0, 0, NULL, "model: skip the check against the reference"},
         {"profile", OPT_FLAG, &profile, 0, 0, NULL, "model: time every layer (by type, slowest)"},
@@ -753,7 +753,10 @@ int cmd_bench(int argc, char **argv)
         printf("op=peak dtype=%s impl=%s threads=%d gflops=%.1f (measured %s loop)\n",
                bf16 ? "bf16" : "f32",
                bf16 ? nk_bf16_impl_name(nk_cpu_bf16()) : nk_isa_name(nk_cpu_detect()), threads,
-               peak, bf16 ? "VDPBF16PS" : "FMA");
+               peak,
+               !bf16                          ? "FMA"
+               : nk_cpu_bf16() == NK_BF16_AMX ? "TDPBF16PS"
+                                              : "VDPBF16PS");
         fflush(stdout);
     }
     if (strcmp(what, "peak") == 0) {

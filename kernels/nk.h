@@ -351,15 +351,27 @@ void nk_relu_fwd_cpu(const nk_exec *ex, int64_t n, const float *x, float *y);
 void nk_relu_bwd_cpu(const nk_exec *ex, int64_t n, const float *y, const float *dy, float *dx);
 void nk_add_fwd_cpu(const nk_exec *ex, int64_t n, const float *a, const float *b, float *y);
 
-// ---- bf16 inference GEMM and convolution (kernels/cpu/gemm.c, gemm_avx512bf16.c) ----
+// ---- bf16 inference GEMM and convolution (kernels/cpu/gemm.c, gemm_avx512bf16.c, gemm_amx.c) --
 //
 // Which bf16 dot-product unit this CPU has. NONE still runs (a portable C micro-kernel over the
 // same packed bf16 data: correct, slow, for tests); AVX512 uses VDPBF16PS (AVX512_BF16, e.g.
-// Zen 4, Cooper Lake, Sapphire Rapids). AMX (TDPBF16PS) is reserved: not implemented yet, and
-// never returned. NK_ISA below avx512 in the environment caps this at NONE.
-typedef enum { NK_BF16_NONE = 0, NK_BF16_AVX512 = 1, NK_BF16_AMX = 2 } nk_bf16_impl;
+// Zen 4, Cooper Lake, Sapphire Rapids); AMX uses TDPBF16PS tiles (AMX-TILE and AMX-BF16 with
+// AVX512_BF16, e.g. Sapphire Rapids, once the kernel grants the process the tile state through
+// arch_prctl(ARCH_REQ_XCOMP_PERM); refused, it falls back to AVX512). AMX_EMU is never detected:
+// the AMX kernels on a C model of the tile instructions, for tests on any CPU. NK_ISA below
+// avx512 in the environment caps this at NONE; NK_BF16=none|avx512|amx caps it too (it can never
+// raise it).
+typedef enum {
+    NK_BF16_NONE    = 0,
+    NK_BF16_AVX512  = 1,
+    NK_BF16_AMX     = 2,
+    NK_BF16_AMX_EMU = 3,
+} nk_bf16_impl;
 nk_bf16_impl nk_cpu_bf16(void);
 const char *nk_bf16_impl_name(nk_bf16_impl impl);
+// The impls that run on this CPU, for tests: NONE, AMX_EMU, then what nk_cpu_bf16() allows
+// (AVX512, AMX). Returns how many (at most 4) were written to out.
+int nk_bf16_impls(nk_bf16_impl out[4]);
 
 // B (the weights) is packed once into bf16 pairs: panels of NK_BF16_NR columns; in a panel, k pair
 // q of column j is one 32-bit word at q*NR + j holding bf16(B[2q][j]) in its low half and

@@ -184,7 +184,7 @@ static void fast_conv_fwd_bf16(const nk_exec *ex, const nk_conv_desc *d, const f
                                const float *w, const uint16_t *wp, const float *b,
                                const nk_epilogue *ep, float *y)
 {
-    nk_conv2d_fwd_bf16_cpu(NK_BF16_AVX512, ex, d, x, wp, b, ep, y);
+    nk_conv2d_fwd_bf16_cpu(nk_cpu_bf16(), ex, d, x, wp, b, ep, y);
 }
 static void ref_conv_fwd_bf16x(const nk_exec *ex, const nk_conv_desc *d, const float *x,
                                const uint16_t *xb, const float *w, const uint16_t *wp,
@@ -200,7 +200,7 @@ static void fast_conv_fwd_bf16x(const nk_exec *ex, const nk_conv_desc *d, const 
                                 const uint16_t *xb, const float *w, const uint16_t *wp,
                                 const float *b, const nk_epilogue *ep, float *y, uint16_t *yb)
 {
-    nk_conv2d_fwd_bf16x_cpu(NK_BF16_AVX512, ex, d, x, xb, wp, b, ep, y, yb);
+    nk_conv2d_fwd_bf16x_cpu(nk_cpu_bf16(), ex, d, x, xb, wp, b, ep, y, yb);
 }
 static void ref_conv_bwd_data_bf16(const nk_exec *ex, const nk_conv_desc *d, const float *dy,
                                    const float *w, float *dx)
@@ -210,12 +210,12 @@ static void ref_conv_bwd_data_bf16(const nk_exec *ex, const nk_conv_desc *d, con
 static void fast_conv_bwd_data_bf16(const nk_exec *ex, const nk_conv_desc *d, const float *dy,
                                     const float *w, float *dx)
 {
-    nk_conv2d_bwd_data_bf16_cpu(NK_BF16_AVX512, ex, d, dy, w, dx);
+    nk_conv2d_bwd_data_bf16_cpu(nk_cpu_bf16(), ex, d, dy, w, dx);
 }
 static void fast_conv_bwd_data_bf16_acc(const nk_exec *ex, const nk_conv_desc *d, const float *dy,
                                         const float *w, float *dx)
 {
-    nk_conv2d_bwd_data_bf16_acc_cpu(NK_BF16_AVX512, ex, d, dy, w, dx);
+    nk_conv2d_bwd_data_bf16_acc_cpu(nk_cpu_bf16(), ex, d, dy, w, dx);
 }
 static void ref_conv_bwd_filter_bf16(const nk_exec *ex, const nk_conv_desc *d, const float *x,
                                      const float *dy, float *dw, float *db)
@@ -225,7 +225,7 @@ static void ref_conv_bwd_filter_bf16(const nk_exec *ex, const nk_conv_desc *d, c
 static void fast_conv_bwd_filter_bf16(const nk_exec *ex, const nk_conv_desc *d, const float *x,
                                       const float *dy, float *dw, float *db)
 {
-    nk_conv2d_bwd_filter_bf16_cpu(NK_BF16_AVX512, ex, d, x, dy, dw, db);
+    nk_conv2d_bwd_filter_bf16_cpu(nk_cpu_bf16(), ex, d, x, dy, dw, db);
 }
 static void ref_maxpool_fwd(const nk_exec *ex, const nk_conv_desc *d, const float *x, float *y)
 {
@@ -451,7 +451,7 @@ static void ops_init(nt_ctx *ctx)
         o->conv_bf16x_ws           = nk_conv2d_bf16x_ws_floats;
         o->conv_bf16_packs         = 1;
         snprintf(ctx->impl_buf, sizeof(ctx->impl_buf), "%s+%s", nk_isa_name(isa),
-                 nk_bf16_impl_name(NK_BF16_AVX512));
+                 nk_bf16_impl_name(nk_cpu_bf16()));
         ctx->impl_name = ctx->impl_buf;
     }
 }

@@ -23,6 +23,10 @@
 // O(n^2) check: |C t - A (B t)| / (|A| |B| |t|) summed in double; fp32 GEMM rounding is ~K eps.
 #define TOL_GEMM_PROJ_REL 1e-5
 
+// The bf16 impls that run here (nk_bf16_impls: the emulated ones always), set by main.
+static nk_bf16_impl bf16s[4];
+static int n_bf16;
+
 static void fill(float *p, size_t n, uint64_t key)
 {
     for (size_t i = 0; i < n; i++)
@@ -273,7 +277,8 @@ static void run_bf16_case(const shape *s, int tb, float beta, int epi)
     size_t wsn     = nk_gemm_bf16_ws_floats(2);
     float *wsb     = xmalloc(wsn + 1);
     nk_epilogue ep = {.scale = sc, .shift = sh, .relu = 1};
-    for (int impl = 0; impl <= (int)nk_cpu_bf16(); impl++) {
+    for (int ii = 0; ii < n_bf16; ii++) {
+        const int impl = bf16s[ii];
         for (int nt = 1; nt <= 2; nt++) {
             memcpy(C, C0, (size_t)M * ldc * sizeof(float));
             nk_exec ex = {nt, wsb + 1, wsn, 0};
@@ -298,6 +303,7 @@ static void run_bf16_case(const shape *s, int tb, float beta, int epi)
 int main(void)
 {
     printf("isa detected: %s\n", nk_isa_name(nk_cpu_detect()));
+    n_bf16 = nk_bf16_impls(bf16s);
     CHECK(nk_sgemm_ws_floats(1) > 0 && nk_sgemm_ws_floats(2) > nk_sgemm_ws_floats(1));
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
         for (int ta = 0; ta < 2; ta++)

@@ -27,6 +27,10 @@
 // ReLU and add are exact in fp32: the fast path must agree bit for bit.
 #define TOL_EXACT 0.0
 
+// The bf16 impls that run here (nk_bf16_impls: the emulated ones always), set by main.
+static nk_bf16_impl bf16s[4];
+static int n_bf16;
+
 static float *xmalloc(size_t n)
 {
     float *p = malloc((n ? n : 1) * sizeof(float));
@@ -369,8 +373,9 @@ static void test_conv(const conv_case *cc)
                 CHECK(bwn >= nk_conv2d_bf16_ws_floats(&d, 1));
                 nk_gemm_bf16_pack_b(0, rsc, d.K, w, d.K, wp);
                 const nk_epilogue ep = {.scale = sc, .shift = sh, .relu = 1, .residual = res};
-                for (int bi = 0; bi <= (int)nk_cpu_bf16(); bi++) {
-                    nk_exec bex = {nt, bws, bwn, 0};
+                for (int ii = 0; ii < n_bf16; ii++) {
+                    const int bi = bf16s[ii];
+                    nk_exec bex  = {nt, bws, bwn, 0};
                     poison(y, ny);
                     nk_conv2d_fwd_bf16_cpu((nk_bf16_impl)bi, &bex, &d, x, wp, b, &ep, y);
                     snprintf(what, sizeof what,
@@ -400,8 +405,9 @@ static void test_conv(const conv_case *cc)
                         for (int yout = 0; yout < 2; yout++) {
                             nk_conv2d_fwd_bf16x_ref(&d, x, xin ? xb : NULL, w, b, &epb,
                                                     yout ? NULL : ye, yout ? ybe : NULL);
-                            for (int bi = 0; bi <= (int)nk_cpu_bf16(); bi++) {
-                                nk_exec bex = {nt, xws, xwn, 0};
+                            for (int ii = 0; ii < n_bf16; ii++) {
+                                const int bi = bf16s[ii];
+                                nk_exec bex  = {nt, xws, xwn, 0};
                                 poison(yx, ny);
                                 memset(yb, 0xff, ny * 2);
                                 nk_conv2d_fwd_bf16x_cpu((nk_bf16_impl)bi, &bex, &d, xin ? NULL : x,
@@ -438,8 +444,9 @@ static void test_conv(const conv_case *cc)
                 size_t dwn = nk_conv2d_bwd_data_bf16_ws_floats(&d, 2);
                 float *dws = xmalloc(dwn);
                 CHECK(dwn >= nk_conv2d_bwd_data_bf16_ws_floats(&d, 1));
-                for (int bi = 0; bi <= (int)nk_cpu_bf16(); bi++) {
-                    nk_exec bex = {nt, dws, dwn, 0};
+                for (int ii = 0; ii < n_bf16; ii++) {
+                    const int bi = bf16s[ii];
+                    nk_exec bex  = {nt, dws, dwn, 0};
                     poison(dx, nx);
                     nk_conv2d_bwd_data_bf16_cpu((nk_bf16_impl)bi, &bex, &d, dy, w, dx);
                     snprintf(what, sizeof what,
@@ -464,8 +471,9 @@ static void test_conv(const conv_case *cc)
                 size_t fwn = nk_conv2d_bwd_filter_bf16_ws_floats(&d, 2);
                 float *fws = xmalloc(fwn);
                 CHECK(fwn >= nk_conv2d_bwd_filter_bf16_ws_floats(&d, 1));
-                for (int bi = 0; bi <= (int)nk_cpu_bf16(); bi++) {
-                    nk_exec bex = {nt, fws, fwn, 0};
+                for (int ii = 0; ii < n_bf16; ii++) {
+                    const int bi = bf16s[ii];
+                    nk_exec bex  = {nt, fws, fwn, 0};
                     poison(dw, nw);
                     poison(db, d.K);
                     nk_conv2d_bwd_filter_bf16_cpu((nk_bf16_impl)bi, &bex, &d, x, dy, dw, db);
@@ -857,6 +865,7 @@ static void test_pool(int N, int H, int W, int C, int R, int stride, int pad)
 int main(void)
 {
     printf("isa detected: %s\n", nk_isa_name(nk_cpu_detect()));
+    n_bf16 = nk_bf16_impls(bf16s);
     // The small test shapes run by Winograd in every pass (by default the passes on unpacked
     // weights leave shapes under 32 tiles to the implicit GEMM; test_wino_tiles checks that).
     const int min_tiles = nk_wino_min_tiles_w;

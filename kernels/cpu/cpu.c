@@ -2,14 +2,27 @@
  * cpu.c: run-time CPU feature detection for the fast CPU paths (nk_cpu_detect, nk_isa_name) and
  * the FMA peak measurement (nk_fma_peak_gflops) that benchmarks divide by. Plain C: the SIMD
  * loops live in gemm_avx512.c / gemm_avx2.c. NK_ISA=scalar|avx2|avx512 in the environment caps
- * the detected level (for tests); it can never raise it.
+ * the detected level (for tests); it can never raise it. The same for the bf16 unit
+ * (nk_cpu_bf16: AVX512_BF16 or AMX, capped by NK_BF16) and its peak.
  */
 #include <omp.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#if defined(__x86_64__)
+#    include <cpuid.h>
+#endif
 
 #include "kernels/cpu/cpu_internal.h"
 #include "kernels/nk.h"
+
+// arch_prctl's request for an XSAVE feature's state, and the AMX tile data's feature number
+// (<asm/prctl.h> of Linux 5.16+; spelled out for older headers).
+#ifndef ARCH_REQ_XCOMP_PERM
+#    define ARCH_REQ_XCOMP_PERM 0x1023
+#endif
+#define XFEATURE_XTILEDATA 18
 
 static nk_isa detect_hw(void)
 {
@@ -123,18 +136,54 @@ double nk_fma_peak_gflops(nk_isa isa, int nthreads, double seconds)
 // Cached like isa_cached; -1 means not detected yet.
 static int bf16_cached = -1;
 
+// AMX-TILE and AMX-BF16 in CPUID, the OS saving the tile state (XCR0 bits 17 and 18), and this
+// process granted it (Linux 5.16+ asks each process to request it before its first tile
+// instruction; the grant covers all its threads).
+static int amx_usable(void)
+{
+#if defined(__x86_64__) && defined(__linux__)
+    unsigned a, b, c, d;
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return 0;
+    if (!(d & (1u << 22)) || !(d & (1u << 24))) return 0;               // AMX-BF16, AMX-TILE
+    if (!__get_cpuid(1, &a, &b, &c, &d) || !(c & (1u << 27))) return 0; // OSXSAVE
+    unsigned lo, hi;
+    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+    if ((lo & (3u << 17)) != (3u << 17)) return 0;
+    return syscall(SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0;
+#else
+    return 0;
+#endif
+}
+
 nk_bf16_impl nk_cpu_bf16(void)
 {
     int v = __atomic_load_n(&bf16_cached, __ATOMIC_RELAXED);
     if (v >= 0) return (nk_bf16_impl)v;
     nk_bf16_impl impl = NK_BF16_NONE;
     __builtin_cpu_init();
-    // AMX (TDPBF16PS) would come first here, after CPUID amx_bf16 and
-    // arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA); it is not implemented yet.
+    // The AMX table finishes tiles with AVX512_BF16 code, so AMX needs it too.
     if (nk_cpu_detect() >= NK_ISA_AVX512 && __builtin_cpu_supports("avx512bf16"))
         impl = NK_BF16_AVX512;
+    const char *env        = getenv("NK_BF16");
+    const nk_bf16_impl cap = !env                         ? NK_BF16_AMX
+                             : strcmp(env, "none") == 0   ? NK_BF16_NONE
+                             : strcmp(env, "avx512") == 0 ? NK_BF16_AVX512
+                                                          : NK_BF16_AMX;
+    if (impl > cap) impl = cap;
+    // Asked last: the permission request is the one call here with a side effect.
+    if (impl == NK_BF16_AVX512 && cap >= NK_BF16_AMX && amx_usable()) impl = NK_BF16_AMX;
     __atomic_store_n(&bf16_cached, (int)impl, __ATOMIC_RELAXED);
     return impl;
+}
+
+int nk_bf16_impls(nk_bf16_impl out[4])
+{
+    int n    = 0;
+    out[n++] = NK_BF16_NONE;
+    out[n++] = NK_BF16_AMX_EMU;
+    for (int i = NK_BF16_AVX512; i <= (int)nk_cpu_bf16() && i <= NK_BF16_AMX; i++)
+        out[n++] = (nk_bf16_impl)i;
+    return n;
 }
 
 const char *nk_bf16_impl_name(nk_bf16_impl impl)
@@ -146,6 +195,8 @@ const char *nk_bf16_impl_name(nk_bf16_impl impl)
         return "avx512bf16";
     case NK_BF16_AMX:
         return "amx";
+    case NK_BF16_AMX_EMU:
+        return "amx-emulated";
     }
     return "unknown";
 }
@@ -154,5 +205,6 @@ double nk_bf16_peak_gflops(int nthreads, double seconds)
 {
     if (nk_cpu_bf16() < NK_BF16_AVX512) return 0.0;
     if (nthreads < 1) nthreads = 1;
-    return peak_gflops(nk_bf16_loop_avx512, nthreads, seconds);
+    return peak_gflops(nk_cpu_bf16() == NK_BF16_AMX ? nk_amx_loop : nk_bf16_loop_avx512, nthreads,
+                       seconds);
 }

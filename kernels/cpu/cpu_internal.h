@@ -225,6 +225,31 @@ typedef struct nk_bf16_kernel {
 } nk_bf16_kernel;
 
 extern const nk_bf16_kernel nk_bf16_kernel_avx512;
+// AMX (TDPBF16PS; gemm_amx.c) and the same kernels on a plain C model of the tile operations
+// (gemm_amx_emu.c, any CPU: for tests). Their packed A is laid out per 32-k chunk (see
+// gemm_amx_impl.h); B is nk_gemm_bf16_pack_b's.
+extern const nk_bf16_kernel nk_bf16_kernel_amx;
+extern const nk_bf16_kernel nk_bf16_kernel_amx_emu;
+// The tables' shared pieces: the AVX512_BF16 finish and rounding (the AMX table's), the portable
+// ones (gemm.c; the emulated table's).
+void nk_bf16_fin_avx512(float *c, int64_t ldc, int m, int n, const float *bias, const float *sc,
+                        const float *sh, const uint16_t *resb, int64_t ldr, int relu, uint16_t *yb,
+                        int64_t ldy);
+void nk_bf16_convert_avx512(int64_t n, const float *x, uint16_t *y);
+void nk_bf16_fin_scalar(float *c, int64_t ldc, int m, int n, const float *bias, const float *sc,
+                        const float *sh, const uint16_t *resb, int64_t ldr, int relu, uint16_t *yb,
+                        int64_t ldy);
+void nk_bf16_convert_scalar(int64_t n, const float *x, uint16_t *y);
+
+// LDTILECFG's 64-byte operand, palette 1: tile t has rows[t] rows of colsb[t] bytes.
+typedef struct __attribute__((packed, aligned(64))) amx_cfg {
+    uint8_t palette_id, start_row, reserved[14];
+    uint16_t colsb[16];
+    uint8_t rows[16];
+} amx_cfg;
+_Static_assert(sizeof(amx_cfg) == 64, "LDTILECFG reads 64 bytes");
+// TDPBF16PS throughput loop for nk_bf16_peak_gflops on AMX; returns the flops done.
+double nk_amx_loop(int64_t iters);
 
 // nk_gemm_bf16_pack_b_mt for row-major B that also writes colsum[0:N], the float32 sum of each
 // column of B, its rows added in order (one thread per column: the sums do not depend on

@@ -661,15 +661,15 @@ static void ukr_rows_bf16_scalar(int nseg, const int *segp, const uint32_t *cons
             c[i * ldc + j] = beta != 0.0f ? acc[i][j] + beta * c[i * ldc + j] : acc[i][j];
 }
 
-static void convert_bf16_scalar(int64_t n, const float *x, uint16_t *y)
+void nk_bf16_convert_scalar(int64_t n, const float *x, uint16_t *y)
 {
     for (int64_t i = 0; i < n; i++)
         y[i] = nk_f32_to_bf16(x[i]);
 }
 
-static void fin_bf16_scalar(float *c, int64_t ldc, int m, int n, const float *bias, const float *sc,
-                            const float *sh, const uint16_t *resb, int64_t ldr, int relu,
-                            uint16_t *yb, int64_t ldy)
+void nk_bf16_fin_scalar(float *c, int64_t ldc, int m, int n, const float *bias, const float *sc,
+                        const float *sh, const uint16_t *resb, int64_t ldr, int relu, uint16_t *yb,
+                        int64_t ldy)
 {
     for (int i = 0; i < m; i++)
         for (int j = 0; j < n; j++) {
@@ -690,14 +690,18 @@ static const nk_bf16_kernel nk_bf16_kernel_scalar = {
     .pack     = pack_bf16_scalar,
     .pack_t   = pack_t_bf16_scalar,
     .ukr_rows = ukr_rows_bf16_scalar,
-    .convert  = convert_bf16_scalar,
-    .fin      = fin_bf16_scalar,
+    .convert  = nk_bf16_convert_scalar,
+    .fin      = nk_bf16_fin_scalar,
 };
 
+// The table for impl, or the best this CPU has below it; the emulated AMX runs anywhere.
 static const nk_bf16_kernel *bf16_kernel_for(nk_bf16_impl impl)
 {
+    if (impl == NK_BF16_AMX_EMU) return &nk_bf16_kernel_amx_emu;
     if (impl > nk_cpu_bf16()) impl = nk_cpu_bf16();
-    return impl >= NK_BF16_AVX512 ? &nk_bf16_kernel_avx512 : &nk_bf16_kernel_scalar;
+    return impl == NK_BF16_AMX      ? &nk_bf16_kernel_amx
+           : impl == NK_BF16_AVX512 ? &nk_bf16_kernel_avx512
+                                    : &nk_bf16_kernel_scalar;
 }
 
 size_t nk_gemm_bf16_packed_b_elems(int K, int N)

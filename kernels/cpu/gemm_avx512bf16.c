@@ -243,7 +243,7 @@ static void ukr_rows_fin_bf16_avx512(int nseg, const int *segp, const uint32_t *
         ukr_rows_body(nseg, segp, rows, b, (float *)c, ldc, beta, m, n, 0, f);
 }
 
-static void convert_bf16_avx512(int64_t n, const float *x, uint16_t *y)
+void nk_bf16_convert_avx512(int64_t n, const float *x, uint16_t *y)
 {
     int64_t i = 0;
     for (; i + 32 <= n; i += 32) {
@@ -254,9 +254,9 @@ static void convert_bf16_avx512(int64_t n, const float *x, uint16_t *y)
         y[i] = nk_f32_to_bf16(x[i]);
 }
 
-static void fin_bf16_avx512(float *c, int64_t ldc, int m, int n, const float *bias, const float *sc,
-                            const float *sh, const uint16_t *resb, int64_t ldr, int relu,
-                            uint16_t *yb, int64_t ldy)
+void nk_bf16_fin_avx512(float *c, int64_t ldc, int m, int n, const float *bias, const float *sc,
+                        const float *sh, const uint16_t *resb, int64_t ldr, int relu, uint16_t *yb,
+                        int64_t ldy)
 {
     const __m512 zero = _mm512_setzero_ps();
     for (int j = 0; j < n; j += 16) {
@@ -283,8 +283,8 @@ const nk_bf16_kernel nk_bf16_kernel_avx512 = {
     .pack_b       = pack_b_bf16_avx512,
     .ukr_rows     = ukr_rows_bf16_avx512,
     .ukr_rows_fin = ukr_rows_fin_bf16_avx512,
-    .convert      = convert_bf16_avx512,
-    .fin          = fin_bf16_avx512,
+    .convert      = nk_bf16_convert_avx512,
+    .fin          = nk_bf16_fin_avx512,
 };
 
 // ---- peak ----

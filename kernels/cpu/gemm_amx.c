@@ -1,0 +1,66 @@
+/*
+ * gemm_amx.c: the bf16 GEMM kernels of gemm_amx_impl.h on AMX tiles (TDPBF16PS), and the
+ * TDPBF16PS peak loop. Compiled with -mamx-tile -mamx-bf16 (and AVX-512: the finish and the
+ * rounding are gemm_avx512bf16.c's); reached only through nk_bf16_kernel_amx after cpu.c has found
+ * AMX-TILE and AMX-BF16 and the kernel has granted this process the tile data
+ * (arch_prctl(ARCH_REQ_XCOMP_PERM)). The same kernels run on every machine's tests through
+ * gemm_amx_emu.c; tests/test_gemm.c and tests/test_ops.c run this copy where AMX is present.
+ */
+#include <immintrin.h>
+#include <string.h>
+
+#include "kernels/cpu/cpu_internal.h"
+
+#define AMX_NAME(f)         amx_##f
+#define AMX_LDCFG(cfg)      _tile_loadconfig(cfg)
+#define AMX_ZERO(t)         _tile_zero(t)
+#define AMX_LOAD(t, p, st)  _tile_loadd(t, p, st)
+#define AMX_STORE(t, p, st) _tile_stored(t, p, st)
+#define AMX_DP(c, a, b)     _tile_dpbf16ps(c, a, b)
+#include "kernels/cpu/gemm_amx_impl.h"
+
+const nk_bf16_kernel nk_bf16_kernel_amx = {
+    .ukr      = amx_ukr,
+    .pack     = amx_pack,
+    .pack_t   = amx_pack_t,
+    .ukr_rows = amx_ukr_rows,
+    .convert  = nk_bf16_convert_avx512,
+    .fin      = nk_bf16_fin_avx512,
+};
+
+// ---- peak ----
+
+double nk_amx_loop(int64_t iters)
+{
+    // Four 16 x 16 float32 accumulators, two A and two B tiles of 16 x 32 bf16 (zeros: the
+    // unit's speed does not depend on the values), all in registers: the 2 x 2 block a GEMM
+    // kernel would use. Each TDPBF16PS is 16 * 16 * 32 multiply-adds.
+    amx_cfg cfg;
+    memset(&cfg, 0, sizeof(cfg));
+    cfg.palette_id = 1;
+    for (int t = 0; t < 8; t++) {
+        cfg.rows[t]  = 16;
+        cfg.colsb[t] = 64;
+    }
+    static const uint8_t zeros[16 * 64] __attribute__((aligned(64)));
+    _tile_loadconfig(&cfg);
+    amx_configured = 0; // the kernels load their own configuration next time
+    _tile_zero(0);
+    _tile_zero(1);
+    _tile_zero(2);
+    _tile_zero(3);
+    _tile_loadd(4, zeros, 64);
+    _tile_loadd(5, zeros, 64);
+    _tile_loadd(6, zeros, 64);
+    _tile_loadd(7, zeros, 64);
+    for (int64_t it = 0; it < iters; it++) {
+        _tile_dpbf16ps(0, 4, 6);
+        _tile_dpbf16ps(1, 4, 7);
+        _tile_dpbf16ps(2, 5, 6);
+        _tile_dpbf16ps(3, 5, 7);
+    }
+    float keep[16 * 16] __attribute__((aligned(64)));
+    _tile_stored(0, keep, 64);
+    __asm__ volatile("" : : "r"(keep) : "memory");
+    return (double)iters * 4 * 16 * 16 * 32 * 2;
+}

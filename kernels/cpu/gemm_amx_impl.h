@@ -1,0 +1,208 @@
+/*
+ * gemm_amx_impl.h: the AMX (TDPBF16PS) kernels of the bf16 GEMM, written once over six tile
+ * operations and compiled twice: by gemm_amx.c on the real instructions (-mamx-tile -mamx-bf16,
+ * reached only after cpu.c has seen AMX and been granted the tile state), and by gemm_amx_emu.c
+ * on a plain C model of them (so that every machine's tests run these kernels' packing, tiling
+ * and tails; see there for what the model does). The includer defines:
+ *
+ *   AMX_NAME(f)           a unique name for this copy's function f
+ *   AMX_LDCFG(cfg)        LDTILECFG from an amx_cfg
+ *   AMX_ZERO(t)           TILEZERO tmm t
+ *   AMX_LOAD(t, p, st)    TILELOADD tmm t from p, rows st bytes apart
+ *   AMX_STORE(t, p, st)   TILESTORED tmm t to p, rows st bytes apart
+ *   AMX_DP(c, a, b)       TDPBF16PS tmm c += tmm a * tmm b
+ *
+ * (t, a, b, c are literal tile numbers, as the intrinsics need.)
+ *
+ * Tiles: tmm0 and tmm1 accumulate the MR x NR float32 tile (columns 0-15 and 16-31; MR = 12
+ * rows, of the 16 a tile can hold), tmm2 holds A (MR rows of 16 k pairs = 64 bytes), tmm3 and
+ * tmm4 B (16 k pairs of 16 columns each, read straight from nk_gemm_bf16_pack_b's panels, 128
+ * bytes a pair row). One step of 32 k is one A load, two B loads and two TDPBF16PS.
+ *
+ * Packed A (this table's pack and pack_t): the same footprint as every bf16 table's (kp*MR words
+ * per panel, 32 k of the panel at word (k/2)*MR), but row-major inside each 32-k chunk so that a
+ * chunk is one tile: word i*w + q of the chunk is row i's pair q, w = the chunk's pairs (16 but
+ * in a tail). Unpacked rows (ukr_rows: bf16 activations) load straight from memory when the MR
+ * row pointers of a segment are evenly spaced (consecutive pixels), else they are gathered into
+ * a 64-byte-row buffer first; so are the tails of fewer than 16 pairs, zero-padded (B's too, so
+ * that no pair past the block is read).
+ */
+
+#define AMX_MR NK_BF16_MR
+#define AMX_NR NK_BF16_NR
+#define AMX_CP 16 // k pairs per tile row (64 bytes)
+
+_Static_assert(AMX_MR <= 16 && AMX_NR == 32, "AMX tiles: at most 16 rows, two 16-column halves");
+
+// The tile configuration this copy's kernels use, loaded once per thread (tile state is per
+// thread; the peak loop of gemm_amx.c loads its own and clears this flag).
+static __thread int AMX_NAME(configured);
+
+static inline void AMX_NAME(config)(void)
+{
+    if (AMX_NAME(configured)) return;
+    amx_cfg cfg;
+    memset(&cfg, 0, sizeof(cfg));
+    cfg.palette_id = 1;
+    for (int t = 0; t < 3; t++) { // C halves and A: MR rows of 64 bytes
+        cfg.rows[t]  = AMX_MR;
+        cfg.colsb[t] = 64;
+    }
+    for (int t = 3; t < 5; t++) { // B halves: 16 pair rows of 64 bytes
+        cfg.rows[t]  = AMX_CP;
+        cfg.colsb[t] = 64;
+    }
+    AMX_LDCFG(&cfg);
+    AMX_NAME(configured) = 1;
+}
+
+// B's pairs [0, w) of a panel (NR words a pair row) into bb, zero-padded to AMX_CP rows.
+static inline void AMX_NAME(b_tail)(const uint32_t *b, int w, uint32_t *bb)
+{
+    memset(bb, 0, sizeof(uint32_t) * AMX_CP * AMX_NR);
+    memcpy(bb, b, sizeof(uint32_t) * (size_t)w * AMX_NR);
+}
+
+// One 32-k step: A from a (rows sa bytes apart), B from b (a panel, NR words a pair row).
+static inline __attribute__((always_inline)) void AMX_NAME(step)(const uint32_t *a, int64_t sa,
+                                                                 const uint32_t *b)
+{
+    AMX_LOAD(2, a, sa);
+    AMX_LOAD(3, b, AMX_NR * 4);
+    AMX_LOAD(4, b + 16, AMX_NR * 4);
+    AMX_DP(0, 2, 3);
+    AMX_DP(1, 2, 4);
+}
+
+// C[0:m,0:n] = the accumulators + beta * C (beta == 0 never reads C).
+static inline void AMX_NAME(store_c)(float *c, int64_t ldc, float beta, int m, int n)
+{
+    float t[AMX_MR * AMX_NR] __attribute__((aligned(64)));
+    AMX_STORE(0, t, AMX_NR * 4);
+    AMX_STORE(1, t + 16, AMX_NR * 4);
+    // Whole rows (n == NR, the common case) as loops of a constant count, which the compiler
+    // turns into vector code; the edges element by element.
+    const int full = n == AMX_NR;
+    for (int i = 0; i < m; i++) {
+        const float *ti = t + i * AMX_NR;
+        float *ci       = c + i * ldc;
+        if (beta != 0.0f && full) {
+            for (int j = 0; j < AMX_NR; j++)
+                ci[j] = ti[j] + beta * ci[j];
+        } else if (full) {
+            memcpy(ci, ti, sizeof(float) * AMX_NR);
+        } else if (beta != 0.0f) {
+            for (int j = 0; j < n; j++)
+                ci[j] = ti[j] + beta * ci[j];
+        } else {
+            memcpy(ci, ti, sizeof(float) * (size_t)n);
+        }
+    }
+}
+
+// nk_bf16_ukr_fn on this table's packed A (see the top of the file).
+static void AMX_NAME(ukr)(int64_t kp, const uint32_t *a, const uint32_t *b, float *c, int64_t ldc,
+                          float beta, int m, int n)
+{
+    uint32_t ab[AMX_MR * AMX_CP] __attribute__((aligned(64)));
+    uint32_t bb[AMX_CP * AMX_NR] __attribute__((aligned(64)));
+    AMX_NAME(config)();
+    AMX_ZERO(0);
+    AMX_ZERO(1);
+    for (int64_t q = 0; q < kp; q += AMX_CP) {
+        const int w        = kp - q < AMX_CP ? (int)(kp - q) : AMX_CP;
+        const uint32_t *ap = a + q * AMX_MR, *bp = b + q * AMX_NR;
+        if (w < AMX_CP) { // the tail chunk: [MR][w] words, widened to 64-byte rows
+            memset(ab, 0, sizeof(ab));
+            for (int i = 0; i < AMX_MR; i++)
+                memcpy(ab + i * AMX_CP, ap + i * w, sizeof(uint32_t) * (size_t)w);
+            AMX_NAME(b_tail)(bp, w, bb);
+            ap = ab;
+            bp = bb;
+        }
+        AMX_NAME(step)(ap, AMX_CP * 4, bp);
+    }
+    AMX_NAME(store_c)(c, ldc, beta, m, n);
+}
+
+// nk_bf16_pack_fn in this table's layout: w <= 32 k of MR rows, ceil(w/2) pairs a row.
+static void AMX_NAME(pack)(const float *const *src, int w, uint32_t *dst)
+{
+    const int pairs = (w + 1) / 2;
+    for (int i = 0; i < AMX_MR; i++) {
+        uint32_t *d = dst + i * pairs;
+        if (!src[i]) {
+            memset(d, 0, sizeof(uint32_t) * (size_t)pairs);
+            continue;
+        }
+        for (int q = 0; q < pairs; q++) {
+            const uint32_t lo = nk_f32_to_bf16(src[i][2 * q]);
+            const uint32_t hi = 2 * q + 1 < w ? nk_f32_to_bf16(src[i][2 * q + 1]) : 0;
+            d[q]              = lo | hi << 16;
+        }
+    }
+}
+
+// nk_bf16_pack_t_fn in this table's layout: kc k of A stored [K, M], rows past m zero.
+static void AMX_NAME(pack_t)(const float *src, int64_t lda, int m, int kc, uint32_t *dst)
+{
+    const int kp = (kc + 1) / 2;
+    for (int q0 = 0; q0 < kp; q0 += AMX_CP) {
+        const int w = kp - q0 < AMX_CP ? kp - q0 : AMX_CP;
+        uint32_t *d = dst + (int64_t)q0 * AMX_MR;
+        for (int q = 0; q < w; q++) {
+            const int64_t k = 2 * (int64_t)(q0 + q);
+            const float *r0 = src + k * lda, *r1 = k + 1 < kc ? r0 + lda : NULL;
+            for (int i = 0; i < AMX_MR; i++) {
+                const uint32_t lo = i < m ? nk_f32_to_bf16(r0[i]) : 0;
+                const uint32_t hi = i < m && r1 ? nk_f32_to_bf16(r1[i]) : 0;
+                d[i * w + q]      = lo | hi << 16;
+            }
+        }
+    }
+}
+
+// The byte distance between a segment's consecutive row pointers when it is the same for all
+// MR of them and positive (then a tile loads them in place), else 0.
+static inline int64_t AMX_NAME(row_stride)(const uint32_t *const *r)
+{
+    const int64_t s = (int64_t)((const char *)r[1] - (const char *)r[0]);
+    if (s <= 0) return 0;
+    for (int i = 2; i < AMX_MR; i++)
+        if ((const char *)r[i] - (const char *)r[0] != (int64_t)i * s) return 0;
+    return s;
+}
+
+// nk_bf16_ukr_rows_fn: unpacked bf16 rows (pf unused: a tile load reads whole rows).
+static void AMX_NAME(ukr_rows)(int nseg, const int *segp, const uint32_t *const *rows,
+                               const uint32_t *b, float *c, int64_t ldc, float beta, int m, int n,
+                               int pf)
+{
+    uint32_t ab[AMX_MR * AMX_CP] __attribute__((aligned(64)));
+    uint32_t bb[AMX_CP * AMX_NR] __attribute__((aligned(64)));
+    AMX_NAME(config)();
+    AMX_ZERO(0);
+    AMX_ZERO(1);
+    for (int s = 0; s < nseg; s++, rows += AMX_MR) {
+        const int len    = segp[s];
+        const int64_t st = AMX_NAME(row_stride)(rows);
+        for (int q = 0; q < len; q += AMX_CP) {
+            const int w        = len - q < AMX_CP ? len - q : AMX_CP;
+            const uint32_t *bp = b + (int64_t)q * AMX_NR;
+            if (st && w == AMX_CP) {
+                AMX_NAME(step)(rows[0] + q, st, bp);
+                continue;
+            }
+            if (w < AMX_CP) {
+                memset(ab, 0, sizeof(ab));
+                AMX_NAME(b_tail)(bp, w, bb);
+                bp = bb;
+            }
+            for (int i = 0; i < AMX_MR; i++)
+                memcpy(ab + i * AMX_CP, rows[i] + q, sizeof(uint32_t) * (size_t)w);
+            AMX_NAME(step)(ab, AMX_CP * 4, bp);
+        }
+        b += (int64_t)len * AMX_NR;
+    }
+    AMX_NAME(store_c)(c, ldc, beta, m, n);
+}
