@@ -9,8 +9,10 @@
  * tile; TILESTORED writes rows x colsb bytes; TDPBF16PS, for every row m of the destination and
  * column n: for each k pair in order, acc += a[m][2k] * b[k][2n], then acc += a[m][2k+1] *
  * b[k][2n+1] in float32 (the products are exact), bf16 denormal inputs read as zero and denormal
- * results flushed to zero. Shapes the hardware would fault on (#UD: a tile used before
- * LDTILECFG, mismatched rows or columns) trap here too, so a kernel bug cannot pass unseen.
+ * results flushed to zero (the Intrinsics Guide's form; the SDM's keeps the even and odd products
+ * in separate sums, so the hardware's last bits may differ: the tests allow float32 summation
+ * error). Shapes the hardware would fault on (#UD: a tile used before LDTILECFG, mismatched rows
+ * or columns) trap here too, so a kernel bug cannot pass unseen.
  */
 #include <float.h>
 #include <math.h>
