@@ -155,18 +155,21 @@ double nk_fma_loop_avx512(int64_t iters);
 
 // ---- bf16 (nk_gemm_bf16_cpu) ----
 //
-// Register block NK_BF16_MR x NK_BF16_NR for every bf16 table. Packed A holds, per panel of MR
-// rows, k pair q of row i as one 32-bit word at q*MR + i (low half the even k); packed B is the
+// Micro-tile: a table's mr rows x NK_BF16_NR columns (mr: NK_BF16_MR for the VDPBF16PS and
+// portable tables, 32 for AMX's two 16-row tiles; at most NK_BF16_MR_MAX). Packed A holds, per
+// panel of mr rows, k pair q of row i as one 32-bit word at q*mr + i (low half the even k; the
+// AMX tables lay each 32-k chunk out row-major instead, see gemm_amx_impl.h); packed B is the
 // layout of nk_gemm_bf16_pack_b.
-#define NK_BF16_MR 12
+#define NK_BF16_MR     12
+#define NK_BF16_MR_MAX 32
 
 // C[0:m,0:n] = Apanel Bpanel + beta * C over kp k pairs (a and b as above, b a panel of NR
 // columns). beta == 0 never reads C.
 typedef void (*nk_bf16_ukr_fn)(int64_t kp, const uint32_t *a, const uint32_t *b, float *c,
                                int64_t ldc, float beta, int m, int n);
-// Rounds one chunk of w <= 32 consecutive k of MR rows to bf16 and stores it packed: src[i]
+// Rounds one chunk of w <= 32 consecutive k of mr rows to bf16 and stores it packed: src[i]
 // points at row i's first float (NULL: a row of zeros); writes ceil(w/2) pair words per row at
-// dst[q*MR + i] (an odd w pads the last pair with a zero).
+// dst[q*mr + i] (an odd w pads the last pair with a zero).
 typedef void (*nk_bf16_pack_fn)(const float *const *src, int w, uint32_t *dst);
 
 // The same panel for A stored transposed ([K, M], a weight gradient's x^T): rows i < m of the
@@ -181,7 +184,7 @@ typedef void (*nk_bf16_pack_b_fn)(const float *B, int64_t ldb, int K, int n, uin
                                   float *colsum);
 
 // Batch-reduce form on unpacked bf16 rows (see nk_gemm_ukr_rows_fn): segment s has segp[s] k
-// pairs, row i of it at rows[s*MR + i] (32-bit pair words: bf16 activations, NHWC). pf: the rows
+// pairs, row i of it at rows[s*mr + i] (32-bit pair words: bf16 activations, NHWC). pf: the rows
 // are read here for the first time (the first column panel): prefetch them ahead.
 typedef void (*nk_bf16_ukr_rows_fn)(int nseg, const int *segp, const uint32_t *const *rows,
                                     const uint32_t *b, float *c, int64_t ldc, float beta, int m,
@@ -214,6 +217,7 @@ typedef void (*nk_bf16_ukr_rows_fin_fn)(int nseg, const int *segp, const uint32_
                                         int m, int n, int pf, const nk_bf16_fin_args *f);
 
 typedef struct nk_bf16_kernel {
+    int mr; // rows of a micro-tile and of a packed A panel (<= NK_BF16_MR_MAX, divides 480)
     nk_bf16_ukr_fn ukr;
     nk_bf16_pack_fn pack;
     nk_bf16_pack_t_fn pack_t;

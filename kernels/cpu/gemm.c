@@ -598,7 +598,8 @@ void nk_colsum_cols_cpu(const nk_exec *ex, int64_t M, int N, const float *x, flo
 // 32 (the packer's chunk) so that chunks never straddle a filter tap when C % 32 == 0.
 #define BMC 480
 #define BKC 256
-_Static_assert(BKC % 32 == 0 && BMC % BMR == 0, "bf16 blocks: kc in whole chunks, mc in panels");
+_Static_assert(BKC % 32 == 0 && BMC % BMR == 0 && BMC % NK_BF16_MR_MAX == 0,
+               "bf16 blocks: kc in whole chunks, mc in panels of every table's mr");
 // With a bf16 output, each thread sums a BMC x BJC block in a float32 staging tile (in L2: 240
 // KiB) over all k blocks, and rounds it into the output as each micro-tile's last k block ends.
 #define BJC 128
@@ -686,6 +687,7 @@ void nk_bf16_fin_scalar(float *c, int64_t ldc, int m, int n, const float *bias, 
 }
 
 static const nk_bf16_kernel nk_bf16_kernel_scalar = {
+    .mr       = BMR,
     .ukr      = ukr_bf16_scalar,
     .pack     = pack_bf16_scalar,
     .pack_t   = pack_t_bf16_scalar,
@@ -798,9 +800,9 @@ typedef struct bf16_src {
 static const uint32_t zero_pairs[BKC / 2] __attribute__((aligned(64)));
 
 // The bf16 twin of conv_rows: segments of k [pc, pc + kc) inside one filter tap, in pairs, and
-// the row pointers into xb (pair words), rows[(ir/BMR * nseg + s) * BMR + i]. Returns nseg.
-static int bf16_conv_rows(const bf16_src *s, int64_t row0, int mc, int pc, int kc, int *segp,
-                          const uint32_t **rows)
+// the row pointers into xb (pair words), rows[(ir/mr * nseg + s) * mr + i]. Returns nseg.
+static int bf16_conv_rows(const bf16_src *s, int mr, int64_t row0, int mc, int pc, int kc,
+                          int *segp, const uint32_t **rows)
 {
     const nk_conv_desc *d = s->d;
     int nseg              = 0, segk[BKC / 2 + 1];
@@ -815,17 +817,17 @@ static int bf16_conv_rows(const bf16_src *s, int64_t row0, int mc, int pc, int k
     for (int t = 0; t < nseg; t++)
         tap[t] = conv_tap_of(d, segk[t]);
     conv_pos at = conv_pos_at(d, row0);
-    for (int i0 = 0; i0 < mc; i0 += BMR) {
-        const uint32_t **rp = rows + (int64_t)(i0 / BMR) * nseg * BMR;
-        for (int i = 0; i < BMR; i++) {
+    for (int i0 = 0; i0 < mc; i0 += mr) {
+        const uint32_t **rp = rows + (int64_t)(i0 / mr) * nseg * mr;
+        for (int i = 0; i < mr; i++) {
             if (i0 + i >= mc) {
                 for (int t = 0; t < nseg; t++)
-                    rp[t * BMR + i] = zero_pairs;
+                    rp[t * mr + i] = zero_pairs;
                 continue;
             }
             for (int t = 0; t < nseg; t++) { // C and c0 even: offsets halve into pair words
                 const int64_t o = conv_read_at(d, &at, &tap[t]);
-                rp[t * BMR + i] = o >= 0 ? s->xb + o / 2 : zero_pairs;
+                rp[t * mr + i]  = o >= 0 ? s->xb + o / 2 : zero_pairs;
             }
             conv_pos_next(d, &at);
         }
@@ -834,22 +836,22 @@ static int bf16_conv_rows(const bf16_src *s, int64_t row0, int mc, int pc, int k
 }
 
 // The row pointers of A already in bf16 (s->ab): one segment of kc/2 pairs a row. Returns 1.
-static int bf16_ab_rows(const bf16_src *s, int64_t row0, int mc, int pc, int kc, int *segp,
+static int bf16_ab_rows(const bf16_src *s, int mr, int64_t row0, int mc, int pc, int kc, int *segp,
                         const uint32_t **rows)
 {
     segp[0] = kc / 2;
-    for (int i0 = 0; i0 < mc; i0 += BMR)
-        for (int i = 0; i < BMR; i++)
+    for (int i0 = 0; i0 < mc; i0 += mr)
+        for (int i = 0; i < mr; i++)
             rows[i0 + i] = i0 + i < mc ? s->ab + (row0 + i0 + i) * s->ldab + pc / 2 : zero_pairs;
     return 1;
 }
 
 // The row pointers of an unpacked A (s->xb or s->ab) for rows [row0, row0 + mc) x k [pc, pc + kc).
-static int bf16_unpacked_rows(const bf16_src *s, int64_t row0, int mc, int pc, int kc, int *segp,
-                              const uint32_t **rows)
+static int bf16_unpacked_rows(const bf16_src *s, int mr, int64_t row0, int mc, int pc, int kc,
+                              int *segp, const uint32_t **rows)
 {
-    return s->xb ? bf16_conv_rows(s, row0, mc, pc, kc, segp, rows)
-                 : bf16_ab_rows(s, row0, mc, pc, kc, segp, rows);
+    return s->xb ? bf16_conv_rows(s, mr, row0, mc, pc, kc, segp, rows)
+                 : bf16_ab_rows(s, mr, row0, mc, pc, kc, segp, rows);
 }
 
 // One unit of a bf16-output GEMM (rows [i0, i0 + mcb), columns [j0, j0 + ncb)): BMC x BJC
@@ -860,7 +862,7 @@ static void bf16_unit_out(const nk_bf16_kernel *kr, const bf16_src *s, int64_t i
                           const nk_epilogue *ep, uint16_t *Cb, int ldc, uint32_t *abuf,
                           float *stage, int pfa)
 {
-    const int Kp         = (K + 1) / 2;
+    const int Kp = (K + 1) / 2, MR = kr->mr;
     const float *sc      = ep ? ep->scale : NULL;
     const uint16_t *resb = ep ? ep->residual_bf16 : NULL;
     for (int ic = 0; ic < mcb; ic += BMC) {
@@ -875,7 +877,7 @@ static void bf16_unit_out(const nk_bf16_kernel *kr, const bf16_src *s, int64_t i
                 const int kcb = K - pc < BKC ? K - pc : BKC;
                 int segp[BKC / 2 + 1];
                 const uint32_t **rows = (const uint32_t **)abuf;
-                const int nseg        = bf16_unpacked_rows(s, row, mcc, pc, kcb, segp, rows);
+                const int nseg        = bf16_unpacked_rows(s, MR, row, mcc, pc, kcb, segp, rows);
                 // The last k block finishes in the micro-kernel where it can (fused).
                 const int fuse = kr->ukr_rows_fin && pc + kcb >= K;
                 for (int j = jc; j < jc + jce; j += BNR) {
@@ -883,11 +885,11 @@ static void bf16_unit_out(const nk_bf16_kernel *kr, const bf16_src *s, int64_t i
                     const uint32_t *bp =
                         B32 + (int64_t)((j0 + j) / BNR) * Kp * BNR + (int64_t)(pc / 2) * BNR;
                     const int jj = j0 + j, pf = pfa && j == 0; // the rows' first panel here
-                    for (int ir = 0; ir < mcc; ir += BMR) {
-                        const uint32_t *const *rr = rows + (int64_t)(ir / BMR) * nseg * BMR;
+                    for (int ir = 0; ir < mcc; ir += MR) {
+                        const uint32_t *const *rr = rows + (int64_t)(ir / MR) * nseg * MR;
                         float *st                 = stage + (int64_t)ir * BJC + (j - jc);
                         const float beta          = pc == 0 ? 0.0f : 1.0f;
-                        const int m               = mcc - ir < BMR ? mcc - ir : BMR;
+                        const int m               = mcc - ir < MR ? mcc - ir : MR;
                         if (!fuse) {
                             kr->ukr_rows(nseg, segp, rr, bp, st, BJC, beta, m, n, pf);
                             continue;
@@ -908,9 +910,9 @@ static void bf16_unit_out(const nk_bf16_kernel *kr, const bf16_src *s, int64_t i
                 }
             }
             if (kr->ukr_rows_fin && K > 0) continue; // finished above
-            for (int ir = 0; ir < mcc; ir += BMR) {
+            for (int ir = 0; ir < mcc; ir += MR) {
                 const int64_t off = (row + ir) * ldc + j0 + jc;
-                kr->fin(stage + (int64_t)ir * BJC, BJC, mcc - ir < BMR ? mcc - ir : BMR, jce,
+                kr->fin(stage + (int64_t)ir * BJC, BJC, mcc - ir < MR ? mcc - ir : MR, jce,
                         bias ? bias + j0 + jc : NULL, sc ? sc + j0 + jc : NULL,
                         sc ? ep->shift + j0 + jc : NULL, resb ? resb + off : NULL, ldc,
                         ep && ep->relu, Cb + off, ldc);
@@ -928,12 +930,12 @@ static void bf16_unit_out(const nk_bf16_kernel *kr, const bf16_src *s, int64_t i
 // ahead no better than one.
 int nk_bf16_pack_pf_min_ld = 128;
 
-// Packs rows [row0, row0 + mc) x k [pc, pc + kc) of A into panels of BMR rows (kc rounded up to
+// Packs rows [row0, row0 + mc) x k [pc, pc + kc) of A into panels of MR rows (kc rounded up to
 // pairs), through the kernel's chunk packer.
 static void bf16_pack_a(const nk_bf16_kernel *kr, const bf16_src *s, int64_t row0, int mc, int pc,
                         int kc, uint32_t *abuf)
 {
-    const int kp = (kc + 1) / 2;
+    const int kp = (kc + 1) / 2, MR = kr->mr;
     // Implicit GEMM: each 32-k chunk's tap once per call, the rows' pixels stepped (conv_rows).
     const nk_conv_desc *d = s->d;
     conv_tap tap[BKC / 32 + 1];
@@ -943,44 +945,44 @@ static void bf16_pack_a(const nk_bf16_kernel *kr, const bf16_src *s, int64_t row
             tap[k / 32] = conv_tap_of(d, pc + k);
         at = conv_pos_at(d, row0);
     }
-    for (int i0 = 0; i0 < mc; i0 += BMR) {
-        uint32_t *dst = abuf + (int64_t)(i0 / BMR) * kp * BMR;
-        const int m   = mc - i0 < BMR ? mc - i0 : BMR;
-        const float *src[BMR];
+    for (int i0 = 0; i0 < mc; i0 += MR) {
+        uint32_t *dst = abuf + (int64_t)(i0 / MR) * kp * MR;
+        const int m   = mc - i0 < MR ? mc - i0 : MR;
+        const float *src[NK_BF16_MR_MAX];
         if (s->at) {
             kr->pack_t(s->A + (int64_t)pc * s->lda + row0 + i0, s->lda, m, kc, dst);
             continue;
         }
         if (!s->d) {
-            for (int i = 0; i < BMR; i++)
+            for (int i = 0; i < MR; i++)
                 src[i] = i < m ? s->A + (row0 + i0 + i) * s->lda + pc : NULL;
             // The next panel's rows, the same 32 k: fetched while this chunk packs.
             const int mn     = s->lda < nk_bf16_pack_pf_min_ld ? 0
-                               : mc - i0 - BMR < BMR           ? mc - i0 - BMR
-                                                               : BMR;
-            const float *nxt = mn > 0 ? s->A + (row0 + i0 + BMR) * s->lda + pc : NULL;
+                               : mc - i0 - MR < MR             ? mc - i0 - MR
+                                                               : MR;
+            const float *nxt = mn > 0 ? s->A + (row0 + i0 + MR) * s->lda + pc : NULL;
             for (int k = 0; k < kc; k += 32) {
                 for (int i = 0; i < mn; i++) {
                     __builtin_prefetch(nxt + i * s->lda + k, 0, 3);
                     if (k + 16 < kc) __builtin_prefetch(nxt + i * s->lda + k + 16, 0, 3);
                 }
-                kr->pack(src, kc - k < 32 ? kc - k : 32, dst + (k / 2) * BMR);
+                kr->pack(src, kc - k < 32 ? kc - k : 32, dst + (k / 2) * MR);
                 for (int i = 0; i < m; i++)
                     src[i] += 32;
             }
             continue;
         }
-        conv_pos px[BMR]; // the panel's rows' pixels
+        conv_pos px[NK_BF16_MR_MAX]; // the panel's rows' pixels
         for (int i = 0; i < m; i++) {
             px[i] = at;
             conv_pos_next(d, &at);
         }
         for (int k = 0; k < kc; k += 32) {
-            for (int i = 0; i < BMR; i++) {
+            for (int i = 0; i < MR; i++) {
                 const int64_t o = i < m ? conv_read_at(d, &px[i], &tap[k / 32]) : -1;
                 src[i]          = o >= 0 ? s->x + o : NULL;
             }
-            kr->pack(src, kc - k < 32 ? kc - k : 32, dst + (k / 2) * BMR);
+            kr->pack(src, kc - k < 32 ? kc - k : 32, dst + (k / 2) * MR);
         }
     }
 }
@@ -1007,6 +1009,7 @@ static void gemm_bf16_run(nk_bf16_impl impl, const nk_exec *ex, int M, int N, in
     int nt               = ex && ex->nthreads > 0 ? ex->nthreads : 1;
     if (2.0 * M * N * (double)K < GEMM_MIN_FLOPS_PER_THREAD * nt) nt = 1;
     const nk_bf16_kernel *kr = bf16_kernel_for(impl);
+    const int MR             = kr->mr;
     if (K <= 0 && !Cb && !resb) {
         scale_c(nt, M, N, beta, C, ldc, bias, ep);
         return;
@@ -1015,7 +1018,7 @@ static void gemm_bf16_run(nk_bf16_impl impl, const nk_exec *ex, int M, int N, in
     const nk_tile_epi_fn epi =
         kernel_for(NK_ISA_AVX512)->epi ? kernel_for(NK_ISA_AVX512)->epi : tile_epi_c;
     // B needs no block limit here (it is packed already): nc = N leaves the grid free.
-    const nk_gemm_kernel shape = {.mr = BMR, .nr = BNR, .mc = BMC, .kc = BKC, .nc = N};
+    const nk_gemm_kernel shape = {.mr = kr->mr, .nr = BNR, .mc = BMC, .kc = BKC, .nc = N};
     const int unpacked         = s->xb || s->ab;
     // Unpacked rows are prefetched on their first column panel when A is large (see
     // nk_bf16_rows_pf_min_bytes).
@@ -1058,19 +1061,19 @@ static void gemm_bf16_run(nk_bf16_impl impl, const nk_exec *ex, int M, int N, in
                     int nseg              = 0, segp[BKC / 2 + 1];
                     const uint32_t **rows = (const uint32_t **)abuf; // pointers, not panels
                     if (unpacked)
-                        nseg = bf16_unpacked_rows(s, row, mcc, pc, kcb, segp, rows);
+                        nseg = bf16_unpacked_rows(s, MR, row, mcc, pc, kcb, segp, rows);
                     else
                         bf16_pack_a(kr, s, row, mcc, pc, kcb, abuf);
                     for (int j = 0; j < ncb; j += BNR) {
                         const int n = ncb - j < BNR ? ncb - j : BNR;
                         const uint32_t *bp =
                             B32 + (int64_t)((j0 + j) / BNR) * Kp * BNR + (int64_t)(pc / 2) * BNR;
-                        for (int ir = 0; ir < mcc; ir += BMR) {
-                            const int m = mcc - ir < BMR ? mcc - ir : BMR;
+                        for (int ir = 0; ir < mcc; ir += MR) {
+                            const int m = mcc - ir < MR ? mcc - ir : MR;
                             float *c    = C + (row + ir) * ldc + j0 + j;
                             if (unpacked)
-                                kr->ukr_rows(nseg, segp, rows + (int64_t)(ir / BMR) * nseg * BMR,
-                                             bp, c, ldc, beta_eff, m, n, pfa && j == 0);
+                                kr->ukr_rows(nseg, segp, rows + (int64_t)(ir / MR) * nseg * MR, bp,
+                                             c, ldc, beta_eff, m, n, pfa && j == 0);
                             else
                                 kr->ukr(kp, abuf + (int64_t)ir * kp, bp, c, ldc, beta_eff, m, n);
                             if (last && resb)

@@ -20,6 +20,7 @@
 #include "kernels/cpu/gemm_amx_impl.h"
 
 const nk_bf16_kernel nk_bf16_kernel_amx = {
+    .mr       = AMX_MR,
     .ukr      = amx_ukr,
     .pack     = amx_pack,
     .pack_t   = amx_pack_t,

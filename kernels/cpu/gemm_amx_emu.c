@@ -120,6 +120,7 @@ static void emu_dp(int tc, int ta, int tb)
 #include "kernels/cpu/gemm_amx_impl.h"
 
 const nk_bf16_kernel nk_bf16_kernel_amx_emu = {
+    .mr       = AMX_MR,
     .ukr      = amx_emu_ukr,
     .pack     = amx_emu_pack,
     .pack_t   = amx_emu_pack_t,

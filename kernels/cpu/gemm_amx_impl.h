@@ -14,25 +14,26 @@
  *
  * (t, a, b, c are literal tile numbers, as the intrinsics need.)
  *
- * Tiles: tmm0 and tmm1 accumulate the MR x NR float32 tile (columns 0-15 and 16-31; MR = 12
- * rows, of the 16 a tile can hold), tmm2 holds A (MR rows of 16 k pairs = 64 bytes), tmm3 and
- * tmm4 B (16 k pairs of 16 columns each, read straight from nk_gemm_bf16_pack_b's panels, 128
- * bytes a pair row). One step of 32 k is one A load, two B loads and two TDPBF16PS.
+ * Tiles: the micro-tile is 32 rows x 32 columns of float32 in four accumulators (tmm0-3: rows
+ * 0-15 / 16-31 x columns 0-15 / 16-31), the 2 x 2 block that makes each tile load feed two
+ * TDPBF16PS. tmm4 and tmm5 hold A (16 rows of 16 k pairs = 64 bytes each), tmm6 and tmm7 B (16
+ * k pairs of 16 columns each, read straight from nk_gemm_bf16_pack_b's panels, 128 bytes a pair
+ * row). One step of 32 k: two A loads, two B loads, four TDPBF16PS (two when m <= 16).
  *
- * Packed A (this table's pack and pack_t): the same footprint as every bf16 table's (kp*MR words
- * per panel, 32 k of the panel at word (k/2)*MR), but row-major inside each 32-k chunk so that a
- * chunk is one tile: word i*w + q of the chunk is row i's pair q, w = the chunk's pairs (16 but
- * in a tail). Unpacked rows (ukr_rows: bf16 activations) load straight from memory when the MR
- * row pointers of a segment are evenly spaced (consecutive pixels), else they are gathered into
- * a 64-byte-row buffer first; so are the tails of fewer than 16 pairs, zero-padded (B's too, so
- * that no pair past the block is read).
+ * Packed A (this table's pack and pack_t): the same footprint as every bf16 table's (kp*mr words
+ * per panel, 32 k of the panel at word (k/2)*mr), but row-major inside each 32-k chunk so that
+ * a chunk's 16-row halves are tiles: word i*w + q of the chunk is row i's pair q, w = the chunk's
+ * pairs (16 but in a tail). Unpacked rows (ukr_rows: bf16 activations) load straight from memory
+ * when the 32 row pointers of a segment are evenly spaced (consecutive pixels), else they are
+ * gathered into a 64-byte-row buffer first; so are the tails of fewer than 16 pairs,
+ * zero-padded (B's too, so that no pair past the block is read).
  */
 
-#define AMX_MR NK_BF16_MR
+#define AMX_MR 32 // two 16-row tiles
 #define AMX_NR NK_BF16_NR
 #define AMX_CP 16 // k pairs per tile row (64 bytes)
 
-_Static_assert(AMX_MR <= 16 && AMX_NR == 32, "AMX tiles: at most 16 rows, two 16-column halves");
+_Static_assert(AMX_MR == 32 && AMX_MR <= NK_BF16_MR_MAX && AMX_NR == 32, "AMX: 2 x 2 tiles");
 
 // The tile configuration this copy's kernels use, loaded once per thread (tile state is per
 // thread; the peak loop of gemm_amx.c loads its own and clears this flag).
@@ -44,12 +45,8 @@ static inline void AMX_NAME(config)(void)
     amx_cfg cfg;
     memset(&cfg, 0, sizeof(cfg));
     cfg.palette_id = 1;
-    for (int t = 0; t < 3; t++) { // C halves and A: MR rows of 64 bytes
-        cfg.rows[t]  = AMX_MR;
-        cfg.colsb[t] = 64;
-    }
-    for (int t = 3; t < 5; t++) { // B halves: 16 pair rows of 64 bytes
-        cfg.rows[t]  = AMX_CP;
+    for (int t = 0; t < 8; t++) { // every tile 16 rows of 64 bytes
+        cfg.rows[t]  = 16;
         cfg.colsb[t] = 64;
     }
     AMX_LDCFG(&cfg);
@@ -63,15 +60,30 @@ static inline void AMX_NAME(b_tail)(const uint32_t *b, int w, uint32_t *bb)
     memcpy(bb, b, sizeof(uint32_t) * (size_t)w * AMX_NR);
 }
 
-// One 32-k step: A from a (rows sa bytes apart), B from b (a panel, NR words a pair row).
-static inline __attribute__((always_inline)) void AMX_NAME(step)(const uint32_t *a, int64_t sa,
-                                                                 const uint32_t *b)
+// One 32-k step: A's rows 0-15 from a, 16-31 from a2 (rows sa bytes apart; a2 unused unless
+// two), B from b (a panel, NR words a pair row).
+static inline __attribute__((always_inline)) void
+AMX_NAME(step)(const uint32_t *a, const uint32_t *a2, int64_t sa, const uint32_t *b, int two)
 {
-    AMX_LOAD(2, a, sa);
-    AMX_LOAD(3, b, AMX_NR * 4);
-    AMX_LOAD(4, b + 16, AMX_NR * 4);
-    AMX_DP(0, 2, 3);
-    AMX_DP(1, 2, 4);
+    AMX_LOAD(4, a, sa);
+    AMX_LOAD(6, b, AMX_NR * 4);
+    AMX_LOAD(7, b + 16, AMX_NR * 4);
+    AMX_DP(0, 4, 6);
+    AMX_DP(1, 4, 7);
+    if (two) {
+        AMX_LOAD(5, a2, sa);
+        AMX_DP(2, 5, 6);
+        AMX_DP(3, 5, 7);
+    }
+}
+
+static inline void AMX_NAME(zero_c)(void)
+{
+    AMX_NAME(config)();
+    AMX_ZERO(0);
+    AMX_ZERO(1);
+    AMX_ZERO(2);
+    AMX_ZERO(3);
 }
 
 // C[0:m,0:n] = the accumulators + beta * C (beta == 0 never reads C).
@@ -80,6 +92,10 @@ static inline void AMX_NAME(store_c)(float *c, int64_t ldc, float beta, int m, i
     float t[AMX_MR * AMX_NR] __attribute__((aligned(64)));
     AMX_STORE(0, t, AMX_NR * 4);
     AMX_STORE(1, t + 16, AMX_NR * 4);
+    if (m > 16) {
+        AMX_STORE(2, t + 16 * AMX_NR, AMX_NR * 4);
+        AMX_STORE(3, t + 16 * AMX_NR + 16, AMX_NR * 4);
+    }
     // Whole rows (n == NR, the common case) as loops of a constant count, which the compiler
     // turns into vector code; the edges element by element.
     const int full = n == AMX_NR;
@@ -106,9 +122,8 @@ static void AMX_NAME(ukr)(int64_t kp, const uint32_t *a, const uint32_t *b, floa
 {
     uint32_t ab[AMX_MR * AMX_CP] __attribute__((aligned(64)));
     uint32_t bb[AMX_CP * AMX_NR] __attribute__((aligned(64)));
-    AMX_NAME(config)();
-    AMX_ZERO(0);
-    AMX_ZERO(1);
+    const int two = m > 16;
+    AMX_NAME(zero_c)();
     for (int64_t q = 0; q < kp; q += AMX_CP) {
         const int w        = kp - q < AMX_CP ? (int)(kp - q) : AMX_CP;
         const uint32_t *ap = a + q * AMX_MR, *bp = b + q * AMX_NR;
@@ -120,11 +135,10 @@ static void AMX_NAME(ukr)(int64_t kp, const uint32_t *a, const uint32_t *b, floa
             ap = ab;
             bp = bb;
         }
-        AMX_NAME(step)(ap, AMX_CP * 4, bp);
+        AMX_NAME(step)(ap, ap + 16 * AMX_CP, AMX_CP * 4, bp, two);
     }
     AMX_NAME(store_c)(c, ldc, beta, m, n);
 }
-
 // nk_bf16_pack_fn in this table's layout: w <= 32 k of MR rows, ceil(w/2) pairs a row.
 static void AMX_NAME(pack)(const float *const *src, int w, uint32_t *dst)
 {
@@ -162,13 +176,13 @@ static void AMX_NAME(pack_t)(const float *src, int64_t lda, int m, int kc, uint3
     }
 }
 
-// The byte distance between a segment's consecutive row pointers when it is the same for all
-// MR of them and positive (then a tile loads them in place), else 0.
-static inline int64_t AMX_NAME(row_stride)(const uint32_t *const *r)
+// The byte distance between a segment's consecutive row pointers when it is the same for the
+// first n of them and positive (then tiles load them in place), else 0.
+static inline int64_t AMX_NAME(row_stride)(const uint32_t *const *r, int n)
 {
     const int64_t s = (int64_t)((const char *)r[1] - (const char *)r[0]);
     if (s <= 0) return 0;
-    for (int i = 2; i < AMX_MR; i++)
+    for (int i = 2; i < n; i++)
         if ((const char *)r[i] - (const char *)r[0] != (int64_t)i * s) return 0;
     return s;
 }
@@ -180,17 +194,16 @@ static void AMX_NAME(ukr_rows)(int nseg, const int *segp, const uint32_t *const 
 {
     uint32_t ab[AMX_MR * AMX_CP] __attribute__((aligned(64)));
     uint32_t bb[AMX_CP * AMX_NR] __attribute__((aligned(64)));
-    AMX_NAME(config)();
-    AMX_ZERO(0);
-    AMX_ZERO(1);
+    const int two = m > 16, mg = two ? AMX_MR : 16; // rows to gather
+    AMX_NAME(zero_c)();
     for (int s = 0; s < nseg; s++, rows += AMX_MR) {
         const int len    = segp[s];
-        const int64_t st = AMX_NAME(row_stride)(rows);
+        const int64_t st = AMX_NAME(row_stride)(rows, mg);
         for (int q = 0; q < len; q += AMX_CP) {
             const int w        = len - q < AMX_CP ? len - q : AMX_CP;
             const uint32_t *bp = b + (int64_t)q * AMX_NR;
             if (st && w == AMX_CP) {
-                AMX_NAME(step)(rows[0] + q, st, bp);
+                AMX_NAME(step)(rows[0] + q, rows[16] + q, st, bp, two);
                 continue;
             }
             if (w < AMX_CP) {
@@ -198,9 +211,9 @@ static void AMX_NAME(ukr_rows)(int nseg, const int *segp, const uint32_t *const 
                 AMX_NAME(b_tail)(bp, w, bb);
                 bp = bb;
             }
-            for (int i = 0; i < AMX_MR; i++)
+            for (int i = 0; i < mg; i++)
                 memcpy(ab + i * AMX_CP, rows[i] + q, sizeof(uint32_t) * (size_t)w);
-            AMX_NAME(step)(ab, AMX_CP * 4, bp);
+            AMX_NAME(step)(ab, ab + 16 * AMX_CP, AMX_CP * 4, bp, two);
         }
         b += (int64_t)len * AMX_NR;
     }

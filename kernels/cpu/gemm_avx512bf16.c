@@ -277,6 +277,7 @@ void nk_bf16_fin_avx512(float *c, int64_t ldc, int m, int n, const float *bias, 
 }
 
 const nk_bf16_kernel nk_bf16_kernel_avx512 = {
+    .mr           = MR,
     .ukr          = ukr_bf16_avx512,
     .pack         = pack_bf16_avx512,
     .pack_t       = pack_t_bf16_avx512,
