@@ -60,10 +60,11 @@ static inline void AMX_NAME(b_tail)(const uint32_t *b, int w, uint32_t *bb)
     memcpy(bb, b, sizeof(uint32_t) * (size_t)w * AMX_NR);
 }
 
-// One 32-k step: A's rows 0-15 from a, 16-31 from a2 (rows sa bytes apart; a2 unused unless
+// One 32-k step: A's rows 0-15 from a (rows sa bytes apart), 16-31 from a2 (sa2; unused unless
 // two), B from b (a panel, NR words a pair row).
-static inline __attribute__((always_inline)) void
-AMX_NAME(step)(const uint32_t *a, const uint32_t *a2, int64_t sa, const uint32_t *b, int two)
+static inline __attribute__((always_inline)) void AMX_NAME(step)(const uint32_t *a, int64_t sa,
+                                                                 const uint32_t *a2, int64_t sa2,
+                                                                 const uint32_t *b, int two)
 {
     AMX_LOAD(4, a, sa);
     AMX_LOAD(6, b, AMX_NR * 4);
@@ -71,7 +72,7 @@ AMX_NAME(step)(const uint32_t *a, const uint32_t *a2, int64_t sa, const uint32_t
     AMX_DP(0, 4, 6);
     AMX_DP(1, 4, 7);
     if (two) {
-        AMX_LOAD(5, a2, sa);
+        AMX_LOAD(5, a2, sa2);
         AMX_DP(2, 5, 6);
         AMX_DP(3, 5, 7);
     }
@@ -135,7 +136,7 @@ static void AMX_NAME(ukr)(int64_t kp, const uint32_t *a, const uint32_t *b, floa
             ap = ab;
             bp = bb;
         }
-        AMX_NAME(step)(ap, ap + 16 * AMX_CP, AMX_CP * 4, bp, two);
+        AMX_NAME(step)(ap, AMX_CP * 4, ap + 16 * AMX_CP, AMX_CP * 4, bp, two);
     }
     AMX_NAME(store_c)(c, ldc, beta, m, n);
 }
@@ -187,33 +188,45 @@ static inline int64_t AMX_NAME(row_stride)(const uint32_t *const *r, int n)
     return s;
 }
 
-// nk_bf16_ukr_rows_fn: unpacked bf16 rows (pf unused: a tile load reads whole rows).
+// nk_bf16_ukr_rows_fn: unpacked bf16 rows (pf unused: a tile load reads whole rows). Each
+// 16-row half loads in place when its rows are evenly spaced (a half that crosses an image row
+// or a padding tap is gathered).
 static void AMX_NAME(ukr_rows)(int nseg, const int *segp, const uint32_t *const *rows,
                                const uint32_t *b, float *c, int64_t ldc, float beta, int m, int n,
                                int pf)
 {
     uint32_t ab[AMX_MR * AMX_CP] __attribute__((aligned(64)));
     uint32_t bb[AMX_CP * AMX_NR] __attribute__((aligned(64)));
-    const int two = m > 16, mg = two ? AMX_MR : 16; // rows to gather
+    const int two = m > 16;
     AMX_NAME(zero_c)();
     for (int s = 0; s < nseg; s++, rows += AMX_MR) {
-        const int len    = segp[s];
-        const int64_t st = AMX_NAME(row_stride)(rows, mg);
+        const int len = segp[s];
+        int64_t st[2];
+        for (int h = 0; h < 2; h++)
+            st[h] = AMX_NAME(row_stride)(rows + 16 * h, 16);
         for (int q = 0; q < len; q += AMX_CP) {
             const int w        = len - q < AMX_CP ? len - q : AMX_CP;
             const uint32_t *bp = b + (int64_t)q * AMX_NR;
-            if (st && w == AMX_CP) {
-                AMX_NAME(step)(rows[0] + q, rows[16] + q, st, bp, two);
-                continue;
-            }
             if (w < AMX_CP) {
                 memset(ab, 0, sizeof(ab));
                 AMX_NAME(b_tail)(bp, w, bb);
                 bp = bb;
             }
-            for (int i = 0; i < mg; i++)
-                memcpy(ab + i * AMX_CP, rows[i] + q, sizeof(uint32_t) * (size_t)w);
-            AMX_NAME(step)(ab, ab + 16 * AMX_CP, AMX_CP * 4, bp, two);
+            const uint32_t *ah[2];
+            int64_t sh[2];
+            for (int h = 0; h < 1 + two; h++) {
+                if (st[h] && w == AMX_CP) { // in place
+                    ah[h] = rows[16 * h] + q;
+                    sh[h] = st[h];
+                    continue;
+                }
+                for (int i = 16 * h; i < 16 * h + 16; i++)
+                    memcpy(ab + i * AMX_CP, rows[i] + q, sizeof(uint32_t) * (size_t)w);
+                ah[h] = ab + 16 * h * AMX_CP;
+                sh[h] = AMX_CP * 4;
+            }
+            if (!two) ah[1] = ah[0], sh[1] = sh[0];
+            AMX_NAME(step)(ah[0], sh[0], ah[1], sh[1], bp, two);
         }
         b += (int64_t)len * AMX_NR;
     }
