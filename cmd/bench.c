@@ -694,7 +694,11 @@ int cmd_bench(int argc, char **argv)
     if (nt_dtype_parse(dtype_s, &dtype) != NT_OK)
         return cli_fail("bench", EXIT_USAGE, "--dtype expects f32 or bf16, got \"%s\"", dtype_s);
     const int bf16 = dtype == NT_DTYPE_BF16;
-    if (bf16 && nk_cpu_bf16() < NK_BF16_AVX512)
+    if (bf16 && nk_cpu_bf16() == NK_BF16_AMX_EMU)
+        return cli_fail("bench", EXIT_FAIL,
+                        "--dtype bf16 times the CPU's bf16 unit, got NK_BF16=amx-emulated (the C "
+                        "model of AMX, for tests); unset NK_BF16");
+    if (bf16 && !nk_bf16_hw())
         return cli_fail("bench", EXIT_FAIL, "--dtype bf16 needs a CPU with AVX512_BF16");
     nk_conv_algo algo;
     if (strcmp(algo_s, "auto") == 0)

@@ -360,7 +360,8 @@ void nk_add_fwd_cpu(const nk_exec *ex, int64_t n, const float *a, const float *b
 // arch_prctl(ARCH_REQ_XCOMP_PERM); refused, it falls back to AVX512). AMX_EMU is never detected:
 // the AMX kernels on a C model of the tile instructions, for tests on any CPU. NK_ISA below
 // avx512 in the environment caps this at NONE; NK_BF16=none|avx512|amx caps it too (it can never
-// raise it).
+// raise it), and NK_BF16=amx-emulated makes it AMX_EMU on any CPU (tests of the bf16 model path
+// where there is no bf16 unit: slow, not for timing).
 typedef enum {
     NK_BF16_NONE    = 0,
     NK_BF16_AVX512  = 1,
@@ -372,6 +373,8 @@ const char *nk_bf16_impl_name(nk_bf16_impl impl);
 // The impls that run on this CPU, for tests: NONE, AMX_EMU, then what nk_cpu_bf16() allows
 // (AVX512, AMX). Returns how many (at most 4) were written to out.
 int nk_bf16_impls(nk_bf16_impl out[4]);
+// Whether nk_cpu_bf16() is a hardware unit (AVX512 or AMX): what timing and peaks need.
+int nk_bf16_hw(void);
 
 // B (the weights) is packed once into bf16 pairs: panels of NK_BF16_NR columns; in a panel, k pair
 // q of column j is one 32-bit word at q*NR + j holding bf16(B[2q][j]) in its low half and

@@ -972,8 +972,19 @@ static void test_huge_pages(nt_ctx *ctx)
     nt_tensor_free(&t);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+    // `test_model bf16`: the bf16 model tests alone (tests/amx_emu.sh runs them on the C model
+    // of the AMX kernels, NK_BF16=amx-emulated, where the CPU has no bf16 unit).
+    if (argc > 1 && strcmp(argv[1], "bf16") == 0) {
+        test_bf16();
+        test_bf16_training();
+        nt_status st;
+        nt_ctx *cb = new_ctx_dtype(NT_IMPL_AUTO, NT_DTYPE_BF16, &st);
+        if (cb) test_chunked(cb, "bf16");
+        nt_ctx_free(cb);
+        return check_summary("test_model bf16");
+    }
     nt_ctx *ctx = new_ctx(NT_IMPL_AUTO, 11);
     printf("kernels: %s, %d threads\n", nt_ctx_impl_name(ctx), nt_ctx_nthreads(ctx));
     test_huge_pages(ctx);

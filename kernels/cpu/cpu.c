@@ -172,8 +172,17 @@ nk_bf16_impl nk_cpu_bf16(void)
     if (impl > cap) impl = cap;
     // Asked last: the permission request is the one call here with a side effect.
     if (impl == NK_BF16_AVX512 && cap >= NK_BF16_AMX && amx_usable()) impl = NK_BF16_AMX;
+    // The C model of the AMX kernels for everything, on any CPU: tests of the whole bf16 model
+    // path where the CPU has no bf16 unit (slow; never for timing).
+    if (env && strcmp(env, "amx-emulated") == 0) impl = NK_BF16_AMX_EMU;
     __atomic_store_n(&bf16_cached, (int)impl, __ATOMIC_RELAXED);
     return impl;
+}
+
+int nk_bf16_hw(void)
+{
+    const nk_bf16_impl b = nk_cpu_bf16();
+    return b == NK_BF16_AVX512 || b == NK_BF16_AMX;
 }
 
 int nk_bf16_impls(nk_bf16_impl out[4])
@@ -181,7 +190,7 @@ int nk_bf16_impls(nk_bf16_impl out[4])
     int n    = 0;
     out[n++] = NK_BF16_NONE;
     out[n++] = NK_BF16_AMX_EMU;
-    for (int i = NK_BF16_AVX512; i <= (int)nk_cpu_bf16() && i <= NK_BF16_AMX; i++)
+    for (int i = NK_BF16_AVX512; nk_bf16_hw() && i <= (int)nk_cpu_bf16(); i++)
         out[n++] = (nk_bf16_impl)i;
     return n;
 }
@@ -203,7 +212,7 @@ const char *nk_bf16_impl_name(nk_bf16_impl impl)
 
 double nk_bf16_peak_gflops(int nthreads, double seconds)
 {
-    if (nk_cpu_bf16() < NK_BF16_AVX512) return 0.0;
+    if (!nk_bf16_hw()) return 0.0;
     if (nthreads < 1) nthreads = 1;
     return peak_gflops(nk_cpu_bf16() == NK_BF16_AMX ? nk_amx_loop : nk_bf16_loop_avx512, nthreads,
                        seconds);

@@ -700,7 +700,8 @@ static const nk_bf16_kernel nk_bf16_kernel_scalar = {
 static const nk_bf16_kernel *bf16_kernel_for(nk_bf16_impl impl)
 {
     if (impl == NK_BF16_AMX_EMU) return &nk_bf16_kernel_amx_emu;
-    if (impl > nk_cpu_bf16()) impl = nk_cpu_bf16();
+    const nk_bf16_impl have = nk_bf16_hw() ? nk_cpu_bf16() : NK_BF16_NONE;
+    if (impl > have) impl = have;
     return impl == NK_BF16_AMX      ? &nk_bf16_kernel_amx
            : impl == NK_BF16_AVX512 ? &nk_bf16_kernel_avx512
                                     : &nk_bf16_kernel_scalar;
@@ -743,7 +744,7 @@ static void bf16_pack_b_mt(int nthreads, int tb, int K, int N, const float *B, i
     // Below ~64 Ki weights one thread packs faster than two wake up.
     if ((int64_t)K * N < 65536) nthreads = 1;
     // Row-major B with the AVX512_BF16 packer where the CPU has one (same rounding).
-    const nk_bf16_kernel *kr = nk_cpu_bf16() >= NK_BF16_AVX512 ? &nk_bf16_kernel_avx512 : NULL;
+    const nk_bf16_kernel *kr = nk_bf16_hw() ? &nk_bf16_kernel_avx512 : NULL;
     const int64_t Kp         = (K + 1) / 2;
 #pragma omp parallel for num_threads(nthreads > 0 ? nthreads : 1) schedule(static)
     for (int jp = 0; jp < np; jp++) {
