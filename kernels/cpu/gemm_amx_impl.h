@@ -11,6 +11,7 @@
  *   AMX_LOAD(t, p, st)    TILELOADD tmm t from p, rows st bytes apart
  *   AMX_STORE(t, p, st)   TILESTORED tmm t to p, rows st bytes apart
  *   AMX_DP(c, a, b)       TDPBF16PS tmm c += tmm a * tmm b
+ *   AMX_FIN               the table's nk_bf16_fin_fn (ukr_rows_fin finishes through it)
  *
  * (t, a, b, c are literal tile numbers, as the intrinsics need.)
  *
@@ -87,16 +88,22 @@ static inline void AMX_NAME(zero_c)(void)
     AMX_ZERO(3);
 }
 
-// C[0:m,0:n] = the accumulators + beta * C (beta == 0 never reads C).
-static inline void AMX_NAME(store_c)(float *c, int64_t ldc, float beta, int m, int n)
+// The accumulators into t (MR x NR floats; rows 16-31 only when m > 16).
+static inline void AMX_NAME(tiles_out)(float *t, int m)
 {
-    float t[AMX_MR * AMX_NR] __attribute__((aligned(64)));
     AMX_STORE(0, t, AMX_NR * 4);
     AMX_STORE(1, t + 16, AMX_NR * 4);
     if (m > 16) {
         AMX_STORE(2, t + 16 * AMX_NR, AMX_NR * 4);
         AMX_STORE(3, t + 16 * AMX_NR + 16, AMX_NR * 4);
     }
+}
+
+// C[0:m,0:n] = the accumulators + beta * C (beta == 0 never reads C).
+static inline void AMX_NAME(store_c)(float *c, int64_t ldc, float beta, int m, int n)
+{
+    float t[AMX_MR * AMX_NR] __attribute__((aligned(64)));
+    AMX_NAME(tiles_out)(t, m);
     // Whole rows (n == NR, the common case) as loops of a constant count, which the compiler
     // turns into vector code; the edges element by element.
     const int full = n == AMX_NR;
@@ -188,12 +195,11 @@ static inline int64_t AMX_NAME(row_stride)(const uint32_t *const *r, int n)
     return s;
 }
 
-// nk_bf16_ukr_rows_fn: unpacked bf16 rows (pf unused: a tile load reads whole rows). Each
-// 16-row half loads in place when its rows are evenly spaced (a half that crosses an image row
-// or a padding tap is gathered).
-static void AMX_NAME(ukr_rows)(int nseg, const int *segp, const uint32_t *const *rows,
-                               const uint32_t *b, float *c, int64_t ldc, float beta, int m, int n,
-                               int pf)
+// The accumulators of unpacked bf16 rows (nk_bf16_ukr_rows_fn's sum; pf unused: a tile load
+// reads whole rows). Each 16-row half loads in place when its rows are evenly spaced (a half
+// that crosses an image row or a padding tap is gathered).
+static inline void AMX_NAME(rows_acc)(int nseg, const int *segp, const uint32_t *const *rows,
+                                      const uint32_t *b, int m)
 {
     uint32_t ab[AMX_MR * AMX_CP] __attribute__((aligned(64)));
     uint32_t bb[AMX_CP * AMX_NR] __attribute__((aligned(64)));
@@ -230,5 +236,30 @@ static void AMX_NAME(ukr_rows)(int nseg, const int *segp, const uint32_t *const 
         }
         b += (int64_t)len * AMX_NR;
     }
+}
+
+// nk_bf16_ukr_rows_fn.
+static void AMX_NAME(ukr_rows)(int nseg, const int *segp, const uint32_t *const *rows,
+                               const uint32_t *b, float *c, int64_t ldc, float beta, int m, int n,
+                               int pf)
+{
+    AMX_NAME(rows_acc)(nseg, segp, rows, b, m);
     AMX_NAME(store_c)(c, ldc, beta, m, n);
+}
+
+// nk_bf16_ukr_rows_fin_fn: the sum (+ beta * c) in a stack tile, finished from there by the
+// table's fin (AMX_FIN) into f->yb; c is not written.
+static void AMX_NAME(ukr_rows_fin)(int nseg, const int *segp, const uint32_t *const *rows,
+                                   const uint32_t *b, const float *c, int64_t ldc, float beta,
+                                   int m, int n, int pf, const nk_bf16_fin_args *f)
+{
+    const nk_bf16_fin_args fa = *f;
+    float t[AMX_MR * AMX_NR] __attribute__((aligned(64)));
+    AMX_NAME(rows_acc)(nseg, segp, rows, b, m);
+    AMX_NAME(tiles_out)(t, m);
+    if (beta != 0.0f)
+        for (int i = 0; i < m; i++)
+            for (int j = 0; j < n; j++)
+                t[i * AMX_NR + j] = t[i * AMX_NR + j] + beta * c[i * ldc + j];
+    AMX_FIN(t, AMX_NR, m, n, fa.bias, fa.sc, fa.sh, fa.resb, fa.ldr, fa.relu, fa.yb, fa.ldy);
 }
