@@ -25,9 +25,10 @@
  * per panel, 32 k of the panel at word (k/2)*mr), but row-major inside each 32-k chunk so that
  * a chunk's 16-row halves are tiles: word i*w + q of the chunk is row i's pair q, w = the chunk's
  * pairs (16 but in a tail). Unpacked rows (ukr_rows: bf16 activations) load straight from memory
- * when the 32 row pointers of a segment are evenly spaced (consecutive pixels), else they are
- * gathered into a 64-byte-row buffer first; so are the tails of fewer than 16 pairs,
- * zero-padded (B's too, so that no pair past the block is read).
+ * by 16-row halves whose row pointers are evenly spaced (consecutive pixels); a half that is not
+ * (it crosses an image row or a padding tap) is gathered into a 64-byte-row buffer first, and so
+ * are the tails of fewer than 16 pairs, zero-padded (B's too, so that no pair past the block is
+ * read).
  */
 
 #define AMX_MR 32 // two 16-row tiles
@@ -147,6 +148,7 @@ static void AMX_NAME(ukr)(int64_t kp, const uint32_t *a, const uint32_t *b, floa
     }
     AMX_NAME(store_c)(c, ldc, beta, m, n);
 }
+
 // nk_bf16_pack_fn in this table's layout: w <= 32 k of MR rows, ceil(w/2) pairs a row.
 static void AMX_NAME(pack)(const float *const *src, int w, uint32_t *dst)
 {
