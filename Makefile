@@ -87,7 +87,7 @@ $(BUILD)/kernels/cpu/%_avx2.o: BASE_CFLAGS += -mavx2 -mfma
 $(BUILD)/kernels/cpu/%_avx512bf16.o: BASE_CFLAGS += -mavx512f -mavx512bw -mavx512dq -mavx512vl -mavx512bf16 -mfma -mavx2
 $(BUILD)/kernels/cpu/%_amx.o: BASE_CFLAGS += -mavx512f -mavx512bw -mavx512dq -mavx512vl -mavx512bf16 -mamx-tile -mamx-bf16 -mfma -mavx2
 # The C model of the AMX tiles runs in every test run; -O3 vectorises its dot products (its share
-# of test_ops 40 % -> 12 %).
+# of test_ops' time, perf: 37 % at -O2, 16 % at -O3).
 $(BUILD)/kernels/cpu/gemm_amx_emu.o: BASE_CFLAGS += -O3
 
 $(BUILD)/%.o: %.c

@@ -160,21 +160,21 @@ nk_bf16_impl nk_cpu_bf16(void)
     int v = __atomic_load_n(&bf16_cached, __ATOMIC_RELAXED);
     if (v >= 0) return (nk_bf16_impl)v;
     nk_bf16_impl impl = NK_BF16_NONE;
+    const char *env   = getenv("NK_BF16");
     __builtin_cpu_init();
-    // The AMX table finishes tiles with AVX512_BF16 code, so AMX needs it too.
-    if (nk_cpu_detect() >= NK_ISA_AVX512 && __builtin_cpu_supports("avx512bf16"))
+    if (env && strcmp(env, "amx-emulated") == 0) {
+        // The C model of the AMX kernels for everything, on any CPU: tests of the whole bf16
+        // model path where the CPU has no bf16 unit (slow; never for timing).
+        impl = NK_BF16_AMX_EMU;
+    } else if (nk_cpu_detect() >= NK_ISA_AVX512 && __builtin_cpu_supports("avx512bf16")) {
+        // The AMX table finishes tiles with AVX512_BF16 code, so AMX needs it too; the
+        // permission request (the one call here with a side effect) comes last.
         impl = NK_BF16_AVX512;
-    const char *env        = getenv("NK_BF16");
-    const nk_bf16_impl cap = !env                         ? NK_BF16_AMX
-                             : strcmp(env, "none") == 0   ? NK_BF16_NONE
-                             : strcmp(env, "avx512") == 0 ? NK_BF16_AVX512
-                                                          : NK_BF16_AMX;
-    if (impl > cap) impl = cap;
-    // Asked last: the permission request is the one call here with a side effect.
-    if (impl == NK_BF16_AVX512 && cap >= NK_BF16_AMX && amx_usable()) impl = NK_BF16_AMX;
-    // The C model of the AMX kernels for everything, on any CPU: tests of the whole bf16 model
-    // path where the CPU has no bf16 unit (slow; never for timing).
-    if (env && strcmp(env, "amx-emulated") == 0) impl = NK_BF16_AMX_EMU;
+        if (env && strcmp(env, "none") == 0)
+            impl = NK_BF16_NONE;
+        else if (!(env && strcmp(env, "avx512") == 0) && amx_usable())
+            impl = NK_BF16_AMX;
+    }
     __atomic_store_n(&bf16_cached, (int)impl, __ATOMIC_RELAXED);
     return impl;
 }
@@ -190,8 +190,9 @@ int nk_bf16_impls(nk_bf16_impl out[4])
     int n    = 0;
     out[n++] = NK_BF16_NONE;
     out[n++] = NK_BF16_AMX_EMU;
-    for (int i = NK_BF16_AVX512; nk_bf16_hw() && i <= (int)nk_cpu_bf16(); i++)
-        out[n++] = (nk_bf16_impl)i;
+    if (nk_bf16_hw())
+        for (int i = NK_BF16_AVX512; i <= (int)nk_cpu_bf16(); i++)
+            out[n++] = (nk_bf16_impl)i;
     return n;
 }
 

@@ -37,8 +37,8 @@
 
 _Static_assert(AMX_MR == 32 && AMX_MR <= NK_BF16_MR_MAX && AMX_NR == 32, "AMX: 2 x 2 tiles");
 
-// The tile configuration this copy's kernels use, loaded once per thread (tile state is per
-// thread; the peak loop of gemm_amx.c loads its own and clears this flag).
+// The tile configuration this copy's kernels (and gemm_amx.c's peak loop) use, loaded once per
+// thread (tile state is per thread).
 static __thread int AMX_NAME(configured);
 
 static inline void AMX_NAME(config)(void)
@@ -100,29 +100,34 @@ static inline void AMX_NAME(tiles_out)(float *t, int m)
     }
 }
 
-// C[0:m,0:n] = the accumulators + beta * C (beta == 0 never reads C).
+// t[0:m,0:n] (ld NR) = the accumulators + beta * C (beta == 0 never reads C). Whole rows (n ==
+// NR, the common case) as loops of a constant count, which the compiler vectorises.
+static inline void AMX_NAME(sum_out)(float *t, const float *c, int64_t ldc, float beta, int m,
+                                     int n)
+{
+    AMX_NAME(tiles_out)(t, m);
+    if (beta == 0.0f) return;
+    const int full = n == AMX_NR;
+    for (int i = 0; i < m; i++) {
+        float *ti       = t + i * AMX_NR;
+        const float *ci = c + i * ldc;
+        if (full) {
+            for (int j = 0; j < AMX_NR; j++)
+                ti[j] = ti[j] + beta * ci[j];
+        } else {
+            for (int j = 0; j < n; j++)
+                ti[j] = ti[j] + beta * ci[j];
+        }
+    }
+}
+
+// C[0:m,0:n] = the accumulators + beta * C.
 static inline void AMX_NAME(store_c)(float *c, int64_t ldc, float beta, int m, int n)
 {
     float t[AMX_MR * AMX_NR] __attribute__((aligned(64)));
-    AMX_NAME(tiles_out)(t, m);
-    // Whole rows (n == NR, the common case) as loops of a constant count, which the compiler
-    // turns into vector code; the edges element by element.
-    const int full = n == AMX_NR;
-    for (int i = 0; i < m; i++) {
-        const float *ti = t + i * AMX_NR;
-        float *ci       = c + i * ldc;
-        if (beta != 0.0f && full) {
-            for (int j = 0; j < AMX_NR; j++)
-                ci[j] = ti[j] + beta * ci[j];
-        } else if (full) {
-            memcpy(ci, ti, sizeof(float) * AMX_NR);
-        } else if (beta != 0.0f) {
-            for (int j = 0; j < n; j++)
-                ci[j] = ti[j] + beta * ci[j];
-        } else {
-            memcpy(ci, ti, sizeof(float) * (size_t)n);
-        }
-    }
+    AMX_NAME(sum_out)(t, c, ldc, beta, m, n);
+    for (int i = 0; i < m; i++)
+        memcpy(c + i * ldc, t + i * AMX_NR, sizeof(float) * (size_t)n);
 }
 
 // nk_bf16_ukr_fn on this table's packed A (see the top of the file).
@@ -258,10 +263,6 @@ static void AMX_NAME(ukr_rows_fin)(int nseg, const int *segp, const uint32_t *co
     const nk_bf16_fin_args fa = *f;
     float t[AMX_MR * AMX_NR] __attribute__((aligned(64)));
     AMX_NAME(rows_acc)(nseg, segp, rows, b, m);
-    AMX_NAME(tiles_out)(t, m);
-    if (beta != 0.0f)
-        for (int i = 0; i < m; i++)
-            for (int j = 0; j < n; j++)
-                t[i * AMX_NR + j] = t[i * AMX_NR + j] + beta * c[i * ldc + j];
+    AMX_NAME(sum_out)(t, c, ldc, beta, m, n);
     AMX_FIN(t, AMX_NR, m, n, fa.bias, fa.sc, fa.sh, fa.resb, fa.ldr, fa.relu, fa.yb, fa.ldy);
 }
