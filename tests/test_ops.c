@@ -245,7 +245,7 @@ static void test_conv(const conv_case *cc)
     float *y_ref = xmalloc(ny), *dx_ref = xmalloc(nx), *dw_ref = xmalloc(nw),
           *db_ref = xmalloc(d.K);
     float *y = xmalloc(ny), *dx = xmalloc(nx), *dw = xmalloc(nw), *db = xmalloc(d.K);
-    float *dw1 = xmalloc(nw);
+    float *dw1 = xmalloc(nw), *yw1 = xmalloc(ny);
     fill(x, nx, 21, -1, 1);
     fill(w, nw, 22, -1, 1);
     fill(b, d.K, 23, -1, 1);
@@ -346,6 +346,12 @@ static void test_conv(const conv_case *cc)
                          ? "fwd_winograd_bn_add_relu"
                          : "fwd_auto_bn_add_relu");
                 CHECK_CLOSE(what, y, ye, (int64_t)ny, tol_fwd * 1.5, TOL_SUM_RTOL);
+                if (nk_conv2d_winograd_fwd((nk_isa)isa, NK_CONV_AUTO, &d) && algo == 0) {
+                    // The same bits on 1 and 2 threads (2 may split the output channels).
+                    if (nt == 1) memcpy(yw1, y, ny * sizeof(float));
+                    NAME("fwd_winograd_threads_same_bits");
+                    CHECK_MSG(nt == 1 || memcmp(yw1, y, ny * sizeof(float)) == 0, "%s", what);
+                }
                 if (wino) test_wino_bf16x(&d, &ex, x, w, b, wp, &epr, tol_fwd * 1.5);
                 free(wp);
                 free(sc), free(sh), free(ye), free(res);
@@ -532,7 +538,7 @@ static void test_conv(const conv_case *cc)
         }
     }
     free(x), free(w), free(b), free(dy), free(y_ref), free(dx_ref), free(dw_ref), free(db_ref);
-    free(y), free(dx), free(dw), free(db), free(ws), free(dw1);
+    free(y), free(dx), free(dw), free(db), free(ws), free(dw1), free(yw1);
 }
 
 // ---- dense ----

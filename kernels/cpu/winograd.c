@@ -226,6 +226,23 @@ static int local_v(const nk_conv_desc *d)
             tiles_of(d) >= (int64_t)WINO_LOCAL_UNITS * WINO_TB);
 }
 
+// Output-channel splits of the local path's units (whole panels): enough for every thread to
+// have a unit when there are fewer tile blocks than threads, else none. At batch 1 a 128 px
+// image's conv3 3x3 (16 tiles, one block) ran on one thread while the other waited: split in
+// two, bench conv 0.67x the time (8 of 8 rounds, `sh bench/ab.sh`); in the 128 px inference at
+// batch 1 (`--profile`, 3 runs alternating) the four took 2.5-3.0 -> 1.7-2.1 ms, about 3 % of
+// the step, which the step's noise hides. With two blocks or more each thread already streams its
+// own copy of the transformed weights, which such small blocks are bound by, and splits measured no
+// better: conv3's at batch 2 0.99x, conv2's at batch 1 (3 blocks) 0.96x, while each split
+// transforms its tile block again. The sums per output are the same whatever the split, so the
+// result does not depend on the thread count.
+static int k_splits(int64_t ntb, int nt, int np)
+{
+    if (ntb >= nt) return 1;
+    const int s = (int)((nt + ntb - 1) / ntb);
+    return s < np ? s : np;
+}
+
 // Per-thread floats: M, and V when local_v.
 static size_t thread_floats(const nk_conv_desc *d)
 {
@@ -343,12 +360,19 @@ void nk_wino_fwd(const nk_exec *ex, const nk_conv_desc *d, const float *x, const
     {
         float *mb = th0 + (size_t)omp_get_thread_num() * thread_floats(d);
         if (local) {
-            float *vl = mb + round16((size_t)WINO_E * WINO_TB * NR);
+            float *vl         = mb + round16((size_t)WINO_E * WINO_TB * NR);
+            const int64_t ntb = (T + WINO_TB - 1) / WINO_TB;
+            const int np = (K + NR - 1) / NR, nks = k_splits(ntb, nt, np);
+            int64_t held = -1; // the tile block in vl
 #pragma omp for schedule(dynamic, 1)
-            for (int64_t g0 = 0; g0 < T; g0 += WINO_TB) {
+            for (int64_t u = 0; u < ntb * nks; u++) {
+                const int64_t g0 = u / nks * WINO_TB;
+                const int s = (int)(u % nks), k0 = s * np / nks * NR;
+                const int k1  = s + 1 == nks ? K : (s + 1) * np / nks * NR;
                 const int tbn = (int)(T - g0 < WINO_TB ? T - g0 : WINO_TB);
-                in_tiles(&r, g0, tbn, vl, (int64_t)WINO_TB * C);
-                unit(&r, vl, (int64_t)WINO_TB * C, g0, tbn, 0, K, mb);
+                if (g0 != held) in_tiles(&r, g0, tbn, vl, (int64_t)WINO_TB * C);
+                held = g0;
+                unit(&r, vl, (int64_t)WINO_TB * C, g0, tbn, k0, k1, mb);
             }
         } else {
             for (int64_t t0 = 0; t0 < T; t0 += TC) {
