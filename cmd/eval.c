@@ -334,7 +334,8 @@ int cmd_eval(int argc, char **argv)
         {"batch", OPT_INT, &o.batch, 1, 4096, "N", "images per forward pass, default 32"},
         {"threads", OPT_INT, &o.threads, 0, 1024, "N", "compute threads, default all CPUs"},
         {"dtype", OPT_STR, &o.dtype, 0, 0, "f32|bf16",
-         "compute in f32 or bf16 (AVX512_BF16); default $PNEUMO_DTYPE, else f32"},
+         "compute in f32 or bf16 (AVX512_BF16, on AMX tiles where present); default $PNEUMO_DTYPE, "
+         "else f32"},
         {"loader-threads", OPT_INT, &o.loader_threads, 1, 64, "N", "image loader threads (1)"},
         {"resize", OPT_STR, &o.resize, 0, 0, "area|bilinear|nearest",
          "resizing, as pneumo train --resize (area)"},

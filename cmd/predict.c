@@ -751,7 +751,8 @@ int cmd_predict(int argc, char **argv)
            {"batch", OPT_INT, &batch, 1, 1024, "N", "images per forward pass, default 8"},
            {"threads", OPT_INT, &threads, 0, 1024, "N", "compute threads, default all CPUs"},
            {"dtype", OPT_STR, &dtype, 0, 0, "f32|bf16",
-            "compute in f32 or bf16 (AVX512_BF16); default $PNEUMO_DTYPE, else f32"},
+            "compute in f32 or bf16 (AVX512_BF16, on AMX tiles where present); default $PNEUMO_DTYPE, "
+               "else f32"},
            {"loader-threads", OPT_INT, &loaders, 1, 64, "N",
             "threads that read, hash and decode, default 2"},
            {"resize", OPT_STR, &resize_s, 0, 0, "nearest|bilinear|area",

@@ -1323,7 +1323,8 @@ static int serve_main(server *sv, int argc, char **argv)
         {"compute-threads", OPT_INT, &compute_threads, 0, 1024, "N",
          "threads of the model, default all CPUs"},
         {"dtype", OPT_STR, &dtype, 0, 0, "f32|bf16",
-         "compute in f32 or bf16 (AVX512_BF16); default $PNEUMO_DTYPE, else f32"},
+         "compute in f32 or bf16 (AVX512_BF16, on AMX tiles where present); default $PNEUMO_DTYPE, "
+         "else f32"},
         {"max-batch", OPT_INT, &max_batch, 1, 256, "N",
          "images per forward pass at most, default 8"},
         {"max-wait-ms", OPT_INT, &max_wait, 0, 60000, "MS",

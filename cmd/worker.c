@@ -349,7 +349,8 @@ int cmd_worker(int argc, char **argv)
            {"follow", OPT_FLAG, &follow, 0, 0, NULL, "keep waiting for new entries when drained"},
            {"threads", OPT_INT, &threads, 0, 1024, "N", "compute threads, default all CPUs"},
            {"dtype", OPT_STR, &dtype, 0, 0, "f32|bf16",
-            "compute in f32 or bf16 (AVX512_BF16); default $PNEUMO_DTYPE, else f32"},
+            "compute in f32 or bf16 (AVX512_BF16, on AMX tiles where present); default $PNEUMO_DTYPE, "
+               "else f32"},
            {"loader-threads", OPT_INT, &nloaders, 1, 64, "N",
             "threads that read, look up and decode a batch's images, default 2"},
            {"resize", OPT_STR, &resize_s, 0, 0, "nearest|bilinear|area",

@@ -86,10 +86,11 @@ expect 2 '--conv expects .*got "56,64,64,3,1,3"' -- $P bench conv --conv 56,64,6
 expect 2 '--conv and --shape: expected one of them, got both' -- $P bench conv --conv 5,8,8,1 --shape conv2_3x3
 expect 2 '--conv 1024,64,64,3,1,1 at --batch 64: expected tensors of at most 2\^31-1 values' -- $P bench conv --conv 1024,64,64,3,1,1 --batch 64
 # --dtype bf16: bf16 activations in and out (conv1's image stays float32), each shape checked
-# against the bf16 reference before it is timed (a failed check prints FAIL and exits 1).
+# against the bf16 reference before it is timed (a failed check prints FAIL and exits 1); on
+# AVX512_BF16, or on AMX tiles where the CPU has them.
 if grep -qw avx512_bf16 /proc/cpuinfo; then
     for s in conv1_7x7s2 conv2_1x1_reduce conv3_1x1s2_proj conv4_3x3; do
-        expect 0 "name=$s pass=fwd dtype=bf16 impl=avx512bf16 .*gflops=" -- $P bench conv --dtype bf16 --shape $s --img-size 64 --batch 2 --repeat 1 --peak 100
+        expect 0 "name=$s pass=fwd dtype=bf16 impl=(avx512bf16|amx) .*gflops=" -- $P bench conv --dtype bf16 --shape $s --img-size 64 --batch 2 --repeat 1 --peak 100
     done
     expect 0 'name=conv_h9_c16_k24_r3_s1_p1 pass=fwd dtype=bf16 .*gflops=' -- $P bench conv --dtype bf16 --conv 9,16,24,3,1,1 --batch 2 --repeat 1 --peak 100
     expect 0 'name=conv2_1x1_reduce pass=fwd-train dtype=bf16 .*gflops=' -- $P bench conv --dtype bf16 --pass fwd-train --shape conv2_1x1_reduce --img-size 64 --batch 2 --repeat 1 --peak 100
