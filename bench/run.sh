@@ -1,11 +1,12 @@
 #!/bin/sh
 # Runs pneumo's benchmarks and its peers side by side in one run and writes bench/RESULTS.md
 # (machine, command, date, figures, ratios):
-#   - peaks: the fp32 FMA loop and the bf16 VDPBF16PS loop (`pneumo bench peak [--dtype bf16]`),
-#     1 and THREADS threads;
+#   - peaks: the fp32 FMA loop and the bf16 VDPBF16PS loop, TDPBF16PS on AMX (`pneumo bench peak
+#     [--dtype bf16]`), 1 and THREADS threads;
 #   - ResNet50 inference (fp32 and bf16, batch 16 and 1) and training steps (last 20 layers, all)
 #     beside PyTorch (eager, channels_last, jit-frozen, bf16 autocast; bench/torch_resnet50.py);
-#     fp32/bf16 inference at 1 thread too, for the scaling;
+#     fp32/bf16 inference at 1 thread too, for the scaling; on AMX also bf16 inference on
+#     VDPBF16PS (NK_BF16=avx512) in the same rounds;
 #   - ResNet50's 20 convolutions beside oneDNN (bench/dnnl_conv.c, built here with -ldnnl);
 #   - SGEMM on ResNet50's shapes beside OpenBLAS (build/bench/bench_gemm).
 # Needs `make`; peers when installed: python3-torch, libdnnl-dev, libopenblas-dev
@@ -32,6 +33,15 @@ if $P bench peak --dtype bf16 --threads "$T" >/dev/null 2>&1; then
     $P bench peak --dtype bf16 --threads "$T" | tee -a "$OUT"
     PEAKB=$(grep -m1 "op=peak dtype=bf16.*threads=$T " "$OUT" | sed -n 's/.*gflops=\([0-9.]*\).*/\1/p')
     PEAKB_UNIT=$(grep -m1 "op=peak dtype=bf16.*threads=$T " "$OUT" | sed -n 's/.*(measured \([A-Z0-9]*\) loop).*/\1/p')
+    # The bf16 kernels' name in the lines (avx512bf16 or amx), so that AMX's rows and the same
+    # machine's VDPBF16PS rows (NK_BF16=avx512) stay apart.
+    BI=$(grep -m1 "op=peak dtype=bf16.*threads=$T " "$OUT" | sed -n 's/.* impl=\([a-z0-9]*\) .*/\1/p')
+fi
+HAVE_VDP=0
+if [ "$BI" = amx ]; then
+    HAVE_VDP=1
+    NK_BF16=avx512 $P bench peak --dtype bf16 --threads "$T" | tee -a "$OUT"
+    PEAKV=$(grep "op=peak dtype=bf16 impl=avx512bf16 threads=$T " "$OUT" | head -n 1 | sed -n 's/.*gflops=\([0-9.]*\).*/\1/p')
 fi
 M="$P bench model --threads $T"
 have_torch=0
@@ -49,6 +59,10 @@ while [ "$r" -le "$ROUNDS" ]; do
         if [ "$HAVE_BF16" = 1 ]; then
             if [ "$r" = 1 ]; then $M --batch 16 --dtype bf16 --peak "$PEAKB"; else $M --batch 16 --no-check --dtype bf16 --peak "$PEAKB"; fi
             $M --batch 1 --repeat 9 --no-check --dtype bf16 --peak "$PEAKB"
+        fi
+        if [ "$HAVE_VDP" = 1 ]; then
+            NK_BF16=avx512 $M --batch 16 --no-check --dtype bf16 --peak "$PEAKV"
+            NK_BF16=avx512 $M --batch 1 --repeat 9 --no-check --dtype bf16 --peak "$PEAKV"
         fi
         $M --batch 16 --train --unfreeze 20 --no-check --repeat 3 --peak "$PEAK"
         $M --batch 16 --train --unfreeze all --no-check --repeat 3 --peak "$PEAK"
@@ -147,8 +161,12 @@ conv_total() {
     row "fp32 inference, batch 16" "mode=infer dtype=f32 .*batch=16 .*threads=$T " 16 infer "variant=(eager|channels_last|jit_frozen)"
     row "fp32 inference, batch 1" "mode=infer dtype=f32 .*batch=1 .*threads=$T " 1 infer "variant=(eager|channels_last|jit_frozen)"
     if [ "$HAVE_BF16" = 1 ]; then
-        row "bf16 inference, batch 16" "mode=infer dtype=bf16 .*batch=16 .*threads=$T " 16 infer "variant=bf16_autocast"
-        row "bf16 inference, batch 1" "mode=infer dtype=bf16 .*batch=1 .*threads=$T " 1 infer "variant=bf16_autocast"
+        row "bf16 inference, batch 16" "mode=infer dtype=bf16 .*impl=[^ ]*$BI batch=16 .*threads=$T " 16 infer "variant=bf16_autocast"
+        row "bf16 inference, batch 1" "mode=infer dtype=bf16 .*impl=[^ ]*$BI batch=1 .*threads=$T " 1 infer "variant=bf16_autocast"
+    fi
+    if [ "$HAVE_VDP" = 1 ]; then
+        row "bf16 inference, batch 16, VDPBF16PS (NK_BF16=avx512; % of its peak, ${PEAKV:-?} GFLOP/s)" "mode=infer dtype=bf16 .*impl=[^ ]*avx512bf16 batch=16 .*threads=$T " 16 infer "variant=bf16_autocast"
+        row "bf16 inference, batch 1, VDPBF16PS (NK_BF16=avx512)" "mode=infer dtype=bf16 .*impl=[^ ]*avx512bf16 batch=1 .*threads=$T " 1 infer "variant=bf16_autocast"
     fi
     row "fp32 training step, batch 16, last 20 layers + head" "mode=train dtype=f32 unfreeze=20 .*batch=16 " 16 train "variant=(eager|channels_last) .*unfreeze=last20"
     row "fp32 training step, batch 16, all layers" "mode=train dtype=f32 unfreeze=-1 .*batch=16 " 16 train "variant=(eager|channels_last) .*unfreeze=all"
@@ -164,7 +182,7 @@ conv_total() {
         echo "|---|---|---|---|"
         for dt in f32 bf16; do
             a=$(val "mode=infer dtype=$dt .*batch=16 .*threads=1 " best_images_per_s)
-            b=$(vmax "mode=infer dtype=$dt .*batch=16 .*threads=$T " best_images_per_s)
+            b=$(vmax "mode=infer dtype=$dt .*impl=[^ ]*$BI batch=16 .*threads=$T " best_images_per_s)
             [ -n "$a$b" ] && echo "| $dt | ${a:--} | ${b:--} | $(ratio "$b" "$a") |"
         done
     fi
@@ -183,12 +201,12 @@ conv_total() {
     echo "|---|---|---|---|---|---|---|---|---|"
     conv_names | while read -r n c; do
         pf=$(convf "$n" f32 avx gflops); of=$(convf "$n" f32 onednn gflops fwd jit_wino)
-        pb=$(convf "$n" bf16 avx gflops); ob=$(convf "$n" bf16 onednn gflops)
+        pb=$(convf "$n" bf16 "$BI" gflops); ob=$(convf "$n" bf16 onednn gflops)
         ow=$(convf "$n" f32 'onednn-[0-9.]*:jit_wino' gflops)
         obest=$(printf '%s\n%s\n' "$of" "$ow" | grep . | sort -g | tail -n 1)
         echo "| $n | ${c:-?} | ${pf:--} | ${of:--} | ${ow:--} | $(ratio "$pf" "$obest") | ${pb:--} | ${ob:--} | $(ratio "$pb" "$ob") |"
     done
-    pt=$(conv_total f32 avx); ot=$(conv_total f32 onednn fwd jit_wino); pbt=$(conv_total bf16 avx); obt=$(conv_total bf16 onednn)
+    pt=$(conv_total f32 avx); ot=$(conv_total f32 onednn fwd jit_wino); pbt=$(conv_total bf16 "$BI"); obt=$(conv_total bf16 onednn)
     owt=$(conv_total f32 onednn)
     echo "| all convs of one forward (ms, lower is better) | | ${pt:--} | ${ot:--} | ${owt:--} (with Winograd) | $(ratio "$owt" "$pt") | ${pbt:--} | ${obt:--} | $(ratio "$obt" "$pbt") |"
     echo
@@ -201,9 +219,9 @@ conv_total() {
     echo "| conv | x per net | fwd f32 | fwd-train f32 | bwd-data f32 | bwd-filter f32 | fwd bf16 | fwd-train bf16 | bwd-data bf16 | bwd-filter bf16 |"
     echo "|---|---|---|---|---|---|---|---|---|---|"
     conv_names | while read -r n c; do
-        echo "| $n | ${c:-?} | $(convf "$n" f32 avx gflops) | $(convf "$n" f32 avx gflops fwd-train) | $(convf "$n" f32 avx gflops bwd-data) | $(convf "$n" f32 avx gflops bwd-filter) | $(convf "$n" bf16 avx gflops) | $(convf "$n" bf16 avx gflops fwd-train) | $(convf "$n" bf16 avx gflops bwd-data) | $(convf "$n" bf16 avx gflops bwd-filter) |"
+        echo "| $n | ${c:-?} | $(convf "$n" f32 avx gflops) | $(convf "$n" f32 avx gflops fwd-train) | $(convf "$n" f32 avx gflops bwd-data) | $(convf "$n" f32 avx gflops bwd-filter) | $(convf "$n" bf16 "$BI" gflops) | $(convf "$n" bf16 "$BI" gflops fwd-train) | $(convf "$n" bf16 "$BI" gflops bwd-data) | $(convf "$n" bf16 "$BI" gflops bwd-filter) |"
     done
-    echo "| all convs of the network (ms) | | $(conv_total f32 avx) | $(conv_total f32 avx fwd-train) | $(conv_total f32 avx bwd-data) | $(conv_total f32 avx bwd-filter) | $(conv_total bf16 avx) | $(conv_total bf16 avx fwd-train) | $(conv_total bf16 avx bwd-data) | $(conv_total bf16 avx bwd-filter) |"
+    echo "| all convs of the network (ms) | | $(conv_total f32 avx) | $(conv_total f32 avx fwd-train) | $(conv_total f32 avx bwd-data) | $(conv_total f32 avx bwd-filter) | $(conv_total bf16 "$BI") | $(conv_total bf16 "$BI" fwd-train) | $(conv_total bf16 "$BI" bwd-data) | $(conv_total bf16 "$BI" bwd-filter) |"
     echo
     echo "SGEMM on ResNet50's shapes, $T threads (\`build/bench/bench_gemm\`; M = batch x P x Q):"
     echo
