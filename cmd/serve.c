@@ -364,6 +364,7 @@ typedef struct req {
     size_t len, cap, seen;
     int too_big, oom, part_chosen, part_is_image, part_done;
     // waiting on the model
+    int expected; // announced to the inference thread (sv_infer_expect), not yet queued
     int waiting;
     sv_job job;
     struct MHD_Connection *conn;
@@ -824,7 +825,8 @@ static enum MHD_Result upload_process(server *sv, struct MHD_Connection *c, req 
     r->conn     = c;
     r->waiting  = 1;
     MHD_suspend_connection(c);
-    int q = sv_infer_submit(sv->infer, &r->job);
+    int q       = sv_infer_submit(sv->infer, &r->job, r->expected);
+    r->expected = 0;
     if (q != 0) {
         r->waiting = 0;
         MHD_resume_connection(c);
@@ -1176,6 +1178,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
                                     "expected multipart/form-data with a boundary, got \"%.80s\"",
                                     ct);
             }
+            // An image on its way: a batch that has begun waits for it (--max-wait-ms at most).
+            sv_infer_expect(sv->infer, 1);
+            r->expected = 1;
         }
         return MHD_YES;
     }
@@ -1266,6 +1271,7 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
     free(r->job.x);
     free(r->job.cam);
     nd_image_free(&r->disp);
+    if (r->expected) sv_infer_expect(sv->infer, -1); // ended without a job: a hit, an error
     free(r);
     *con_cls = NULL;
     pthread_mutex_lock(&sv->fl_mu);
@@ -1328,7 +1334,7 @@ static int serve_main(server *sv, int argc, char **argv)
         {"max-batch", OPT_INT, &max_batch, 1, 256, "N",
          "images per forward pass at most, default 8"},
         {"max-wait-ms", OPT_INT, &max_wait, 0, 60000, "MS",
-         "how long the first image waits for company, default 5"},
+         "how long the first image waits for company while other uploads are arriving, default 5"},
         {"queue", OPT_INT, &queue, 1, 100000, "N", "images waiting at most (then 503), default 64"},
         {"max-bytes", OPT_FLOAT, &max_bytes, 1, 1e12, "N", "largest upload, default 20 MiB"},
         {"max-pixels", OPT_FLOAT, &max_pixels, 1, 1e12, "N", "largest image, default 50e6"},
@@ -1482,6 +1488,7 @@ static int serve_main(server *sv, int argc, char **argv)
     freeaddrinfo(ai);
     if (!sv->d) {
         sv_infer_stop(sv->infer);
+        sv_infer_free(sv->infer);
         nt_model_free(m);
         nt_ctx_free(ctx);
         return cli_fail("serve", EXIT_FAIL,
@@ -1522,6 +1529,7 @@ static int serve_main(server *sv, int argc, char **argv)
     // a request that comes later on a kept-alive connection gets 503 "shutting down".
     sv_infer_stop(sv->infer);
     MHD_stop_daemon(sv->d);
+    sv_infer_free(sv->infer); // only now: MHD's threads may call in until they stop
     while (sv->r_nfree)
         pr_redis_close(sv->r_free[--sv->r_nfree]);
     for (int i = 0; i < LRU_N; i++) {

@@ -35,17 +35,25 @@ typedef struct sv_infer_stats {
 typedef struct sv_infer sv_infer;
 
 // Starts the inference thread over m and its context ctx (which only this thread uses from now on):
-// batches of up to max_batch jobs, waiting at most max_wait_ms after the first one, queue_cap jobs
+// batches of up to max_batch jobs, waiting at most max_wait_ms after the first one while other
+// uploads are on their way (sv_infer_expect), queue_cap jobs
 // at most waiting. layer: the Grad-CAM layer (kept by the caller). Returns 0 or -1 (err set).
 int sv_infer_start(nt_ctx *ctx, nt_model *m, int S, int layer, int max_batch, int max_wait_ms,
                    int queue_cap, void (*on_done)(sv_job *), const sv_infer_stats *stats,
                    sv_infer **out, char *err, size_t errlen);
-// Queues j (not yet done). 0 queued, -1 the queue is full, -2 shutting down.
-int sv_infer_submit(sv_infer *q, sv_job *j);
+// An upload has begun (delta 1) or ended without a job (-1, e.g. a cache hit or an error): the
+// inference thread waits for company (max_wait_ms at most) only while uploads are on their way.
+void sv_infer_expect(sv_infer *q, int delta);
+// Queues j (not yet done); expected: j's upload was announced by sv_infer_expect(q, 1), which
+// this settles whatever it returns. 0 queued, -1 the queue is full, -2 shutting down.
+int sv_infer_submit(sv_infer *q, sv_job *j, int expected);
 // Jobs waiting (not yet taken into a batch).
 int sv_infer_depth(sv_infer *q);
-// Finishes every queued job, then stops and joins the thread; NULL is fine.
+// Finishes every queued job, then stops and joins the thread; NULL is fine. Later calls of
+// sv_infer_submit answer -2 (HTTP threads may still call in until their daemon stops).
 void sv_infer_stop(sv_infer *q);
+// Frees q (stopped) once nothing calls in any more; NULL is fine.
+void sv_infer_free(sv_infer *q);
 
 // A PNG (8-bit RGB, w x h) in memory: *png malloc'd. 0, or -1 (out of memory / libpng error).
 int sv_png_encode(const uint8_t *rgb, int w, int h, uint8_t **png, size_t *len);

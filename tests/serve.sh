@@ -3,10 +3,11 @@
 # server, curl. Tokens (add/list/revoke, 0600, refusal without tokens, 401s, reload), uploads
 # (multipart and raw) with the same probability as `pneumo predict`, the cache (memory and
 # Redis, no new inference on a re-upload), GET by id, history, heat-map PNGs, 400/404/405/413/
-# 415, static files and traversal, /metrics, a full queue (503 + Retry-After), Redis stopped and
-# restarted under a running server, heat maps drawn only when asked for (and by another
-# server from the source in Redis), a heat map lost from Redis, SIGTERM. Small model (64 px,
-# --width-div 16): the shipped model's numbers are the same code path.
+# 415, static files and traversal, /metrics, a lone upload not waiting for company, a full queue
+# (503 + Retry-After), micro-batching, Redis stopped and restarted under a running server, heat
+# maps drawn only when asked for (and by another server from the source in Redis), a heat map
+# lost from Redis, SIGTERM. Small model (64 px, --width-div 16): the shipped model's numbers are
+# the same code path.
 . tests/lib.sh
 for c in redis-server redis-cli curl python3; do
     command -v $c > /dev/null || { echo "SKIP $c not installed (./scripts/install-deps.sh)"; exit 77; }
@@ -85,6 +86,15 @@ start_serve
 grep -q "listening on http://127.0.0.1:$SPORT (model m.st, id $MID, f32)" $T/serve.log && ok "ready line" || bad "ready: $(cat $T/serve.log)"
 api() { curl -s -H "Authorization: Bearer $TOK" "$@"; }
 code() { curl -s -o $T/body -w '%{http_code}' "$@"; }
+# slow_upload: an upload that takes about 12 s to arrive (120 KB at 10 KB/s) in the background
+# ($slowpid): while it is on its way a batch waits for company (--max-wait-ms at most).
+slow_upload() {
+    head -c 120000 /dev/urandom > $T/slow.bin
+    curl -s -o /dev/null -H "Authorization: Bearer $TOK" --limit-rate 10k -F image=@$T/slow.bin \
+        $B/api/v1/predictions &
+    slowpid=$!
+    sleep 0.5 # its headers are in
+}
 
 [ "$(code $B/healthz)" = 200 ] && grep -q '"status":"ok"' $T/body && ok "healthz" || bad "healthz: $(cat $T/body)"
 [ "$(code $B/readyz)" = 200 ] && grep -q '"redis":true' $T/body && ok "readyz with Redis" || bad "readyz: $(cat $T/body)"
@@ -263,11 +273,18 @@ kill -CONT $rpid
 i=0; until [ "$(code $B/readyz)" = 200 ] || [ $i -gt 50 ]; do i=$((i+1)); sleep 0.1; done
 [ $i -le 50 ] && ok "readyz 200 when Redis continues" || bad "readyz after CONT: $(cat $T/body)"
 
-# A full queue: 503 + Retry-After (one slot, the first job waits 3 s for company).
+# A lone upload does not wait for company (--max-wait-ms 3000: nothing else is arriving).
 kill $spid; wait $spid; rc=$?; spid=
 [ $rc -eq 0 ] && ok "SIGTERM -> exit 0" || bad "SIGTERM exit $rc: $(tail -n 3 $T/serve.log)"
 grep -q 'stopped' $T/serve.log && ok "clean shutdown" || bad "shutdown: $(tail -n 3 $T/serve.log)"
 start_serve --queue 1 --max-wait-ms 3000 --max-batch 8
+$R flushdb > /dev/null
+t=$(curl -s -o $T/lone.json -w '%{time_total}' -H "Authorization: Bearer $TOK" -F image=@$I3 $B/api/v1/predictions)
+[ "$(jget $T/lone.json cached)" = false ] && awk "BEGIN {exit !($t < 1.5)}" \
+    && ok "a lone upload runs at once (${t} s, --max-wait-ms 3000)" || bad "lone upload: ${t} s $(cat $T/lone.json)"
+# A full queue: 503 + Retry-After (one slot; the first job waits 3 s for company, since a slow
+# upload is on its way).
+slow_upload
 for k in 1 2 3; do
     f=$I1; [ $k = 2 ] && f=$N1; [ $k = 3 ] && f=$N2
     $R flushdb > /dev/null
@@ -280,12 +297,14 @@ n503=$(grep -l ' 503' $T/q1.h $T/q2.h $T/q3.h | wc -l)
 [ "$n503" -ge 1 ] && grep -qi '^Retry-After: 1' $(grep -l ' 503' $T/q1.h $T/q2.h $T/q3.h | head -n 1) \
     && head -n 1 $T/q1.h | grep -q ' 200' && ok "full queue: 503 + Retry-After ($n503 of 3), the first answered" \
     || bad "queue: $(head -n 1 $T/q1.h $T/q2.h $T/q3.h | tr '\n' ' ')"
+kill $slowpid 2> /dev/null; wait $slowpid 2> /dev/null
 
-# Micro-batching: three concurrent uploads within --max-wait-ms share one forward pass, and the
-# batched probabilities are predict's.
+# Micro-batching: three concurrent uploads within --max-wait-ms share one forward pass (a slow
+# upload on its way keeps the batch waiting), and the batched probabilities are predict's.
 kill $spid; wait $spid; spid=
 $R flushdb > /dev/null
 start_serve --max-wait-ms 1500 --max-batch 8
+slow_upload
 for k in 1 2 3; do
     f=$I1; [ $k = 2 ] && f=$I2; [ $k = 3 ] && f=$N1
     api -F image=@$f $B/api/v1/predictions > $T/b$k.json &
@@ -295,6 +314,7 @@ wait $bp1 $bp2 $bp3
 curl -s $B/metrics > $T/metrics
 [ "$(metric pneumo_inference_batch_size_count)" = 1 ] && [ "$(metric pneumo_inference_batch_size_sum)" = 3 ] \
     && ok "3 concurrent uploads: one batch of 3" || bad "batches: $(grep batch_size_ $T/metrics | tr '\n' ' ')"
+kill $slowpid 2> /dev/null; wait $slowpid 2> /dev/null
 python3 -c 'import json,sys; a=json.load(open(sys.argv[1]))["probability"]; b=json.load(open(sys.argv[2]))["probability"]
 sys.exit(0 if abs(a-float(sys.argv[3]))<1e-5 and abs(b-float(sys.argv[4]))<1e-5 else 1)' $T/b1.json $T/b2.json "$pp1" "$pp2" \
     && ok "batched probabilities = predict's" || bad "batched: $(cat $T/b1.json $T/b2.json) vs $pp1 $pp2"
