@@ -378,6 +378,10 @@ typedef struct req {
 static enum MHD_Result send_buf(struct MHD_Connection *c, req *r, int status, const char *type,
                                 void *buf, size_t len, int must_free)
 {
+    if (r->expected) { // answered without a job (a cache hit, an error): nothing to wait for
+        sv_infer_expect(r->sv->infer, -1);
+        r->expected = 0;
+    }
     struct MHD_Response *resp = MHD_create_response_from_buffer(
         len, buf, must_free ? MHD_RESPMEM_MUST_FREE : MHD_RESPMEM_MUST_COPY);
     if (!resp) return MHD_NO;
@@ -1271,7 +1275,7 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
     free(r->job.x);
     free(r->job.cam);
     nd_image_free(&r->disp);
-    if (r->expected) sv_infer_expect(sv->infer, -1); // ended without a job: a hit, an error
+    if (r->expected) sv_infer_expect(sv->infer, -1); // the client went away mid-upload
     free(r);
     *con_cls = NULL;
     pthread_mutex_lock(&sv->fl_mu);
