@@ -52,18 +52,29 @@ static nt_status head_grad_one(const head *h, const float *f, double *logit, flo
     double *z1 = malloc(sizeof(double) * (size_t)(2 * h->U1 + 2 * h->U2));
     if (!z1) return NT_ENOMEM;
     double *z2 = z1 + h->U1, *d1 = z2 + h->U2, *d2 = d1 + h->U1;
+    // The forward sums run along the weights' rows (w1 is C x U1, w2 U1 x U2): a column at a
+    // time strode U1 floats per step through w1's 2 MiB, 1.4 ms an image (4 % of serve's time).
+    for (int u = 0; u < h->U1; u++)
+        z1[u] = h->b1[u];
+    for (int c = 0; c < h->C; c++) {
+        const double fc = f[c];
+        const float *wr = h->w1 + (size_t)c * h->U1;
+        for (int u = 0; u < h->U1; u++)
+            z1[u] += fc * wr[u];
+    }
+    for (int u = 0; u < h->U1; u++)
+        z1[u] = z1[u] > 0 ? z1[u] : 0;
+    for (int v = 0; v < h->U2; v++)
+        z2[v] = h->b2[v];
     for (int u = 0; u < h->U1; u++) {
-        double s = h->b1[u];
-        for (int c = 0; c < h->C; c++)
-            s += (double)f[c] * h->w1[(size_t)c * h->U1 + u];
-        z1[u] = s > 0 ? s : 0;
+        const float *wr = h->w2 + (size_t)u * h->U2;
+        for (int v = 0; v < h->U2; v++)
+            z2[v] += z1[u] * wr[v];
     }
     double z = h->b3[0];
     for (int v = 0; v < h->U2; v++) {
-        double s = h->b2[v];
-        for (int u = 0; u < h->U1; u++)
-            s += z1[u] * h->w2[(size_t)u * h->U2 + v];
-        z2[v] = s > 0 ? s : 0;
+        const double s = z2[v];
+        z2[v]          = s > 0 ? s : 0;
         z += z2[v] * h->w3[v];
         d2[v] = s > 0 ? h->w3[v] : 0;
     }
