@@ -18,18 +18,9 @@
 #define AMX_STORE(t, p, st) _tile_stored(t, p, st)
 #define AMX_DP(c, a, b)     _tile_dpbf16ps(c, a, b)
 #define AMX_FIN             nk_bf16_fin_avx512
+#define AMX_CONVERT         nk_bf16_convert_avx512
+#define AMX_TABLE           nk_bf16_kernel_amx
 #include "kernels/cpu/gemm_amx_impl.h"
-
-const nk_bf16_kernel nk_bf16_kernel_amx = {
-    .mr           = AMX_MR,
-    .ukr          = amx_ukr,
-    .pack         = amx_pack,
-    .pack_t       = amx_pack_t,
-    .ukr_rows     = amx_ukr_rows,
-    .ukr_rows_fin = amx_ukr_rows_fin,
-    .convert      = nk_bf16_convert_avx512,
-    .fin          = nk_bf16_fin_avx512,
-};
 
 // ---- peak ----
 

@@ -118,15 +118,6 @@ static void emu_dp(int tc, int ta, int tb)
 #define AMX_STORE(t, p, st) emu_store(t, p, st)
 #define AMX_DP(c, a, b)     emu_dp(c, a, b)
 #define AMX_FIN             nk_bf16_fin_scalar
+#define AMX_CONVERT         nk_bf16_convert_scalar
+#define AMX_TABLE           nk_bf16_kernel_amx_emu
 #include "kernels/cpu/gemm_amx_impl.h"
-
-const nk_bf16_kernel nk_bf16_kernel_amx_emu = {
-    .mr           = AMX_MR,
-    .ukr          = amx_emu_ukr,
-    .pack         = amx_emu_pack,
-    .pack_t       = amx_emu_pack_t,
-    .ukr_rows     = amx_emu_ukr_rows,
-    .ukr_rows_fin = amx_emu_ukr_rows_fin,
-    .convert      = nk_bf16_convert_scalar,
-    .fin          = nk_bf16_fin_scalar,
-};

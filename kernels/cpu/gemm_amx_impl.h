@@ -12,6 +12,8 @@
  *   AMX_STORE(t, p, st)   TILESTORED tmm t to p, rows st bytes apart
  *   AMX_DP(c, a, b)       TDPBF16PS tmm c += tmm a * tmm b
  *   AMX_FIN               the table's nk_bf16_fin_fn (ukr_rows_fin finishes through it)
+ *   AMX_CONVERT           the table's nk_bf16_convert_fn
+ *   AMX_TABLE             the name of the nk_bf16_kernel table this copy defines
  *
  * (t, a, b, c are literal tile numbers, as the intrinsics need.)
  *
@@ -260,9 +262,19 @@ static void AMX_NAME(ukr_rows_fin)(int nseg, const int *segp, const uint32_t *co
                                    const uint32_t *b, const float *c, int64_t ldc, float beta,
                                    int m, int n, int pf, const nk_bf16_fin_args *f)
 {
-    const nk_bf16_fin_args fa = *f;
     float t[AMX_MR * AMX_NR] __attribute__((aligned(64)));
     AMX_NAME(rows_acc)(nseg, segp, rows, b, m);
     AMX_NAME(sum_out)(t, c, ldc, beta, m, n);
-    AMX_FIN(t, AMX_NR, m, n, fa.bias, fa.sc, fa.sh, fa.resb, fa.ldr, fa.relu, fa.yb, fa.ldy);
+    AMX_FIN(t, AMX_NR, m, n, f->bias, f->sc, f->sh, f->resb, f->ldr, f->relu, f->yb, f->ldy);
 }
+
+const nk_bf16_kernel AMX_TABLE = {
+    .mr           = AMX_MR,
+    .ukr          = AMX_NAME(ukr),
+    .pack         = AMX_NAME(pack),
+    .pack_t       = AMX_NAME(pack_t),
+    .ukr_rows     = AMX_NAME(ukr_rows),
+    .ukr_rows_fin = AMX_NAME(ukr_rows_fin),
+    .convert      = AMX_CONVERT,
+    .fin          = AMX_FIN,
+};
